@@ -1,0 +1,31 @@
+# The two commands a new user needs: `make demo` and `make test`.
+# Each creates .venv on first use and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test lint bench
+
+$(VENV)/.dev-installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,demo]'
+	touch $@
+
+$(VENV)/.demo-installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[demo]'
+	touch $@
+
+demo: $(VENV)/.demo-installed
+	$(VENV)/bin/weirflow log quickstart
+
+lint: $(VENV)/.dev-installed
+	$(PY) -m ruff check src tests benchmarks examples
+
+test: $(VENV)/.dev-installed lint
+	$(PY) -m pytest tests
+
+bench: $(VENV)/.dev-installed
+	$(PY) benchmarks/eventlog.py --quick

@@ -1,0 +1,1 @@
+"""weirflow.api: see DESIGN.md, Layers."""

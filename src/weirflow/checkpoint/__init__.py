@@ -1,0 +1,1 @@
+"""weirflow.checkpoint: see DESIGN.md, Layers."""

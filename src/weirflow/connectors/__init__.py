@@ -1,0 +1,1 @@
+"""weirflow.connectors: see DESIGN.md, Layers."""

@@ -1,0 +1,1 @@
+"""weirflow.eventlog: see DESIGN.md, Layers."""

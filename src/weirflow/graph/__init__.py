@@ -1,0 +1,1 @@
+"""weirflow.graph: see DESIGN.md, Layers."""

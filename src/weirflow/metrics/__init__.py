@@ -1,0 +1,1 @@
+"""weirflow.metrics: see DESIGN.md, Layers."""

@@ -1,0 +1,1 @@
+"""weirflow.runtime: see DESIGN.md, Layers."""

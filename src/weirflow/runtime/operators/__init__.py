@@ -1,0 +1,1 @@
+"""weirflow.runtime.operators: see DESIGN.md, Layers."""

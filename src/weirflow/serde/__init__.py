@@ -1,0 +1,27 @@
+"""Serialization of records and state, with declared, versioned formats.
+
+Exports :func:`encode` / :func:`decode` (tagged msgpack or pickle),
+:func:`check_format_version` for on-disk headers, and :func:`stable_hash` /
+:func:`key_bytes` for placement by key.
+"""
+
+from weirflow.serde.codec import (
+    TAG_MSGPACK,
+    TAG_PICKLE,
+    check_format_version,
+    decode,
+    encode,
+    is_plain,
+)
+from weirflow.serde.hashing import key_bytes, stable_hash
+
+__all__ = [
+    "TAG_MSGPACK",
+    "TAG_PICKLE",
+    "check_format_version",
+    "decode",
+    "encode",
+    "is_plain",
+    "key_bytes",
+    "stable_hash",
+]

@@ -1,0 +1,1 @@
+"""weirflow.state: see DESIGN.md, Layers."""

@@ -1,0 +1,1 @@
+"""weirflow.testing: see DESIGN.md, Layers."""

@@ -1,0 +1,1 @@
+"""weirflow.time: see DESIGN.md, Layers."""

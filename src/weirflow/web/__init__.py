@@ -1,0 +1,1 @@
+"""weirflow.web: see DESIGN.md, Layers."""
