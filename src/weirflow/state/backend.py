@@ -1,0 +1,103 @@
+"""The keyed state backend interface.
+
+A backend holds the keyed state of one subtask: every declared state name,
+for every key in the subtask's key-group range. The memory backend keeps
+plain dicts; a RocksDB backend (extra ``rocksdb``) can implement the same
+Protocol.
+
+Checkpoint contract, in two parts as in Flink's snapshot strategies:
+
+1. ``snapshot()`` is the synchronous part, run while the task holds the
+   barrier: cheap, and the returned object is effectively immutable (updates
+   made afterwards never show in it).
+2. ``KeyedStateSnapshot.to_bytes_per_key_group()`` is the asynchronous part
+   (encoding, possibly in another thread): one self-describing, versioned blob
+   per non-empty key group.
+
+``restore(blobs)`` takes blobs from one or many old subtasks (after
+rescaling), keeps the key groups in its own range and ignores the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol, overload, runtime_checkable
+
+from weirflow.state.descriptors import (
+    ListStateDescriptor,
+    MapStateDescriptor,
+    ValueStateDescriptor,
+)
+from weirflow.state.keygroups import KeyGroupRange
+from weirflow.state.primitives import ListState, MapState, ValueState
+from weirflow.state.table import KeyedTable
+
+
+@runtime_checkable
+class KeyedStateSnapshot(Protocol):
+    """The result of a backend's synchronous snapshot."""
+
+    def to_bytes_per_key_group(self) -> dict[int, bytes]:
+        """Encode the snapshot: key group -> blob, for non-empty key groups only.
+
+        Raises:
+            SerdeError: a state value can be neither msgpack-encoded nor pickled.
+        """
+        ...
+
+
+@runtime_checkable
+class KeyedStateBackend(Protocol):
+    """Keyed state of one subtask, addressed through a current key."""
+
+    @property
+    def key_group_range(self) -> KeyGroupRange:
+        """The key groups this backend owns."""
+        ...
+
+    @property
+    def max_parallelism(self) -> int:
+        """The number of key groups of the job."""
+        ...
+
+    @property
+    def current_key(self) -> Any:
+        """The current key. Raises StateError when none is set."""
+        ...
+
+    @property
+    def current_key_group(self) -> int:
+        """The current key's group. Raises StateError when no key is set."""
+        ...
+
+    def set_current_key(self, key: Any, key_group: int | None = None) -> None:
+        """Make ``key`` current (``key_group`` computed when ``None``); StateError out of range."""
+        ...
+
+    @overload
+    def get_state(self, descriptor: ValueStateDescriptor) -> ValueState: ...
+    @overload
+    def get_state(self, descriptor: ListStateDescriptor) -> ListState: ...
+    @overload
+    def get_state(self, descriptor: MapStateDescriptor) -> MapState: ...
+    def get_state(
+        self, descriptor: ValueStateDescriptor | ListStateDescriptor | MapStateDescriptor
+    ) -> ValueState | ListState | MapState:
+        """Declare (or look up) a state and return it bound to the current key."""
+        ...
+
+    def table(self, name: str) -> KeyedTable:
+        """Declare (or look up) a raw table."""
+        ...
+
+    def snapshot(self) -> KeyedStateSnapshot:
+        """Take the synchronous part of a checkpoint."""
+        ...
+
+    def restore(self, blobs: Iterable[tuple[int, bytes]]) -> None:
+        """Load ``(key_group, blob)`` pairs; StateError on corrupt or unknown-version blobs."""
+        ...
+
+    def is_empty(self) -> bool:
+        """Return whether no state name holds any entry."""
+        ...
