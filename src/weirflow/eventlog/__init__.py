@@ -1,1 +1,65 @@
-"""weirflow.eventlog: see DESIGN.md, Layers."""
+"""The embedded durable event log: partitioned topics on SQLite, Kafka's semantics.
+
+A log is a directory holding one SQLite database in WAL mode. Topics have a
+fixed number of partitions; each partition is a sequence of records with
+dense offsets from 0. Appends are atomic and durable on return;
+transactional producers give exactly-once sinks atomic, fenced,
+two-phase-committable writes; consumer groups store positions; retention
+trims by age and size. Several processes may use one directory at once.
+"""
+
+from weirflow.errors import EventLogError
+from weirflow.eventlog.db import DB_FILE, FORMAT_VERSION, Durability, system_clock_ms
+from weirflow.eventlog.errors import (
+    CorruptLogError,
+    InvalidArgumentError,
+    LogBusyError,
+    LogClosedError,
+    NotAnEventLogError,
+    OffsetOutOfRangeError,
+    PartitionOutOfRangeError,
+    ProducerFencedError,
+    TopicExistsError,
+    TransactionStateError,
+    UnknownTopicError,
+    UnknownTransactionError,
+)
+from weirflow.eventlog.log import EventLog, Isolation
+from weirflow.eventlog.records import (
+    ConsumedRecord,
+    PartitionDescription,
+    Record,
+    TopicDescription,
+    TransactionHandle,
+)
+from weirflow.eventlog.transactions import ProducerState, TransactionalProducer, TxnState
+
+__all__ = [
+    "DB_FILE",
+    "FORMAT_VERSION",
+    "ConsumedRecord",
+    "CorruptLogError",
+    "Durability",
+    "EventLog",
+    "EventLogError",
+    "InvalidArgumentError",
+    "Isolation",
+    "LogBusyError",
+    "LogClosedError",
+    "NotAnEventLogError",
+    "OffsetOutOfRangeError",
+    "PartitionDescription",
+    "PartitionOutOfRangeError",
+    "ProducerFencedError",
+    "ProducerState",
+    "Record",
+    "TopicDescription",
+    "TopicExistsError",
+    "TransactionHandle",
+    "TransactionStateError",
+    "TransactionalProducer",
+    "TxnState",
+    "UnknownTopicError",
+    "UnknownTransactionError",
+    "system_clock_ms",
+]

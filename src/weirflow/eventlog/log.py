@@ -1,0 +1,585 @@
+"""The :class:`EventLog`: topics, atomic appends, reads by offset, consumer groups, retention.
+
+Invariants (each partition):
+
+* offsets are dense: every offset in ``start_offset .. end_offset - 1`` has
+  exactly one stored record, and offsets are never reused;
+* ``start_offset`` only grows (retention), ``end_offset`` only grows (appends
+  and transaction commits);
+* ``bytes == end_pos - start_pos``, where ``pos_end`` of a record is the
+  cumulative byte count (key + value + encoded headers) of its partition up
+  to and including it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+from weirflow.eventlog.catalog import Catalog, check_topic_name
+from weirflow.eventlog.db import Clock, Database, Durability, system_clock_ms
+from weirflow.eventlog.errors import (
+    InvalidArgumentError,
+    OffsetOutOfRangeError,
+    TopicExistsError,
+)
+from weirflow.eventlog.records import (
+    ConsumedRecord,
+    PartitionDescription,
+    Record,
+    TopicDescription,
+    TransactionHandle,
+    decode_headers,
+    encode_headers,
+)
+from weirflow.eventlog.retention import apply_retention
+from weirflow.eventlog.transactions import (
+    TransactionalProducer,
+    TxnState,
+    list_prepared,
+    resolve_prepared,
+)
+
+Isolation = Literal["read_committed", "read_uncommitted"]
+
+_INSERT_RECORD = (
+    "INSERT INTO records(topic_id, part, off, key, value, timestamp_ms, headers, append_ms, "
+    "pos_end) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_READ_RECORDS = (
+    "SELECT off, key, value, timestamp_ms, headers, pos_end FROM records "
+    "WHERE topic_id = ? AND part = ? AND off >= ? AND off < ? ORDER BY off"
+)
+_READ_STAGED = (
+    "SELECT key, value, timestamp_ms, headers, size FROM staged "
+    "WHERE topic_id = ? AND part = ? ORDER BY seq LIMIT ? OFFSET ?"
+)
+
+
+def _check_count(name: str, value: object, minimum: int) -> int:
+    if type(value) is not int or value < minimum:
+        raise InvalidArgumentError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_isolation(isolation: object) -> None:
+    if isolation not in ("read_committed", "read_uncommitted"):
+        raise InvalidArgumentError(
+            f"isolation must be 'read_committed' or 'read_uncommitted', got {isolation!r}"
+        )
+
+
+class EventLog:
+    """An embedded, durable, partitioned event log in one directory (Kafka's model on SQLite).
+
+    Several processes may open the same directory at once; each write is
+    one SQLite transaction and waits at most ``busy_timeout`` for another
+    process's write lock. Usable as a context manager (``close`` on exit).
+
+    Args:
+        path: the log directory; created (with parents) if missing.
+        durability: when an ``append`` or a commit returns, its records
+            survive a power loss (``"fsync"``, the default: the log backs
+            exactly-once sinks, whose promise would not hold after a power
+            cut otherwise) or only a crash of the writing process
+            (``"process"``: faster, no fsync per write).
+        busy_timeout: the longest wait for another process's write lock.
+        clock: returns the current time in integer milliseconds since the
+            epoch; it stamps append time (used by age retention). Defaults
+            to the system clock.
+
+    Raises:
+        NotAnEventLogError: ``path`` is a file, or holds a database that is
+            not a weirflow event log; the message names the file.
+        weirflow.errors.UnsupportedFormatVersionError: the log was written
+            by a newer weirflow.
+        CorruptLogError: SQLite reports the database as damaged.
+        LogBusyError: another process held the write lock past ``busy_timeout``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        durability: Durability = "fsync",
+        *,
+        busy_timeout: timedelta = timedelta(seconds=30),
+        clock: Clock | None = None,
+    ) -> None:
+        if durability not in ("fsync", "process"):
+            raise InvalidArgumentError(
+                f"durability must be 'fsync' or 'process', got {durability!r}"
+            )
+        self.path = Path(path)
+        self.durability = durability
+        self._db = Database(self.path, durability, busy_timeout, clock or system_clock_ms)
+        self._catalog = Catalog(self._db)
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite database file inside the log directory."""
+        return self._db.path
+
+    def close(self) -> None:
+        """Close the log; later calls raise ``LogClosedError``. Idempotent."""
+        self._db.close()
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # Topics
+
+    def create_topic(
+        self,
+        name: str,
+        partitions: int,
+        retention_ms: int | None = None,
+        retention_bytes: int | None = None,
+        exist_ok: bool = False,
+    ) -> None:
+        """Create a topic with a fixed number of partitions.
+
+        Args:
+            name: 1-249 characters from ``A-Z a-z 0-9 . _ -``.
+            partitions: the partition count, >= 1; never changes.
+            retention_ms: keep records at most this many milliseconds after
+                their append (applied by :meth:`apply_retention`); ``None``
+                keeps them forever.
+            retention_bytes: keep at most this many bytes per partition
+                (key + value + encoded headers); ``None`` for no limit.
+            exist_ok: do nothing if a topic of that name and partition count exists.
+
+        Raises:
+            InvalidArgumentError: a bad name, count or retention value.
+            TopicExistsError: the topic exists and ``exist_ok`` is false, or
+                it exists with another partition count.
+            LogBusyError: the write lock was not obtained within the busy timeout.
+        """
+        check_topic_name(name)
+        _check_count("partitions", partitions, 1)
+        for what, value in (("retention_ms", retention_ms), ("retention_bytes", retention_bytes)):
+            if value is not None:
+                _check_count(what, value, 0)
+        with self._db.write() as conn:
+            existing = self._catalog.lookup(conn, name)
+            if existing is not None:
+                if exist_ok and existing.partitions == partitions:
+                    return
+                raise TopicExistsError(
+                    f"topic {name!r} already exists with {existing.partitions} partition(s)"
+                )
+            (topic_id,) = conn.execute(
+                "INSERT INTO topics(name, partitions, retention_ms, retention_bytes, created_ms) "
+                "VALUES (?, ?, ?, ?, ?) RETURNING topic_id",
+                (name, partitions, retention_ms, retention_bytes, self._db.clock()),
+            ).fetchone()
+            conn.executemany(
+                "INSERT INTO partitions(topic_id, part, start_offset, next_offset, start_pos, "
+                "end_pos) VALUES (?, ?, 0, 0, 0, 0)",
+                [(topic_id, p) for p in range(partitions)],
+            )
+
+    def list_topics(self) -> list[str]:
+        """Return the names of all topics, sorted."""
+        with self._db.read() as conn:
+            return [r[0] for r in conn.execute("SELECT name FROM topics ORDER BY name")]
+
+    def partition_count(self, topic: str) -> int:
+        """Return the topic's partition count.
+
+        Raises:
+            UnknownTopicError: there is no such topic.
+        """
+        return self._catalog.get(topic).partitions
+
+    def describe(self, topic: str) -> TopicDescription:
+        """Describe a topic: retention settings and, per partition, offsets, count and bytes.
+
+        Raises:
+            UnknownTopicError: there is no such topic.
+        """
+        info = self._catalog.get(topic)
+        with self._db.read() as conn:
+            retention_ms, retention_bytes = conn.execute(
+                "SELECT retention_ms, retention_bytes FROM topics WHERE topic_id = ?",
+                (info.topic_id,),
+            ).fetchone()
+            rows = conn.execute(
+                "SELECT part, start_offset, next_offset, end_pos - start_pos FROM partitions "
+                "WHERE topic_id = ? ORDER BY part",
+                (info.topic_id,),
+            ).fetchall()
+        parts = [PartitionDescription(p, s, e, e - s, b) for p, s, e, b in rows]
+        return TopicDescription(topic, parts, retention_ms, retention_bytes)
+
+    # Appends and reads
+
+    def append(self, topic: str, records: Sequence[Record]) -> list[tuple[int, int]]:
+        """Append a batch of records atomically: all become visible, durable, or none does.
+
+        Args:
+            topic: the topic name.
+            records: the records; each goes to its explicit partition, else
+                to ``stable_hash(key) % partitions``, else round-robin.
+
+        Returns:
+            ``(partition, offset)`` per record, in the order given.
+
+        Raises:
+            UnknownTopicError: there is no such topic.
+            PartitionOutOfRangeError: an explicit partition is out of range.
+            InvalidArgumentError: a record has a non-bytes key or value, a
+                non-int timestamp, or bad headers; nothing was appended.
+            LogBusyError: the write lock was not obtained within the busy timeout.
+        """
+        info = self._catalog.get(topic)
+        parts = self._catalog.route(info, records)
+        if not records:
+            return []
+        topic_id = info.topic_id
+        out: list[tuple[int, int]] = []
+        with self._db.write() as conn:
+            nxt = [0] * info.partitions
+            pos = [0] * info.partitions
+            for p, next_offset, end_pos in conn.execute(
+                "SELECT part, next_offset, end_pos FROM partitions WHERE topic_id = ?",
+                (topic_id,),
+            ):
+                nxt[p] = next_offset
+                pos[p] = end_pos
+            now = self._db.clock()
+            rows = []
+            try:
+                for r, p in zip(records, parts, strict=True):
+                    k = r.key
+                    v = r.value
+                    h = r.headers
+                    hb = encode_headers(h) if h else None
+                    size = len(v) if v is not None else 0
+                    if k is not None:
+                        size += len(k)
+                    if hb is not None:
+                        size += len(hb)
+                    off = nxt[p]
+                    nxt[p] = off + 1
+                    pe = pos[p] = pos[p] + size
+                    rows.append((topic_id, p, off, k, v, r.timestamp_ms, hb, now, pe))
+                    out.append((p, off))
+                conn.executemany(_INSERT_RECORD, rows)
+            except (TypeError, OverflowError, sqlite3.IntegrityError) as e:
+                raise InvalidArgumentError(
+                    f"cannot append to {topic!r}: {e} (a record needs bytes-or-None key and "
+                    "value and an int timestamp_ms); nothing was appended"
+                ) from e
+            conn.executemany(
+                "UPDATE partitions SET next_offset = ?, end_pos = ? WHERE topic_id = ? "
+                "AND part = ?",
+                [(nxt[p], pos[p], topic_id, p) for p in set(parts)],
+            )
+        return out
+
+    def read(
+        self,
+        topic: str,
+        partition: int,
+        from_offset: int,
+        max_records: int = 1000,
+        max_bytes: int = 1 << 20,
+        isolation: Isolation = "read_committed",
+    ) -> list[ConsumedRecord]:
+        """Read records of one partition in offset order, starting at ``from_offset``.
+
+        ``read_committed`` returns committed records only. ``read_uncommitted``
+        returns them and then, after the committed end, the records staged by
+        open and prepared transactions, in staging order, numbered on from the
+        committed end. Those numbers are provisional: on commit a record may
+        get another offset (other appends may come first), on abort it
+        vanishes. Use them to peek, never to commit a position.
+
+        Args:
+            topic: the topic name.
+            partition: the partition index.
+            from_offset: the first offset to return; ``end_offset`` gives ``[]``.
+            max_records: at most this many records (>= 1).
+            max_bytes: stop before the batch's bytes (key + value + encoded
+                headers) exceed this; the first record is always returned.
+            isolation: ``"read_committed"`` or ``"read_uncommitted"``.
+
+        Returns:
+            Up to ``max_records`` records with consecutive offsets.
+
+        Raises:
+            UnknownTopicError, PartitionOutOfRangeError: bad topic or partition.
+            OffsetOutOfRangeError: ``from_offset`` is below the start offset
+                (removed by retention) or above the end offset.
+            InvalidArgumentError: a bad limit or isolation value.
+        """
+        info = self._catalog.partition(topic, partition)
+        _check_count("from_offset", from_offset, 0)
+        _check_count("max_records", max_records, 1)
+        _check_count("max_bytes", max_bytes, 0)
+        _check_isolation(isolation)
+        topic_id = info.topic_id
+        with self._db.read() as conn:
+            rows = conn.execute(
+                _READ_RECORDS, (topic_id, partition, from_offset, from_offset + max_records)
+            ).fetchall()
+            if not rows or rows[0][0] != from_offset:
+                start, end = self._bounds(conn, topic_id, partition)
+                limit = end + (
+                    self._staged_count(conn, topic_id, partition)
+                    if isolation == "read_uncommitted"
+                    else 0
+                )
+                if not start <= from_offset <= limit:
+                    raise OffsetOutOfRangeError(
+                        f"offset {from_offset} out of range for {topic!r} partition "
+                        f"{partition}: valid offsets are {start}..{limit}"
+                    )
+            out: list[ConsumedRecord] = []
+            used = 0
+            if rows:
+                _, k, v, _, h, pe = rows[0]
+                base = pe - len(k or b"") - len(v or b"") - len(h or b"")
+                limit_pos = base + max_bytes
+                for off, k, v, ts, h, pe in rows:
+                    if out and pe > limit_pos:
+                        return out
+                    out.append(
+                        ConsumedRecord(
+                            topic, partition, off, k, v, ts, decode_headers(h) if h else ()
+                        )
+                    )
+                used = pe - base
+            if isolation == "read_uncommitted" and len(out) < max_records:
+                self._read_staged(
+                    conn,
+                    info.topic_id,
+                    topic,
+                    partition,
+                    from_offset,
+                    out,
+                    max_records,
+                    max_bytes,
+                    used,
+                )
+        return out
+
+    def _read_staged(
+        self,
+        conn: sqlite3.Connection,
+        topic_id: int,
+        topic: str,
+        partition: int,
+        from_offset: int,
+        out: list[ConsumedRecord],
+        max_records: int,
+        max_bytes: int,
+        used: int,
+    ) -> None:
+        _, end = self._bounds(conn, topic_id, partition)
+        first = max(from_offset, end)
+        if out and out[-1].offset + 1 != end:
+            return
+        rows = conn.execute(
+            _READ_STAGED, (topic_id, partition, max_records - len(out), first - end)
+        ).fetchall()
+        for i, (k, v, ts, h, size) in enumerate(rows):
+            if out and used + size > max_bytes:
+                return
+            used += size
+            out.append(ConsumedRecord(topic, partition, first + i, k, v, ts, decode_headers(h)))
+
+    @staticmethod
+    def _bounds(conn: sqlite3.Connection, topic_id: int, partition: int) -> tuple[int, int]:
+        start, end = conn.execute(
+            "SELECT start_offset, next_offset FROM partitions WHERE topic_id = ? AND part = ?",
+            (topic_id, partition),
+        ).fetchone()
+        return start, end
+
+    @staticmethod
+    def _staged_count(conn: sqlite3.Connection, topic_id: int, partition: int) -> int:
+        return conn.execute(
+            "SELECT COUNT(*) FROM staged WHERE topic_id = ? AND part = ?", (topic_id, partition)
+        ).fetchone()[0]
+
+    def start_offset(self, topic: str, partition: int) -> int:
+        """Return the lowest offset still stored in the partition (raised by retention).
+
+        Raises:
+            UnknownTopicError, PartitionOutOfRangeError: bad topic or partition.
+        """
+        info = self._catalog.partition(topic, partition)
+        with self._db.read() as conn:
+            return self._bounds(conn, info.topic_id, partition)[0]
+
+    def end_offset(
+        self, topic: str, partition: int, isolation: Isolation = "read_committed"
+    ) -> int:
+        """Return the offset the next committed record of the partition will get.
+
+        With ``read_uncommitted``, add the records staged by open and
+        prepared transactions (see :meth:`read`).
+
+        Raises:
+            UnknownTopicError, PartitionOutOfRangeError: bad topic or partition.
+            InvalidArgumentError: a bad isolation value.
+        """
+        info = self._catalog.partition(topic, partition)
+        _check_isolation(isolation)
+        with self._db.read() as conn:
+            end = self._bounds(conn, info.topic_id, partition)[1]
+            if isolation == "read_uncommitted":
+                end += self._staged_count(conn, info.topic_id, partition)
+        return end
+
+    # Transactions
+
+    def transactional_producer(self, transactional_id: str) -> TransactionalProducer:
+        """Register a transactional producer; fences older instances of the same id.
+
+        Args:
+            transactional_id: a non-empty id, stable across restarts.
+
+        Returns:
+            The producer, with a new ``epoch``. Older instances' open
+            transactions are aborted; their prepared ones survive.
+
+        Raises:
+            InvalidArgumentError: a bad id.
+            LogBusyError: the write lock was not obtained within the busy timeout.
+        """
+        return TransactionalProducer(self._db, self._catalog, transactional_id)
+
+    def commit_prepared(self, handle: TransactionHandle) -> None:
+        """Commit a prepared transaction from any process; a no-op if already committed.
+
+        Raises:
+            UnknownTransactionError: no transaction matches the handle.
+            TransactionStateError: it was aborted, or never prepared.
+            LogBusyError: the write lock was not obtained within the busy timeout.
+        """
+        resolve_prepared(self._db, handle, TxnState.COMMITTED)
+
+    def abort_prepared(self, handle: TransactionHandle) -> None:
+        """Abort a prepared transaction from any process; a no-op if already aborted.
+
+        Raises:
+            UnknownTransactionError: no transaction matches the handle.
+            TransactionStateError: it was committed, or never prepared.
+            LogBusyError: the write lock was not obtained within the busy timeout.
+        """
+        resolve_prepared(self._db, handle, TxnState.ABORTED)
+
+    def list_prepared(self, transactional_id: str) -> list[TransactionHandle]:
+        """Return the prepared, not yet resolved transactions of an id, by sequence."""
+        return list_prepared(self._db, transactional_id)
+
+    # Consumer groups
+
+    def commit_offsets(self, group: str, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Store a consumer group's positions (the next offset to read), atomically.
+
+        Args:
+            group: the group name (non-empty).
+            offsets: ``{(topic, partition): offset}``; an offset may be below
+                the start offset (the group fell behind retention) but not
+                above the end offset.
+
+        Raises:
+            UnknownTopicError, PartitionOutOfRangeError: bad topic or partition.
+            OffsetOutOfRangeError: an offset is above the partition's end.
+            InvalidArgumentError: a bad group name or offset value.
+            LogBusyError: the write lock was not obtained within the busy timeout.
+        """
+        if type(group) is not str or not group:
+            raise InvalidArgumentError(f"group must be a non-empty str, got {group!r}")
+        rows = []
+        for (topic, partition), offset in offsets.items():
+            info = self._catalog.partition(topic, partition)
+            _check_count("offset", offset, 0)
+            rows.append((group, info.topic_id, partition, offset, topic))
+        now = self._db.clock()
+        with self._db.write() as conn:
+            for _, topic_id, partition, offset, topic in rows:
+                end = self._bounds(conn, topic_id, partition)[1]
+                if offset > end:
+                    raise OffsetOutOfRangeError(
+                        f"cannot commit offset {offset} for {topic!r} partition {partition}: "
+                        f"its end offset is {end}"
+                    )
+            conn.executemany(
+                "INSERT INTO group_offsets(group_id, topic_id, part, off, updated_ms) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(group_id, topic_id, part) "
+                "DO UPDATE SET off = excluded.off, updated_ms = excluded.updated_ms",
+                [(g, t, p, o, now) for g, t, p, o, _ in rows],
+            )
+
+    def committed_offset(self, group: str, topic: str, partition: int) -> int | None:
+        """Return the group's stored position for a partition, or ``None`` if it has none.
+
+        Raises:
+            UnknownTopicError, PartitionOutOfRangeError: bad topic or partition.
+        """
+        info = self._catalog.partition(topic, partition)
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT off FROM group_offsets WHERE group_id = ? AND topic_id = ? AND part = ?",
+                (group, info.topic_id, partition),
+            ).fetchone()
+        return None if row is None else row[0]
+
+    def lag(self, group: str) -> list[tuple[str, int, int | None, int, int]]:
+        """Return the group's lag on every partition of every topic it committed in.
+
+        Returns:
+            ``(topic, partition, committed, end, lag)`` sorted by topic and
+            partition; ``lag = end - committed``, or ``end - start_offset``
+            (what is left to read) where the group has no position (``None``).
+        """
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT t.name, p.part, g.off, p.start_offset, p.next_offset "
+                "FROM topics AS t JOIN partitions AS p ON p.topic_id = t.topic_id "
+                "LEFT JOIN group_offsets AS g ON g.group_id = ? AND g.topic_id = p.topic_id "
+                "AND g.part = p.part "
+                "WHERE t.topic_id IN (SELECT topic_id FROM group_offsets WHERE group_id = ?) "
+                "ORDER BY t.name, p.part",
+                (group, group),
+            ).fetchall()
+        return [
+            (name, p, committed, end, end - (start if committed is None else committed))
+            for name, p, committed, start, end in rows
+        ]
+
+    # Retention
+
+    def apply_retention(self, now_ms: int | None = None) -> int:
+        """Remove records past their topic's age or size limit, oldest first.
+
+        Deletion runs in short write transactions, and readers never wait
+        for it (WAL). Each partition loses a prefix; its start offset rises.
+
+        Args:
+            now_ms: the current time in integer milliseconds; the log's clock if ``None``.
+
+        Returns:
+            The number of records deleted.
+
+        Raises:
+            LogBusyError: the write lock was not obtained within the busy timeout.
+        """
+        return apply_retention(self._db, self._db.clock() if now_ms is None else now_ms)
