@@ -92,7 +92,7 @@ class KeyedTable:
         return sorted(kg for kg, part in self._parts.items() if part)
 
     def copy_partitions(self) -> dict[int, dict[Any, Any]]:
-        """Return a one-level copy of every non-empty partition (the snapshot's synchronous part)."""
+        """Return one-level copies of the non-empty partitions (a snapshot's synchronous part)."""
         return {kg: part.copy() for kg, part in self._parts.items() if part}
 
     def load_partition(self, key_group: int, entries: dict[Any, Any]) -> None:
