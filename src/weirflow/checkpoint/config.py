@@ -1,0 +1,108 @@
+"""Checkpoint configuration: how often, how many at once, where, and what is kept."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Literal, get_args
+
+from weirflow.errors import ConfigError
+
+CheckpointMode = Literal["exactly_once", "at_least_once", "at_most_once"]
+"""Delivery guarantee the checkpoints serve (DESIGN.md, Guarantees)."""
+
+CHECKPOINT_MODES: tuple[str, ...] = get_args(CheckpointMode)
+_ONE_MS = timedelta(milliseconds=1)
+
+
+def to_ms(duration: timedelta) -> int:
+    """Convert a public ``timedelta`` to the integer milliseconds used inside.
+
+    Args:
+        duration: a duration; sub-millisecond parts are truncated.
+
+    Returns:
+        Whole milliseconds as an ``int``.
+    """
+    return duration // _ONE_MS
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """When and where checkpoints are taken and how many are kept.
+
+    Attributes:
+        storage: a local folder or any fsspec URL (``s3://bucket/prefix``,
+            ``memory://name``) under which each job gets a folder.
+        interval: time between two checkpoint triggers.
+        mode: ``exactly_once`` (aligned barriers), ``at_least_once``
+            (barriers not aligned) or ``at_most_once``.
+        timeout: a checkpoint not completed this long after its trigger fails.
+        min_pause: least time between the completion of one checkpoint and
+            the trigger of the next.
+        max_concurrent: most checkpoints pending at once.
+        retained: number of completed checkpoints kept; older ones are deleted.
+
+    Raises:
+        ConfigError: on construction, when a field has the wrong type or is
+            out of range; the message names the field and the fix.
+    """
+
+    storage: str = "./weirflow-data/checkpoints"
+    interval: timedelta = timedelta(seconds=1)
+    mode: CheckpointMode = "exactly_once"
+    timeout: timedelta = timedelta(minutes=10)
+    min_pause: timedelta = timedelta(0)
+    max_concurrent: int = 1
+    retained: int = 3
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.storage, str) or not self.storage.strip():
+            raise ConfigError(
+                "CheckpointConfig.storage must be a non-empty folder path or fsspec URL, "
+                f"got {self.storage!r}; pass e.g. './weirflow-data/checkpoints' or 's3://bucket/p'"
+            )
+        if self.mode not in CHECKPOINT_MODES:
+            raise ConfigError(
+                f"CheckpointConfig.mode must be one of {', '.join(CHECKPOINT_MODES)}, "
+                f"got {self.mode!r}"
+            )
+        self._check_duration("interval", self.interval, positive=True)
+        self._check_duration("timeout", self.timeout, positive=True)
+        self._check_duration("min_pause", self.min_pause, positive=False)
+        self._check_count("max_concurrent", self.max_concurrent)
+        self._check_count("retained", self.retained)
+
+    @staticmethod
+    def _check_duration(name: str, value: object, *, positive: bool) -> None:
+        if not isinstance(value, timedelta):
+            raise ConfigError(
+                f"CheckpointConfig.{name} must be a datetime.timedelta, got "
+                f"{type(value).__name__}; write e.g. timedelta(seconds=1)"
+            )
+        if positive and to_ms(value) <= 0:
+            raise ConfigError(
+                f"CheckpointConfig.{name} must be at least 1 millisecond, got {value!r}"
+            )
+        if not positive and value < timedelta(0):
+            raise ConfigError(f"CheckpointConfig.{name} must not be negative, got {value!r}")
+
+    @staticmethod
+    def _check_count(name: str, value: object) -> None:
+        if type(value) is not int or value < 1:
+            raise ConfigError(f"CheckpointConfig.{name} must be an int >= 1, got {value!r}")
+
+    @property
+    def interval_ms(self) -> int:
+        """``interval`` in whole milliseconds."""
+        return to_ms(self.interval)
+
+    @property
+    def timeout_ms(self) -> int:
+        """``timeout`` in whole milliseconds."""
+        return to_ms(self.timeout)
+
+    @property
+    def min_pause_ms(self) -> int:
+        """``min_pause`` in whole milliseconds."""
+        return to_ms(self.min_pause)

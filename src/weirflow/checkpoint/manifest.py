@@ -1,0 +1,255 @@
+"""The manifest: the one file whose presence makes a checkpoint completed.
+
+On disk it is JSON::
+
+    {"format_version": 1, "sha256": "<hex of the canonical body>", "manifest": {...}}
+
+The body is hashed in canonical form (sorted keys, no spaces), so any change
+to it is caught on load. State handle paths in the body are relative to the
+manifest's root: the job folder for a checkpoint, the savepoint folder for a
+savepoint. Task metadata values JSON cannot hold exactly are stored as
+``{"$serde": "<base64 of weirflow.serde.encode(value)>"}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from weirflow.checkpoint.errors import CheckpointCorruptError
+from weirflow.checkpoint.handles import StateHandle, TaskSnapshot
+from weirflow.errors import SerdeError, UnsupportedFormatVersionError
+from weirflow.serde import TAG_PICKLE, check_format_version, decode, encode
+
+MANIFEST_FORMAT_VERSION = 1
+_SERDE_KEY = "$serde"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything needed to restore a job from one completed checkpoint or savepoint.
+
+    Attributes:
+        job: the job's name.
+        checkpoint_id: id of the checkpoint (for a savepoint: the checkpoint it was taken as).
+        trigger_timestamp_ms: clock time of the trigger, ms since the epoch.
+        completed_timestamp_ms: clock time the last task acknowledged, ms since the epoch.
+        mode: the checkpoint mode (``exactly_once``...).
+        parallelism: the job's parallelism when the checkpoint was taken.
+        max_parallelism: number of key groups; a restore must use the same.
+        tasks: task id -> what that task acknowledged.
+        uses_pickle: whether any state or metadata was pickled; restoring it runs code.
+        is_savepoint: whether this is a portable, self-contained savepoint.
+        format_version: the manifest format version written.
+    """
+
+    job: str
+    checkpoint_id: int
+    trigger_timestamp_ms: int
+    completed_timestamp_ms: int
+    mode: str
+    parallelism: int
+    max_parallelism: int
+    tasks: Mapping[str, TaskSnapshot] = field(default_factory=dict)
+    uses_pickle: bool = False
+    is_savepoint: bool = False
+    format_version: int = MANIFEST_FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", MappingProxyType(dict(self.tasks)))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Manifest):
+            return NotImplemented
+        return _comparable(self) == _comparable(other)
+
+    __hash__ = None  # type: ignore[assignment]  # tasks hold unhashable metadata
+
+    @property
+    def duration_ms(self) -> int:
+        """Milliseconds from trigger to completion."""
+        return self.completed_timestamp_ms - self.trigger_timestamp_ms
+
+    @property
+    def size(self) -> int:
+        """Total bytes of all state files."""
+        return sum(t.size for t in self.tasks.values())
+
+    def handles(self) -> list[StateHandle]:
+        """Return every state handle of every task, in task then name order."""
+        return [
+            self.tasks[t].handles[n]
+            for t in sorted(self.tasks)
+            for n in sorted(self.tasks[t].handles)
+        ]
+
+    def map_handles(self, fn: Callable[[StateHandle], StateHandle]) -> Manifest:
+        """Return a copy whose every state handle is replaced by ``fn(handle)``.
+
+        Args:
+            fn: maps a handle to its replacement (used to rebase paths).
+
+        Returns:
+            A new manifest; this one is unchanged.
+        """
+        tasks = {
+            tid: dataclasses.replace(t, handles={n: fn(h) for n, h in t.handles.items()})
+            for tid, t in self.tasks.items()
+        }
+        return dataclasses.replace(self, tasks=tasks)
+
+    def to_bytes(self) -> bytes:
+        """Serialize to the checksummed JSON file format (UTF-8 bytes).
+
+        Raises:
+            SerdeError: a metadata value is neither JSON-plain nor serializable by serde.
+        """
+        body = self._body()
+        return json.dumps(
+            {"format_version": self.format_version, "sha256": _digest(body), "manifest": body},
+            indent=1,
+            sort_keys=True,
+            ensure_ascii=False,
+        ).encode()
+
+    def _body(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "checkpoint_id": self.checkpoint_id,
+            "trigger_timestamp_ms": self.trigger_timestamp_ms,
+            "completed_timestamp_ms": self.completed_timestamp_ms,
+            "duration_ms": self.duration_ms,
+            "mode": self.mode,
+            "parallelism": self.parallelism,
+            "max_parallelism": self.max_parallelism,
+            "uses_pickle": self.uses_pickle,
+            "is_savepoint": self.is_savepoint,
+            "size": self.size,
+            "tasks": {tid: _task_to_plain(t) for tid, t in self.tasks.items()},
+        }
+
+    @classmethod
+    def from_bytes(cls, data: bytes, path: str) -> Manifest:
+        """Parse and verify a manifest file.
+
+        Args:
+            data: the file's bytes.
+            path: the file's URL, for error messages.
+
+        Returns:
+            The manifest, handle paths as written (relative to its root).
+
+        Raises:
+            CheckpointCorruptError: not JSON, unknown format version, checksum
+                mismatch, or a missing or mistyped field.
+        """
+        try:
+            outer = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointCorruptError(path, f"not a JSON manifest ({e})") from e
+        if not isinstance(outer, dict) or not isinstance(outer.get("manifest"), dict):
+            raise CheckpointCorruptError(path, "not a weirflow manifest (no 'manifest' object)")
+        version = outer.get("format_version")
+        try:
+            check_format_version(version, MANIFEST_FORMAT_VERSION, path)
+        except UnsupportedFormatVersionError as e:
+            raise CheckpointCorruptError(path, str(e)) from e
+        body = outer["manifest"]
+        if outer.get("sha256") != _digest(body):
+            raise CheckpointCorruptError(path, "checksum mismatch: the manifest was altered")
+        try:
+            return cls._from_body(body, version)
+        except (KeyError, TypeError, ValueError, SerdeError) as e:
+            raise CheckpointCorruptError(path, f"malformed manifest field: {e!r}") from e
+
+    @classmethod
+    def _from_body(cls, body: dict[str, Any], version: int) -> Manifest:
+        ints = ("checkpoint_id", "trigger_timestamp_ms", "completed_timestamp_ms")
+        for name in (*ints, "parallelism", "max_parallelism"):
+            if type(body[name]) is not int:
+                raise TypeError(f"{name} must be an int, got {body[name]!r}")
+        return cls(
+            job=str(body["job"]),
+            checkpoint_id=body["checkpoint_id"],
+            trigger_timestamp_ms=body["trigger_timestamp_ms"],
+            completed_timestamp_ms=body["completed_timestamp_ms"],
+            mode=str(body["mode"]),
+            parallelism=body["parallelism"],
+            max_parallelism=body["max_parallelism"],
+            tasks={tid: _task_from_plain(tid, t) for tid, t in body["tasks"].items()},
+            uses_pickle=bool(body["uses_pickle"]),
+            is_savepoint=bool(body["is_savepoint"]),
+            format_version=version,
+        )
+
+
+def metadata_uses_pickle(metadata: Mapping[str, Any]) -> bool:
+    """Return whether storing ``metadata`` in a manifest pickles any value.
+
+    Raises:
+        SerdeError: a value is neither JSON-plain nor serializable.
+    """
+    return any(not _json_plain(v) and encode(v)[0] == TAG_PICKLE for v in metadata.values())
+
+
+def _comparable(m: Manifest) -> tuple[Any, ...]:
+    fields = dataclasses.astuple(dataclasses.replace(m, tasks={}))
+    return (fields, dict(m.tasks))
+
+
+def _digest(body: Any) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _json_plain(value: Any) -> bool:
+    t = type(value)
+    if value is None or t in (bool, int, str):
+        return True
+    if t is float:
+        return math.isfinite(value)
+    if t is list:
+        return all(_json_plain(v) for v in value)
+    if t is dict:
+        # A dict with the marker key would be read back as an encoded value.
+        return _SERDE_KEY not in value and all(
+            type(k) is str and _json_plain(v) for k, v in value.items()
+        )
+    return False
+
+
+def _encode_value(value: Any) -> Any:
+    if _json_plain(value):
+        return value
+    return {_SERDE_KEY: base64.b64encode(encode(value)).decode("ascii")}
+
+
+def _decode_value(value: Any) -> Any:
+    if type(value) is dict and set(value) == {_SERDE_KEY}:
+        return decode(base64.b64decode(value[_SERDE_KEY], validate=True))
+    return value
+
+
+def _task_to_plain(task: TaskSnapshot) -> dict[str, Any]:
+    return {
+        "handles": {name: h.to_plain() for name, h in task.handles.items()},
+        "metadata": {k: _encode_value(v) for k, v in task.metadata.items()},
+        "uses_pickle": task.uses_pickle,
+        "size": task.size,
+    }
+
+
+def _task_from_plain(task_id: str, data: dict[str, Any]) -> TaskSnapshot:
+    return TaskSnapshot(
+        task_id=task_id,
+        handles={name: StateHandle.from_plain(h) for name, h in data["handles"].items()},
+        metadata={k: _decode_value(v) for k, v in data["metadata"].items()},
+        uses_pickle=bool(data["uses_pickle"]),
+    )

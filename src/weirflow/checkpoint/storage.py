@@ -1,0 +1,491 @@
+"""Checkpoint storage on any fsspec file system.
+
+Layout under the storage root::
+
+    <root>/<job>/chk-<n>/_manifest     the manifest; its presence makes checkpoint n completed
+    <root>/<job>/chk-<n>/<name>        state files of checkpoint n
+    <root>/<job>/shared/<name>         state files reused by several checkpoints
+    <root>/<job>/savepoints/...        default savepoint folders (never deleted here)
+
+Savepoints are self-contained folders (``_manifest`` plus copies of every
+state file, paths relative to the folder) that can be moved anywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import posixpath
+import re
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+import fsspec
+
+from weirflow.checkpoint.errors import CheckpointConflictError, CheckpointCorruptError
+from weirflow.checkpoint.fileformat import checksum_of, frame, unframe
+from weirflow.checkpoint.fs import open_fs, protocol_of, put_exclusive, write_durable
+from weirflow.checkpoint.handles import StateHandle, is_safe_name
+from weirflow.checkpoint.manifest import Manifest
+from weirflow.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "_manifest"
+_CHK_DIR = re.compile(r"chk-(\d+)")
+_JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+@-]*")
+
+OnCorrupt = Callable[[str, Exception], None]
+"""Called with ``(path, error)`` for each checkpoint skipped as unusable."""
+
+
+class CheckpointStorage:
+    """Reads and writes one job's checkpoints under a folder or fsspec URL.
+
+    Args:
+        url: the storage root: a local folder or an fsspec URL
+            (``s3://bucket/prefix``, ``memory://name``).
+        job: the job's name, a folder under the root (letters, digits, ``._=+@-``).
+        storage_options: keyword arguments for the fsspec file system
+            (``endpoint_url``, ``key``, ``secret``...); also used for savepoint
+            and restore URLs of the same protocol.
+
+    Raises:
+        CheckpointError: the job name is not a safe folder name.
+    """
+
+    def __init__(
+        self, url: str, job: str, *, storage_options: Mapping[str, Any] | None = None
+    ) -> None:
+        if not _JOB_NAME.fullmatch(job):
+            raise CheckpointError(
+                f"job name {job!r} cannot be a storage folder: use letters, digits and ._=+@-"
+            )
+        self.job = job
+        self._options = dict(storage_options or {})
+        self.fs, base = open_fs(url, self._options)
+        self.root = f"{base}/{job}"
+
+    @property
+    def root_url(self) -> str:
+        """The job folder as a full URL (``file:///...``, ``s3://...``)."""
+        return self.fs.unstrip_protocol(self.root)
+
+    def checkpoint_url(self, checkpoint_id: int) -> str:
+        """Return the URL of checkpoint ``checkpoint_id``'s folder."""
+        return self.fs.unstrip_protocol(self._chk_dir(checkpoint_id))
+
+    def _chk_dir(self, checkpoint_id: int) -> str:
+        return f"{self.root}/chk-{checkpoint_id}"
+
+    # -- state files ---------------------------------------------------------
+
+    def write_state(self, checkpoint_id: int, name: str, data: bytes) -> StateHandle:
+        """Write one state file of checkpoint ``checkpoint_id``, durably.
+
+        Args:
+            checkpoint_id: the checkpoint the file belongs to.
+            name: file name within the checkpoint folder (see
+                :func:`weirflow.checkpoint.state_file_name` to build one from a task id).
+            data: the state bytes; a header with magic, format version and
+                SHA-256 checksum is prepended.
+
+        Returns:
+            A handle with the path relative to the job folder (``chk-<n>/<name>``).
+
+        Raises:
+            CheckpointError: ``name`` is unsafe, or the write failed (I/O error).
+        """
+        return self._write(f"chk-{checkpoint_id}/{self._checked_name(name)}", data)
+
+    def write_shared_state(self, name: str, data: bytes) -> StateHandle:
+        """Write a state file into ``shared/``, for reuse by several checkpoints.
+
+        Retention does not delete shared files; their owner does.
+
+        Args:
+            name: file name within ``shared/``.
+            data: the state bytes.
+
+        Returns:
+            A handle with the path ``shared/<name>``.
+
+        Raises:
+            CheckpointError: ``name`` is unsafe, or the write failed.
+        """
+        return self._write(f"shared/{self._checked_name(name)}", data)
+
+    @staticmethod
+    def _checked_name(name: str) -> str:
+        if not is_safe_name(name):
+            raise CheckpointError(
+                f"state file name {name!r} is not allowed: use '/'-separated segments of "
+                "letters, digits and ._=+@- not starting with '.', and not '_manifest'"
+            )
+        return name
+
+    def _write(self, relative: str, data: bytes) -> StateHandle:
+        blob = frame(data)
+        try:
+            write_durable(self.fs, f"{self.root}/{relative}", blob)
+        except OSError as e:
+            raise CheckpointError(f"cannot write state file {self.root_url}/{relative}: {e}") from e
+        return StateHandle(relative, len(blob), checksum_of(data))
+
+    def read_state(self, handle: StateHandle) -> bytes:
+        """Read and verify one state file.
+
+        Args:
+            handle: a handle from :meth:`write_state` or from a loaded manifest.
+
+        Returns:
+            The state bytes as given to :meth:`write_state`.
+
+        Raises:
+            CheckpointCorruptError: the file is missing, has another size than
+                the handle says, bad magic, an unknown format version, is
+                truncated, or fails its checksum; the error names the path.
+        """
+        fs, path = self._locate(handle.path)
+        raw = self._read_raw(fs, path)
+        url = fs.unstrip_protocol(path)
+        if len(raw) != handle.size:
+            raise CheckpointCorruptError(
+                url, f"size {len(raw)} bytes differs from {handle.size} recorded in the manifest"
+            )
+        return unframe(raw, url, handle.checksum)
+
+    @staticmethod
+    def _read_raw(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
+        try:
+            return fs.cat_file(path)
+        except FileNotFoundError as e:
+            raise CheckpointCorruptError(fs.unstrip_protocol(path), "missing") from e
+        except OSError as e:
+            raise CheckpointCorruptError(fs.unstrip_protocol(path), f"unreadable: {e}") from e
+
+    def _locate(self, path: str) -> tuple[fsspec.AbstractFileSystem, str]:
+        if "://" in path:
+            return self._fs_for(path)
+        if any(seg in ("", ".", "..") for seg in path.split("/")):
+            raise CheckpointCorruptError(path, "relative state path escapes the job folder")
+        return self.fs, f"{self.root}/{path}"
+
+    def _fs_for(self, url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        if protocol_of(url) in protocols:
+            return self.fs, self.fs._strip_protocol(url).rstrip("/")
+        return open_fs(url, {})
+
+    # -- manifests -----------------------------------------------------------
+
+    def commit_manifest(self, manifest: Manifest) -> None:
+        """Write the manifest of a checkpoint atomically and exclusively, completing it.
+
+        Handle paths under the job folder are stored relative to it.
+
+        Args:
+            manifest: the checkpoint's manifest, for this storage's job.
+
+        Raises:
+            CheckpointConflictError: ``chk-<n>`` already has a manifest (another
+                writer completed checkpoint n); nothing is changed.
+            CheckpointError: the manifest is for another job, or the write failed.
+        """
+        if manifest.job != self.job:
+            raise CheckpointError(
+                f"manifest of job {manifest.job!r} cannot be committed to job {self.job!r}"
+            )
+        path = f"{self._chk_dir(manifest.checkpoint_id)}/{MANIFEST_NAME}"
+        data = manifest.map_handles(self._relative_to_root).to_bytes()
+        try:
+            created = put_exclusive(self.fs, path, data)
+        except OSError as e:
+            raise CheckpointError(
+                f"cannot write manifest {self.fs.unstrip_protocol(path)}: {e}"
+            ) from e
+        if not created:
+            raise CheckpointConflictError(
+                f"checkpoint {manifest.checkpoint_id} of job {self.job!r} already has a manifest "
+                f"at {self.fs.unstrip_protocol(path)}: another coordinator completed it; make "
+                "sure only one attempt of the job runs"
+            )
+
+    def _relative_to_root(self, handle: StateHandle) -> StateHandle:
+        prefix = self.root_url + "/"
+        if handle.path.startswith(prefix):
+            return dataclasses.replace(handle, path=handle.path[len(prefix) :])
+        return handle
+
+    def load_manifest(self, checkpoint_id: int) -> Manifest:
+        """Load and verify the manifest of a completed checkpoint.
+
+        Args:
+            checkpoint_id: the checkpoint's id.
+
+        Returns:
+            The manifest, its handle paths as absolute URLs.
+
+        Raises:
+            CheckpointError: checkpoint ``checkpoint_id`` has no manifest.
+            CheckpointCorruptError: the manifest fails verification.
+        """
+        return self._load_at(self.fs, self._chk_dir(checkpoint_id))
+
+    def _load_at(self, fs: fsspec.AbstractFileSystem, folder: str) -> Manifest:
+        path = f"{folder}/{MANIFEST_NAME}"
+        try:
+            data = fs.cat_file(path)
+        except FileNotFoundError as e:
+            raise CheckpointError(
+                f"no manifest at {fs.unstrip_protocol(path)}: not a completed checkpoint or "
+                "savepoint (expected a chk-<n> folder, its _manifest file, or a savepoint folder)"
+            ) from e
+        manifest = Manifest.from_bytes(data, fs.unstrip_protocol(path))
+        # A checkpoint's relative paths start at the job folder, a savepoint's at its own.
+        base = folder if manifest.is_savepoint else posixpath.dirname(folder)
+        base_url = fs.unstrip_protocol(base)
+        return manifest.map_handles(lambda h: _rebased(h, base_url))
+
+    def verify(self, manifest: Manifest) -> None:
+        """Read and verify every state file of ``manifest``.
+
+        Raises:
+            CheckpointCorruptError: a state file is missing or fails verification.
+        """
+        for handle in manifest.handles():
+            self.read_state(handle)
+
+    def completed_checkpoints(self) -> list[int]:
+        """Return the ids of checkpoints that have a manifest, ascending."""
+        return [n for n, has_manifest in self._checkpoint_dirs() if has_manifest]
+
+    def _checkpoint_dirs(self) -> list[tuple[int, bool]]:
+        self.fs.invalidate_cache(self.root)
+        try:
+            entries = self.fs.ls(self.root, detail=False)
+        except FileNotFoundError:
+            return []
+        found = []
+        for entry in entries:
+            match = _CHK_DIR.fullmatch(posixpath.basename(entry.rstrip("/")))
+            if match:
+                n = int(match.group(1))
+                found.append((n, self.fs.exists(f"{self._chk_dir(n)}/{MANIFEST_NAME}")))
+        return sorted(found)
+
+    def latest_valid(self, on_corrupt: OnCorrupt | None = None) -> Manifest | None:
+        """Return the newest completed checkpoint whose manifest and state files all verify.
+
+        Steps:
+            1. list completed checkpoints, newest first;
+            2. load and verify each (manifest, then every state file);
+            3. report an unusable one through ``on_corrupt`` and try the previous.
+
+        Args:
+            on_corrupt: called with ``(path, error)`` for each checkpoint skipped.
+
+        Returns:
+            The manifest (handle paths absolute), or ``None`` if none is usable.
+        """
+        for checkpoint_id in reversed(self.completed_checkpoints()):
+            try:
+                manifest = self.load_manifest(checkpoint_id)
+                self.verify(manifest)
+            except CheckpointError as e:
+                path = (
+                    e.path
+                    if isinstance(e, CheckpointCorruptError)
+                    else self.checkpoint_url(checkpoint_id)
+                )
+                log.warning("checkpoint %s of job %s is unusable: %s", checkpoint_id, self.job, e)
+                if on_corrupt is not None:
+                    on_corrupt(path, e)
+                continue
+            return manifest
+        return None
+
+    # -- deletion ------------------------------------------------------------
+
+    def apply_retention(self, retained: int, *, keep: Collection[int] = ()) -> list[int]:
+        """Delete checkpoints no longer needed.
+
+        Deletes completed checkpoints older than the newest ``retained`` ones,
+        and folders without a manifest (failed or abandoned checkpoints) older
+        than the newest completed one. A completed checkpoint loses its
+        manifest first, so a deletion cut short never leaves a checkpoint that
+        looks completed but lacks files.
+
+        Args:
+            retained: number of newest completed checkpoints to keep, >= 1.
+            keep: ids never deleted here: checkpoints still pending, whose
+                folders have no manifest yet.
+
+        Returns:
+            The ids deleted, ascending.
+
+        Raises:
+            CheckpointError: ``retained`` < 1, or a deletion failed.
+        """
+        if retained < 1:
+            raise CheckpointError(f"retained must be >= 1, got {retained}")
+        dirs = self._checkpoint_dirs()
+        completed = [n for n, has_manifest in dirs if has_manifest]
+        if not completed:
+            return []
+        newest = completed[-1]
+        doomed = set(completed[:-retained])
+        doomed.update(n for n, has_manifest in dirs if not has_manifest and n < newest)
+        doomed.difference_update(keep)
+        for n in sorted(doomed):
+            self._delete_checkpoint(n)
+        return sorted(doomed)
+
+    def _delete_checkpoint(self, checkpoint_id: int) -> None:
+        folder = self._chk_dir(checkpoint_id)
+        try:
+            if self.fs.exists(f"{folder}/{MANIFEST_NAME}"):
+                self.fs.rm_file(f"{folder}/{MANIFEST_NAME}")
+            if self.fs.exists(folder):
+                self.fs.rm(folder, recursive=True)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise CheckpointError(f"cannot delete {self.fs.unstrip_protocol(folder)}: {e}") from e
+
+    def abort_checkpoint(self, checkpoint_id: int) -> None:
+        """Delete the files of a checkpoint that never completed.
+
+        Args:
+            checkpoint_id: the failed checkpoint's id; a missing folder is fine.
+
+        Raises:
+            CheckpointError: the checkpoint has a manifest (it completed), or deletion failed.
+        """
+        if self.fs.exists(f"{self._chk_dir(checkpoint_id)}/{MANIFEST_NAME}"):
+            raise CheckpointError(
+                f"checkpoint {checkpoint_id} of job {self.job!r} completed; it is deleted by "
+                "retention, not aborted"
+            )
+        self._delete_checkpoint(checkpoint_id)
+
+    # -- savepoints and restore ----------------------------------------------
+
+    def write_savepoint(self, manifest: Manifest, target_url: str) -> str:
+        """Copy a checkpoint into a self-contained, portable savepoint folder.
+
+        Steps:
+            1. copy every state file into the target folder, verifying each;
+            2. commit the savepoint manifest (paths relative to the folder) exclusively.
+
+        Args:
+            manifest: a completed checkpoint's manifest (from :meth:`load_manifest`
+                or the coordinator).
+            target_url: the savepoint folder, a local path or fsspec URL.
+
+        Returns:
+            The savepoint folder's URL, to pass to :meth:`load_savepoint` or as ``restore``.
+
+        Raises:
+            CheckpointConflictError: the target folder already holds a savepoint.
+            CheckpointCorruptError: a source state file fails verification.
+            CheckpointError: a write failed.
+        """
+        fs, folder = self._fs_for(target_url) if "://" in target_url else open_fs(target_url, {})
+        copied = manifest.map_handles(lambda h: self._copy_into(h, fs, folder))
+        savepoint = dataclasses.replace(copied, is_savepoint=True)
+        path = f"{folder}/{MANIFEST_NAME}"
+        try:
+            created = put_exclusive(fs, path, savepoint.to_bytes())
+        except OSError as e:
+            raise CheckpointError(
+                f"cannot write savepoint manifest {fs.unstrip_protocol(path)}: {e}"
+            ) from e
+        if not created:
+            raise CheckpointConflictError(
+                f"{fs.unstrip_protocol(folder)} already holds a savepoint; choose another folder"
+            )
+        return fs.unstrip_protocol(folder)
+
+    def _copy_into(
+        self, handle: StateHandle, fs: fsspec.AbstractFileSystem, folder: str
+    ) -> StateHandle:
+        relative = self._relative_to_root(handle).path
+        if "://" in relative:
+            digest = hashlib.sha256(relative.encode()).hexdigest()[:12]
+            relative = f"external/{digest}-{posixpath.basename(relative)}"
+        src_fs, src_path = self._locate(handle.path)
+        raw = self._read_raw(src_fs, src_path)
+        unframe(raw, src_fs.unstrip_protocol(src_path), handle.checksum)
+        try:
+            write_durable(fs, f"{folder}/{relative}", raw)
+        except OSError as e:
+            raise CheckpointError(
+                f"cannot write {fs.unstrip_protocol(folder)}/{relative}: {e}"
+            ) from e
+        return dataclasses.replace(handle, path=relative)
+
+    def load_savepoint(self, url: str) -> Manifest:
+        """Load and verify a savepoint (or a checkpoint folder) from any location.
+
+        Args:
+            url: the savepoint or ``chk-<n>`` folder, or its ``_manifest`` file.
+
+        Returns:
+            The manifest, its handle paths as absolute URLs.
+
+        Raises:
+            CheckpointError: there is no manifest at ``url``.
+            CheckpointCorruptError: the manifest or a state file fails verification.
+        """
+        fs, path = self._fs_for(url) if "://" in url else open_fs(url, {})
+        folder = posixpath.dirname(path) if posixpath.basename(path) == MANIFEST_NAME else path
+        manifest = self._load_at(fs, folder)
+        self.verify(manifest)
+        return manifest
+
+    def resolve_restore(self, restore: str | None) -> Manifest | None:
+        """Decide which checkpoint a job starts from.
+
+        Args:
+            restore: ``None`` (start fresh), ``"latest"`` (the newest usable
+                checkpoint, which must exist), ``"latest-or-fresh"`` (the newest
+                usable one, or fresh if there is none), or the path/URL of a
+                ``chk-<n>`` folder, a ``_manifest`` file or a savepoint folder.
+
+        Returns:
+            The verified manifest to restore, or ``None`` to start fresh.
+
+        Raises:
+            CheckpointError: ``"latest"`` and no usable checkpoint exists (the
+                message says how to start fresh), or no manifest at the path.
+            CheckpointCorruptError: the checkpoint at an explicit path fails verification.
+        """
+        if restore is None:
+            return None
+        if restore in ("latest", "latest-or-fresh"):
+            skipped: list[str] = []
+            manifest = self.latest_valid(lambda path, e: skipped.append(f"{path} ({e})"))
+            if manifest is None and restore == "latest":
+                raise CheckpointError(self._no_checkpoint_message(skipped))
+            return manifest
+        return self.load_savepoint(restore)
+
+    def _no_checkpoint_message(self, skipped: list[str]) -> str:
+        reason = f"; unusable: {'; '.join(skipped)}" if skipped else ""
+        return (
+            f"restore='latest' but job {self.job!r} has no usable completed checkpoint under "
+            f"{self.root_url}{reason}. To start fresh pass restore=None (or 'latest-or-fresh' "
+            "to resume when possible); to restore a savepoint pass its path"
+        )
+
+    def default_savepoint_url(self, checkpoint_id: int) -> str:
+        """Return the default savepoint folder URL: ``<job>/savepoints/savepoint-<n>``."""
+        return self.fs.unstrip_protocol(f"{self.root}/savepoints/savepoint-{checkpoint_id}")
+
+
+def _rebased(handle: StateHandle, base_url: str) -> StateHandle:
+    if "://" in handle.path:
+        return handle
+    return dataclasses.replace(handle, path=f"{base_url}/{handle.path}")
