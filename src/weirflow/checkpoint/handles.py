@@ -6,7 +6,6 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 _SAFE_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+@-]*")
@@ -68,25 +67,15 @@ class TaskSnapshot:
     uses_pickle: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "handles", MappingProxyType(dict(self.handles)))
-        object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
+        # Plain dict copies: the caller's mappings may change later, and
+        # snapshots must pickle to cross process boundaries.
+        object.__setattr__(self, "handles", dict(self.handles))
+        object.__setattr__(self, "metadata", dict(self.metadata))
 
     @property
     def size(self) -> int:
         """Total bytes of the task's state files."""
         return sum(h.size for h in self.handles.values())
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, TaskSnapshot):
-            return NotImplemented
-        return (
-            self.task_id == other.task_id
-            and dict(self.handles) == dict(other.handles)
-            and dict(self.metadata) == dict(other.metadata)
-            and self.uses_pickle == other.uses_pickle
-        )
-
-    __hash__ = None  # type: ignore[assignment]  # metadata may hold unhashable values
 
 
 def is_safe_name(name: str) -> bool:

@@ -20,7 +20,6 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 from weirflow.checkpoint.errors import CheckpointCorruptError
@@ -63,14 +62,7 @@ class Manifest:
     format_version: int = MANIFEST_FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tasks", MappingProxyType(dict(self.tasks)))
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Manifest):
-            return NotImplemented
-        return _comparable(self) == _comparable(other)
-
-    __hash__ = None  # type: ignore[assignment]  # tasks hold unhashable metadata
+        object.__setattr__(self, "tasks", dict(self.tasks))
 
     @property
     def duration_ms(self) -> int:
@@ -197,11 +189,6 @@ def metadata_uses_pickle(metadata: Mapping[str, Any]) -> bool:
         SerdeError: a value is neither JSON-plain nor serializable.
     """
     return any(not _json_plain(v) and encode(v)[0] == TAG_PICKLE for v in metadata.values())
-
-
-def _comparable(m: Manifest) -> tuple[Any, ...]:
-    fields = dataclasses.astuple(dataclasses.replace(m, tasks={}))
-    return (fields, dict(m.tasks))
 
 
 def _digest(body: Any) -> str:
