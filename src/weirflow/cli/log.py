@@ -1,0 +1,474 @@
+"""``weirflow log ...``: create, produce, consume, describe and show lag on an event log.
+
+Errors print one line on stderr and exit with status 1; ``weirflow log
+--debug ...`` shows the traceback instead. Record data goes to stdout,
+everything else (progress, summaries) to stderr, so that output pipes cleanly.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Literal, ParamSpec, TextIO, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from weirflow.cli.app import app
+from weirflow.errors import WeirflowError
+from weirflow.eventlog import (
+    ConsumedRecord,
+    EventLog,
+    InvalidArgumentError,
+    Record,
+    system_clock_ms,
+)
+
+DEFAULT_LOG_DIR = Path("weirflow-data/log")
+_BATCH = 1_000
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+log_app = typer.Typer(
+    name="log",
+    help="The embedded event log: topics, records, consumer groups.",
+    no_args_is_help=True,
+)
+app.add_typer(log_app, name="log")
+
+LogDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--log-dir",
+        help="Log directory [default: ./weirflow-data/log, or $WEIRFLOW_LOG_DIR].",
+        show_default=False,
+    ),
+]
+
+
+class _Settings:
+    """Options of the ``log`` group, shared with its commands through the click context."""
+
+    def __init__(self, log_dir: Path, debug: bool) -> None:
+        self.log_dir = log_dir
+        self.debug = debug
+
+
+@log_app.callback()
+def _log_group(
+    ctx: typer.Context,
+    log_dir: Annotated[
+        Path,
+        typer.Option("--log-dir", envvar="WEIRFLOW_LOG_DIR", help="Log directory."),
+    ] = DEFAULT_LOG_DIR,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """The embedded event log: topics, records, consumer groups."""
+    ctx.obj = _Settings(log_dir, debug)
+
+
+def _settings(ctx: typer.Context) -> _Settings:
+    obj = ctx.find_object(_Settings)
+    return obj if obj is not None else _Settings(DEFAULT_LOG_DIR, False)
+
+
+def _cli_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Turn weirflow and I/O errors into one line on stderr and exit status 1 (unless --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        # typer may hand over its own vendored click Context class, so look for
+        # the shared settings by behaviour rather than by type.
+        ctx = kwargs.get("ctx")
+        debug = hasattr(ctx, "find_object") and _settings(ctx).debug  # type: ignore[arg-type]
+        try:
+            return fn(*args, **kwargs)
+        except (WeirflowError, OSError) as e:
+            if debug:
+                raise
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _open(ctx: typer.Context, log_dir: Path | None) -> EventLog:
+    return EventLog(log_dir if log_dir is not None else _settings(ctx).log_dir)
+
+
+def _interactive() -> bool:
+    return sys.stderr.isatty()
+
+
+@log_app.command()
+@_cli_errors
+def create(
+    ctx: typer.Context,
+    topic: Annotated[str, typer.Argument(help="Topic name.")],
+    partitions: Annotated[int, typer.Option("--partitions", "-p", help="Partition count.")] = 1,
+    retention_ms: Annotated[
+        int | None, typer.Option(help="Keep records this many ms after their append.")
+    ] = None,
+    retention_bytes: Annotated[
+        int | None, typer.Option(help="Keep at most this many bytes per partition.")
+    ] = None,
+    exist_ok: Annotated[bool, typer.Option(help="Succeed if the topic exists.")] = False,
+    log_dir: LogDirOption = None,
+) -> None:
+    """Create a topic."""
+    with _open(ctx, log_dir) as log:
+        log.create_topic(topic, partitions, retention_ms, retention_bytes, exist_ok=exist_ok)
+    typer.echo(f"created topic {topic!r} with {partitions} partition(s)", err=True)
+
+
+def _line_record(
+    line: str, lineno: int, key_field: str | None, ts_field: str | None, partition: int | None
+) -> Record:
+    """Build the record of one input line (the line is the value; fields come from its JSON)."""
+    key: bytes | None = None
+    ts = system_clock_ms()
+    if key_field is not None or ts_field is not None:
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InvalidArgumentError(f"line {lineno}: not JSON ({e.msg})") from e
+        if not isinstance(obj, dict):
+            raise InvalidArgumentError(f"line {lineno}: not a JSON object")
+        if key_field is not None:
+            if key_field not in obj:
+                raise InvalidArgumentError(f"line {lineno}: no key field {key_field!r}")
+            raw = obj[key_field]
+            key = (raw if isinstance(raw, str) else json.dumps(raw)).encode()
+        if ts_field is not None:
+            raw = obj.get(ts_field)
+            if type(raw) is not int:
+                raise InvalidArgumentError(
+                    f"line {lineno}: timestamp field {ts_field!r} must be an int (ms), got {raw!r}"
+                )
+            ts = raw
+    return Record(line.encode(), key=key, timestamp_ms=ts, partition=partition)
+
+
+@log_app.command()
+@_cli_errors
+def produce(
+    ctx: typer.Context,
+    topic: Annotated[str, typer.Argument(help="Topic name.")],
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="Input file [default: stdin].")
+    ] = None,
+    key_field: Annotated[str | None, typer.Option(help="JSON field holding the key.")] = None,
+    timestamp_field: Annotated[
+        str | None, typer.Option(help="JSON field holding the event time (int ms).")
+    ] = None,
+    partition: Annotated[int | None, typer.Option(help="Write every record here.")] = None,
+    log_dir: LogDirOption = None,
+) -> None:
+    """Append one record per input line; the line without its newline is the value."""
+    with _open(ctx, log_dir) as log:
+        log.partition_count(topic)
+        stream: TextIO = file.open(encoding="utf-8") if file is not None else sys.stdin
+        total = file.stat().st_size if file is not None else None
+        count = 0
+        with stream, Progress(console=Console(stderr=True), disable=not _interactive()) as bar:
+            task = bar.add_task(f"producing to {topic}", total=total)
+            batch: list[Record] = []
+            for lineno, line in enumerate(stream, 1):
+                text = line[:-1] if line.endswith("\n") else line
+                batch.append(_line_record(text, lineno, key_field, timestamp_field, partition))
+                bar.advance(task, len(line.encode()))
+                if len(batch) >= _BATCH:
+                    count += len(log.append(topic, batch))
+                    batch = []
+            count += len(log.append(topic, batch))
+    typer.echo(f"produced {count} record(s) to {topic!r}", err=True)
+
+
+def _text_or_b64(data: bytes | None) -> str | dict[str, str] | None:
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(data).decode("ascii")}
+
+
+def _jsonl(r: ConsumedRecord) -> str:
+    return json.dumps(
+        {
+            "topic": r.topic,
+            "partition": r.partition,
+            "offset": r.offset,
+            "key": _text_or_b64(r.key),
+            "value": _text_or_b64(r.value),
+            "timestamp_ms": r.timestamp_ms,
+            "headers": [[n, _text_or_b64(v)] for n, v in r.headers],
+        },
+        ensure_ascii=False,
+    )
+
+
+def _start_positions(
+    log: EventLog,
+    topic: str,
+    parts: list[int],
+    from_beginning: bool,
+    offset: int | None,
+    group: str | None,
+) -> dict[int, int]:
+    out = {}
+    for p in parts:
+        start = log.start_offset(topic, p)
+        if offset is not None:
+            out[p] = offset
+        elif from_beginning or group is None:
+            out[p] = start
+        else:
+            committed = log.committed_offset(group, topic, p)
+            out[p] = start if committed is None else max(committed, start)
+    return out
+
+
+def _poll(
+    log: EventLog,
+    topic: str,
+    positions: dict[int, int],
+    isolation: Literal["read_committed", "read_uncommitted"],
+    budget: int | None,
+) -> Iterator[list[ConsumedRecord]]:
+    """Yield batches from every partition until each is at its end or the budget is spent."""
+    for p in positions:
+        while budget is None or budget > 0:
+            limit = _BATCH if budget is None else min(_BATCH, budget)
+            if positions[p] >= log.end_offset(topic, p, isolation):
+                break
+            batch = log.read(topic, p, positions[p], limit, isolation=isolation)
+            positions[p] = batch[-1].offset + 1
+            if budget is not None:
+                budget -= len(batch)
+            yield batch
+
+
+@log_app.command()
+@_cli_errors
+def consume(
+    ctx: typer.Context,
+    topic: Annotated[str, typer.Argument(help="Topic name.")],
+    partition: Annotated[int | None, typer.Option(help="Only this partition.")] = None,
+    from_beginning: Annotated[
+        bool, typer.Option("--from-beginning", help="Start at the start offset.")
+    ] = False,
+    offset: Annotated[int | None, typer.Option(help="Start at this offset.")] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(help="Consumer group: start at its position and commit as you go."),
+    ] = None,
+    isolation: Annotated[
+        str, typer.Option(help="read_committed or read_uncommitted.")
+    ] = "read_committed",
+    max_records: Annotated[int | None, typer.Option("--max", help="Stop after N records.")] = None,
+    output_format: Annotated[
+        str, typer.Option("--format", help="values (one value a line) or jsonl.")
+    ] = "values",
+    follow: Annotated[bool, typer.Option(help="Keep waiting for new records.")] = False,
+    poll_ms: Annotated[int, typer.Option(help="Wait between polls with --follow.")] = 200,
+    log_dir: LogDirOption = None,
+) -> None:
+    """Print records from the start position (--offset, --from-beginning, the group's
+    position, else the start) to the current end, or forever with --follow."""
+    if output_format not in ("values", "jsonl"):
+        raise InvalidArgumentError(f"--format must be values or jsonl, got {output_format!r}")
+    if isolation not in ("read_committed", "read_uncommitted"):
+        raise InvalidArgumentError(
+            f"--isolation must be read_committed or read_uncommitted, got {isolation!r}"
+        )
+    if from_beginning and offset is not None:
+        raise InvalidArgumentError("give --from-beginning or --offset, not both")
+    iso: Literal["read_committed", "read_uncommitted"] = (
+        "read_committed" if isolation == "read_committed" else "read_uncommitted"
+    )
+    with _open(ctx, log_dir) as log:
+        if partition is not None:
+            log.start_offset(topic, partition)
+        parts = list(range(log.partition_count(topic))) if partition is None else [partition]
+        positions = _start_positions(log, topic, parts, from_beginning, offset, group)
+        remaining = max_records
+        pending = sum(log.end_offset(topic, p, iso) - positions[p] for p in parts)
+        show = _interactive() and not follow
+        with Progress(console=Console(stderr=True), disable=not show) as bar:
+            task = bar.add_task(f"consuming {topic}", total=pending)
+            while True:
+                for batch in _poll(log, topic, positions, iso, remaining):
+                    for r in batch:
+                        if output_format == "values":
+                            typer.echo(r.value if r.value is not None else b"")
+                        else:
+                            typer.echo(_jsonl(r))
+                    bar.advance(task, len(batch))
+                    if remaining is not None:
+                        remaining -= len(batch)
+                    if group is not None:
+                        # Provisional read_uncommitted offsets must never become positions.
+                        end = log.end_offset(topic, batch[0].partition)
+                        pos = min(positions[batch[0].partition], end)
+                        log.commit_offsets(group, {(topic, batch[0].partition): pos})
+                if not follow or remaining == 0:
+                    break
+                time.sleep(poll_ms / 1000)
+
+
+def _describe_table(log: EventLog, topic: str) -> Table:
+    d = log.describe(topic)
+    retention = ", ".join(
+        f"{name}={value}"
+        for name, value in (
+            ("retention_ms", d.retention_ms),
+            ("retention_bytes", d.retention_bytes),
+        )
+        if value is not None
+    )
+    table = Table(title=f"{topic}" + (f" ({retention})" if retention else ""))
+    for col in ("partition", "start offset", "end offset", "records", "bytes"):
+        table.add_column(col, justify="right")
+    for p in d.partitions:
+        table.add_row(
+            *map(str, (p.partition, p.start_offset, p.end_offset)),
+            f"{p.record_count:,}",
+            f"{p.bytes:,}",
+        )
+    return table
+
+
+@log_app.command()
+@_cli_errors
+def describe(
+    ctx: typer.Context,
+    topic: Annotated[str | None, typer.Argument(help="Topic name [default: all].")] = None,
+    log_dir: LogDirOption = None,
+) -> None:
+    """Show topics with start offset, end offset, record count and bytes per partition."""
+    console = Console()
+    with _open(ctx, log_dir) as log:
+        topics = [topic] if topic is not None else log.list_topics()
+        if not topics:
+            typer.echo("no topics", err=True)
+        for name in topics:
+            console.print(_describe_table(log, name))
+
+
+def _lag_table(log: EventLog, group: str) -> Table | None:
+    rows = log.lag(group)
+    if not rows:
+        return None
+    table = Table(title=f"consumer group {group}")
+    for col in ("topic", "partition", "committed", "end offset", "lag"):
+        table.add_column(col, justify="left" if col == "topic" else "right")
+    for topic, p, committed, end, lag in rows:
+        table.add_row(
+            topic, str(p), "-" if committed is None else str(committed), str(end), f"{lag:,}"
+        )
+    return table
+
+
+@log_app.command()
+@_cli_errors
+def lag(
+    ctx: typer.Context,
+    group: Annotated[str, typer.Option("--group", "-g", help="Consumer group.")],
+    log_dir: LogDirOption = None,
+) -> None:
+    """Show a consumer group's committed position, end offset and lag per partition."""
+    with _open(ctx, log_dir) as log:
+        table = _lag_table(log, group)
+    if table is None:
+        raise InvalidArgumentError(f"consumer group {group!r} has no committed positions")
+    Console().print(table)
+
+
+_QUICK_EVENTS = "quickstart.clicks"
+_QUICK_PAYMENTS = "quickstart.payments"
+_QUICK_GROUP = "quickstart.readers"
+_QUICK_TXN_ID = "quickstart.payments-writer"
+# 2026-01-01T00:00:00Z: fixed event times make every run show the same data.
+_QUICK_BASE_MS = 1_767_225_600_000
+
+
+def _quick_events(n: int) -> list[Record]:
+    pages = ("/", "/pricing", "/docs", "/signup", "/blog")
+    out = []
+    for i in range(n):
+        user = f"user-{i % 7}"
+        ts = _QUICK_BASE_MS + i * 1_000
+        body = {"user": user, "page": pages[i % len(pages)], "ts": ts}
+        out.append(Record(json.dumps(body).encode(), key=user.encode(), timestamp_ms=ts))
+    return out
+
+
+def _quick_payments(tag: str) -> list[Record]:
+    return [
+        Record(json.dumps({"payment": f"{tag}-{i}", "cents": 100 * (i + 1)}).encode())
+        for i in range(3)
+    ]
+
+
+@log_app.command()
+@_cli_errors
+def quickstart(ctx: typer.Context, log_dir: LogDirOption = None) -> None:
+    """A short tour: topics, keyed appends, describe, transactions, consumer groups, lag."""
+    c = Console()
+    with _open(ctx, log_dir) as log:
+        c.rule("[bold]1. Topics")
+        log.create_topic(_QUICK_EVENTS, 3, exist_ok=True)
+        log.create_topic(_QUICK_PAYMENTS, 1, exist_ok=True)
+        c.print(f"log directory [cyan]{log.path}[/]; topics: {', '.join(log.list_topics())}")
+
+        c.rule("[bold]2. Append 300 JSON click events, keyed by user")
+        placed = log.append(_QUICK_EVENTS, _quick_events(300))
+        c.print(
+            f"appended {len(placed)} records in one atomic batch; the same user always lands "
+            f"in the same partition (first: partition {placed[0][0]}, offset {placed[0][1]})"
+        )
+        c.print(_describe_table(log, _QUICK_EVENTS))
+
+        c.rule("[bold]3. Transactions: abort is invisible, commit is atomic")
+        end_before = log.end_offset(_QUICK_PAYMENTS, 0)
+        producer = log.transactional_producer(_QUICK_TXN_ID)
+        producer.begin()
+        producer.append(_QUICK_PAYMENTS, _quick_payments("aborted"))
+        c.print(
+            f"staged 3 payments; uncommitted end offset "
+            f"{log.end_offset(_QUICK_PAYMENTS, 0, 'read_uncommitted')}, committed end offset "
+            f"{log.end_offset(_QUICK_PAYMENTS, 0)}"
+        )
+        producer.abort()
+        c.print(f"aborted: end offset still {log.end_offset(_QUICK_PAYMENTS, 0)} (nothing visible)")
+        producer.begin()
+        producer.append(_QUICK_PAYMENTS, _quick_payments("committed"))
+        handle = producer.prepare()
+        c.print(f"prepared (durable, invisible): {handle.to_dict()}")
+        log.commit_prepared(handle)
+        log.commit_prepared(handle)
+        c.print("committed twice (the second is a no-op); now visible:")
+        for r in log.read(_QUICK_PAYMENTS, 0, end_before):
+            c.print(f"  offset {r.offset}: {r.value!r}", highlight=False)
+
+        c.rule("[bold]4. A consumer group reads 50 records a partition and commits")
+        positions = {}
+        for p in range(log.partition_count(_QUICK_EVENTS)):
+            start = log.committed_offset(_QUICK_GROUP, _QUICK_EVENTS, p)
+            start = log.start_offset(_QUICK_EVENTS, p) if start is None else start
+            batch = log.read(_QUICK_EVENTS, p, start, max_records=50)
+            positions[(_QUICK_EVENTS, p)] = batch[-1].offset + 1 if batch else start
+        log.commit_offsets(_QUICK_GROUP, positions)
+        table = _lag_table(log, _QUICK_GROUP)
+        if table is not None:
+            c.print(table)
+        where = "" if log.path == DEFAULT_LOG_DIR else f" --log-dir {log.path}"
+    c.print(f"Try: [bold]weirflow log{where} consume {_QUICK_EVENTS} --max 5 --format jsonl")
