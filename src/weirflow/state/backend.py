@@ -46,7 +46,6 @@ class KeyedStateSnapshot(Protocol):
         ...
 
 
-@runtime_checkable
 class KeyedStateBackend(Protocol):
     """Keyed state of one subtask, addressed through a current key."""
 

@@ -65,8 +65,7 @@ class WatermarkValve:
         self._idle[input_index] = False
         if watermark_ms > self._watermarks[input_index]:
             self._watermarks[input_index] = watermark_ms
-        if self._watermarks[input_index] >= self._current:
-            self._aligned[input_index] = True
+        self._aligned[input_index] = self._watermarks[input_index] >= self._current
         return self._advance()
 
     def on_idle(self, input_index: int) -> int | None:
