@@ -3,6 +3,7 @@
 Random sequences of time advances, periodic and forced triggers, acknowledgements
 (also late ones), declines and timeout checks; after every step the invariants hold:
 ids strictly increase, periodic triggers never exceed max_concurrent pending,
+no checkpoint older than the latest completed one stays pending,
 a checkpoint is COMPLETED exactly when every task acknowledged it and its
 manifest was committed, and storage keeps exactly the newest ``retained`` completed.
 """
@@ -140,6 +141,9 @@ class CoordinatorMachine(RuleBasedStateMachine):
         periodic = [n for n in pending if n not in self.forced]
         assert len(periodic) <= self.config.max_concurrent
         assert all(self.coord.status(n) is CheckpointStatus.PENDING for n in pending)
+        latest = self.coord.latest_completed_id
+        # A completion subsumes every older pending checkpoint.
+        assert latest is None or all(n > latest for n in pending)
 
     @invariant()
     def completed_iff_all_acked_and_manifest_kept(self) -> None:
