@@ -123,25 +123,24 @@ class Catalog:
         n = info.partitions
         rr = self._round_robin.get(info.name, 0)
         parts = []
-        try:
-            for r in records:
-                p = r.partition
-                if p is None:
-                    k = r.key
-                    if k is None:
-                        p = rr % n
-                        rr += 1
-                    elif type(k) is bytes:
-                        p = stable_hash(k) % n
-                    else:
-                        raise InvalidArgumentError(f"a record key must be bytes or None, got {k!r}")
-                elif type(p) is not int or not 0 <= p < n:
-                    raise PartitionOutOfRangeError(
-                        f"partition {p!r} out of range for topic {info.name!r} "
-                        f"(it has partitions 0..{n - 1})"
-                    )
-                parts.append(p)
-        except AttributeError as e:
-            raise InvalidArgumentError(f"append takes Record objects: {e}") from e
+        for r in records:
+            if type(r) is not Record:
+                raise InvalidArgumentError(f"append takes Record objects, got {r!r}")
+            p = r.partition
+            if p is None:
+                k = r.key
+                if k is None:
+                    p = rr % n
+                    rr += 1
+                elif type(k) is bytes:
+                    p = stable_hash(k) % n
+                else:
+                    raise InvalidArgumentError(f"a record key must be bytes or None, got {k!r}")
+            elif type(p) is not int or not 0 <= p < n:
+                raise PartitionOutOfRangeError(
+                    f"partition {p!r} out of range for topic {info.name!r} "
+                    f"(it has partitions 0..{n - 1})"
+                )
+            parts.append(p)
         self._round_robin[info.name] = rr % n
         return parts

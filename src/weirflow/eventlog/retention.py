@@ -36,7 +36,7 @@ def _cut_offset(
     if retention_ms is not None:
         row = conn.execute(
             "SELECT off FROM records WHERE topic_id = ? AND part = ? AND off >= ? "
-            "AND append_ms > ? ORDER BY off LIMIT 1",
+            "AND append_ms >= ? ORDER BY off LIMIT 1",
             (topic_id, part, start, now_ms - retention_ms),
         ).fetchone()
         cut = max(cut, end if row is None else row[0])
