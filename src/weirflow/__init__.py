@@ -5,6 +5,7 @@ for event time, and the error types in :mod:`weirflow.errors`. Window assigners
 are in :mod:`weirflow.windows`, sources and sinks in :mod:`weirflow.connectors`.
 """
 
+from weirflow.api import AggregateFunction, Dataflow, KeyedProcessFunction
 from weirflow.errors import (
     CheckpointError,
     ConfigError,
@@ -15,17 +16,30 @@ from weirflow.errors import (
     StateError,
     WeirflowError,
 )
+from weirflow.graph import RetryPolicy
+from weirflow.records import DeadLetter, JobResult, LateRecord, OperatorCounts, WindowResult
+from weirflow.time import WatermarkStrategy
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AggregateFunction",
     "CheckpointError",
     "ConfigError",
+    "Dataflow",
+    "DeadLetter",
     "EventLogError",
     "JobFailedError",
+    "JobResult",
+    "KeyedProcessFunction",
+    "LateRecord",
+    "OperatorCounts",
     "OperatorError",
+    "RetryPolicy",
     "SerdeError",
     "StateError",
+    "WatermarkStrategy",
     "WeirflowError",
+    "WindowResult",
     "__version__",
 ]

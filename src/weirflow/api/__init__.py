@@ -1,1 +1,14 @@
-"""weirflow.api: see DESIGN.md, Layers."""
+"""The user-facing builder: ``Dataflow``, streams and user-function base classes."""
+
+from weirflow.api.dataflow import Dataflow
+from weirflow.api.functions import AggregateFunction, KeyedProcessFunction
+from weirflow.api.stream import KeyedStream, Stream, WindowedStream
+
+__all__ = [
+    "AggregateFunction",
+    "Dataflow",
+    "KeyedProcessFunction",
+    "KeyedStream",
+    "Stream",
+    "WindowedStream",
+]

@@ -1,1 +1,30 @@
-"""weirflow.runtime: see DESIGN.md, Layers."""
+"""Tasks and their step loop, channels with credit-based flow control,
+partitioners, control events, and the local scheduler."""
+
+from weirflow.runtime.build import BuiltJob, RuntimeOptions, build_job
+from weirflow.runtime.channel import Channel
+from weirflow.runtime.events import (
+    Batch,
+    CheckpointBarrier,
+    EndOfPartition,
+    Watermark,
+)
+from weirflow.runtime.job import run_unchecked, wall_clock_ms
+from weirflow.runtime.local import LocalScheduler
+from weirflow.runtime.task import Task, TaskState
+
+__all__ = [
+    "Batch",
+    "BuiltJob",
+    "Channel",
+    "CheckpointBarrier",
+    "EndOfPartition",
+    "LocalScheduler",
+    "RuntimeOptions",
+    "Task",
+    "TaskState",
+    "Watermark",
+    "build_job",
+    "run_unchecked",
+    "wall_clock_ms",
+]

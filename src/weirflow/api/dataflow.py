@@ -1,0 +1,101 @@
+"""``Dataflow``: the entry point for building and running a job."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from weirflow.api.stream import Stream
+from weirflow.errors import ConfigError
+from weirflow.graph import LogicalGraph
+from weirflow.state import DEFAULT_MAX_PARALLELISM
+from weirflow.time import WatermarkStrategy
+
+if TYPE_CHECKING:
+    from weirflow.connectors import Source
+    from weirflow.records import JobResult
+
+
+class Dataflow:
+    """A named dataflow (logical graph) under construction.
+
+    Args:
+        name: the job name: letters, digits, ``-``, ``_``, ``.``; it names
+            checkpoint folders, so keep it stable across versions of a job.
+
+    Raises:
+        ConfigError: an invalid name.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.graph = LogicalGraph(name)
+
+    def source(
+        self,
+        source: Source,
+        *,
+        timestamp: Callable[[Any], int] | None = None,
+        watermarks: WatermarkStrategy | None = None,
+        name: str | None = None,
+        on_error: str = "fail",
+    ) -> Stream:
+        """Add a source.
+
+        Args:
+            source: a connector from :mod:`weirflow.connectors`.
+            timestamp: event-time extractor, ``record -> int`` ms since the
+                epoch; without it, connectors that know a record time (the
+                event log, Kafka) provide theirs.
+            watermarks: how watermarks follow event time; needed for
+                event-time windows and timers.
+            name: operator name (default ``source_<id>``).
+            on_error: policy for a failing ``timestamp`` extractor.
+
+        Returns:
+            The source's stream.
+
+        Raises:
+            ConfigError: ``source`` is not a source connector.
+        """
+        if not callable(getattr(source, "create_reader", None)):
+            raise ConfigError(
+                f"{type(source).__name__} is not a source: it needs list_splits() and "
+                "create_reader(); use a connector from weirflow.connectors"
+            )
+        if watermarks is not None and not isinstance(watermarks, WatermarkStrategy):
+            raise ConfigError("watermarks= takes a WatermarkStrategy")
+        spec = self.graph.add(
+            "source",
+            name=name,
+            params={"source": source, "timestamp": timestamp, "watermarks": watermarks},
+            on_error=on_error,  # type: ignore[arg-type]
+        )
+        return Stream(self, spec)
+
+    def run(
+        self,
+        parallelism: int = 1,
+        *,
+        max_parallelism: int = DEFAULT_MAX_PARALLELISM,
+        **options: Any,
+    ) -> JobResult:
+        """Run the dataflow in this process until every bounded source ends.
+
+        Args:
+            parallelism: subtasks per operator.
+            max_parallelism: number of key groups (fixed for the life of a
+                job's state: restoring needs the same value).
+            options: runtime options (``checkpoint=``, ``restore=``,
+                ``restart=``, buffer sizes); see :func:`weirflow.execution.execute`.
+
+        Returns:
+            A :class:`~weirflow.records.JobResult` with per-operator counts.
+
+        Raises:
+            JobFailedError: a task failed and the restart strategy gave up.
+            ConfigError: the dataflow or an option is invalid.
+        """
+        from weirflow.execution import execute
+
+        return execute(self.graph, parallelism, max_parallelism, **options)

@@ -1,0 +1,110 @@
+"""Record types that the runtime produces and users receive.
+
+They live at the top level because both the builder (``api``) and the
+runtime create or expose them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+
+class WindowResult(NamedTuple):
+    """The result of one firing of one window.
+
+    Attributes:
+        key: the key of the keyed stream.
+        start_ms: window start, inclusive, ms since the epoch (event time).
+        end_ms: window end, exclusive, ms since the epoch.
+        value: the window function's result (the reduced value, the
+            aggregate's ``get_result``, the count, or the window function's
+            return value).
+        firing: 0 for the firing when the watermark passes the window's end;
+            1, 2 … for re-firings caused by late records within the allowed
+            lateness. The last firing holds the window's final value.
+    """
+
+    key: Any
+    start_ms: int
+    end_ms: int
+    value: Any
+    firing: int = 0
+
+
+class DeadLetter(NamedTuple):
+    """A record an operator could not process, routed aside instead of failing the job.
+
+    Attributes:
+        value: the input record, as the operator received it.
+        operator: the operator's name.
+        subtask: the subtask index (0-based).
+        error_type: the exception's qualified class name.
+        message: ``str(exception)``.
+        traceback: the formatted traceback.
+        attempts: how many times the function was called on this record
+            (1 without retries).
+        timestamp_ms: the record's event time, or ``None`` without event time.
+        position: the source position of the record when known, else ``None``.
+    """
+
+    value: Any
+    operator: str
+    subtask: int
+    error_type: str
+    message: str
+    traceback: str
+    attempts: int
+    timestamp_ms: int | None
+    position: Any = None
+
+
+class LateRecord(NamedTuple):
+    """A record too late for every window it belongs to (past the allowed lateness).
+
+    Attributes:
+        value: the record.
+        timestamp_ms: its event time.
+        watermark_ms: the operator's watermark when the record arrived.
+        operator: the window operator's name.
+    """
+
+    value: Any
+    timestamp_ms: int
+    watermark_ms: int
+    operator: str
+
+
+class OperatorCounts(NamedTuple):
+    """Record counts of one operator, summed over its subtasks.
+
+    Balance: ``records_in = records_out + filtered + dead_lettered + late``
+    for one-to-one operators (map, filter); window and flat-map operators
+    change the number of records, so only their inputs balance:
+    ``records_in = accepted + dead_lettered + late``.
+    """
+
+    records_in: int
+    records_out: int
+    filtered: int
+    late: int
+    dead_lettered: int
+
+
+class JobResult(NamedTuple):
+    """What ``Dataflow.run`` returns when a job ends.
+
+    Attributes:
+        job: the job name.
+        parallelism: subtasks per operator.
+        operators: operator name → :class:`OperatorCounts`.
+        checkpoints_completed: checkpoints completed in the final attempt.
+        restarts: attempts restarted by the restart strategy.
+        duration_ms: processing time from start to end.
+    """
+
+    job: str
+    parallelism: int
+    operators: dict[str, OperatorCounts]
+    checkpoints_completed: int = 0
+    restarts: int = 0
+    duration_ms: int = 0

@@ -1,0 +1,73 @@
+"""The closed set of in-band control events and the data buffer.
+
+Everything that travels through a channel is a :class:`Batch` or one of the
+three control events. Control events stay in order with the data around
+them: a barrier splits the stream into pre- and post-checkpoint records, a
+watermark asserts that no earlier event time follows on that channel.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from weirflow.time import MAX_WATERMARK
+
+
+class Batch:
+    """A buffer of records: parallel lists of values, event timestamps and (optionally) keys.
+
+    Attributes:
+        values: the records.
+        timestamps: event time of each record in ms, or ``None`` when the
+            stream carries no event time.
+        keys: the key of each record when a ``key_by`` partitioner already
+            computed it, else ``None``.
+    """
+
+    __slots__ = ("keys", "timestamps", "values")
+
+    def __init__(
+        self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None = None
+    ) -> None:
+        self.values = values
+        self.timestamps = timestamps
+        self.keys = keys
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+class Watermark(NamedTuple):
+    """No record with event time ≤ ``timestamp_ms`` follows on this channel.
+
+    Attributes:
+        timestamp_ms: the watermark; :data:`weirflow.time.MAX_WATERMARK` at end of input.
+        idle: the sender has no data for now; receivers leave this input out
+            of their minimum until it sends a record or watermark again.
+    """
+
+    timestamp_ms: int
+    idle: bool = False
+
+
+class CheckpointBarrier(NamedTuple):
+    """Marks the cut of checkpoint ``checkpoint_id`` in this channel.
+
+    Attributes:
+        checkpoint_id: the checkpoint's id.
+        timestamp_ms: when the coordinator triggered it (processing time).
+        aligned: whether receivers with several inputs must align on it
+            (``exactly_once``) or not (``at_least_once``).
+    """
+
+    checkpoint_id: int
+    timestamp_ms: int
+    aligned: bool = True
+
+
+class EndOfPartition(NamedTuple):
+    """The sender will send nothing more on this channel."""
+
+
+END_OF_PARTITION = EndOfPartition()
+FINAL_WATERMARK = Watermark(MAX_WATERMARK)

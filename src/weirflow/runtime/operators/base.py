@@ -1,0 +1,190 @@
+"""The operator logic interface and the output fan-out between chained operators.
+
+A logic object is built from a frozen :class:`~weirflow.graph.OperatorSpec`
+for one subtask. Its hooks map one-to-one onto what arrives in-band:
+``process_batch`` (a buffer of records), ``on_watermark`` (returns the
+watermark to forward, or ``None``), ``snapshot_state`` (a barrier),
+``notify_checkpoint_complete`` (a completed checkpoint), ``end_of_input``
+(every input ended) and ``close``.
+
+State rule: an operator keeps everything that changes while records flow in
+declared state (the keyed state backend, or what ``snapshot_state`` returns);
+plain attributes hold only configuration and counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from weirflow.graph import OperatorSpec
+from weirflow.runtime.events import Watermark
+from weirflow.runtime.partitioners import RecordWriter
+from weirflow.state import KeyGroupRange
+
+
+@dataclass(frozen=True)
+class OperatorContext:
+    """Where a logic object runs.
+
+    Attributes:
+        job: the job name.
+        subtask: subtask index, 0-based.
+        parallelism: subtasks of the operator.
+        max_parallelism: number of key groups.
+        key_group_range: the key groups this subtask owns.
+        clock: processing time in ms (injected so tests drive it).
+        sleep: blocking wait in seconds, used only by retry backoff (injected).
+    """
+
+    job: str
+    subtask: int
+    parallelism: int
+    max_parallelism: int
+    key_group_range: KeyGroupRange
+    clock: Callable[[], int]
+    sleep: Callable[[float], None] = field(default=lambda s: None)
+
+
+class OutputTargets:
+    """The receivers of one output (main or side) of an operator."""
+
+    __slots__ = ("chained", "records", "writers")
+
+    def __init__(self) -> None:
+        self.chained: list[OperatorLogic] = []
+        self.writers: list[RecordWriter] = []
+        self.records = 0
+
+    def emit(self, values: list[Any], timestamps: list[int] | None) -> None:
+        """Hand a batch to every chained operator and network writer of this output."""
+        if not values:
+            return
+        self.records += len(values)
+        for op in self.chained:
+            op.process_batch(values, timestamps, None)
+        for w in self.writers:
+            w.write(values, timestamps)
+
+    def emit_watermark(self, watermark_ms: int) -> None:
+        """Pass a watermark to every receiver; chained operators decide what to forward."""
+        for op in self.chained:
+            forwarded = op.on_watermark(watermark_ms)
+            if forwarded is not None:
+                op.output.emit_watermark(forwarded)
+        if self.writers:
+            wm = Watermark(watermark_ms)
+            for w in self.writers:
+                w.broadcast_event(wm)
+
+
+class Output:
+    """All outputs of one operator: ``main`` and named side outputs."""
+
+    __slots__ = ("main", "side")
+
+    def __init__(self) -> None:
+        self.main = OutputTargets()
+        self.side: dict[str, OutputTargets] = {}
+
+    def targets(self, name: str) -> OutputTargets:
+        """Return the receivers of output ``name`` (created on first use)."""
+        if name == "main":
+            return self.main
+        if name not in self.side:
+            self.side[name] = OutputTargets()
+        return self.side[name]
+
+    def emit(self, values: list[Any], timestamps: list[int] | None) -> None:
+        """Emit on the main output."""
+        self.main.emit(values, timestamps)
+
+    def emit_side(self, name: str, values: list[Any], timestamps: list[int] | None) -> None:
+        """Emit on side output ``name``; without receivers the records are only counted."""
+        t = self.side.get(name)
+        if t is None:
+            return
+        t.emit(values, timestamps)
+
+    def emit_watermark(self, watermark_ms: int) -> None:
+        """Send a watermark on every output, main and side."""
+        self.main.emit_watermark(watermark_ms)
+        for t in self.side.values():
+            t.emit_watermark(watermark_ms)
+
+    def has_side(self, name: str) -> bool:
+        """Whether side output ``name`` has any receiver."""
+        t = self.side.get(name)
+        return t is not None and bool(t.chained or t.writers)
+
+
+class OperatorLogic:
+    """Base of all operator logic objects; subclasses override the hooks they need.
+
+    Args:
+        spec: the operator's frozen description.
+        ctx: where this instance runs.
+
+    Attributes:
+        records_in: records received.
+        filtered: records dropped by a filter.
+        late: records routed to the late output.
+        dead_lettered: records routed to the dead-letter output.
+        uses_processing_time: class attribute; the scheduler gives processing
+            time only to operators that set it.
+    """
+
+    uses_processing_time: bool = False
+
+    def __init__(self, spec: OperatorSpec, ctx: OperatorContext) -> None:
+        self.spec = spec
+        self.ctx = ctx
+        self.name = spec.name
+        self.task_name = f"{spec.name}[{ctx.subtask}/{ctx.parallelism}]"
+        self.output = Output()
+        self.records_in = 0
+        self.filtered = 0
+        self.late = 0
+        self.dead_lettered = 0
+
+    @property
+    def records_out(self) -> int:
+        """Records emitted on the main output."""
+        return self.output.main.records
+
+    def open(self, restored: Any | None) -> None:
+        """Prepare to run, from the state ``snapshot_state`` returned at the restored checkpoint.
+
+        Args:
+            restored: ``None`` on a fresh start.
+        """
+
+    def process_batch(
+        self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
+    ) -> None:
+        """Process a buffer of records (parallel lists; ``keys`` only from a key_by channel)."""
+        raise NotImplementedError  # abstract
+
+    def on_watermark(self, watermark_ms: int) -> int | None:
+        """React to the input watermark; return the watermark to forward, or ``None``."""
+        return watermark_ms
+
+    def on_processing_time(self, now_ms: int) -> None:
+        """Processing time advanced to ``now_ms`` (fires processing-time timers)."""
+
+    def snapshot_state(self, checkpoint_id: int) -> Any | None:
+        """Return this subtask's state for checkpoint ``checkpoint_id`` (synchronous part).
+
+        The returned object must not change afterwards; ``None`` means no state.
+        """
+        return None
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` is complete (its manifest is written)."""
+
+    def end_of_input(self) -> None:
+        """Every input has ended; emit whatever is still held."""
+
+    def close(self) -> None:
+        """Release resources; called once, also after a failure."""

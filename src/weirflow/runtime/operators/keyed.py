@@ -1,0 +1,261 @@
+"""Keyed operators without windows: rolling ``reduce`` and ``process(KeyedProcessFunction)``."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import Any
+
+from weirflow.graph import OperatorSpec
+from weirflow.runtime.operators.base import OperatorContext, OperatorLogic
+from weirflow.runtime.operators.errors import call_with_policy
+from weirflow.state import MemoryStateBackend, StateDescriptor, TimerService, key_group_for_key
+from weirflow.time import MIN_WATERMARK
+
+_MISSING = object()
+
+
+class _KeyedBase(OperatorLogic):
+    def __init__(self, spec: OperatorSpec, ctx: OperatorContext) -> None:
+        super().__init__(spec, ctx)
+        self.key_fn = spec.key_fn
+        self.backend = MemoryStateBackend(ctx.key_group_range, ctx.max_parallelism)
+        self._kg: dict[Any, int] = {}
+
+    def _key_group(self, key: Any) -> int:
+        kg = self._kg.get(key)
+        if kg is None:
+            if len(self._kg) > 1 << 16:
+                self._kg.clear()
+            kg = key_group_for_key(key, self.ctx.max_parallelism)
+            self._kg[key] = kg
+        return kg
+
+    def _with_keys(
+        self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
+    ) -> tuple[list[Any], list[int] | None, list[Any]]:
+        if keys is not None:
+            return values, timestamps, keys
+        key_fn = self.key_fn
+        assert key_fn is not None
+        try:
+            return values, timestamps, [key_fn(v) for v in values]
+        except Exception:
+            vs, ts, ks = [], [] if timestamps is not None else None, []
+            for i, v in enumerate(values):
+                t = timestamps[i] if timestamps is not None else None
+                ok, k = call_with_policy(self, key_fn, v, t)
+                if ok:
+                    vs.append(v)
+                    ks.append(k)
+                    if ts is not None:
+                        ts.append(t)
+            return vs, ts, ks
+
+
+class RollingReduceLogic(_KeyedBase):
+    """``key_by(...).reduce(fn)``: emits the running reduction of the key after every record.
+
+    State: table ``values``: ``key -> reduced value``.
+    """
+
+    def __init__(self, spec: OperatorSpec, ctx: OperatorContext) -> None:
+        super().__init__(spec, ctx)
+        self.values = self.backend.table("values")
+
+    def open(self, restored: Any | None) -> None:
+        """Restore the per-key values."""
+        if restored:
+            self.backend.restore(restored["state"])
+
+    def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
+        """A synchronous copy of the per-key values."""
+        return {"keyed": self.backend.snapshot()}
+
+    def process_batch(
+        self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
+    ) -> None:
+        self.records_in += len(values)
+        values, timestamps, keys = self._with_keys(values, timestamps, keys)
+        fn = self.spec.params["fn"]
+        out: list[Any] = []
+        out_ts: list[int] | None = [] if timestamps is not None else None
+        for i, v in enumerate(values):
+            k = keys[i]
+            part = self.values.partition(self._key_group(k))
+            acc = part.get(k, _MISSING)
+            t = timestamps[i] if timestamps is not None else None
+            if acc is _MISSING:
+                new = v
+            else:
+                try:
+                    new = fn(acc, v)
+                except Exception:
+                    ok, new = call_with_policy(self, lambda x, a=acc: fn(a, x), v, t)
+                    if not ok:
+                        continue
+            part[k] = new
+            out.append(new)
+            if out_ts is not None:
+                out_ts.append(t)  # type: ignore[arg-type]
+        self.output.emit(out, out_ts)
+
+
+class TimerContext:
+    """What a :class:`~weirflow.api.KeyedProcessFunction` sees for one record or timer.
+
+    Attributes:
+        timestamp: the record's event time (or the firing timer's time) in ms, or ``None``.
+        current_key: the key being processed.
+    """
+
+    def __init__(self, logic: KeyedProcessLogic) -> None:
+        self._logic = logic
+        self.timestamp: int | None = None
+        self.current_key: Any = None
+        self._kg = 0
+
+    def current_watermark(self) -> int:
+        """The operator's current event-time watermark in ms."""
+        return self._logic.watermark
+
+    def current_processing_time(self) -> int:
+        """Processing time in ms from the injected clock."""
+        return self._logic.ctx.clock()
+
+    def register_event_time_timer(self, timestamp_ms: int) -> None:
+        """Call ``on_timer`` for the current key once the watermark reaches ``timestamp_ms``."""
+        self._logic.timers.register_event_time_timer(self._kg, self.current_key, None, timestamp_ms)
+
+    def delete_event_time_timer(self, timestamp_ms: int) -> None:
+        """Delete the current key's event-time timer at ``timestamp_ms``, if any."""
+        self._logic.timers.delete_event_time_timer(self._kg, self.current_key, None, timestamp_ms)
+
+    def register_processing_time_timer(self, timestamp_ms: int) -> None:
+        """Call ``on_timer`` for the current key once processing time reaches ``timestamp_ms``."""
+        self._logic.timers.register_processing_time_timer(
+            self._kg, self.current_key, None, timestamp_ms
+        )
+
+    def delete_processing_time_timer(self, timestamp_ms: int) -> None:
+        """Delete the current key's processing-time timer at ``timestamp_ms``, if any."""
+        self._logic.timers.delete_processing_time_timer(
+            self._kg, self.current_key, None, timestamp_ms
+        )
+
+
+class RuntimeContext:
+    """Given to ``KeyedProcessFunction.open``: declares keyed state.
+
+    Attributes:
+        subtask: the subtask index.
+        parallelism: the operator's parallelism.
+    """
+
+    def __init__(self, logic: KeyedProcessLogic) -> None:
+        self._backend = logic.backend
+        self.subtask = logic.ctx.subtask
+        self.parallelism = logic.ctx.parallelism
+
+    def get_state(self, descriptor: StateDescriptor) -> Any:
+        """Return the Value/List/MapState of ``descriptor``, bound to the current key."""
+        return self._backend.get_state(descriptor)
+
+
+class KeyedProcessLogic(_KeyedBase):
+    """``key_by(...).process(fn)`` with keyed state and timers.
+
+    ``fn`` is copied per subtask, so attributes set in ``open`` (state
+    handles) are per subtask. Outputs of ``process_element`` carry the
+    record's timestamp; outputs of ``on_timer`` carry the timer's.
+    """
+
+    uses_processing_time = True
+
+    def __init__(self, spec: OperatorSpec, ctx: OperatorContext) -> None:
+        super().__init__(spec, ctx)
+        self.fn = copy.deepcopy(spec.params["fn"])
+        self.timers = TimerService(ctx.key_group_range)
+        self.watermark = MIN_WATERMARK
+        self.context = TimerContext(self)
+
+    def open(self, restored: Any | None) -> None:
+        """Restore state, timers and watermark, then call the function's ``open``."""
+        if restored:
+            self.backend.restore(restored["state"])
+            self.timers.restore(restored["timers"])
+            self.watermark = restored["watermark"]
+        opener = getattr(self.fn, "open", None)
+        if opener is not None:
+            opener(RuntimeContext(self))
+
+    def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
+        """Synchronous copies of keyed state and timers, and the watermark."""
+        return {
+            "keyed": self.backend.snapshot(),
+            "timers": self.timers.snapshot(),
+            "watermark": self.watermark,
+        }
+
+    def process_batch(
+        self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
+    ) -> None:
+        self.records_in += len(values)
+        values, timestamps, keys = self._with_keys(values, timestamps, keys)
+        ctx = self.context
+        backend = self.backend
+        process = self.fn.process_element
+        out: list[Any] = []
+        out_ts: list[int] | None = [] if timestamps is not None else None
+        for i, v in enumerate(values):
+            k = keys[i]
+            kg = self._key_group(k)
+            backend.set_current_key(k, kg)
+            ctx.current_key = k
+            ctx._kg = kg
+            t = timestamps[i] if timestamps is not None else None
+            ctx.timestamp = t
+            ok, produced = call_with_policy(self, lambda x: _materialize(process(x, ctx)), v, t)
+            if ok and produced:
+                out.extend(produced)
+                if out_ts is not None:
+                    out_ts.extend([t] * len(produced))  # type: ignore[list-item]
+        self.output.emit(out, out_ts)
+
+    def _run_timers(self, fired: list[tuple[int, int, Any, Any]]) -> None:
+        on_timer = getattr(self.fn, "on_timer", None)
+        if on_timer is None:
+            return
+        ctx = self.context
+        out: list[Any] = []
+        out_ts: list[int] = []
+        for ts, kg, k, _ns in fired:
+            self.backend.set_current_key(k, kg)
+            ctx.current_key = k
+            ctx._kg = kg
+            ctx.timestamp = ts
+            ok, produced = call_with_policy(self, lambda t: _materialize(on_timer(t, ctx)), ts, ts)
+            if ok and produced:
+                out.extend(produced)
+                out_ts.extend([ts] * len(produced))
+        self.output.emit(out, out_ts)
+
+    def on_watermark(self, watermark_ms: int) -> int | None:
+        """Fire event-time timers up to the watermark, then forward it."""
+        if watermark_ms <= self.watermark:
+            return None
+        self.watermark = watermark_ms
+        fired = self.timers.advance_watermark(watermark_ms)
+        if fired:
+            self._run_timers(fired)
+        return watermark_ms
+
+    def on_processing_time(self, now_ms: int) -> None:
+        """Fire processing-time timers up to ``now_ms``."""
+        fired = self.timers.advance_processing_time(now_ms)
+        if fired:
+            self._run_timers(fired)
+
+
+def _materialize(result: Iterable[Any] | None) -> list[Any]:
+    return list(result) if result is not None else []

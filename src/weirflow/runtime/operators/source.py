@@ -1,0 +1,169 @@
+"""The source operator: reads batches from its splits, stamps event time, makes watermarks.
+
+Each split has its own watermark generator (its state travels in the
+checkpoint with the split position); the subtask's output watermark is the
+minimum over its splits, ignoring idle ones (a :class:`~weirflow.time.WatermarkValve`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from weirflow.connectors import Source, SourceReader
+from weirflow.graph import OperatorSpec
+from weirflow.runtime.operators.base import OperatorContext, OperatorLogic
+from weirflow.runtime.operators.errors import call_with_policy
+from weirflow.time import WatermarkGenerator, WatermarkStrategy, WatermarkValve
+
+
+def assigned_splits(splits: list[str], subtask: int, parallelism: int) -> list[str]:
+    """Return the splits of ``subtask``: split ``i`` goes to subtask ``i % parallelism``."""
+    return [s for i, s in enumerate(splits) if i % parallelism == subtask]
+
+
+class SourceLogic(OperatorLogic):
+    """Drives one :class:`~weirflow.connectors.SourceReader`.
+
+    ``spec.params``: ``source`` (the connector), ``timestamp`` (extractor or
+    ``None``), ``watermarks`` (a :class:`~weirflow.time.WatermarkStrategy` or ``None``).
+    """
+
+    def __init__(self, spec: OperatorSpec, ctx: OperatorContext) -> None:
+        super().__init__(spec, ctx)
+        self.source: Source = spec.params["source"]
+        self.timestamp_fn: Callable[[Any], int] | None = spec.params.get("timestamp")
+        strategy: WatermarkStrategy | None = spec.params.get("watermarks")
+        self.strategy = strategy
+        self.splits = assigned_splits(self.source.list_splits(), ctx.subtask, ctx.parallelism)
+        self.reader: SourceReader | None = None
+        self.generators: dict[str, WatermarkGenerator] = {}
+        self.split_index = {s: i for i, s in enumerate(self.splits)}
+        self.valve = WatermarkValve(max(1, len(self.splits)))
+        self.uses_event_time = self.timestamp_fn is not None or strategy is not None
+
+    def open(self, restored: Any | None) -> None:
+        """Create the reader at the restored positions and watermark generator states."""
+        positions = dict(restored["positions"]) if restored else {}
+        self.reader = self.source.create_reader(self.splits, positions)
+        if self.strategy is not None:
+            for s in self.splits:
+                gen = self.strategy.create_generator()
+                if restored and s in restored.get("watermarks", {}):
+                    gen.restore(restored["watermarks"][s])
+                self.generators[s] = gen
+
+    def poll(self, max_records: int) -> int:
+        """Read and emit one batch.
+
+        Returns:
+            Records read (0 when no split had data now).
+        """
+        assert self.reader is not None
+        batch = self.reader.poll(max_records)
+        if batch is None:
+            self._check_idleness()
+            return 0
+        values = batch.values
+        timestamps = batch.timestamps
+        self.records_in += len(values)
+        fn = self.timestamp_fn
+        if fn is not None:
+            try:
+                timestamps = [fn(v) for v in values]
+            except Exception:
+                values, timestamps = self._stamp_slow(fn, values)
+        self.output.emit(values, timestamps)
+        gen = self.generators.get(batch.split)
+        if gen is not None and timestamps:
+            gen.on_timestamps(timestamps, self.ctx.clock())
+            wm = self.valve.on_watermark(self.split_index[batch.split], gen.current_watermark())
+            if wm is not None:
+                self.output.emit_watermark(wm)
+        return len(batch.values)
+
+    def _stamp_slow(self, fn: Callable[[Any], int], values: list[Any]) -> tuple[list, list]:
+        kept, stamps = [], []
+        for v in values:
+            ok, ts = call_with_policy(self, fn, v, None)
+            if ok:
+                kept.append(v)
+                stamps.append(ts)
+        return kept, stamps
+
+    def _check_idleness(self) -> None:
+        now = self.ctx.clock()
+        for s, gen in self.generators.items():
+            if gen.is_idle(now):
+                wm = self.valve.on_idle(self.split_index[s])
+                if wm is not None:
+                    self.output.emit_watermark(wm)
+
+    def all_idle(self) -> bool:
+        """Whether every split of this subtask is idle (or it has no split)."""
+        return not self.splits or (bool(self.generators) and self.valve.all_idle())
+
+    def finished(self) -> bool:
+        """Whether the reader exhausted every split."""
+        return self.reader is not None and self.reader.finished()
+
+    def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
+        """Split positions and watermark generator states (plain data)."""
+        assert self.reader is not None
+        return {
+            "positions": self.reader.positions(),
+            "watermarks": {s: g.snapshot() for s, g in self.generators.items()},
+        }
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Tell the reader (event-log and Kafka readers update consumer groups for lag)."""
+        if self.reader is not None:
+            self.reader.notify_checkpoint_complete(checkpoint_id)
+
+    def process_batch(
+        self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
+    ) -> None:
+        """Sources have no input."""
+        raise TypeError(f"{self.task_name} is a source and has no input")
+
+    def close(self) -> None:
+        """Close the reader."""
+        if self.reader is not None:
+            self.reader.close()
+
+
+class SinkLogic(OperatorLogic):
+    """Hands batches to a :class:`~weirflow.connectors.SinkWriter`.
+
+    ``spec.params``: ``sink`` (the connector).
+    """
+
+    def open(self, restored: Any | None) -> None:
+        """Create the writer; it resolves transactions of the restored checkpoint."""
+        self.writer = self.spec.params["sink"].create_writer(
+            self.ctx.job, self.name, self.ctx.subtask, self.ctx.parallelism, restored
+        )
+
+    def process_batch(
+        self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
+    ) -> None:
+        self.records_in += len(values)
+        self.writer.write(values, timestamps)
+
+    def snapshot_state(self, checkpoint_id: int) -> Any:
+        """Pre-commit: the writer's committable for this checkpoint."""
+        return self.writer.pre_commit(checkpoint_id)
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Commit what was pre-committed for ``checkpoint_id``."""
+        self.writer.commit(checkpoint_id)
+
+    def finish(self) -> None:
+        """End of input without checkpoints: commit everything."""
+        self.writer.finish()
+
+    def close(self) -> None:
+        """Close the writer."""
+        writer = getattr(self, "writer", None)
+        if writer is not None:
+            writer.close()

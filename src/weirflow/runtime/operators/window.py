@@ -1,0 +1,372 @@
+"""The event-time window operator: tumbling, sliding and session windows.
+
+State (declared, snapshotted per key group):
+    * ``windows``: ``(key, namespace) -> accumulator``; the namespace is the
+      window start for tumbling and sliding windows and ``(start, end)`` for
+      session windows;
+    * ``sessions``: ``key -> [(start, end), ...]`` (session windows only);
+    * ``firings``: ``(key, namespace) -> firings so far`` (only with allowed lateness);
+    * timers: one event-time timer per window at its max timestamp
+      (``end - 1``), plus a clean-up timer at ``end - 1 + allowed_lateness``;
+    * the operator's current watermark (operator state).
+
+Semantics follow Flink's event-time windows: a window fires when the
+watermark reaches ``end - 1``; a record whose every window satisfies
+``end - 1 + allowed_lateness <= watermark`` is late and goes to the ``late``
+side output; a record that is late for its window but within the allowed
+lateness updates the window and re-fires it at once (``firing`` 1, 2, …);
+the window's state is dropped at ``end - 1 + allowed_lateness``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from weirflow.errors import OperatorError
+from weirflow.graph import OperatorSpec, RetryPolicy
+from weirflow.records import LateRecord, WindowResult
+from weirflow.runtime.operators.accumulate import accumulation_for
+from weirflow.runtime.operators.base import OperatorContext, OperatorLogic
+from weirflow.runtime.operators.errors import call_with_policy, dead_letter
+from weirflow.state import MemoryStateBackend, TimerService, key_group_for_key
+from weirflow.time import MIN_WATERMARK, SessionWindows, TumblingWindows
+
+LATE = "late"
+_MISSING = object()
+_KEY_CACHE_LIMIT = 1 << 16
+
+
+class WindowLogic(OperatorLogic):
+    """Keyed event-time windows with a window function.
+
+    ``spec.params``: ``assigner``, ``allowed_lateness_ms`` (int),
+    ``function`` (``reduce`` | ``aggregate`` | ``count`` | ``process``), ``fn``.
+    """
+
+    def __init__(self, spec: OperatorSpec, ctx: OperatorContext) -> None:
+        super().__init__(spec, ctx)
+        self.assigner = spec.params["assigner"]
+        self.lateness = int(spec.params.get("allowed_lateness_ms", 0))
+        self.acc = accumulation_for(spec.params["function"], spec.params.get("fn"))
+        self.key_fn = spec.key_fn
+        self.backend = MemoryStateBackend(ctx.key_group_range, ctx.max_parallelism)
+        self.windows = self.backend.table("windows")
+        self.sessions = self.backend.table("sessions")
+        self.firings = self.backend.table("firings")
+        self.timers = TimerService(ctx.key_group_range)
+        self.watermark = MIN_WATERMARK
+        self._kg: dict[Any, int] = {}
+        self._parts = [
+            self.windows.partition(kg) if kg in ctx.key_group_range else None
+            for kg in range(ctx.max_parallelism)
+        ]
+
+    # -- state ---------------------------------------------------------------
+
+    def open(self, restored: Any | None) -> None:
+        """Restore keyed state and timers (blobs per key group) and the watermark."""
+        if not restored:
+            return
+        self.backend.restore(restored["state"])
+        self.timers.restore(restored["timers"])
+        self.watermark = restored["watermark"]
+        self._parts = [
+            self.windows.partition(kg) if kg in self.ctx.key_group_range else None
+            for kg in range(self.ctx.max_parallelism)
+        ]
+
+    def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
+        """Synchronous copies of state and timers; encoding happens later, off the hot path."""
+        return {
+            "keyed": self.backend.snapshot(),
+            "timers": self.timers.snapshot(),
+            "watermark": self.watermark,
+        }
+
+    # -- records -------------------------------------------------------------
+
+    def _key_group(self, key: Any) -> int:
+        kg = self._kg.get(key)
+        if kg is None:
+            if len(self._kg) > _KEY_CACHE_LIMIT:
+                self._kg.clear()
+            kg = key_group_for_key(key, self.ctx.max_parallelism)
+            self._kg[key] = kg
+        return kg
+
+    def _keys(self, values: list[Any]) -> list[Any] | None:
+        key_fn = self.key_fn
+        assert key_fn is not None
+        try:
+            return [key_fn(v) for v in values]
+        except Exception:
+            return None
+
+    def process_batch(
+        self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
+    ) -> None:
+        self.records_in += len(values)
+        if timestamps is None:
+            raise OperatorError(
+                f"{self.task_name}: event-time windows need timestamps; pass timestamp= (and "
+                "watermarks=) to flow.source(...)",
+                operator=self.name,
+                subtask=self.ctx.subtask,
+                parallelism=self.ctx.parallelism,
+                record=values[0] if values else None,
+            )
+        if keys is None:
+            keys = self._keys(values)
+            if keys is None:
+                values, timestamps, keys = self._keys_slow(values, timestamps)
+        if type(self.assigner) is TumblingWindows:
+            self._tumbling(values, timestamps, keys)
+        elif isinstance(self.assigner, SessionWindows):
+            self._sessions(values, timestamps, keys)
+        else:
+            self._sliding(values, timestamps, keys)
+
+    def _keys_slow(
+        self, values: list[Any], timestamps: list[int]
+    ) -> tuple[list[Any], list[int], list[Any]]:
+        vs, ts, ks = [], [], []
+        assert self.key_fn is not None
+        for v, t in zip(values, timestamps, strict=True):
+            ok, k = call_with_policy(self, self.key_fn, v, t)
+            if ok:
+                vs.append(v)
+                ts.append(t)
+                ks.append(k)
+        return vs, ts, ks
+
+    def _tumbling(self, values: list[Any], timestamps: list[int], keys: list[Any]) -> None:
+        size = self.assigner.size_ms
+        offset = self.assigner.offset_ms
+        lateness = self.lateness
+        wm = self.watermark
+        first, add = self.acc.first, self.acc.add
+        parts = self._parts
+        kg_cache = self._kg
+        register = self.timers.register_event_time_timer
+        late: list[int] | None = None
+        refire: list[tuple[int, Any, int]] | None = None
+        for i, t in enumerate(timestamps):
+            k = keys[i]
+            kg = kg_cache.get(k)
+            if kg is None:
+                kg = self._key_group(k)
+            start = t - (t - offset) % size
+            last = start + size - 1
+            if last + lateness <= wm:
+                if late is None:
+                    late = []
+                late.append(i)
+                continue
+            part = parts[kg]
+            wk = (k, start)
+            acc = part.get(wk, _MISSING)
+            try:
+                if acc is _MISSING:
+                    part[wk] = first(values[i])
+                    register(kg, k, start, last)
+                else:
+                    part[wk] = add(acc, values[i])
+            except Exception as e:
+                self._function_failed(part, wk, acc, values[i], t, e)
+            if last <= wm:
+                if refire is None:
+                    refire = []
+                refire.append((kg, k, start))
+        if late:
+            self._emit_late(values, timestamps, late)
+        if refire:
+            self._fire(refire, late_firing=True)
+
+    def _sliding(self, values: list[Any], timestamps: list[int], keys: list[Any]) -> None:
+        lateness = self.lateness
+        wm = self.watermark
+        first, add = self.acc.first, self.acc.add
+        late: list[int] = []
+        refire: list[tuple[int, Any, int]] = []
+        for i, t in enumerate(timestamps):
+            k = keys[i]
+            kg = self._key_group(k)
+            part = self._parts[kg]
+            placed = False
+            for w in self.assigner.assign(t):
+                last = w.end_ms - 1
+                if last + lateness <= wm:
+                    continue
+                placed = True
+                wk = (k, w.start_ms)
+                acc = part.get(wk, _MISSING)
+                try:
+                    if acc is _MISSING:
+                        part[wk] = first(values[i])
+                        self.timers.register_event_time_timer(kg, k, w.start_ms, last)
+                    else:
+                        part[wk] = add(acc, values[i])
+                except Exception as e:
+                    self._function_failed(part, wk, acc, values[i], t, e)
+                if last <= wm:
+                    refire.append((kg, k, w.start_ms))
+            if not placed:
+                late.append(i)
+        if late:
+            self._emit_late(values, timestamps, late)
+        if refire:
+            self._fire(refire, late_firing=True)
+
+    def _sessions(self, values: list[Any], timestamps: list[int], keys: list[Any]) -> None:
+        gap = self.assigner.gap_ms
+        lateness = self.lateness
+        first, add, merge = self.acc.first, self.acc.add, self.acc.merge
+        late: list[int] = []
+        refire: list[tuple[int, Any, Any]] = []
+        timers = self.timers
+        for i, t in enumerate(timestamps):
+            k = keys[i]
+            kg = self._key_group(k)
+            part = self._parts[kg]
+            spart = self.sessions.partition(kg)
+            existing: list[tuple[int, int]] = spart.get(k, [])
+            start, end = t, t + gap
+            overlapping = [w for w in existing if w[0] <= end and w[1] >= start]
+            for w in overlapping:
+                start, end = min(start, w[0]), max(end, w[1])
+            if end - 1 + lateness <= self.watermark:
+                late.append(i)
+                continue
+            acc: Any = _MISSING
+            fired = 0
+            for w in overlapping:
+                wacc = part.pop((k, w))
+                acc = wacc if acc is _MISSING else merge(acc, wacc)
+                timers.delete_event_time_timer(kg, k, w, w[1] - 1)
+                if lateness:
+                    timers.delete_event_time_timer(kg, k, w, w[1] - 1 + lateness)
+                    fired = max(fired, self.firings.partition(kg).pop((k, w), 0))
+            try:
+                acc = first(values[i]) if acc is _MISSING else add(acc, values[i])
+            except Exception as e:
+                dead = self._dead_or_raise(values[i], t, e)
+                if dead and acc is _MISSING:
+                    continue
+            window = (start, end)
+            part[(k, window)] = acc
+            if fired:
+                self.firings.partition(kg)[(k, window)] = fired
+            spart[k] = [w for w in existing if w not in overlapping] + [window]
+            timers.register_event_time_timer(kg, k, window, end - 1)
+            if end - 1 <= self.watermark:
+                refire.append((kg, k, window))
+        if late:
+            self._emit_late(values, timestamps, late)
+        if refire:
+            self._fire(refire, late_firing=True)
+
+    # -- errors and side outputs --------------------------------------------
+
+    def _dead_or_raise(self, value: Any, t: int, error: Exception) -> bool:
+        policy = self.spec.on_error
+        if policy == "fail":
+            call_with_policy(self, _reraise(error), value, t)
+        dead_letter(self, value, t, error, 1)
+        return True
+
+    def _function_failed(
+        self, part: dict, wk: Any, acc: Any, value: Any, t: int, error: Exception
+    ) -> None:
+        """The window function raised on ``value``: retry, dead-letter or fail per policy."""
+        policy = self.spec.on_error
+        if isinstance(policy, RetryPolicy):
+            fn = self.acc.first if acc is _MISSING else (lambda v: self.acc.add(acc, v))
+            ok, new = call_with_policy(self, fn, value, t)
+            if ok:
+                part[wk] = new
+            return
+        self._dead_or_raise(value, t, error)
+
+    def _emit_late(self, values: list[Any], timestamps: list[int], late: list[int]) -> None:
+        self.late += len(late)
+        wm = self.watermark
+        self.output.emit_side(
+            LATE,
+            [LateRecord(values[i], timestamps[i], wm, self.name) for i in late],
+            [timestamps[i] for i in late],
+        )
+
+    # -- time ----------------------------------------------------------------
+
+    def on_watermark(self, watermark_ms: int) -> int | None:
+        """Fire every window whose end the watermark passed; drop state past the lateness."""
+        if watermark_ms <= self.watermark:
+            return None
+        self.watermark = watermark_ms
+        fired = self.timers.advance_watermark(watermark_ms)
+        if fired:
+            self._on_timers(fired)
+        return watermark_ms
+
+    def _window_bounds(self, ns: Any) -> tuple[int, int]:
+        if type(ns) is tuple:
+            return ns
+        return ns, ns + self.assigner.size_ms
+
+    def _on_timers(self, fired: list[tuple[int, int, Any, Any]]) -> None:
+        to_fire: list[tuple[int, Any, Any]] = []
+        cleanup: list[tuple[int, Any, Any]] = []
+        for ts, kg, k, ns in fired:
+            _start, end = self._window_bounds(ns)
+            if ts == end - 1:
+                to_fire.append((kg, k, ns))
+                if self.lateness:
+                    self.timers.register_event_time_timer(kg, k, ns, end - 1 + self.lateness)
+                else:
+                    cleanup.append((kg, k, ns))
+            else:
+                cleanup.append((kg, k, ns))
+        if to_fire:
+            self._fire(to_fire, late_firing=False)
+        for kg, k, ns in cleanup:
+            self._drop(kg, k, ns)
+
+    def _drop(self, kg: int, k: Any, ns: Any) -> None:
+        self._parts[kg].pop((k, ns), None)
+        if self.lateness:
+            self.firings.partition(kg).pop((k, ns), None)
+        if type(ns) is tuple:
+            spart = self.sessions.partition(kg)
+            rest = [w for w in spart.get(k, []) if w != ns]
+            if rest:
+                spart[k] = rest
+            else:
+                spart.pop(k, None)
+
+    def _fire(self, windows: list[tuple[int, Any, Any]], late_firing: bool) -> None:
+        if late_firing:
+            # several late records of one batch update a window once, then it fires once
+            windows = list(dict.fromkeys(windows))
+        result = self.acc.result
+        out: list[WindowResult] = []
+        out_ts: list[int] = []
+        for kg, k, ns in windows:
+            acc = self._parts[kg].get((k, ns), _MISSING)
+            if acc is _MISSING:
+                continue
+            start, end = self._window_bounds(ns)
+            firing = 0
+            if self.lateness:
+                fparts = self.firings.partition(kg)
+                firing = fparts.get((k, ns), 0)
+                fparts[(k, ns)] = firing + 1
+            out.append(WindowResult(k, start, end, result(k, start, end, acc), firing))
+            out_ts.append(end - 1)
+        self.output.emit(out, out_ts)
+
+
+def _reraise(error: Exception) -> Any:
+    def fn(_: Any) -> Any:
+        raise error
+
+    return fn

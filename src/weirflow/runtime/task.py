@@ -1,0 +1,307 @@
+"""Tasks: one subtask of an operator chain, driven by ``step()``.
+
+A task owns the logic objects of its chain, its input channels and the
+record writers of every network output of the chain. ``step()`` does a
+bounded amount of work and returns whether it made progress:
+
+1. flush pending output buffers; if some target has no credit, stop
+   (backpressure: the task takes no new input while output waits);
+2. take the next item from an input (a source task: read one batch);
+3. hand it to the chain: records to ``process_batch``, watermarks through
+   the watermark valve to ``on_watermark``, barriers to alignment and
+   snapshot, end-of-partition to end-of-input;
+4. flush again.
+
+Barrier alignment (exactly-once): after barrier ``n`` arrives on an input,
+that input is not read until ``n`` arrived on every input still open; then
+the chain snapshots, the barrier goes downstream, and the inputs reopen. In
+at-least-once mode no input is held back; the snapshot is taken when the
+last barrier arrives.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any
+
+from weirflow.errors import JobFailedError, WeirflowError
+from weirflow.runtime.channel import Channel
+from weirflow.runtime.events import (
+    END_OF_PARTITION,
+    Batch,
+    CheckpointBarrier,
+    EndOfPartition,
+    Watermark,
+)
+from weirflow.runtime.operators import OperatorLogic, SourceLogic
+from weirflow.runtime.partitioners import RecordWriter
+from weirflow.time import MAX_WATERMARK, MIN_WATERMARK, WatermarkValve
+
+SnapshotCallback = Callable[["Task", int, dict[str, Any]], None]
+
+
+class TaskState(enum.Enum):
+    """Lifecycle of a task."""
+
+    RUNNING = "running"
+    ENDING = "ending"  # end of input handled; flushing the last buffers
+    FINISHED = "finished"  # everything sent; logic objects stay open for the final checkpoint
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+_TRANSITIONS = {
+    TaskState.RUNNING: {TaskState.ENDING, TaskState.FAILED, TaskState.CLOSED},
+    TaskState.ENDING: {TaskState.FINISHED, TaskState.FAILED, TaskState.CLOSED},
+    TaskState.FINISHED: {TaskState.CLOSED, TaskState.FAILED},
+    TaskState.FAILED: {TaskState.CLOSED},
+    TaskState.CLOSED: set(),
+}
+
+
+class Task:
+    """One subtask of a chain.
+
+    Args:
+        name: ``"<head operator>[<subtask>/<parallelism>]"``.
+        subtask: the subtask index.
+        chain: the chain's logic objects, head first.
+        inputs: input channels (empty for a source task).
+        writers: every network writer of the chain.
+        on_snapshot: called with ``(task, checkpoint_id, states)`` after the
+            chain snapshotted (``states`` maps operator name → state).
+        source_batch_size: records a source task reads per step.
+        max_items_per_step: input items a non-source task takes per step.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        subtask: int,
+        chain: list[OperatorLogic],
+        inputs: list[Channel],
+        writers: list[RecordWriter],
+        on_snapshot: SnapshotCallback,
+        source_batch_size: int = 1024,
+        max_items_per_step: int = 4,
+    ) -> None:
+        self.name = name
+        self.subtask = subtask
+        self.chain = chain
+        self.head = chain[0]
+        self.inputs = inputs
+        self.writers = writers
+        self.on_snapshot = on_snapshot
+        self.source_batch_size = source_batch_size
+        self.max_items_per_step = max_items_per_step
+        self.state = TaskState.RUNNING
+        self.is_source = isinstance(self.head, SourceLogic)
+        self.valve = WatermarkValve(max(1, len(inputs)))
+        self._ended = [False] * len(inputs)
+        self._rr = 0
+        self._aligning: int | None = None
+        self._aligned_mode = True
+        self._barrier_seen: set[int] = set()
+        self._idle_sent = False
+        self.backpressured_steps = 0
+        self.steps = 0
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def _transition(self, new: TaskState) -> None:
+        if new not in _TRANSITIONS[self.state]:
+            raise WeirflowError(f"task {self.name}: invalid transition {self.state} -> {new}")
+        self.state = new
+
+    def open(self, restored: dict[str, Any]) -> None:
+        """Open every operator of the chain with its restored state (by operator name)."""
+        for op in self.chain:
+            op.open(restored.get(op.name))
+
+    def close(self) -> None:
+        """Close every operator; safe to call more than once and after a failure."""
+        if self.state is TaskState.CLOSED:
+            return
+        self._transition(TaskState.CLOSED)
+        for op in self.chain:
+            op.close()
+
+    def fail(self) -> None:
+        """Mark the task failed (the job's attempt is over)."""
+        if self.state not in (TaskState.FAILED, TaskState.CLOSED):
+            self._transition(TaskState.FAILED)
+
+    @property
+    def done(self) -> bool:
+        """Whether the task has sent everything (or stopped)."""
+        return self.state in (TaskState.FINISHED, TaskState.FAILED, TaskState.CLOSED)
+
+    # -- stepping ------------------------------------------------------------
+
+    def _flush(self) -> bool:
+        ok = True
+        for w in self.writers:
+            if not w.flush():
+                ok = False
+        return ok
+
+    def step(self) -> bool:
+        """Do a bounded amount of work; return whether anything moved."""
+        if self.state is TaskState.ENDING:
+            if self._flush():
+                self._transition(TaskState.FINISHED)
+                return True
+            self.backpressured_steps += 1
+            return False
+        if self.state is not TaskState.RUNNING:
+            return False
+        self.steps += 1
+        if not self._flush():
+            self.backpressured_steps += 1
+            return False
+        try:
+            moved = self._step_source() if self.is_source else self._step_inputs()
+        except WeirflowError:
+            raise
+        except Exception as e:
+            raise JobFailedError(f"task {self.name} failed: {type(e).__name__}: {e}") from e
+        self._flush()
+        return moved
+
+    def _step_source(self) -> bool:
+        head = self.head
+        assert isinstance(head, SourceLogic)
+        if head.finished():
+            self._end_of_input()
+            return True
+        n = head.poll(self.source_batch_size)
+        if n == 0 and head.finished():
+            self._end_of_input()
+            return True
+        if n > 0:
+            self._idle_sent = False
+        elif head.all_idle() and not self._idle_sent:
+            self._idle_sent = True
+            for w in self.writers:
+                w.broadcast_event(Watermark(MIN_WATERMARK, idle=True))
+        return n > 0
+
+    def _step_inputs(self) -> bool:
+        moved = False
+        n = len(self.inputs)
+        for _ in range(self.max_items_per_step):
+            item = None
+            for _ in range(n):
+                i = self._rr
+                self._rr = (i + 1) % n
+                if self._ended[i] or (i in self._barrier_seen and self._aligned_mode):
+                    continue
+                item = self.inputs[i].poll()
+                if item is not None:
+                    self._handle(i, item)
+                    moved = True
+                    break
+            if item is None or self.state is not TaskState.RUNNING:
+                break
+            if not self._flush():
+                break
+        return moved
+
+    def _handle(self, i: int, item: object) -> None:
+        t = type(item)
+        if t is Batch:
+            if self.valve.is_idle(i):
+                self.valve.on_active(i)
+            self.head.process_batch(item.values, item.timestamps, item.keys)  # type: ignore[attr-defined]
+        elif t is Watermark:
+            self._on_watermark(i, item)  # type: ignore[arg-type]
+        elif t is CheckpointBarrier:
+            self._on_barrier(i, item)  # type: ignore[arg-type]
+        elif t is EndOfPartition:
+            self._ended[i] = True
+            self._check_alignment()
+            if all(self._ended):
+                self._end_of_input()
+        else:
+            raise JobFailedError(f"task {self.name}: unknown item {t.__name__} in channel {i}")
+
+    def _on_watermark(self, i: int, wm: Watermark) -> None:
+        if wm.idle:
+            new = self.valve.on_idle(i)
+            if self.valve.all_idle():
+                for w in self.writers:
+                    w.broadcast_event(Watermark(MIN_WATERMARK, idle=True))
+        else:
+            if self.valve.is_idle(i):
+                self.valve.on_active(i)
+            new = self.valve.on_watermark(i, wm.timestamp_ms)
+        if new is not None:
+            forwarded = self.head.on_watermark(new)
+            if forwarded is not None:
+                self.head.output.emit_watermark(forwarded)
+
+    # -- checkpoints ---------------------------------------------------------
+
+    def _on_barrier(self, i: int, barrier: CheckpointBarrier) -> None:
+        if self._aligning is None:
+            self._aligning = barrier.checkpoint_id
+            self._aligned_mode = barrier.aligned
+            self._barrier_seen = set()
+            self._barrier = barrier
+        elif barrier.checkpoint_id != self._aligning:
+            raise JobFailedError(
+                f"task {self.name}: barrier {barrier.checkpoint_id} arrived while aligning "
+                f"{self._aligning}; at most one checkpoint is in flight per task"
+            )
+        self._barrier_seen.add(i)
+        self._check_alignment()
+
+    def _check_alignment(self) -> None:
+        if self._aligning is None:
+            return
+        open_inputs = {i for i, ended in enumerate(self._ended) if not ended}
+        if open_inputs <= self._barrier_seen:
+            barrier = self._barrier
+            self._aligning = None
+            self._barrier_seen = set()
+            self.snapshot_and_forward(barrier)
+
+    def snapshot_and_forward(self, barrier: CheckpointBarrier) -> None:
+        """Snapshot the chain, send the barrier on every output, report the snapshot."""
+        states = {op.name: op.snapshot_state(barrier.checkpoint_id) for op in self.chain}
+        for w in self.writers:
+            w.broadcast_event(barrier)
+        self.on_snapshot(self, barrier.checkpoint_id, states)
+
+    def snapshot_finished(self, checkpoint_id: int) -> None:
+        """Snapshot a finished chain (no barrier: nothing flows any more)."""
+        states = {op.name: op.snapshot_state(checkpoint_id) for op in self.chain}
+        self.on_snapshot(self, checkpoint_id, states)
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Tell every operator of the chain that ``checkpoint_id`` completed."""
+        for op in self.chain:
+            op.notify_checkpoint_complete(checkpoint_id)
+
+    def advance_processing_time(self, now_ms: int) -> None:
+        """Give processing time to every operator (processing-time timers)."""
+        if self.state is TaskState.RUNNING:
+            for op in self.chain:
+                op.on_processing_time(now_ms)
+
+    # -- end of input ----------------------------------------------------------
+
+    def _end_of_input(self) -> None:
+        if self.is_source:
+            self.head.output.emit_watermark(MAX_WATERMARK)
+        for op in self.chain:
+            op.end_of_input()
+        for w in self.writers:
+            w.broadcast_event(END_OF_PARTITION)
+        self._transition(TaskState.ENDING)
+
+    @property
+    def buffered_records(self) -> int:
+        """Records waiting in this task's writers (not yet in channels)."""
+        return sum(w.pending_records for w in self.writers)
