@@ -262,7 +262,9 @@ class CheckpointStorage:
         return [n for n, has_manifest in self._checkpoint_dirs() if has_manifest]
 
     def _checkpoint_dirs(self) -> list[tuple[int, bool]]:
-        self.fs.invalidate_cache(self.root)
+        # Listings may be cached (s3fs), also for chk-<n> folders another writer has since
+        # completed; a stale listing would hide a manifest.
+        self.fs.invalidate_cache()
         try:
             entries = self.fs.ls(self.root, detail=False)
         except FileNotFoundError:
