@@ -5,6 +5,7 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from weirflow.serde import stable_hash
 from weirflow.state import (
     KeyGroupRange,
     key_group_for_key,
@@ -62,6 +63,7 @@ def test_every_key_group_has_exactly_one_owner(p: int) -> None:
 @given(st.text() | st.integers() | st.tuples(st.text(), st.integers()), st.integers(1, 1000))
 def test_key_group_is_stable_and_in_range(key: object, max_p: int) -> None:
     kg = key_group_for_key(key, max_p)
+    assert kg == stable_hash(key) % max_p
     assert 0 <= kg < max_p
     assert key_group_for_key(key, max_p) == kg
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from zlib import crc32
 
 from weirflow.errors import ConfigError
 from weirflow.serde import stable_hash
@@ -38,6 +39,10 @@ def key_group_for_key(key: Any, max_parallelism: int) -> int:
     Raises:
         SerdeError: the key cannot be serialized.
     """
+    if type(key) is str:
+        # Hot path for the most common key type: the same bytes and CRC-32 as
+        # weirflow.serde.stable_hash, without two extra Python calls per record.
+        return crc32(key.encode("utf-8")) % max_parallelism
     return stable_hash(key) % max_parallelism
 
 

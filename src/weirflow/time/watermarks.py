@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final, Literal
 
-from weirflow.errors import StateError
+from weirflow.errors import ConfigError, StateError
 from weirflow.serde import check_format_version
 from weirflow.time.duration import to_ms
 
@@ -36,6 +36,10 @@ class WatermarkStrategy:
     Build it with :meth:`bounded_out_of_orderness`, :meth:`monotonous_timestamps`
     or :meth:`no_watermarks`, optionally followed by :meth:`with_idleness`.
 
+    Raises:
+        ConfigError: (on direct construction) unknown kind, negative bound,
+            non-positive idleness.
+
     Attributes:
         kind: ``"bounded"`` or ``"none"``.
         max_out_of_orderness_ms: how late (ms) a record may be behind the
@@ -47,6 +51,18 @@ class WatermarkStrategy:
     kind: WatermarkKind
     max_out_of_orderness_ms: int = 0
     idleness_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("bounded", "none"):
+            raise ConfigError(f"unknown watermark kind {self.kind!r}")
+        if type(self.max_out_of_orderness_ms) is not int or self.max_out_of_orderness_ms < 0:
+            raise ConfigError(
+                f"max_out_of_orderness_ms must be an int >= 0, got {self.max_out_of_orderness_ms!r}"
+            )
+        if self.idleness_ms is not None and (
+            type(self.idleness_ms) is not int or self.idleness_ms <= 0
+        ):
+            raise ConfigError(f"idleness_ms must be a positive int, got {self.idleness_ms!r}")
 
     @staticmethod
     def bounded_out_of_orderness(max_out_of_orderness: timedelta) -> WatermarkStrategy:

@@ -107,3 +107,12 @@ def test_duration_config_errors_surface_from_builders() -> None:
     with pytest.raises(ConfigError, match="timedelta"):
         to_ms(5, "size")  # type: ignore[arg-type]
     assert to_ms(timedelta(minutes=1, milliseconds=5), "d") == 60_005
+
+
+def test_direct_construction_is_validated() -> None:
+    with pytest.raises(ConfigError):
+        WatermarkStrategy("bounded", -1)
+    with pytest.raises(ConfigError):
+        WatermarkStrategy("bounded", 0, idleness_ms=0)
+    with pytest.raises(ConfigError):
+        WatermarkStrategy("sometimes")  # type: ignore[arg-type]
