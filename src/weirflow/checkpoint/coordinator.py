@@ -17,16 +17,15 @@ its manifest was committed by this coordinator.
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
 
 from weirflow.checkpoint.config import CheckpointConfig
 from weirflow.checkpoint.errors import CheckpointConflictError, CheckpointTransitionError
 from weirflow.checkpoint.handles import TaskSnapshot
+from weirflow.checkpoint.lifecycle import STATE_TRANSITIONS, CheckpointStats, CoordinatorState
 from weirflow.checkpoint.manifest import Manifest, metadata_uses_pickle
 from weirflow.checkpoint.pending import CheckpointStatus, CompletedCheckpoint, PendingCheckpoint
 from weirflow.checkpoint.storage import CheckpointStorage
@@ -36,49 +35,6 @@ log = logging.getLogger(__name__)
 
 _FINISHED_HISTORY = 1000
 _RECENT_DURATIONS = 32
-
-
-class CoordinatorState(enum.Enum):
-    """Lifecycle of the coordinator.
-
-    ``RUNNING``: periodic triggers on. ``SUSPENDED``: periodic triggers off
-    (during failover or shutdown), explicit triggers still allowed.
-    ``SHUT_DOWN``: final; nothing is triggered, pending checkpoints failed.
-    """
-
-    RUNNING = "running"
-    SUSPENDED = "suspended"
-    SHUT_DOWN = "shut_down"
-
-
-_STATE_TRANSITIONS: Mapping[CoordinatorState, frozenset[CoordinatorState]] = {
-    CoordinatorState.RUNNING: frozenset({CoordinatorState.SUSPENDED, CoordinatorState.SHUT_DOWN}),
-    CoordinatorState.SUSPENDED: frozenset({CoordinatorState.RUNNING, CoordinatorState.SHUT_DOWN}),
-    CoordinatorState.SHUT_DOWN: frozenset(),
-}
-
-
-@dataclass(frozen=True)
-class CheckpointStats:
-    """Counters and recent figures for metrics.
-
-    Attributes:
-        triggered: checkpoints triggered.
-        completed: checkpoints completed.
-        failed: checkpoints failed (declined, timed out, aborted, commit failed).
-        subsumed: pending checkpoints dropped because a newer one completed.
-        latest_completed_id: id of the newest completed checkpoint, or ``None``.
-        latest_size_bytes: state bytes of the newest completed checkpoint.
-        recent_durations_ms: trigger-to-completion times of recent completions, oldest first.
-    """
-
-    triggered: int = 0
-    completed: int = 0
-    failed: int = 0
-    subsumed: int = 0
-    latest_completed_id: int | None = None
-    latest_size_bytes: int = 0
-    recent_durations_ms: tuple[int, ...] = ()
 
 
 class CheckpointCoordinator:
@@ -149,7 +105,7 @@ class CheckpointCoordinator:
         return self._state
 
     def _set_state(self, new: CoordinatorState) -> None:
-        if new not in _STATE_TRANSITIONS[self._state]:
+        if new not in STATE_TRANSITIONS[self._state]:
             raise CheckpointTransitionError(
                 f"checkpoint coordinator cannot go from {self._state.name} to {new.name}"
             )
