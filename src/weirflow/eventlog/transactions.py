@@ -223,6 +223,9 @@ class TransactionalProducer:
                 f"producer {self.transactional_id!r} epoch {self.epoch} was fenced; {call} refused"
             )
         if self._state is not state:
+            # A zombie learns it was fenced before being told it misused the API.
+            with self._db.read() as conn:
+                self._check_epoch(conn)
             hint = (
                 "call begin() first"
                 if state is ProducerState.IN_TRANSACTION
