@@ -239,7 +239,8 @@ class CheckpointCoordinator:
             3. mark it COMPLETED and update the statistics;
             4. subsume older pending checkpoints (not savepoints), deleting their files;
             5. apply retention;
-            6. for a savepoint, copy it to its target folder.
+            6. for a savepoint, copy it to its target folder (a failed copy is
+               reported in ``CompletedCheckpoint.savepoint_error``, not raised).
 
         An acknowledgement for a checkpoint that is no longer pending (failed,
         subsumed, timed out) or unknown is ignored; the files of a failed or
@@ -285,8 +286,8 @@ class CheckpointCoordinator:
         self._mark_completed(pending, manifest)
         self._subsume_older(pending.checkpoint_id)
         self._retain()
-        savepoint_url = self._write_savepoint(pending, manifest)
-        return CompletedCheckpoint(pending.checkpoint_id, manifest, savepoint_url)
+        savepoint_url, savepoint_error = self._write_savepoint(pending, manifest)
+        return CompletedCheckpoint(pending.checkpoint_id, manifest, savepoint_url, savepoint_error)
 
     def _build_manifest(self, pending: PendingCheckpoint) -> Manifest:
         tasks = pending.acknowledged
@@ -351,12 +352,20 @@ class CheckpointCoordinator:
         if deleted:
             log.debug("retention deleted checkpoints %s of job %s", deleted, self.storage.job)
 
-    def _write_savepoint(self, pending: PendingCheckpoint, manifest: Manifest) -> str | None:
+    def _write_savepoint(
+        self, pending: PendingCheckpoint, manifest: Manifest
+    ) -> tuple[str | None, str | None]:
         if not pending.is_savepoint:
-            return None
+            return None, None
         target = self._savepoint_targets.pop(pending.checkpoint_id, None)
         url = target or self.storage.default_savepoint_url(pending.checkpoint_id)
-        return self.storage.write_savepoint(manifest, url)
+        try:
+            return self.storage.write_savepoint(manifest, url), None
+        except CheckpointError as e:
+            # The checkpoint itself completed and tasks must still be notified,
+            # so the copy's failure is reported, not raised.
+            log.warning("savepoint of checkpoint %d failed: %s", pending.checkpoint_id, e)
+            return None, str(e)
 
     # -- failures ------------------------------------------------------------
 

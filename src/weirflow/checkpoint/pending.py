@@ -142,8 +142,11 @@ class CompletedCheckpoint:
         checkpoint_id: the checkpoint's id; pass it to ``notify_checkpoint_complete``.
         manifest: the committed manifest.
         savepoint_url: where the savepoint was written, for a savepoint; else ``None``.
+        savepoint_error: why writing the savepoint failed, if it did; the
+            checkpoint itself is completed regardless.
     """
 
     checkpoint_id: int
     manifest: Manifest
     savepoint_url: str | None = None
+    savepoint_error: str | None = None

@@ -347,3 +347,14 @@ def test_constructor_validation(storage, clock, kwargs) -> None:
             clock,
             **args,
         )
+
+
+def test_failed_savepoint_copy_still_completes_the_checkpoint(storage, clock, tmp_path) -> None:
+    """Scenario: the savepoint folder is already taken; the checkpoint completes, the copy fails."""
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "_manifest").write_bytes(b"{}")
+    coord = coordinator(storage, clock)
+    done = ack_all(coord, coord.trigger_now(savepoint=True, target=str(tmp_path / "taken")))
+    assert done is not None and done.savepoint_url is None
+    assert "already holds a savepoint" in done.savepoint_error
+    assert storage.completed_checkpoints() == [1]
