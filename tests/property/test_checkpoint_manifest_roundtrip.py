@@ -1,0 +1,76 @@
+"""Manifest serialization: any task metadata serde accepts comes back equal and of the same type."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from weirflow.checkpoint import Manifest, StateHandle, TaskSnapshot
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=8)
+    | st.binary(max_size=8)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(max_size=4) | st.integers(0, 300), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+handles = st.builds(
+    StateHandle,
+    path=st.from_regex(r"chk-[0-9]{1,3}/[a-z]{1,6}", fullmatch=True),
+    size=st.integers(0, 2**40),
+    checksum=st.from_regex(r"sha256:[0-9a-f]{64}", fullmatch=True),
+)
+snapshots = st.builds(
+    TaskSnapshot,
+    task_id=st.text(min_size=1, max_size=12),
+    handles=st.dictionaries(st.text(min_size=1, max_size=6), handles, max_size=3),
+    metadata=st.dictionaries(st.text(max_size=6), values, max_size=4),
+    uses_pickle=st.booleans(),
+)
+
+
+def _same_types(a: object, b: object) -> bool:
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return all(_same_types(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return all(_same_types(x, y) for x, y in zip(a, b, strict=True))
+    return True
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    tasks=st.lists(snapshots, max_size=4, unique_by=lambda t: t.task_id),
+    checkpoint_id=st.integers(1, 2**62),
+    trigger_ms=st.integers(0, 2**45),
+    duration_ms=st.integers(0, 10**7),
+)
+def test_manifest_round_trip(
+    tasks: list[TaskSnapshot], checkpoint_id: int, trigger_ms: int, duration_ms: int
+) -> None:
+    manifest = Manifest(
+        "job",
+        checkpoint_id,
+        trigger_ms,
+        trigger_ms + duration_ms,
+        "at_least_once",
+        3,
+        128,
+        {t.task_id: t for t in tasks},
+        uses_pickle=True,
+    )
+    loaded = Manifest.from_bytes(manifest.to_bytes(), "m")
+    assert loaded == manifest
+    for task in tasks:
+        assert _same_types(dict(task.metadata), dict(loaded.tasks[task.task_id].metadata))
