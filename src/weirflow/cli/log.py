@@ -222,11 +222,13 @@ def _start_positions(
     from_beginning: bool,
     offset: int | None,
     group: str | None,
+    isolation: Literal["read_committed", "read_uncommitted"],
 ) -> dict[int, int]:
     out = {}
     for p in parts:
         start = log.start_offset(topic, p)
         if offset is not None:
+            log.read(topic, p, offset, max_records=1, isolation=isolation)
             out[p] = offset
         elif from_beginning or group is None:
             out[p] = start
@@ -298,7 +300,7 @@ def consume(
         if partition is not None:
             log.start_offset(topic, partition)
         parts = list(range(log.partition_count(topic))) if partition is None else [partition]
-        positions = _start_positions(log, topic, parts, from_beginning, offset, group)
+        positions = _start_positions(log, topic, parts, from_beginning, offset, group, iso)
         remaining = max_records
         pending = sum(log.end_offset(topic, p, iso) - positions[p] for p in parts)
         show = _interactive() and not follow
