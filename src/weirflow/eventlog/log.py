@@ -129,6 +129,7 @@ class EventLog:
         self._db.close()
 
     def __enter__(self) -> EventLog:
+        """Return the log itself; ``close`` runs on exit."""
         return self
 
     def __exit__(
@@ -137,6 +138,7 @@ class EventLog:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        """Close the log; exceptions propagate."""
         self.close()
 
     # Topics

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -143,3 +147,34 @@ def test_quickstart_runs_twice_on_the_same_directory(tmp_path: Path) -> None:
         assert sum(p.record_count for p in log.describe("quickstart.clicks").partitions) == 600
         assert log.end_offset("quickstart.payments", 0) == 6
         assert log.lag("quickstart.readers")
+
+
+def test_follow_prints_records_appended_later(tmp_path: Path) -> None:
+    with EventLog(tmp_path, "process") as log:
+        log.create_topic("t", 1)
+        log.append("t", [Record(b"early")])
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from weirflow.cli import main; main()",
+                "log",
+                "--log-dir",
+                str(tmp_path),
+                "consume",
+                "t",
+                "--follow",
+                "--poll-ms",
+                "20",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == "early\n"
+            log.append("t", [Record(b"late")])
+            assert proc.stdout.readline() == "late\n"
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)

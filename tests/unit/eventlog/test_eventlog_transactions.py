@@ -232,3 +232,8 @@ def test_handle_from_dict_refuses_bad_input() -> None:
         TransactionHandle.from_dict({"transactional_id": "a", "epoch": 1})
     with pytest.raises(InvalidArgumentError, match="not a transaction handle"):
         TransactionHandle.from_dict({"transactional_id": "a", "epoch": "1", "sequence": 2})
+
+
+def test_handle_round_trips_through_serde() -> None:
+    handle = TransactionHandle("sink-3", 7, 42)
+    assert decode(encode(handle)) == handle
