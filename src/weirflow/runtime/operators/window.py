@@ -168,7 +168,9 @@ class WindowLogic(OperatorLogic):
             try:
                 if acc is _MISSING:
                     part[wk] = first(values[i])
-                    register(kg, k, start, last)
+                    # a window born after the watermark passed its end fires in _fire
+                    # below; its only timer is the clean-up one
+                    register(kg, k, start, last if last > wm else last + lateness)
                 else:
                     part[wk] = add(acc, values[i])
             except Exception as e:
@@ -203,7 +205,9 @@ class WindowLogic(OperatorLogic):
                 try:
                     if acc is _MISSING:
                         part[wk] = first(values[i])
-                        self.timers.register_event_time_timer(kg, k, w.start_ms, last)
+                        self.timers.register_event_time_timer(
+                            kg, k, w.start_ms, last if last > wm else last + lateness
+                        )
                     else:
                         part[wk] = add(acc, values[i])
                 except Exception as e:
@@ -257,7 +261,9 @@ class WindowLogic(OperatorLogic):
             if fired:
                 self.firings.partition(kg)[(k, window)] = fired
             spart[k] = [w for w in existing if w not in overlapping] + [window]
-            timers.register_event_time_timer(kg, k, window, end - 1)
+            timers.register_event_time_timer(
+                kg, k, window, end - 1 if end - 1 > self.watermark else end - 1 + lateness
+            )
             if end - 1 <= self.watermark:
                 refire.append((kg, k, window))
         if late:
@@ -320,7 +326,7 @@ class WindowLogic(OperatorLogic):
             _start, end = self._window_bounds(ns)
             if ts == end - 1:
                 to_fire.append((kg, k, ns))
-                if self.lateness:
+                if self.lateness and end - 1 + self.lateness > self.watermark:
                     self.timers.register_event_time_timer(kg, k, ns, end - 1 + self.lateness)
                 else:
                     cleanup.append((kg, k, ns))
