@@ -162,7 +162,7 @@ def test_late_record_of_an_unknown_or_filtered_flight() -> None:
     cancelled = late_record(FLIGHTS[2])  # origin_3h filters cancelled flights
     result = verify("origin_3h", committed_from(want), [stranger, cancelled], FLIGHTS)
     assert sorted(result.late_unknown) == sorted(
-        [tuple(stranger["flight_id"]), tuple(cancelled["flight_id"])]
+        [(tuple(stranger["flight_id"]), None), (tuple(cancelled["flight_id"]), None)]
     )
     assert not result.ok
     assert "2 unknown late" in result.summary()
@@ -173,6 +173,6 @@ def test_late_record_twice() -> None:
     want = expected("carrier_hourly", FLIGHTS, excluded={late_flight.flight_id})
     twice = [late_record(late_flight), late_record(late_flight)]
     result = verify("carrier_hourly", committed_from(want), twice, FLIGHTS)
-    assert result.late_duplicates == [late_flight.flight_id]
+    assert result.late_duplicates == [(late_flight.flight_id, None)]
     assert result.late_unknown == []
     assert not result.ok

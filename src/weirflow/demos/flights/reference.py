@@ -19,7 +19,8 @@ end):
 
 Late records: a flight that the streaming job routed to its late side output
 for an output is passed in ``excluded`` and counted nowhere for that output;
-sessions are formed from the remaining flights only.
+sessions are formed from the remaining flights only. A flight set aside for
+one tumbling or sliding window only is passed in ``excluded_windows``.
 """
 
 from __future__ import annotations
@@ -113,21 +114,34 @@ def _accumulate(
     return {window: agg.result(acc) for window, acc in accs.items()}
 
 
-def _assign_carrier_hourly(
-    agg: Aggregation, flights: list[Flight]
-) -> Iterator[tuple[WindowKey, Flight]]:
-    size = _ms(CARRIER_HOURLY_SIZE)
-    for f in flights:
-        yield (agg.key(f), *tumbling_window(f.event_ms, size)), f
+def windows_of(output_name: OutputName, event_ms: int) -> list[tuple[int, int]]:
+    """The windows an event time falls in, for the outputs with fixed windows.
+
+    Args:
+        output_name: ``"carrier_hourly"`` (1 h tumbling) or ``"origin_3h"``
+            (3 h sliding by 1 h).
+        event_ms: event time, epoch ms.
+
+    Returns:
+        ``[(window_start_ms, window_end_ms), ...]``: one window for
+        ``carrier_hourly``, three for ``origin_3h`` (latest start first).
+
+    Raises:
+        ValueError: ``output_name`` is ``"aircraft_rotations"`` (session
+            windows depend on the other flights) or unknown.
+    """
+    if output_name == "carrier_hourly":
+        return [tumbling_window(event_ms, _ms(CARRIER_HOURLY_SIZE))]
+    if output_name == "origin_3h":
+        return sliding_windows(event_ms, _ms(ORIGIN_3H_SIZE), _ms(ORIGIN_3H_SLIDE))
+    raise ValueError(f"{output_name!r} has no fixed windows")
 
 
-def _assign_origin_3h(
-    agg: Aggregation, flights: list[Flight]
-) -> Iterator[tuple[WindowKey, Flight]]:
-    size, slide = _ms(ORIGIN_3H_SIZE), _ms(ORIGIN_3H_SLIDE)
+def _assign_fixed(agg: Aggregation, flights: list[Flight]) -> Iterator[tuple[WindowKey, Flight]]:
     for f in flights:
-        for start, end in sliding_windows(f.event_ms, size, slide):
-            yield (agg.key(f), start, end), f
+        key = agg.key(f)
+        for start, end in windows_of(agg.name, f.event_ms):
+            yield (key, start, end), f
 
 
 def _assign_aircraft_rotations(
@@ -148,8 +162,8 @@ def _assign_aircraft_rotations(
 
 
 _ASSIGNERS = {
-    "carrier_hourly": _assign_carrier_hourly,
-    "origin_3h": _assign_origin_3h,
+    "carrier_hourly": _assign_fixed,
+    "origin_3h": _assign_fixed,
     "aircraft_rotations": _assign_aircraft_rotations,
 }
 
@@ -158,6 +172,7 @@ def expected(
     output_name: OutputName,
     flights: Iterable[Flight],
     excluded: Collection[FlightId] = (),
+    excluded_windows: Collection[tuple[FlightId, int, int]] = (),
 ) -> dict[WindowKey, dict[str, Any]]:
     """Compute one output of the demo as a batch, the ground truth for verification.
 
@@ -168,7 +183,13 @@ def expected(
             not flights and are not here).
         excluded: identities (:attr:`Flight.flight_id`, as tuples or as
             lists after a JSON round trip) of flights that went to this
-            output's late side output; they count nowhere.
+            output's late side output as a whole; they count nowhere.
+        excluded_windows: ``(flight_id, window_start_ms, window_end_ms)``
+            of a flight set aside for one window only (a window operator
+            that, like Apache Flink's, adds a flight to those of its
+            windows still open and drops it from the others); the flight
+            still counts in its other windows. Tumbling and sliding windows
+            only.
 
     Returns:
         Window ``(key, window_start_ms, window_end_ms)`` to its result dict
@@ -177,9 +198,21 @@ def expected(
 
     Raises:
         KeyError: ``output_name`` is not one of the three outputs.
+        ValueError: ``excluded_windows`` is given for the session output,
+            whose windows only exist once their flights are known.
     """
     agg = AGGREGATIONS[output_name]
     assign = _ASSIGNERS[output_name]
     skip = {tuple(flight_id) for flight_id in excluded}
+    skip_window = {(tuple(fid), start, end) for fid, start, end in excluded_windows}
+    if skip_window and output_name == "aircraft_rotations":
+        raise ValueError("aircraft_rotations has session windows: exclude whole flights")
     taken = [f for f in flights if agg.accepts(f) and f.flight_id not in skip]
-    return _accumulate(agg, assign(agg, taken))
+    assigned = assign(agg, taken)
+    if skip_window:
+        assigned = (
+            (window, f)
+            for window, f in assigned
+            if (f.flight_id, window[1], window[2]) not in skip_window
+        )
+    return _accumulate(agg, assigned)
