@@ -15,7 +15,7 @@ exact: every firing (key, window, value, firing index) and every late record.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -24,8 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from weirflow import AggregateFunction, Dataflow, WatermarkStrategy
-from weirflow.connectors import CollectSink, IterableSource
-from weirflow.runtime import RuntimeOptions
+from weirflow.connectors import CollectSink, IterableSource, SourceBatch
+from weirflow.runtime import RuntimeOptions, run_unchecked
 from weirflow.windows import SessionWindows, SlidingWindows, TumblingWindows
 
 MIN_WM = -(2**63)
@@ -104,8 +104,14 @@ class Reference:
     late: list[Record] = field(default_factory=list)
 
 
-def reference(case: Case) -> Reference:
-    """Replay ``case`` batch by batch with lists and brute-force merging."""
+def reference(case: Case, end_of_input: bool = True) -> Reference:
+    """Replay ``case`` batch by batch with lists and brute-force merging.
+
+    Args:
+        case: the generated job.
+        end_of_input: whether the input ends (the final watermark fires every
+            window) or stays open (an unbounded source).
+    """
     ref = Reference()
     live: dict[tuple[str, int, int], _Window] = {}
     lateness = case.lateness_ms
@@ -166,19 +172,26 @@ def reference(case: Case) -> Reference:
         if new_wm > wm:
             advance(new_wm)
             wm = new_wm
-    advance(MAX_WM)
+    if end_of_input:
+        advance(MAX_WM)
     return ref
 
 
-def build(case: Case, flow: Dataflow) -> tuple[CollectSink, CollectSink]:
-    """The job under test: one-split source → key_by → window(function) → sinks."""
+def build(
+    case: Case,
+    flow: Dataflow,
+    source: Any = None,
+    idleness: timedelta | None = None,
+) -> tuple[CollectSink, CollectSink]:
+    """The job under test: source (one split with data) → key_by → window(function) → sinks."""
+    strategy = WatermarkStrategy.bounded_out_of_orderness(timedelta(milliseconds=case.bound_ms))
+    if idleness is not None:
+        strategy = strategy.with_idleness(idleness)
     windowed = (
         flow.source(
-            IterableSource(case.records, partitions=1),
+            source or IterableSource(case.records, partitions=1),
             timestamp=lambda r: r[1],
-            watermarks=WatermarkStrategy.bounded_out_of_orderness(
-                timedelta(milliseconds=case.bound_ms)
-            ),
+            watermarks=strategy,
         )
         .key_by(lambda r: r[0])
         .window(case.assigner(), allowed_lateness=timedelta(milliseconds=case.lateness_ms))
@@ -252,3 +265,111 @@ def test_firings_are_dense_and_every_record_counted_once(case: Case, parallelism
     window_op = result.operators[next(n for n in result.operators if n.startswith("window"))]
     assert window_op.records_in == len(case.records)
     assert window_op.late == len(late_values)
+
+
+class ManualClock:
+    """Processing time the test moves by hand, in ms."""
+
+    def __init__(self) -> None:
+        self.now_ms = 0
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+class _DelayedReader:
+    """Split ``"0"`` yields its records from ``ready_at_ms`` on; split ``"1"`` never has data."""
+
+    def __init__(self, records: list[Record], splits: list[str], clock: ManualClock) -> None:
+        self._records = records if "0" in splits else []
+        self._pos = 0
+        self._clock = clock
+
+    def poll(self, max_records: int) -> SourceBatch | None:
+        if self._clock() < _READY_AT_MS or self._pos >= len(self._records):
+            return None
+        values = self._records[self._pos : self._pos + max_records]
+        self._pos += len(values)
+        return SourceBatch("0", values, None)
+
+    def finished(self) -> bool:
+        return False
+
+    def positions(self) -> dict[str, Any]:
+        return {"0": self._pos}
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+_READY_AT_MS = 100
+
+
+class IdleSplitSource:
+    """Unbounded two-split source: data arrives on split 0 late (processing time), never on 1."""
+
+    bounded = False
+
+    def __init__(self, records: list[Record], clock: ManualClock) -> None:
+        self._records = records
+        self._clock = clock
+
+    def list_splits(self) -> list[str]:
+        return ["0", "1"]
+
+    def create_reader(self, splits: Sequence[str], positions: Mapping[str, Any]) -> _DelayedReader:
+        return _DelayedReader(self._records, list(splits), self._clock)
+
+
+def run_with_idle_split(case: Case, idleness: timedelta | None) -> tuple[list[Any], list[Any]]:
+    """Run at parallelism 2 (split 1's subtask never gets data) for a fixed number of rounds."""
+    clock = ManualClock()
+    flow = Dataflow("idle_split")
+    out, late = build(case, flow, IdleSplitSource(case.records, clock), idleness)
+    rounds = _READY_AT_MS // 10 + len(case.records) + 30
+
+    def tick(now_ms: int) -> bool:
+        clock.now_ms += 10
+        return clock.now_ms > rounds * 10
+
+    run_unchecked(
+        flow.graph,
+        2,
+        128,
+        RuntimeOptions(source_batch_size=case.batch_size),
+        clock=clock,
+        sleep=lambda s: None,
+        scheduler_hook=lambda scheduler: scheduler.hooks.before_round.append(tick),
+    )
+    return out.results, late.results
+
+
+@settings(max_examples=40, deadline=None)
+@given(cases())
+def test_idle_split_does_not_hold_back_the_watermark(case: Case) -> None:
+    """Scenario: one split never has data; with idleness the other split's watermark rules."""
+    results, late = run_with_idle_split(case, idleness=timedelta(milliseconds=20))
+    ref = reference(case, end_of_input=False)
+    assert _firings(results) == Counter(ref.firings)
+    assert Counter(lr.value for lr in late) == Counter(ref.late)
+
+
+def test_without_idleness_an_empty_split_holds_every_window() -> None:
+    """Scenario: one split never has data and no idleness is set; no window may fire."""
+    case = Case(
+        records=[("a", ts, ts) for ts in range(0, 400, 7)],
+        kind="tumbling",
+        size_ms=50,
+        slide_ms=50,
+        function="count",
+        bound_ms=0,
+        lateness_ms=0,
+        batch_size=3,
+    )
+    assert reference(case, end_of_input=False).firings  # the data alone would fire windows
+    results, late = run_with_idle_split(case, idleness=None)
+    assert results == []
+    assert late == []
