@@ -28,6 +28,8 @@ from weirflow.eventlog.errors import (
     OffsetOutOfRangeError,
     TopicExistsError,
 )
+from weirflow.eventlog.groups import commit_offsets, committed_offset, group_lag
+from weirflow.eventlog.reading import partition_bounds, read_staged, staged_count
 from weirflow.eventlog.records import (
     ConsumedRecord,
     PartitionDescription,
@@ -54,10 +56,6 @@ _INSERT_RECORD = (
 _READ_RECORDS = (
     "SELECT off, key, value, timestamp_ms, headers, pos_end FROM records "
     "WHERE topic_id = ? AND part = ? AND off >= ? AND off < ? ORDER BY off"
-)
-_READ_STAGED = (
-    "SELECT key, value, timestamp_ms, headers, size FROM staged "
-    "WHERE topic_id = ? AND part = ? ORDER BY seq LIMIT ? OFFSET ?"
 )
 
 
@@ -339,9 +337,9 @@ class EventLog:
                 _READ_RECORDS, (topic_id, partition, from_offset, from_offset + max_records)
             ).fetchall()
             if not rows or rows[0][0] != from_offset:
-                start, end = self._bounds(conn, topic_id, partition)
+                start, end = partition_bounds(conn, topic_id, partition)
                 limit = end + (
-                    self._staged_count(conn, topic_id, partition)
+                    staged_count(conn, topic_id, partition)
                     if isolation == "read_uncommitted"
                     else 0
                 )
@@ -366,57 +364,8 @@ class EventLog:
                     )
                 used = pe - base
             if isolation == "read_uncommitted" and len(out) < max_records:
-                self._read_staged(
-                    conn,
-                    info.topic_id,
-                    topic,
-                    partition,
-                    from_offset,
-                    out,
-                    max_records,
-                    max_bytes,
-                    used,
-                )
+                read_staged(conn, info, partition, from_offset, out, max_records, max_bytes - used)
         return out
-
-    def _read_staged(
-        self,
-        conn: sqlite3.Connection,
-        topic_id: int,
-        topic: str,
-        partition: int,
-        from_offset: int,
-        out: list[ConsumedRecord],
-        max_records: int,
-        max_bytes: int,
-        used: int,
-    ) -> None:
-        _, end = self._bounds(conn, topic_id, partition)
-        first = max(from_offset, end)
-        if out and out[-1].offset + 1 != end:
-            return
-        rows = conn.execute(
-            _READ_STAGED, (topic_id, partition, max_records - len(out), first - end)
-        ).fetchall()
-        for i, (k, v, ts, h, size) in enumerate(rows):
-            if out and used + size > max_bytes:
-                return
-            used += size
-            out.append(ConsumedRecord(topic, partition, first + i, k, v, ts, decode_headers(h)))
-
-    @staticmethod
-    def _bounds(conn: sqlite3.Connection, topic_id: int, partition: int) -> tuple[int, int]:
-        start, end = conn.execute(
-            "SELECT start_offset, next_offset FROM partitions WHERE topic_id = ? AND part = ?",
-            (topic_id, partition),
-        ).fetchone()
-        return start, end
-
-    @staticmethod
-    def _staged_count(conn: sqlite3.Connection, topic_id: int, partition: int) -> int:
-        return conn.execute(
-            "SELECT COUNT(*) FROM staged WHERE topic_id = ? AND part = ?", (topic_id, partition)
-        ).fetchone()[0]
 
     def start_offset(self, topic: str, partition: int) -> int:
         """Return the lowest offset still stored in the partition (raised by retention).
@@ -426,7 +375,7 @@ class EventLog:
         """
         info = self._catalog.partition(topic, partition)
         with self._db.read() as conn:
-            return self._bounds(conn, info.topic_id, partition)[0]
+            return partition_bounds(conn, info.topic_id, partition)[0]
 
     def end_offset(
         self, topic: str, partition: int, isolation: Isolation = "read_committed"
@@ -443,9 +392,9 @@ class EventLog:
         info = self._catalog.partition(topic, partition)
         _check_isolation(isolation)
         with self._db.read() as conn:
-            end = self._bounds(conn, info.topic_id, partition)[1]
+            end = partition_bounds(conn, info.topic_id, partition)[1]
             if isolation == "read_uncommitted":
-                end += self._staged_count(conn, info.topic_id, partition)
+                end += staged_count(conn, info.topic_id, partition)
         return end
 
     # Transactions
@@ -507,28 +456,7 @@ class EventLog:
             InvalidArgumentError: a bad group name or offset value.
             LogBusyError: the write lock was not obtained within the busy timeout.
         """
-        if type(group) is not str or not group:
-            raise InvalidArgumentError(f"group must be a non-empty str, got {group!r}")
-        rows = []
-        for (topic, partition), offset in offsets.items():
-            info = self._catalog.partition(topic, partition)
-            _check_count("offset", offset, 0)
-            rows.append((group, info.topic_id, partition, offset, topic))
-        now = self._db.clock()
-        with self._db.write() as conn:
-            for _, topic_id, partition, offset, topic in rows:
-                end = self._bounds(conn, topic_id, partition)[1]
-                if offset > end:
-                    raise OffsetOutOfRangeError(
-                        f"cannot commit offset {offset} for {topic!r} partition {partition}: "
-                        f"its end offset is {end}"
-                    )
-            conn.executemany(
-                "INSERT INTO group_offsets(group_id, topic_id, part, off, updated_ms) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(group_id, topic_id, part) "
-                "DO UPDATE SET off = excluded.off, updated_ms = excluded.updated_ms",
-                [(g, t, p, o, now) for g, t, p, o, _ in rows],
-            )
+        commit_offsets(self._db, self._catalog, group, offsets)
 
     def committed_offset(self, group: str, topic: str, partition: int) -> int | None:
         """Return the group's stored position for a partition, or ``None`` if it has none.
@@ -536,13 +464,7 @@ class EventLog:
         Raises:
             UnknownTopicError, PartitionOutOfRangeError: bad topic or partition.
         """
-        info = self._catalog.partition(topic, partition)
-        with self._db.read() as conn:
-            row = conn.execute(
-                "SELECT off FROM group_offsets WHERE group_id = ? AND topic_id = ? AND part = ?",
-                (group, info.topic_id, partition),
-            ).fetchone()
-        return None if row is None else row[0]
+        return committed_offset(self._db, self._catalog, group, topic, partition)
 
     def lag(self, group: str) -> list[tuple[str, int, int | None, int, int]]:
         """Return the group's lag on every partition of every topic it committed in.
@@ -552,20 +474,7 @@ class EventLog:
             partition; ``lag = end - committed``, or ``end - start_offset``
             (what is left to read) where the group has no position (``None``).
         """
-        with self._db.read() as conn:
-            rows = conn.execute(
-                "SELECT t.name, p.part, g.off, p.start_offset, p.next_offset "
-                "FROM topics AS t JOIN partitions AS p ON p.topic_id = t.topic_id "
-                "LEFT JOIN group_offsets AS g ON g.group_id = ? AND g.topic_id = p.topic_id "
-                "AND g.part = p.part "
-                "WHERE t.topic_id IN (SELECT topic_id FROM group_offsets WHERE group_id = ?) "
-                "ORDER BY t.name, p.part",
-                (group, group),
-            ).fetchall()
-        return [
-            (name, p, committed, end, end - (start if committed is None else committed))
-            for name, p, committed, start, end in rows
-        ]
+        return group_lag(self._db, group)
 
     # Retention
 
