@@ -70,3 +70,33 @@ def test_four_producer_processes_give_dense_unique_offsets(tmp_path: Path) -> No
     expected = {b"%d-%d" % (me, i) for me in range(PRODUCERS) for i in range(PER_PRODUCER)}
     assert len(values) == len(expected)
     assert set(values) == expected
+
+
+OPENER = """
+import sys
+from weirflow.eventlog import EventLog
+with EventLog(sys.argv[1], "process") as log:
+    log.create_topic("t", 2, exist_ok=True)
+    print(",".join(log.list_topics()))
+"""
+
+
+def test_processes_creating_one_new_log_at_once_agree(tmp_path: Path) -> None:
+    """6 processes open the same missing directory and create the same topic at once."""
+    for round_no in range(3):
+        log_dir = tmp_path / f"log{round_no}"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", OPENER, str(log_dir)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(6)
+        ]
+        for proc in procs:
+            out, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err
+            assert out.strip() == "t"
+        with EventLog(log_dir, "process") as log:
+            assert log.partition_count("t") == 2

@@ -118,6 +118,8 @@ class Database:
         clock: returns the current time in integer milliseconds.
 
     Raises:
+        EventLogError: the directory cannot be created (a parent is a file,
+            no permission).
         NotAnEventLogError: ``directory`` is a file, or the database file is
             not SQLite or is SQLite without weirflow's metadata.
         weirflow.errors.UnsupportedFormatVersionError: the database has a
@@ -134,7 +136,10 @@ class Database:
                 f"{directory}: is a file, not an event log directory (a log is a directory "
                 f"holding {DB_FILE})"
             )
-        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise EventLogError(f"{directory}: cannot create the log directory ({e})") from e
         self.path = directory / DB_FILE
         self.clock = clock
         self.lock = threading.RLock()

@@ -92,6 +92,8 @@ class EventLog:
             to the system clock.
 
     Raises:
+        EventLogError: the directory cannot be created (a parent is a file,
+            no permission).
         NotAnEventLogError: ``path`` is a file, or holds a database that is
             not a weirflow event log; the message names the file.
         weirflow.errors.UnsupportedFormatVersionError: the log was written

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from weirflow.errors import UnsupportedFormatVersionError
+from weirflow.errors import EventLogError, UnsupportedFormatVersionError
 from weirflow.eventlog import (
     DB_FILE,
     CorruptLogError,
@@ -104,3 +104,9 @@ def test_empty_database_file_becomes_a_log(tmp_path: Path) -> None:
     with EventLog(tmp_path, "process") as log:
         log.create_topic("t", 1)
         assert log.list_topics() == ["t"]
+
+
+def test_a_directory_under_a_file_cannot_be_created(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("x")
+    with pytest.raises(EventLogError, match="cannot create the log directory"):
+        EventLog(tmp_path / "plain" / "log")
