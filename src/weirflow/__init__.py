@@ -6,6 +6,7 @@ are in :mod:`weirflow.windows`, sources and sinks in :mod:`weirflow.connectors`.
 """
 
 from weirflow.api import AggregateFunction, Dataflow, KeyedProcessFunction
+from weirflow.checkpoint import CheckpointConfig
 from weirflow.errors import (
     CheckpointError,
     ConfigError,
@@ -18,12 +19,14 @@ from weirflow.errors import (
 )
 from weirflow.graph import RetryPolicy
 from weirflow.records import DeadLetter, JobResult, LateRecord, OperatorCounts, WindowResult
+from weirflow.runtime import RestartStrategy
 from weirflow.time import WatermarkStrategy
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AggregateFunction",
+    "CheckpointConfig",
     "CheckpointError",
     "ConfigError",
     "Dataflow",
@@ -35,6 +38,7 @@ __all__ = [
     "LateRecord",
     "OperatorCounts",
     "OperatorError",
+    "RestartStrategy",
     "RetryPolicy",
     "SerdeError",
     "StateError",

@@ -6,12 +6,22 @@ but not import the runtime that executes it.
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
+from weirflow.checkpoint import CheckpointConfig
 from weirflow.errors import ConfigError
 from weirflow.graph import LogicalGraph
 from weirflow.records import JobResult
-from weirflow.runtime import RuntimeOptions, run_unchecked
+from weirflow.runtime import (
+    CheckpointedRun,
+    RestartStrategy,
+    RunListener,
+    RuntimeOptions,
+    run_unchecked,
+    wall_clock_ms,
+)
 
 
 def execute(
@@ -19,7 +29,13 @@ def execute(
     parallelism: int,
     max_parallelism: int,
     *,
+    checkpoint: CheckpointConfig | None = None,
+    restore: str | None = None,
+    restart: RestartStrategy | None = None,
     runtime: RuntimeOptions | None = None,
+    stop: threading.Event | None = None,
+    listener: RunListener | None = None,
+    storage_options: dict[str, Any] | None = None,
     **unknown: Any,
 ) -> JobResult:
     """Run ``graph`` in this process on the local scheduler.
@@ -28,15 +44,43 @@ def execute(
         graph: the logical graph.
         parallelism: subtasks per operator.
         max_parallelism: number of key groups.
+        checkpoint: checkpoint configuration; ``None`` runs without checkpoints.
+        restore: ``None`` (fresh), ``"latest"``, ``"latest-or-fresh"`` or the
+            path of a checkpoint or savepoint; needs ``checkpoint``.
+        restart: restart strategy for failed attempts; needs ``checkpoint``.
         runtime: buffer and batch sizes.
+        stop: an event that, when set, makes the run take a final checkpoint and return.
+        listener: progress callbacks (checkpoints, failures).
+        storage_options: fsspec options of the checkpoint storage.
 
     Returns:
         The job's :class:`~weirflow.records.JobResult`.
 
     Raises:
-        ConfigError: an unknown option.
-        JobFailedError: a task failed.
+        ConfigError: an unknown or inconsistent option.
+        JobFailedError: a task failed and no restart followed.
     """
     if unknown:
         raise ConfigError(f"unknown run() option(s): {', '.join(sorted(unknown))}")
-    return run_unchecked(graph, parallelism, max_parallelism, runtime)
+    if checkpoint is None:
+        if restore is not None or restart is not None:
+            raise ConfigError(
+                "restore= and restart= need checkpoints: pass checkpoint=CheckpointConfig(...)"
+            )
+        return run_unchecked(graph, parallelism, max_parallelism, runtime)
+    if not isinstance(checkpoint, CheckpointConfig):
+        raise ConfigError("checkpoint= takes a CheckpointConfig")
+    return CheckpointedRun(
+        graph,
+        parallelism,
+        max_parallelism,
+        checkpoint,
+        restore=restore,
+        restart=restart,
+        options=runtime,
+        clock=wall_clock_ms,
+        sleep=time.sleep,
+        stop=stop,
+        listener=listener,
+        storage_options=storage_options,
+    ).run()

@@ -1,14 +1,18 @@
 """Sources and sinks."""
 
 from weirflow.connectors.base import Sink, SinkWriter, Source, SourceBatch, SourceReader
+from weirflow.connectors.eventlog import EventLogSink, EventLogSource, default_encode
 from weirflow.connectors.iterable import CollectSink, IterableSource
 
 __all__ = [
     "CollectSink",
+    "EventLogSink",
+    "EventLogSource",
     "IterableSource",
     "Sink",
     "SinkWriter",
     "Source",
     "SourceBatch",
     "SourceReader",
+    "default_encode",
 ]

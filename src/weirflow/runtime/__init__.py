@@ -3,6 +3,7 @@ partitioners, control events, and the local scheduler."""
 
 from weirflow.runtime.build import BuiltJob, RuntimeOptions, build_job
 from weirflow.runtime.channel import Channel
+from weirflow.runtime.checkpointed import CheckpointedRun, RunListener
 from weirflow.runtime.events import (
     Batch,
     CheckpointBarrier,
@@ -11,6 +12,7 @@ from weirflow.runtime.events import (
 )
 from weirflow.runtime.job import run_unchecked, wall_clock_ms
 from weirflow.runtime.local import LocalScheduler
+from weirflow.runtime.restart import RestartStrategy, RestartTracker
 from weirflow.runtime.task import Task, TaskState
 
 __all__ = [
@@ -18,8 +20,12 @@ __all__ = [
     "BuiltJob",
     "Channel",
     "CheckpointBarrier",
+    "CheckpointedRun",
     "EndOfPartition",
     "LocalScheduler",
+    "RestartStrategy",
+    "RestartTracker",
+    "RunListener",
     "RuntimeOptions",
     "Task",
     "TaskState",

@@ -184,7 +184,8 @@ class KeyedProcessLogic(_KeyedBase):
         if restored:
             self.backend.restore(restored["state"])
             self.timers.restore(restored["timers"])
-            self.watermark = restored["watermark"]
+            if restored.get("watermark") is not None:
+                self.watermark = restored["watermark"]
         opener = getattr(self.fn, "open", None)
         if opener is not None:
             opener(RuntimeContext(self))

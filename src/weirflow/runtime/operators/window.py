@@ -69,7 +69,8 @@ class WindowLogic(OperatorLogic):
             return
         self.backend.restore(restored["state"])
         self.timers.restore(restored["timers"])
-        self.watermark = restored["watermark"]
+        if restored.get("watermark") is not None:
+            self.watermark = restored["watermark"]
         self._parts = [
             self.windows.partition(kg) if kg in self.ctx.key_group_range else None
             for kg in range(self.ctx.max_parallelism)

@@ -1,0 +1,313 @@
+"""Event-log source and sink: the zero-infrastructure stand-ins for Kafka.
+
+``EventLogSource`` reads a topic's partitions (its splits); positions live in
+weirflow's checkpoints, and are copied to a consumer group only after a
+checkpoint completes, for lag monitoring.
+
+``EventLogSink`` in ``exactly_once`` mode is a two-phase-commit sink on the
+event log's transactions (one transactional id per sink subtask):
+
+1. records of checkpoint interval ``n`` go into an open transaction;
+2. on barrier ``n`` the transaction is *prepared* (durable, invisible) and
+   its handle becomes the subtask's committable in checkpoint ``n``;
+3. when ``n`` completes, every prepared transaction up to ``n`` is committed;
+4. on restore, the committables of the restored checkpoint are committed
+   again (a no-op if done) and every other prepared transaction of the
+   subtask's transactional ids is aborted (it belongs to a checkpoint that
+   never completed). Registering the producer fences any zombie instance.
+
+In ``at_least_once`` mode records are appended as they come (durable on
+return), so a replay after failover may append them again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import msgspec
+
+from weirflow.connectors.base import SourceBatch
+from weirflow.errors import ConfigError
+from weirflow.eventlog import (
+    EventLog,
+    Record,
+    TransactionHandle,
+    TransactionStateError,
+    UnknownTransactionError,
+)
+
+log = logging.getLogger("weirflow.connectors")
+
+Guarantee = Literal["exactly_once", "at_least_once"]
+_json = msgspec.json.Encoder()
+
+
+def default_encode(value: Any) -> bytes:
+    """Encode a record for the log: bytes as is, ``str`` as UTF-8, anything else as JSON."""
+    if type(value) is bytes:
+        return value
+    if type(value) is str:
+        return value.encode()
+    return _json.encode(value)
+
+
+class EventLogSource:
+    """Reads one topic of an event log; each partition is a split.
+
+    Args:
+        log_dir: the log directory.
+        topic: the topic.
+        decode: ``bytes -> record`` applied to each value (default: raw bytes).
+        bounded: stop at the end offsets seen when the reader starts
+            (backfills, tests); unbounded sources wait for new records.
+        group: consumer group to which positions are committed after each
+            completed checkpoint (for ``weirflow log lag``); ``None`` for none.
+        isolation: ``read_committed`` (default) or ``read_uncommitted``.
+
+    Event time: the record's ``timestamp_ms`` unless ``flow.source`` is given
+    a ``timestamp=`` extractor.
+    """
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike[str],
+        topic: str,
+        decode: Callable[[bytes], Any] | None = None,
+        *,
+        bounded: bool = True,
+        group: str | None = None,
+        isolation: Literal["read_committed", "read_uncommitted"] = "read_committed",
+    ) -> None:
+        self.log_dir = str(log_dir)
+        self.topic = topic
+        self.decode = decode
+        self.bounded = bounded
+        self.group = group
+        self.isolation = isolation
+
+    def list_splits(self) -> list[str]:
+        """One split per partition, ``"<topic>/<partition>"``.
+
+        Raises:
+            UnknownTopicError: the topic does not exist (create it with ``weirflow log create``).
+        """
+        with EventLog(self.log_dir) as lg:
+            n = lg.partition_count(self.topic)
+        return [f"{self.topic}/{p}" for p in range(n)]
+
+    def create_reader(
+        self, splits: Sequence[str], positions: Mapping[str, Any]
+    ) -> EventLogSourceReader:
+        """Open a reader over ``splits`` at ``positions`` (default: each partition's start)."""
+        return EventLogSourceReader(self, list(splits), positions)
+
+
+class EventLogSourceReader:
+    """Reads the partitions of one source subtask, round robin, one batch per poll."""
+
+    def __init__(
+        self, source: EventLogSource, splits: list[str], positions: Mapping[str, Any]
+    ) -> None:
+        self.source = source
+        self.log = EventLog(source.log_dir)
+        self.splits = splits
+        self.partition = {s: int(s.rsplit("/", 1)[1]) for s in splits}
+        self.position = {
+            s: int(positions[s])
+            if s in positions
+            else self.log.start_offset(source.topic, self.partition[s])
+            for s in splits
+        }
+        self.end = (
+            {s: self.log.end_offset(source.topic, self.partition[s]) for s in splits}
+            if source.bounded
+            else {}
+        )
+        self._next = 0
+        self._snapshot: dict[str, int] = {}
+
+    def poll(self, max_records: int) -> SourceBatch | None:
+        """Return the next batch of one partition that has records, or ``None``."""
+        src = self.source
+        n = len(self.splits)
+        for k in range(n):
+            split = self.splits[(self._next + k) % n]
+            pos = self.position[split]
+            limit = max_records
+            if src.bounded:
+                limit = min(limit, self.end[split] - pos)
+                if limit <= 0:
+                    continue
+            records = self.log.read(
+                src.topic, self.partition[split], pos, max_records=limit, isolation=src.isolation
+            )
+            if not records:
+                continue
+            self._next = (self._next + k + 1) % n
+            self.position[split] = records[-1].offset + 1
+            decode = src.decode
+            if decode is None:
+                values = [r.value for r in records]
+            else:
+                values = [decode(r.value) for r in records]  # type: ignore[arg-type]
+            return SourceBatch(split, values, [r.timestamp_ms for r in records])
+        return None
+
+    def finished(self) -> bool:
+        """Bounded: every partition reached its end offset at start."""
+        return self.source.bounded and all(self.position[s] >= self.end[s] for s in self.splits)
+
+    def positions(self) -> dict[str, Any]:
+        """Next offset per split."""
+        self._snapshot = dict(self.position)
+        return dict(self.position)
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Copy the checkpointed positions to the consumer group (lag monitoring only)."""
+        if self.source.group and self._snapshot:
+            self.log.commit_offsets(
+                self.source.group,
+                {(self.source.topic, self.partition[s]): o for s, o in self._snapshot.items()},
+            )
+
+    def close(self) -> None:
+        """Close the log."""
+        self.log.close()
+
+
+class EventLogSink:
+    """Writes records to one topic of an event log.
+
+    Args:
+        log_dir: the log directory.
+        topic: the topic (must exist).
+        encode: ``record -> bytes`` (default: :func:`default_encode`).
+        key: ``record -> key`` (``bytes``/``str``) choosing the partition by
+            stable hash; ``None`` spreads records round robin.
+        guarantee: ``exactly_once`` (two-phase commit on checkpoints) or
+            ``at_least_once``.
+
+    Raises:
+        ConfigError: an unknown guarantee.
+    """
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike[str],
+        topic: str,
+        encode: Callable[[Any], bytes] | None = None,
+        *,
+        key: Callable[[Any], bytes | str | None] | None = None,
+        guarantee: Guarantee = "exactly_once",
+    ) -> None:
+        if guarantee not in ("exactly_once", "at_least_once"):
+            raise ConfigError(f"guarantee must be exactly_once or at_least_once, got {guarantee!r}")
+        self.log_dir = str(log_dir)
+        self.topic = topic
+        self.encode = encode or default_encode
+        self.key = key
+        self.guarantee = guarantee
+
+    def create_writer(
+        self, job: str, operator: str, subtask: int, parallelism: int, restored: Any | None
+    ) -> EventLogSinkWriter:
+        """Create one sink subtask's writer; it resolves the restored checkpoint's transactions."""
+        return EventLogSinkWriter(self, f"{job}.{operator}", subtask, parallelism, restored)
+
+
+class EventLogSinkWriter:
+    """One sink subtask's writer (see :class:`EventLogSink`)."""
+
+    def __init__(
+        self,
+        sink: EventLogSink,
+        id_prefix: str,
+        subtask: int,
+        parallelism: int,
+        restored: Mapping[int, Any] | None,
+    ) -> None:
+        self.sink = sink
+        self.log = EventLog(sink.log_dir)
+        self.log.partition_count(sink.topic)
+        self.transactional_id = f"{id_prefix}.{subtask}"
+        self.pending: dict[int, TransactionHandle] = {}
+        self.producer = None
+        self._open = False
+        if sink.guarantee == "exactly_once":
+            self.producer = self.log.transactional_producer(self.transactional_id)
+            self._recover(id_prefix, subtask, parallelism, restored or {})
+
+    def _recover(
+        self, id_prefix: str, subtask: int, parallelism: int, restored: Mapping[int, Any]
+    ) -> None:
+        """Commit the restored committables, abort every other prepared transaction."""
+        keep: set[tuple[str, int, int]] = set()
+        for state in restored.values():
+            for h in (state or {}).get("prepared", []):
+                handle = TransactionHandle.from_dict(h)
+                keep.add((handle.transactional_id, handle.epoch, handle.sequence))
+                try:
+                    self.log.commit_prepared(handle)
+                except UnknownTransactionError:
+                    log.warning("committable %s is gone (retention?); skipping", handle)
+        tids = {self.transactional_id} | {f"{id_prefix}.{old}" for old in restored}
+        for tid in sorted(tids):
+            if tid != self.transactional_id:
+                self.log.transactional_producer(tid)  # fences a zombie of an old subtask
+            for handle in self.log.list_prepared(tid):
+                if (handle.transactional_id, handle.epoch, handle.sequence) not in keep:
+                    try:
+                        self.log.abort_prepared(handle)
+                    except TransactionStateError as e:
+                        log.error("cannot abort %s: %s", handle, e)
+
+    def _records(self, values: list[Any], timestamps: list[int] | None) -> list[Record]:
+        enc = self.sink.encode
+        key = self.sink.key
+        ts = timestamps or [0] * len(values)
+        if key is None:
+            return [Record(enc(v), timestamp_ms=t) for v, t in zip(values, ts, strict=True)]
+        out = []
+        for v, t in zip(values, ts, strict=True):
+            k = key(v)
+            out.append(Record(enc(v), k.encode() if type(k) is str else k, t))
+        return out
+
+    def write(self, values: list[Any], timestamps: list[int] | None) -> None:
+        """Append (at-least-once) or stage in the open transaction (exactly-once)."""
+        records = self._records(values, timestamps)
+        if self.producer is None:
+            self.log.append(self.sink.topic, records)
+            return
+        if not self._open:
+            self.producer.begin()
+            self._open = True
+        self.producer.append(self.sink.topic, records)
+
+    def pre_commit(self, checkpoint_id: int) -> Any:
+        """Prepare the open transaction; return every prepared, uncommitted handle."""
+        if self.producer is None:
+            return None
+        if self._open:
+            self.pending[checkpoint_id] = self.producer.prepare()
+            self._open = False
+        return {"prepared": [h.to_dict() for _, h in sorted(self.pending.items())]}
+
+    def commit(self, checkpoint_id: int) -> None:
+        """Commit every transaction prepared for checkpoints up to ``checkpoint_id``."""
+        for cid in sorted(self.pending):
+            if cid <= checkpoint_id:
+                self.log.commit_prepared(self.pending.pop(cid))
+
+    def finish(self) -> None:
+        """End of input without checkpoints: commit the open transaction."""
+        if self.producer is not None and self._open:
+            self.producer.commit()
+            self._open = False
+
+    def close(self) -> None:
+        """Close the log; an open transaction is left for fencing to abort."""
+        self.log.close()

@@ -1,0 +1,358 @@
+"""Running a job with checkpoints, failover and restarts.
+
+One *run* consists of *attempts*. Each attempt builds the job, restores it
+from a checkpoint (or starts fresh), and steps it on the local scheduler
+while a :class:`~weirflow.checkpoint.CheckpointCoordinator` triggers
+checkpoints. A failed attempt is closed, the restart strategy decides on a
+restart, and the next attempt restores from the latest completed checkpoint.
+
+Per checkpoint ``n`` (asynchronous barrier snapshots, Carbone et al. 2015):
+
+1. the coordinator says ``n`` is due; every running source task snapshots
+   its split positions and sends ``CheckpointBarrier(n)`` downstream;
+2. every other task snapshots when the barrier arrived on all its inputs
+   (aligned in exactly-once mode), sends the barrier on, and hands its
+   encoded state to the writer thread (the synchronous part ends here);
+3. the writer thread writes the state files and acknowledges to the
+   coordinator, which writes the manifest after the last acknowledgement;
+4. on the scheduler thread, every task is notified that ``n`` completed;
+   two-phase-commit sinks commit.
+
+Tasks whose input already ended snapshot their final state without a
+barrier. A bounded job ends with one final checkpoint, so that sinks commit
+everything; a stop request (SIGTERM) does the same before returning.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from weirflow.checkpoint import (
+    CheckpointConfig,
+    CheckpointCoordinator,
+    CheckpointStorage,
+    CompletedCheckpoint,
+    Manifest,
+)
+from weirflow.errors import ConfigError, JobFailedError, WeirflowError
+from weirflow.graph import LogicalGraph, compile_plan
+from weirflow.records import JobResult
+from weirflow.runtime.build import BuiltJob, RuntimeOptions, build_job
+from weirflow.runtime.events import CheckpointBarrier
+from weirflow.runtime.job import counts
+from weirflow.runtime.local import LocalScheduler
+from weirflow.runtime.restart import RestartStrategy
+from weirflow.runtime.snapshots import encode_task_snapshot, plan_restore, write_task_snapshot
+from weirflow.runtime.task import Task, TaskState
+
+log = logging.getLogger("weirflow.runtime")
+
+_WAITING_FOR_END = (TaskState.ENDING, TaskState.FINISHED)
+
+
+class RunListener:
+    """Callbacks for progress displays and metrics; every method is optional to override."""
+
+    def attempt_started(self, attempt: int, restored_from: int | None) -> None:
+        """An attempt starts (``restored_from``: the checkpoint id, or ``None`` when fresh)."""
+
+    def checkpoint_completed(self, completed: CompletedCheckpoint) -> None:
+        """A checkpoint completed and tasks were notified."""
+
+    def attempt_failed(self, attempt: int, error: BaseException, wait_ms: int | None) -> None:
+        """An attempt failed; ``wait_ms`` is ``None`` when no restart follows."""
+
+
+class _Attempt:
+    """One attempt: the built job, its coordinator, and the checkpoint writer thread."""
+
+    def __init__(
+        self,
+        run: CheckpointedRun,
+        storage: CheckpointStorage,
+        manifest: Manifest | None,
+    ) -> None:
+        self.run = run
+        self.storage = storage
+        self.manifest = manifest
+        self.completed: queue.SimpleQueue[CompletedCheckpoint] = queue.SimpleQueue()
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="weirflow-checkpoint-writer")
+        self.acked: dict[int, set[str]] = {}
+        self.checkpoints_completed = 0
+        self.stop_checkpoint: int | None = None
+        self.stop_done = False
+        self.built: BuiltJob | None = None
+        self.coordinator: CheckpointCoordinator | None = None
+
+    def build(self) -> BuiltJob:
+        r = self.run
+        plan = compile_plan(r.graph, r.parallelism, r.max_parallelism)
+        restored = (
+            plan_restore(self.manifest, self.storage, r.graph, r.parallelism, r.max_parallelism)
+            if self.manifest is not None
+            else None
+        )
+        self.built = build_job(
+            r.graph, plan, r.options, r.clock, r.sleep, self._on_snapshot, restored
+        )
+        last = max(
+            [
+                *self.storage.completed_checkpoints(),
+                self.manifest.checkpoint_id if self.manifest else 0,
+            ]
+        )
+        self.coordinator = CheckpointCoordinator(
+            r.config,
+            self.storage,
+            [t.name for t in self.built.tasks],
+            r.clock,
+            parallelism=r.parallelism,
+            max_parallelism=r.max_parallelism,
+            first_checkpoint_id=last + 1,
+        )
+        return self.built
+
+    # -- snapshots (scheduler thread, then writer thread) -------------------------
+
+    def _on_snapshot(self, task: Task, checkpoint_id: int, states: dict[str, Any]) -> None:
+        snap = encode_task_snapshot(task.name, task.subtask, task.head.ctx.key_group_range, states)
+        self.acked.setdefault(checkpoint_id, set()).add(task.name)
+        self.writer.submit(self._write_and_acknowledge, checkpoint_id, snap)
+
+    def _write_and_acknowledge(self, checkpoint_id: int, snap: Any) -> None:
+        coordinator = self.coordinator
+        assert coordinator is not None
+        try:
+            completed = coordinator.acknowledge(
+                checkpoint_id, write_task_snapshot(self.storage, checkpoint_id, snap)
+            )
+        except Exception as e:
+            log.warning("checkpoint %d failed in %s: %s", checkpoint_id, snap.task_id, e)
+            coordinator.decline(checkpoint_id, snap.task_id, f"{type(e).__name__}: {e}")
+            return
+        if completed is not None:
+            self.completed.put(completed)
+
+    # -- the per-round hook (scheduler thread) ------------------------------------
+
+    def on_round(self, now_ms: int) -> bool:
+        """Notify completed checkpoints, snapshot ended tasks, trigger due checkpoints.
+
+        Returns:
+            ``True`` to stop the scheduler (a requested stop has its checkpoint).
+        """
+        coordinator = self.coordinator
+        assert coordinator is not None and self.built is not None
+        self._notify_completed()
+        coordinator.check_timeouts(now_ms)
+        self._snapshot_ended_tasks(coordinator.pending())
+        if self.stop_done:
+            return True
+        if self.run.stop_requested() and self.stop_checkpoint is None:
+            self.stop_checkpoint = coordinator.trigger_now()
+            self._inject(self.stop_checkpoint, now_ms)
+            return False
+        if self.stop_checkpoint is None:
+            checkpoint_id = coordinator.maybe_trigger(now_ms)
+            if checkpoint_id is not None:
+                self._inject(checkpoint_id, now_ms)
+        return False
+
+    def _inject(self, checkpoint_id: int, now_ms: int) -> None:
+        assert self.built is not None
+        barrier = CheckpointBarrier(
+            checkpoint_id, now_ms, aligned=self.run.config.mode == "exactly_once"
+        )
+        for task in self.built.tasks:
+            if task.is_source and task.state is TaskState.RUNNING:
+                task.snapshot_and_forward(barrier)
+        self._snapshot_ended_tasks([checkpoint_id])
+
+    def _snapshot_ended_tasks(self, pending: list[int]) -> None:
+        assert self.built is not None
+        for checkpoint_id in pending:
+            acked = self.acked.get(checkpoint_id, set())
+            for task in self.built.tasks:
+                if task.state in _WAITING_FOR_END and task.name not in acked:
+                    task.snapshot_finished(checkpoint_id)
+
+    def _notify_completed(self) -> None:
+        assert self.built is not None
+        while not self.completed.empty():
+            c = self.completed.get()
+            for task in self.built.tasks:
+                task.notify_checkpoint_complete(c.checkpoint_id)
+            self.checkpoints_completed += 1
+            self.run.listener.checkpoint_completed(c)
+            if self.stop_checkpoint is not None and c.checkpoint_id >= self.stop_checkpoint:
+                self.stop_done = True
+
+    # -- the end ---------------------------------------------------------------
+
+    def final_checkpoint(self) -> None:
+        """All tasks finished: snapshot them once more and commit (bounded jobs).
+
+        Raises:
+            JobFailedError: the final checkpoint did not complete.
+        """
+        coordinator = self.coordinator
+        assert coordinator is not None and self.built is not None
+        checkpoint_id = coordinator.trigger_now()
+        self._snapshot_ended_tasks(coordinator.pending())
+        self.writer.shutdown(wait=True)
+        before = self.checkpoints_completed
+        self._notify_completed()
+        if coordinator.latest_completed_id != checkpoint_id or self.checkpoints_completed == before:
+            raise JobFailedError(
+                f"the final checkpoint {checkpoint_id} of job {self.run.graph.name!r} did not "
+                "complete, so sinks could not commit their last records; see the log for the cause"
+            )
+
+    def close(self) -> None:
+        """Stop the writer thread and close every task."""
+        self.writer.shutdown(wait=True)
+        if self.built is not None:
+            for task in self.built.tasks:
+                task.close()
+        if self.coordinator is not None:
+            self.coordinator.shutdown()
+
+
+class CheckpointedRun:
+    """A job run with checkpoints and a restart strategy, in this process.
+
+    Args:
+        graph: the logical graph.
+        parallelism: subtasks per operator.
+        max_parallelism: number of key groups.
+        config: checkpoint configuration.
+        restore: ``None``, ``"latest"``, ``"latest-or-fresh"`` or a checkpoint/savepoint path.
+        restart: the restart strategy for failed attempts (default: none).
+        options: runtime sizes.
+        clock: processing time in ms.
+        sleep: blocking wait in seconds.
+        stop: when set, the run takes a final checkpoint and returns.
+        listener: progress callbacks.
+        storage_options: fsspec options for the checkpoint storage (S3 endpoint, keys).
+    """
+
+    def __init__(
+        self,
+        graph: LogicalGraph,
+        parallelism: int,
+        max_parallelism: int,
+        config: CheckpointConfig,
+        *,
+        restore: str | None = None,
+        restart: RestartStrategy | None = None,
+        options: RuntimeOptions | None = None,
+        clock: Callable[[], int],
+        sleep: Callable[[float], None],
+        stop: threading.Event | None = None,
+        listener: RunListener | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ) -> None:
+        if config.mode == "at_most_once":
+            raise ConfigError(
+                "mode='at_most_once' takes no checkpoints; run without checkpoint= instead "
+                "(sources then resume from their committed consumer-group positions)"
+            )
+        self.graph = graph
+        self.parallelism = parallelism
+        self.max_parallelism = max_parallelism
+        self.config = config
+        self.restore = restore
+        self.restart = restart or RestartStrategy.none()
+        self.options = options or RuntimeOptions()
+        self.clock = clock
+        self.sleep = sleep
+        self._stop = stop
+        self.listener = listener or RunListener()
+        self.storage = CheckpointStorage(
+            config.storage, graph.name, storage_options=storage_options
+        )
+        self.scheduler_hook: Callable[[LocalScheduler], None] | None = None
+
+    def stop_requested(self) -> bool:
+        """Whether a stop was requested."""
+        return self._stop is not None and self._stop.is_set()
+
+    def run(self) -> JobResult:
+        """Run attempts until the job ends, is stopped, or the restart strategy gives up.
+
+        Returns:
+            The last attempt's :class:`~weirflow.records.JobResult`.
+
+        Raises:
+            JobFailedError: an attempt failed and no restart follows (the
+                last failure is the cause).
+            ConfigError: the job or the restored checkpoint does not fit.
+        """
+        tracker = self.restart.tracker()
+        manifest = self.storage.resolve_restore(self.restore)
+        attempt_no = 0
+        start = self.clock()
+        while True:
+            attempt = _Attempt(self, self.storage, manifest)
+            started = self.clock()
+            self.listener.attempt_started(
+                attempt_no, manifest.checkpoint_id if manifest is not None else None
+            )
+            try:
+                result = self._run_attempt(attempt)
+                return result._replace(restarts=attempt_no, duration_ms=self.clock() - start)
+            except ConfigError:
+                raise
+            except Exception as e:
+                wait_ms = tracker.on_failure(self.clock(), started)
+                self.listener.attempt_failed(attempt_no, e, wait_ms)
+                if wait_ms is None:
+                    if isinstance(e, WeirflowError):
+                        raise
+                    raise JobFailedError(f"job {self.graph.name!r} failed: {e}") from e
+                log.warning(
+                    "job %s attempt %d failed (%s: %s); restarting in %d ms",
+                    self.graph.name,
+                    attempt_no,
+                    type(e).__name__,
+                    e,
+                    wait_ms,
+                )
+                self.sleep(wait_ms / 1000)
+                attempt_no += 1
+                manifest = (
+                    self.storage.latest_valid(
+                        lambda path, err: log.warning(
+                            "skipping unusable checkpoint %s: %s", path, err
+                        )
+                    )
+                    or manifest
+                )
+
+    def _run_attempt(self, attempt: _Attempt) -> JobResult:
+        try:
+            built = attempt.build()
+            scheduler = LocalScheduler(built.tasks, built.channels, self.clock, self.sleep)
+            scheduler.hooks.before_round.append(attempt.on_round)
+            if self.scheduler_hook is not None:
+                self.scheduler_hook(scheduler)
+            if scheduler.run():
+                attempt.final_checkpoint()
+            return JobResult(
+                job=self.graph.name,
+                parallelism=self.parallelism,
+                operators=counts(self.graph, built),
+                checkpoints_completed=attempt.checkpoints_completed,
+            )
+        except BaseException:
+            if attempt.built is not None:
+                for task in attempt.built.tasks:
+                    task.fail()
+            raise
+        finally:
+            attempt.close()
