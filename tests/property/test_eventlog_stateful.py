@@ -101,12 +101,22 @@ class EventLogMachine(RuleBasedStateMachine):
             self.parts[p].append((v, self.clock.now_ms))
         assert self.log.append(TOPIC, [Record(v, partition=p) for p, v in batch]) == expected
 
-    @rule(p=st.integers(0, PARTITIONS - 1), data=st.data(), max_records=st.integers(1, 8))
-    def read_committed(self, p: int, data: st.DataObject, max_records: int) -> None:
+    @rule(
+        p=st.integers(0, PARTITIONS - 1),
+        data=st.data(),
+        max_records=st.integers(1, 8),
+        max_bytes=st.integers(0, 40),
+    )
+    def read_committed(self, p: int, data: st.DataObject, max_records: int, max_bytes: int) -> None:
         frm = data.draw(st.integers(self.starts[p], self.end(p)))
-        got = self.log.read(TOPIC, p, frm, max_records=max_records)
-        want = self.parts[p][frm - self.starts[p] :][:max_records]
-        assert [(r.offset, r.value) for r in got] == [(frm + i, v) for i, (v, _) in enumerate(want)]
+        got = self.log.read(TOPIC, p, frm, max_records=max_records, max_bytes=max_bytes)
+        want, used = [], 0
+        for v, _ in self.parts[p][frm - self.starts[p] :][:max_records]:
+            if want and used + len(v) > max_bytes:
+                break
+            want.append(v)
+            used += len(v)
+        assert [(r.offset, r.value) for r in got] == [(frm + i, v) for i, v in enumerate(want)]
 
     @rule(p=st.integers(0, PARTITIONS - 1), data=st.data())
     def read_uncommitted(self, p: int, data: st.DataObject) -> None:
