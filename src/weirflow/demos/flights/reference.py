@@ -21,6 +21,15 @@ Late records: a flight that the streaming job routed to its late side output
 for an output is passed in ``excluded`` and counted nowhere for that output;
 sessions are formed from the remaining flights only. A flight set aside for
 one tumbling or sliding window only is passed in ``excluded_windows``.
+
+What the session reference assumes of the job: once a session has been
+purged (the watermark passed its end plus the allowed lateness), a leg of
+the same aircraft at or before that session's end must go to the late
+output. A window operator alone would open a new session for it, split from
+the purged one, which no batch computation can reproduce; keeping per
+aircraft the end of its latest purged session (one int of keyed state) is
+enough to route such a leg. Without it, verification reports the split
+(a missing session and two superseded ones).
 """
 
 from __future__ import annotations
