@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import pickle
 import random
 from typing import Any
 
@@ -231,3 +232,14 @@ def test_keys() -> None:
     f = flight(carrier="B6", origin="JFK", tailnum="N7")
     keys: dict[str, Any] = {name: agg.key(f) for name, agg in AGGREGATIONS.items()}
     assert keys == {"carrier_hourly": "B6", "origin_3h": "JFK", "aircraft_rotations": "N7"}
+
+
+@pytest.mark.parametrize("name", sorted(AGGREGATIONS))
+def test_aggregate_function_shape_and_pickling(name: str) -> None:
+    agg = AGGREGATIONS[name]
+    fn = pickle.loads(pickle.dumps(agg.as_aggregate_function()))
+    legs = [flight(number=1, delay=20), flight(number=2, scheduled_ms=T0 + 3_600_000, delay=3)]
+    acc = fn.add(legs[1], fn.add(legs[0], fn.create_accumulator()))
+    other = fn.add(legs[0], fn.create_accumulator())
+    assert fn.get_result(acc) == agg.result(fold(agg, legs))
+    assert fn.get_result(fn.merge(other, fn.create_accumulator())) == agg.result(other)

@@ -101,11 +101,11 @@ class WindowModel:
             start, end = min(start, w[1]), max(end, w[2])
             acc = self.agg.merge(self.accs.pop(w), acc)
         merged = (key, start, end)
-        # A window that keeps its bounds keeps its firing count; a merged
-        # window with new bounds is a new window.
-        for w in touching:
-            if w != merged:
-                self.firings.pop(w, None)
+        # The merged session continues the highest firing count of the
+        # sessions it absorbed.
+        fired = max((self.firings.pop(w, 0) for w in touching), default=0)
+        if fired:
+            self.firings[merged] = fired
         self._add_to(merged, acc)
 
     def process(self, f: Flight) -> None:

@@ -176,3 +176,72 @@ def test_late_record_twice() -> None:
     assert result.late_duplicates == [(late_flight.flight_id, None)]
     assert result.late_unknown == []
     assert not result.ok
+
+
+def test_late_record_for_one_sliding_window() -> None:
+    late_flight = FLIGHTS[1]  # leaves 06:00Z: in the 3 h windows from 04:00, 05:00, 06:00
+    start = late_flight.event_ms - late_flight.event_ms % H - 2 * H
+    window = (start, start + 3 * H)
+    want = expected("origin_3h", FLIGHTS, excluded_windows=[(late_flight.flight_id, *window)])
+    late = [late_record(late_flight, window)]
+    result = verify("origin_3h", committed_from(want), late, FLIGHTS)
+    assert result.ok, result
+    # Excluding it from every window instead is a different (wrong) answer.
+    whole = committed_from(expected("origin_3h", FLIGHTS, excluded=[late_flight.flight_id]))
+    assert not verify("origin_3h", whole, late, FLIGHTS).ok
+
+
+def test_late_record_for_a_window_the_flight_is_not_in() -> None:
+    late_flight = FLIGHTS[1]
+    wrong = (late_flight.event_ms + 5 * H, late_flight.event_ms + 8 * H)
+    late = [late_record(late_flight, wrong)]
+    result = verify("origin_3h", committed_from(expected("origin_3h", FLIGHTS)), late, FLIGHTS)
+    assert result.late_unknown == [(late_flight.flight_id, wrong)]
+
+
+def test_session_output_takes_whole_flight_late_records_only() -> None:
+    leg = FLIGHTS[0]
+    late = [late_record(leg, (leg.event_ms, leg.event_ms + 6 * H))]
+    want = expected("aircraft_rotations", FLIGHTS)
+    result = verify("aircraft_rotations", committed_from(want), late, FLIGHTS)
+    assert result.late_unknown == [(leg.flight_id, (leg.event_ms, leg.event_ms + 6 * H))]
+
+
+def test_whole_and_per_window_late_records_for_one_flight_are_duplicates() -> None:
+    late_flight = FLIGHTS[1]
+    start = late_flight.event_ms - late_flight.event_ms % H
+    window = (start, start + 3 * H)
+    late = [late_record(late_flight), late_record(late_flight, window)]
+    want = expected("origin_3h", FLIGHTS, excluded=[late_flight.flight_id])
+    result = verify("origin_3h", committed_from(want), late, FLIGHTS)
+    assert result.late_duplicates == [(late_flight.flight_id, None)]
+
+
+def test_superseded_session_and_continued_firing_count() -> None:
+    # Two legs of N1 that form one session; the first fired alone before
+    # the second (late) leg extended it into the final session.
+    legs = [flight(0, 1), flight(300, 4)]
+    ((key, start, end), value) = next(iter(expected("aircraft_rotations", legs).items()))
+    alone = expected("aircraft_rotations", legs[:1])
+    ((_, start0, end0), value0) = next(iter(alone.items()))
+    committed = [
+        {
+            "key": key,
+            "window_start_ms": start0,
+            "window_end_ms": end0,
+            "firing": 0,
+            "value": value0,
+        },
+        {"key": key, "window_start_ms": start, "window_end_ms": end, "firing": 1, "value": value},
+    ]
+    result = verify("aircraft_rotations", committed, [], legs)
+    assert result.ok, result
+    assert result.superseded == [(key, start0, end0)]
+    assert "1 superseded" in result.summary()
+    # A jump in the count is still a gap, and a session outside any
+    # expected one is unexpected.
+    committed.append({**committed[1], "firing": 3})
+    committed.append({**committed[0], "key": "N9"})
+    result = verify("aircraft_rotations", committed, [], legs)
+    assert result.firing_gaps == [((key, start, end), [1, 3])]
+    assert result.unexpected == [("N9", start0, end0)]

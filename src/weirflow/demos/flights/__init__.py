@@ -28,7 +28,7 @@ from weirflow.demos.flights.parse import (
     parse_record_value,
     scheduled_utc_ms,
 )
-from weirflow.demos.flights.reference import expected
+from weirflow.demos.flights.reference import expected, windows_of
 from weirflow.demos.flights.verify import Verification, late_record, verify
 
 __all__ = [
@@ -55,4 +55,5 @@ __all__ = [
     "raw_row_to_record_value",
     "scheduled_utc_ms",
     "verify",
+    "windows_of",
 ]

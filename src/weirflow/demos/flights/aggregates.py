@@ -394,6 +394,54 @@ class Aggregation:
     merge: Callable[[Acc, Acc], Acc]
     result: Callable[[Acc], dict[str, Any]]
 
+    def as_aggregate_function(self) -> AggregateFunctionAdapter:
+        """This aggregation in the shape of Flink's ``AggregateFunction``.
+
+        Returns:
+            An object with ``create_accumulator()``, ``add(value, acc)``,
+            ``merge(a, b)`` and ``get_result(acc)``, which a window's
+            ``aggregate()`` takes.
+        """
+        return AggregateFunctionAdapter(self)
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateFunctionAdapter:
+    """An :class:`Aggregation` with Flink's ``AggregateFunction`` method names and argument order.
+
+    Picklable (it holds module-level functions only), so it can be copied
+    to subtasks in other processes.
+
+    Attributes:
+        aggregation: the wrapped aggregation.
+    """
+
+    aggregation: Aggregation
+
+    def create_accumulator(self) -> Acc:
+        """Empty accumulator. Returns ``aggregation.create()``."""
+        return self.aggregation.create()
+
+    def add(self, value: Flight, accumulator: Acc) -> Acc:
+        """Accumulator plus one flight (value first, as in Flink). Returns a new accumulator."""
+        return self.aggregation.add(accumulator, value)
+
+    def merge(self, a: Acc, b: Acc) -> Acc:
+        """Two accumulators combined. Returns a new accumulator."""
+        return self.aggregation.merge(a, b)
+
+    def get_result(self, accumulator: Acc) -> dict[str, Any]:
+        """The window's output value. Returns ``aggregation.result(accumulator)``."""
+        return self.aggregation.result(accumulator)
+
+
+def _carrier(flight: Flight) -> str:
+    return flight.carrier
+
+
+def _origin(flight: Flight) -> str:
+    return flight.origin
+
 
 def _tailnum(flight: Flight) -> str:
     if flight.tailnum is None:
@@ -405,7 +453,7 @@ AGGREGATIONS: Final[dict[OutputName, Aggregation]] = {
     "carrier_hourly": Aggregation(
         "carrier_hourly",
         carrier_hourly_accepts,
-        lambda f: f.carrier,
+        _carrier,
         carrier_hourly_create,
         carrier_hourly_add,
         carrier_hourly_merge,
@@ -414,7 +462,7 @@ AGGREGATIONS: Final[dict[OutputName, Aggregation]] = {
     "origin_3h": Aggregation(
         "origin_3h",
         origin_3h_accepts,
-        lambda f: f.origin,
+        _origin,
         origin_3h_create,
         origin_3h_add,
         origin_3h_merge,

@@ -25,7 +25,9 @@ flights are excluded from the reference, as the job excluded them.
 Session windows change identity when a late leg extends them: the smaller
 session fired before the leg arrived, the merged one fires again as a new
 window. A committed session lying inside an expected session of the same
-key is therefore *superseded*, listed but not a defect.
+key is therefore *superseded*, listed but not a defect. The merged session
+continues the firing count of the sessions it absorbed, so a session's
+firings must be consecutive but may start above 0.
 """
 
 from __future__ import annotations
@@ -84,7 +86,8 @@ class Verification:
             for sessions, that no expected session contains).
         mismatched: ``(window, expected value, final committed value)``.
         duplicates: ``(key, start_ms, end_ms, firing)`` committed more than once.
-        firing_gaps: ``(window, sorted distinct firings)`` where they are not ``0..n``.
+        firing_gaps: ``(window, sorted distinct firings)`` where they are not
+            ``0..n`` (for sessions: not consecutive).
         late_unknown: late records (as :data:`LateKey`) naming a flight this
             output does not take, a window the flight is not in, or a
             window of the session output.
@@ -199,7 +202,7 @@ def _check_late(
 
 
 def _final_values(
-    result: Verification, committed: Sequence[Mapping[str, Any]]
+    result: Verification, committed: Sequence[Mapping[str, Any]], sessions: bool
 ) -> dict[WindowKey, Mapping[str, Any]]:
     by_window: dict[WindowKey, dict[int, Mapping[str, Any]]] = defaultdict(dict)
     for record in committed:
@@ -211,7 +214,8 @@ def _final_values(
     finals = {}
     for window, firings in by_window.items():
         order = sorted(firings)
-        if order != list(range(len(order))):
+        first = order[0] if sessions else 0
+        if order != list(range(first, first + len(order))):
             result.firing_gaps.append((window, order))
         finals[window] = firings[order[-1]]
     return finals
@@ -243,7 +247,8 @@ def verify(
        window, that this output takes);
     2. compute the reference without what the late records set aside;
     3. group committed records by window: detect duplicate firings and
-       firings that are not ``0..n``; take the highest firing as final;
+       firings that are not ``0..n`` (sessions: not consecutive); take the
+       highest firing as final;
     4. compare windows (missing; unexpected, or superseded for sessions)
        and final values (mismatched; floats within a relative 1e-9).
 
@@ -267,7 +272,7 @@ def verify(
     whole, per_window = _check_late(result, output_name, late, flights)
     want = expected(output_name, flights, whole, per_window)
     result.windows_expected = len(want)
-    finals = _final_values(result, committed)
+    finals = _final_values(result, committed, sessions=output_name == _SESSION_OUTPUT)
     result.missing.extend(sorted(want.keys() - finals.keys()))
     extra = sorted(finals.keys() - want.keys())
     if output_name == _SESSION_OUTPUT:
