@@ -120,7 +120,7 @@ def scheduled_utc_ms(year: int, month: int, day: int, hhmm: int) -> int:
       *first* occurrence (EDT, UTC-4) is used, so 01:30 becomes 05:30 UTC.
 
     The 2013 data set has no scheduled departure in either window (the
-    earliest scheduled departure on both days is after 05:00), so these rules
+    earliest scheduled departure on both days is at 05:00 or later), so these rules
     never change a result; they only make the function total.
 
     Args:
