@@ -36,6 +36,7 @@ def execute(
     stop: threading.Event | None = None,
     listener: RunListener | None = None,
     storage_options: dict[str, Any] | None = None,
+    guarantee: str = "exactly_once",
     **unknown: Any,
 ) -> JobResult:
     """Run ``graph`` in this process on the local scheduler.
@@ -52,6 +53,8 @@ def execute(
         stop: an event that, when set, makes the run take a final checkpoint and return.
         listener: progress callbacks (checkpoints, failures).
         storage_options: fsspec options of the checkpoint storage.
+        guarantee: without checkpoints, ``at_most_once`` makes sources commit
+            positions as they read (with checkpoints the mode comes from ``checkpoint``).
 
     Returns:
         The job's :class:`~weirflow.records.JobResult`.
@@ -67,7 +70,18 @@ def execute(
             raise ConfigError(
                 "restore= and restart= need checkpoints: pass checkpoint=CheckpointConfig(...)"
             )
-        return run_unchecked(graph, parallelism, max_parallelism, runtime)
+        return run_unchecked(
+            graph,
+            parallelism,
+            max_parallelism,
+            runtime,
+            guarantee=guarantee,
+            scheduler_hook=(
+                (lambda s: s.hooks.before_round.append(lambda now: stop.is_set()))
+                if stop is not None
+                else None
+            ),
+        )
     if not isinstance(checkpoint, CheckpointConfig):
         raise ConfigError("checkpoint= takes a CheckpointConfig")
     return CheckpointedRun(

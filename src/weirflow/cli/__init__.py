@@ -1,6 +1,7 @@
 """The ``weirflow`` command line (typer). Sub-commands live in sibling modules."""
 
 from weirflow.cli import log as _log  # noqa: F401  (registers `weirflow log`)
+from weirflow.cli import run as _run  # noqa: F401  (registers `weirflow run`)
 from weirflow.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -98,6 +98,22 @@ class EventLogSource:
             n = lg.partition_count(self.topic)
         return [f"{self.topic}/{p}" for p in range(n)]
 
+    def committed_positions(self, splits: Sequence[str]) -> dict[str, int]:
+        """The consumer group's positions for ``splits`` (at-most-once restarts resume there).
+
+        Raises:
+            ConfigError: the source has no ``group``.
+        """
+        if not self.group:
+            raise ConfigError("at_most_once needs EventLogSource(..., group=...) to keep positions")
+        with EventLog(self.log_dir) as lg:
+            out = {}
+            for s in splits:
+                p = int(s.rsplit("/", 1)[1])
+                c = lg.committed_offset(self.group, self.topic, p)
+                out[s] = c if c is not None else lg.start_offset(self.topic, p)
+            return out
+
     def create_reader(
         self, splits: Sequence[str], positions: Mapping[str, Any]
     ) -> EventLogSourceReader:
@@ -172,6 +188,13 @@ class EventLogSourceReader:
                 self.source.group,
                 {(self.source.topic, self.partition[s]): o for s, o in self._snapshot.items()},
             )
+
+    def commit_read_positions(self) -> None:
+        """At-most-once: commit what was read so far to the consumer group, before processing."""
+        self.log.commit_offsets(
+            self.source.group,  # type: ignore[arg-type]
+            {(self.source.topic, self.partition[s]): o for s, o in self.position.items()},
+        )
 
     def close(self) -> None:
         """Close the log."""

@@ -52,6 +52,7 @@ def build_job(
     sleep: Callable[[float], None],
     on_snapshot: SnapshotCallback,
     restored: Mapping[str, Mapping[int, Any]] | None = None,
+    guarantee: str = "exactly_once",
 ) -> BuiltJob:
     """Instantiate every subtask of ``plan``.
 
@@ -70,6 +71,7 @@ def build_job(
         on_snapshot: where tasks report snapshots.
         restored: ``operator name -> subtask -> state`` as redistributed for
             this plan's parallelism, or ``None`` for a fresh start.
+        guarantee: the delivery guarantee, given to every operator.
 
     Returns:
         The :class:`BuiltJob`.
@@ -88,6 +90,7 @@ def build_job(
                     key_group_range=key_group_range_for_subtask(plan.max_parallelism, p, i),
                     clock=clock,
                     sleep=sleep,
+                    guarantee=guarantee,
                 ),
             )
             for i in range(p)

@@ -40,6 +40,7 @@ from weirflow.checkpoint import (
     Manifest,
 )
 from weirflow.errors import ConfigError, JobFailedError, WeirflowError
+from weirflow.faults import fault_point
 from weirflow.graph import LogicalGraph, compile_plan
 from weirflow.records import JobResult
 from weirflow.runtime.build import BuiltJob, RuntimeOptions, build_job
@@ -98,7 +99,7 @@ class _Attempt:
             else None
         )
         self.built = build_job(
-            r.graph, plan, r.options, r.clock, r.sleep, self._on_snapshot, restored
+            r.graph, plan, r.options, r.clock, r.sleep, self._on_snapshot, restored, r.config.mode
         )
         last = max(
             [
@@ -128,6 +129,7 @@ class _Attempt:
         coordinator = self.coordinator
         assert coordinator is not None
         try:
+            fault_point("state_write")
             completed = coordinator.acknowledge(
                 checkpoint_id, write_task_snapshot(self.storage, checkpoint_id, snap)
             )
@@ -185,6 +187,7 @@ class _Attempt:
         assert self.built is not None
         while not self.completed.empty():
             c = self.completed.get()
+            fault_point("after_manifest")
             for task in self.built.tasks:
                 task.notify_checkpoint_complete(c.checkpoint_id)
             self.checkpoints_completed += 1

@@ -40,6 +40,7 @@ def run_unchecked(
     clock: Callable[[], int] = wall_clock_ms,
     sleep: Callable[[float], None] = time.sleep,
     scheduler_hook: Callable[[LocalScheduler], None] | None = None,
+    guarantee: str = "exactly_once",
 ) -> JobResult:
     """Run ``graph`` without checkpoints until every bounded source ends.
 
@@ -57,6 +58,7 @@ def run_unchecked(
         sleep: blocking wait in seconds.
         scheduler_hook: called with the scheduler before it runs (tests and
             metrics add per-round hooks there).
+        guarantee: ``at_most_once`` makes sources commit positions as they read.
 
     Returns:
         The :class:`~weirflow.records.JobResult`; if a hook stopped the run
@@ -74,6 +76,7 @@ def run_unchecked(
         clock,
         sleep,
         on_snapshot=lambda task, cid, states: None,
+        guarantee=guarantee,
     )
     scheduler = LocalScheduler(built.tasks, built.channels, clock, sleep)
     if scheduler_hook is not None:

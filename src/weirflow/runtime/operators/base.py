@@ -36,6 +36,8 @@ class OperatorContext:
         key_group_range: the key groups this subtask owns.
         clock: processing time in ms (injected so tests drive it).
         sleep: blocking wait in seconds, used only by retry backoff (injected).
+        guarantee: the job's delivery guarantee; at ``at_most_once`` sources
+            commit their positions as they read.
     """
 
     job: str
@@ -45,6 +47,7 @@ class OperatorContext:
     key_group_range: KeyGroupRange
     clock: Callable[[], int]
     sleep: Callable[[float], None] = field(default=lambda s: None)
+    guarantee: str = "exactly_once"
 
 
 class OutputTargets:

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from weirflow.connectors import Source, SourceReader
+from weirflow.errors import ConfigError
+from weirflow.faults import fault_point
 from weirflow.graph import OperatorSpec
 from weirflow.runtime.operators.base import OperatorContext, OperatorLogic
 from weirflow.runtime.operators.errors import call_with_policy
@@ -45,6 +47,16 @@ class SourceLogic(OperatorLogic):
     def open(self, restored: Any | None) -> None:
         """Create the reader at the restored positions and watermark generator states."""
         positions = dict(restored["positions"]) if restored else {}
+        self.commit_on_read = self.ctx.guarantee == "at_most_once"
+        if self.commit_on_read:
+            committed = getattr(self.source, "committed_positions", None)
+            if committed is None:
+                raise ConfigError(
+                    f"{self.task_name}: at_most_once needs a source that commits positions as "
+                    f"it reads (EventLogSource or KafkaSource with a group), not "
+                    f"{type(self.source).__name__}"
+                )
+            positions = committed(self.splits)
         self.reader = self.source.create_reader(self.splits, positions)
         if self.strategy is not None:
             for s in self.splits:
@@ -67,6 +79,8 @@ class SourceLogic(OperatorLogic):
         values = batch.values
         timestamps = batch.timestamps
         self.records_in += len(values)
+        if self.commit_on_read:
+            self.reader.commit_read_positions()  # type: ignore[attr-defined]
         fn = self.timestamp_fn
         if fn is not None:
             try:
@@ -152,10 +166,12 @@ class SinkLogic(OperatorLogic):
 
     def snapshot_state(self, checkpoint_id: int) -> Any:
         """Pre-commit: the writer's committable for this checkpoint."""
+        fault_point("pre_commit")
         return self.writer.pre_commit(checkpoint_id)
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """Commit what was pre-committed for ``checkpoint_id``."""
+        fault_point("sink_commit")
         self.writer.commit(checkpoint_id)
 
     def finish(self) -> None:

@@ -1,0 +1,5 @@
+"""``python -m weirflow.cli``: the same as the ``weirflow`` command."""
+
+from weirflow.cli import main
+
+main()
