@@ -59,19 +59,23 @@ class DeadLetter(NamedTuple):
 
 
 class LateRecord(NamedTuple):
-    """A record too late for every window it belongs to (past the allowed lateness).
+    """A record too late for a window it belongs to (past the allowed lateness).
 
     Attributes:
         value: the record.
         timestamp_ms: its event time.
         watermark_ms: the operator's watermark when the record arrived.
         operator: the window operator's name.
+        window_start_ms: start of the window it missed (``None`` for session windows).
+        window_end_ms: end of that window (``None`` for session windows).
     """
 
     value: Any
     timestamp_ms: int
     watermark_ms: int
     operator: str
+    window_start_ms: int | None = None
+    window_end_ms: int | None = None
 
 
 class OperatorCounts(NamedTuple):

@@ -122,7 +122,12 @@ class EventLogSource:
 
 
 class EventLogSourceReader:
-    """Reads the partitions of one source subtask, round robin, one batch per poll."""
+    """Reads the partitions of one source subtask, round robin, one batch per poll.
+
+    Attributes:
+        newly_finished: bounded splits that reached their end since the
+            source operator last looked (it releases their watermark).
+    """
 
     def __init__(
         self, source: EventLogSource, splits: list[str], positions: Mapping[str, Any]
@@ -144,6 +149,8 @@ class EventLogSourceReader:
         )
         self._next = 0
         self._snapshot: dict[str, int] = {}
+        self._done: set[str] = set()
+        self.newly_finished: list[str] = []
 
     def poll(self, max_records: int) -> SourceBatch | None:
         """Return the next batch of one partition that has records, or ``None``."""
@@ -156,6 +163,9 @@ class EventLogSourceReader:
             if src.bounded:
                 limit = min(limit, self.end[split] - pos)
                 if limit <= 0:
+                    if split not in self._done:
+                        self._done.add(split)
+                        self.newly_finished.append(split)
                     continue
             records = self.log.read(
                 src.topic, self.partition[split], pos, max_records=limit, isolation=src.isolation

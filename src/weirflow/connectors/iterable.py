@@ -74,13 +74,18 @@ class IterableSource:
 
 
 class IterableSourceReader:
-    """Reads splits of an :class:`IterableSource` round robin, one batch per poll."""
+    """Reads splits of an :class:`IterableSource` round robin, one batch per poll.
+
+    Attributes:
+        newly_finished: splits exhausted since the source operator last looked.
+    """
 
     def __init__(self, iterators: dict[str, Iterator[Any]], positions: dict[str, int]) -> None:
         self._iterators = iterators
         self._positions = positions
         self._active = list(iterators)
         self._next = 0
+        self.newly_finished: list[str] = []
 
     def poll(self, max_records: int) -> SourceBatch | None:
         """Return the next batch of the next unfinished split, or ``None`` when all are done."""
@@ -89,7 +94,7 @@ class IterableSourceReader:
             split = self._active[i]
             values = list(itertools.islice(self._iterators[split], max_records))
             if not values:
-                self._active.pop(i)
+                self.newly_finished.append(self._active.pop(i))
                 continue
             self._next = i + 1
             self._positions[split] += len(values)

@@ -16,7 +16,7 @@ from weirflow.faults import fault_point
 from weirflow.graph import OperatorSpec
 from weirflow.runtime.operators.base import OperatorContext, OperatorLogic
 from weirflow.runtime.operators.errors import call_with_policy
-from weirflow.time import WatermarkGenerator, WatermarkStrategy, WatermarkValve
+from weirflow.time import MAX_WATERMARK, WatermarkGenerator, WatermarkStrategy, WatermarkValve
 
 
 def assigned_splits(splits: list[str], subtask: int, parallelism: int) -> list[str]:
@@ -73,6 +73,8 @@ class SourceLogic(OperatorLogic):
         """
         assert self.reader is not None
         batch = self.reader.poll(max_records)
+        if getattr(self.reader, "newly_finished", None):
+            self._release_finished()
         if batch is None:
             self._check_idleness()
             return 0
@@ -104,6 +106,16 @@ class SourceLogic(OperatorLogic):
                 kept.append(v)
                 stamps.append(ts)
         return kept, stamps
+
+    def _release_finished(self) -> None:
+        """A finished split holds no watermark back any more (it will send nothing)."""
+        finished = self.reader.newly_finished  # type: ignore[union-attr]
+        for s in finished:
+            if s in self.generators:
+                wm = self.valve.on_watermark(self.split_index[s], MAX_WATERMARK)
+                if wm is not None:
+                    self.output.emit_watermark(wm)
+        finished.clear()
 
     def _check_idleness(self) -> None:
         now = self.ctx.clock()

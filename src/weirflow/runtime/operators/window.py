@@ -13,9 +13,11 @@ State (declared, snapshotted per key group):
 Semantics follow Flink's event-time windows: a window fires when the
 watermark reaches ``end - 1``; a record whose every window satisfies
 ``end - 1 + allowed_lateness <= watermark`` is late and goes to the ``late``
-side output; a record that is late for its window but within the allowed
-lateness updates the window and re-fires it at once (``firing`` 1, 2, …);
-the window's state is dropped at ``end - 1 + allowed_lateness``.
+side output (a sliding-window record late for some of its windows only is
+set aside for those, one :class:`~weirflow.records.LateRecord` per window); a
+record that is late for its window but within the allowed lateness updates
+the window and re-fires it at once (``firing`` 1, 2, …); the window's state
+is dropped at ``end - 1 + allowed_lateness``.
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ class WindowLogic(OperatorLogic):
         parts = self._parts
         kg_cache = self._kg
         register = self.timers.register_event_time_timer
-        late: list[int] | None = None
+        late: list[tuple[int, int | None, int | None]] | None = None
         refire: list[tuple[int, Any, int]] | None = None
         for i, t in enumerate(timestamps):
             k = keys[i]
@@ -161,7 +163,7 @@ class WindowLogic(OperatorLogic):
             if last + lateness <= wm:
                 if late is None:
                     late = []
-                late.append(i)
+                late.append((i, start, start + size))
                 continue
             part = parts[kg]
             wk = (k, start)
@@ -189,18 +191,18 @@ class WindowLogic(OperatorLogic):
         lateness = self.lateness
         wm = self.watermark
         first, add = self.acc.first, self.acc.add
-        late: list[int] = []
+        late: list[tuple[int, int | None, int | None]] = []
         refire: list[tuple[int, Any, int]] = []
         for i, t in enumerate(timestamps):
             k = keys[i]
             kg = self._key_group(k)
             part = self._parts[kg]
-            placed = False
             for w in self.assigner.assign(t):
                 last = w.end_ms - 1
                 if last + lateness <= wm:
+                    # late for this window only: set aside per window, never silently
+                    late.append((i, w.start_ms, w.end_ms))
                     continue
-                placed = True
                 wk = (k, w.start_ms)
                 acc = part.get(wk, _MISSING)
                 try:
@@ -215,8 +217,6 @@ class WindowLogic(OperatorLogic):
                     self._function_failed(part, wk, acc, values[i], t, e)
                 if last <= wm:
                     refire.append((kg, k, w.start_ms))
-            if not placed:
-                late.append(i)
         if late:
             self._emit_late(values, timestamps, late)
         if refire:
@@ -226,7 +226,7 @@ class WindowLogic(OperatorLogic):
         gap = self.assigner.gap_ms
         lateness = self.lateness
         first, add, merge = self.acc.first, self.acc.add, self.acc.merge
-        late: list[int] = []
+        late: list[tuple[int, int | None, int | None]] = []
         refire: list[tuple[int, Any, Any]] = []
         timers = self.timers
         for i, t in enumerate(timestamps):
@@ -240,7 +240,7 @@ class WindowLogic(OperatorLogic):
             for w in overlapping:
                 start, end = min(start, w[0]), max(end, w[1])
             if end - 1 + lateness <= self.watermark:
-                late.append(i)
+                late.append((i, None, None))
                 continue
             acc: Any = _MISSING
             fired = 0
@@ -294,13 +294,19 @@ class WindowLogic(OperatorLogic):
             return
         self._dead_or_raise(value, t, error)
 
-    def _emit_late(self, values: list[Any], timestamps: list[int], late: list[int]) -> None:
+    def _emit_late(
+        self,
+        values: list[Any],
+        timestamps: list[int],
+        late: list[tuple[int, int | None, int | None]],
+    ) -> None:
+        """Route late records aside: one per record and window it was too late for."""
         self.late += len(late)
         wm = self.watermark
         self.output.emit_side(
             LATE,
-            [LateRecord(values[i], timestamps[i], wm, self.name) for i in late],
-            [timestamps[i] for i in late],
+            [LateRecord(values[i], timestamps[i], wm, self.name, s, e) for i, s, e in late],
+            [timestamps[i] for i, _, _ in late],
         )
 
     # -- time ----------------------------------------------------------------
