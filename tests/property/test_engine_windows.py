@@ -7,7 +7,8 @@ each window's records in a plain list (sessions merge by brute force over
 every live session of the key), fires a window when the watermark passes its
 end, re-fires it once per batch that brought records within the allowed
 lateness, and drops it at ``end - 1 + allowed_lateness`` — Flink's event-time
-window semantics. With one source split the engine's watermark at the window
+window semantics; a sliding-window record is set aside once per window it is too
+late for. With one source split the engine's watermark at the window
 operator is exactly this sequence at every parallelism, so the comparison is
 exact: every firing (key, window, value, firing index) and every late record.
 """
@@ -101,7 +102,7 @@ class Reference:
     """The brute-force run: every firing and every late record."""
 
     firings: list[tuple[str, int, int, Any, int]] = field(default_factory=list)
-    late: list[Record] = field(default_factory=list)
+    late: list[tuple[Record, int | None, int | None]] = field(default_factory=list)
 
 
 def reference(case: Case, end_of_input: bool = True) -> Reference:
@@ -143,7 +144,7 @@ def reference(case: Case, end_of_input: bool = True) -> Reference:
                 start = min([start] + [w[1] for w in overlapping])
                 end = max([end] + [w[2] for w in overlapping])
                 if end - 1 + lateness <= wm:
-                    ref.late.append(rec)
+                    ref.late.append((rec, None, None))
                     continue
                 merged = _Window([], max([0] + [live[w].fired for w in overlapping]))
                 for w in overlapping:
@@ -153,16 +154,13 @@ def reference(case: Case, end_of_input: bool = True) -> Reference:
                 if end - 1 <= wm:
                     refire.append((key, start, end))
                 continue
-            placed = False
             for start, end in case.windows_of(ts):
                 if end - 1 + lateness <= wm:
+                    ref.late.append((rec, start, end))
                     continue
-                placed = True
                 live.setdefault((key, start, end), _Window([])).records.append(rec)
                 if end - 1 <= wm:
                     refire.append((key, start, end))
-            if not placed:
-                ref.late.append(rec)
         for w in dict.fromkeys(refire):
             if w in live:
                 fire(w)
@@ -238,6 +236,10 @@ def _firings(results: list[Any]) -> Counter[tuple[Any, ...]]:
     return Counter((r.key, r.start_ms, r.end_ms, r.value, r.firing) for r in results)
 
 
+def _late(results: list[Any]) -> Counter[tuple[Any, ...]]:
+    return Counter((lr.value, lr.window_start_ms, lr.window_end_ms) for lr in results)
+
+
 @settings(max_examples=150, deadline=None)
 @given(cases(), st.sampled_from([1, 2, 4]))
 def test_windows_match_reference(case: Case, parallelism: int) -> None:
@@ -246,7 +248,7 @@ def test_windows_match_reference(case: Case, parallelism: int) -> None:
     flow.run(parallelism, runtime=RuntimeOptions(source_batch_size=case.batch_size))
     ref = reference(case)
     assert _firings(out.results) == Counter(ref.firings)
-    assert Counter(lr.value for lr in late.results) == Counter(ref.late)
+    assert _late(late.results) == Counter(ref.late)
 
 
 @settings(max_examples=60, deadline=None)
@@ -260,7 +262,7 @@ def test_firings_are_dense_and_every_record_counted_once(case: Case, parallelism
         by_window.setdefault((r.key, r.start_ms, r.end_ms), []).append(r.firing)
     for window, firings in by_window.items():
         assert sorted(firings) == list(range(len(firings))), window
-    late_values = [lr.value for lr in late.results]
+    late_values = [(lr.value, lr.window_start_ms) for lr in late.results]
     assert len(late_values) == len(set(late_values))
     window_op = result.operators[next(n for n in result.operators if n.startswith("window"))]
     assert window_op.records_in == len(case.records)
@@ -354,7 +356,7 @@ def test_idle_split_does_not_hold_back_the_watermark(case: Case) -> None:
     results, late = run_with_idle_split(case, idleness=timedelta(milliseconds=20))
     ref = reference(case, end_of_input=False)
     assert _firings(results) == Counter(ref.firings)
-    assert Counter(lr.value for lr in late) == Counter(ref.late)
+    assert _late(late) == Counter(ref.late)
 
 
 def test_without_idleness_an_empty_split_holds_every_window() -> None:

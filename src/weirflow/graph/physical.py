@@ -142,6 +142,13 @@ def compile_plan(graph: LogicalGraph, parallelism: int, max_parallelism: int) ->
         raise ConfigError(
             f"dataflow {graph.name!r} has no sink: results would go nowhere; call .sink(...)"
         )
+    consumed = {e.upstream for o in ops for e in o.inputs if e.output == "main"}
+    for o in ops:
+        if o.kind != "sink" and o.id not in consumed:
+            raise ConfigError(
+                f"operator {o.name!r} of dataflow {graph.name!r} has no downstream operator: "
+                "its results would go nowhere; add a .sink(...) or remove it"
+            )
     chain_of: dict[int, int] = {}
     members: dict[int, list[int]] = {}
     chained: list[tuple[int, int, Edge]] = []
