@@ -1,22 +1,22 @@
 """Stateless record-at-a-time operators: map, filter, flat_map, union, sink.
 
-Each runs its user function over the whole batch in one comprehension (the
-hot path) and falls back to record-by-record calls under the error policy
-only when the batch raised.
+Each runs its user function over the whole batch in one loop (the hot path);
+a record whose call raises is handed to the error policy and the loop goes
+on with the next record (:func:`~weirflow.runtime.operators.errors.call_each`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from itertools import compress
 from typing import Any
 
 from weirflow.runtime.operators.base import OperatorLogic
-from weirflow.runtime.operators.errors import call_with_policy
+from weirflow.runtime.operators.errors import call_each
 
 
-def _ts(timestamps: list[int] | None, i: int) -> int | None:
-    return timestamps[i] if timestamps is not None else None
+def _subset(timestamps: list[int] | None, kept: list[int]) -> list[int] | None:
+    return [timestamps[i] for i in kept] if timestamps is not None else None
 
 
 class MapLogic(OperatorLogic):
@@ -27,42 +27,31 @@ class MapLogic(OperatorLogic):
     ) -> None:
         self.records_in += len(values)
         fn: Callable[[Any], Any] = self.spec.params["fn"]
-        try:
-            out = [fn(v) for v in values]
-        except Exception:
-            out, kept_ts = [], [] if timestamps is not None else None
-            for i, v in enumerate(values):
-                ok, r = call_with_policy(self, fn, v, _ts(timestamps, i))
-                if ok:
-                    out.append(r)
-                    if kept_ts is not None:
-                        kept_ts.append(timestamps[i])  # type: ignore[index]
-            timestamps = kept_ts
-        self.output.emit(out, timestamps)
+        out, kept = call_each(self, fn, values, timestamps)
+        self.output.emit(out, timestamps if kept is None else _subset(timestamps, kept))
 
 
 class FilterLogic(OperatorLogic):
-    """``filter(predicate)``: keeps records whose predicate is truthy; counts the rest."""
+    """``filter(predicate)``: keeps records whose predicate is truthy; counts the rest.
+
+    A dead-lettered record is neither kept nor counted as filtered.
+    """
 
     def process_batch(
         self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
     ) -> None:
         self.records_in += len(values)
         fn: Callable[[Any], Any] = self.spec.params["fn"]
-        try:
-            keep = [fn(v) for v in values]
-        except Exception:
-            keep = []
-            for i, v in enumerate(values):
-                ok, r = call_with_policy(self, fn, v, _ts(timestamps, i))
-                # a dead-lettered record is neither kept nor counted as filtered
-                keep.append(bool(r) if ok else None)
-            self.filtered += sum(1 for k in keep if k is False)
-            keep = [bool(k) for k in keep]
-        else:
-            self.filtered += len(keep) - sum(1 for k in keep if k)
-        out = list(compress(values, keep))
-        self.output.emit(out, list(compress(timestamps, keep)) if timestamps is not None else None)
+        keep, kept = call_each(self, fn, values, timestamps)
+        if kept is not None:
+            values = [values[i] for i in kept]
+            timestamps = _subset(timestamps, kept)
+        passed = [bool(k) for k in keep]
+        self.filtered += len(passed) - sum(passed)
+        out = list(compress(values, passed))
+        self.output.emit(
+            out, list(compress(timestamps, passed)) if timestamps is not None else None
+        )
 
 
 class FlatMapLogic(OperatorLogic):
@@ -72,23 +61,15 @@ class FlatMapLogic(OperatorLogic):
         self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
     ) -> None:
         self.records_in += len(values)
-        fn: Callable[[Any], Any] = self.spec.params["fn"]
+        fn: Callable[[Any], Iterable[Any]] = self.spec.params["fn"]
+        # materialised inside the call, so an error while iterating is this record's error
+        produced, kept = call_each(self, lambda v: list(fn(v)), values, timestamps)
         out: list[Any] = []
         out_ts: list[int] | None = [] if timestamps is not None else None
-        try:
-            for i, v in enumerate(values):
-                items = list(fn(v))
-                out.extend(items)
-                if out_ts is not None:
-                    out_ts.extend([timestamps[i]] * len(items))  # type: ignore[index]
-        except Exception:
-            out, out_ts = [], [] if timestamps is not None else None
-            for i, v in enumerate(values):
-                ok, items = call_with_policy(self, lambda x: list(fn(x)), v, _ts(timestamps, i))
-                if ok:
-                    out.extend(items)
-                    if out_ts is not None:
-                        out_ts.extend([timestamps[i]] * len(items))  # type: ignore[index]
+        for j, items in enumerate(produced):
+            out.extend(items)
+            if out_ts is not None:
+                out_ts.extend([timestamps[j if kept is None else kept[j]]] * len(items))  # type: ignore[index]
         self.output.emit(out, out_ts)
 
 

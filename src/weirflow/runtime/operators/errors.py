@@ -1,10 +1,11 @@
 """Applying an operator's error policy to one failing record.
 
 The fast path of an operator calls its user function over a whole batch
-inside one ``try``; only when that raises does the operator replay the batch
-record by record through :func:`call_with_policy`. User functions must
-therefore be deterministic and side-effect free for records before the one
-that failed (the same rule replay after a crash already imposes).
+with :func:`call_each`, which stops at the first record that raises, hands
+that record (and the error of that first call) to :func:`call_with_policy`,
+and carries on with the rest of the batch. No record is called twice on the
+fast path's account, so ``RetryPolicy.max_attempts`` and
+``DeadLetter.attempts`` count every call of the user function.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable
 from typing import Any
-
-import tenacity
 
 from weirflow.errors import OperatorError
 from weirflow.graph import RetryPolicy
@@ -23,22 +22,21 @@ from weirflow.runtime.operators.base import OperatorLogic
 DEAD_LETTER = "dead_letter"
 
 
-def _retrying(policy: RetryPolicy, sleep: Callable[[float], None]) -> tenacity.Retrying:
-    return tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(policy.max_attempts),
-        wait=tenacity.wait_exponential(
-            multiplier=policy.initial_backoff.total_seconds(),
-            exp_base=policy.multiplier,
-            max=policy.max_backoff.total_seconds(),
-        ),
-        retry=tenacity.retry_if_exception(policy.is_retriable),
-        sleep=sleep,
-        reraise=True,
-    )
+def backoff_s(policy: RetryPolicy, failed_attempts: int) -> float:
+    """Return the wait in seconds before the next call after ``failed_attempts`` failed calls.
+
+    ``initial_backoff × multiplier^(failed_attempts - 1)``, capped at ``max_backoff``.
+    """
+    wait = policy.initial_backoff.total_seconds() * policy.multiplier ** (failed_attempts - 1)
+    return min(wait, policy.max_backoff.total_seconds())
 
 
 def call_with_policy(
-    op: OperatorLogic, fn: Callable[[Any], Any], value: Any, timestamp_ms: int | None
+    op: OperatorLogic,
+    fn: Callable[[Any], Any],
+    value: Any,
+    timestamp_ms: int | None,
+    first_error: Exception | None = None,
 ) -> tuple[bool, Any]:
     """Call ``fn(value)`` under ``op``'s error policy.
 
@@ -47,6 +45,8 @@ def call_with_policy(
         fn: the user function.
         value: the record.
         timestamp_ms: the record's event time, for the dead letter.
+        first_error: what a first call of ``fn(value)``, already made by the
+            caller, raised; that call counts as attempt 1 and is not repeated.
 
     Returns:
         ``(True, result)`` when a call succeeded; ``(False, None)`` when the
@@ -56,29 +56,83 @@ def call_with_policy(
         OperatorError: the policy is ``fail``; the message names the operator,
             subtask and record, and the user's exception is the cause.
     """
+    error = first_error
+    if error is None:
+        try:
+            return True, fn(value)
+        except Exception as e:
+            error = e
     policy = op.spec.on_error
     attempts = 1
-    try:
-        if isinstance(policy, RetryPolicy):
-            r = _retrying(policy, op.ctx.sleep)
+    if isinstance(policy, RetryPolicy):
+        # bounded by max_attempts; the waits go through the injected sleep
+        while attempts < policy.max_attempts and policy.is_retriable(error):
+            op.ctx.sleep(backoff_s(policy, attempts))
+            attempts += 1
             try:
-                return True, r(fn, value)
-            finally:
-                attempts = r.statistics.get("attempt_number", 1)
-        return True, fn(value)
+                return True, fn(value)
+            except Exception as e:
+                error = e
+    elif policy == "fail":
+        raise OperatorError(
+            f"{op.task_name} failed on record {value!r:.200}: {type(error).__name__}: {error}. "
+            "Fix the function, or pass on_error='dead_letter' (or a RetryPolicy) to route "
+            "bad records to dead_letters()",
+            operator=op.name,
+            subtask=op.ctx.subtask,
+            parallelism=op.ctx.parallelism,
+            record=value,
+        ) from error
+    dead_letter(op, value, timestamp_ms, error, attempts)
+    return False, None
+
+
+def call_each(
+    op: OperatorLogic,
+    fn: Callable[[Any], Any],
+    values: list[Any],
+    timestamps: list[int] | None,
+) -> tuple[list[Any], list[int] | None]:
+    """Call ``fn`` once per record; failing records go through :func:`call_with_policy`.
+
+    Args:
+        op: the operator whose error policy applies.
+        fn: the user function, ``record -> result``.
+        values: the batch's records.
+        timestamps: their event times (for dead letters), or ``None``.
+
+    Returns:
+        ``(results, kept)``: the results of the records that were not
+        dead-lettered, in order; ``kept`` lists their indices into ``values``,
+        or is ``None`` when every record succeeded (``results[i]`` is then the
+        result of ``values[i]``).
+
+    Raises:
+        OperatorError: a call failed and the policy is ``fail``.
+    """
+    results: list[Any] = []
+    append = results.append
+    try:
+        for v in values:
+            append(fn(v))
+        return results, None
     except Exception as e:
-        if policy == "fail":
-            raise OperatorError(
-                f"{op.task_name} failed on record {value!r:.200}: {type(e).__name__}: {e}. "
-                "Fix the function, or pass on_error='dead_letter' (or a RetryPolicy) to route "
-                "bad records to dead_letters()",
-                operator=op.name,
-                subtask=op.ctx.subtask,
-                parallelism=op.ctx.parallelism,
-                record=value,
-            ) from e
-        dead_letter(op, value, timestamp_ms, e, attempts)
-        return False, None
+        failed, error = len(results), e
+    kept = list(range(failed))
+    while True:
+        ts = timestamps[failed] if timestamps is not None else None
+        ok, result = call_with_policy(op, fn, values[failed], ts, first_error=error)
+        if ok:
+            append(result)
+            kept.append(failed)
+        try:
+            for j in range(failed + 1, len(values)):
+                failed = j
+                append(fn(values[j]))
+                kept.append(j)
+            return results, kept
+        except Exception as e:
+            error = e
 
 
 def dead_letter(

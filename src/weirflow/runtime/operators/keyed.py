@@ -8,7 +8,7 @@ from typing import Any
 
 from weirflow.graph import OperatorSpec
 from weirflow.runtime.operators.base import OperatorContext, OperatorLogic
-from weirflow.runtime.operators.errors import call_with_policy
+from weirflow.runtime.operators.errors import call_each, call_with_policy
 from weirflow.state import MemoryStateBackend, StateDescriptor, TimerService, key_group_for_key
 from weirflow.time import MIN_WATERMARK
 
@@ -38,19 +38,11 @@ class _KeyedBase(OperatorLogic):
             return values, timestamps, keys
         key_fn = self.key_fn
         assert key_fn is not None
-        try:
-            return values, timestamps, [key_fn(v) for v in values]
-        except Exception:
-            vs, ts, ks = [], [] if timestamps is not None else None, []
-            for i, v in enumerate(values):
-                t = timestamps[i] if timestamps is not None else None
-                ok, k = call_with_policy(self, key_fn, v, t)
-                if ok:
-                    vs.append(v)
-                    ks.append(k)
-                    if ts is not None:
-                        ts.append(t)
-            return vs, ts, ks
+        keys, kept = call_each(self, key_fn, values, timestamps)
+        if kept is None:
+            return values, timestamps, keys
+        ts = [timestamps[i] for i in kept] if timestamps is not None else None
+        return [values[i] for i in kept], ts, keys
 
 
 class RollingReduceLogic(_KeyedBase):
@@ -90,8 +82,8 @@ class RollingReduceLogic(_KeyedBase):
             else:
                 try:
                     new = fn(acc, v)
-                except Exception:
-                    ok, new = call_with_policy(self, lambda x, a=acc: fn(a, x), v, t)
+                except Exception as e:
+                    ok, new = call_with_policy(self, lambda x, a=acc: fn(a, x), v, t, first_error=e)
                     if not ok:
                         continue
             part[k] = new

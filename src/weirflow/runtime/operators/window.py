@@ -29,7 +29,7 @@ from weirflow.graph import OperatorSpec, RetryPolicy
 from weirflow.records import LateRecord, WindowResult
 from weirflow.runtime.operators.accumulate import accumulation_for
 from weirflow.runtime.operators.base import OperatorContext, OperatorLogic
-from weirflow.runtime.operators.errors import call_with_policy, dead_letter
+from weirflow.runtime.operators.errors import call_each, call_with_policy, dead_letter
 from weirflow.state import MemoryStateBackend, TimerService, key_group_for_key
 from weirflow.time import MIN_WATERMARK, SessionWindows, TumblingWindows
 
@@ -97,14 +97,6 @@ class WindowLogic(OperatorLogic):
             self._kg[key] = kg
         return kg
 
-    def _keys(self, values: list[Any]) -> list[Any] | None:
-        key_fn = self.key_fn
-        assert key_fn is not None
-        try:
-            return [key_fn(v) for v in values]
-        except Exception:
-            return None
-
     def process_batch(
         self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
     ) -> None:
@@ -119,28 +111,17 @@ class WindowLogic(OperatorLogic):
                 record=values[0] if values else None,
             )
         if keys is None:
-            keys = self._keys(values)
-            if keys is None:
-                values, timestamps, keys = self._keys_slow(values, timestamps)
+            assert self.key_fn is not None
+            keys, kept = call_each(self, self.key_fn, values, timestamps)
+            if kept is not None:
+                values = [values[i] for i in kept]
+                timestamps = [timestamps[i] for i in kept]
         if type(self.assigner) is TumblingWindows:
             self._tumbling(values, timestamps, keys)
         elif isinstance(self.assigner, SessionWindows):
             self._sessions(values, timestamps, keys)
         else:
             self._sliding(values, timestamps, keys)
-
-    def _keys_slow(
-        self, values: list[Any], timestamps: list[int]
-    ) -> tuple[list[Any], list[int], list[Any]]:
-        vs, ts, ks = [], [], []
-        assert self.key_fn is not None
-        for v, t in zip(values, timestamps, strict=True):
-            ok, k = call_with_policy(self, self.key_fn, v, t)
-            if ok:
-                vs.append(v)
-                ts.append(t)
-                ks.append(k)
-        return vs, ts, ks
 
     def _tumbling(self, values: list[Any], timestamps: list[int], keys: list[Any]) -> None:
         size = self.assigner.size_ms
@@ -288,7 +269,7 @@ class WindowLogic(OperatorLogic):
         policy = self.spec.on_error
         if isinstance(policy, RetryPolicy):
             fn = self.acc.first if acc is _MISSING else (lambda v: self.acc.add(acc, v))
-            ok, new = call_with_policy(self, fn, value, t)
+            ok, new = call_with_policy(self, fn, value, t, first_error=error)
             if ok:
                 part[wk] = new
             return
