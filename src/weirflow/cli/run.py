@@ -24,7 +24,7 @@ import threading
 import time
 from datetime import timedelta
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -80,6 +80,12 @@ class _PrintingListener(RunListener):
     def attempt_started(self, attempt: int, restored_from: int | None) -> None:
         where = f"checkpoint {restored_from}" if restored_from is not None else "a fresh start"
         log.info("worker %d: starting from %s", os.getpid(), where)
+
+    def checkpoint_completed(self, completed: Any) -> None:
+        m = completed.manifest
+        log.info(
+            "checkpoint %d completed (%d ms, %d bytes)", m.checkpoint_id, m.duration_ms, m.size
+        )
 
 
 def _die_with_parent() -> None:
