@@ -25,11 +25,11 @@ from __future__ import annotations
 from typing import Any
 
 from weirflow.errors import OperatorError
-from weirflow.graph import OperatorSpec, RetryPolicy
+from weirflow.graph import OperatorSpec
 from weirflow.records import LateRecord, WindowResult
 from weirflow.runtime.operators.accumulate import accumulation_for
 from weirflow.runtime.operators.base import OperatorContext, OperatorLogic
-from weirflow.runtime.operators.errors import call_each, call_with_policy, dead_letter
+from weirflow.runtime.operators.errors import call_each, call_with_policy
 from weirflow.state import MemoryStateBackend, TimerService, key_group_for_key
 from weirflow.time import MIN_WATERMARK, SessionWindows, TumblingWindows
 
@@ -151,10 +151,12 @@ class WindowLogic(OperatorLogic):
             acc = part.get(wk, _MISSING)
             try:
                 if acc is _MISSING:
-                    part[wk] = first(values[i])
                     # a window born after the watermark passed its end fires in _fire
-                    # below; its only timer is the clean-up one
+                    # below; its only timer is the clean-up one. Registered before the
+                    # window function runs, so a retried first record still fires (a
+                    # timer of a window without state does nothing).
                     register(kg, k, start, last if last > wm else last + lateness)
+                    part[wk] = first(values[i])
                 else:
                     part[wk] = add(acc, values[i])
             except Exception as e:
@@ -188,10 +190,10 @@ class WindowLogic(OperatorLogic):
                 acc = part.get(wk, _MISSING)
                 try:
                     if acc is _MISSING:
-                        part[wk] = first(values[i])
                         self.timers.register_event_time_timer(
                             kg, k, w.start_ms, last if last > wm else last + lateness
                         )
+                        part[wk] = first(values[i])
                     else:
                         part[wk] = add(acc, values[i])
                 except Exception as e:
@@ -235,8 +237,11 @@ class WindowLogic(OperatorLogic):
             try:
                 acc = first(values[i]) if acc is _MISSING else add(acc, values[i])
             except Exception as e:
-                dead = self._dead_or_raise(values[i], t, e)
-                if dead and acc is _MISSING:
+                fn = first if acc is _MISSING else (lambda v, a=acc: add(a, v))
+                ok, new = call_with_policy(self, fn, values[i], t, first_error=e)
+                if ok:
+                    acc = new
+                elif acc is _MISSING:
                     continue
             window = (start, end)
             part[(k, window)] = acc
@@ -255,25 +260,14 @@ class WindowLogic(OperatorLogic):
 
     # -- errors and side outputs --------------------------------------------
 
-    def _dead_or_raise(self, value: Any, t: int, error: Exception) -> bool:
-        policy = self.spec.on_error
-        if policy == "fail":
-            call_with_policy(self, _reraise(error), value, t)
-        dead_letter(self, value, t, error, 1)
-        return True
-
     def _function_failed(
         self, part: dict, wk: Any, acc: Any, value: Any, t: int, error: Exception
     ) -> None:
         """The window function raised on ``value``: retry, dead-letter or fail per policy."""
-        policy = self.spec.on_error
-        if isinstance(policy, RetryPolicy):
-            fn = self.acc.first if acc is _MISSING else (lambda v: self.acc.add(acc, v))
-            ok, new = call_with_policy(self, fn, value, t, first_error=error)
-            if ok:
-                part[wk] = new
-            return
-        self._dead_or_raise(value, t, error)
+        fn = self.acc.first if acc is _MISSING else (lambda v: self.acc.add(acc, v))
+        ok, new = call_with_policy(self, fn, value, t, first_error=error)
+        if ok:
+            part[wk] = new
 
     def _emit_late(
         self,
@@ -357,10 +351,3 @@ class WindowLogic(OperatorLogic):
             out.append(WindowResult(k, start, end, result(k, start, end, acc), firing))
             out_ts.append(end - 1)
         self.output.emit(out, out_ts)
-
-
-def _reraise(error: Exception) -> Any:
-    def fn(_: Any) -> Any:
-        raise error
-
-    return fn
