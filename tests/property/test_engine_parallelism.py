@@ -83,7 +83,9 @@ def run_rich_job(a: list[Record], b: list[Record], parallelism: int) -> dict[str
         .filter(lambda r: r[2] % 7 != 0)
         .flat_map(lambda r: [r] if r[2] % 2 else [r, (r[0] + "x", r[1], r[2])])
     )
-    sinks = {name: CollectSink() for name in ("tumbling", "sliding", "session", "process")}
+    sinks = {
+        name: CollectSink() for name in ("tumbling", "sliding", "session", "process", "cascade")
+    }
     keyed = merged.key_by(lambda r: r[0])
     keyed.window(TumblingWindows(size=timedelta(milliseconds=20))).reduce(
         lambda x, y: (x[0], min(x[1], y[1]), x[2] + y[2])
@@ -95,10 +97,18 @@ def run_rich_job(a: list[Record], b: list[Record], parallelism: int) -> dict[str
         lambda key, w, rs: tuple(sorted(r[2] for r in rs))
     ).sink(sinks["session"])
     merged.rebalance().key_by(lambda r: r[0]).process(CountPerTimestamp()).sink(sinks["process"])
+    # windows of window results: per-key 20 ms counts, then one 100 ms total over all keys
+    keyed.window(TumblingWindows(size=timedelta(milliseconds=20))).count().key_by(
+        lambda w: "all"
+    ).window(TumblingWindows(size=timedelta(milliseconds=100))).reduce(
+        lambda x, y: x._replace(value=x.value + y.value)
+    ).map(lambda w: (w.start_ms, w.value.value)).sink(sinks["cascade"])
     flow.run(parallelism, runtime=RuntimeOptions(source_batch_size=3, buffer_size=4))
     return {
         name: Counter(
-            (r.key, r.start_ms, r.end_ms, r.value, r.firing) if name != "process" else r
+            (r.key, r.start_ms, r.end_ms, r.value, r.firing)
+            if name not in ("process", "cascade")
+            else r
             for r in sink.results
         )
         for name, sink in sinks.items()
@@ -140,6 +150,7 @@ def batch_reference(a: list[Record], b: list[Record]) -> dict[str, Counter]:
         "sliding": Counter((k, s, s + 30, n, 0) for (k, s), n in sliding.items()),
         "session": Counter(sessions),
         "process": Counter((k, ts, n) for (k, ts), n in per_ts.items()),
+        "cascade": Counter(Counter(ts - ts % 100 for _, ts, _ in rows).items()),
     }
 
 
