@@ -63,6 +63,8 @@ def run_map(
 def test_fail_policy_raises_operator_error_naming_operator_subtask_and_record(
     parallelism: int,
 ) -> None:
+    """Scenario: the map function divides by zero on record 13 under the default policy."""
+
     def boom(v: int) -> float:
         return 1 / (v - 13)
 
@@ -79,6 +81,7 @@ def test_fail_policy_raises_operator_error_naming_operator_subtask_and_record(
 
 
 def test_retry_then_succeed_with_exponential_backoff() -> None:
+    """Scenario: a retriable error twice on one record, then success."""
     fn = Flaky({5}, failures=2, error=FlakyError)
     policy = RetryPolicy(
         max_attempts=4,
@@ -95,6 +98,7 @@ def test_retry_then_succeed_with_exponential_backoff() -> None:
 
 
 def test_retry_gives_up_after_max_attempts_and_dead_letters() -> None:
+    """Scenario: two records fail with OSError on every attempt."""
     fn = Flaky({3, 11}, failures=100, error=OSError)
     policy = RetryPolicy(max_attempts=3, initial_backoff=timedelta(milliseconds=10))
     out, dead, sleeps, result = run_map(fn, policy, list(range(16)))
@@ -112,6 +116,7 @@ def test_retry_gives_up_after_max_attempts_and_dead_letters() -> None:
 
 
 def test_a_non_retriable_error_is_dead_lettered_at_once() -> None:
+    """Scenario: a ValueError under a RetryPolicy that retries only OSError and retriable errors."""
     fn = Flaky({7}, failures=100, error=ValueError)
     out, dead, sleeps, _ = run_map(fn, RetryPolicy(max_attempts=5), list(range(10)))
     (letter,) = dead
@@ -123,6 +128,7 @@ def test_a_non_retriable_error_is_dead_lettered_at_once() -> None:
 
 
 def test_dead_letter_policy_keeps_going() -> None:
+    """Scenario: every fourth record divides by zero under on_error='dead_letter'."""
     out, dead, _, result = run_map(
         lambda v: 100 // (v % 4), "dead_letter", list(range(12)), parallelism=2
     )
@@ -134,6 +140,7 @@ def test_dead_letter_policy_keeps_going() -> None:
 
 
 def test_filter_flat_map_and_key_selector_failures_follow_the_policy() -> None:
+    """Scenario: a filter and a flat_map each raise on one record under on_error='dead_letter'."""
     flow = Dataflow("more_policies")
     src = flow.source(IterableSource(list(range(10))))
     kept = src.filter(lambda v: 10 // (v - 2) > 0, name="f", on_error="dead_letter")

@@ -260,6 +260,7 @@ class FlakyCount(AggregateFunction[Any, int, int]):
 def test_a_window_whose_first_record_needed_a_retry_still_fires(
     assigner: Any, windows_per_key: int
 ) -> None:
+    """Scenario: the aggregate's add raises a transient error on the very first record."""
     flow = Dataflow("retry_window")
     out, dead = CollectSink(), CollectSink()
     windowed = (
@@ -279,6 +280,7 @@ def test_a_window_whose_first_record_needed_a_retry_still_fires(
 
 
 def test_a_failing_window_function_fails_the_job_by_default() -> None:
+    """Scenario: the session reduce function raises IndexError under the default policy."""
     flow = Dataflow("failing_window")
     timed_source(flow, ROWS).key_by(lambda r: r[0]).window(
         SessionWindows(gap=timedelta(milliseconds=100))
