@@ -34,8 +34,13 @@ class SourceBatch(NamedTuple):
 class SourceReader(Protocol):
     """Reads the splits of one source subtask."""
 
-    def poll(self, max_records: int) -> SourceBatch | None:
-        """Return up to ``max_records`` records of one split, or ``None`` when none is ready now."""
+    def poll(self, max_records: int, order: Sequence[str] | None = None) -> SourceBatch | None:
+        """Return up to ``max_records`` records of one split, or ``None`` when none is ready now.
+
+        ``order``, when given, lists the splits to prefer, most wanted first
+        (the source operator asks for the split furthest behind in event
+        time, to keep splits aligned and window state small).
+        """
         ...
 
     def finished(self) -> bool:

@@ -152,12 +152,21 @@ class EventLogSourceReader:
         self._done: set[str] = set()
         self.newly_finished: list[str] = []
 
-    def poll(self, max_records: int) -> SourceBatch | None:
-        """Return the next batch of one partition that has records, or ``None``."""
+    def poll(self, max_records: int, order: Sequence[str] | None = None) -> SourceBatch | None:
+        """Return the next batch of one partition that has records, or ``None``.
+
+        Args:
+            max_records: batch size limit.
+            order: splits to try first, in this order (the source operator
+                passes them by ascending watermark to keep splits aligned in
+                event time); round robin when ``None``.
+        """
         src = self.source
         n = len(self.splits)
-        for k in range(n):
-            split = self.splits[(self._next + k) % n]
+        candidates = (
+            order if order is not None else [self.splits[(self._next + k) % n] for k in range(n)]
+        )
+        for k, split in enumerate(candidates):
             pos = self.position[split]
             limit = max_records
             if src.bounded:

@@ -87,8 +87,19 @@ class IterableSourceReader:
         self._next = 0
         self.newly_finished: list[str] = []
 
-    def poll(self, max_records: int) -> SourceBatch | None:
-        """Return the next batch of the next unfinished split, or ``None`` when all are done."""
+    def poll(self, max_records: int, order: Sequence[str] | None = None) -> SourceBatch | None:
+        """Return the next batch of the next unfinished split, or ``None`` when all are done.
+
+        Args:
+            max_records: batch size limit.
+            order: splits by preference (the first one still active is read);
+                round robin when ``None``.
+        """
+        if order is not None:
+            for split in order:
+                if split in self._active:
+                    self._next = self._active.index(split)
+                    break
         while self._active:
             i = self._next % len(self._active)
             split = self._active[i]

@@ -43,6 +43,10 @@ class SourceLogic(OperatorLogic):
         self.split_index = {s: i for i, s in enumerate(self.splits)}
         self.valve = WatermarkValve(max(1, len(self.splits)))
         self.uses_event_time = self.timestamp_fn is not None or strategy is not None
+        # Split alignment (after Flink's watermark alignment, FLIP-182): with
+        # several splits, read the one furthest behind in event time first, so
+        # that no split runs ahead and fills windows the watermark cannot close.
+        self.align = strategy is not None and len(self.splits) > 1
 
     def open(self, restored: Any | None) -> None:
         """Create the reader at the restored positions and watermark generator states."""
@@ -72,7 +76,12 @@ class SourceLogic(OperatorLogic):
             Records read (0 when no split had data now).
         """
         assert self.reader is not None
-        batch = self.reader.poll(max_records)
+        if self.align:
+            gens = self.generators
+            order = sorted(self.splits, key=lambda s: gens[s].current_watermark())
+            batch = self.reader.poll(max_records, order)
+        else:
+            batch = self.reader.poll(max_records)
         if getattr(self.reader, "newly_finished", None):
             self._release_finished()
         if batch is None:
