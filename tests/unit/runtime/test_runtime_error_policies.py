@@ -164,3 +164,24 @@ def test_on_error_is_validated() -> None:
         flow.source(IterableSource([1])).map(lambda v: v, on_error="ignore")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="max_attempts"):
         RetryPolicy(max_attempts=0)
+
+
+def test_a_failing_timestamp_extractor_is_called_once_per_record() -> None:
+    """Scenario: the source's timestamp extractor raises on one record under dead_letter."""
+    calls: Counter[int] = Counter()
+
+    def stamp(v: int) -> int:
+        calls[v] += 1
+        if v == 6:
+            raise KeyError("ts")
+        return v
+
+    flow = Dataflow("stamps")
+    src = flow.source(IterableSource(list(range(10))), timestamp=stamp, on_error="dead_letter")
+    out, dead = CollectSink(), CollectSink()
+    src.sink(out)
+    src.dead_letters().sink(dead)
+    flow.run(1)
+    assert sorted(out.results) == [v for v in range(10) if v != 6]
+    assert [(d.value, d.attempts, d.timestamp_ms) for d in dead.results] == [(6, 1, None)]
+    assert calls == Counter(range(10))

@@ -15,7 +15,7 @@ from weirflow.errors import ConfigError
 from weirflow.faults import fault_point
 from weirflow.graph import OperatorSpec
 from weirflow.runtime.operators.base import OperatorContext, OperatorLogic
-from weirflow.runtime.operators.errors import call_with_policy
+from weirflow.runtime.operators.errors import call_each
 from weirflow.time import MAX_WATERMARK, WatermarkGenerator, WatermarkStrategy, WatermarkValve
 
 
@@ -94,10 +94,9 @@ class SourceLogic(OperatorLogic):
             self.reader.commit_read_positions()  # type: ignore[attr-defined]
         fn = self.timestamp_fn
         if fn is not None:
-            try:
-                timestamps = [fn(v) for v in values]
-            except Exception:
-                values, timestamps = self._stamp_slow(fn, values)
+            timestamps, kept = call_each(self, fn, values, None)
+            if kept is not None:
+                values = [values[i] for i in kept]
         self.output.emit(values, timestamps)
         gen = self.generators.get(batch.split)
         if gen is not None and timestamps:
@@ -106,15 +105,6 @@ class SourceLogic(OperatorLogic):
             if wm is not None:
                 self.output.emit_watermark(wm)
         return len(batch.values)
-
-    def _stamp_slow(self, fn: Callable[[Any], int], values: list[Any]) -> tuple[list, list]:
-        kept, stamps = [], []
-        for v in values:
-            ok, ts = call_with_policy(self, fn, v, None)
-            if ok:
-                kept.append(v)
-                stamps.append(ts)
-        return kept, stamps
 
     def _release_finished(self) -> None:
         """A finished split holds no watermark back any more (it will send nothing)."""
