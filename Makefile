@@ -19,7 +19,7 @@ $(VENV)/.demo-installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.demo-installed
-	$(VENV)/bin/weirflow log quickstart
+	$(VENV)/bin/weirflow demo flights --chaos 3 --plot flights.png
 
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check src tests benchmarks examples

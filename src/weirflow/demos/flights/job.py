@@ -10,12 +10,12 @@ computes per output (see :mod:`weirflow.demos.flights.aggregates`):
 * ``aircraft_rotations``: per aircraft, session windows with a 6-hour gap.
 
 Event time is out of order by up to ~22 hours. The watermark trails the
-largest departure seen by :data:`OUT_OF_ORDERNESS` (6 h); the fixed windows
-accept late flights for :data:`LATENESS` (12 h) more and re-fire, and what
-is later still goes to ``flights.<output>.late``. Sessions accept
-:data:`SESSION_LATENESS` (18 h), which with the 6 h bound covers the data's
-worst lateness, because a session state dropped too early would let a late
-leg start a second session that no batch computation produces.
+largest departure seen by :data:`OUT_OF_ORDERNESS` (1 h); the fixed windows
+accept late flights for :data:`LATENESS` (6 h) more and re-fire, and what is
+later still goes to ``flights.<output>.late`` (a few hundred flights).
+Sessions accept :data:`SESSION_LATENESS` (22 h), which with the 1 h bound
+covers the data's worst lateness: a session state dropped too early would
+let a late leg start a second session that no batch computation produces.
 
 Every sink is an exactly-once (two-phase commit) event-log sink, so after
 any crash the committed output equals a single clean run.
@@ -35,9 +35,9 @@ from weirflow.demos.flights.parse import parse_record_value
 from weirflow.demos.flights.verify import late_record
 from weirflow.windows import SessionWindows, SlidingWindows, TumblingWindows
 
-OUT_OF_ORDERNESS = timedelta(hours=6)
-LATENESS = timedelta(hours=12)
-SESSION_LATENESS = timedelta(hours=18)
+OUT_OF_ORDERNESS = timedelta(hours=1)
+LATENESS = timedelta(hours=6)
+SESSION_LATENESS = timedelta(hours=22)
 OUTPUTS = ("carrier_hourly", "origin_3h", "aircraft_rotations")
 GROUP = "flights-demo"
 
