@@ -42,7 +42,7 @@ _MAX_RESTARTS = "Restarts allowed (failure-rate: failures per interval)."
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 _PR_SET_PDEATHSIG = 1
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger("weirflow.cli")
 
 

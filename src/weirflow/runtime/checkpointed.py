@@ -35,11 +35,12 @@ from typing import Any
 from weirflow.checkpoint import (
     CheckpointConfig,
     CheckpointCoordinator,
+    CheckpointCorruptError,
     CheckpointStorage,
     CompletedCheckpoint,
     Manifest,
 )
-from weirflow.errors import ConfigError, JobFailedError, WeirflowError
+from weirflow.errors import CheckpointError, ConfigError, JobFailedError, WeirflowError
 from weirflow.faults import fault_point
 from weirflow.graph import LogicalGraph, compile_plan
 from weirflow.records import JobResult
@@ -158,6 +159,11 @@ class _Attempt:
         if self.run.stop_requested() and self.stop_checkpoint is None:
             self.stop_checkpoint = coordinator.trigger_now()
             self._inject(self.stop_checkpoint, now_ms)
+            # Sources emit nothing after the stop barrier (as Flink's stop-with-savepoint),
+            # so the last checkpoint holds everything read and nothing is read twice.
+            for task in self.built.tasks:
+                if task.is_source:
+                    task.paused = True
             return False
         if self.stop_checkpoint is None:
             checkpoint_id = coordinator.maybe_trigger(now_ms)
@@ -297,7 +303,14 @@ class CheckpointedRun:
             ConfigError: the job or the restored checkpoint does not fit.
         """
         tracker = self.restart.tracker()
-        manifest = self.storage.resolve_restore(self.restore)
+        try:
+            manifest = self.storage.resolve_restore(self.restore)
+        except CheckpointCorruptError:
+            raise
+        except CheckpointError as e:
+            # Nothing to restore from is a problem of the restore option, not of a run:
+            # restarting cannot help.
+            raise ConfigError(str(e)) from e
         attempt_no = 0
         start = self.clock()
         while True:

@@ -104,6 +104,7 @@ class Task:
         self._aligned_mode = True
         self._barrier_seen: set[int] = set()
         self._idle_sent = False
+        self.paused = False
         self.backpressured_steps = 0
         self.steps = 0
 
@@ -170,6 +171,8 @@ class Task:
         return moved
 
     def _step_source(self) -> bool:
+        if self.paused:
+            return False
         head = self.head
         assert isinstance(head, SourceLogic)
         if head.finished():

@@ -1,0 +1,123 @@
+"""``weirflow run``: clean stop on SIGTERM and resume; at-most-once; restore errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from chaos_helpers import JOB, committed_results, make_input
+
+from weirflow.testing import ChaosConfig, run_under_chaos
+
+pytestmark = pytest.mark.slow
+
+N = 60_000
+
+
+def _env(log_dir: Path, sink: str = "exactly_once", throttle_us: int = 40) -> dict[str, str]:
+    return dict(
+        os.environ,
+        WF_LOG_DIR=str(log_dir),
+        WF_THROTTLE_US=str(throttle_us),
+        WF_SINK_GUARANTEE=sink,
+    )
+
+
+def _cmd(tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "weirflow.cli",
+        "run",
+        JOB,
+        "--parallelism=2",
+        f"--checkpoint-dir={tmp_path / 'chk'}",
+        "--checkpoint-interval=100ms",
+        *extra,
+    ]
+
+
+def _wait_for_checkpoints(chk: Path, n: int, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = list(chk.glob("windowed_sum/chk-*/_manifest"))
+        if done and max(int(p.parent.name[4:]) for p in done) >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint {n} within {timeout_s} s")
+
+
+def test_sigterm_stops_cleanly_and_resume_is_exact(tmp_path: Path) -> None:
+    """Scenario: SIGTERM mid-run → final checkpoint, exit 0; --restore latest finishes exactly."""
+    log_dir = tmp_path / "log"
+    expected = make_input(log_dir, N, 3)
+    with open(tmp_path / "run.log", "wb") as log:
+        sup = subprocess.Popen(_cmd(tmp_path), env=_env(log_dir), stdout=log, stderr=log)
+        _wait_for_checkpoints(tmp_path / "chk", 3)
+        sup.send_signal(signal.SIGTERM)
+        assert sup.wait(timeout=60) == 0, (tmp_path / "run.log").read_text()
+        partial = committed_results(log_dir)
+        assert partial - expected == Counter(), "a stopped run committed a wrong or duplicate"
+        assert sum(partial.values()) < sum(expected.values()), "the stop came too late to test"
+        rc = subprocess.run(
+            _cmd(tmp_path, "--restore=latest"), env=_env(log_dir), stdout=log, stderr=log
+        ).returncode
+    assert rc == 0, (tmp_path / "run.log").read_text()[-3000:]
+    assert committed_results(log_dir) == expected
+
+
+def test_at_most_once_never_counts_an_event_twice(tmp_path: Path) -> None:
+    """Scenario: at-most-once with 6 worker kills: no window counts more events than exist."""
+    log_dir = tmp_path / "log"
+    expected = make_input(log_dir, N, 4)
+    run_under_chaos(
+        JOB,
+        [
+            "--parallelism=2",
+            f"--checkpoint-dir={tmp_path / 'chk'}",
+            "--guarantee=at_most_once",
+            "--max-restarts=100",
+            "--restart-delay=50ms",
+        ],
+        ChaosConfig(kills=6, seed=17),
+        log_path=tmp_path / "chaos.log",
+        env=_env(log_dir, sink="at_least_once"),
+    )
+    want: dict[tuple[str, int], tuple[int, int]] = {(u, s): (c, t) for u, s, _e, c, t in expected}
+    got: dict[tuple[str, int], list[int]] = {}
+    for (u, s, _e, c, t), times in committed_results(log_dir).items():
+        acc = got.setdefault((u, s), [0, 0])
+        acc[0] += c * times
+        acc[1] += t * times
+    assert got, "at-most-once produced no output at all"
+    for key, (count, total) in got.items():
+        assert key in want, f"window {key} does not exist in the input"
+        assert count <= want[key][0] and total <= want[key][1], f"{key} counted twice"
+
+
+def test_restore_latest_without_checkpoint_exits_with_a_clear_message(tmp_path: Path) -> None:
+    """Scenario: --restore latest with no checkpoint → exit 2 and how to start fresh."""
+    log_dir = tmp_path / "log"
+    make_input(log_dir, 100, 5)
+    out = subprocess.run(
+        _cmd(tmp_path, "--restore=latest", "--max-restarts=0"),
+        env=_env(log_dir, throttle_us=0),
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "no usable completed checkpoint" in out.stderr
+    assert "Traceback" not in out.stderr
+    fresh = subprocess.run(
+        _cmd(tmp_path, "--restore=latest-or-fresh"),
+        env=_env(log_dir, throttle_us=0),
+        capture_output=True,
+        text=True,
+    )
+    assert fresh.returncode == 0, fresh.stderr
