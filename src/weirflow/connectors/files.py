@@ -1,0 +1,576 @@
+"""A file sink with two-phase commit: part files that appear only once their checkpoint completes.
+
+The protocol follows Apache Flink's ``FileSink`` (part files moving from
+in-progress to pending to finished). Every sink subtask writes its records
+into one hidden **in-progress** file at a time, in the sink's folder:
+
+1. records go into ``.part-<subtask>-<seq>.<ext>.inprogress`` (with
+   ``rolling_records``, a full file is closed and a new one opened; closed
+   files wait, still hidden, for the next barrier);
+2. on ``pre_commit(n)`` the open file is flushed, fsynced and closed, and
+   every file of the interval is renamed to a hidden **pending** name
+   ``.part-<subtask>-<n>[-<k>].<ext>.pending``; the folder is fsynced; the
+   committable in checkpoint ``n`` lists every pending, uncommitted file;
+3. on ``commit(n)`` every pending file up to ``n`` is renamed to its
+   **committed** name ``part-<subtask>-<n>[-<k>].<ext>`` (``-<k>`` only for
+   the second and later files of one interval); a committed file already in
+   place means the commit happened before, so commit is idempotent;
+4. on restore, the pending files of the restored checkpoint are committed
+   and every other hidden file of the restored subtasks is deleted: it
+   belongs to a checkpoint that never completed.
+
+Invariants: a committed name only ever appears through one atomic rename of
+a complete, fsynced file, so a reader of the folder never sees a partial
+part; hidden names start with ``.``, so readers that skip hidden files see
+committed parts only. Sink subtask ``i`` of ``p`` owns the hidden files of
+every subtask ``s`` with ``s % p == i`` (the runtime hands the checkpointed
+state of old subtask ``s`` to new subtask ``s % p``), which makes restores
+at another parallelism clean up after every old subtask.
+
+One folder holds the output of one sink; object stores are not supported
+yet (the protocol relies on the local file system's atomic rename and fsync).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from enum import Enum
+from typing import IO, Any, Literal
+
+import msgspec
+
+from weirflow.errors import ConfigError, WeirflowError
+
+log = logging.getLogger("weirflow.connectors")
+
+FileFormat = Literal["jsonl", "csv"]
+_HIDDEN = re.compile(r"\.part-(\d+)-([0-9-]+)\.[a-z]+\.(inprogress|pending)")
+_COMMITTED = re.compile(r"part-(\d+)-(\d+)(?:-\d+)?\.[a-z]+")
+_json = msgspec.json.Encoder()
+
+
+class FileSinkError(WeirflowError):
+    """The file sink cannot go on: its folder is unusable, a record cannot be
+    written in the format, or a committed part file would be overwritten."""
+
+
+class FileSinkIOError(FileSinkError):
+    """A file operation failed (disk full, I/O error); the message names the path.
+
+    Retriable: the condition may clear, and a restart resumes from the last
+    completed checkpoint without leaving a partial committed file.
+    """
+
+    retriable = True
+
+
+class PartState(Enum):
+    """The life of one part file (a two-phase-commit transaction of the file sink)."""
+
+    IN_PROGRESS = "in_progress"
+    CLOSED = "closed"
+    PENDING = "pending"
+    COMMITTED = "committed"
+    ABORTED = "aborted"
+
+
+_TRANSITIONS: dict[PartState, frozenset[PartState]] = {
+    PartState.IN_PROGRESS: frozenset({PartState.CLOSED, PartState.ABORTED}),
+    PartState.CLOSED: frozenset({PartState.PENDING, PartState.ABORTED}),
+    PartState.PENDING: frozenset({PartState.COMMITTED, PartState.ABORTED}),
+    PartState.COMMITTED: frozenset(),
+    PartState.ABORTED: frozenset(),
+}
+
+
+def committed_name(subtask: int, checkpoint_id: int, index: int, ext: str) -> str:
+    """Return the visible name of a part file.
+
+    Args:
+        subtask: the sink subtask that wrote it.
+        checkpoint_id: the checkpoint whose completion commits it.
+        index: its position among the files of that checkpoint interval (0 first).
+        ext: the format's file extension, ``jsonl`` or ``csv``.
+
+    Returns:
+        ``part-<subtask>-<checkpoint>.<ext>``, with ``-<index>`` after the
+        checkpoint id for ``index`` ≥ 1.
+    """
+    suffix = f"-{index}" if index else ""
+    return f"part-{subtask}-{checkpoint_id}{suffix}.{ext}"
+
+
+def pending_name(final: str) -> str:
+    """Return the hidden pending name of the part file that is committed as ``final``."""
+    return f".{final}.pending"
+
+
+class PartFile:
+    """One part file and its state; :meth:`move` is the only way to change the state.
+
+    Attributes:
+        folder: the sink's folder.
+        name: the file's current name in ``folder``.
+        state: where the file is in its life.
+        records: records written into it.
+    """
+
+    def __init__(self, folder: str, name: str, state: PartState) -> None:
+        self.folder = folder
+        self.name = name
+        self.state = state
+        self.records = 0
+        self.handle: IO[bytes] | None = None
+
+    @property
+    def path(self) -> str:
+        """The file's current path."""
+        return os.path.join(self.folder, self.name)
+
+    def move(self, to: PartState, new_name: str | None = None) -> None:
+        """Change the state, renaming the file to ``new_name`` when given.
+
+        A rename never replaces an existing file (a committed part is never
+        overwritten). Committing a pending file whose committed name already
+        exists while the pending one does not counts as done (a commit that
+        happened before a crash).
+
+        Raises:
+            FileSinkError: the transition is not allowed, or the target
+                name holds another file.
+            FileSinkIOError: the rename failed.
+        """
+        if to not in _TRANSITIONS[self.state]:
+            raise FileSinkError(
+                f"part file {self.path}: cannot go from {self.state.value} to {to.value}"
+            )
+        if new_name is not None and new_name != self.name:
+            self._rename(new_name)
+        self.state = to
+
+    def abort(self) -> None:
+        """Delete the file (it belongs to a checkpoint that never completed); gone is fine.
+
+        Raises:
+            FileSinkError: the file is committed.
+            FileSinkIOError: the deletion failed.
+        """
+        self.move(PartState.ABORTED)
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            raise FileSinkIOError(f"cannot delete {self.path}: {e}") from e
+
+    def _rename(self, new_name: str) -> None:
+        target = os.path.join(self.folder, new_name)
+        source_exists = os.path.exists(self.path)
+        if os.path.exists(target):
+            if source_exists:
+                raise FileSinkError(
+                    f"cannot rename {self.path}: {target} already exists (left by an earlier run "
+                    "into the same folder?); committed part files are never overwritten"
+                )
+            self.name = new_name
+            return
+        try:
+            os.rename(self.path, target)
+        except OSError as e:
+            raise FileSinkIOError(f"cannot rename {self.path} to {target}: {e}") from e
+        self.name = new_name
+
+
+class FileSink:
+    """Writes records to part files in a local folder, exactly once with checkpoints.
+
+    See the module docs for the file life cycle. With checkpoints, a record
+    becomes visible when the checkpoint after it completes; without (a
+    bounded ``flow.run()`` with no checkpoint config), everything is
+    committed when the input ends, as checkpoint 0.
+
+    Args:
+        path: the output folder (created if missing). One sink per folder.
+            Local file systems only: object stores are not supported yet.
+        format: ``jsonl`` (one JSON document per line) or ``csv`` (a header
+            line in every part file, then one row per record).
+        encode: for ``jsonl``, ``record -> bytes | str``, one line without
+            its newline (default: JSON via msgspec); for ``csv``,
+            ``record -> Mapping | Sequence``, the row (default: the record
+            itself).
+        columns: ``csv`` column names, in order; default: the keys of the
+            first row of each part file (rows must then be mappings).
+        rolling_records: start a new part file after this many records
+            (≥ 1); ``None``: one file per subtask and checkpoint interval.
+
+    Raises:
+        ConfigError: an unknown format, ``columns`` with ``jsonl``, or
+            ``rolling_records`` < 1.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        format: FileFormat = "jsonl",
+        encode: Callable[[Any], Any] | None = None,
+        columns: Sequence[str] | None = None,
+        rolling_records: int | None = None,
+    ) -> None:
+        if format not in ("jsonl", "csv"):
+            raise ConfigError(f"FileSink format must be 'jsonl' or 'csv', got {format!r}")
+        if columns is not None and format != "csv":
+            raise ConfigError("FileSink columns= applies to format='csv' only")
+        if rolling_records is not None and rolling_records < 1:
+            raise ConfigError(f"FileSink rolling_records must be ≥ 1, got {rolling_records}")
+        self.path = os.fspath(path)
+        self.format = format
+        self.encode = encode
+        self.columns = list(columns) if columns is not None else None
+        self.rolling_records = rolling_records
+
+    def create_writer(
+        self, job: str, operator: str, subtask: int, parallelism: int, restored: Any | None
+    ) -> FileSinkWriter:
+        """Create one sink subtask's writer; it resolves the restored checkpoint's part files.
+
+        Args:
+            job: the job name (unused: the folder identifies the sink).
+            operator: the sink operator's name (unused, as ``job``).
+            subtask: the subtask index.
+            parallelism: the number of sink subtasks.
+            restored: old subtask → what its ``pre_commit`` returned at the
+                restored checkpoint; ``None`` on a fresh start.
+
+        Raises:
+            FileSinkError: the folder cannot be created or written, or a
+                restored pending file is missing (its output would be lost).
+            FileSinkIOError: a rename or deletion failed.
+        """
+        return FileSinkWriter(self, subtask, parallelism, restored)
+
+
+class FileSinkWriter:
+    """One sink subtask's writer (see :class:`FileSink` and the module docs)."""
+
+    def __init__(
+        self,
+        sink: FileSink,
+        subtask: int,
+        parallelism: int,
+        restored: Mapping[int, Any] | None,
+    ) -> None:
+        self.sink = sink
+        self.folder = sink.path
+        self.subtask = subtask
+        self.parallelism = parallelism
+        self.ext = sink.format
+        self._seq = 0
+        self._open: PartFile | None = None
+        self._csv_columns: list[str] | None = None
+        self._closed: list[PartFile] = []
+        self._pending: dict[int, list[PartFile]] = {}
+        self._last_checkpoint = -1
+        self._prepare_folder()
+        self._recover(restored or {})
+
+    # -- opening and restore -------------------------------------------------
+
+    def _prepare_folder(self) -> None:
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+        except OSError as e:
+            raise FileSinkError(f"cannot create the FileSink folder {self.folder}: {e}") from e
+        if not os.path.isdir(self.folder) or not os.access(self.folder, os.W_OK | os.X_OK):
+            raise FileSinkError(f"the FileSink folder {self.folder} is not a writable folder")
+
+    def _recover(self, restored: Mapping[int, Any]) -> None:
+        """Resolve what earlier attempts left behind.
+
+        Steps:
+            1. commit every pending file named in the restored committables;
+            2. delete every other hidden file of the subtasks this one owns;
+            3. warn about committed files newer than the restored checkpoint.
+        """
+        restored_checkpoint = self._commit_restored(restored)
+        self._delete_uncommitted()
+        self._warn_newer_commits(restored_checkpoint)
+
+    def _commit_restored(self, restored: Mapping[int, Any]) -> int:
+        newest = -1
+        for state in restored.values():
+            if not state:
+                continue
+            newest = max(newest, int(state["checkpoint"]))
+            for final in state["pending"]:
+                if not isinstance(final, str) or not _COMMITTED.fullmatch(final):
+                    raise FileSinkError(f"restored committable {final!r} is not a part file name")
+                part = PartFile(self.folder, pending_name(final), PartState.PENDING)
+                if not os.path.exists(part.path) and not os.path.exists(
+                    os.path.join(self.folder, final)
+                ):
+                    raise FileSinkError(
+                        f"pending part file {part.path} of a completed checkpoint is gone and "
+                        f"{final} was never committed: its records are lost; was the folder "
+                        "cleaned while the job ran?"
+                    )
+                part.move(PartState.COMMITTED, final)
+        self._last_checkpoint = newest
+        self._fsync_folder()
+        return newest
+
+    def _owned(self, subtask: int) -> bool:
+        return subtask % self.parallelism == self.subtask
+
+    def _delete_uncommitted(self) -> None:
+        for name in self._listdir():
+            match = _HIDDEN.fullmatch(name)
+            if match and self._owned(int(match.group(1))):
+                state = PartState.PENDING if match.group(3) == "pending" else PartState.CLOSED
+                part = PartFile(self.folder, name, state)
+                log.info("FileSink[%d]: deleting %s (never committed)", self.subtask, part.path)
+                part.abort()
+        self._fsync_folder()
+
+    def _warn_newer_commits(self, restored_checkpoint: int) -> None:
+        if restored_checkpoint < 0:
+            return
+        for name in self._listdir():
+            match = _COMMITTED.fullmatch(name)
+            if (
+                match
+                and self._owned(int(match.group(1)))
+                and int(match.group(2)) > restored_checkpoint
+            ):
+                log.warning(
+                    "FileSink[%d]: %s was committed by a checkpoint newer than the restored "
+                    "checkpoint %d; its records may appear again",
+                    self.subtask,
+                    os.path.join(self.folder, name),
+                    restored_checkpoint,
+                )
+
+    def _listdir(self) -> list[str]:
+        try:
+            return sorted(os.listdir(self.folder))
+        except OSError as e:
+            raise FileSinkIOError(f"cannot list the FileSink folder {self.folder}: {e}") from e
+
+    # -- writing ------------------------------------------------------------
+
+    def write(self, values: list[Any], timestamps: list[int] | None) -> None:
+        """Append records to the in-progress file, rolling to a new one when full.
+
+        Args:
+            values: the records.
+            timestamps: event times in ms (not written).
+
+        Raises:
+            FileSinkError: a record cannot be written in the sink's format.
+            FileSinkIOError: the write failed (disk full names the file).
+        """
+        limit = self.sink.rolling_records
+        start = 0
+        while start < len(values):
+            part = self._open or self._new_part(values[start])
+            take = (
+                len(values) - start
+                if limit is None
+                else min(limit - part.records, len(values) - start)
+            )
+            self._append(part, values[start : start + take])
+            start += take
+            if limit is not None and part.records >= limit:
+                self._close_open()
+
+    def _new_part(self, first: Any) -> PartFile:
+        name = f".part-{self.subtask}-{self._seq}.{self.ext}.inprogress"
+        self._seq += 1
+        part = PartFile(self.folder, name, PartState.IN_PROGRESS)
+        try:
+            part.handle = open(part.path, "xb")  # noqa: SIM115  (closed in _close_open)
+        except OSError as e:
+            raise FileSinkIOError(f"cannot create part file {part.path}: {e}") from e
+        self._open = part
+        if self.ext == "csv":
+            self._csv_columns = self._columns_for(first, part)
+            self._write_bytes(part, self._csv_lines([self._csv_columns]))
+        return part
+
+    def _append(self, part: PartFile, values: list[Any]) -> None:
+        data = (
+            self._csv_bytes(part, values) if self.ext == "csv" else self._jsonl_bytes(part, values)
+        )
+        self._write_bytes(part, data)
+        part.records += len(values)
+
+    def _write_bytes(self, part: PartFile, data: bytes) -> None:
+        assert part.handle is not None
+        try:
+            part.handle.write(data)
+        except OSError as e:
+            raise FileSinkIOError(f"cannot write part file {part.path}: {e}") from e
+
+    def _jsonl_bytes(self, part: PartFile, values: list[Any]) -> bytes:
+        encode = self.sink.encode or _json.encode
+        lines = []
+        for v in values:
+            line = encode(v)
+            if type(line) is str:
+                line = line.encode()
+            if b"\n" in line:
+                raise FileSinkError(
+                    f"part file {part.path}: the encoded record {line[:80]!r} holds a newline; "
+                    "a jsonl line must not"
+                )
+            lines.append(line)
+        lines.append(b"")
+        return b"\n".join(lines)
+
+    def _columns_for(self, first: Any, part: PartFile) -> list[str]:
+        if self.sink.columns is not None:
+            return self.sink.columns
+        row = self.sink.encode(first) if self.sink.encode else first
+        if not isinstance(row, Mapping):
+            raise FileSinkError(
+                f"part file {part.path}: csv rows must be mappings when FileSink has no columns=, "
+                f"got {type(row).__name__}"
+            )
+        return [str(k) for k in row]
+
+    def _csv_bytes(self, part: PartFile, values: list[Any]) -> bytes:
+        columns = self._csv_columns
+        assert columns is not None
+        rows = []
+        for v in values:
+            row = self.sink.encode(v) if self.sink.encode else v
+            if isinstance(row, Mapping):
+                extra = set(row) - set(columns)
+                if extra:
+                    raise FileSinkError(
+                        f"part file {part.path}: row has fields {sorted(map(str, extra))} "
+                        f"outside the header {columns}"
+                    )
+                rows.append([row.get(c, "") for c in columns])
+            elif len(row) != len(columns):
+                raise FileSinkError(
+                    f"part file {part.path}: row of {len(row)} values for {len(columns)} columns"
+                )
+            else:
+                rows.append(list(row))
+        return self._csv_lines(rows)
+
+    @staticmethod
+    def _csv_lines(rows: list[list[Any]]) -> bytes:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(rows)
+        return buf.getvalue().encode()
+
+    def _close_open(self) -> None:
+        part = self._open
+        if part is None:
+            return
+        assert part.handle is not None
+        try:
+            part.handle.flush()
+            os.fsync(part.handle.fileno())
+            part.handle.close()
+        except OSError as e:
+            raise FileSinkIOError(f"cannot flush part file {part.path}: {e}") from e
+        part.handle = None
+        part.move(PartState.CLOSED)
+        self._closed.append(part)
+        self._open = None
+
+    # -- two-phase commit -----------------------------------------------------
+
+    def pre_commit(self, checkpoint_id: int) -> dict[str, Any]:
+        """Close the interval's files and rename them to pending names.
+
+        Steps:
+            1. flush, fsync and close the in-progress file;
+            2. rename every closed file of the interval to its pending name;
+            3. fsync the folder, so the renames survive a crash.
+
+        Args:
+            checkpoint_id: the checkpoint whose barrier arrived.
+
+        Returns:
+            The committable: ``{"checkpoint": int, "pending": [committed name, ...]}``
+            listing every pending, uncommitted file (older intervals first).
+
+        Raises:
+            FileSinkIOError: a flush, rename or fsync failed.
+        """
+        self._close_open()
+        if self._closed:
+            parts = []
+            for k, part in enumerate(self._closed):
+                final = committed_name(self.subtask, checkpoint_id, k, self.ext)
+                part.move(PartState.PENDING, pending_name(final))
+                parts.append(part)
+            self._pending[checkpoint_id] = parts
+            self._closed = []
+            self._fsync_folder()
+        self._last_checkpoint = max(self._last_checkpoint, checkpoint_id)
+        return {
+            "checkpoint": checkpoint_id,
+            "pending": [
+                _final_of(p.name) for cid in sorted(self._pending) for p in self._pending[cid]
+            ],
+        }
+
+    def commit(self, checkpoint_id: int) -> None:
+        """Rename every pending file up to ``checkpoint_id`` to its committed name.
+
+        Idempotent: a file already committed counts as done.
+
+        Raises:
+            FileSinkError: a committed name holds another file.
+            FileSinkIOError: a rename or the folder fsync failed.
+        """
+        done = [cid for cid in sorted(self._pending) if cid <= checkpoint_id]
+        for cid in done:
+            for part in self._pending[cid]:
+                part.move(PartState.COMMITTED, _final_of(part.name))
+            del self._pending[cid]
+        if done:
+            self._fsync_folder()
+
+    def finish(self) -> None:
+        """End of input without checkpoints: pre-commit and commit everything directly.
+
+        The files are named as a checkpoint one after the last seen (0 when
+        there was none).
+        """
+        checkpoint_id = self._last_checkpoint + 1
+        self.pre_commit(checkpoint_id)
+        self.commit(checkpoint_id)
+
+    def close(self) -> None:
+        """Close the in-progress file; it stays hidden until a restore deletes it."""
+        part = self._open
+        if part is not None and part.handle is not None:
+            try:
+                part.handle.close()
+            except OSError as e:
+                log.warning("FileSink[%d]: closing %s failed: %s", self.subtask, part.path, e)
+            part.handle = None
+
+    def _fsync_folder(self) -> None:
+        try:
+            fd = os.open(self.folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise FileSinkIOError(f"cannot fsync the FileSink folder {self.folder}: {e}") from e
+
+
+def _final_of(pending: str) -> str:
+    return pending[1 : -len(".pending")]
