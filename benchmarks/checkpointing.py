@@ -1,0 +1,185 @@
+"""Checkpointing costs: throughput with and without checkpoints, checkpoint duration, recovery time.
+
+1. ``windowed_count`` (WORKLOADS.md) at parallelism 1: no checkpoints vs
+   exactly-once checkpoints every second (events/s and their ratio; target
+   ≥ 0.9), each run in a fresh process, median of ``--repeat``;
+2. checkpoint duration (trigger to manifest) p50/p99 during those runs;
+3. recovery time under ``weirflow run``: a job holding 10 MB (and, without
+   ``--quick``, 1 GB) of keyed state is SIGKILLed after a checkpoint holding
+   all of it completed; recovery = SIGKILL → the restarted worker processes
+   its first record (state restored).
+
+Usage: ``python benchmarks/checkpointing.py [--events N] [--repeat R] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from weirflow import CheckpointConfig  # noqa: E402
+from weirflow.runtime import RunListener  # noqa: E402
+from weirflow.testing import children  # noqa: E402
+from workloads import weirflow_job  # noqa: E402
+
+console = Console()
+
+
+class _Durations(RunListener):
+    def __init__(self) -> None:
+        self.durations: list[int] = []
+
+    def checkpoint_completed(self, completed) -> None:  # type: ignore[no-untyped-def]
+        self.durations.append(completed.manifest.duration_ms)
+
+
+def _throughput(n: int, checkpoints: bool, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    listener = _Durations()
+    with tempfile.TemporaryDirectory() as d:
+        opts = (
+            {
+                "checkpoint": CheckpointConfig(storage=d, interval=timedelta(seconds=1)),
+                "listener": listener,
+            }
+            if checkpoints
+            else {}
+        )
+        start = time.perf_counter()
+        results = weirflow_job(n, **opts)
+        elapsed = time.perf_counter() - start
+    out.put((n / elapsed, len(results), listener.durations))
+
+
+def throughput(n: int, checkpoints: bool, repeat: int) -> tuple[float, list[int]]:
+    """Median events/s over ``repeat`` fresh processes, and all checkpoint durations (ms)."""
+    ctx = mp.get_context("spawn")
+    rates, durations = [], []
+    for _ in range(repeat):
+        q = ctx.Queue()
+        p = ctx.Process(target=_throughput, args=(n, checkpoints, q))
+        p.start()
+        rate, count, durs = q.get()
+        p.join()
+        if n == 2_000_000 and count != 199_984:
+            raise SystemExit(f"wrong result count {count} (want 199,984)")
+        rates.append(rate)
+        durations.extend(durs)
+    return statistics.median(rates), durations
+
+
+def _pct(values: list[int], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return float(s[min(len(s) - 1, int(q * len(s)))])
+
+
+def recovery_time(state_bytes: int, keys: int, timeout_s: float = 600) -> tuple[float, int]:
+    """SIGKILL the worker after a full-state checkpoint; seconds until it processes again.
+
+    Returns:
+        ``(recovery seconds, checkpoint bytes)``.
+    """
+    with tempfile.TemporaryDirectory() as d:
+        log_path = Path(d) / "run.log"
+        env = dict(os.environ, WF_STATE_BYTES=str(state_bytes), WF_KEYS=str(keys))
+        with open(log_path, "wb") as log:
+            sup = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "weirflow.cli",
+                    "run",
+                    str(HERE / "jobs" / "keyed_state.py"),
+                    f"--checkpoint-dir={d}/chk",
+                    "--checkpoint-interval=1s",
+                    "--restart-delay=0ms",
+                ],
+                env=env,
+                stdout=log,
+                stderr=log,
+            )
+            try:
+                deadline = time.monotonic() + timeout_s
+                size = 0
+                while size < state_bytes:
+                    if time.monotonic() > deadline or sup.poll() is not None:
+                        raise SystemExit(f"no full checkpoint: {log_path.read_text()[-2000:]}")
+                    time.sleep(0.2)
+                    sizes = re.findall(r"completed \(\d+ ms, (\d+) bytes\)", log_path.read_text())
+                    size = max(map(int, sizes), default=0)
+                killed_at = time.time()
+                for w in children(sup.pid):
+                    os.kill(w, signal.SIGKILL)
+                while time.monotonic() < deadline:
+                    marks = [
+                        float(t) for t in re.findall(r"FIRST_RECORD (\S+)", log_path.read_text())
+                    ]
+                    after = [t for t in marks if t > killed_at]
+                    if after:
+                        return after[0] - killed_at, size
+                    time.sleep(0.05)
+                raise SystemExit("the worker did not recover in time")
+            finally:
+                sup.send_signal(signal.SIGTERM)
+                try:
+                    sup.wait(timeout=120)
+                except subprocess.TimeoutExpired:
+                    for w in children(sup.pid):
+                        os.kill(w, signal.SIGKILL)
+                    sup.kill()
+
+
+def main() -> None:
+    """Run the three measurements and print one table."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=2_000_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="200k events, 1 run, 10 MB state only")
+    ap.add_argument(
+        "--state-mb", type=int, nargs="*", help="state sizes for recovery (default 10 and 1024)"
+    )
+    args = ap.parse_args()
+    n, repeat = (200_000, 1) if args.quick else (args.events, args.repeat)
+    plain_rate, _ = throughput(n, False, repeat)
+    ck_rate, durations = throughput(n, True, repeat)
+    table = Table(title=f"checkpointing, windowed_count, {n:,} events, parallelism 1")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("events/s, no checkpoints", f"{plain_rate:,.0f}")
+    table.add_row("events/s, exactly-once, 1 s checkpoints", f"{ck_rate:,.0f}")
+    table.add_row("ratio (target ≥ 0.9)", f"{ck_rate / plain_rate:.2f}")
+    table.add_row("checkpoints", str(len(durations)))
+    table.add_row(
+        "checkpoint duration p50 / p99 (ms)",
+        f"{_pct(durations, 0.5):.0f} / {_pct(durations, 0.99):.0f}",
+    )
+    mbs = args.state_mb if args.state_mb is not None else ([10] if args.quick else [10, 1024])
+    sizes = [(mb << 20, max(100, mb * 1000)) for mb in mbs]
+    for state_bytes, keys in sizes:
+        seconds, size = recovery_time(state_bytes, keys)
+        table.add_row(
+            f"recovery, {state_bytes >> 20} MB state ({size / 1e6:,.0f} MB checkpoint)",
+            f"{seconds:.2f} s",
+        )
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
