@@ -69,6 +69,15 @@ class RunListener:
     def attempt_failed(self, attempt: int, error: BaseException, wait_ms: int | None) -> None:
         """An attempt failed; ``wait_ms`` is ``None`` when no restart follows."""
 
+    def attempt_running(
+        self, scheduler: LocalScheduler, coordinator: CheckpointCoordinator
+    ) -> None:
+        """The attempt's tasks are built and restored and about to run.
+
+        Metrics read the tasks and the coordinator (read-only) and may add
+        ``scheduler.hooks.before_round`` hooks here.
+        """
+
 
 class _Attempt:
     """One attempt: the built job, its coordinator, and the checkpoint writer thread."""
@@ -357,6 +366,8 @@ class CheckpointedRun:
             scheduler.hooks.before_round.append(attempt.on_round)
             if self.scheduler_hook is not None:
                 self.scheduler_hook(scheduler)
+            assert attempt.coordinator is not None
+            self.listener.attempt_running(scheduler, attempt.coordinator)
             if scheduler.run():
                 attempt.final_checkpoint()
             return JobResult(
