@@ -1,1 +1,41 @@
-"""weirflow.metrics: see DESIGN.md, Layers."""
+"""Metrics of a running job: Prometheus registry and exporter, sampling, lag and latency.
+
+See ``names`` for every metric name. Nothing here runs per record: the
+:class:`RuntimeCollector` samples the runtime's own counters from a
+scheduler hook, and end-to-end latency is sampled with latency markers (see
+``checkpoints``).
+"""
+
+from weirflow.metrics import names
+from weirflow.metrics.checkpoints import CheckpointTracker, CoordinatorView
+from weirflow.metrics.collector import LagProbe, RuntimeCollector, TaskView
+from weirflow.metrics.exporter import DEFAULT_HOST, MetricsServer, serve_metrics
+from weirflow.metrics.model import CheckpointRecord, JobStatus, OperatorSample, TaskSample
+from weirflow.metrics.progress import (
+    JsonFormatter,
+    ProgressReporter,
+    progress_fields,
+    progress_text,
+)
+from weirflow.metrics.registry import JobRegistry
+
+__all__ = [
+    "DEFAULT_HOST",
+    "CheckpointRecord",
+    "CheckpointTracker",
+    "CoordinatorView",
+    "JobRegistry",
+    "JobStatus",
+    "JsonFormatter",
+    "LagProbe",
+    "MetricsServer",
+    "OperatorSample",
+    "ProgressReporter",
+    "RuntimeCollector",
+    "TaskSample",
+    "TaskView",
+    "names",
+    "progress_fields",
+    "progress_text",
+    "serve_metrics",
+]

@@ -1,0 +1,211 @@
+"""The dashboard: a read-only starlette application over a :class:`~weirflow.web.JobObserver`.
+
+Routes (all ``GET``):
+
+- ``/``: the dashboard page (static HTML and JavaScript, no build step);
+- ``/api/job``: the job graph (operators, edges with partitioning and chaining, chains);
+- ``/api/operators``: per operator, summed over subtasks: records in/out,
+  filtered, late, dead-lettered, rates (records/s), the highest
+  backpressure ratio and buffer usage of its task, its watermark;
+- ``/api/checkpoints``: the checkpoint history (id, status, duration, sizes);
+- ``/api/lag``: records not yet read per source split;
+- ``/api/status``: the progress figures (events/s, watermark, lag, last checkpoint...).
+
+When a token is configured every request must carry it, as
+``Authorization: Bearer <token>`` or ``?token=<token>`` (the page passes on
+the one in its own address). The command line requires a token whenever the
+dashboard binds to anything but a loopback address.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from weirflow.errors import ConfigError
+from weirflow.metrics import JobStatus, progress_fields
+from weirflow.web.observe import JobObserver
+
+STATIC = Path(__file__).parent / "static"
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class _TokenGuard(BaseHTTPMiddleware):
+    def __init__(self, app: Any, token: str) -> None:
+        super().__init__(app)
+        self.token = token
+
+    async def dispatch(
+        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        header = request.headers.get("authorization", "")
+        given = header[7:] if header.lower().startswith("bearer ") else ""
+        given = given or request.query_params.get("token", "")
+        # constant-time comparison: the token is the only guard on a non-local bind
+        if not hmac.compare_digest(given.encode(), self.token.encode()):
+            return JSONResponse({"error": "missing or wrong token"}, status_code=401)
+        return await call_next(request)
+
+
+def operator_rows(status: JobStatus) -> list[dict[str, Any]]:
+    """Sum a status's subtask samples per operator, in job order.
+
+    Returns:
+        One dict per operator: ``operator``, ``kind``, ``parallelism``,
+        ``records_in``, ``records_out``, ``filtered``, ``late``,
+        ``dead_lettered`` (records), ``in_rate``, ``out_rate`` (records/s),
+        ``backpressured_ratio``, ``input_usage``, ``output_usage`` (0..1, the
+        highest over the operator's tasks), ``watermark_ms`` (lowest, or ``None``).
+    """
+    tasks = {t.task: t for t in status.tasks}
+    rows: dict[str, dict[str, Any]] = {}
+    subtasks: defaultdict[str, int] = defaultdict(int)
+    for s in status.operators:
+        row = rows.setdefault(
+            s.operator,
+            {
+                "operator": s.operator,
+                "kind": s.kind,
+                "records_in": 0,
+                "records_out": 0,
+                "filtered": 0,
+                "late": 0,
+                "dead_lettered": 0,
+                "in_rate": 0.0,
+                "out_rate": 0.0,
+                "backpressured_ratio": 0.0,
+                "input_usage": 0.0,
+                "output_usage": 0.0,
+                "watermark_ms": None,
+            },
+        )
+        subtasks[s.operator] += 1
+        for k in ("records_in", "records_out", "filtered", "late", "dead_lettered"):
+            row[k] += getattr(s, k)
+        row["in_rate"] += s.in_rate
+        row["out_rate"] += s.out_rate
+        t = tasks.get(s.task)
+        if t is not None:
+            row["backpressured_ratio"] = max(row["backpressured_ratio"], t.backpressured_ratio)
+            row["input_usage"] = max(row["input_usage"], t.input_usage)
+            row["output_usage"] = max(row["output_usage"], t.output_usage)
+            if t.watermark_ms is not None:
+                wm = row["watermark_ms"]
+                row["watermark_ms"] = t.watermark_ms if wm is None else min(wm, t.watermark_ms)
+    for name, row in rows.items():
+        row["parallelism"] = subtasks[name]
+    return list(rows.values())
+
+
+def create_app(observer: JobObserver, token: str | None = None) -> Starlette:
+    """Build the dashboard application for ``observer``.
+
+    Args:
+        observer: the observed run.
+        token: when set, every request must carry it (see the module doc).
+
+    Returns:
+        The starlette application (serve it with uvicorn, or test it with
+        ``starlette.testclient``).
+    """
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html")
+
+    async def job(request: Request) -> Response:
+        return JSONResponse(observer.job_graph())
+
+    async def operators(request: Request) -> Response:
+        return JSONResponse(operator_rows(observer.status()))
+
+    async def checkpoints(request: Request) -> Response:
+        return JSONResponse([c.__dict__ for c in observer.status().checkpoints])
+
+    async def lag(request: Request) -> Response:
+        return JSONResponse(observer.status().split_lag)
+
+    async def status(request: Request) -> Response:
+        return JSONResponse(progress_fields(observer.status(), observer.clock()))
+
+    middleware = [Middleware(_TokenGuard, token=token)] if token else []
+    return Starlette(
+        routes=[
+            Route("/", index),
+            Route("/api/job", job),
+            Route("/api/operators", operators),
+            Route("/api/checkpoints", checkpoints),
+            Route("/api/lag", lag),
+            Route("/api/status", status),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ],
+        middleware=middleware,
+    )
+
+
+class DashboardServer:
+    """The dashboard served by uvicorn on a daemon thread.
+
+    Attributes:
+        host: the bound address.
+        port: the port asked for.
+    """
+
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread, host: str, port: int):
+        self._server = server
+        self._thread = thread
+        self.host = host
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        """``http://host:port/``."""
+        return f"http://{self.host}:{self.port}/"
+
+    def close(self) -> None:
+        """Ask uvicorn to exit and wait for its thread (bounded)."""
+        self._server.should_exit = True
+        self._thread.join(timeout=5)
+
+
+def serve_dashboard(
+    observer: JobObserver, port: int, host: str = "127.0.0.1", token: str | None = None
+) -> DashboardServer:
+    """Serve the dashboard of ``observer`` at ``http://host:port/`` on a daemon thread.
+
+    Args:
+        observer: the observed run.
+        port: TCP port.
+        host: address to bind (loopback by default).
+        token: the access token; required when ``host`` is not a loopback address.
+
+    Returns:
+        The running :class:`DashboardServer`.
+
+    Raises:
+        ConfigError: ``host`` is not a loopback address and no token was given.
+    """
+    if host not in LOOPBACK and not token:
+        raise ConfigError(
+            f"the dashboard binds to {host}, beyond this machine: give it a token (--ui-token)"
+        )
+    config = uvicorn.Config(
+        create_app(observer, token), host=host, port=port, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    # uvicorn installs signal handlers only on the main thread; this one leaves SIGTERM to the job
+    thread = threading.Thread(target=server.run, daemon=True, name="weirflow-dashboard")
+    thread.start()
+    return DashboardServer(server, thread, host, port)
