@@ -318,6 +318,8 @@ class FileSinkWriter:
                         f"{final} was never committed: its records are lost; was the folder "
                         "cleaned while the job ran?"
                     )
+                if os.path.exists(part.path):
+                    log.info("FileSink[%d]: committing %s on restore", self.subtask, part.path)
                 part.move(PartState.COMMITTED, final)
         self._last_checkpoint = newest
         self._fsync_folder()
