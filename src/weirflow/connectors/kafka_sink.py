@@ -1,0 +1,517 @@
+"""Kafka sink: idempotent at-least-once, or exactly-once through transactions.
+
+``exactly_once`` is a two-phase-commit sink. ``confluent-kafka`` cannot
+resume another producer instance's open transaction (Flink does so through
+the Java client's internals), so recovery does not depend on one:
+
+1. records written between barriers ``n-1`` and ``n`` are staged in memory;
+   on barrier ``n`` (pre-commit) they become checkpoint ``n``'s committable
+   and go into the sink's checkpointed state — the Kafka records themselves,
+   so that a restore can write them again;
+2. one transactional producer per sink subtask, ``transactional.id``
+   ``"<prefix>.<subtask>"`` (prefix ``"<job>.<operator>"``), writes the
+   staged records of the oldest pending checkpoint into a transaction right
+   away (so the transfer overlaps processing) and commits it when that
+   checkpoint completes;
+3. each transaction also commits, through ``send_offsets_to_transaction``,
+   an offset of the sink-owned group ``"weirflow-sink.<transactional.id>"``
+   whose metadata names the checkpoint id (and the writer's run token): the
+   last committed checkpoint is recorded atomically with its records;
+4. on restore each restored subtask's transactional id is initialised
+   (fencing any zombie and ending its open transaction), its last committed
+   checkpoint is read from the sink-owned group, and only the restored
+   committables newer than it are written again, in one transaction that
+   records them as committed.
+
+The price is that a checkpoint holds the output records of its interval.
+
+``at_least_once`` uses an idempotent producer (``enable.idempotence``,
+``acks=all``) and flushes on every barrier; a delivery error fails the task.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from weirflow.connectors.kafka import (
+    KafkaDeliveryError,
+    KafkaError,
+    ck,
+    wrap_kafka_exception,
+)
+from weirflow.errors import ConfigError
+from weirflow.records import DeadLetter
+
+log = logging.getLogger("weirflow.connectors.kafka")
+
+Guarantee = Literal["exactly_once", "at_least_once"]
+#: One Kafka record as kept in checkpoints: ``[key, value, timestamp_ms, headers]``.
+KafkaRecord = list[Any]
+#: Format version of the writer's checkpointed state.
+STATE_VERSION = 1
+
+
+def _encode_default(value: Any) -> bytes:
+    if type(value) is bytes:
+        return value
+    if type(value) is str:
+        return value.encode()
+    return json.dumps(value, separators=(",", ":"), default=repr).encode()
+
+
+@dataclass(frozen=True)
+class KafkaSinkOptions:
+    """Less common settings of :class:`KafkaSink`.
+
+    Attributes:
+        transactional_id_prefix: prefix of the stable ``transactional.id``
+            (``"<prefix>.<subtask>"``); default ``"<job>.<operator>"``. Two
+            jobs writing transactionally must not share it.
+        headers: ``record -> [(name, bytes)]`` Kafka headers, or ``None``.
+        timeout: upper bound of one blocking producer call (flush,
+            transaction step).
+        client_config: extra ``librdkafka`` producer settings.
+    """
+
+    transactional_id_prefix: str | None = None
+    headers: Callable[[Any], Sequence[tuple[str, bytes]]] | None = None
+    timeout: timedelta = timedelta(seconds=30)
+    client_config: Mapping[str, Any] = field(default_factory=dict)
+
+
+class KafkaSink:
+    """Writes records to one Kafka topic.
+
+    Args:
+        bootstrap_servers: ``"host:port[,host:port]"``.
+        topic: the topic (must exist).
+        key: ``record -> key`` (``bytes``/``str``/``None``); keyed records go
+            to partitions by murmur2 of the key (as the Java client does),
+            records without a key are spread.
+        encode: ``record -> bytes`` value (default: bytes as is, ``str`` as
+            UTF-8, anything else as JSON).
+        guarantee: ``exactly_once`` (transactions committed on checkpoint
+            completion) or ``at_least_once`` (idempotent producer).
+        options: the rest (:class:`KafkaSinkOptions`).
+
+    Raises:
+        ConfigError: an unknown guarantee.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        key: Callable[[Any], bytes | str | None] | None = None,
+        encode: Callable[[Any], bytes] | None = None,
+        guarantee: Guarantee = "exactly_once",
+        options: KafkaSinkOptions | None = None,
+    ) -> None:
+        if guarantee not in ("exactly_once", "at_least_once"):
+            raise ConfigError(f"guarantee must be exactly_once or at_least_once, got {guarantee!r}")
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.key = key
+        self.encode = encode or _encode_default
+        self.guarantee = guarantee
+        self.options = options or KafkaSinkOptions()
+
+    def to_records(self, values: list[Any], timestamps: list[int] | None) -> list[KafkaRecord]:
+        """Encode ``values`` as ``[key, value, timestamp_ms, headers]`` lists (plain data)."""
+        enc, keyf, hdrf = self.encode, self.key, self.options.headers
+        ts = timestamps or [None] * len(values)
+        out = []
+        for v, t in zip(values, ts, strict=True):
+            k = keyf(v) if keyf is not None else None
+            if type(k) is str:
+                k = k.encode()
+            h = [[n, b] for n, b in hdrf(v)] if hdrf is not None else None
+            out.append([k, enc(v), t, h])
+        return out
+
+    def producer_config(self, transactional_id: str | None) -> dict[str, Any]:
+        """The ``librdkafka`` settings of a writer's producer (plain dict)."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "enable.idempotence": True,
+            "acks": "all",
+            "partitioner": "murmur2_random",
+            "linger.ms": 5,
+        }
+        if transactional_id is not None:
+            conf["transactional.id"] = transactional_id
+            conf["transaction.timeout.ms"] = 60_000
+        conf.update(self.options.client_config)
+        return conf
+
+    def create_writer(
+        self, job: str, operator: str, subtask: int, parallelism: int, restored: Any | None
+    ) -> KafkaSinkWriter:
+        """Create one sink subtask's writer; with ``exactly_once`` it first recovers
+        the restored subtasks' committables (see the module docstring).
+
+        Args:
+            restored: ``old subtask -> state`` as returned by ``pre_commit`` at
+                the restored checkpoint, or ``None`` on a fresh start.
+
+        Raises:
+            KafkaError: the broker refused initialisation or the recovery transaction.
+        """
+        prefix = self.options.transactional_id_prefix or f"{job}.{operator}"
+        return KafkaSinkWriter(self, prefix, subtask, restored or {})
+
+
+class _Txn(enum.Enum):
+    """Transaction state of an exactly-once writer's producer."""
+
+    IDLE = "idle"
+    OPEN = "open"
+
+
+_TXN_TRANSITIONS = {(_Txn.IDLE, _Txn.OPEN), (_Txn.OPEN, _Txn.IDLE)}
+
+
+def progress_group(transactional_id: str) -> str:
+    """The sink-owned consumer group recording a transactional id's last committed checkpoint."""
+    return f"weirflow-sink.{transactional_id}"
+
+
+class KafkaSinkWriter:
+    """One sink subtask's writer (see :class:`KafkaSink` and the module docstring).
+
+    Attributes:
+        transactional_id: the stable id (exactly-once), else ``None``.
+        staged: checkpoint id → records pre-committed for it and not committed yet.
+        resent: records written again during recovery (for tests and logs).
+    """
+
+    def __init__(
+        self, sink: KafkaSink, prefix: str, subtask: int, restored: Mapping[int, Any]
+    ) -> None:
+        self.sink = sink
+        self.prefix = prefix
+        self.timeout_s = sink.options.timeout.total_seconds()
+        self.exactly_once = sink.guarantee == "exactly_once"
+        self.transactional_id = f"{prefix}.{subtask}" if self.exactly_once else None
+        self.current: list[KafkaRecord] = []
+        self.staged: dict[int, list[KafkaRecord]] = {}
+        self.in_txn: list[int] = []
+        self.resent = 0
+        self._errors: list[str] = []
+        self._txn = _Txn.IDLE
+        own = restored.get(subtask) or {}
+        self.run = own.get("run") or os.urandom(8).hex()
+        self.producer = ck.Producer(sink.producer_config(self.transactional_id))
+        if self.exactly_once:
+            self._init_transactions(self.producer, self.transactional_id)  # type: ignore[arg-type]
+            for old in sorted(restored):
+                self._recover(old, subtask, restored[old] or {})
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None and len(self._errors) < 10:
+            self._errors.append(f"{msg.topic()}/{msg.partition()}: {err.name()}: {err.str()}")
+
+    def _check_delivery(self) -> None:
+        if self._errors:
+            errors, self._errors = self._errors, []
+            raise KafkaDeliveryError(f"{self.sink.topic}: records not delivered: {errors}")
+
+    def _init_transactions(self, producer: Any, tid: str) -> None:
+        """Register ``tid``: fences older instances and ends their open transaction."""
+        try:
+            producer.init_transactions(self.timeout_s)
+        except ck.KafkaException as e:
+            raise wrap_kafka_exception(e, f"init transactions of {tid}") from e
+
+    def _to(self, state: _Txn) -> None:
+        if (self._txn, state) not in _TXN_TRANSITIONS:
+            raise KafkaError(
+                f"{self.transactional_id}: transaction {self._txn.value} -> {state.value}"
+            )
+        self._txn = state
+
+    def _produce(self, producer: Any, records: list[KafkaRecord]) -> None:
+        topic = self.sink.topic
+        for k, v, t, h in records:
+            kwargs: dict[str, Any] = {"key": k, "value": v, "on_delivery": self._on_delivery}
+            if t is not None:
+                kwargs["timestamp"] = t
+            if h:
+                kwargs["headers"] = [(n, b) for n, b in h]
+            try:
+                producer.produce(topic, **kwargs)
+            except BufferError:
+                # The local queue is full: wait for deliveries (bounded), then retry once.
+                producer.flush(self.timeout_s)
+                producer.produce(topic, **kwargs)
+            except ck.KafkaException as e:
+                raise wrap_kafka_exception(e, f"produce to {topic}") from e
+        producer.poll(0)
+
+    def _flush(self, producer: Any) -> None:
+        left = producer.flush(self.timeout_s)
+        self._check_delivery()
+        if left:
+            raise KafkaDeliveryError(
+                f"{self.sink.topic}: {left} record(s) not acknowledged within {self.timeout_s} s",
+                retriable=True,
+            )
+
+    def _commit_with_progress(
+        self, producer: Any, tid: str, run: str, checkpoint_id: int, what: str
+    ) -> None:
+        """Record ``checkpoint_id`` in ``tid``'s progress group in the open transaction; commit."""
+        meta = json.dumps({"run": run, "checkpoint": checkpoint_id})
+        offsets = [ck.TopicPartition(self.sink.topic, 0, checkpoint_id, metadata=meta)]
+        group = ck.Consumer(
+            {"bootstrap.servers": self.sink.bootstrap_servers, "group.id": progress_group(tid)}
+        )
+        try:
+            producer.send_offsets_to_transaction(
+                offsets, group.consumer_group_metadata(), self.timeout_s
+            )
+            producer.commit_transaction(self.timeout_s)
+        except ck.KafkaException as e:
+            raise wrap_kafka_exception(e, f"{what} of {tid}") from e
+        finally:
+            group.close()
+        self._check_delivery()
+
+    def last_committed(self, tid: str, run: str) -> int:
+        """The last checkpoint id committed by ``tid`` in run ``run`` (0 when none).
+
+        Raises:
+            KafkaError: the broker did not answer.
+        """
+        c = ck.Consumer(
+            {"bootstrap.servers": self.sink.bootstrap_servers, "group.id": progress_group(tid)}
+        )
+        try:
+            tp = c.committed([ck.TopicPartition(self.sink.topic, 0)], timeout=self.timeout_s)[0]
+        except ck.KafkaException as e:
+            raise wrap_kafka_exception(e, f"read progress of {tid}") from e
+        finally:
+            c.close()
+        try:
+            meta = json.loads(tp.metadata or "{}")
+        except ValueError:
+            return 0
+        return int(meta.get("checkpoint", 0)) if meta.get("run") == run else 0
+
+    def _recover(self, old: int, subtask: int, state: Mapping[str, Any]) -> None:
+        """Write again the restored committables of ``old`` newer than its last commit.
+
+        Steps: 1. initialise ``old``'s transactional id (fencing, ends its open
+        transaction); 2. read its last committed checkpoint; 3. write the newer
+        staged records and record the newest as committed, in one transaction.
+        """
+        if not state:
+            return
+        if state.get("version") != STATE_VERSION:
+            raise ConfigError(f"unknown Kafka sink state version {state.get('version')!r}")
+        tid = f"{self.prefix}.{old}"
+        producer = self.producer
+        if old != subtask:
+            producer = ck.Producer(self.sink.producer_config(tid))
+            self._init_transactions(producer, tid)
+        run = state["run"]
+        done = self.last_committed(tid, run)
+        todo = [(int(c), recs) for c, recs in state["staged"] if int(c) > done]
+        if todo:
+            try:
+                producer.begin_transaction()
+            except ck.KafkaException as e:
+                raise wrap_kafka_exception(e, f"begin recovery transaction of {tid}") from e
+            for _, recs in todo:
+                self._produce(producer, recs)
+                self.resent += len(recs)
+            self._commit_with_progress(producer, tid, run, todo[-1][0], "recovery commit")
+            log.info(
+                "%s: wrote checkpoints %s again (last committed: %d)",
+                tid,
+                [c for c, _ in todo],
+                done,
+            )
+        if producer is not self.producer:
+            producer.flush(self.timeout_s)
+
+    def write(self, values: list[Any], timestamps: list[int] | None) -> None:
+        """Stage the records (exactly-once) or produce them (at-least-once).
+
+        Raises:
+            KafkaDeliveryError: an earlier record was not delivered.
+        """
+        records = self.sink.to_records(values, timestamps)
+        if self.exactly_once:
+            self.current.extend(records)
+            return
+        self._produce(self.producer, records)
+        self._check_delivery()
+
+    def _begin_oldest(self) -> None:
+        """Start a transaction with the oldest pending checkpoint's records (not committed yet)."""
+        if self._txn is not _Txn.IDLE or not self.staged:
+            return
+        oldest = min(self.staged)
+        try:
+            self.producer.begin_transaction()
+        except ck.KafkaException as e:
+            raise wrap_kafka_exception(e, f"begin transaction of {self.transactional_id}") from e
+        self._to(_Txn.OPEN)
+        self._produce(self.producer, self.staged[oldest])
+        self.in_txn = [oldest]
+
+    def pre_commit(self, checkpoint_id: int) -> Any:
+        """Barrier ``checkpoint_id``: flush (at-least-once) or stage (exactly-once).
+
+        Returns:
+            ``None`` (at-least-once), else ``{"version", "run", "staged":
+            [[checkpoint_id, records], ...]}`` — every pre-committed checkpoint
+            not committed yet, with its records.
+
+        Raises:
+            KafkaDeliveryError: at-least-once records were not acknowledged.
+        """
+        if not self.exactly_once:
+            self._flush(self.producer)
+            return None
+        if self.current:
+            self.staged[checkpoint_id] = self.current
+            self.current = []
+        self._begin_oldest()
+        return {
+            "version": STATE_VERSION,
+            "run": self.run,
+            "staged": [[c, self.staged[c]] for c in sorted(self.staged)],
+        }
+
+    def commit(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` completed: commit every staged checkpoint up to it.
+
+        Raises:
+            KafkaFencedError: a newer instance took over this transactional id.
+            KafkaError: the commit failed (the task fails; recovery writes the
+                records again unless the progress group shows them committed).
+        """
+        if not self.exactly_once:
+            return
+        due = sorted(c for c in self.staged if c <= checkpoint_id)
+        if not due:
+            return
+        if self._txn is _Txn.IDLE:
+            self._begin_oldest()
+        for c in due:
+            if c not in self.in_txn:
+                self._produce(self.producer, self.staged[c])
+        self._commit_with_progress(
+            self.producer,
+            self.transactional_id,
+            self.run,
+            checkpoint_id,
+            "commit",  # type: ignore[arg-type]
+        )
+        self._to(_Txn.IDLE)
+        for c in due:
+            del self.staged[c]
+        self.in_txn = []
+        self._begin_oldest()
+
+    def finish(self) -> None:
+        """End of input in a run without checkpoints: make everything written visible.
+
+        Raises:
+            KafkaError: flush or commit failed.
+        """
+        if not self.exactly_once:
+            self._flush(self.producer)
+            return
+        if self.current:
+            last = max(self.staged, default=0) + 1
+            self.staged[last] = self.current
+            self.current = []
+        if self.staged:
+            self.commit(max(self.staged))
+
+    def close(self) -> None:
+        """Flush what the producer holds; an open transaction is left for fencing to end."""
+        self.producer.flush(min(self.timeout_s, 5.0))
+
+
+def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
+    """Kafka headers describing a :class:`~weirflow.records.DeadLetter`.
+
+    ``weirflow.error.type``, ``weirflow.error.message``, ``weirflow.attempts``,
+    ``weirflow.operator``, ``weirflow.subtask``, ``weirflow.timestamp_ms``
+    (when known) and, when the letter's ``position`` names one (a mapping with
+    ``split``/``offset`` or a ``(split, offset)`` pair of a ``"<topic>/<partition>"``
+    split), ``weirflow.original.topic``, ``.partition`` and ``.offset``.
+    """
+    h = [
+        ("weirflow.error.type", letter.error_type.encode()),
+        ("weirflow.error.message", letter.message.encode()),
+        ("weirflow.attempts", str(letter.attempts).encode()),
+        ("weirflow.operator", letter.operator.encode()),
+        ("weirflow.subtask", str(letter.subtask).encode()),
+    ]
+    if letter.timestamp_ms is not None:
+        h.append(("weirflow.timestamp_ms", str(letter.timestamp_ms).encode()))
+    pos = letter.position
+    split = offset = None
+    if isinstance(pos, Mapping):
+        split, offset = pos.get("split"), pos.get("offset")
+    elif isinstance(pos, tuple | list) and len(pos) == 2:
+        split, offset = pos
+    if isinstance(split, str) and "/" in split and offset is not None:
+        topic, _, part = split.rpartition("/")
+        h += [
+            ("weirflow.original.topic", topic.encode()),
+            ("weirflow.original.partition", part.encode()),
+            ("weirflow.original.offset", str(offset).encode()),
+        ]
+    return h
+
+
+class DeadLetterKafkaSink(KafkaSink):
+    """A :class:`KafkaSink` for ``dead_letters()`` streams.
+
+    The Kafka value is the original record (bytes as is, ``str`` as UTF-8,
+    else JSON, ``repr`` for what JSON cannot hold); the headers come from
+    :func:`dead_letter_headers`, plus ``weirflow.traceback``. Arguments as
+    :class:`KafkaSink` (no ``key``/``encode``/``headers``: records are
+    unkeyed, and the rest is fixed).
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        guarantee: Guarantee = "exactly_once",
+        options: KafkaSinkOptions | None = None,
+    ) -> None:
+        opts = options or KafkaSinkOptions()
+        opts = KafkaSinkOptions(
+            transactional_id_prefix=opts.transactional_id_prefix,
+            headers=_letter_headers,
+            timeout=opts.timeout,
+            client_config=opts.client_config,
+        )
+        super().__init__(
+            bootstrap_servers, topic, encode=_letter_value, guarantee=guarantee, options=opts
+        )
+
+
+def _letter_value(letter: DeadLetter) -> bytes:
+    return _encode_default(letter.value)
+
+
+def _letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
+    return [*dead_letter_headers(letter), ("weirflow.traceback", letter.traceback.encode())]

@@ -1,0 +1,499 @@
+"""Kafka source: partitions are splits, offsets live in weirflow's checkpoints.
+
+Invariants:
+
+- The position of a split is the offset of the next record the reader will
+  hand out (records fetched but not handed out yet do not count), so a
+  restore from a checkpoint re-reads exactly what the job had not processed.
+- The checkpoint is the source of truth. Offsets are copied to the consumer
+  group only after a checkpoint completes, so that standard tools show lag;
+  the group is read only on a start with no checkpoint (``start="committed"``)
+  and for ``at_most_once``.
+- The reader never joins the group (it uses ``assign``): weirflow assigns
+  splits, and a join would cost a rebalance (``session.timeout.ms / 2`` on
+  some brokers) for nothing.
+
+Bounded mode stops at the end offsets *seen at start*, taken from the first
+fetch response of each partition (the high watermark, or the last stable
+offset under ``read_committed``, that the fetch carries), not from a
+ListOffsets request: some Kafka-protocol brokers (Tansu 0.6.0) answer
+ListOffsets with a wrong high watermark. Records appended between the
+reader's start and that first fetch response are therefore included.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal
+
+from weirflow.connectors.base import SourceBatch
+from weirflow.connectors.kafka import (
+    DEFAULT_TIMEOUT_S,
+    KafkaError,
+    ck,
+    monotonic_ms,
+    parse_split,
+    split_id,
+    wrap_kafka_exception,
+)
+from weirflow.errors import ConfigError
+
+log = logging.getLogger("weirflow.connectors.kafka")
+
+StartFrom = Literal["committed", "earliest", "latest"]
+Isolation = Literal["read_committed", "read_uncommitted"]
+
+#: Records a reader holds fetched but not yet handed out, per poll batch size.
+_BUFFER_BATCHES = 4
+
+
+@dataclass(frozen=True)
+class KafkaSourceOptions:
+    """Less common settings of :class:`KafkaSource`.
+
+    Attributes:
+        start: where a split starts when the checkpoint has no position for
+            it: ``"committed"`` (the group's offset, else earliest),
+            ``"earliest"``, ``"latest"``, or an ``int`` timestamp in ms (the
+            first record at or after it; brokers that do not implement
+            timestamp lookup, such as Tansu 0.6.0, answer offset 0).
+        isolation: ``read_committed`` (default: records of aborted or open
+            transactions are not read) or ``read_uncommitted``.
+        discovery_interval: how often to look for new partitions of the
+            subscribed topics (or new topics matching the pattern); ``None``
+            turns discovery off.
+        client_config: extra ``librdkafka`` consumer settings.
+        clock: injected monotonic clock in ms, for the discovery interval.
+    """
+
+    start: StartFrom | int = "committed"
+    isolation: Isolation = "read_committed"
+    discovery_interval: timedelta | None = timedelta(seconds=10)
+    client_config: Mapping[str, Any] = field(default_factory=dict)
+    clock: Callable[[], int] = monotonic_ms
+
+
+class KafkaSource:
+    """Reads Kafka topics; each partition is a split (``"<topic>/<partition>"``).
+
+    Args:
+        bootstrap_servers: ``"host:port[,host:port]"``.
+        topics: topic names; give either these or ``pattern``.
+        pattern: a regular expression over topic names (matched at start and
+            at each discovery).
+        group_id: consumer group to which checkpointed offsets are committed
+            after each completed checkpoint (lag monitoring), and from which
+            ``start="committed"`` and ``at_most_once`` read; ``None`` for none.
+        decode: ``bytes -> record`` applied to each value (default: raw bytes).
+        bounded: stop at the end offsets seen at start (backfills, tests).
+        options: the rest (:class:`KafkaSourceOptions`).
+
+    Event time: the record's Kafka timestamp (ms) unless ``flow.source`` is
+    given a ``timestamp=`` extractor (event time from a field).
+
+    Raises:
+        ConfigError: neither or both of ``topics`` and ``pattern``.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topics: Sequence[str] | None = None,
+        *,
+        pattern: str | None = None,
+        group_id: str | None = None,
+        decode: Callable[[bytes], Any] | None = None,
+        bounded: bool = False,
+        options: KafkaSourceOptions | None = None,
+    ) -> None:
+        if (topics is None) == (pattern is None):
+            raise ConfigError("KafkaSource needs exactly one of topics=[...] or pattern='...'")
+        self.bootstrap_servers = bootstrap_servers
+        self.topics = list(topics) if topics is not None else None
+        self.pattern = re.compile(pattern) if pattern is not None else None
+        self.group_id = group_id
+        self.decode = decode
+        self.bounded = bounded
+        self.options = options or KafkaSourceOptions()
+        self._listed: list[str] | None = None
+
+    def consumer_config(self, group_id: str | None = None) -> dict[str, Any]:
+        """The ``librdkafka`` settings of the reader's consumer (plain dict)."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "group.id": group_id or self.group_id or "weirflow-unused",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": True,
+            "isolation.level": self.options.isolation,
+            "auto.offset.reset": "earliest",
+        }
+        conf.update(self.options.client_config)
+        return conf
+
+    def current_partitions(self, admin: Any) -> list[str]:
+        """Ask the broker for the subscribed partitions, as sorted split ids.
+
+        Args:
+            admin: a ``confluent_kafka`` client with ``list_topics``.
+
+        Raises:
+            KafkaError: the metadata request failed.
+        """
+        try:
+            md = admin.list_topics(timeout=DEFAULT_TIMEOUT_S)
+        except ck.KafkaException as e:
+            raise wrap_kafka_exception(e, "list topics") from e
+        out: list[tuple[str, int]] = []
+        for name, t in md.topics.items():
+            wanted = (
+                name in self.topics
+                if self.topics is not None
+                else bool(self.pattern and self.pattern.fullmatch(name))
+                and not name.startswith("__")
+            )
+            if wanted and t.error is None:
+                out.extend((name, p) for p in t.partitions)
+        return [split_id(t, p) for t, p in sorted(out)]
+
+    def list_splits(self) -> list[str]:
+        """The subscribed partitions as splits, sorted by topic then partition.
+
+        The list is taken once per process and reused, so every source subtask
+        of a job splits the same list (partitions that appear later are found
+        by the readers' discovery).
+
+        Raises:
+            ConfigError: a listed topic does not exist, or the pattern matches none.
+            KafkaError: the broker did not answer.
+        """
+        if self._listed is None:
+            client = ck.Consumer(self.consumer_config())
+            try:
+                splits = self.current_partitions(client)
+            finally:
+                client.close()
+            have = {parse_split(s)[0] for s in splits}
+            if self.topics is not None and set(self.topics) - have:
+                raise ConfigError(f"Kafka topic(s) not found: {sorted(set(self.topics) - have)}")
+            if not splits:
+                raise ConfigError(f"no Kafka topic matches {self.pattern.pattern!r}")  # type: ignore[union-attr]
+            self._listed = splits
+        return list(self._listed)
+
+    def committed_positions(self, splits: Sequence[str]) -> dict[str, int]:
+        """The group's committed offsets for ``splits`` (at-most-once restarts resume there).
+
+        Splits without a committed offset are left out (the reader then uses
+        ``options.start``).
+
+        Raises:
+            ConfigError: the source has no ``group_id``.
+            KafkaError: the broker did not answer.
+        """
+        if not self.group_id:
+            raise ConfigError("at_most_once needs KafkaSource(..., group_id=...) to keep positions")
+        client = ck.Consumer(self.consumer_config())
+        try:
+            tps = [ck.TopicPartition(*parse_split(s)) for s in splits]
+            found = client.committed(tps, timeout=DEFAULT_TIMEOUT_S) if tps else []
+        except ck.KafkaException as e:
+            raise wrap_kafka_exception(e, f"read committed offsets of {self.group_id}") from e
+        finally:
+            client.close()
+        return {split_id(tp.topic, tp.partition): tp.offset for tp in found if tp.offset >= 0}
+
+    def create_reader(
+        self, splits: Sequence[str], positions: Mapping[str, Any]
+    ) -> KafkaSourceReader:
+        """Open a reader over ``splits`` at ``positions`` (split → next offset).
+
+        Raises:
+            KafkaError: the consumer could not be created or assigned.
+        """
+        return KafkaSourceReader(self, list(splits), positions)
+
+
+class KafkaSourceReader:
+    """Reads the partitions of one source subtask through one ``confluent_kafka.Consumer``.
+
+    Fetched records wait in a per-split buffer (at most
+    ``_BUFFER_BATCHES × max_records`` in all) until ``poll`` hands them out,
+    one split per batch.
+
+    Attributes:
+        newly_finished: bounded splits that reached their end since the
+            source operator last looked (it releases their watermark).
+    """
+
+    def __init__(
+        self, source: KafkaSource, splits: list[str], positions: Mapping[str, Any]
+    ) -> None:
+        self.source = source
+        self.splits = list(splits)
+        self.consumer = ck.Consumer(source.consumer_config())
+        self.position: dict[str, int] = {}
+        self.end: dict[str, int] = {}
+        self.buffers: dict[str, deque[Any]] = {}
+        self.newly_finished: list[str] = []
+        self._done: set[str] = set()
+        self._snapshot: dict[str, int] = {}
+        self._buffered = 0
+        self._next = 0
+        # Discovery: a new partition q of a topic that had n partitions at
+        # start belongs to the reader holding "<topic>/<q % n>"; a new topic
+        # (pattern subscriptions) to the reader holding the first split.
+        listed = source.list_splits()
+        self._initial_counts: dict[str, int] = {}
+        for s in listed:
+            t, _ = parse_split(s)
+            self._initial_counts[t] = self._initial_counts.get(t, 0) + 1
+        self._known = set(listed)
+        self._owns_new_topics = bool(listed) and listed[0] in self.splits
+        interval = source.options.discovery_interval
+        self._discover_every_ms = (
+            None if interval is None or source.bounded else interval // timedelta(milliseconds=1)
+        )
+        self._last_discovery_ms = source.options.clock()
+        self._assign(self.splits, positions)
+
+    def _start_offsets(self, splits: list[str], positions: Mapping[str, Any]) -> dict[str, int]:
+        """Offsets to start ``splits`` at: checkpointed positions, else ``options.start``."""
+        out = {s: int(positions[s]) for s in splits if s in positions}
+        rest = [s for s in splits if s not in out]
+        if not rest:
+            return out
+        start = self.source.options.start
+        tps = [ck.TopicPartition(*parse_split(s)) for s in rest]
+        try:
+            if isinstance(start, int):
+                for tp in tps:
+                    tp.offset = start
+                found = self.consumer.offsets_for_times(tps, timeout=DEFAULT_TIMEOUT_S)
+                for tp in found:
+                    out[split_id(tp.topic, tp.partition)] = tp.offset
+            elif start == "committed" and self.source.group_id:
+                for tp in self.consumer.committed(tps, timeout=DEFAULT_TIMEOUT_S):
+                    if tp.offset >= 0:
+                        out[split_id(tp.topic, tp.partition)] = tp.offset
+        except ck.KafkaException as e:
+            raise wrap_kafka_exception(e, "look up start offsets") from e
+        logical = ck.OFFSET_END if start == "latest" else ck.OFFSET_BEGINNING
+        return {s: out.get(s, logical) for s in splits}
+
+    def _assign(self, splits: list[str], positions: Mapping[str, Any]) -> None:
+        """Add ``splits`` to the consumer's assignment at their start offsets."""
+        if not splits:
+            return
+        starts = self._start_offsets(splits, positions)
+        tps = [ck.TopicPartition(*parse_split(s), starts[s]) for s in splits]
+        try:
+            self.consumer.incremental_assign(tps)
+        except ck.KafkaException as e:
+            raise wrap_kafka_exception(e, f"assign {splits}") from e
+        for s in splits:
+            self.buffers[s] = deque()
+            # A logical start (earliest/latest, negative) becomes a real offset
+            # with the first fetched message of the split.
+            self.position[s] = starts[s]
+
+    def _fetch(self, max_records: int) -> None:
+        """Move records the consumer has fetched into the split buffers (no waiting)."""
+        room = _BUFFER_BATCHES * max_records - self._buffered
+        if room <= 0:
+            return
+        try:
+            messages = self.consumer.consume(room, 0)
+        except ck.KafkaException as e:
+            raise wrap_kafka_exception(e, "consume") from e
+        for m in messages:
+            err = m.error()
+            if err is not None and err.code() != ck.KafkaError._PARTITION_EOF:
+                raise KafkaError(
+                    f"consume {m.topic()}/{m.partition()}: {err.name()}: {err.str()}",
+                    retriable=err.retriable(),
+                )
+            s = split_id(m.topic(), m.partition())
+            buf = self.buffers.get(s)
+            if buf is None or s in self._done:
+                continue
+            if self.position[s] < 0:
+                self.position[s] = m.offset()
+            buf.append(m)
+            if err is None:
+                self._buffered += 1
+            if self.source.bounded and s not in self.end:
+                self._record_end(s)
+
+    def _record_end(self, split: str) -> None:
+        """Take the end offset of a bounded split from the first fetch response."""
+        _, hi = self.consumer.get_watermark_offsets(
+            ck.TopicPartition(*parse_split(split)), cached=True
+        )
+        if hi >= 0:
+            self.end[split] = hi
+
+    def poll(self, max_records: int, order: Sequence[str] | None = None) -> SourceBatch | None:
+        """Return up to ``max_records`` records of one split, or ``None`` when none is ready now.
+
+        Args:
+            max_records: batch size limit.
+            order: splits to try first (the source operator's split
+                alignment); the other splits follow round robin.
+
+        Raises:
+            KafkaError: the consumer reported an error other than end of partition.
+        """
+        self._maybe_discover()
+        self._fetch(max_records)
+        n = len(self.splits)
+        rr = [self.splits[(self._next + k) % n] for k in range(n)]
+        preferred = set(order or ())
+        candidates = [*(order or ()), *(s for s in rr if s not in preferred)]
+        for split in candidates:
+            batch = self._take(split, max_records)
+            self._check_finished(split)
+            if batch is not None:
+                self._next = (self.splits.index(split) + 1) % n
+                return batch
+        return None
+
+    def _take(self, split: str, max_records: int) -> SourceBatch | None:
+        """Hand out buffered records of ``split``; an end-of-partition mark moves the
+        position past trailing transaction markers."""
+        buf = self.buffers.get(split)
+        if not buf:
+            return None
+        limit = max_records
+        if self.source.bounded:
+            end = self.end.get(split)
+            if end is None:
+                return None
+            limit = min(limit, end - self.position[split])
+        end = self.end.get(split, -1) if self.source.bounded else -1
+        values: list[Any] = []
+        timestamps: list[int] = []
+        decode = self.source.decode
+        while buf and len(values) < limit:
+            m = buf[0]
+            if m.error() is not None:
+                buf.popleft()
+                off = m.offset() if end < 0 else min(m.offset(), end)
+                self.position[split] = max(self.position[split], off)
+                continue
+            if end >= 0 and m.offset() >= end:
+                break
+            buf.popleft()
+            self._buffered -= 1
+            raw = m.value()
+            values.append(decode(raw) if decode is not None else raw)
+            timestamps.append(m.timestamp()[1])
+            self.position[split] = m.offset() + 1
+        if not values:
+            return None
+        return SourceBatch(split, values, timestamps)
+
+    def _check_finished(self, split: str) -> None:
+        if not self.source.bounded or split in self._done:
+            return
+        end = self.end.get(split)
+        if end is not None and self.position[split] >= end:
+            self._done.add(split)
+            self.newly_finished.append(split)
+            buf = self.buffers[split]
+            self._buffered -= sum(1 for m in buf if m.error() is None)
+            buf.clear()
+            self.consumer.pause([ck.TopicPartition(*parse_split(split))])
+
+    def _maybe_discover(self) -> None:
+        """Every ``discovery_interval``, assign new partitions this reader owns."""
+        if self._discover_every_ms is None:
+            return
+        now = self.source.options.clock()
+        if now - self._last_discovery_ms < self._discover_every_ms:
+            return
+        self._last_discovery_ms = now
+        current = self.source.current_partitions(self.consumer)
+        mine = []
+        for s in current:
+            if s in self._known:
+                continue
+            self._known.add(s)
+            topic, part = parse_split(s)
+            n0 = self._initial_counts.get(topic)
+            owner = (
+                self._owns_new_topics if n0 is None else split_id(topic, part % n0) in self.splits
+            )
+            if owner:
+                mine.append(s)
+        if mine:
+            log.info("discovered new Kafka partitions %s", mine)
+            self._assign(mine, {})
+            self.splits.extend(mine)
+
+    def finished(self) -> bool:
+        """Bounded: every split reached the end offset seen at start."""
+        return self.source.bounded and all(s in self._done for s in self.splits)
+
+    def positions(self) -> dict[str, Any]:
+        """Next offset to hand out, per split; a split not fetched yet from a logical
+        start (earliest/latest) is left out, so a restore starts it the same way."""
+        self._snapshot = {s: o for s, o in self.position.items() if o >= 0}
+        return dict(self._snapshot)
+
+    def lag(self) -> dict[str, int]:
+        """Records behind, per split: end offset (from the last fetch response) − position.
+
+        Returns:
+            split → lag in records; splits not fetched yet are left out.
+        """
+        out = {}
+        for s in self.splits:
+            _, hi = self.consumer.get_watermark_offsets(
+                ck.TopicPartition(*parse_split(s)), cached=True
+            )
+            pos = self.position[s]
+            if hi >= 0 and pos >= 0:
+                out[s] = max(0, hi - pos)
+        return out
+
+    def _commit(self, offsets: Mapping[str, int], checkpoint_id: int | None) -> None:
+        if not self.source.group_id or not offsets:
+            return
+        meta = json.dumps({"checkpoint": checkpoint_id})
+        tps = [ck.TopicPartition(*parse_split(s), o, metadata=meta) for s, o in offsets.items()]
+        try:
+            self.consumer.commit(offsets=tps, asynchronous=False)
+        except ck.KafkaException as e:
+            raise wrap_kafka_exception(e, f"commit offsets of {self.source.group_id}") from e
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Copy the checkpointed positions to the consumer group (lag monitoring only).
+
+        A failed commit is logged, not raised: the checkpoint holds the
+        positions, so a failing group commit only delays lag reporting.
+        """
+        try:
+            self._commit(self._snapshot, checkpoint_id)
+        except KafkaError as e:
+            log.warning(
+                "could not copy positions of checkpoint %d to the group: %s", checkpoint_id, e
+            )
+
+    def commit_read_positions(self) -> None:
+        """At-most-once: commit what was handed out so far to the group, before processing.
+
+        Raises:
+            KafkaError: the commit failed (the task fails rather than risk duplicates).
+        """
+        self._commit({s: o for s, o in self.position.items() if o >= 0}, None)
+
+    def close(self) -> None:
+        """Close the consumer (it never joined the group, so this costs no rebalance)."""
+        self.consumer.close()
