@@ -2,8 +2,6 @@
 
 from typing import Any
 
-from typing import Any
-
 from weirflow.connectors.base import Sink, SinkWriter, Source, SourceBatch, SourceReader
 from weirflow.connectors.eventlog import EventLogSink, EventLogSource, default_encode
 from weirflow.connectors.files import FileSink, FileSinkError, FileSinkIOError
@@ -26,26 +24,6 @@ __all__ = [
     "SourceReader",
     "default_encode",
 ]
-
-#: Names served from the Kafka connector, imported on first use so that the
-#: core needs no ``confluent-kafka`` (the ``kafka`` extra).
-_KAFKA_NAMES = frozenset(
-    {"DeadLetterKafkaSink", "KafkaSink", "KafkaSinkOptions", "KafkaSource", "KafkaSourceOptions"}
-)
-
-
-def __getattr__(name: str) -> Any:
-    """Import the Kafka connector lazily (``weirflow.connectors.KafkaSource`` and friends).
-
-    Raises:
-        AttributeError: an unknown name.
-        ConfigError: a Kafka name was asked for and ``confluent-kafka`` is missing.
-    """
-    if name in _KAFKA_NAMES:
-        from weirflow.connectors import kafka
-
-        return getattr(kafka, name)
-    raise AttributeError(f"module 'weirflow.connectors' has no attribute {name!r}")
 
 #: Names served from the Kafka connector, imported on first use so that the
 #: core needs no ``confluent-kafka`` (the ``kafka`` extra).
