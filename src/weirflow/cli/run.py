@@ -8,6 +8,13 @@ Ctrl-C is forwarded to the worker, which takes a final checkpoint, lets the
 sinks commit, and exits 0. The worker dies with the supervisor
 (``PR_SET_PDEATHSIG``), so no orphan keeps writing.
 
+Observability: the worker samples the job every 500 ms (never per record)
+and, on request, serves Prometheus metrics (``--metrics-port``) and the
+dashboard (``--ui-port``); on a terminal it shows a live progress line, and
+``--log-format json`` turns every log line and the progress into JSON. The
+supervisor tells each worker how many restarts came before it and how long
+recovery took (environment variables), so those metrics survive worker deaths.
+
 Exit status: 0 finished or stopped cleanly; 1 the job failed and the
 restart strategy gave up; 2 bad arguments or configuration.
 """
@@ -30,18 +37,36 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from weirflow.api import Dataflow
 from weirflow.checkpoint import CheckpointConfig, CheckpointStorage
 from weirflow.cli.app import app
 from weirflow.cli.durations import parse_duration
 from weirflow.cli.jobs import load_dataflow
+from weirflow.connectors.eventlog import EventLogSourceReader
 from weirflow.errors import ConfigError, WeirflowError
+from weirflow.metrics import (
+    DEFAULT_HOST,
+    JsonFormatter,
+    MetricsServer,
+    ProgressReporter,
+    names,
+    serve_metrics,
+)
 from weirflow.records import JobResult
-from weirflow.runtime import RestartStrategy, RunListener
+from weirflow.runtime import (
+    LocalScheduler,
+    RestartStrategy,
+    RunListener,
+    run_unchecked,
+    wall_clock_ms,
+)
+from weirflow.web import JobObserver
 
 _MAX_RESTARTS = "Restarts allowed (failure-rate: failures per interval)."
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 _PR_SET_PDEATHSIG = 1
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 err = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger("weirflow.cli")
 
@@ -52,6 +77,13 @@ class Guarantee(StrEnum):
     exactly_once = "exactly_once"
     at_least_once = "at_least_once"
     at_most_once = "at_most_once"
+
+
+class LogFormat(StrEnum):
+    """Log line formats."""
+
+    text = "text"
+    json = "json"
 
 
 class Strategy(StrEnum):
@@ -88,6 +120,15 @@ class _PrintingListener(RunListener):
         )
 
 
+def _configure_logging(log_format: LogFormat) -> None:
+    if log_format is LogFormat.json:
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+
 def _die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent (the supervisor) dies."""
     try:
@@ -104,7 +145,20 @@ def _die_with_parent() -> None:
         threading.Thread(target=watch, daemon=True, name="weirflow-parent-watch").start()
 
 
-def _summary(result: JobResult) -> None:
+def _summary(result: JobResult, log_format: LogFormat) -> None:
+    if log_format is LogFormat.json:
+        log.info(
+            "finished",
+            extra={
+                "fields": {
+                    "job": result.job,
+                    "operators": {k: c._asdict() for k, c in result.operators.items()},
+                    "checkpoints_completed": result.checkpoints_completed,
+                    "duration_ms": result.duration_ms,
+                }
+            },
+        )
+        return
     table = Table(title=f"job {result.job}: finished", show_edge=False)
     for col in ("operator", "in", "out", "filtered", "late", "dead letters"):
         table.add_column(col, justify="right" if col != "operator" else "left")
@@ -124,31 +178,140 @@ def _summary(result: JobResult) -> None:
     )
 
 
+def split_lag(source_logic: Any) -> dict[str, int] | None:
+    """Records not yet read per split of a source subtask (end offset − position).
+
+    The event-log reader is asked its partitions' end offsets (one SQLite read
+    per split, on the scheduler thread that owns the reader); readers with a
+    ``lag()`` method (Kafka) answer themselves; other sources have no lag.
+    """
+    reader = getattr(source_logic, "reader", None)
+    if isinstance(reader, EventLogSourceReader):
+        src = reader.source
+        return {
+            s: max(
+                0,
+                reader.log.end_offset(src.topic, reader.partition[s], src.isolation)
+                - reader.position[s],
+            )
+            for s in reader.splits
+        }
+    lag = getattr(reader, "lag", None)
+    return lag() if callable(lag) else None
+
+
+class Surfaces:
+    """What a worker shows of its job: metrics endpoint, dashboard, progress line.
+
+    Args:
+        observer: the job's observer.
+        metrics_port: port of ``/metrics`` (``None``: not served).
+        metrics_host: address of ``/metrics``.
+        ui_port: port of the dashboard (``None``: not served).
+        ui_host: address of the dashboard.
+        ui_token: the dashboard's access token.
+        log_format: ``text`` shows the live progress line on a terminal;
+            ``json`` logs progress records instead.
+
+    Raises:
+        ConfigError: a port cannot be bound, or the dashboard binds beyond
+            loopback without a token.
+    """
+
+    def __init__(
+        self,
+        observer: JobObserver,
+        metrics_port: int | None,
+        metrics_host: str,
+        ui_port: int | None,
+        ui_host: str,
+        ui_token: str | None,
+        log_format: LogFormat,
+    ) -> None:
+        self.metrics: MetricsServer | None = None
+        self.dashboard: Any = None
+        if metrics_port is not None:
+            self.metrics = _bind_metrics(observer, metrics_port, metrics_host)
+        if ui_port is not None:
+            from weirflow.web.app import serve_dashboard
+
+            self.dashboard = serve_dashboard(observer, ui_port, ui_host, ui_token)
+        self.progress = ProgressReporter(
+            observer.status, wall_clock_ms, "json" if log_format is LogFormat.json else "live"
+        )
+        self.progress.start()
+
+    def close(self) -> None:
+        """Stop the progress line and both servers."""
+        self.progress.stop()
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.dashboard is not None:
+            self.dashboard.close()
+
+
+def _bind_metrics(observer: JobObserver, port: int, host: str) -> MetricsServer:
+    # A killed worker's port is free again at once (SO_REUSEADDR), but a worker that is
+    # still exiting may hold it a moment longer: retry briefly, bounded.
+    for _ in range(25):
+        try:
+            return serve_metrics(observer.metrics.registry, port, host)
+        except OSError as e:
+            error = e
+            time.sleep(0.2)
+    raise ConfigError(f"cannot serve metrics on {host}:{port}: {error}")
+
+
+def _observer(flow: Dataflow, parallelism: int, started_ms: int) -> JobObserver:
+    return JobObserver(
+        flow.graph,
+        parallelism,
+        wall_clock_ms,
+        lag_probe=split_lag,
+        restarts=int(os.environ.get(names.ENV_RESTARTS, "0")),
+        recovery_ms=int(os.environ.get(names.ENV_RECOVERY_MS, "0")),
+        started_ms=started_ms,
+        inner=_PrintingListener(),
+    )
+
+
 def _run_worker(
     job: str,
     parallelism: int,
     config: CheckpointConfig | None,
     guarantee: Guarantee,
     restore: str | None,
+    surfaces: dict[str, Any],
 ) -> int:
+    started_ms = wall_clock_ms()
     _die_with_parent()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     flow = load_dataflow(job)
-    if config is None:
-        from weirflow.execution import execute
+    observer = _observer(flow, parallelism, started_ms)
+    shown = Surfaces(observer, **surfaces)
+    try:
+        if config is None:
 
-        result = execute(flow.graph, parallelism, 128, guarantee=guarantee.value, stop=stop)
-    else:
-        result = flow.run(
-            parallelism,
-            checkpoint=config,
-            restore=restore,
-            stop=stop,
-            listener=_PrintingListener(),
-        )
-    _summary(result)
+            def hooks(scheduler: LocalScheduler) -> None:
+                scheduler.hooks.before_round.append(lambda now: stop.is_set())
+                observer.attach(scheduler, None)
+
+            result = run_unchecked(
+                flow.graph, parallelism, 128, guarantee=guarantee.value, scheduler_hook=hooks
+            )
+        else:
+            result = flow.run(
+                parallelism,
+                checkpoint=config,
+                restore=restore,
+                stop=stop,
+                listener=observer,
+            )
+    finally:
+        shown.close()
+    _summary(result, surfaces["log_format"])
     return 0
 
 
@@ -157,8 +320,10 @@ def _supervise(
     strategy: RestartStrategy,
     storage: CheckpointStorage | None,
     restore: str | None,
+    worker_env: dict[str, str] | None = None,
 ) -> int:
     tracker = strategy.tracker()
+    recovery_ms = 0
     baseline = max(storage.completed_checkpoints(), default=0) if storage else 0
     stopping = threading.Event()
     current: list[subprocess.Popen[bytes]] = []
@@ -177,9 +342,16 @@ def _supervise(
         if restore:
             args += ["--restore", restore]
         started = int(time.time() * 1000)
-        proc = subprocess.Popen([sys.executable, "-m", "weirflow.cli", "run", *args])
+        env = {
+            **os.environ,
+            **(worker_env or {}),
+            names.ENV_RESTARTS: str(attempt),
+            names.ENV_RECOVERY_MS: str(recovery_ms),
+        }
+        proc = subprocess.Popen([sys.executable, "-m", "weirflow.cli", "run", *args], env=env)
         current[:] = [proc]
         rc = proc.wait()
+        died = int(time.time() * 1000)
         if rc == 0:
             return 0
         if rc == EXIT_CONFIG or stopping.is_set():
@@ -193,10 +365,11 @@ def _supervise(
             )
             return EXIT_FAILED
         attempt += 1
-        err.print(f"worker failed ({cause}); restart {attempt} in {wait_ms} ms")
+        log.warning("worker failed (%s); restart %d in %d ms", cause, attempt, wait_ms)
         time.sleep(wait_ms / 1000)
         if storage is not None and max(storage.completed_checkpoints(), default=0) > baseline:
             restore = "latest"
+        recovery_ms += int(time.time() * 1000) - died
 
 
 @app.command("run")
@@ -229,11 +402,29 @@ def run(
     failure_interval: Annotated[
         str, typer.Option(help="Window of the failure-rate strategy.")
     ] = "1m",
+    metrics_port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="Serve Prometheus /metrics on this port.")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address of /metrics.")] = DEFAULT_HOST,
+    ui_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Serve the dashboard on this port.")
+    ] = None,
+    ui_host: Annotated[str, typer.Option(help="Address of the dashboard.")] = DEFAULT_HOST,
+    ui_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="WEIRFLOW_UI_TOKEN",
+            help="Token the dashboard requires (needed when --ui-host is not loopback).",
+        ),
+    ] = None,
+    log_format: Annotated[
+        LogFormat, typer.Option(help="text (with a live progress line) or json.")
+    ] = (LogFormat.text),
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
     worker: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
     """Run a job under a supervisor that restarts it from its latest checkpoint."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    _configure_logging(log_format)
     try:
         interval = parse_duration(checkpoint_interval)
         config = (
@@ -241,8 +432,21 @@ def run(
             if guarantee is Guarantee.at_most_once
             else CheckpointConfig(storage=checkpoint_dir, interval=interval, mode=guarantee.value)
         )
+        if ui_port is not None and not ui_token and ui_host not in _LOOPBACK:
+            raise ConfigError(
+                f"--ui-host {ui_host} exposes the dashboard beyond this machine: "
+                "give it a --ui-token"
+            )
+        surfaces = {
+            "metrics_port": metrics_port,
+            "metrics_host": metrics_host,
+            "ui_port": ui_port,
+            "ui_host": ui_host,
+            "ui_token": ui_token,
+            "log_format": log_format,
+        }
         if worker:
-            raise typer.Exit(_run_worker(job, parallelism, config, guarantee, restore))
+            raise typer.Exit(_run_worker(job, parallelism, config, guarantee, restore, surfaces))
         strategy = build_strategy(
             restart_strategy,
             max_restarts,
@@ -258,8 +462,15 @@ def run(
             f"--checkpoint-dir={checkpoint_dir}",
             f"--checkpoint-interval={checkpoint_interval}",
             f"--guarantee={guarantee.value}",
+            f"--metrics-host={metrics_host}",
+            f"--ui-host={ui_host}",
+            f"--log-format={log_format.value}",
+            *([f"--metrics-port={metrics_port}"] if metrics_port is not None else []),
+            *([f"--ui-port={ui_port}"] if ui_port is not None else []),
         ] + (["--debug"] if debug else [])
-        raise typer.Exit(_supervise(argv, strategy, storage, restore))
+        # the token goes to the worker in its environment, not in its (world-readable) arguments
+        worker_env = {"WEIRFLOW_UI_TOKEN": ui_token} if ui_token else None
+        raise typer.Exit(_supervise(argv, strategy, storage, restore, worker_env))
     except typer.Exit:
         raise
     except ConfigError as e:

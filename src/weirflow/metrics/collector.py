@@ -214,14 +214,12 @@ class RuntimeCollector:
         prev = self._prev.get(key, (0, 0, 0, 0, 0))
         m = self.metrics
         labels = (job, op.name, str(sub))
-        for counter, cur, old in zip(
-            (m.records_in, m.records_out, m.filtered, m.late, m.dead_lettered),
-            now,
-            prev,
-            strict=True,
-        ):
+        counters = (m.records_in, m.records_out, m.filtered, m.late, m.dead_lettered)
+        for counter, cur, old in zip(counters, now, prev, strict=True):
+            # labels() also creates the series at 0, so a scrape sees every subtask
+            child = counter.labels(*labels)
             if cur > old:
-                counter.labels(*labels).inc(cur - old)
+                child.inc(cur - old)
         self._prev[key] = now
         in_rate = (now[0] - prev[0]) / elapsed_s if elapsed_s > 0 else 0.0
         out_rate = (now[1] - prev[1]) / elapsed_s if elapsed_s > 0 else 0.0
