@@ -29,15 +29,6 @@ class CountWindowLogic(_KeyedBase):
         self.acc = accumulation_for(spec.params["function"], spec.params.get("fn"))
         self.buffers = self.backend.table("buffers")
 
-    def open(self, restored: Any | None) -> None:
-        """Restore the per-key buffers."""
-        if restored:
-            self.backend.restore(restored["state"])
-
-    def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
-        """A synchronous copy of the per-key buffers."""
-        return {"keyed": self.backend.snapshot()}
-
     def process_batch(
         self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
     ) -> None:

@@ -16,11 +16,22 @@ _MISSING = object()
 
 
 class _KeyedBase(OperatorLogic):
+    """A keyed operator whose only state is its keyed state backend."""
+
     def __init__(self, spec: OperatorSpec, ctx: OperatorContext) -> None:
         super().__init__(spec, ctx)
         self.key_fn = spec.key_fn
         self.backend = MemoryStateBackend(ctx.key_group_range, ctx.max_parallelism)
         self._kg: dict[Any, int] = {}
+
+    def open(self, restored: Any | None) -> None:
+        """Restore the keyed state (blobs of this subtask's key groups)."""
+        if restored:
+            self.backend.restore(restored["state"])
+
+    def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
+        """A synchronous copy of the keyed state."""
+        return {"keyed": self.backend.snapshot()}
 
     def _key_group(self, key: Any) -> int:
         kg = self._kg.get(key)
@@ -54,15 +65,6 @@ class RollingReduceLogic(_KeyedBase):
     def __init__(self, spec: OperatorSpec, ctx: OperatorContext) -> None:
         super().__init__(spec, ctx)
         self.values = self.backend.table("values")
-
-    def open(self, restored: Any | None) -> None:
-        """Restore the per-key values."""
-        if restored:
-            self.backend.restore(restored["state"])
-
-    def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
-        """A synchronous copy of the per-key values."""
-        return {"keyed": self.backend.snapshot()}
 
     def process_batch(
         self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
