@@ -15,6 +15,7 @@ import importlib.util
 import os
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -149,3 +150,159 @@ def kafka_broker() -> Iterator[Broker]:
             yield broker
         finally:
             broker.stop()
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    """A data record as stored by the broker, with its batch's transactional facts."""
+
+    offset: int
+    producer_id: int
+    transactional: bool
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...]
+
+
+@dataclass(frozen=True)
+class RawMarker:
+    """A transaction control marker: ``commit`` true for COMMIT, false for ABORT."""
+
+    offset: int
+    producer_id: int
+    commit: bool
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    shift = result = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            break
+        shift += 7
+    return (result >> 1) ^ -(result & 1), pos
+
+
+def _bytes(buf: bytes, pos: int) -> tuple[bytes | None, int]:
+    n, pos = _varint(buf, pos)
+    if n < 0:
+        return None, pos
+    return buf[pos : pos + n], pos + n
+
+
+def _parse_batches(data: bytes) -> list[RawRecord | RawMarker]:
+    """Parse Kafka record batches (magic 2, uncompressed) into records and control markers."""
+    out: list[RawRecord | RawMarker] = []
+    pos = 0
+    while pos + 61 <= len(data):
+        base_offset, batch_len = struct.unpack_from(">qi", data, pos)
+        end = pos + 12 + batch_len
+        if end > len(data):
+            break
+        magic = data[pos + 16]
+        if magic != 2:
+            raise ValueError(f"record batch magic {magic}")
+        attributes = struct.unpack_from(">h", data, pos + 21)[0]
+        if attributes & 0x07:
+            raise ValueError("compressed batches are not parsed (produce uncompressed)")
+        producer_id = struct.unpack_from(">q", data, pos + 43)[0]
+        count = struct.unpack_from(">i", data, pos + 57)[0]
+        transactional, control = bool(attributes & 0x10), bool(attributes & 0x20)
+        p = pos + 61
+        for _ in range(count):
+            _length, p = _varint(data, p)
+            p += 1  # record attributes
+            _ts_delta, p = _varint(data, p)
+            offset_delta, p = _varint(data, p)
+            key, p = _bytes(data, p)
+            value, p = _bytes(data, p)
+            n_headers, p = _varint(data, p)
+            headers = []
+            for _h in range(n_headers):
+                hk, p = _bytes(data, p)
+                hv, p = _bytes(data, p)
+                headers.append(((hk or b"").decode(), hv))
+            offset = base_offset + offset_delta
+            if control:
+                # Control record key: version int16, type int16 (0 abort, 1 commit).
+                kind = struct.unpack_from(">h", key or b"\0\0\0\0", 2)[0]
+                out.append(RawMarker(offset, producer_id, kind == 1))
+            else:
+                out.append(
+                    RawRecord(offset, producer_id, transactional, key, value, tuple(headers))
+                )
+        pos = end
+    return out
+
+
+def raw_fetch(bootstrap: str, topic: str, partition: int) -> list[RawRecord | RawMarker]:
+    """Read a whole partition as the broker stores it, control markers included.
+
+    A minimal Fetch v4 request (read_uncommitted) over a plain socket, repeated
+    until the high watermark; this shows what a ``read_committed`` consumer
+    should have filtered, independently of any client library.
+
+    Returns:
+        Records and markers in offset order.
+    """
+    host, port = bootstrap.rsplit(":", 1)
+    out: list[RawRecord | RawMarker] = []
+    offset = 0
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        for correlation in range(1, 10_000):
+            t = topic.encode()
+            body = struct.pack(">iiiib", -1, 100, 1, 8 << 20, 0)
+            body += struct.pack(">i", 1) + struct.pack(">h", len(t)) + t
+            body += struct.pack(">i", 1) + struct.pack(">iqi", partition, offset, 4 << 20)
+            header = struct.pack(">hhih", 1, 4, correlation, 4) + b"test"
+            msg = header + body
+            s.sendall(struct.pack(">i", len(msg)) + msg)
+            size = struct.unpack(">i", _recv(s, 4))[0]
+            resp = _recv(s, size)
+            p = 4 + 4 + 4  # correlation id, throttle time, topic count
+            tlen = struct.unpack_from(">h", resp, p)[0]
+            p += 2 + tlen + 4  # topic name, partition count
+            _part, err, hwm, _lso = struct.unpack_from(">ihqq", resp, p)
+            p += 4 + 2 + 8 + 8
+            if err:
+                raise RuntimeError(f"fetch error {err}")
+            n_aborted = struct.unpack_from(">i", resp, p)[0]
+            p += 4 + max(0, n_aborted) * 16
+            rlen = struct.unpack_from(">i", resp, p)[0]
+            p += 4
+            items = _parse_batches(resp[p : p + rlen]) if rlen > 0 else []
+            out.extend(i for i in items if i.offset >= offset)
+            if items:
+                offset = max(i.offset for i in items) + 1
+            if offset >= hwm or not items:
+                break
+    return out
+
+
+def _recv(s: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            raise RuntimeError("broker closed the connection")
+        buf += chunk
+    return buf
+
+
+def committed_by_markers(items: list[RawRecord | RawMarker]) -> list[RawRecord]:
+    """The records a correct ``read_committed`` reader returns: non-transactional
+    records, and transactional ones whose producer's next marker is COMMIT."""
+    pending: dict[int, list[RawRecord]] = {}
+    result: list[tuple[int, RawRecord]] = []
+    for it in items:
+        if isinstance(it, RawMarker):
+            for r in pending.pop(it.producer_id, []):
+                if it.commit:
+                    result.append((r.offset, r))
+        elif not it.transactional:
+            result.append((it.offset, it))
+        else:
+            pending.setdefault(it.producer_id, []).append(it)
+    return [r for _, r in sorted(result, key=lambda x: x[0])]
