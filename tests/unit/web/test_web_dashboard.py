@@ -1,0 +1,109 @@
+"""The observer of a checkpointed run and the dashboard's JSON API (in-process client)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from weirflow import CheckpointConfig, Dataflow
+from weirflow.connectors import CollectSink, IterableSource
+from weirflow.errors import ConfigError
+from weirflow.runtime import wall_clock_ms
+from weirflow.web import JobObserver
+from weirflow.web.app import create_app, serve_dashboard
+
+
+@pytest.fixture(scope="module")
+def observed(tmp_path_factory: pytest.TempPathFactory) -> tuple[JobObserver, object]:
+    """A finished run of source → map → key_by → map → sink at parallelism 2, observed."""
+    flow = Dataflow("dash")
+    (
+        flow.source(IterableSource(list(range(20_000)), partitions=2), name="numbers")
+        .map(lambda v: v * 2, name="double")
+        .key_by(lambda v: v % 5)
+        .map(lambda v: v + 1, name="inc")
+        .sink(CollectSink(), name="out")
+    )
+    observer = JobObserver(flow.graph, 2, wall_clock_ms, interval_ms=0)
+    storage = str(tmp_path_factory.mktemp("chk"))
+    result = flow.run(
+        2,
+        checkpoint=CheckpointConfig(storage=storage, interval=timedelta(milliseconds=1)),
+        runtime=None,
+        listener=observer,
+    )
+    return observer, result
+
+
+def test_observer_counts_match_the_job_result(observed: tuple[JobObserver, object]) -> None:
+    observer, result = observed
+    status = observer.status()
+    for name, counts in result.operators.items():  # type: ignore[attr-defined]
+        subs = [o for o in status.operators if o.operator == name]
+        assert len(subs) == 2
+        assert sum(o.records_in for o in subs) == counts.records_in
+        assert sum(o.records_out for o in subs) == counts.records_out
+    completed = [c for c in status.checkpoints if c.status == "completed"]
+    assert len(completed) == result.checkpoints_completed  # type: ignore[attr-defined]
+    assert status.last_checkpoint_id == completed[-1].checkpoint_id
+    reg = observer.metrics.registry
+    assert reg.get_sample_value("weirflow_checkpoints_completed_total", {"job": "dash"}) == len(
+        completed
+    )
+    assert reg.get_sample_value("weirflow_restarts_total", {"job": "dash"}) == 0
+
+
+def test_api_job_graph_shows_chaining(observed: tuple[JobObserver, object]) -> None:
+    observer, _ = observed
+    graph = TestClient(create_app(observer)).get("/api/job").json()
+    assert graph["parallelism"] == 2
+    names = {o["id"]: o["name"] for o in graph["operators"]}
+    assert sorted(names.values()) == ["double", "inc", "numbers", "out"]
+    edges = {(names[e["from"]], names[e["to"]]): e for e in graph["edges"]}
+    assert edges[("numbers", "double")]["chained"] is True
+    assert edges[("double", "inc")]["chained"] is False
+    assert edges[("double", "inc")]["partitioning"] == "key_by"
+    assert edges[("inc", "out")]["chained"] is True
+    chains = [sorted(names[i] for i in c["operators"]) for c in graph["chains"]]
+    assert sorted(chains) == [["double", "numbers"], ["inc", "out"]]
+
+
+def test_api_operators_checkpoints_lag_status(observed: tuple[JobObserver, object]) -> None:
+    observer, _result = observed
+    client = TestClient(create_app(observer))
+    ops = {o["operator"]: o for o in client.get("/api/operators").json()}
+    assert ops["inc"]["parallelism"] == 2
+    assert ops["inc"]["records_in"] == 20_000
+    assert ops["inc"]["records_in"] == ops["inc"]["records_out"]
+    cps = client.get("/api/checkpoints").json()
+    assert cps and all(c["status"] == "completed" for c in cps)
+    assert all(
+        c["duration_ms"] >= 0 and c["full_bytes"] >= c["incremental_bytes"] >= 0 for c in cps
+    )
+    assert client.get("/api/lag").json() == {}  # an iterable source has no end offsets to compare
+    status = client.get("/api/status").json()
+    assert status["last_checkpoint"] == cps[-1]["checkpoint_id"]
+    page = client.get("/")
+    assert page.status_code == 200
+    assert 'id="graph"' in page.text
+    assert client.get("/static/app.js").status_code == 200
+
+
+def test_token_guard(observed: tuple[JobObserver, object]) -> None:
+    observer, _ = observed
+    client = TestClient(create_app(observer, token="s3cret"))
+    assert client.get("/api/job").status_code == 401
+    assert client.get("/api/job?token=wrong").status_code == 401
+    assert client.get("/api/job?token=s3cret").status_code == 200
+    assert client.get("/", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_binding_beyond_loopback_needs_a_token(
+    observed: tuple[JobObserver, object], tmp_path: Path
+) -> None:
+    observer, _ = observed
+    with pytest.raises(ConfigError, match="token"):
+        serve_dashboard(observer, 0, host="0.0.0.0")
