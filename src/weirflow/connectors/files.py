@@ -240,7 +240,7 @@ class FileSink:
 
         Args:
             job: the job name (unused: the folder identifies the sink).
-            operator: the sink operator's name (unused, as ``job``).
+            operator: the sink operator's name, for log lines (``results[0/2]``).
             subtask: the subtask index.
             parallelism: the number of sink subtasks.
             restored: old subtask → what its ``pre_commit`` returned at the
@@ -251,11 +251,22 @@ class FileSink:
                 restored pending file is missing (its output would be lost).
             FileSinkIOError: a rename or deletion failed.
         """
-        return FileSinkWriter(self, subtask, parallelism, restored)
+        return FileSinkWriter(self, subtask, parallelism, restored, operator)
 
 
 class FileSinkWriter:
-    """One sink subtask's writer (see :class:`FileSink` and the module docs)."""
+    """One sink subtask's writer (see :class:`FileSink` and the module docs).
+
+    Args:
+        sink: the sink's configuration.
+        subtask: the subtask index.
+        parallelism: the number of sink subtasks.
+        restored: old subtask → its committable at the restored checkpoint, or ``None``.
+        operator: the sink operator's name, for log lines.
+
+    Raises:
+        FileSinkError, FileSinkIOError: as :meth:`FileSink.create_writer`.
+    """
 
     def __init__(
         self,
@@ -263,8 +274,10 @@ class FileSinkWriter:
         subtask: int,
         parallelism: int,
         restored: Mapping[int, Any] | None,
+        operator: str = "sink",
     ) -> None:
         self.sink = sink
+        self.name = f"{operator}[{subtask}/{parallelism}]"
         self.folder = sink.path
         self.subtask = subtask
         self.parallelism = parallelism
@@ -319,7 +332,7 @@ class FileSinkWriter:
                         "cleaned while the job ran?"
                     )
                 if os.path.exists(part.path):
-                    log.info("FileSink[%d]: committing %s on restore", self.subtask, part.path)
+                    log.info("%s: committing %s on restore", self.name, part.path)
                 part.move(PartState.COMMITTED, final)
         self._last_checkpoint = newest
         self._fsync_folder()
@@ -334,7 +347,7 @@ class FileSinkWriter:
             if match and self._owned(int(match.group(1))):
                 state = PartState.PENDING if match.group(3) == "pending" else PartState.CLOSED
                 part = PartFile(self.folder, name, state)
-                log.info("FileSink[%d]: deleting %s (never committed)", self.subtask, part.path)
+                log.info("%s: deleting %s (never committed)", self.name, part.path)
                 part.abort()
         self._fsync_folder()
 
@@ -349,9 +362,9 @@ class FileSinkWriter:
                 and int(match.group(2)) > restored_checkpoint
             ):
                 log.warning(
-                    "FileSink[%d]: %s was committed by a checkpoint newer than the restored "
+                    "%s: %s was committed by a checkpoint newer than the restored "
                     "checkpoint %d; its records may appear again",
-                    self.subtask,
+                    self.name,
                     os.path.join(self.folder, name),
                     restored_checkpoint,
                 )
@@ -560,7 +573,7 @@ class FileSinkWriter:
             try:
                 part.handle.close()
             except OSError as e:
-                log.warning("FileSink[%d]: closing %s failed: %s", self.subtask, part.path, e)
+                log.warning("%s: closing %s failed: %s", self.name, part.path, e)
             part.handle = None
 
     def _fsync_folder(self) -> None:
