@@ -14,9 +14,13 @@ the Java client's internals), so recovery does not depend on one:
    away (so the transfer overlaps processing) and commits it when that
    checkpoint completes;
 3. each transaction also commits, through ``send_offsets_to_transaction``,
-   an offset of the sink-owned group ``"weirflow-sink.<transactional.id>"``
-   whose metadata names the checkpoint id (and the writer's run token): the
-   last committed checkpoint is recorded atomically with its records;
+   an offset of the sink-owned group ``"weirflow-sink.<transactional.id>.<run>"``
+   (``run``: a token created on a fresh start and kept in the checkpointed
+   state, so a new run of the same job never reads an old run's progress):
+   the offset is the checkpoint id, so the last committed checkpoint is
+   recorded atomically with its records. The id is also in the offset
+   metadata, for people reading the group; it is not relied on, because some
+   brokers (Tansu 0.6.0) drop offset metadata;
 4. on restore each restored subtask's transactional id is initialised
    (fencing any zombie and ending its open transaction), its last committed
    checkpoint is read from the sink-owned group, and only the restored
@@ -179,9 +183,10 @@ class _Txn(enum.Enum):
 _TXN_TRANSITIONS = {(_Txn.IDLE, _Txn.OPEN), (_Txn.OPEN, _Txn.IDLE)}
 
 
-def progress_group(transactional_id: str) -> str:
-    """The sink-owned consumer group recording a transactional id's last committed checkpoint."""
-    return f"weirflow-sink.{transactional_id}"
+def progress_group(transactional_id: str, run: str) -> str:
+    """The sink-owned consumer group whose committed offset (on partition 0 of the sink's
+    topic) is the last checkpoint id committed by ``transactional_id`` in run ``run``."""
+    return f"weirflow-sink.{transactional_id}.{run}"
 
 
 class KafkaSinkWriter:
@@ -272,7 +277,7 @@ class KafkaSinkWriter:
         meta = json.dumps({"run": run, "checkpoint": checkpoint_id})
         offsets = [ck.TopicPartition(self.sink.topic, 0, checkpoint_id, metadata=meta)]
         group = ck.Consumer(
-            {"bootstrap.servers": self.sink.bootstrap_servers, "group.id": progress_group(tid)}
+            {"bootstrap.servers": self.sink.bootstrap_servers, "group.id": progress_group(tid, run)}
         )
         try:
             producer.send_offsets_to_transaction(
@@ -292,7 +297,7 @@ class KafkaSinkWriter:
             KafkaError: the broker did not answer.
         """
         c = ck.Consumer(
-            {"bootstrap.servers": self.sink.bootstrap_servers, "group.id": progress_group(tid)}
+            {"bootstrap.servers": self.sink.bootstrap_servers, "group.id": progress_group(tid, run)}
         )
         try:
             tp = c.committed([ck.TopicPartition(self.sink.topic, 0)], timeout=self.timeout_s)[0]
@@ -300,11 +305,7 @@ class KafkaSinkWriter:
             raise wrap_kafka_exception(e, f"read progress of {tid}") from e
         finally:
             c.close()
-        try:
-            meta = json.loads(tp.metadata or "{}")
-        except ValueError:
-            return 0
-        return int(meta.get("checkpoint", 0)) if meta.get("run") == run else 0
+        return max(0, tp.offset)
 
     def _recover(self, old: int, subtask: int, state: Mapping[str, Any]) -> None:
         """Write again the restored committables of ``old`` newer than its last commit.
