@@ -57,7 +57,7 @@ DirOption = Annotated[
 ]
 JobOption = Annotated[
     str | None,
-    typer.Option("--job", help="The job's name [default: the only job under the folder]."),
+    typer.Option("--job", help="The job's name (default: the only job under the folder)."),
 ]
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 
@@ -67,13 +67,14 @@ class CheckpointsCliError(WeirflowError):
 
 
 def _cli_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Turn weirflow and I/O errors into one line on stderr and exit status 2 (unless --debug)."""
+    """Turn weirflow, I/O and URL errors into one line on stderr and exit 2 (unless --debug)."""
 
     @functools.wraps(fn)
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return fn(*args, **kwargs)
-        except (WeirflowError, OSError) as e:
+        # ValueError and ImportError: fsspec's answers to an unknown or uninstalled protocol.
+        except (WeirflowError, OSError, ValueError, ImportError) as e:
             if kwargs.get("debug"):
                 raise
             typer.echo(f"error: {e}", err=True)
@@ -241,7 +242,7 @@ def _console() -> Console:
 def list_checkpoints(
     checkpoint_dir: DirOption = DEFAULT_CHECKPOINT_DIR,
     job: Annotated[
-        str | None, typer.Option("--job", help="The job's name [default: list the jobs].")
+        str | None, typer.Option("--job", help="The job's name (default: list the jobs).")
     ] = None,
     verify: Annotated[
         bool, typer.Option("--verify/--no-verify", help="Read and verify every state file.")

@@ -201,6 +201,8 @@ def test_unknown_job_and_ambiguous_job_are_errors(chk: Path, tmp_path: Path) -> 
     assert "no completed checkpoint 12345" in r.stderr
     r = invoke("list", "--checkpoint-dir", str(tmp_path / "empty"), code=2)
     assert r.stderr.startswith("error: no job checkpoints under")
+    r = invoke("list", "--checkpoint-dir", "nosuch://x", code=2)
+    assert r.stderr.startswith("error: ") and "nosuch" in r.stderr and r.stderr.count("\n") == 1
 
 
 def test_inspect_a_savepoint_by_path(chk: Path, tmp_path: Path) -> None:
