@@ -33,7 +33,7 @@ function drawGraph(job) {
   svg.replaceChildren();
   const defs = el("defs", {});
   const marker = el("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 10, refY: 5,
-    markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" });
+    markerWidth: 10, markerHeight: 10, markerUnits: "userSpaceOnUse", orient: "auto" });
   marker.appendChild(el("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#56627a" }));
   defs.appendChild(marker);
   svg.appendChild(defs);
@@ -45,7 +45,7 @@ function drawGraph(job) {
   }
   const rows = {};
   const pos = {};
-  const W = 150, H = 46, GX = 60, GY = 30, X0 = 20, Y0 = 30;
+  const W = 150, H = 46, GX = 80, GY = 30, X0 = 20, Y0 = 30;
   for (const op of job.operators) {
     const d = depth[op.id];
     rows[d] = (rows[d] || 0) + 1;
@@ -66,7 +66,7 @@ function drawGraph(job) {
       d: `M ${x1} ${y1} C ${x1 + GX / 2} ${y1}, ${x2 - GX / 2} ${y2}, ${x2} ${y2}` }));
     if (!e.chained || e.output !== "main") {
       const label = e.output === "main" ? e.partitioning : `${e.partitioning} (${e.output})`;
-      svg.appendChild(el("text", { class: "edge-label", x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 6 }, label));
+      svg.appendChild(el("text", { class: "edge-label", x: (x1 + x2) / 2, y: (y1 + y2) / 2 - 12 }, label));
     }
   }
   for (const op of job.operators) {
