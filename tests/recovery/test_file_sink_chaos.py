@@ -66,10 +66,10 @@ def _run(
 
 
 def test_file_sink_exactly_once_under_worker_kills(tmp_path: Path, chaos_seed: int) -> None:
-    """Scenario: the worker is SIGKILLed 6 times at random; the parts hold the batch answer."""
-    expected, report = _run(tmp_path, chaos_seed, kills=6, parallelism=2)
+    """Scenario: the worker is SIGKILLed 6 to 8 times at random; the parts hold the batch answer."""
+    expected, report = _run(tmp_path, chaos_seed, kills=8, parallelism=2)
     info = report.describe()
-    assert report.kills == 6, f"job ended before the kills landed: {info}"
+    assert report.kills >= 6, f"job ended before the kills landed: {info}"
     got = committed_parts(tmp_path / "out")
     assert got == expected, f"missing {expected - got}, extra {got - expected}; {info}"
     leftovers = [n for n in os.listdir(tmp_path / "out") if n.startswith(".")]
