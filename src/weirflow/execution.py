@@ -16,6 +16,7 @@ from weirflow.graph import LogicalGraph
 from weirflow.records import JobResult
 from weirflow.runtime import (
     CheckpointedRun,
+    LocalScheduler,
     RestartStrategy,
     RunListener,
     RuntimeOptions,
@@ -51,7 +52,8 @@ def execute(
         restart: restart strategy for failed attempts; needs ``checkpoint``.
         runtime: buffer and batch sizes.
         stop: an event that, when set, makes the run take a final checkpoint and return.
-        listener: progress callbacks (checkpoints, failures).
+        listener: progress callbacks (checkpoints, failures); without
+            checkpoints only ``attempt_running`` is called (metrics).
         storage_options: fsspec options of the checkpoint storage.
         guarantee: without checkpoints, ``at_most_once`` makes sources commit
             positions as they read (with checkpoints the mode comes from ``checkpoint``).
@@ -70,17 +72,15 @@ def execute(
             raise ConfigError(
                 "restore= and restart= need checkpoints: pass checkpoint=CheckpointConfig(...)"
             )
+
+        def hooks(scheduler: LocalScheduler) -> None:
+            if stop is not None:
+                scheduler.hooks.before_round.append(lambda now: stop.is_set())
+            if listener is not None:
+                listener.attempt_running(scheduler, None)
+
         return run_unchecked(
-            graph,
-            parallelism,
-            max_parallelism,
-            runtime,
-            guarantee=guarantee,
-            scheduler_hook=(
-                (lambda s: s.hooks.before_round.append(lambda now: stop.is_set()))
-                if stop is not None
-                else None
-            ),
+            graph, parallelism, max_parallelism, runtime, guarantee=guarantee, scheduler_hook=hooks
         )
     if not isinstance(checkpoint, CheckpointConfig):
         raise ConfigError("checkpoint= takes a CheckpointConfig")

@@ -53,13 +53,7 @@ from weirflow.metrics import (
     serve_metrics,
 )
 from weirflow.records import JobResult
-from weirflow.runtime import (
-    LocalScheduler,
-    RestartStrategy,
-    RunListener,
-    run_unchecked,
-    wall_clock_ms,
-)
+from weirflow.runtime import RestartStrategy, RunListener, wall_clock_ms
 from weirflow.web import JobObserver
 
 _MAX_RESTARTS = "Restarts allowed (failure-rate: failures per interval)."
@@ -293,13 +287,15 @@ def _run_worker(
     shown = Surfaces(observer, **surfaces)
     try:
         if config is None:
+            from weirflow.execution import execute
 
-            def hooks(scheduler: LocalScheduler) -> None:
-                scheduler.hooks.before_round.append(lambda now: stop.is_set())
-                observer.attach(scheduler, None)
-
-            result = run_unchecked(
-                flow.graph, parallelism, 128, guarantee=guarantee.value, scheduler_hook=hooks
+            result = execute(
+                flow.graph,
+                parallelism,
+                128,
+                guarantee=guarantee.value,
+                stop=stop,
+                listener=observer,
             )
         else:
             result = flow.run(

@@ -70,12 +70,13 @@ class RunListener:
         """An attempt failed; ``wait_ms`` is ``None`` when no restart follows."""
 
     def attempt_running(
-        self, scheduler: LocalScheduler, coordinator: CheckpointCoordinator
+        self, scheduler: LocalScheduler, coordinator: CheckpointCoordinator | None
     ) -> None:
         """The attempt's tasks are built and restored and about to run.
 
-        Metrics read the tasks and the coordinator (read-only) and may add
-        ``scheduler.hooks.before_round`` hooks here.
+        Metrics read the tasks and the coordinator (read-only; ``None`` in a
+        run without checkpoints) and may add ``scheduler.hooks.before_round``
+        hooks here.
         """
 
 

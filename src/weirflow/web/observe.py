@@ -79,7 +79,7 @@ class JobObserver(RunListener):
         self.inner.attempt_failed(attempt, error, wait_ms)
 
     def attempt_running(
-        self, scheduler: LocalScheduler, coordinator: CheckpointCoordinator
+        self, scheduler: LocalScheduler, coordinator: CheckpointCoordinator | None
     ) -> None:
         """Attach the collector to the attempt's tasks and watch their snapshots."""
         self.attach(scheduler, coordinator)
