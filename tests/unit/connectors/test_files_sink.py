@@ -328,3 +328,26 @@ def test_failed_write_names_the_file_and_commits_nothing(tmp_path: Path) -> None
     assert out.stdout.startswith("ERROR cannot write part file ")
     assert str(tmp_path / ".part-0-0.jsonl.inprogress") in out.stdout
     assert visible(tmp_path) == []
+
+
+def test_restore_warns_about_parts_of_a_newer_checkpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Scenario: checkpoint 2 committed its part, then the job restores from checkpoint 1."""
+    sink = FileSink(tmp_path)
+    w = writer(sink)
+    w.write(["a"], None)
+    state_1 = w.pre_commit(1)
+    w.commit(1)
+    w.write(["b"], None)
+    w.pre_commit(2)
+    w.commit(2)
+    w.close()
+    with caplog.at_level("WARNING", logger="weirflow.connectors"):
+        writer(sink, restored={0: state_1}).close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        f"out[0/1]: {tmp_path / 'part-0-2.jsonl'} was committed by a checkpoint newer than the "
+        "restored checkpoint 1; its records may appear again"
+    ]
+    assert visible(tmp_path) == ["part-0-1.jsonl", "part-0-2.jsonl"]
