@@ -89,6 +89,7 @@ class RuntimeCollector:
     Attributes:
         restarts: restarts so far (set by the owner; shown in the status).
         recovery_ms: recovery time so far in ms (set by the owner).
+        samples: samples taken so far.
     """
 
     def __init__(
@@ -99,6 +100,7 @@ class RuntimeCollector:
         self.interval_ms = interval_ms
         self.restarts = 0
         self.recovery_ms = 0
+        self.samples = 0
         self._tasks: list[TaskView] = []
         self._lag_probe: LagProbe | None = None
         self._last_ms: int | None = None
@@ -156,6 +158,7 @@ class RuntimeCollector:
         """
         elapsed_s = (now_ms - self._last_ms) / 1000 if self._last_ms is not None else 0.0
         self._last_ms = now_ms
+        self.samples += 1
         m = self.metrics
         job = m.job
         ops: list[OperatorSample] = []
