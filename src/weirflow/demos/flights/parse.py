@@ -21,6 +21,7 @@ Invariants of a parsed :class:`Flight`:
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -106,6 +107,7 @@ class Flight:
         return (self.carrier, self.flight, self.scheduled_ms, self.origin)
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def scheduled_utc_ms(year: int, month: int, day: int, hhmm: int) -> int:
     """Convert a New York local date and ``HHMM`` clock time to UTC epoch milliseconds.
 
@@ -137,6 +139,10 @@ def scheduled_utc_ms(year: int, month: int, day: int, hhmm: int) -> int:
     Raises:
         ValueError: the date does not exist, or ``hhmm`` is negative, has
             minutes >= 60, or is above 2400.
+
+    Results are cached: a year of departures has a few hundred thousand
+    distinct scheduled times at most, and the time-zone arithmetic is the
+    costliest step of parsing a row.
     """
     hours, minutes = divmod(hhmm, 100)
     if hhmm < 0 or minutes >= 60 or hours > 24 or (hours == 24 and minutes != 0):
