@@ -111,3 +111,17 @@ def test_json_formatter_carries_exceptions() -> None:
     assert out["message"] == "failed here"
     assert out["level"] == "error"
     assert "ValueError: bad" in out["exception"]
+
+
+def test_live_mode_draws_the_line_on_a_terminal() -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=200)
+    reporter = ProgressReporter(
+        lambda: STATUS, lambda: 10_000, "live", period=timedelta(milliseconds=10), console=console
+    )
+    assert reporter.active
+    reporter.start()
+    while "dead letters 3" not in out.getvalue():
+        reporter._stop.wait(0.01)
+    reporter.stop()
+    assert "in 12.3k/s" in out.getvalue()
