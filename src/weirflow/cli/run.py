@@ -399,7 +399,7 @@ def run(
         str, typer.Option(help="Window of the failure-rate strategy.")
     ] = "1m",
     metrics_port: Annotated[
-        int | None, typer.Option(min=0, max=65535, help="Serve Prometheus /metrics on this port.")
+        int | None, typer.Option(min=1, max=65535, help="Serve Prometheus /metrics on this port.")
     ] = None,
     metrics_host: Annotated[str, typer.Option(help="Address of /metrics.")] = DEFAULT_HOST,
     ui_port: Annotated[

@@ -7,8 +7,8 @@ builds the next.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Literal
 
 CheckpointState = Literal["completed", "failed"]
 
@@ -130,7 +130,3 @@ class JobStatus:
     def total_split_lag(self) -> int:
         """Records not yet read over every split."""
         return sum(self.split_lag.values())
-
-    def to_plain(self) -> dict[str, Any]:
-        """Return the status as JSON-ready nested dicts and lists."""
-        return asdict(self)

@@ -23,6 +23,7 @@ import hmac
 import threading
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,7 @@ def create_app(observer: JobObserver, token: str | None = None) -> Starlette:
         return JSONResponse(operator_rows(observer.status()))
 
     async def checkpoints(request: Request) -> Response:
-        return JSONResponse([c.__dict__ for c in observer.status().checkpoints])
+        return JSONResponse([asdict(c) for c in observer.status().checkpoints])
 
     async def lag(request: Request) -> Response:
         return JSONResponse(observer.status().split_lag)
