@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from weirflow import CheckpointConfig, Dataflow
+from weirflow import CheckpointConfig, Dataflow, RestartStrategy
 from weirflow.connectors import CollectSink, IterableSource
 from weirflow.errors import ConfigError
 from weirflow.runtime import wall_clock_ms
@@ -107,3 +107,45 @@ def test_binding_beyond_loopback_needs_a_token(
     observer, _ = observed
     with pytest.raises(ConfigError, match="token"):
         serve_dashboard(observer, 0, host="0.0.0.0")
+
+
+class FailOnce:
+    """Raises on the first call that sees ``at``; later attempts pass."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.failed = False
+
+    def __call__(self, v: int) -> int:
+        if v == self.at and not self.failed:
+            self.failed = True
+            raise RuntimeError("injected failure")
+        return v
+
+
+def test_in_process_restart_is_counted_with_its_recovery_time(tmp_path: Path) -> None:
+    """Scenario: an operator fails once mid-run; the restart strategy restarts the job."""
+    flow = Dataflow("restarts")
+    out = CollectSink()
+    (
+        flow.source(IterableSource(list(range(30_000)), partitions=2), name="numbers")
+        .map(FailOnce(20_000), name="flaky")
+        .sink(out, name="out")
+    )
+    observer = JobObserver(flow.graph, 1, wall_clock_ms, interval_ms=0)
+    result = flow.run(
+        1,
+        checkpoint=CheckpointConfig(storage=str(tmp_path), interval=timedelta(milliseconds=1)),
+        restart=RestartStrategy.fixed_delay(2, timedelta(milliseconds=20)),
+        listener=observer,
+    )
+    assert result.restarts == 1
+    reg = observer.metrics.registry
+    assert reg.get_sample_value("weirflow_restarts_total", {"job": "restarts"}) == 1
+    recovery = reg.get_sample_value("weirflow_recovery_time_seconds_total", {"job": "restarts"})
+    assert recovery is not None and recovery >= 0.02  # at least the restart delay
+    status = observer.status()
+    assert status.restarts == 1
+    assert status.recovery_ms >= 20
+    ids = [c.checkpoint_id for c in status.checkpoints]
+    assert ids == sorted(set(ids)), "one history across attempts, ids increasing"
