@@ -60,6 +60,7 @@ _MAX_RESTARTS = "Restarts allowed (failure-rate: failures per interval)."
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 _PR_SET_PDEATHSIG = 1
+# also in weirflow.web.app, which needs the web extra: the CLI checks before importing it
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 err = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger("weirflow.cli")

@@ -33,13 +33,18 @@ _DEAD_LETTER_OUTPUT = "dead_letter"
 
 
 class OperatorView(Protocol):
-    """The fields of an operator logic object the collector reads."""
+    """The fields of an operator logic object the collector reads.
+
+    ``output.targets("dead_letter").chained`` is where the dead-letter
+    observer is attached; ``spec.kind``, when present, names the operator kind.
+    """
 
     name: str
     records_in: int
     filtered: int
     late: int
     dead_lettered: int
+    output: Any
 
     @property
     def records_out(self) -> int:
@@ -52,7 +57,7 @@ class TaskView(Protocol):
 
     name: str
     subtask: int
-    chain: Sequence[Any]
+    chain: Sequence[OperatorView]
     inputs: Sequence[Any]
     writers: Sequence[Any]
     steps: int
@@ -210,7 +215,9 @@ class RuntimeCollector:
         with self._lock:
             return self._status
 
-    def _sample_operator(self, job: str, t: TaskView, op: Any, elapsed_s: float) -> OperatorSample:
+    def _sample_operator(
+        self, job: str, t: TaskView, op: OperatorView, elapsed_s: float
+    ) -> OperatorSample:
         sub = t.subtask
         key = (op.name, sub)
         now = (op.records_in, op.records_out, op.filtered, op.late, op.dead_lettered)

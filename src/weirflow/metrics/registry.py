@@ -25,6 +25,9 @@ class JobRegistry:
 
     Attributes:
         registry: the :class:`prometheus_client.CollectorRegistry` to expose.
+        records_in … latency: one attribute per metric of
+            :mod:`weirflow.metrics.names`; job-wide metrics are already bound
+            to the ``job`` label, the others take their labels at use.
     """
 
     def __init__(self, job: str, registry: CollectorRegistry | None = None) -> None:
