@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -134,9 +135,28 @@ class ProgressReporter:
             self._thread.join(timeout=5)
 
     def _run_live(self) -> None:
+        original = sys.stderr
         with Live(Text(""), console=self.console, auto_refresh=False, transient=True) as live:
-            while not self._stop.wait(self.period.total_seconds()):
-                live.update(Text(progress_text(self.status(), self.clock())), refresh=True)
+            # Log handlers hold the real stderr; point them at Live's proxy while the line
+            # is drawn, so that log lines go above it instead of through it.
+            moved = [
+                h
+                for h in logging.getLogger().handlers
+                if isinstance(h, logging.StreamHandler) and h.stream is original
+            ]
+            for h in moved:
+                h.setStream(sys.stderr)
+            try:
+                self._refresh(live)
+            finally:
+                for h in moved:
+                    h.setStream(original)
+
+    def _refresh(self, live: Live) -> None:
+        while not self._stop.wait(self.period.total_seconds()):
+            line = Text(progress_text(self.status(), self.clock()), no_wrap=True)
+            line.overflow = "ellipsis"  # one line, also on a narrow terminal
+            live.update(line, refresh=True)
 
     def _run_json(self) -> None:
         while not self._stop.wait(self.period.total_seconds()):
