@@ -11,10 +11,11 @@ Routes (all ``GET``):
 - ``/api/lag``: records not yet read per source split;
 - ``/api/status``: the progress figures (events/s, watermark, lag, last checkpoint...).
 
-When a token is configured every request must carry it, as
-``Authorization: Bearer <token>`` or ``?token=<token>`` (the page passes on
-the one in its own address). The command line requires a token whenever the
-dashboard binds to anything but a loopback address.
+When a token is configured every request but the page's static script and
+style must carry it, as ``Authorization: Bearer <token>`` or
+``?token=<token>`` (the page passes on the one in its own address). The
+command line requires a token whenever the dashboard binds to anything but
+a loopback address.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ class _TokenGuard(BaseHTTPMiddleware):
     async def dispatch(
         self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
+        # The page's script and style are the same for everyone and are loaded
+        # by the browser without the token; every piece of job data needs it.
+        if request.url.path.startswith("/static/"):
+            return await call_next(request)
         header = request.headers.get("authorization", "")
         given = header[7:] if header.lower().startswith("bearer ") else ""
         given = given or request.query_params.get("token", "")

@@ -99,6 +99,9 @@ def test_token_guard(observed: tuple[JobObserver, object]) -> None:
     assert client.get("/api/job?token=wrong").status_code == 401
     assert client.get("/api/job?token=s3cret").status_code == 200
     assert client.get("/", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert client.get("/").status_code == 401
+    assert client.get("/api/checkpoints").status_code == 401
+    assert client.get("/static/app.js").status_code == 200  # code, not job data
 
 
 def test_binding_beyond_loopback_needs_a_token(
