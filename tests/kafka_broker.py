@@ -291,18 +291,26 @@ def _recv(s: socket.socket, n: int) -> bytes:
     return buf
 
 
-def committed_by_markers(items: list[RawRecord | RawMarker]) -> list[RawRecord]:
-    """The records a correct ``read_committed`` reader returns: non-transactional
-    records, and transactional ones whose producer's next marker is COMMIT."""
+def split_by_markers(
+    items: list[RawRecord | RawMarker],
+) -> tuple[list[RawRecord], list[RawRecord]]:
+    """Split records into (committed, aborted) as a correct ``read_committed`` reader would:
+    non-transactional records and transactional ones whose producer's next marker is
+    COMMIT are committed; those followed by ABORT are aborted; those of a still open
+    transaction are in neither list."""
     pending: dict[int, list[RawRecord]] = {}
-    result: list[tuple[int, RawRecord]] = []
+    committed: list[RawRecord] = []
+    aborted: list[RawRecord] = []
     for it in items:
         if isinstance(it, RawMarker):
-            for r in pending.pop(it.producer_id, []):
-                if it.commit:
-                    result.append((r.offset, r))
+            (committed if it.commit else aborted).extend(pending.pop(it.producer_id, []))
         elif not it.transactional:
-            result.append((it.offset, it))
+            committed.append(it)
         else:
             pending.setdefault(it.producer_id, []).append(it)
-    return [r for _, r in sorted(result, key=lambda x: x[0])]
+    return sorted(committed, key=lambda r: r.offset), sorted(aborted, key=lambda r: r.offset)
+
+
+def committed_by_markers(items: list[RawRecord | RawMarker]) -> list[RawRecord]:
+    """The records a correct ``read_committed`` reader returns (see :func:`split_by_markers`)."""
+    return split_by_markers(items)[0]

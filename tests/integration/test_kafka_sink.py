@@ -93,8 +93,8 @@ def test_at_least_once_delivery_errors_fail_the_barrier() -> None:
 def test_exactly_once_commits_only_when_the_checkpoint_completes(
     kafka_broker: Broker, request: pytest.FixtureRequest
 ) -> None:
-    """Pre-committed records sit in an open transaction (no marker) until ``commit``; the
-    commit writes a COMMIT marker and records the checkpoint in the sink-owned group."""
+    """Pre-committed records stay out of the topic until ``commit``, which writes them in
+    one transaction with its COMMIT marker and records the checkpoint in the sink's group."""
     from weirflow.connectors.kafka_sink import progress_group
 
     topic = _topic(request, kafka_broker)
@@ -135,13 +135,16 @@ def test_restore_resends_only_uncommitted_checkpoints(
     state2 = a.pre_commit(2)
     a.write([b"3a"], None)
     b = sink.create_writer("job", "out", 0, 1, {0: state2})
+    assert b.resent == 0
+    b.recover()
     assert b.resent == 3
     raw = raw_fetch(kafka_broker.bootstrap, topic, 0)
     markers = [(m.commit) for m in raw if isinstance(m, RawMarker)]
-    assert markers == [True, False, True]
+    assert markers == [True, True]
     assert _committed(kafka_broker, topic) == [b"1a", b"1b", b"2a", b"2b", b"2c"]
     assert b.last_committed("job.out.0", state2["run"]) == 2
     c = sink.create_writer("job", "out", 0, 1, {0: state2})
+    c.recover()
     assert c.resent == 0
     c.write([b"3a"], None)
     c.pre_commit(3)
@@ -163,6 +166,7 @@ def test_restore_at_lower_parallelism_recovers_every_old_subtask(
         w.write([f"s{i}".encode()], None)
         states[i] = w.pre_commit(1)
     merged = sink.create_writer("job", "out", 0, 1, states)
+    merged.pre_commit(2)
     assert merged.resent == 2
     assert sorted(_committed(kafka_broker, topic)) == [b"s0", b"s1"]
 
@@ -171,7 +175,7 @@ def test_a_zombie_writer_is_fenced(kafka_broker: Broker, request: pytest.Fixture
     """Scenario: a new instance of subtask 0 starts while the old one still runs; the old
     one's commit must fail and its records must stay uncommitted."""
     from weirflow.connectors import KafkaSinkOptions
-    from weirflow.connectors.kafka import KafkaError
+    from weirflow.connectors.kafka import KafkaFencedError
 
     topic = _topic(request, kafka_broker)
     sink = _sink(kafka_broker, topic, options=KafkaSinkOptions(timeout=timedelta(seconds=3)))
@@ -179,7 +183,7 @@ def test_a_zombie_writer_is_fenced(kafka_broker: Broker, request: pytest.Fixture
     zombie.write([b"zombie"], None)
     zombie.pre_commit(1)
     fresh = sink.create_writer("job", "out", 0, 1, None)
-    with pytest.raises(KafkaError):
+    with pytest.raises(KafkaFencedError):
         zombie.commit(1)
     fresh.write([b"fresh"], None)
     fresh.pre_commit(1)

@@ -10,9 +10,9 @@ the Java client's internals), so recovery does not depend on one:
    so that a restore can write them again;
 2. one transactional producer per sink subtask, ``transactional.id``
    ``"<prefix>.<subtask>"`` (prefix ``"<job>.<operator>"``), writes the
-   staged records of the oldest pending checkpoint into a transaction right
-   away (so the transfer overlaps processing) and commits it when that
-   checkpoint completes;
+   staged records of every checkpoint up to ``n`` in one transaction when
+   ``n`` completes, and commits it at once (a transaction is open only
+   inside ``commit``);
 3. each transaction also commits, through ``send_offsets_to_transaction``,
    an offset of the sink-owned group ``"weirflow-sink.<transactional.id>.<run>"``
    (``run``: a token created on a fresh start and kept in the checkpointed
@@ -22,10 +22,10 @@ the Java client's internals), so recovery does not depend on one:
    metadata, for people reading the group; it is not relied on, because some
    brokers (Tansu 0.6.0) drop offset metadata;
 4. on restore each restored subtask's transactional id is initialised
-   (fencing any zombie and ending its open transaction), its last committed
-   checkpoint is read from the sink-owned group, and only the restored
-   committables newer than it are written again, in one transaction that
-   records them as committed.
+   (fencing any zombie and ending its open transaction); at the first barrier
+   its last committed checkpoint is read from the sink-owned group, and only
+   the restored committables newer than it are written again, in one
+   transaction that records them as committed (:meth:`KafkaSinkWriter.recover`).
 
 The price is that a checkpoint holds the output records of its interval.
 
@@ -51,6 +51,7 @@ from weirflow.connectors.kafka import (
     wrap_kafka_exception,
 )
 from weirflow.errors import ConfigError
+from weirflow.faults import fault_point
 from weirflow.records import DeadLetter
 
 log = logging.getLogger("weirflow.connectors.kafka")
@@ -203,22 +204,34 @@ class KafkaSinkWriter:
     ) -> None:
         self.sink = sink
         self.prefix = prefix
+        self.subtask = subtask
         self.timeout_s = sink.options.timeout.total_seconds()
         self.exactly_once = sink.guarantee == "exactly_once"
         self.transactional_id = f"{prefix}.{subtask}" if self.exactly_once else None
         self.current: list[KafkaRecord] = []
         self.staged: dict[int, list[KafkaRecord]] = {}
-        self.in_txn: list[int] = []
         self.resent = 0
         self._errors: list[str] = []
         self._txn = _Txn.IDLE
         own = restored.get(subtask) or {}
         self.run = own.get("run") or os.urandom(8).hex()
         self.producer = ck.Producer(sink.producer_config(self.transactional_id))
+        self._pending: dict[int, Mapping[str, Any]] = {}
+        self._old_producers: dict[int, Any] = {}
         if self.exactly_once:
             self._init_transactions(self.producer, self.transactional_id)  # type: ignore[arg-type]
-            for old in sorted(restored):
-                self._recover(old, subtask, restored[old] or {})
+            for old, state in sorted(restored.items()):
+                if not state:
+                    continue
+                if state.get("version") != STATE_VERSION:
+                    raise ConfigError(f"unknown Kafka sink state version {state.get('version')!r}")
+                self._pending[old] = state
+                if old != subtask:
+                    # Fence now, so the old instance's open transaction ends early.
+                    tid = f"{prefix}.{old}"
+                    producer = ck.Producer(sink.producer_config(tid))
+                    self._init_transactions(producer, tid)
+                    self._old_producers[old] = producer
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None and len(self._errors) < 10:
@@ -262,7 +275,18 @@ class KafkaSinkWriter:
         producer.poll(0)
 
     def _flush(self, producer: Any) -> None:
-        left = producer.flush(self.timeout_s)
+        what = f"flush to {self.sink.topic}"
+        try:
+            left = producer.flush(self.timeout_s)
+        except ck.KafkaException as e:
+            raise wrap_kafka_exception(e, what) from e
+        except SystemError as e:
+            # confluent-kafka runs the delivery callback while a fatal error (a fenced
+            # producer) is already raised, and reports that as SystemError caused by it.
+            cause = e.__cause__ or e.__context__
+            if isinstance(cause, ck.KafkaException):
+                raise wrap_kafka_exception(cause, what) from e
+            raise
         self._check_delivery()
         if left:
             raise KafkaDeliveryError(
@@ -307,42 +331,50 @@ class KafkaSinkWriter:
             c.close()
         return max(0, tp.offset)
 
-    def _recover(self, old: int, subtask: int, state: Mapping[str, Any]) -> None:
-        """Write again the restored committables of ``old`` newer than its last commit.
+    def recover(self) -> None:
+        """Write again the restored committables newer than each old subtask's last commit.
 
-        Steps: 1. initialise ``old``'s transactional id (fencing, ends its open
-        transaction); 2. read its last committed checkpoint; 3. write the newer
-        staged records and record the newest as committed, in one transaction.
+        Runs once, at the first ``pre_commit``/``commit``/``finish`` after a
+        restore rather than in the constructor: by then every sink subtask has
+        initialised its transactional id, so no dead instance's transaction is
+        still open, and none of this attempt is open yet (transactions live only
+        inside ``commit``). Some brokers (Tansu 0.6.0) hold back offsets
+        committed in a transaction while another transaction is open on the
+        same partition, so reading progress earlier could see an old value.
+
+        Steps per restored subtask: 1. read its last committed checkpoint from
+        its progress group; 2. write the newer staged records and record the
+        newest as committed, in one transaction.
+
+        Raises:
+            KafkaError: the broker refused the recovery transaction.
         """
-        if not state:
-            return
-        if state.get("version") != STATE_VERSION:
-            raise ConfigError(f"unknown Kafka sink state version {state.get('version')!r}")
+        while self._pending:
+            old = min(self._pending)
+            self._recover_one(old, self._pending[old])
+            del self._pending[old]
+            producer = self._old_producers.pop(old, None)
+            if producer is not None:
+                producer.flush(self.timeout_s)
+
+    def _recover_one(self, old: int, state: Mapping[str, Any]) -> None:
         tid = f"{self.prefix}.{old}"
-        producer = self.producer
-        if old != subtask:
-            producer = ck.Producer(self.sink.producer_config(tid))
-            self._init_transactions(producer, tid)
+        producer = self._old_producers.get(old, self.producer)
         run = state["run"]
         done = self.last_committed(tid, run)
         todo = [(int(c), recs) for c, recs in state["staged"] if int(c) > done]
-        if todo:
-            try:
-                producer.begin_transaction()
-            except ck.KafkaException as e:
-                raise wrap_kafka_exception(e, f"begin recovery transaction of {tid}") from e
-            for _, recs in todo:
-                self._produce(producer, recs)
-                self.resent += len(recs)
-            self._commit_with_progress(producer, tid, run, todo[-1][0], "recovery commit")
-            log.info(
-                "%s: wrote checkpoints %s again (last committed: %d)",
-                tid,
-                [c for c, _ in todo],
-                done,
-            )
-        if producer is not self.producer:
-            producer.flush(self.timeout_s)
+        if not todo:
+            return
+        try:
+            producer.begin_transaction()
+        except ck.KafkaException as e:
+            raise wrap_kafka_exception(e, f"begin recovery transaction of {tid}") from e
+        for _, recs in todo:
+            self._produce(producer, recs)
+            self.resent += len(recs)
+        self._commit_with_progress(producer, tid, run, todo[-1][0], "recovery commit")
+        again = [c for c, _ in todo]
+        log.info("%s: wrote checkpoints %s again (last committed: %d)", tid, again, done)
 
     def write(self, values: list[Any], timestamps: list[int] | None) -> None:
         """Stage the records (exactly-once) or produce them (at-least-once).
@@ -357,19 +389,6 @@ class KafkaSinkWriter:
         self._produce(self.producer, records)
         self._check_delivery()
 
-    def _begin_oldest(self) -> None:
-        """Start a transaction with the oldest pending checkpoint's records (not committed yet)."""
-        if self._txn is not _Txn.IDLE or not self.staged:
-            return
-        oldest = min(self.staged)
-        try:
-            self.producer.begin_transaction()
-        except ck.KafkaException as e:
-            raise wrap_kafka_exception(e, f"begin transaction of {self.transactional_id}") from e
-        self._to(_Txn.OPEN)
-        self._produce(self.producer, self.staged[oldest])
-        self.in_txn = [oldest]
-
     def pre_commit(self, checkpoint_id: int) -> Any:
         """Barrier ``checkpoint_id``: flush (at-least-once) or stage (exactly-once).
 
@@ -380,14 +399,15 @@ class KafkaSinkWriter:
 
         Raises:
             KafkaDeliveryError: at-least-once records were not acknowledged.
+            KafkaError: recovery of restored committables failed.
         """
         if not self.exactly_once:
             self._flush(self.producer)
             return None
+        self.recover()
         if self.current:
             self.staged[checkpoint_id] = self.current
             self.current = []
-        self._begin_oldest()
         return {
             "version": STATE_VERSION,
             "run": self.run,
@@ -397,6 +417,10 @@ class KafkaSinkWriter:
     def commit(self, checkpoint_id: int) -> None:
         """Checkpoint ``checkpoint_id`` completed: commit every staged checkpoint up to it.
 
+        Steps: 1. begin a transaction; 2. produce the staged records of every
+        checkpoint up to ``checkpoint_id``; 3. record ``checkpoint_id`` in the
+        progress group and commit (:meth:`_commit_with_progress`).
+
         Raises:
             KafkaFencedError: a newer instance took over this transactional id.
             KafkaError: the commit failed (the task fails; recovery writes the
@@ -404,26 +428,32 @@ class KafkaSinkWriter:
         """
         if not self.exactly_once:
             return
+        self.recover()
         due = sorted(c for c in self.staged if c <= checkpoint_id)
         if not due:
             return
-        if self._txn is _Txn.IDLE:
-            self._begin_oldest()
+        try:
+            self.producer.begin_transaction()
+        except ck.KafkaException as e:
+            raise wrap_kafka_exception(e, f"begin transaction of {self.transactional_id}") from e
+        self._to(_Txn.OPEN)
         for c in due:
-            if c not in self.in_txn:
-                self._produce(self.producer, self.staged[c])
+            self._produce(self.producer, self.staged[c])
+        # Delivered before the offsets, so that (a) a delivery error aborts nothing
+        # half-recorded and (b) the second "sink_commit" fault site below (the
+        # first is just before commit()) kills with records in an open transaction.
+        self._flush(self.producer)
+        fault_point("sink_commit")
         self._commit_with_progress(
             self.producer,
-            self.transactional_id,
+            self.transactional_id,  # type: ignore[arg-type]
             self.run,
             checkpoint_id,
-            "commit",  # type: ignore[arg-type]
+            "commit",
         )
         self._to(_Txn.IDLE)
         for c in due:
             del self.staged[c]
-        self.in_txn = []
-        self._begin_oldest()
 
     def finish(self) -> None:
         """End of input in a run without checkpoints: make everything written visible.
@@ -434,6 +464,7 @@ class KafkaSinkWriter:
         if not self.exactly_once:
             self._flush(self.producer)
             return
+        self.recover()
         if self.current:
             last = max(self.staged, default=0) + 1
             self.staged[last] = self.current

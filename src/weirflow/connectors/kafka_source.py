@@ -356,9 +356,13 @@ class KafkaSourceReader:
         rr = [self.splits[(self._next + k) % n] for k in range(n)]
         preferred = set(order or ())
         candidates = [*(order or ()), *(s for s in rr if s not in preferred)]
+        # A split is marked finished on the poll after its last batch, never with it:
+        # the source operator releases a finished split's watermark before it emits
+        # the batch, which would make that last batch late.
+        for split in candidates:
+            self._check_finished(split)
         for split in candidates:
             batch = self._take(split, max_records)
-            self._check_finished(split)
             if batch is not None:
                 self._next = (self.splits.index(split) + 1) % n
                 return batch
