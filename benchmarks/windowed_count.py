@@ -21,7 +21,8 @@ run is reported and skipped.
 
 ``--latency`` releases the events at a fixed rate (``--latency-rate``,
 default 50,000/s; Quix at ``--quix-latency-rate``, default 5,000/s, because
-it processes about 10,000/s here and a rate near capacity measures queueing)
+it processes about 25,000/s here and a rate near capacity measures queueing;
+weirflow is measured at that rate too)
 and reports the p50/p99 delay from the moment the watermark passes a
 window's end to its result reaching the sink (``benchmarks/peers/common.py``).
 
@@ -71,6 +72,8 @@ LATENCY_RATE = 50_000
 QUIX_LATENCY_RATE = 5_000
 LATENCY_SECONDS = 10
 QUICK_LATENCY_SECONDS = 5
+MIN_LATENCY_EVENTS = 31_000
+"""Three window ends (10,000 events each) close within a latency run, at least."""
 PEER_TIMEOUT_S = 1800
 PEERS_DIR = Path(__file__).resolve().parent / "peers"
 WEIRFLOW = "weirflow (p=1)"
@@ -416,7 +419,7 @@ def latency(
         jobs.append((WEIRFLOW_EO, quix_rate, lambda n, r: weirflow_latency_fresh(n, r, True)))
     for system, r, job in jobs:
         try:
-            summary = job(r * seconds, r)
+            summary = job(max(r * seconds, MIN_LATENCY_EVENTS), r)
         except PeerError as e:
             console.print(f"[yellow]{system} latency skipped:[/yellow] {e}")
             continue
