@@ -84,7 +84,9 @@ class OperatorCounts(NamedTuple):
     Balance: ``records_in = records_out + filtered + dead_lettered + late``
     for one-to-one operators (map, filter); window and flat-map operators
     change the number of records, so only their inputs balance:
-    ``records_in = accepted + dead_lettered + late``.
+    ``records_in = accepted + dead_lettered + late``. For sliding windows
+    ``late`` counts (record, window) pairs, since a record can be late for
+    some of its windows only.
     """
 
     records_in: int
