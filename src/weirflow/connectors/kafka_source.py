@@ -376,6 +376,8 @@ class KafkaSourceReader:
             return None
         limit = max_records
         if self.source.bounded:
+            if split not in self.end:
+                self._record_end(split)
             end = self.end.get(split)
             if end is None:
                 return None
