@@ -27,5 +27,9 @@ lint: $(VENV)/.dev-installed
 test: $(VENV)/.dev-installed lint
 	$(PY) -m pytest tests
 
+# Quick mode (< 10 min): each benchmark prints its own table, then one table of all results.
 bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/eventlog.py --quick
+	$(PY) benchmarks/windowed_count.py --quick --peers --latency --json benchmarks/results/windowed_count.json
+	$(PY) benchmarks/nexmark/run.py --quick --json benchmarks/results/nexmark.json
+	$(PY) benchmarks/peers/summary.py --windowed-count benchmarks/results/windowed_count.json --nexmark benchmarks/results/nexmark.json

@@ -1,0 +1,93 @@
+"""One table from the JSON results of ``windowed_count.py`` and ``nexmark/run.py`` (``make bench``).
+
+Rows: every windowed_count system (events/s, ratio to the plain loop, peak
+RSS, latency p50/p99 at the input rate it was measured at) and every Nexmark
+query (events/s per core, ratio to Flink's published per-core figure, peak
+RSS). A missing file is skipped with a note.
+
+Usage: python benchmarks/peers/summary.py --windowed-count PATH --nexmark PATH
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _load(path: Path | None, console: Console) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    if not path.exists():
+        console.print(f"[yellow]no results at {path}; skipped[/yellow]")
+        return None
+    return json.loads(path.read_text())
+
+
+def build_table(wc: dict[str, Any] | None, nx: dict[str, Any] | None) -> Table:
+    """The combined table.
+
+    Args:
+        wc: ``windowed_count.py --json`` output, or ``None``.
+        nx: ``nexmark/run.py --json`` output, or ``None``.
+
+    Returns:
+        A rich table with one row per system or query.
+    """
+    table = Table(title="weirflow benchmarks (one machine, one run, side by side)")
+    for col in ("benchmark", "system", "events/s", "ratio", "to", "peak RSS (MiB)"):
+        table.add_column(col, justify="right" if col in ("events/s", "ratio") else "left")
+    table.add_column("latency p50 / p99 (ms)", justify="right")
+    if wc is not None:
+        latency: dict[str, list[str]] = {}
+        for r in wc.get("latency", {}).values():
+            latency.setdefault(r["system"], []).append(
+                f"{r['p50_ms']:.0f} / {r['p99_ms']:.0f} @ {r['rate'] // 1000}k/s"
+            )
+        for system, t in wc["throughput"].items():
+            table.add_row(
+                f"windowed_count {wc['events']:,}",
+                system,
+                f"{t['events_per_s']:,.0f}",
+                f"{t['ratio_to_plain_loop']:.2f}",
+                "plain loop",
+                f"{t['peak_rss_mb']:.0f}",
+                "; ".join(latency.get(system, [])) or "-",
+            )
+    if nx is not None:
+        mode = nx["guarantee"]
+        if mode != "none":
+            mode = f"{mode} {nx['checkpoint_interval_ms']} ms"
+        for r in nx["runs"]:
+            table.add_row(
+                f"nexmark {r['events']:,}",
+                f"{r['query']} ({mode})",
+                f"{r['events_per_s']:,.0f}",
+                f"{r['events_per_s'] / r['flink_per_core']:.2f}",
+                "Flink per core",
+                f"{r['peak_rss_mb']:.0f}",
+                "-",
+            )
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the table; return 0."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--windowed-count", type=Path, default=None)
+    parser.add_argument("--nexmark", type=Path, default=None)
+    args = parser.parse_args(argv)
+    console = Console(width=160)
+    wc = _load(args.windowed_count, console)
+    nx = _load(args.nexmark, console)
+    console.print(build_table(wc, nx))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
