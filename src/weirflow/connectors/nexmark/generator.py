@@ -237,6 +237,11 @@ class NexmarkGenerator:
         self._auction_span_events = (
             c.num_in_flight_auctions * PROPORTION_DENOMINATOR
         ) // AUCTION_PROPORTION
+        # A bid's counted size is fixed (four numbers, 32 bytes), so its
+        # padding range is too: (least length, spread), or None when no padding.
+        wanted = c.avg_bid_bytes - 32
+        delta = round(wanted * 0.2)
+        self._bid_padding = (wanted - delta, 2 * delta) if wanted >= 0 else None
 
     def timestamp_ms(self, n: int) -> int:
         """Event time of event number ``n`` in ms (monotone in ``n``)."""
@@ -267,9 +272,30 @@ class NexmarkGenerator:
         return self._bid(event_id, ts)
 
     def events(self, start: int, step: int, count: int) -> list[Event]:
-        """Return events ``start, start + step, …`` (``count`` of them), as :meth:`event` builds."""
-        make = self.event
-        return [make(start + k * step) for k in range(count)]
+        """Return events ``start, start + step, …`` (``count`` of them), as :meth:`event` builds.
+
+        Raises:
+            ValueError: ``start`` is negative.
+        """
+        if start < 0:
+            raise ValueError(f"event numbers start at 0, got {start}")
+        base, rate = self._base, self._rate
+        bid, person, auction = self._bid, self._person, self._auction
+        in_order = self._group == 1
+        event_id = self.event_id
+        out: list[Event] = []
+        append = out.append
+        for n in range(start, start + step * count, step):
+            eid = n if in_order else event_id(n)
+            ts = base + n * 1000 // rate
+            rem = eid % PROPORTION_DENOMINATOR
+            if rem >= PERSON_PROPORTION + AUCTION_PROPORTION:
+                append(bid(eid, ts))
+            elif rem < PERSON_PROPORTION:
+                append(person(eid, ts))
+            else:
+                append(auction(eid, n, ts))
+        return out
 
     def _next_person(self, event_id: int, word: int) -> int:
         people = last_person(event_id) + 1
@@ -329,30 +355,69 @@ class NexmarkGenerator:
         )
 
     def _bid(self, event_id: int, ts: int) -> Bid:
+        # The hot path (92 % of events): the three SplitMix64 words are mixed
+        # inline and the bits laid out so that three words suffice:
+        # w0: hot auction [0, 16), auction draw [16, 48), hot bidder [48, 64);
+        # w1: padding length [0, 11), price [11, 64);
+        # w2: bidder draw [0, 32), hot channel [32], channel index [33, 35),
+        #     channel number [35, 49), padding offset [49, 64).
         c = self.config
-        w0, w1, w2, w3 = _words(event_id, 4)
+        seed = (event_id * _SEED_SPREAD) & _M64
+        z = (seed + _GOLDEN) & _M64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+        w0 = z ^ (z >> 31)
+        z = (seed + 2 * _GOLDEN) & _M64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+        w1 = z ^ (z >> 31)
+        z = (seed + 3 * _GOLDEN) & _M64
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+        w2 = z ^ (z >> 31)
+        # a bid's id lies past its epoch's persons and auctions, so the last
+        # ones created are the epoch's last (last_person / last_auction inlined)
+        epoch = event_id // PROPORTION_DENOMINATOR
         if (w0 & 0xFFFF) % c.hot_auction_ratio > 0:
-            auction = (last_auction(event_id) // HOT_AUCTION_RATIO) * HOT_AUCTION_RATIO
+            last = epoch * AUCTION_PROPORTION + AUCTION_PROPORTION - 1
+            auction = (last // HOT_AUCTION_RATIO) * HOT_AUCTION_RATIO
         else:
             auction = self._next_auction(event_id, (w0 >> 16) & 0xFFFFFFFF)
         if (w0 >> 48) % c.hot_bidder_ratio > 0:
-            bidder = (last_person(event_id) // HOT_BIDDER_RATIO) * HOT_BIDDER_RATIO + 1
+            last = epoch * PERSON_PROPORTION + PERSON_PROPORTION - 1
+            bidder = (last // HOT_BIDDER_RATIO) * HOT_BIDDER_RATIO + 1
         else:
             bidder = self._next_person(event_id, w2 & 0xFFFFFFFF)
         if (w2 >> 32) & 1:
-            i = ((w2 >> 33) & 0xFF) % len(HOT_CHANNELS)
+            i = (w2 >> 33) & 3
             channel = HOT_CHANNELS[i]
             url = HOT_URLS[i]
         else:
-            number = ((w2 >> 41) & 0xFFFFF) % CHANNELS
-            channel = f"channel-{number}"
-            url = f"https://www.nexmark.com/item.htm?query=1&channel_id={number}"
+            channel, url = _channel((w2 >> 35) & 0x3FFF)
+        pad = self._bid_padding
+        if pad is None:
+            extra = ""
+        else:
+            size = pad[0] + ((w1 & 0x7FF) % pad[1] if pad[1] else 0)
+            offset = w2 >> 49
+            extra = _LETTERS[offset : offset + size]
+        price = round(10.0 ** ((w1 >> 11) * _TWO_POW_MINUS_53 * 6.0) * 100.0)
         return Bid(
-            auction=auction + FIRST_AUCTION_ID,
-            bidder=bidder + FIRST_PERSON_ID,
-            price=_price(w1),
-            channel=channel,
-            url=url,
-            date_time=ts,
-            extra=_extra(w3, 32, c.avg_bid_bytes),
+            auction + FIRST_AUCTION_ID, bidder + FIRST_PERSON_ID, price, channel, url, ts, extra
         )
+
+
+_CHANNELS: dict[int, tuple[str, str]] = {}
+
+
+def _channel(draw: int) -> tuple[str, str]:
+    """Name and URL of a non-hot channel (at most :data:`CHANNELS` of them, built once each)."""
+    number = draw % CHANNELS
+    named = _CHANNELS.get(number)
+    if named is None:
+        named = (
+            f"channel-{number}",
+            f"https://www.nexmark.com/item.htm?query=1&channel_id={number}",
+        )
+        _CHANNELS[number] = named
+    return named
