@@ -306,3 +306,40 @@ def test_read_committed_skips_aborted_transactions(
     got = _drain(reader)
     reader.close()
     assert got == [b"c0"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ck.KafkaException,
+    reason="broker: Tansu 0.6.0 does not support CreatePartitions",
+)
+def test_discovers_partitions_added_to_a_subscribed_topic(
+    kafka_broker: Broker, request: pytest.FixtureRequest
+) -> None:
+    """A partition added to a topic at start with 2 partitions goes to the reader holding
+    ``<topic>/<new % 2>`` at the next discovery, and is read from its start."""
+    from confluent_kafka.admin import AdminClient, NewPartitions
+
+    from weirflow.connectors import KafkaSource, KafkaSourceOptions
+
+    topic = _topic(request, kafka_broker, 2)
+    now = [0]
+    source = KafkaSource(
+        kafka_broker.bootstrap,
+        [topic],
+        options=KafkaSourceOptions(
+            start="earliest", discovery_interval=timedelta(seconds=1), clock=lambda: now[0]
+        ),
+    )
+    splits = source.list_splits()
+    owner = source.create_reader([splits[0]], {})
+    other = source.create_reader([splits[1]], {})
+    admin = AdminClient({"bootstrap.servers": kafka_broker.bootstrap})
+    admin.create_partitions([NewPartitions(topic, 3)])[topic].result(10)
+    _produce(kafka_broker.bootstrap, topic, [(2, b"new", 1)])
+    now[0] = 1000
+    assert _drain(owner, want=1) == [b"new"]
+    assert other.poll(10) is None
+    assert f"{topic}/2" in owner.splits and f"{topic}/2" not in other.splits
+    owner.close()
+    other.close()
