@@ -13,6 +13,16 @@ Invariants:
   splits, and a join would cost a rebalance (``session.timeout.ms / 2`` on
   some brokers) for nothing.
 
+Event time and watermarks: each partition is a split, so the source
+operator keeps one watermark generator per partition (``flow.source(...,
+watermarks=WatermarkStrategy...)``; a strategy with an idleness timeout stops
+an empty partition from holding the watermark back). Partitions found by
+discovery while running are read at once, but join the watermark only after
+the next restart (the operator sizes its per-split state when it opens).
+
+Lag: :meth:`KafkaSourceReader.lag` gives, per split, the end offset from the
+last fetch response minus the position (plain data, for metrics).
+
 Bounded mode stops at the end offsets *seen at start*, taken from the first
 fetch response of each partition (the high watermark, or the last stable
 offset under ``read_committed``, that the fetch carries), not from a
