@@ -174,32 +174,42 @@ class WindowLogic(OperatorLogic):
         lateness = self.lateness
         wm = self.watermark
         first, add = self.acc.first, self.acc.add
+        size = self.assigner.size_ms
+        slide = self.assigner.slide_ms
+        offset = self.assigner.offset_ms
+        parts = self._parts
+        kg_cache = self._kg
+        register = self.timers.register_event_time_timer
         late: list[tuple[int, int | None, int | None]] = []
         refire: list[tuple[int, Any, int]] = []
         for i, t in enumerate(timestamps):
             k = keys[i]
-            kg = self._key_group(k)
-            part = self._parts[kg]
-            for w in self.assigner.assign(t):
-                last = w.end_ms - 1
+            kg = kg_cache.get(k)
+            if kg is None:
+                kg = self._key_group(k)
+            part = parts[kg]
+            # the window starts of SlidingWindows.assign, by arithmetic: no
+            # TimeWindow objects on this per-record path
+            last_start = t - (t - offset) % slide
+            first_start = last_start - (size - 1 - (t - last_start)) // slide * slide
+            for start in range(first_start, last_start + 1, slide):
+                last = start + size - 1
                 if last + lateness <= wm:
                     # late for this window only: set aside per window, never silently
-                    late.append((i, w.start_ms, w.end_ms))
+                    late.append((i, start, start + size))
                     continue
-                wk = (k, w.start_ms)
+                wk = (k, start)
                 acc = part.get(wk, _MISSING)
                 try:
                     if acc is _MISSING:
-                        self.timers.register_event_time_timer(
-                            kg, k, w.start_ms, last if last > wm else last + lateness
-                        )
+                        register(kg, k, start, last if last > wm else last + lateness)
                         part[wk] = first(values[i])
                     else:
                         part[wk] = add(acc, values[i])
                 except Exception as e:
                     self._function_failed(part, wk, acc, values[i], t, e)
                 if last <= wm:
-                    refire.append((kg, k, w.start_ms))
+                    refire.append((kg, k, start))
         if late:
             self._emit_late(values, timestamps, late)
         if refire:
