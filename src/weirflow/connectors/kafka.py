@@ -6,7 +6,7 @@ naming the extra. Splits are ``"<topic>/<partition>"``, as for the event log.
 
 Public entry points: :class:`~weirflow.connectors.kafka_source.KafkaSource`,
 :class:`~weirflow.connectors.kafka_sink.KafkaSink` and
-:class:`~weirflow.connectors.kafka_sink.DeadLetterKafkaSink`, re-exported
+:class:`~weirflow.connectors.kafka_dead_letters.DeadLetterKafkaSink`, re-exported
 here and (lazily) from :mod:`weirflow.connectors`.
 """
 
@@ -87,12 +87,11 @@ def wrap_kafka_exception(e: Exception, what: str) -> KafkaError:
 
 
 # Re-exports last: both modules import the helpers above from this module.
-from weirflow.connectors.kafka_sink import (  # noqa: E402
+from weirflow.connectors.kafka_dead_letters import (  # noqa: E402
     DeadLetterKafkaSink,
-    KafkaSink,
-    KafkaSinkOptions,
     dead_letter_headers,
 )
+from weirflow.connectors.kafka_sink import KafkaSink, KafkaSinkOptions  # noqa: E402
 from weirflow.connectors.kafka_source import KafkaSource, KafkaSourceOptions  # noqa: E402
 
 __all__ = [

@@ -52,7 +52,6 @@ from weirflow.connectors.kafka import (
 )
 from weirflow.errors import ConfigError
 from weirflow.faults import fault_point
-from weirflow.records import DeadLetter
 
 log = logging.getLogger("weirflow.connectors.kafka")
 
@@ -63,7 +62,7 @@ KafkaRecord = list[Any]
 STATE_VERSION = 1
 
 
-def _encode_default(value: Any) -> bytes:
+def encode_default(value: Any) -> bytes:
     if type(value) is bytes:
         return value
     if type(value) is str:
@@ -125,7 +124,7 @@ class KafkaSink:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.key = key
-        self.encode = encode or _encode_default
+        self.encode = encode or encode_default
         self.guarantee = guarantee
         self.options = options or KafkaSinkOptions()
 
@@ -475,75 +474,3 @@ class KafkaSinkWriter:
     def close(self) -> None:
         """Flush what the producer holds; an open transaction is left for fencing to end."""
         self.producer.flush(min(self.timeout_s, 5.0))
-
-
-def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
-    """Kafka headers describing a :class:`~weirflow.records.DeadLetter`.
-
-    ``weirflow.error.type``, ``weirflow.error.message``, ``weirflow.attempts``,
-    ``weirflow.operator``, ``weirflow.subtask``, ``weirflow.timestamp_ms``
-    (when known) and, when the letter's ``position`` names one (a mapping with
-    ``split``/``offset`` or a ``(split, offset)`` pair of a ``"<topic>/<partition>"``
-    split), ``weirflow.original.topic``, ``.partition`` and ``.offset``.
-    """
-    h = [
-        ("weirflow.error.type", letter.error_type.encode()),
-        ("weirflow.error.message", letter.message.encode()),
-        ("weirflow.attempts", str(letter.attempts).encode()),
-        ("weirflow.operator", letter.operator.encode()),
-        ("weirflow.subtask", str(letter.subtask).encode()),
-    ]
-    if letter.timestamp_ms is not None:
-        h.append(("weirflow.timestamp_ms", str(letter.timestamp_ms).encode()))
-    pos = letter.position
-    split = offset = None
-    if isinstance(pos, Mapping):
-        split, offset = pos.get("split"), pos.get("offset")
-    elif isinstance(pos, tuple | list) and len(pos) == 2:
-        split, offset = pos
-    if isinstance(split, str) and "/" in split and offset is not None:
-        topic, _, part = split.rpartition("/")
-        h += [
-            ("weirflow.original.topic", topic.encode()),
-            ("weirflow.original.partition", part.encode()),
-            ("weirflow.original.offset", str(offset).encode()),
-        ]
-    return h
-
-
-class DeadLetterKafkaSink(KafkaSink):
-    """A :class:`KafkaSink` for ``dead_letters()`` streams.
-
-    The Kafka value is the original record (bytes as is, ``str`` as UTF-8,
-    else JSON, ``repr`` for what JSON cannot hold); the headers come from
-    :func:`dead_letter_headers`, plus ``weirflow.traceback``. Arguments as
-    :class:`KafkaSink` (no ``key``/``encode``/``headers``: records are
-    unkeyed, and the rest is fixed).
-    """
-
-    def __init__(
-        self,
-        bootstrap_servers: str,
-        topic: str,
-        *,
-        guarantee: Guarantee = "exactly_once",
-        options: KafkaSinkOptions | None = None,
-    ) -> None:
-        opts = options or KafkaSinkOptions()
-        opts = KafkaSinkOptions(
-            transactional_id_prefix=opts.transactional_id_prefix,
-            headers=_letter_headers,
-            timeout=opts.timeout,
-            client_config=opts.client_config,
-        )
-        super().__init__(
-            bootstrap_servers, topic, encode=_letter_value, guarantee=guarantee, options=opts
-        )
-
-
-def _letter_value(letter: DeadLetter) -> bytes:
-    return _encode_default(letter.value)
-
-
-def _letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
-    return [*dead_letter_headers(letter), ("weirflow.traceback", letter.traceback.encode())]
