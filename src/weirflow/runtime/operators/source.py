@@ -82,9 +82,9 @@ class SourceLogic(OperatorLogic):
             batch = self.reader.poll(max_records, order)
         else:
             batch = self.reader.poll(max_records)
-        if getattr(self.reader, "newly_finished", None):
-            self._release_finished()
         if batch is None:
+            if getattr(self.reader, "newly_finished", None):
+                self._release_finished()
             self._check_idleness()
             return 0
         values = batch.values
@@ -104,6 +104,9 @@ class SourceLogic(OperatorLogic):
             wm = self.valve.on_watermark(self.split_index[batch.split], gen.current_watermark())
             if wm is not None:
                 self.output.emit_watermark(wm)
+        # only after the batch: a split may report itself finished with its last records
+        if getattr(self.reader, "newly_finished", None):
+            self._release_finished()
         return len(batch.values)
 
     def _release_finished(self) -> None:
