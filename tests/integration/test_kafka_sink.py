@@ -30,7 +30,9 @@ from kafka_broker import (
 from weirflow import Dataflow, DeadLetter
 from weirflow.connectors import IterableSource
 
-ck = pytest.importorskip("confluent_kafka")
+ck = pytest.importorskip(
+    "confluent_kafka", reason="confluent-kafka is not installed (pip install -e .[kafka])"
+)
 
 __all__ = ["kafka_broker"]
 

@@ -22,7 +22,9 @@ from kafka_broker import (
 from weirflow import CheckpointConfig, Dataflow, WatermarkStrategy
 from weirflow.connectors import CollectSink
 
-ck = pytest.importorskip("confluent_kafka")
+ck = pytest.importorskip(
+    "confluent_kafka", reason="confluent-kafka is not installed (pip install -e .[kafka])"
+)
 
 __all__ = ["kafka_broker"]
 POLL_BUDGET_S = 15.0

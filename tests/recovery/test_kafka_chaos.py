@@ -33,7 +33,9 @@ from kafka_broker import (
 )
 from weirflow.testing import ChaosConfig, run_under_chaos
 
-ck = pytest.importorskip("confluent_kafka")
+ck = pytest.importorskip(
+    "confluent_kafka", reason="confluent-kafka is not installed (pip install -e .[kafka])"
+)
 
 pytestmark = pytest.mark.slow
 __all__ = ["kafka_broker"]
