@@ -63,6 +63,7 @@ STATE_VERSION = 1
 
 
 def encode_default(value: Any) -> bytes:
+    """Encode a record for Kafka: bytes as is, ``str`` as UTF-8, anything else as JSON."""
     if type(value) is bytes:
         return value
     if type(value) is str:

@@ -153,4 +153,5 @@ class PartFile:
 
 
 def final_of(pending: str) -> str:
+    """The committed name of a pending file name (``.part-….pending`` → ``part-…``)."""
     return pending[1 : -len(".pending")]
