@@ -51,7 +51,8 @@ def execute(
             path of a checkpoint or savepoint; needs ``checkpoint``.
         restart: restart strategy for failed attempts; needs ``checkpoint``.
         runtime: buffer and batch sizes.
-        stop: an event that, when set, makes the run take a final checkpoint and return.
+        stop: an event that, when set, ends the run: with checkpoints after a final
+            checkpoint (sinks commit); without, at once (sinks do not commit).
         listener: progress callbacks (checkpoints, failures); without
             checkpoints only ``attempt_running`` is called (metrics).
         storage_options: fsspec options of the checkpoint storage.

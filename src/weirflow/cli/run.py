@@ -31,6 +31,7 @@ import threading
 import time
 from datetime import timedelta
 from enum import StrEnum
+from importlib.util import find_spec
 from typing import Annotated, Any
 
 import typer
@@ -429,6 +430,10 @@ def run(
             if guarantee is Guarantee.at_most_once
             else CheckpointConfig(storage=checkpoint_dir, interval=interval, mode=guarantee.value)
         )
+        if ui_port is not None and any(find_spec(m) is None for m in ("starlette", "uvicorn")):
+            raise ConfigError(
+                "--ui-port needs the dashboard's packages: pip install 'weirflow[web]'"
+            )
         if ui_port is not None and not ui_token and ui_host not in _LOOPBACK:
             raise ConfigError(
                 f"--ui-host {ui_host} exposes the dashboard beyond this machine: "

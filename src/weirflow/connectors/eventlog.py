@@ -136,14 +136,22 @@ class EventLogSourceReader:
         self.log = EventLog(source.log_dir)
         self.splits = splits
         self.partition = {s: int(s.rsplit("/", 1)[1]) for s in splits}
+        # A bounded reader's end offsets are part of its position, so that a restore
+        # stops where the original run would have, even if the topic grew since.
+        restored = {s: positions[s] for s in splits if s in positions}
         self.position = {
-            s: int(positions[s])
-            if s in positions
+            s: int(restored[s][0] if isinstance(restored[s], list) else restored[s])
+            if s in restored
             else self.log.start_offset(source.topic, self.partition[s])
             for s in splits
         }
         self.end = (
-            {s: self.log.end_offset(source.topic, self.partition[s]) for s in splits}
+            {
+                s: int(restored[s][1])
+                if isinstance(restored.get(s), list)
+                else self.log.end_offset(source.topic, self.partition[s])
+                for s in splits
+            }
             if source.bounded
             else {}
         )
@@ -196,8 +204,10 @@ class EventLogSourceReader:
         return self.source.bounded and all(self.position[s] >= self.end[s] for s in self.splits)
 
     def positions(self) -> dict[str, Any]:
-        """Next offset per split."""
+        """Next offset per split; ``[offset, end offset]`` for a bounded source."""
         self._snapshot = dict(self.position)
+        if self.source.bounded:
+            return {s: [o, self.end[s]] for s, o in self.position.items()}
         return dict(self.position)
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:

@@ -50,6 +50,10 @@ class IterableSource:
             )
         self.rows = rows
         self.partitions = partitions
+        self._one_shot = (
+            not isinstance(rows, Sequence) and not callable(rows) and iter(rows) is rows  # type: ignore[arg-type]
+        )
+        self._handed_out = False
 
     def list_splits(self) -> list[str]:
         """Split ids ``"0" .. str(partitions - 1)``."""
@@ -68,7 +72,20 @@ class IterableSource:
     def create_reader(
         self, splits: Sequence[str], positions: Mapping[str, Any]
     ) -> IterableSourceReader:
-        """Create a reader over ``splits``, skipping the records before ``positions``."""
+        """Create a reader over ``splits``, skipping the records before ``positions``.
+
+        Raises:
+            ConfigError: the rows are a one-shot iterator that a reader
+                already consumed (a restart or restore would silently lose
+                the records read before).
+        """
+        if self._one_shot:
+            if self._handed_out:
+                raise ConfigError(
+                    "IterableSource over a one-shot iterator cannot be read again after a "
+                    "restart or restore; pass a list or a function returning a new iterator"
+                )
+            self._handed_out = True
         its = {s: self._iterator(int(s), int(positions.get(s, 0))) for s in splits}
         return IterableSourceReader(its, {s: int(positions.get(s, 0)) for s in splits})
 

@@ -36,6 +36,7 @@ from weirflow.checkpoint import (
     CheckpointConfig,
     CheckpointCoordinator,
     CheckpointCorruptError,
+    CheckpointStatus,
     CheckpointStorage,
     CompletedCheckpoint,
     Manifest,
@@ -55,6 +56,7 @@ from weirflow.runtime.task import Task, TaskState
 log = logging.getLogger("weirflow.runtime")
 
 _WAITING_FOR_END = (TaskState.ENDING, TaskState.FINISHED)
+_STOP_ATTEMPTS = 3
 
 
 class RunListener:
@@ -97,6 +99,7 @@ class _Attempt:
         self.acked: dict[int, set[str]] = {}
         self.checkpoints_completed = 0
         self.stop_checkpoint: int | None = None
+        self.stop_attempts = 0
         self.stop_done = False
         self.built: BuiltJob | None = None
         self.coordinator: CheckpointCoordinator | None = None
@@ -166,6 +169,16 @@ class _Attempt:
         self._snapshot_ended_tasks(coordinator.pending())
         if self.stop_done:
             return True
+        if self.stop_checkpoint is not None and self._stop_checkpoint_failed(coordinator):
+            self.stop_attempts += 1
+            if self.stop_attempts > _STOP_ATTEMPTS:
+                raise JobFailedError(
+                    f"the stop checkpoint of job {self.run.graph.name!r} failed "
+                    f"{_STOP_ATTEMPTS} times; see the log for the cause"
+                )
+            self.stop_checkpoint = coordinator.trigger_now()
+            self._inject(self.stop_checkpoint, now_ms)
+            return False
         if self.run.stop_requested() and self.stop_checkpoint is None:
             self.stop_checkpoint = coordinator.trigger_now()
             self._inject(self.stop_checkpoint, now_ms)
@@ -180,6 +193,13 @@ class _Attempt:
             if checkpoint_id is not None:
                 self._inject(checkpoint_id, now_ms)
         return False
+
+    def _stop_checkpoint_failed(self, coordinator: CheckpointCoordinator) -> bool:
+        status = coordinator.status(self.stop_checkpoint)  # type: ignore[arg-type]
+        return status is not None and status not in (
+            CheckpointStatus.PENDING,
+            CheckpointStatus.COMPLETED,
+        )
 
     def _inject(self, checkpoint_id: int, now_ms: int) -> None:
         assert self.built is not None
@@ -323,6 +343,11 @@ class CheckpointedRun:
             raise ConfigError(str(e)) from e
         attempt_no = 0
         start = self.clock()
+        # A restart may only restore checkpoints this run completed; older ones in the same
+        # storage belong to earlier runs of the job (or precede the restored savepoint).
+        baseline = max(
+            [*self.storage.completed_checkpoints(), manifest.checkpoint_id if manifest else 0]
+        )
         while True:
             attempt = _Attempt(self, self.storage, manifest)
             started = self.clock()
@@ -351,14 +376,11 @@ class CheckpointedRun:
                 )
                 self.sleep(wait_ms / 1000)
                 attempt_no += 1
-                manifest = (
-                    self.storage.latest_valid(
-                        lambda path, err: log.warning(
-                            "skipping unusable checkpoint %s: %s", path, err
-                        )
-                    )
-                    or manifest
+                latest = self.storage.latest_valid(
+                    lambda path, err: log.warning("skipping unusable checkpoint %s: %s", path, err)
                 )
+                if latest is not None and latest.checkpoint_id > baseline:
+                    manifest = latest
 
     def _run_attempt(self, attempt: _Attempt) -> JobResult:
         try:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from weirflow.time import MAX_WATERMARK
-
 
 class Batch:
     """A buffer of records: parallel lists of values, event timestamps and (optionally) keys.
@@ -70,4 +68,3 @@ class EndOfPartition(NamedTuple):
 
 
 END_OF_PARTITION = EndOfPartition()
-FINAL_WATERMARK = Watermark(MAX_WATERMARK)

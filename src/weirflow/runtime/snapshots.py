@@ -21,7 +21,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from weirflow.checkpoint import CheckpointStorage, Manifest, StateHandle, TaskSnapshot
+from weirflow.checkpoint import (
+    CheckpointStorage,
+    Manifest,
+    StateHandle,
+    TaskSnapshot,
+    state_file_name,
+)
 from weirflow.errors import CheckpointError, ConfigError
 from weirflow.graph import LogicalGraph
 from weirflow.serde import decode, encode
@@ -97,9 +103,8 @@ def write_task_snapshot(
     Raises:
         CheckpointError: a write failed.
     """
-    sub = snap.metadata["subtask"]
     handles = {
-        name: storage.write_state(checkpoint_id, f"{_safe(name)}-{sub}.state", data)
+        name: storage.write_state(checkpoint_id, state_file_name(snap.task_id, name), data)
         for name, data in snap.files.items()
     }
     return TaskSnapshot(
@@ -108,10 +113,6 @@ def write_task_snapshot(
         metadata=snap.metadata,
         uses_pickle=any(data[:1] != b"\x01" for data in snap.files.values()),
     )
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
 
 
 def plan_restore(

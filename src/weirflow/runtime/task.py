@@ -252,6 +252,13 @@ class Task:
             self._aligned_mode = barrier.aligned
             self._barrier_seen = set()
             self._barrier = barrier
+        elif barrier.checkpoint_id > self._aligning and not barrier.aligned:
+            # At-least-once inputs are not held back, so a newer barrier can overtake an
+            # alignment that will never finish (its checkpoint timed out or was declined):
+            # give that one up and align on the newer, as Flink does.
+            self._aligning = barrier.checkpoint_id
+            self._barrier_seen = set()
+            self._barrier = barrier
         elif barrier.checkpoint_id != self._aligning:
             raise JobFailedError(
                 f"task {self.name}: barrier {barrier.checkpoint_id} arrived while aligning "

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hmac
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
@@ -42,6 +43,7 @@ from weirflow.metrics import JobStatus, progress_fields
 from weirflow.web.observe import JobObserver
 
 STATIC = Path(__file__).parent / "static"
+_START_TIMEOUT_S = 10.0
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
@@ -201,7 +203,8 @@ def serve_dashboard(
         The running :class:`DashboardServer`.
 
     Raises:
-        ConfigError: ``host`` is not a loopback address and no token was given.
+        ConfigError: ``host`` is not a loopback address and no token was given,
+            or the server did not start listening (port taken) within 10 s.
     """
     if host not in LOOPBACK and not token:
         raise ConfigError(
@@ -214,4 +217,13 @@ def serve_dashboard(
     # uvicorn installs signal handlers only on the main thread; this one leaves SIGTERM to the job
     thread = threading.Thread(target=server.run, daemon=True, name="weirflow-dashboard")
     thread.start()
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if not server.started:
+        server.should_exit = True
+        raise ConfigError(
+            f"the dashboard could not listen on {host}:{port} (port in use?); "
+            "choose another --ui-port"
+        )
     return DashboardServer(server, thread, host, port)

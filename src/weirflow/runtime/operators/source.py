@@ -47,6 +47,7 @@ class SourceLogic(OperatorLogic):
         # several splits, read the one furthest behind in event time first, so
         # that no split runs ahead and fills windows the watermark cannot close.
         self.align = strategy is not None and len(self.splits) > 1
+        self.idleness = strategy is not None and strategy.idleness_ms is not None
 
     def open(self, restored: Any | None) -> None:
         """Create the reader at the restored positions and watermark generator states."""
@@ -107,6 +108,10 @@ class SourceLogic(OperatorLogic):
         # only after the batch: a split may report itself finished with its last records
         if getattr(self.reader, "newly_finished", None):
             self._release_finished()
+        if self.idleness:
+            # an empty split goes idle while another has a backlog, or it would hold the
+            # watermark back for the whole catch-up
+            self._check_idleness()
         return len(batch.values)
 
     def _release_finished(self) -> None:
