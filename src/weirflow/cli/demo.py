@@ -140,7 +140,7 @@ def flights(
     """Run the NYC flights job with crashes injected, then verify its output exactly."""
     try:
         ok = _demo(log_dir, parallelism, chaos, repeat, plot, checkpoint_interval, seed, bad_rows)
-    except WeirflowError as e:
+    except (WeirflowError, OSError) as e:
         if debug:
             raise
         err.print(f"[red]error:[/] {e}")

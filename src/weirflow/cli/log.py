@@ -182,7 +182,14 @@ def produce(
             batch: list[Record] = []
             for lineno, line in enumerate(stream, 1):
                 text = line[:-1] if line.endswith("\n") else line
-                batch.append(_line_record(text, lineno, key_field, timestamp_field, partition))
+                try:
+                    record = _line_record(text, lineno, key_field, timestamp_field, partition)
+                except InvalidArgumentError as e:
+                    raise InvalidArgumentError(
+                        f"{e}; the {count} record(s) before line {count + 1} are already "
+                        f"appended to {topic!r}: fix the line and produce from line {count + 1}"
+                    ) from e
+                batch.append(record)
                 bar.advance(task, len(line.encode()))
                 if len(batch) >= _BATCH:
                     count += len(log.append(topic, batch))

@@ -164,6 +164,8 @@ class FileSinkWriter:
         self._pending: dict[int, list[PartFile]] = {}
         self._last_checkpoint = -1
         self._prepare_folder()
+        if restored is None:
+            self._refuse_earlier_output()
         self._recover(restored or {})
 
     # -- opening and restore -------------------------------------------------
@@ -225,6 +227,21 @@ class FileSinkWriter:
                 log.info("%s: deleting %s (never committed)", self.name, part.path)
                 part.abort()
         self._fsync_folder()
+
+    def _refuse_earlier_output(self) -> None:
+        """A fresh start must not mix its parts with the committed parts of an earlier run.
+
+        Raises:
+            ConfigError: the folder holds committed parts of a subtask this one owns.
+        """
+        for name in self._listdir():
+            match = COMMITTED.fullmatch(name)
+            if match and self._owned(int(match.group(1))):
+                raise ConfigError(
+                    f"{self.name}: {os.path.join(self.folder, name)} is output of an earlier "
+                    "run; a fresh start needs an empty FileSink folder (or restore the run "
+                    "that wrote it with --restore latest)"
+                )
 
     def _warn_newer_commits(self, restored_checkpoint: int) -> None:
         if restored_checkpoint < 0:

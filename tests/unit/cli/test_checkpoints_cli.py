@@ -102,7 +102,9 @@ def test_corrupt_checkpoints_are_listed_with_path_and_reason(chk: Path, tmp_path
     shutil.copytree(chk / "tiny", tmp_path / "tiny")
     st = storage(tmp_path)
     ids = st.completed_checkpoints()
-    state_file = sorted((tmp_path / "tiny" / f"chk-{ids[-1]}").glob("*.state"))[0]
+    state_file = sorted(
+        p for p in (tmp_path / "tiny" / f"chk-{ids[-1]}").iterdir() if p.name != "_manifest"
+    )[0]
     state_file.write_bytes(state_file.read_bytes()[:-3] + b"xyz")
     manifest = tmp_path / "tiny" / f"chk-{ids[0]}" / "_manifest"
     manifest.write_text(manifest.read_text().replace('"mode": "exactly_once"', '"mode": "x"'))
@@ -124,7 +126,9 @@ def test_corrupt_checkpoints_are_listed_with_path_and_reason(chk: Path, tmp_path
 def test_no_verify_reads_manifests_only(chk: Path, tmp_path: Path) -> None:
     shutil.copytree(chk / "tiny", tmp_path / "tiny")
     ids = storage(tmp_path).completed_checkpoints()
-    state_file = sorted((tmp_path / "tiny" / f"chk-{ids[-1]}").glob("*.state"))[0]
+    state_file = sorted(
+        p for p in (tmp_path / "tiny" / f"chk-{ids[-1]}").iterdir() if p.name != "_manifest"
+    )[0]
     state_file.write_bytes(b"garbage")
     out = invoke("list", "--checkpoint-dir", str(tmp_path), "--job", "tiny", "--no-verify").stdout
     assert "corrupt" not in out
@@ -167,7 +171,9 @@ def test_inspect_latest_skips_a_corrupt_newest_checkpoint(chk: Path, tmp_path: P
     """Scenario: the newest checkpoint lost a state file; latest falls back with a warning."""
     shutil.copytree(chk / "tiny", tmp_path / "tiny")
     ids = storage(tmp_path).completed_checkpoints()
-    for f in (tmp_path / "tiny" / f"chk-{ids[-1]}").glob("*.state"):
+    for f in (tmp_path / "tiny" / f"chk-{ids[-1]}").iterdir():
+        if f.name == "_manifest":
+            continue
         f.unlink()
     result = invoke("inspect", "latest", "--checkpoint-dir", str(tmp_path))
     assert f"checkpoint {ids[-2]} of job tiny" in result.stdout

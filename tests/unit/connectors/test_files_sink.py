@@ -198,17 +198,29 @@ def test_restore_with_missing_pending_file_refuses(tmp_path: Path) -> None:
 
 
 def test_committed_part_is_never_overwritten(tmp_path: Path) -> None:
-    """Scenario: a second run without checkpoints writes into a folder holding part-0-0."""
+    """Scenario: a second writer (restored, so not refused at start) commits onto part-0-0."""
     sink = FileSink(tmp_path)
     w = writer(sink)
     w.write(["first"], None)
     w.finish()
     w.close()
-    w2 = writer(sink)
+    w2 = writer(sink, restored={})
     w2.write(["second"], None)
     with pytest.raises(FileSinkError, match="already exists"):
         w2.finish()
     w2.close()
+    assert records(tmp_path) == ["first"]
+
+
+def test_a_fresh_start_refuses_a_folder_with_earlier_output(tmp_path: Path) -> None:
+    """Scenario: a fresh run into a folder holding committed parts fails at once, clearly."""
+    sink = FileSink(tmp_path)
+    w = writer(sink)
+    w.write(["first"], None)
+    w.finish()
+    w.close()
+    with pytest.raises(ConfigError, match="output of an earlier run"):
+        writer(sink)
     assert records(tmp_path) == ["first"]
 
 
