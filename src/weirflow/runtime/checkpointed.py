@@ -227,6 +227,9 @@ class _Attempt:
             for task in self.built.tasks:
                 task.notify_checkpoint_complete(c.checkpoint_id)
             self.checkpoints_completed += 1
+            # a completed checkpoint subsumes every older one: their acknowledgements are done
+            for old in [cid for cid in self.acked if cid <= c.checkpoint_id]:
+                del self.acked[old]
             self.run.listener.checkpoint_completed(c)
             if self.stop_checkpoint is not None and c.checkpoint_id >= self.stop_checkpoint:
                 self.stop_done = True
