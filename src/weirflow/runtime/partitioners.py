@@ -21,9 +21,8 @@ from weirflow.errors import ConfigError
 from weirflow.graph import Partitioning
 from weirflow.runtime.channel import Channel
 from weirflow.runtime.events import Batch
+from weirflow.runtime.keycache import KEY_CACHE_LIMIT
 from weirflow.state import key_group_for_key, subtask_for_key_group
-
-_KEY_CACHE_LIMIT = 1 << 16
 
 
 class RecordWriter:
@@ -90,7 +89,7 @@ class RecordWriter:
         keys = [key_fn(v) for v in values]
         n = len(self.channels)
         cache = self._target_of_key
-        if len(cache) > _KEY_CACHE_LIMIT:
+        if len(cache) > KEY_CACHE_LIMIT:
             cache.clear()
         vals: list[list[Any]] = [[] for _ in range(n)]
         kss: list[list[Any]] = [[] for _ in range(n)]

@@ -7,9 +7,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from weirflow.graph import OperatorSpec
+from weirflow.runtime.keycache import KeyGroupCache
 from weirflow.runtime.operators.base import OperatorContext, OperatorLogic
 from weirflow.runtime.operators.errors import call_each, call_with_policy
-from weirflow.state import MemoryStateBackend, StateDescriptor, TimerService, key_group_for_key
+from weirflow.state import MemoryStateBackend, StateDescriptor, TimerService
 from weirflow.time import MIN_WATERMARK
 
 _MISSING = object()
@@ -22,7 +23,7 @@ class _KeyedBase(OperatorLogic):
         super().__init__(spec, ctx)
         self.key_fn = spec.key_fn
         self.backend = MemoryStateBackend(ctx.key_group_range, ctx.max_parallelism)
-        self._kg: dict[Any, int] = {}
+        self._key_group = KeyGroupCache(ctx.max_parallelism)
 
     def open(self, restored: Any | None) -> None:
         """Restore the keyed state (blobs of this subtask's key groups)."""
@@ -32,15 +33,6 @@ class _KeyedBase(OperatorLogic):
     def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
         """A synchronous copy of the keyed state."""
         return {"keyed": self.backend.snapshot()}
-
-    def _key_group(self, key: Any) -> int:
-        kg = self._kg.get(key)
-        if kg is None:
-            if len(self._kg) > 1 << 16:
-                self._kg.clear()
-            kg = key_group_for_key(key, self.ctx.max_parallelism)
-            self._kg[key] = kg
-        return kg
 
     def _with_keys(
         self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
@@ -175,8 +167,8 @@ class KeyedProcessLogic(_KeyedBase):
 
     def open(self, restored: Any | None) -> None:
         """Restore state, timers and watermark, then call the function's ``open``."""
+        super().open(restored)
         if restored:
-            self.backend.restore(restored["state"])
             self.timers.restore(restored["timers"])
             if restored.get("watermark") is not None:
                 self.watermark = restored["watermark"]

@@ -27,15 +27,15 @@ from typing import Any
 from weirflow.errors import OperatorError
 from weirflow.graph import OperatorSpec
 from weirflow.records import LateRecord, WindowResult
+from weirflow.runtime.keycache import KeyGroupCache
 from weirflow.runtime.operators.accumulate import accumulation_for
 from weirflow.runtime.operators.base import OperatorContext, OperatorLogic
 from weirflow.runtime.operators.errors import call_each, call_with_policy
-from weirflow.state import MemoryStateBackend, TimerService, key_group_for_key
+from weirflow.state import MemoryStateBackend, TimerService
 from weirflow.time import MIN_WATERMARK, SessionWindows, TumblingWindows
 
 LATE = "late"
 _MISSING = object()
-_KEY_CACHE_LIMIT = 1 << 16
 
 
 class WindowLogic(OperatorLogic):
@@ -57,11 +57,9 @@ class WindowLogic(OperatorLogic):
         self.firings = self.backend.table("firings")
         self.timers = TimerService(ctx.key_group_range)
         self.watermark = MIN_WATERMARK
-        self._kg: dict[Any, int] = {}
-        self._parts = [
-            self.windows.partition(kg) if kg in ctx.key_group_range else None
-            for kg in range(ctx.max_parallelism)
-        ]
+        self._key_group = KeyGroupCache(ctx.max_parallelism)
+        self._kg = self._key_group.groups
+        self._bind_parts()
 
     # -- state ---------------------------------------------------------------
 
@@ -73,10 +71,7 @@ class WindowLogic(OperatorLogic):
         self.timers.restore(restored["timers"])
         if restored.get("watermark") is not None:
             self.watermark = restored["watermark"]
-        self._parts = [
-            self.windows.partition(kg) if kg in self.ctx.key_group_range else None
-            for kg in range(self.ctx.max_parallelism)
-        ]
+        self._bind_parts()
 
     def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
         """Synchronous copies of state and timers; encoding happens later, off the hot path."""
@@ -88,14 +83,12 @@ class WindowLogic(OperatorLogic):
 
     # -- records -------------------------------------------------------------
 
-    def _key_group(self, key: Any) -> int:
-        kg = self._kg.get(key)
-        if kg is None:
-            if len(self._kg) > _KEY_CACHE_LIMIT:
-                self._kg.clear()
-            kg = key_group_for_key(key, self.ctx.max_parallelism)
-            self._kg[key] = kg
-        return kg
+    def _bind_parts(self) -> None:
+        """Index the live per-key-group dicts of ``windows`` by key group (hot-path access)."""
+        self._parts = [
+            self.windows.partition(kg) if kg in self.ctx.key_group_range else None
+            for kg in range(self.ctx.max_parallelism)
+        ]
 
     def process_batch(
         self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
