@@ -1,0 +1,59 @@
+"""The dataflow shared by the recovery-test jobs: per user, 1-second tumbling windows of
+(count, sum) of the amounts, between a source and a sink each job chooses.
+
+``WF_THROTTLE_US`` sets a per-record pause in the parsing map (microseconds), so
+that a test's random kills land while the job runs.
+"""
+
+import json
+import os
+import time
+from datetime import timedelta
+from typing import Any
+
+from weirflow import Dataflow, WatermarkStrategy
+from weirflow.windows import TumblingWindows
+
+THROTTLE_S = int(os.environ.get("WF_THROTTLE_US", "0")) / 1e6
+
+
+def parse(raw: bytes) -> tuple[str, int]:
+    """``{"user": ..., "amount": ...}`` JSON to ``(user, amount)``."""
+    e = json.loads(raw)
+    if THROTTLE_S:
+        time.sleep(THROTTLE_S)
+    return (e["user"], e["amount"])
+
+
+class CountSum:
+    """(count, sum) of the amounts in a window."""
+
+    def create_accumulator(self) -> tuple[int, int]:
+        return (0, 0)
+
+    def add(self, value: tuple[str, int], acc: tuple[int, int]) -> tuple[int, int]:
+        return (acc[0] + 1, acc[1] + value[1])
+
+    def merge(self, a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+        return (a[0] + b[0], a[1] + b[1])
+
+    def get_result(self, acc: tuple[int, int]) -> list[int]:
+        return list(acc)
+
+
+def windowed_sum(name: str, source: Any, sink: Any) -> Dataflow:
+    """Build the job named ``name`` from ``source`` (raw JSON values) to ``sink``."""
+    flow = Dataflow(name)
+    (
+        flow.source(
+            source,
+            watermarks=WatermarkStrategy.bounded_out_of_orderness(timedelta(seconds=1)),
+            name="events",
+        )
+        .map(parse, name="parse")
+        .key_by(lambda kv: kv[0])
+        .window(TumblingWindows(size=timedelta(seconds=1)))
+        .aggregate(CountSum(), name="per_user")
+        .sink(sink, name="results")
+    )
+    return flow
