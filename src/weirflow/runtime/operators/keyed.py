@@ -192,6 +192,10 @@ class KeyedProcessLogic(_KeyedBase):
         ctx = self.context
         backend = self.backend
         process = self.fn.process_element
+
+        def run(x: Any) -> list[Any]:
+            return _materialize(process(x, ctx))
+
         out: list[Any] = []
         out_ts: list[int] | None = [] if timestamps is not None else None
         for i, v in enumerate(values):
@@ -202,7 +206,7 @@ class KeyedProcessLogic(_KeyedBase):
             ctx._kg = kg
             t = timestamps[i] if timestamps is not None else None
             ctx.timestamp = t
-            ok, produced = call_with_policy(self, lambda x: _materialize(process(x, ctx)), v, t)
+            ok, produced = call_with_policy(self, run, v, t)
             if ok and produced:
                 out.extend(produced)
                 if out_ts is not None:
@@ -214,6 +218,10 @@ class KeyedProcessLogic(_KeyedBase):
         if on_timer is None:
             return
         ctx = self.context
+
+        def fire(timestamp_ms: int) -> list[Any]:
+            return _materialize(on_timer(timestamp_ms, ctx))
+
         out: list[Any] = []
         out_ts: list[int] = []
         for ts, kg, k, _ns in fired:
@@ -221,7 +229,7 @@ class KeyedProcessLogic(_KeyedBase):
             ctx.current_key = k
             ctx._kg = kg
             ctx.timestamp = ts
-            ok, produced = call_with_policy(self, lambda t: _materialize(on_timer(t, ctx)), ts, ts)
+            ok, produced = call_with_policy(self, fire, ts, ts)
             if ok and produced:
                 out.extend(produced)
                 out_ts.extend([ts] * len(produced))
