@@ -41,6 +41,7 @@ from rich.table import Table
 from weirflow.api import Dataflow
 from weirflow.checkpoint import CheckpointConfig, CheckpointStorage
 from weirflow.cli.app import app
+from weirflow.cli.cluster import run_on_workers
 from weirflow.cli.durations import parse_duration
 from weirflow.cli.jobs import load_dataflow
 from weirflow.connectors.eventlog import EventLogSourceReader
@@ -55,6 +56,7 @@ from weirflow.metrics import (
 )
 from weirflow.records import JobResult
 from weirflow.runtime import RestartStrategy, RunListener, wall_clock_ms
+from weirflow.runtime.local_cluster import resolve_workers
 from weirflow.web import JobObserver
 
 _MAX_RESTARTS = "Restarts allowed (failure-rate: failures per interval)."
@@ -418,6 +420,12 @@ def run(
     log_format: Annotated[
         LogFormat, typer.Option(help="text (with a live progress line) or json.")
     ] = (LogFormat.text),
+    workers: Annotated[
+        str, typer.Option(help="Worker processes on this machine: a count, or auto (one per core).")
+    ] = "1",
+    heartbeat_timeout: Annotated[
+        str, typer.Option(help="Silence after which a worker is given up (with --workers).")
+    ] = "10s",
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
     worker: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
@@ -456,6 +464,23 @@ def run(
             parse_duration(max_restart_delay),
             parse_duration(failure_interval),
         )
+        processes = resolve_workers(workers, parallelism)
+        if processes > 1:
+            result = run_on_workers(
+                job,
+                processes,
+                {
+                    "parallelism": parallelism,
+                    "checkpoint": config,
+                    "guarantee": guarantee.value,
+                    "restore": restore,
+                    "restart": strategy,
+                },
+                parse_duration(heartbeat_timeout).total_seconds(),
+                _PrintingListener(),
+            )
+            _summary(result, log_format)
+            raise typer.Exit(0)
         flow = load_dataflow(job)
         storage = CheckpointStorage(checkpoint_dir, flow.name) if config else None
         argv = [

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from weirflow.graph import LogicalGraph, PhysicalPlan
 from weirflow.runtime.channel import Channel
@@ -29,19 +29,35 @@ class RuntimeOptions:
     channel_capacity: int = 4
 
 
+class RemoteEnds(Protocol):
+    """Where a worker gets the ends of channels whose other end runs in another worker."""
+
+    def owner(self, subtask: int) -> str | None:
+        """Return the worker hosting ``subtask``, or ``None`` when it runs here."""
+        ...
+
+    def output(self, channel_id: int, capacity: int, name: str, peer: str) -> Any:
+        """Return the sending end of ``channel_id`` towards worker ``peer``."""
+        ...
+
+    def input(self, channel_id: int, capacity: int, name: str, peer: str) -> Channel:
+        """Return the receiving end of ``channel_id`` from worker ``peer``."""
+        ...
+
+
 @dataclass
 class BuiltJob:
-    """The runnable pieces of one job attempt.
+    """The runnable pieces of one job attempt (in one worker: the subtasks it hosts).
 
     Attributes:
-        tasks: all tasks, sources first (plan order), subtasks in order.
-        channels: all channels.
-        logic: ``operator id -> [logic per subtask]``.
+        tasks: the tasks built, sources first (plan order), subtasks in order.
+        channels: the channels whose receiving end is here.
+        logic: ``operator id -> {subtask: logic}`` for the subtasks built.
     """
 
     tasks: list[Task]
     channels: list[Channel]
-    logic: dict[int, list[OperatorLogic]]
+    logic: dict[int, dict[int, OperatorLogic]]
 
 
 def build_job(
@@ -53,13 +69,16 @@ def build_job(
     on_snapshot: SnapshotCallback,
     restored: Mapping[str, Mapping[int, Any]] | None = None,
     guarantee: str = "exactly_once",
+    subtasks: Collection[int] | None = None,
+    remote: RemoteEnds | None = None,
 ) -> BuiltJob:
-    """Instantiate every subtask of ``plan``.
+    """Instantiate the subtasks of ``plan`` that run here.
 
     Steps:
-        1. build one logic object per operator per subtask;
+        1. build one logic object per operator per local subtask;
         2. wire chained edges as direct calls;
-        3. create channels and record writers for network edges;
+        3. create channels and record writers for network edges (a channel
+           with one end in another worker gets a remote end from ``remote``);
         4. create tasks and open them with their restored state.
 
     Args:
@@ -72,15 +91,20 @@ def build_job(
         restored: ``operator name -> subtask -> state`` as redistributed for
             this plan's parallelism, or ``None`` for a fresh start.
         guarantee: the delivery guarantee, given to every operator.
+        subtasks: the subtask indices (of every chain) built here; ``None``: all.
+        remote: the remote channel ends; needed when ``subtasks`` leaves some out.
 
     Returns:
         The :class:`BuiltJob`.
     """
     p = plan.parallelism
-    logic: dict[int, list[OperatorLogic]] = {}
+    local = set(range(p)) if subtasks is None else set(subtasks)
+    if remote is None and len(local) < p:
+        raise ValueError("building part of a plan needs remote channel ends")
+    logic: dict[int, dict[int, OperatorLogic]] = {}
     for op in graph.operators:
-        logic[op.id] = [
-            build_logic(
+        logic[op.id] = {
+            i: build_logic(
                 op,
                 OperatorContext(
                     job=plan.job,
@@ -93,42 +117,53 @@ def build_job(
                     guarantee=guarantee,
                 ),
             )
-            for i in range(p)
-        ]
+            for i in sorted(local)
+        }
     for up, down, edge in plan.chained_edges:
-        for i in range(p):
+        for i in local:
             logic[up][i].output.targets(edge.output).chained.append(logic[down][i])
     channels: list[Channel] = []
     inputs: dict[tuple[int, int], list[Channel]] = {}
     writers: dict[tuple[int, int], list[RecordWriter]] = {}
-    for ne in plan.network_edges:
+    for edge_index, ne in enumerate(plan.network_edges):
         e = ne.edge
         up_name = graph.get(e.upstream).name
         down_name = graph.get(ne.downstream_op).name
-        grid = [
-            [
-                Channel(options.channel_capacity, f"{up_name}[{i}/{p}] -> {down_name}[{j}/{p}]")
-                if e.partitioning != "forward" or i == j
-                else None
-                for j in range(p)
-            ]
-            for i in range(p)
-        ]
+        grid: dict[tuple[int, int], Any] = {}
         for i in range(p):
-            targets = [c for c in grid[i] if c is not None]
-            channels.extend(targets)
+            for j in range(p):
+                if (e.partitioning == "forward" and i != j) or (i not in local and j not in local):
+                    continue
+                name = f"{up_name}[{i}/{p}] -> {down_name}[{j}/{p}]"
+                channel_id = (edge_index * p + i) * p + j
+                if i in local and j in local:
+                    grid[i, j] = Channel(options.channel_capacity, name)
+                elif i in local:
+                    assert remote is not None
+                    peer = remote.owner(j)
+                    assert peer is not None
+                    grid[i, j] = remote.output(channel_id, options.channel_capacity, name, peer)
+                else:
+                    assert remote is not None
+                    peer = remote.owner(i)
+                    assert peer is not None
+                    grid[i, j] = remote.input(channel_id, options.channel_capacity, name, peer)
+                if j in local:
+                    channels.append(grid[i, j])
+        for i in sorted(local):
+            targets = [grid[i, j] for j in range(p) if (i, j) in grid]
             w = RecordWriter(
                 targets, e.partitioning, e.key_fn, plan.max_parallelism, options.buffer_size
             )
             logic[e.upstream][i].output.targets(e.output).writers.append(w)
             writers.setdefault((ne.upstream_chain, i), []).append(w)
-        for j in range(p):
+        for j in sorted(local):
             inputs.setdefault((ne.downstream_chain, j), []).extend(
-                grid[i][j] for i in range(p) if grid[i][j] is not None
+                grid[i, j] for i in range(p) if (i, j) in grid
             )
     tasks: list[Task] = []
     for chain in plan.chains:
-        for i in range(p):
+        for i in sorted(local):
             ops = [logic[o][i] for o in chain.operators]
             task = Task(
                 name=ops[0].task_name,

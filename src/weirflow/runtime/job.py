@@ -21,7 +21,7 @@ def counts(graph: LogicalGraph, built: BuiltJob) -> dict[str, OperatorCounts]:
     """Sum every operator's counters over its subtasks."""
     out: dict[str, OperatorCounts] = {}
     for op in graph.operators:
-        subs = built.logic[op.id]
+        subs = built.logic[op.id].values()
         out[op.name] = OperatorCounts(
             records_in=sum(s.records_in for s in subs),
             records_out=sum(s.records_out for s in subs),

@@ -1,0 +1,221 @@
+"""The control plane's messages between the job coordinator and its workers.
+
+Every message is a small msgspec struct, msgpack-encoded into one frame of an
+authenticated :class:`~weirflow.runtime.wire.FramedConnection`. Every message
+that concerns a deployment carries its ``attempt`` number; a receiver drops
+messages of any other attempt (fencing: a worker of an older attempt can
+neither acknowledge a checkpoint nor be told to commit).
+
+Worker → coordinator: :class:`Register`, :class:`Running`,
+:class:`Acknowledge`, :class:`Decline`, :class:`TasksFinished`,
+:class:`Finished`, :class:`Failed`, :class:`Heartbeat`.
+Coordinator → worker: :class:`Welcome`, :class:`Deploy`, :class:`Trigger`, :class:`Complete`,
+:class:`Finish`, :class:`Cancel`, :class:`Heartbeat`, :class:`Shutdown`.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Register(msgspec.Struct, tag=True, frozen=True):
+    """A worker joins: it offers ``slots`` slots and accepts data connections at ``data_address``.
+
+    Attributes:
+        worker_id: unique per worker process (``host:pid:nonce``).
+        slots: how many subtask indices it can host.
+        host: the host name it runs on (checkpoint storage must be shared across hosts).
+        data_address: ``HOST:PORT`` of its data-plane listener.
+        pid: its process id (a local launcher ends a worker the coordinator gave up on).
+    """
+
+    worker_id: str
+    slots: int
+    host: str
+    data_address: str
+    pid: int
+
+
+class Welcome(msgspec.Struct, tag=True, frozen=True):
+    """The coordinator accepted a worker.
+
+    Attributes:
+        heartbeat_interval_ms: how often each side sends a heartbeat.
+        heartbeat_timeout_ms: silence after which each side gives the other up.
+    """
+
+    heartbeat_interval_ms: int
+    heartbeat_timeout_ms: int
+
+
+class Deploy(msgspec.Struct, tag=True, frozen=True):
+    """Run ``subtasks`` of every chain of the job, as attempt ``attempt``.
+
+    Attributes:
+        attempt: the deployment's attempt number (fencing token).
+        job: the job spec, ``JOB.py[:NAME]``, importable on the worker.
+        parallelism: subtasks per operator.
+        max_parallelism: number of key groups.
+        subtasks: the subtask indices (slots) this worker hosts.
+        owners: subtask index → worker id, for every subtask.
+        peers: worker id → data address, for every worker of the attempt.
+        checkpoint_dir: checkpoint storage URL, or ``None`` without checkpoints.
+        mode: ``exactly_once``, ``at_least_once`` or ``at_most_once``.
+        restore: URL of the checkpoint to restore, or ``None`` for a fresh start.
+        source_batch_size: records a source reads per step.
+        buffer_size: records per buffer.
+        channel_capacity: buffers per channel (its credit).
+    """
+
+    attempt: int
+    job: str
+    parallelism: int
+    max_parallelism: int
+    subtasks: list[int]
+    owners: dict[int, str]
+    peers: dict[str, str]
+    checkpoint_dir: str | None
+    mode: str
+    restore: str | None
+    source_batch_size: int = 1024
+    buffer_size: int = 1024
+    channel_capacity: int = 4
+
+
+class Running(msgspec.Struct, tag=True, frozen=True):
+    """The worker's tasks are built, restored and connected; they run now."""
+
+    attempt: int
+
+
+class Trigger(msgspec.Struct, tag=True, frozen=True):
+    """Start checkpoint ``checkpoint_id``: sources inject the barrier; finished tasks snapshot.
+
+    Attributes:
+        stop: the stop checkpoint: sources emit nothing after its barrier.
+    """
+
+    attempt: int
+    checkpoint_id: int
+    timestamp_ms: int
+    stop: bool = False
+
+
+class Acknowledge(msgspec.Struct, tag=True, frozen=True):
+    """A task's snapshot of a checkpoint: its state files are written.
+
+    Attributes:
+        snapshot: the pickled :class:`~weirflow.checkpoint.TaskSnapshot`
+            (handles and inline metadata; the connection is authenticated).
+    """
+
+    attempt: int
+    checkpoint_id: int
+    snapshot: bytes
+
+
+class Decline(msgspec.Struct, tag=True, frozen=True):
+    """A task could not snapshot or write a checkpoint."""
+
+    attempt: int
+    checkpoint_id: int
+    task: str
+    reason: str
+
+
+class Complete(msgspec.Struct, tag=True, frozen=True):
+    """Checkpoint ``checkpoint_id`` completed (its manifest is written): sinks may commit."""
+
+    attempt: int
+    checkpoint_id: int
+
+
+class TasksFinished(msgspec.Struct, tag=True, frozen=True):
+    """Every task of the worker reached the end of its input."""
+
+    attempt: int
+
+
+class Finish(msgspec.Struct, tag=True, frozen=True):
+    """The job is over: close the tasks and report their counts."""
+
+    attempt: int
+
+
+class Finished(msgspec.Struct, tag=True, frozen=True):
+    """The worker closed its tasks.
+
+    Attributes:
+        counts: operator name → ``[in, out, filtered, late, dead_lettered]``
+            summed over this worker's subtasks.
+    """
+
+    attempt: int
+    counts: dict[str, list[int]]
+
+
+class Failed(msgspec.Struct, tag=True, frozen=True):
+    """A task of the worker failed; the attempt is over.
+
+    Attributes:
+        retriable: whether another attempt may succeed (``False``: a user
+            function failed under ``on_error="fail"``, a bad configuration).
+    """
+
+    attempt: int
+    message: str
+    retriable: bool
+
+
+class Cancel(msgspec.Struct, tag=True, frozen=True):
+    """Drop every task of ``attempt`` at once; nothing of it may commit any more."""
+
+    attempt: int
+
+
+class Heartbeat(msgspec.Struct, tag=True, frozen=True):
+    """Liveness, every heartbeat interval, both ways."""
+
+    attempt: int
+
+
+class Shutdown(msgspec.Struct, tag=True, frozen=True):
+    """The coordinator ends: the worker exits (status 0)."""
+
+    reason: str
+
+
+Message = (
+    Register
+    | Welcome
+    | Deploy
+    | Running
+    | Trigger
+    | Acknowledge
+    | Decline
+    | Complete
+    | TasksFinished
+    | Finish
+    | Finished
+    | Failed
+    | Cancel
+    | Heartbeat
+    | Shutdown
+)
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Message)
+
+
+def encode_message(message: Message) -> bytes:
+    """Encode a control message into one frame's payload."""
+    return _encoder.encode(message)
+
+
+def decode_message(payload: bytes) -> Message:
+    """Decode one frame's payload.
+
+    Raises:
+        msgspec.DecodeError: the payload is not a known control message.
+    """
+    return _decoder.decode(payload)
