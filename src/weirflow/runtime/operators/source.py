@@ -48,6 +48,12 @@ class SourceLogic(OperatorLogic):
 
     ``spec.params``: ``source`` (the connector), ``timestamp`` (extractor or
     ``None``), ``watermarks`` (a :class:`~weirflow.time.WatermarkStrategy` or ``None``).
+
+    Bad records follow ``spec.on_error``: a record whose extractor raises or
+    returns no valid event time (:func:`~weirflow.time.check_timestamp_ms`),
+    and a record the connector's ``decode=`` refused (a
+    :class:`~weirflow.connectors.DecodeFailure` in the batch). Counts balance:
+    ``records_in = records_out + dead_lettered``.
     """
 
     def __init__(self, spec: OperatorSpec, ctx: OperatorContext) -> None:
