@@ -99,7 +99,7 @@ class SourceLogic(OperatorLogic):
         """Read and emit one batch.
 
         Returns:
-            Records read (0 when no split had data now).
+            Records read, undecodable ones included (0 when no split had data now).
         """
         assert self.reader is not None
         if self.align:
@@ -142,7 +142,7 @@ class SourceLogic(OperatorLogic):
             # an empty split goes idle while another has a backlog, or it would hold the
             # watermark back for the whole catch-up
             self._check_idleness()
-        return len(batch.values)
+        return len(batch.values) + len(batch.failures)
 
     def _check_timestamps(
         self, values: list[Any], stamps: list[Any]
