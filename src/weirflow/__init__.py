@@ -15,10 +15,18 @@ from weirflow.errors import (
     OperatorError,
     SerdeError,
     StateError,
+    TimestampError,
     WeirflowError,
 )
 from weirflow.graph import RetryPolicy
-from weirflow.records import DeadLetter, JobResult, LateRecord, OperatorCounts, WindowResult
+from weirflow.records import (
+    DeadLetter,
+    JobResult,
+    LateRecord,
+    LogPosition,
+    OperatorCounts,
+    WindowResult,
+)
 from weirflow.runtime import RestartStrategy
 from weirflow.time import WatermarkStrategy
 
@@ -36,12 +44,14 @@ __all__ = [
     "JobResult",
     "KeyedProcessFunction",
     "LateRecord",
+    "LogPosition",
     "OperatorCounts",
     "OperatorError",
     "RestartStrategy",
     "RetryPolicy",
     "SerdeError",
     "StateError",
+    "TimestampError",
     "WatermarkStrategy",
     "WeirflowError",
     "WindowResult",

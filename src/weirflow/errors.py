@@ -32,6 +32,15 @@ class UnsupportedFormatVersionError(SerdeError):
     """Bytes or a file carry a format version this build does not know."""
 
 
+class TimestampError(WeirflowError):
+    """An event timestamp is not an ``int`` of milliseconds since the epoch.
+
+    Raised per record by the source's ``timestamp=`` check; the record then
+    follows the source's ``on_error`` policy. Never retriable: the same
+    record gives the same timestamp again.
+    """
+
+
 class EventLogError(WeirflowError):
     """Base of event-log errors."""
 
@@ -55,14 +64,26 @@ class OperatorError(JobFailedError):
         operator: name of the operator whose function raised.
         subtask: index of the subtask (0-based).
         parallelism: number of subtasks of the operator.
-        record: the input record, as given to the function.
+        record: the input record, as given to the function (the raw bytes
+            for a record that a source could not decode).
+        position: where a source read the record (a
+            :class:`~weirflow.records.LogPosition` for event-log and Kafka
+            sources), or ``None`` when unknown.
     """
 
     def __init__(
-        self, message: str, *, operator: str, subtask: int, parallelism: int, record: object
+        self,
+        message: str,
+        *,
+        operator: str,
+        subtask: int,
+        parallelism: int,
+        record: object,
+        position: object = None,
     ) -> None:
         super().__init__(message)
         self.operator = operator
         self.subtask = subtask
         self.parallelism = parallelism
         self.record = record
+        self.position = position

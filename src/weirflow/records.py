@@ -31,6 +31,23 @@ class WindowResult(NamedTuple):
     firing: int = 0
 
 
+class LogPosition(NamedTuple):
+    """Where a record sits in a partitioned log (an event-log or Kafka topic).
+
+    Attributes:
+        topic: the topic name.
+        partition: the partition index (0-based).
+        offset: the record's offset in the partition.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"topic {self.topic!r} partition {self.partition} offset {self.offset}"
+
+
 class DeadLetter(NamedTuple):
     """A record an operator could not process, routed aside instead of failing the job.
 
@@ -44,7 +61,9 @@ class DeadLetter(NamedTuple):
         attempts: how many times the function was called on this record
             (1 without retries).
         timestamp_ms: the record's event time, or ``None`` without event time.
-        position: the source position of the record when known, else ``None``.
+        position: where the source read the record: a :class:`LogPosition`
+            for a record that an event-log or Kafka source could not decode
+            (``value`` is then its raw bytes), else ``None``.
     """
 
     value: Any

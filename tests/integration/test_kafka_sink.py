@@ -27,7 +27,7 @@ from kafka_broker import (
     kafka_broker,
     raw_fetch,
 )
-from weirflow import Dataflow, DeadLetter
+from weirflow import Dataflow, DeadLetter, LogPosition
 from weirflow.connectors import IterableSource
 
 ck = pytest.importorskip(
@@ -221,7 +221,7 @@ def test_dead_letters_go_to_a_topic_with_their_headers(
         assert h["weirflow.error.message"] == b"bad " + (r.value or b"")
         assert h["weirflow.attempts"] == b"1"
         assert b"ValueError" in h["weirflow.traceback"]  # type: ignore[operator]
-    letter = DeadLetter(b"v", "op", 2, "E", "m", "tb", 3, 1234, {"split": "in/4", "offset": 77})
+    letter = DeadLetter(b"v", "op", 2, "E", "m", "tb", 3, 1234, LogPosition("in", 4, 77))
     assert dict(dead_letter_headers(letter))["weirflow.original.offset"] == b"77"
     assert dict(dead_letter_headers(letter))["weirflow.original.topic"] == b"in"
     assert dict(dead_letter_headers(letter))["weirflow.original.partition"] == b"4"

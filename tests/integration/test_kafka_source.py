@@ -19,7 +19,7 @@ from kafka_broker import (
     kafka_broker,
     raw_fetch,
 )
-from weirflow import CheckpointConfig, Dataflow, WatermarkStrategy
+from weirflow import CheckpointConfig, Dataflow, LogPosition, OperatorError, WatermarkStrategy
 from weirflow.connectors import CollectSink
 
 ck = pytest.importorskip(
@@ -308,6 +308,51 @@ def test_read_committed_skips_aborted_transactions(
     got = _drain(reader)
     reader.close()
     assert got == [b"c0"]
+
+
+def test_undecodable_records_follow_on_error_with_their_position(
+    kafka_broker: Broker, request: pytest.FixtureRequest
+) -> None:
+    """Non-JSON values among JSON ones: under dead_letter each becomes one dead letter with
+    its raw bytes, topic, partition and offset, and the counts balance; under fail the job
+    stops with an error naming the position of a bad record."""
+    from weirflow.connectors import KafkaSource
+
+    topic = _topic(request, kafka_broker, 2)
+    poison = {7: b"\x00\x01binary", 40: b"{oops", 41: b"not json at all"}
+    rows = [(i % 2, poison.get(i, json.dumps({"i": i}).encode()), 5_000 + i) for i in range(200)]
+    _produce(kafka_broker.bootstrap, topic, rows)
+    where = {i: LogPosition(topic, i % 2, i // 2) for i in poison}
+
+    def job(on_error: str) -> tuple[Dataflow, CollectSink, CollectSink]:
+        flow = Dataflow(f"kafka_decode_{on_error}")
+        src = flow.source(
+            KafkaSource(kafka_broker.bootstrap, [topic], decode=json.loads, bounded=True),
+            name="events",
+            on_error=on_error,
+        )
+        out, dead = CollectSink(), CollectSink()
+        src.map(lambda e: e["i"]).sink(out)
+        src.dead_letters().sink(dead)
+        return flow, out, dead
+
+    flow, out, dead = job("dead_letter")
+    result = flow.run(2)
+    assert sorted(out.results) == [i for i in range(200) if i not in poison]
+    assert sorted((d.position, d.value, d.timestamp_ms) for d in dead.results) == sorted(
+        (where[i], poison[i], 5_000 + i) for i in poison
+    )
+    assert all(d.error_type == "json.decoder.JSONDecodeError" for d in dead.results)
+    counts = result.operators["events"]
+    assert (counts.records_in, counts.dead_lettered) == (200, len(poison))
+    assert counts.records_in == counts.records_out + counts.filtered + counts.dead_lettered
+
+    flow, _, _ = job("fail")
+    with pytest.raises(OperatorError) as info:
+        flow.run(1)
+    pos = info.value.position
+    assert pos in where.values()
+    assert f"topic '{topic}' partition {pos.partition} offset {pos.offset}" in str(info.value)
 
 
 @pytest.mark.xfail(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from weirflow.api.stream import Stream
 from weirflow.errors import ConfigError
-from weirflow.graph import LogicalGraph
+from weirflow.graph import ErrorPolicy, LogicalGraph, check_error_policy
 from weirflow.state import DEFAULT_MAX_PARALLELISM
 from weirflow.time import WatermarkStrategy
 
@@ -38,25 +38,35 @@ class Dataflow:
         timestamp: Callable[[Any], int] | None = None,
         watermarks: WatermarkStrategy | None = None,
         name: str | None = None,
-        on_error: str = "fail",
+        on_error: ErrorPolicy = "fail",
     ) -> Stream:
         """Add a source.
 
         Args:
             source: a connector from :mod:`weirflow.connectors`.
             timestamp: event-time extractor, ``record -> int`` ms since the
-                epoch; without it, connectors that know a record time (the
-                event log, Kafka) provide theirs.
+                epoch (negative before 1970); a float holding a whole number
+                is taken as that int, and ``None``, ``str``, ``bool`` or a
+                fractional float is a bad record (a
+                :class:`~weirflow.TimestampError` under ``on_error``). Without
+                it, connectors that know a record time (the event log,
+                Kafka) provide theirs.
             watermarks: how watermarks follow event time; needed for
                 event-time windows and timers.
             name: operator name (default ``source_<id>``).
-            on_error: policy for a failing ``timestamp`` extractor.
+            on_error: ``"fail"``, ``"dead_letter"`` or a
+                :class:`~weirflow.RetryPolicy`, for records whose
+                ``timestamp`` extractor raises or returns no valid timestamp,
+                and for records the connector's ``decode=`` cannot decode
+                (dead letters then carry the raw bytes and a
+                :class:`~weirflow.LogPosition`; decoding is never retried).
 
         Returns:
             The source's stream.
 
         Raises:
-            ConfigError: ``source`` is not a source connector.
+            ConfigError: ``source`` is not a source connector, or ``on_error``
+                is not a policy.
         """
         if not callable(getattr(source, "create_reader", None)):
             raise ConfigError(
@@ -69,7 +79,7 @@ class Dataflow:
             "source",
             name=name,
             params={"source": source, "timestamp": timestamp, "watermarks": watermarks},
-            on_error=on_error,  # type: ignore[arg-type]
+            on_error=check_error_policy(on_error),
         )
         return Stream(self, spec)
 

@@ -2,7 +2,14 @@
 
 from typing import Any
 
-from weirflow.connectors.base import Sink, SinkWriter, Source, SourceBatch, SourceReader
+from weirflow.connectors.base import (
+    DecodeFailure,
+    Sink,
+    SinkWriter,
+    Source,
+    SourceBatch,
+    SourceReader,
+)
 from weirflow.connectors.eventlog import EventLogSink, EventLogSource, default_encode
 from weirflow.connectors.files import FileSink, FileSinkError, FileSinkIOError
 from weirflow.connectors.iterable import CollectSink, IterableSource
@@ -10,6 +17,7 @@ from weirflow.connectors.nexmark import NexmarkSource
 
 __all__ = [
     "CollectSink",
+    "DecodeFailure",
     "EventLogSink",
     "EventLogSource",
     "FileSink",

@@ -11,8 +11,29 @@ completes (two-phase commit, as in DESIGN.md "Guarantees").
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from weirflow.records import LogPosition
+
+
+class DecodeFailure(NamedTuple):
+    """A record a source read but its ``decode=`` function refused.
+
+    The source operator applies its ``on_error`` policy to it: a dead letter
+    (``value`` = the raw bytes, with ``position``) or a failure naming the position.
+
+    Attributes:
+        raw: the record's value as stored (``None`` for a record without one).
+        position: where it was read.
+        timestamp_ms: the record's timestamp in the log, ms since the epoch.
+        error: what ``decode`` raised.
+    """
+
+    raw: bytes | None
+    position: LogPosition
+    timestamp_ms: int | None
+    error: Exception
 
 
 class SourceBatch(NamedTuple):
@@ -23,11 +44,55 @@ class SourceBatch(NamedTuple):
         values: decoded records.
         timestamps: event time of each record in ms when the connector knows
             it (an event-log record's ``timestamp_ms``), else ``None``.
+        failures: records of the same read that ``decode`` refused; they are
+            not in ``values``, and the split's position is past them.
     """
 
     split: str
     values: list[Any]
     timestamps: list[int] | None
+    failures: Sequence[DecodeFailure] = ()
+
+
+def decode_values(
+    decode: Callable[[bytes], Any],
+    raws: list[Any],
+    timestamps: list[int],
+    position: Callable[[int], LogPosition],
+) -> tuple[list[Any], list[int], list[DecodeFailure]]:
+    """Decode a batch of raw values; calls ``decode`` exactly once per value.
+
+    Args:
+        decode: the source's ``bytes -> record`` function.
+        raws: the raw values read, in order.
+        timestamps: their timestamps in ms (parallel to ``raws``).
+        position: index into ``raws`` → the record's :class:`LogPosition`
+            (asked only for records that fail).
+
+    Returns:
+        ``(values, timestamps, failures)``: the decoded records with their
+        timestamps, and the records whose decoding raised.
+    """
+    values: list[Any] = []
+    append = values.append
+    try:
+        for raw in raws:
+            append(decode(raw))
+        return values, timestamps, []
+    except Exception as e:
+        failed, error = len(values), e
+    kept = timestamps[:failed]
+    failures = []
+    while True:
+        failures.append(DecodeFailure(raws[failed], position(failed), timestamps[failed], error))
+        try:
+            for j in range(failed + 1, len(raws)):
+                failed = j
+                append(decode(raws[j]))
+                kept.append(timestamps[j])
+            return values, kept, failures
+        except Exception as e:
+            error = e
 
 
 @runtime_checkable

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from weirflow.connectors.base import SourceBatch
+from weirflow.connectors.base import SourceBatch, decode_values
 from weirflow.errors import ConfigError
 from weirflow.eventlog import (
     EventLog,
@@ -38,6 +38,7 @@ from weirflow.eventlog import (
     TransactionStateError,
     UnknownTransactionError,
 )
+from weirflow.records import LogPosition
 
 log = logging.getLogger("weirflow.connectors")
 
@@ -61,6 +62,10 @@ class EventLogSource:
         log_dir: the log directory.
         topic: the topic.
         decode: ``bytes -> record`` applied to each value (default: raw bytes).
+            A record it raises on follows the ``on_error`` of ``flow.source``:
+            a dead letter holding the raw bytes and its
+            :class:`~weirflow.records.LogPosition`, or a job failure naming
+            topic, partition and offset.
         bounded: stop at the end offsets seen when the reader starts
             (backfills, tests); unbounded sources wait for new records.
         group: consumer group to which positions are committed after each
@@ -191,13 +196,21 @@ class EventLogSourceReader:
                 continue
             self._next = (self._next + k + 1) % n
             self.position[split] = records[-1].offset + 1
-            decode = src.decode
-            if decode is None:
-                values = [r.value for r in records]
-            else:
-                values = [decode(r.value) for r in records]  # type: ignore[arg-type]
-            return SourceBatch(split, values, [r.timestamp_ms for r in records])
+            return self._batch(split, records)
         return None
+
+    def _batch(self, split: str, records: list[Record]) -> SourceBatch:
+        """Decode ``records`` of ``split``; records ``decode`` refuses become failures."""
+        values = [r.value for r in records]
+        timestamps = [r.timestamp_ms for r in records]
+        decode = self.source.decode
+        if decode is None:
+            return SourceBatch(split, values, timestamps)
+        topic, partition = self.source.topic, self.partition[split]
+        values, timestamps, failures = decode_values(
+            decode, values, timestamps, lambda i: LogPosition(topic, partition, records[i].offset)
+        )
+        return SourceBatch(split, values, timestamps, failures)
 
     def finished(self) -> bool:
         """Bounded: every partition reached its end offset at start."""

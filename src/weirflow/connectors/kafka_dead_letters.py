@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from weirflow.connectors.kafka_sink import Guarantee, KafkaSink, KafkaSinkOptions, encode_default
-from weirflow.records import DeadLetter
+from weirflow.records import DeadLetter, LogPosition
 
 
 def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
@@ -13,9 +11,9 @@ def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
 
     ``weirflow.error.type``, ``weirflow.error.message``, ``weirflow.attempts``,
     ``weirflow.operator``, ``weirflow.subtask``, ``weirflow.timestamp_ms``
-    (when known) and, when the letter's ``position`` names one (a mapping with
-    ``split``/``offset`` or a ``(split, offset)`` pair of a ``"<topic>/<partition>"``
-    split), ``weirflow.original.topic``, ``.partition`` and ``.offset``.
+    (when known) and, when the letter's ``position`` is a
+    :class:`~weirflow.records.LogPosition` (a record a source could not
+    decode), ``weirflow.original.topic``, ``.partition`` and ``.offset``.
     """
     h = [
         ("weirflow.error.type", letter.error_type.encode()),
@@ -27,17 +25,11 @@ def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
     if letter.timestamp_ms is not None:
         h.append(("weirflow.timestamp_ms", str(letter.timestamp_ms).encode()))
     pos = letter.position
-    split = offset = None
-    if isinstance(pos, Mapping):
-        split, offset = pos.get("split"), pos.get("offset")
-    elif isinstance(pos, tuple | list) and len(pos) == 2:
-        split, offset = pos
-    if isinstance(split, str) and "/" in split and offset is not None:
-        topic, _, part = split.rpartition("/")
+    if isinstance(pos, LogPosition):
         h += [
-            ("weirflow.original.topic", topic.encode()),
-            ("weirflow.original.partition", part.encode()),
-            ("weirflow.original.offset", str(offset).encode()),
+            ("weirflow.original.topic", pos.topic.encode()),
+            ("weirflow.original.partition", str(pos.partition).encode()),
+            ("weirflow.original.offset", str(pos.offset).encode()),
         ]
     return h
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
-from weirflow.connectors.base import SourceBatch
+from weirflow.connectors.base import SourceBatch, decode_values
 from weirflow.connectors.kafka import (
     DEFAULT_TIMEOUT_S,
     KafkaError,
@@ -53,6 +53,7 @@ from weirflow.connectors.kafka import (
     wrap_kafka_exception,
 )
 from weirflow.errors import ConfigError
+from weirflow.records import LogPosition
 
 log = logging.getLogger("weirflow.connectors.kafka")
 
@@ -89,6 +90,11 @@ class KafkaSourceOptions:
     clock: Callable[[], int] = monotonic_ms
 
 
+def _position(message: Any) -> LogPosition:
+    """Where a ``confluent_kafka.Message`` was read."""
+    return LogPosition(message.topic(), message.partition(), message.offset())
+
+
 class KafkaSource:
     """Reads Kafka topics; each partition is a split (``"<topic>/<partition>"``).
 
@@ -101,6 +107,10 @@ class KafkaSource:
             after each completed checkpoint (lag monitoring), and from which
             ``start="committed"`` and ``at_most_once`` read; ``None`` for none.
         decode: ``bytes -> record`` applied to each value (default: raw bytes).
+            A record it raises on follows the ``on_error`` of ``flow.source``:
+            a dead letter holding the raw bytes and its
+            :class:`~weirflow.records.LogPosition`, or a job failure naming
+            topic, partition and offset.
         bounded: stop at the end offsets seen at start (backfills, tests).
         options: the rest (:class:`KafkaSourceOptions`).
 
@@ -393,10 +403,8 @@ class KafkaSourceReader:
                 return None
             limit = min(limit, end - self.position[split])
         end = self.end.get(split, -1) if self.source.bounded else -1
-        values: list[Any] = []
-        timestamps: list[int] = []
-        decode = self.source.decode
-        while buf and len(values) < limit:
+        messages: list[Any] = []
+        while buf and len(messages) < limit:
             m = buf[0]
             if m.error() is not None:
                 buf.popleft()
@@ -407,13 +415,19 @@ class KafkaSourceReader:
                 break
             buf.popleft()
             self._buffered -= 1
-            raw = m.value()
-            values.append(decode(raw) if decode is not None else raw)
-            timestamps.append(m.timestamp()[1])
+            messages.append(m)
             self.position[split] = m.offset() + 1
-        if not values:
+        if not messages:
             return None
-        return SourceBatch(split, values, timestamps)
+        values = [m.value() for m in messages]
+        timestamps = [m.timestamp()[1] for m in messages]
+        decode = self.source.decode
+        if decode is None:
+            return SourceBatch(split, values, timestamps)
+        values, timestamps, failures = decode_values(
+            decode, values, timestamps, lambda i: _position(messages[i])
+        )
+        return SourceBatch(split, values, timestamps, failures)
 
     def _check_finished(self, split: str) -> None:
         if not self.source.bounded or split in self._done:

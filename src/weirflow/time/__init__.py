@@ -10,6 +10,7 @@ from weirflow.state import Timer, TimerService, TimerSnapshot
 from weirflow.time.assigners import CountWindows, SessionWindows, SlidingWindows, TumblingWindows
 from weirflow.time.duration import to_ms
 from weirflow.time.sessions import MergingWindowSet, WindowMerge, merge_session_windows
+from weirflow.time.timestamps import check_timestamp_ms
 from weirflow.time.valve import WatermarkValve
 from weirflow.time.watermarks import (
     MAX_WATERMARK,
@@ -37,6 +38,7 @@ __all__ = [
     "WatermarkStrategy",
     "WatermarkValve",
     "WindowMerge",
+    "check_timestamp_ms",
     "is_window_late",
     "merge_session_windows",
     "to_ms",

@@ -162,6 +162,8 @@ def test_on_error_is_validated() -> None:
     flow = Dataflow("bad_policy")
     with pytest.raises(ConfigError, match="on_error"):
         flow.source(IterableSource([1])).map(lambda v: v, on_error="ignore")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="on_error"):
+        flow.source(IterableSource([1]), on_error="ignore")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="max_attempts"):
         RetryPolicy(max_attempts=0)
 

@@ -10,7 +10,9 @@ fast path's account, so ``RetryPolicy.max_attempts`` and
 
 from __future__ import annotations
 
+import os
 import traceback
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -74,14 +76,12 @@ def call_with_policy(
             except Exception as e:
                 error = e
     elif policy == "fail":
-        raise OperatorError(
-            f"{op.task_name} failed on record {value!r:.200}: {type(error).__name__}: {error}. "
+        raise operator_error(
+            op,
+            f"failed on record {value!r:.200}: {type(error).__name__}: {error}. "
             "Fix the function, or pass on_error='dead_letter' (or a RetryPolicy) to route "
             "bad records to dead_letters()",
-            operator=op.name,
-            subtask=op.ctx.subtask,
-            parallelism=op.ctx.parallelism,
-            record=value,
+            value,
         ) from error
     dead_letter(op, value, timestamp_ms, error, attempts)
     return False, None
@@ -135,10 +135,47 @@ def call_each(
             error = e
 
 
+def operator_error(
+    op: OperatorLogic, message: str, record: Any, position: Any = None
+) -> OperatorError:
+    """Return the error that fails ``op`` on ``record``; ``message`` follows the task name.
+
+    ``position`` is where the source read the record (a
+    :class:`~weirflow.records.LogPosition`), if known.
+    """
+    return OperatorError(
+        f"{op.task_name} {message}",
+        operator=op.name,
+        subtask=op.ctx.subtask,
+        parallelism=op.ctx.parallelism,
+        record=record,
+        position=position,
+    )
+
+
+def describe_function(fn: object) -> str:
+    """Name a user function for messages: ``'qualname' (file.py:line)`` for Python functions
+    (lambdas included), the quoted class name for other callables."""
+    if isinstance(fn, types.FunctionType):
+        code = fn.__code__
+        where = f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
+        return f"{fn.__qualname__!r} ({where})"
+    return repr(type(fn).__qualname__)
+
+
 def dead_letter(
-    op: OperatorLogic, value: Any, timestamp_ms: int | None, error: BaseException, attempts: int
+    op: OperatorLogic,
+    value: Any,
+    timestamp_ms: int | None,
+    error: BaseException,
+    attempts: int,
+    *,
+    position: Any = None,
 ) -> None:
-    """Route one record to ``op``'s dead-letter output and count it."""
+    """Route one record to ``op``'s dead-letter output and count it.
+
+    ``position`` is where the source read it (a :class:`~weirflow.records.LogPosition`), if known.
+    """
     op.dead_lettered += 1
     letter = DeadLetter(
         value=value,
@@ -149,5 +186,6 @@ def dead_letter(
         traceback="".join(traceback.format_exception(error)),
         attempts=attempts,
         timestamp_ms=timestamp_ms,
+        position=position,
     )
     op.output.emit_side(DEAD_LETTER, [letter], [timestamp_ms] if timestamp_ms is not None else None)

@@ -7,16 +7,35 @@ minimum over its splits, ignoring idle ones (a :class:`~weirflow.time.WatermarkV
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from weirflow.connectors import Source, SourceReader
-from weirflow.errors import ConfigError
+from weirflow.connectors import DecodeFailure, Source, SourceReader
+from weirflow.errors import ConfigError, TimestampError
 from weirflow.faults import fault_point
 from weirflow.graph import OperatorSpec
 from weirflow.runtime.operators.base import OperatorContext, OperatorLogic
-from weirflow.runtime.operators.errors import call_each
-from weirflow.time import MAX_WATERMARK, WatermarkGenerator, WatermarkStrategy, WatermarkValve
+from weirflow.runtime.operators.errors import (
+    call_each,
+    call_with_policy,
+    dead_letter,
+    describe_function,
+    operator_error,
+)
+from weirflow.time import (
+    MAX_WATERMARK,
+    WatermarkGenerator,
+    WatermarkStrategy,
+    WatermarkValve,
+    check_timestamp_ms,
+)
+
+_INT_ONLY = frozenset({int})
+
+
+def all_ints(stamps: list[Any]) -> bool:
+    """Whether every element is exactly an ``int`` (the per-record check of the fast path)."""
+    return {*map(type, stamps)} <= _INT_ONLY
 
 
 def assigned_splits(splits: list[str], subtask: int, parallelism: int) -> list[str]:
@@ -29,6 +48,12 @@ class SourceLogic(OperatorLogic):
 
     ``spec.params``: ``source`` (the connector), ``timestamp`` (extractor or
     ``None``), ``watermarks`` (a :class:`~weirflow.time.WatermarkStrategy` or ``None``).
+
+    Bad records follow ``spec.on_error``: a record whose extractor raises or
+    returns no valid event time (:func:`~weirflow.time.check_timestamp_ms`),
+    and a record the connector's ``decode=`` refused (a
+    :class:`~weirflow.connectors.DecodeFailure` in the batch). Counts balance:
+    ``records_in = records_out + dead_lettered``.
     """
 
     def __init__(self, spec: OperatorSpec, ctx: OperatorContext) -> None:
@@ -74,7 +99,7 @@ class SourceLogic(OperatorLogic):
         """Read and emit one batch.
 
         Returns:
-            Records read (0 when no split had data now).
+            Records read, undecodable ones included (0 when no split had data now).
         """
         assert self.reader is not None
         if self.align:
@@ -93,11 +118,16 @@ class SourceLogic(OperatorLogic):
         self.records_in += len(values)
         if self.commit_on_read:
             self.reader.commit_read_positions()  # type: ignore[attr-defined]
+        if batch.failures:
+            self.records_in += len(batch.failures)
+            self._reject_undecodable(batch.failures)
         fn = self.timestamp_fn
         if fn is not None:
             timestamps, kept = call_each(self, fn, values, None)
             if kept is not None:
                 values = [values[i] for i in kept]
+            if not all_ints(timestamps):
+                values, timestamps = self._check_timestamps(values, timestamps)
         self.output.emit(values, timestamps)
         gen = self.generators.get(batch.split)
         if gen is not None and timestamps:
@@ -112,7 +142,63 @@ class SourceLogic(OperatorLogic):
             # an empty split goes idle while another has a backlog, or it would hold the
             # watermark back for the whole catch-up
             self._check_idleness()
-        return len(batch.values)
+        return len(batch.values) + len(batch.failures)
+
+    def _check_timestamps(
+        self, values: list[Any], stamps: list[Any]
+    ) -> tuple[list[Any], list[int]]:
+        """Turn what the timestamp function returned into int ms; a record whose value
+        :func:`~weirflow.time.check_timestamp_ms` refuses follows ``on_error``.
+
+        Returns:
+            The kept records and their timestamps (parallel lists).
+        """
+        origin = self._timestamp_origin
+        kept: list[Any] = []
+        out: list[int] = []
+        for v, t in zip(values, stamps, strict=True):
+            if type(t) is not int:
+                try:
+                    t = check_timestamp_ms(t, origin)
+                except TimestampError as e:
+                    ok, t = call_with_policy(self, self._checked_timestamp, v, None, first_error=e)
+                    if not ok:
+                        continue
+            kept.append(v)
+            out.append(t)
+        return kept, out
+
+    def _checked_timestamp(self, value: Any) -> int:
+        """The timestamp function and the check together (what a retry calls)."""
+        return check_timestamp_ms(self.timestamp_fn(value), self._timestamp_origin)  # type: ignore[misc]
+
+    @property
+    def _timestamp_origin(self) -> str:
+        return f"timestamp function {describe_function(self.timestamp_fn)}"
+
+    def _reject_undecodable(self, failures: Sequence[DecodeFailure]) -> None:
+        """Apply ``on_error`` to records the connector's ``decode=`` refused.
+
+        Decoding the same bytes again gives the same error, so a
+        :class:`~weirflow.RetryPolicy` dead-letters them at once.
+
+        Raises:
+            OperatorError: the policy is ``fail``; the message names the
+                topic, partition and offset, and the decode error is the cause.
+        """
+        if self.spec.on_error == "fail":
+            f = failures[0]
+            raise operator_error(
+                self,
+                f"cannot decode the record at {f.position}: {type(f.error).__name__}: "
+                f"{f.error} (raw value {f.raw!r:.120}). Fix the source's decode= function, or "
+                "pass on_error='dead_letter' to flow.source(...) to route undecodable records "
+                "to dead_letters()",
+                f.raw,
+                f.position,
+            ) from f.error
+        for f in failures:
+            dead_letter(self, f.raw, f.timestamp_ms, f.error, 1, position=f.position)
 
     def _release_finished(self) -> None:
         """A finished split holds no watermark back any more (it will send nothing)."""
