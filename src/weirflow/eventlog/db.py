@@ -32,7 +32,6 @@ Clock = Callable[[], int]
 DB_FILE = "eventlog.sqlite3"
 FORMAT_NAME = "weirflow-eventlog"
 FORMAT_VERSION = 1
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 # Column names avoid SQL keywords: "part" (PARTITION) and "off" (OFFSET).
 # STRICT tables make SQLite itself reject a str value or a float timestamp,
@@ -97,7 +96,7 @@ def translate(e: sqlite3.Error, path: Path) -> EventLogError:
             f"{path}: another process held the write lock past the busy timeout ({text})"
         )
     if "not a database" in low:
-        return NotAnEventLogError(f"{path}: not a weirflow event log (not an SQLite database)")
+        return NotAnEventLogError(f"{path}: not a weirflow event log (not an SQLite file)")
     if "malformed" in low or "corrupt" in low:
         return CorruptLogError(f"{path}: the event log database is corrupt ({text})")
     return EventLogError(f"{path}: SQLite error: {text}")
@@ -143,7 +142,6 @@ class Database:
         self.path = directory / DB_FILE
         self.clock = clock
         self.lock = threading.RLock()
-        self._check_magic()
         try:
             self._conn: sqlite3.Connection | None = sqlite3.connect(
                 self.path,
@@ -160,14 +158,6 @@ class Database:
             self._conn.close()
             self._conn = None
             raise
-
-    def _check_magic(self) -> None:
-        if not self.path.exists():
-            return
-        with self.path.open("rb") as f:
-            head = f.read(len(_SQLITE_MAGIC))
-        if head and head != _SQLITE_MAGIC:
-            raise NotAnEventLogError(f"{self.path}: not a weirflow event log (not an SQLite file)")
 
     def _configure(self, durability: Durability) -> None:
         sync = "FULL" if durability == "fsync" else "NORMAL"

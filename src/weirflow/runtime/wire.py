@@ -140,7 +140,9 @@ class FramedConnection:
         self.peer = peer
         self._send_lock = threading.Lock()
         self._closed = False
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            # frames are whole batches or control messages: send each at once
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def send(self, payload: bytes) -> None:
         """Send one frame.

@@ -41,6 +41,7 @@ import msgspec
 
 from weirflow.checkpoint import CheckpointStorage
 from weirflow.errors import ConfigError, OperatorError, WeirflowError
+from weirflow.faults import fault_point
 from weirflow.graph import LogicalGraph, compile_plan
 from weirflow.runtime import control
 from weirflow.runtime.build import RuntimeOptions, build_job
@@ -449,6 +450,7 @@ class _Deployment:
         if isinstance(message, control.Trigger):
             self._trigger(message, now_ms)
         elif isinstance(message, control.Complete):
+            fault_point("after_manifest")
             for task in self.tasks:
                 task.notify_checkpoint_complete(message.checkpoint_id)
             self.pending = {c for c in self.pending if c > message.checkpoint_id}
@@ -487,6 +489,7 @@ class _Deployment:
     def _write_and_acknowledge(self, checkpoint_id: int, snap: Any) -> None:
         assert self.storage is not None
         try:
+            fault_point("state_write")
             written = write_task_snapshot(self.storage, checkpoint_id, snap)
         except Exception as e:
             log.warning("checkpoint %d failed in %s: %s", checkpoint_id, snap.task_id, e)

@@ -22,7 +22,7 @@ from typing import Literal
 
 from weirflow.errors import WeirflowError
 
-Target = Literal["worker", "supervisor"]
+Target = Literal["worker", "supervisor", "any"]
 
 
 class ChaosError(WeirflowError):
@@ -36,7 +36,12 @@ class ChaosConfig:
     Attributes:
         kills: SIGKILLs to deliver (fewer if the job finishes first).
         seed: seeds the delays; printed in reports.
-        target: kill the worker or the supervisor.
+        target: ``worker``: every worker process of the supervisor; ``supervisor``:
+            the supervisor (the coordinator with ``--workers N``), restarted
+            with ``--restore latest-or-fresh``; ``any``: per kill, one of the
+            supervisor and its workers, drawn at random (the supervisor with
+            probability ``supervisor_share``).
+        supervisor_share: see ``any``.
         min_delay_s: shortest wait between a (re)start and the next kill (s).
         max_delay_s: longest such wait (s).
         timeout_s: give up (and kill everything) after this long (s).
@@ -45,6 +50,7 @@ class ChaosConfig:
     kills: int
     seed: int
     target: Target = "worker"
+    supervisor_share: float = 0.25
     min_delay_s: float = 0.4
     max_delay_s: float = 1.5
     timeout_s: float = 300.0
@@ -61,6 +67,8 @@ class ChaosReport:
         exit_code: the last supervisor's exit status.
         log: the supervisors' and workers' stderr, concatenated.
         kill_times_s: when each kill happened, seconds after the start.
+        supervisor_kills: kills of the supervisor.
+        worker_kills: kills of workers.
     """
 
     seed: int
@@ -69,11 +77,14 @@ class ChaosReport:
     exit_code: int | None = None
     log: str = ""
     kill_times_s: list[float] = field(default_factory=list)
+    supervisor_kills: int = 0
+    worker_kills: int = 0
 
     def describe(self) -> str:
         """One line for assertion messages (includes the seed to replay)."""
         return (
-            f"chaos seed={self.seed} kills={self.kills} supervisors={self.supervisor_starts} "
+            f"chaos seed={self.seed} kills={self.kills} (workers {self.worker_kills}, "
+            f"supervisors {self.supervisor_kills}) supervisor starts={self.supervisor_starts} "
             f"exit={self.exit_code}\n--- log tail ---\n{self.log[-4000:]}"
         )
 
@@ -139,16 +150,22 @@ def run_under_chaos(
                     break
                 if time.monotonic() >= deadline:
                     raise ChaosError(f"job did not finish within {config.timeout_s} s")
-                if config.target == "supervisor":
+                workers = children(sup.pid)
+                kill_supervisor = config.target == "supervisor" or (
+                    config.target == "any" and rng.random() < config.supervisor_share
+                )
+                if kill_supervisor:
                     os.kill(sup.pid, signal.SIGKILL)
                     sup.wait()
                     sup = launch(["--restore", "latest-or-fresh"])
+                    report.supervisor_kills += 1
                 else:
-                    workers = children(sup.pid)
                     if not workers:
                         continue
-                    for w in workers:
+                    victims = workers if config.target == "worker" else [rng.choice(workers)]
+                    for w in victims:
                         os.kill(w, signal.SIGKILL)
+                    report.worker_kills += 1
                 report.kills += 1
                 report.kill_times_s.append(round(time.monotonic() - start, 3))
         finally:
