@@ -1,4 +1,10 @@
-"""``weirflow worker``: a worker process that hosts subtasks for a job coordinator.
+"""``weirflow worker``, ``weirflow coordinator``, ``weirflow status``: jobs across processes.
+
+``weirflow coordinator --listen HOST:PORT`` runs a job coordinator that
+``weirflow worker --coordinator HOST:PORT`` processes join and
+``weirflow run JOB.py --coordinator HOST:PORT`` submits jobs to; the job file
+must be importable at the same path on the coordinator and on every worker,
+and the checkpoint storage must be shared by all of them.
 
 The job's secret comes from ``--token-file`` (a file only the job's owner
 can read) or, for workers started by ``weirflow run --workers N``, from the
@@ -11,6 +17,7 @@ unreachable coordinator, or a secret the coordinator refuses.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -20,17 +27,26 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from weirflow.cli.app import app
+from weirflow.cli.durations import parse_duration
 from weirflow.cli.jobs import load_dataflow
-from weirflow.errors import ConfigError
+from weirflow.errors import ConfigError, JobFailedError
 from weirflow.graph import LogicalGraph
-from weirflow.records import JobResult
-from weirflow.runtime import RunListener
-from weirflow.runtime.coordinator import JobSpec
+from weirflow.records import JobResult, OperatorCounts
+from weirflow.runtime import RunListener, control
+from weirflow.runtime.coordinator import JobCoordinator, JobSpec
 from weirflow.runtime.launcher import SECRET_ENV
 from weirflow.runtime.local_cluster import run_on_local_workers
-from weirflow.runtime.wire import PeerAuthenticationError, parse_address
+from weirflow.runtime.service import serve
+from weirflow.runtime.wire import (
+    ConnectionClosedError,
+    FramedConnection,
+    PeerAuthenticationError,
+    dial,
+    parse_address,
+)
 from weirflow.runtime.worker import CoordinatorLostError, Worker
 
 err = Console(stderr=True, soft_wrap=True)
@@ -153,3 +169,163 @@ def run_on_workers(
         heartbeat_interval_s=min(1.0, heartbeat_timeout_s / 4),
         heartbeat_timeout_s=heartbeat_timeout_s,
     )
+
+
+def _serve_coordinator(
+    listen: str, secret: bytes, heartbeat_timeout_s: float, worker_wait_s: float
+) -> None:
+    coordinator = JobCoordinator(
+        secret,
+        listen,
+        heartbeat_interval_s=min(1.0, heartbeat_timeout_s / 4),
+        heartbeat_timeout_s=heartbeat_timeout_s,
+        worker_wait_s=worker_wait_s,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: coordinator.close())
+    signal.signal(signal.SIGINT, lambda *_: coordinator.close())
+    coordinator.start()
+    log.info("coordinator listening on %s", coordinator.address)
+    try:
+        serve(coordinator, _load_graph)
+    finally:
+        coordinator.close()
+
+
+@app.command("coordinator")
+def coordinator_command(
+    listen: Annotated[str, typer.Option(help="HOST:PORT that workers and clients connect to.")],
+    token_file: Annotated[
+        Path | None, typer.Option(help="File holding the job's secret (shared with workers).")
+    ] = None,
+    heartbeat_timeout: Annotated[
+        str, typer.Option(help="Silence after which a worker is given up.")
+    ] = "10s",
+    worker_wait: Annotated[
+        str, typer.Option(help="How long a restart waits for enough free slots.")
+    ] = "60s",
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Run a job coordinator: workers join it, `weirflow run --coordinator` submits jobs."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        secret = read_secret(token_file)
+        try:
+            parse_address(listen)
+        except ValueError as e:
+            raise ConfigError(f"--listen: {e}") from e
+        try:
+            _serve_coordinator(
+                listen,
+                secret,
+                parse_duration(heartbeat_timeout).total_seconds(),
+                parse_duration(worker_wait).total_seconds(),
+            )
+        except OSError as e:
+            raise ConfigError(f"cannot listen on {listen}: {e.strerror or e}") from e
+    except ConfigError as e:
+        if debug:
+            raise
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+
+
+def _dial_coordinator(address: str, secret: bytes) -> FramedConnection:
+    try:
+        return dial(address, secret, f"coordinator {address}")
+    except ValueError as e:
+        raise ConfigError(f"--coordinator: {e}") from e
+    except OSError as e:
+        raise ConfigError(
+            f"cannot reach the coordinator at {address}: {e.strerror or e}; is "
+            "`weirflow coordinator` running there, and is the address right?"
+        ) from e
+
+
+def submit_job(address: str, secret: bytes, submit: control.Submit) -> JobResult:
+    """Submit a job to a running coordinator and follow it to its end.
+
+    Progress lines are logged; SIGTERM or Ctrl-C asks the job to stop with a
+    stop checkpoint.
+
+    Args:
+        address: the coordinator's ``HOST:PORT``.
+        secret: the job's secret.
+        submit: the job.
+
+    Returns:
+        The job's result.
+
+    Raises:
+        ConfigError: the coordinator is unreachable or refuses the secret.
+        JobFailedError: the job failed (the coordinator's message).
+    """
+    try:
+        conn = _dial_coordinator(address, secret)
+    except PeerAuthenticationError as e:
+        raise ConfigError(str(e)) from e
+
+    def ask_stop(*_: object) -> None:
+        with contextlib.suppress(ConnectionClosedError):
+            conn.send(control.encode_message(control.StopJob()))
+
+    signal.signal(signal.SIGTERM, ask_stop)
+    signal.signal(signal.SIGINT, ask_stop)
+    conn.send(control.encode_message(submit))
+    try:
+        while True:
+            message = control.decode_message(conn.recv())
+            if isinstance(message, control.JobEvent):
+                log.info("%s", message.text)
+            elif isinstance(message, control.JobDone):
+                break
+    except ConnectionClosedError as e:
+        raise JobFailedError(f"lost the coordinator at {address}: {e}") from e
+    finally:
+        conn.close()
+    if not message.ok:
+        error = JobFailedError(message.error)
+        error.retriable = message.retriable
+        raise error
+    return JobResult(
+        job=message.job,
+        parallelism=submit.parallelism,
+        operators={name: OperatorCounts(*v) for name, v in message.counts.items()},
+        checkpoints_completed=message.checkpoints_completed,
+        restarts=message.restarts,
+        duration_ms=message.duration_ms,
+    )
+
+
+@app.command("status")
+def status_command(
+    coordinator: Annotated[str, typer.Option(help="HOST:PORT of the job coordinator.")],
+    token_file: Annotated[Path | None, typer.Option(help="File holding the job's secret.")] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
+) -> None:
+    """Show the coordinator's workers, their slots and subtasks, checkpoints and restarts."""
+    try:
+        conn = _dial_coordinator(coordinator, read_secret(token_file))
+        conn.send(control.encode_message(control.StatusRequest()))
+        status = control.decode_message(conn.recv())
+        conn.close()
+    except (ConfigError, PeerAuthenticationError, ConnectionClosedError) as e:
+        if debug:
+            raise
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from None
+    assert isinstance(status, control.Status)
+    out = Console()
+    job = f"job {status.job} (parallelism {status.parallelism})" if status.job else "no job running"
+    last = status.last_completed_checkpoint
+    out.print(
+        f"{job}; attempt {status.attempt}, restarts {status.restarts}, last completed "
+        f"checkpoint {last if last is not None else '-'}"
+    )
+    table = Table(show_edge=False)
+    for col in ("worker", "host", "slots", "state", "subtasks"):
+        table.add_column(col)
+    for w in status.workers:
+        table.add_row(
+            w.worker_id, w.host, str(w.slots), w.status, ", ".join(map(str, w.subtasks)) or "-"
+        )
+    out.print(table)

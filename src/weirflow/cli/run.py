@@ -32,6 +32,7 @@ import time
 from datetime import timedelta
 from enum import StrEnum
 from importlib.util import find_spec
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -41,7 +42,7 @@ from rich.table import Table
 from weirflow.api import Dataflow
 from weirflow.checkpoint import CheckpointConfig, CheckpointStorage
 from weirflow.cli.app import app
-from weirflow.cli.cluster import run_on_workers
+from weirflow.cli.cluster import absolute_job_spec, read_secret, run_on_workers, submit_job
 from weirflow.cli.durations import parse_duration
 from weirflow.cli.jobs import load_dataflow
 from weirflow.connectors.eventlog import EventLogSourceReader
@@ -55,7 +56,7 @@ from weirflow.metrics import (
     serve_metrics,
 )
 from weirflow.records import JobResult
-from weirflow.runtime import RestartStrategy, RunListener, wall_clock_ms
+from weirflow.runtime import RestartStrategy, RunListener, control, wall_clock_ms
 from weirflow.runtime.local_cluster import resolve_workers
 from weirflow.web import JobObserver
 
@@ -423,6 +424,12 @@ def run(
     workers: Annotated[
         str, typer.Option(help="Worker processes on this machine: a count, or auto (one per core).")
     ] = "1",
+    coordinator: Annotated[
+        str | None, typer.Option(help="Submit to a running `weirflow coordinator` at HOST:PORT.")
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help="File holding the job's secret (with --coordinator).")
+    ] = None,
     heartbeat_timeout: Annotated[
         str, typer.Option(help="Silence after which a worker is given up (with --workers).")
     ] = "10s",
@@ -464,6 +471,22 @@ def run(
             parse_duration(max_restart_delay),
             parse_duration(failure_interval),
         )
+        if coordinator is not None:
+            result = submit_job(
+                coordinator,
+                read_secret(token_file),
+                control.Submit(
+                    job=absolute_job_spec(job),
+                    parallelism=parallelism,
+                    max_parallelism=128,
+                    checkpoint=config,
+                    guarantee=guarantee.value,
+                    restore=restore,
+                    restart=strategy,
+                ),
+            )
+            _summary(result, log_format)
+            raise typer.Exit(0)
         processes = resolve_workers(workers, parallelism)
         if processes > 1:
             result = run_on_workers(

@@ -11,11 +11,16 @@ Worker → coordinator: :class:`Register`, :class:`Running`,
 :class:`Finished`, :class:`Failed`, :class:`Heartbeat`.
 Coordinator → worker: :class:`Welcome`, :class:`Deploy`, :class:`Trigger`, :class:`Complete`,
 :class:`Finish`, :class:`Cancel`, :class:`Heartbeat`, :class:`Shutdown`.
+Client ↔ coordinator: :class:`Submit`, :class:`StopJob` → :class:`JobEvent`,
+:class:`JobDone`; :class:`StatusRequest` → :class:`Status`.
 """
 
 from __future__ import annotations
 
 import msgspec
+
+from weirflow.checkpoint import CheckpointConfig
+from weirflow.runtime.restart import RestartStrategy
 
 
 class Register(msgspec.Struct, tag=True, frozen=True):
@@ -185,6 +190,87 @@ class Shutdown(msgspec.Struct, tag=True, frozen=True):
     reason: str
 
 
+class Submit(msgspec.Struct, tag=True, frozen=True):
+    """A client (``weirflow run --coordinator``) submits a job.
+
+    Attributes:
+        job: ``JOB.py[:NAME]``, importable on the coordinator and every worker.
+        parallelism: subtasks per operator.
+        max_parallelism: number of key groups.
+        checkpoint: checkpoint configuration, or ``None``.
+        guarantee: the delivery guarantee.
+        restore: ``None``, ``latest``, ``latest-or-fresh`` or a checkpoint path.
+        restart: the restart strategy.
+    """
+
+    job: str
+    parallelism: int
+    max_parallelism: int
+    checkpoint: CheckpointConfig | None
+    guarantee: str
+    restore: str | None
+    restart: RestartStrategy
+
+
+class StopJob(msgspec.Struct, tag=True, frozen=True):
+    """The client asks the running job to stop (a stop checkpoint, then the end)."""
+
+
+class JobEvent(msgspec.Struct, tag=True, frozen=True):
+    """A progress line for the client (an attempt started or failed, a checkpoint completed)."""
+
+    text: str
+
+
+class JobDone(msgspec.Struct, tag=True, frozen=True):
+    """The submitted job ended.
+
+    Attributes:
+        ok: whether it finished (or stopped) cleanly.
+        job: the job's name.
+        error: the failure, when not ``ok``.
+        retriable: whether the failure might pass on another run.
+        counts: operator name → ``[in, out, filtered, late, dead_lettered]``.
+        checkpoints_completed: checkpoints completed during the run.
+        restarts: attempts restarted.
+        duration_ms: wall time of the run.
+    """
+
+    ok: bool
+    job: str = ""
+    error: str = ""
+    retriable: bool = False
+    counts: dict[str, list[int]] = {}
+    checkpoints_completed: int = 0
+    restarts: int = 0
+    duration_ms: int = 0
+
+
+class StatusRequest(msgspec.Struct, tag=True, frozen=True):
+    """``weirflow status`` asks what runs where."""
+
+
+class WorkerInfo(msgspec.Struct, frozen=True):
+    """One worker in a :class:`Status`."""
+
+    worker_id: str
+    host: str
+    slots: int
+    status: str
+    subtasks: list[int]
+
+
+class Status(msgspec.Struct, tag=True, frozen=True):
+    """The coordinator's answer to :class:`StatusRequest`."""
+
+    job: str | None
+    parallelism: int
+    attempt: int
+    restarts: int
+    last_completed_checkpoint: int | None
+    workers: list[WorkerInfo]
+
+
 Message = (
     Register
     | Welcome
@@ -201,6 +287,12 @@ Message = (
     | Cancel
     | Heartbeat
     | Shutdown
+    | Submit
+    | StopJob
+    | JobEvent
+    | JobDone
+    | StatusRequest
+    | Status
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -27,9 +27,7 @@ paused worker can neither complete a checkpoint nor commit output.
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
-import pickle
 import queue
 import socket
 import threading
@@ -40,19 +38,16 @@ from typing import Any
 
 import msgspec
 
-from weirflow.checkpoint import (
-    CheckpointConfig,
-    CheckpointCoordinator,
-    CheckpointStatus,
-    CheckpointStorage,
-)
+from weirflow.checkpoint import CheckpointConfig, CheckpointStorage
 from weirflow.errors import CheckpointError, ConfigError, JobFailedError, WeirflowError
 from weirflow.graph import LogicalGraph, compile_plan
 from weirflow.records import JobResult, OperatorCounts
 from weirflow.runtime import control
+from weirflow.runtime.attempt import AttemptFailedError, AttemptRun
 from weirflow.runtime.build import RuntimeOptions
 from weirflow.runtime.checkpointed import RunListener
 from weirflow.runtime.launcher import Launcher
+from weirflow.runtime.membership import WorkerEntry, WorkerStatus
 from weirflow.runtime.placement import place
 from weirflow.runtime.restart import RestartStrategy
 from weirflow.runtime.wire import (
@@ -64,9 +59,6 @@ from weirflow.runtime.wire import (
 )
 
 log = logging.getLogger("weirflow.coordinator")
-
-_STOP_ATTEMPTS = 3
-_TICK_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -96,53 +88,6 @@ class JobSpec:
     options: RuntimeOptions = field(default_factory=RuntimeOptions)
 
 
-class WorkerStatus(enum.Enum):
-    """A registered worker's life cycle, as the coordinator sees it."""
-
-    IDLE = "idle"  # registered, hosts nothing
-    DEPLOYED = "deployed"  # hosts subtasks of the current attempt
-    LOST = "lost"  # exited, disconnected or silent: given up for good
-
-
-_WORKER_TRANSITIONS = {
-    WorkerStatus.IDLE: {WorkerStatus.DEPLOYED, WorkerStatus.LOST},
-    WorkerStatus.DEPLOYED: {WorkerStatus.IDLE, WorkerStatus.LOST},
-    WorkerStatus.LOST: set(),
-}
-
-
-class WorkerEntry:
-    """A registered worker."""
-
-    def __init__(self, register: control.Register, conn: FramedConnection) -> None:
-        self.id = register.worker_id
-        self.slots = register.slots
-        self.host = register.host
-        self.data_address = register.data_address
-        self.pid = register.pid
-        self.conn = conn
-        self.status = WorkerStatus.IDLE
-        self.last_heard = time.monotonic()
-        self.subtasks: list[int] = []
-
-    def move(self, new: WorkerStatus) -> None:
-        """Change status along an allowed transition (same status: no-op).
-
-        Raises:
-            WeirflowError: a transition the life cycle does not allow.
-        """
-        if new is self.status:
-            return
-        if new not in _WORKER_TRANSITIONS[self.status]:
-            raise WeirflowError(f"worker {self.id}: invalid transition {self.status} -> {new}")
-        self.status = new
-
-    def send(self, message: control.Message) -> None:
-        """Send, ignoring a broken connection (its reader reports the loss)."""
-        with contextlib.suppress(ConnectionClosedError):
-            self.conn.send(control.encode_message(message))
-
-
 class _Joined:
     def __init__(self, entry: WorkerEntry) -> None:
         self.entry = entry
@@ -153,28 +98,20 @@ class _Lost:
         self.reason = reason
 
 
-class AttemptFailedError(WeirflowError):
-    """The running attempt failed; the restart strategy decides what follows."""
-
-    def __init__(self, message: str, retriable: bool = True) -> None:
-        super().__init__(message)
-        self.retriable = retriable
-
-
 class JobCoordinator:
-    """Runs a job on registered workers (see the module docs for the steps).
+    """Runs jobs on registered workers (see the module docs for the steps).
+
+    Call :meth:`start` once, then :meth:`run` for a job (or :meth:`serve`
+    to run jobs that clients submit), then :meth:`close`.
 
     Args:
-        spec: what to run.
-        secret: the job's secret; workers must hold it.
+        secret: the job's secret; workers and clients must hold it.
         listen: ``HOST:PORT`` for worker connections (port 0: any free port).
         launcher: starts and replaces workers; ``None`` when they are started
             by hand (``weirflow worker``).
         heartbeat_interval_s: how often heartbeats go both ways (s).
         heartbeat_timeout_s: silence after which a worker is given up (s).
         worker_wait_s: how long an attempt waits for enough free slots (s).
-        stop: when set, the job takes a stop checkpoint and ends.
-        listener: progress callbacks.
         clock: processing time in ms.
 
     Raises:
@@ -183,7 +120,6 @@ class JobCoordinator:
 
     def __init__(
         self,
-        spec: JobSpec,
         secret: bytes,
         listen: str = "127.0.0.1:0",
         *,
@@ -191,20 +127,15 @@ class JobCoordinator:
         heartbeat_interval_s: float = 1.0,
         heartbeat_timeout_s: float = 10.0,
         worker_wait_s: float = 60.0,
-        stop: threading.Event | None = None,
-        listener: RunListener | None = None,
         clock: Callable[[], int] | None = None,
     ) -> None:
-        if spec.guarantee == "at_most_once" and spec.checkpoint is not None:
-            raise ConfigError("at_most_once takes no checkpoints")
-        self.spec = spec
         self.secret = secret
         self.launcher = launcher
         self.heartbeat_interval_s = heartbeat_interval_s
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.worker_wait_s = worker_wait_s
-        self.stop = stop or threading.Event()
-        self.listener = listener or RunListener()
+        self.stop = threading.Event()
+        self.listener = RunListener()
         self.clock = clock or (lambda: time.time_ns() // 1_000_000)
         host, port = parse_address(listen)
         self._server = socket.create_server((host, port))
@@ -216,17 +147,12 @@ class JobCoordinator:
         self.checkpoints_completed = 0
         self.recovery_ms: list[int] = []
         self.recovery_started: int | None = None
+        self.last_completed: int | None = None
+        self.spec: JobSpec | None = None
+        self.task_ids: list[str] = []
+        self.storage: CheckpointStorage | None = None
+        self.submissions: queue.Queue[tuple[control.Submit, FramedConnection]] = queue.Queue()
         self._closed = threading.Event()
-        plan = compile_plan(spec.graph, spec.parallelism, spec.max_parallelism)
-        p = spec.parallelism
-        self.task_ids = [
-            f"{spec.graph.get(chain.head).name}[{i}/{p}]" for chain in plan.chains for i in range(p)
-        ]
-        self.storage = (
-            CheckpointStorage(spec.checkpoint.storage, spec.graph.name)
-            if spec.checkpoint is not None
-            else None
-        )
 
     # -- connections (threads) ---------------------------------------------------
 
@@ -243,14 +169,25 @@ class JobCoordinator:
     def _admit(self, sock: socket.socket, addr: Any) -> None:
         try:
             authenticate_listener(sock, self.secret)
-            conn = FramedConnection(sock, f"worker at {addr[0]}:{addr[1]}")
-            register = control.decode_message(conn.recv())
-            if not isinstance(register, control.Register):
-                raise ConnectionClosedError(f"expected Register, got {type(register).__name__}")
+            conn = FramedConnection(sock, f"peer at {addr[0]}:{addr[1]}")
+            first = control.decode_message(conn.recv())
         except (PeerAuthenticationError, OSError, WeirflowError, msgspec.DecodeError) as e:
             log.warning("refused a connection from %s:%s: %s", addr[0], addr[1], e)
             sock.close()
             return
+        if isinstance(first, control.Register):
+            self._serve_worker(first, conn)
+        elif isinstance(first, control.StatusRequest):
+            with contextlib.suppress(ConnectionClosedError):
+                conn.send(control.encode_message(self.status()))
+            conn.close()
+        elif isinstance(first, control.Submit):
+            self.submissions.put((first, conn))
+        else:
+            log.warning("refused a connection that opened with %s", type(first).__name__)
+            conn.close()
+
+    def _serve_worker(self, register: control.Register, conn: FramedConnection) -> None:
         entry = WorkerEntry(register, conn)
         entry.send(
             control.Welcome(
@@ -287,8 +224,43 @@ class JobCoordinator:
 
     # -- the run -----------------------------------------------------------------
 
-    def run(self) -> JobResult:
-        """Run the job to its end (or stop), through restarts.
+    def start(self) -> None:
+        """Accept workers and clients, send heartbeats, and start the launcher's workers."""
+        threading.Thread(target=self._accept, name="weirflow-accept", daemon=True).start()
+        threading.Thread(target=self._heartbeats, name="weirflow-heartbeats", daemon=True).start()
+        if self.launcher is not None:
+            self.launcher.start(self.address)
+
+    def status(self) -> control.Status:
+        """What ``weirflow status`` shows: workers, slots, subtasks, checkpoints, restarts."""
+        workers = [
+            control.WorkerInfo(w.id, w.host, w.slots, w.status.value, list(w.subtasks))
+            for w in list(self.workers.values())
+            if w.status is not WorkerStatus.LOST
+        ]
+        spec = self.spec
+        return control.Status(
+            job=spec.graph.name if spec is not None else None,
+            parallelism=spec.parallelism if spec is not None else 0,
+            attempt=self.attempt,
+            restarts=self.restarts,
+            last_completed_checkpoint=self.last_completed,
+            workers=workers,
+        )
+
+    def run(
+        self,
+        spec: JobSpec,
+        *,
+        stop: threading.Event | None = None,
+        listener: RunListener | None = None,
+    ) -> JobResult:
+        """Run ``spec`` to its end (or stop), through restarts.
+
+        Args:
+            spec: what to run.
+            stop: when set, the job takes a stop checkpoint and ends.
+            listener: progress callbacks.
 
         Returns:
             The :class:`~weirflow.records.JobResult`: counts summed over workers.
@@ -297,18 +269,29 @@ class JobCoordinator:
             JobFailedError: an attempt failed and no restart follows.
             ConfigError: the options or the checkpoint to restore do not fit.
         """
-        threading.Thread(target=self._accept, name="weirflow-accept", daemon=True).start()
-        threading.Thread(target=self._heartbeats, name="weirflow-heartbeats", daemon=True).start()
-        start = self.clock()
-        try:
-            if self.launcher is not None:
-                self.launcher.start(self.address)
-            return self._attempts(start)
-        finally:
-            self._shutdown()
+        if spec.guarantee == "at_most_once" and spec.checkpoint is not None:
+            raise ConfigError("at_most_once takes no checkpoints")
+        plan = compile_plan(spec.graph, spec.parallelism, spec.max_parallelism)
+        p = spec.parallelism
+        self.spec = spec
+        self.task_ids = [
+            f"{spec.graph.get(chain.head).name}[{i}/{p}]" for chain in plan.chains for i in range(p)
+        ]
+        self.storage = (
+            CheckpointStorage(spec.checkpoint.storage, spec.graph.name)
+            if spec.checkpoint is not None
+            else None
+        )
+        self.stop = stop or threading.Event()
+        self.listener = listener or RunListener()
+        self.restarts = 0
+        self.checkpoints_completed = 0
+        self.last_completed = None
+        return self._attempts(self.clock())
 
     def _attempts(self, start: int) -> JobResult:
         spec = self.spec
+        assert spec is not None
         tracker = spec.restart.tracker()
         restore_url, baseline = self._initial_restore()
         while True:
@@ -348,6 +331,7 @@ class JobCoordinator:
 
     def _initial_restore(self) -> tuple[str | None, int]:
         storage = self.storage
+        assert self.spec is not None
         if storage is None:
             if self.spec.restore is not None:
                 raise ConfigError("restoring needs checkpoints: run with a checkpoint storage")
@@ -424,6 +408,7 @@ class JobCoordinator:
         return [w for w in self.workers.values() if w.status is WorkerStatus.IDLE]
 
     def _await_slots(self) -> list[WorkerEntry]:
+        assert self.spec is not None
         need = self.spec.parallelism
         deadline = time.monotonic() + self.worker_wait_s
         while True:
@@ -463,6 +448,7 @@ class JobCoordinator:
 
     def _run_attempt(self, restore_url: str | None) -> dict[str, OperatorCounts]:
         spec = self.spec
+        assert spec is not None
         free = self._await_slots()
         owners = place(spec.parallelism, [(w.id, w.slots) for w in free])
         used = [w for w in free if w.id in set(owners.values())]
@@ -470,8 +456,8 @@ class JobCoordinator:
         peers = {w.id: w.data_address for w in used}
         mode = spec.checkpoint.mode if spec.checkpoint is not None else spec.guarantee
         for w in used:
-            w.subtasks = [i for i, o in owners.items() if o == w.id]
             w.move(WorkerStatus.DEPLOYED)
+            w.subtasks = [i for i, o in owners.items() if o == w.id]
             w.send(
                 control.Deploy(
                     attempt=self.attempt,
@@ -497,7 +483,7 @@ class JobCoordinator:
                 else None
             )
         self.listener.attempt_started(self.attempt - 1, restored_from)
-        run = _AttemptRun(self, used)
+        run = AttemptRun(self, used)
         try:
             return run.run()
         finally:
@@ -510,7 +496,23 @@ class JobCoordinator:
                 w.send(control.Cancel(self.attempt))
                 w.move(WorkerStatus.IDLE)
 
-    def _shutdown(self) -> None:
+    def drain_membership(self) -> None:
+        """Apply the joins and losses that arrived while no job runs."""
+        while True:
+            try:
+                wid, event = self.events.get_nowait()
+            except queue.Empty:
+                return
+            with contextlib.suppress(AttemptFailedError):
+                self._membership(wid, event)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed.is_set()
+
+    def close(self) -> None:
+        """Shut every worker down (they exit), stop the launcher, close the listener."""
         self._closed.set()
         for w in self.workers.values():
             if w.status is not WorkerStatus.LOST:
@@ -520,155 +522,3 @@ class JobCoordinator:
         for w in self.workers.values():
             w.conn.close()
         self._server.close()
-
-
-class _AttemptRun:
-    """The coordinator's side of one running attempt."""
-
-    def __init__(self, coordinator: JobCoordinator, used: list[WorkerEntry]) -> None:
-        self.c = coordinator
-        self.used = {w.id: w for w in used}
-        self.running: set[str] = set()
-        self.tasks_finished: set[str] = set()
-        self.finished: dict[str, dict[str, list[int]]] = {}
-        self.final_checkpoint: int | None = None
-        self.stop_checkpoint: int | None = None
-        self.stop_tries = 0
-        self.finishing = False
-        self.checkpoints: CheckpointCoordinator | None = None
-
-    def broadcast(self, message: control.Message) -> None:
-        for w in self.used.values():
-            w.send(message)
-
-    def run(self) -> dict[str, OperatorCounts]:
-        c = self.c
-        while True:
-            try:
-                wid, event = c.events.get(timeout=_TICK_S)
-            except queue.Empty:
-                wid, event = "", None
-            if event is not None:
-                entry = c._membership(wid, event)
-                if entry is not None and entry.id in self.used:
-                    self._on_message(entry, event)
-            if len(self.finished) == len(self.used):
-                return self._counts()
-            self._tick(c.clock())
-
-    def _start_checkpoints(self) -> None:
-        c = self.c
-        if c.spec.checkpoint is None or c.storage is None:
-            return
-        last = max(c.storage.completed_checkpoints(), default=0)
-        self.checkpoints = CheckpointCoordinator(
-            c.spec.checkpoint,
-            c.storage,
-            c.task_ids,
-            c.clock,
-            parallelism=c.spec.parallelism,
-            max_parallelism=c.spec.max_parallelism,
-            first_checkpoint_id=last + 1,
-        )
-
-    def _on_message(self, entry: WorkerEntry, message: Any) -> None:
-        c = self.c
-        if getattr(message, "attempt", c.attempt) != c.attempt:
-            return
-        if isinstance(message, control.Failed):
-            raise AttemptFailedError(
-                f"worker {entry.id}: {message.message}", retriable=message.retriable
-            )
-        if isinstance(message, control.Running):
-            self.running.add(entry.id)
-            if self.running == set(self.used):
-                self._start_checkpoints()
-                if c.recovery_started is not None:
-                    c.recovery_ms.append(c.clock() - c.recovery_started)
-                    c.recovery_started = None
-        elif isinstance(message, control.Acknowledge):
-            self._acknowledge(message)
-        elif isinstance(message, control.Decline) and self.checkpoints is not None:
-            self.checkpoints.decline(message.checkpoint_id, message.task, message.reason)
-        elif isinstance(message, control.TasksFinished):
-            self.tasks_finished.add(entry.id)
-            if self.tasks_finished == set(self.used) and self.running == set(self.used):
-                if self.checkpoints is None:
-                    self._finish()
-                elif self.final_checkpoint is None and self.stop_checkpoint is None:
-                    self.final_checkpoint = self._trigger_now(stop=False)
-        elif isinstance(message, control.Finished):
-            self.finished[entry.id] = message.counts
-
-    def _acknowledge(self, message: control.Acknowledge) -> None:
-        if self.checkpoints is None:
-            return
-        snapshot = pickle.loads(message.snapshot)
-        completed = self.checkpoints.acknowledge(message.checkpoint_id, snapshot)
-        if completed is None:
-            return
-        cid = completed.checkpoint_id
-        self.broadcast(control.Complete(self.c.attempt, cid))
-        self.c.checkpoints_completed += 1
-        self.c.listener.checkpoint_completed(completed)
-        for target in (self.final_checkpoint, self.stop_checkpoint):
-            if target is not None and cid >= target:
-                self._finish()
-
-    def _finish(self) -> None:
-        if not self.finishing:
-            self.finishing = True
-            self.broadcast(control.Finish(self.c.attempt))
-
-    def _trigger_now(self, stop: bool) -> int:
-        assert self.checkpoints is not None
-        cid = self.checkpoints.trigger_now()
-        self.broadcast(control.Trigger(self.c.attempt, cid, self.c.clock(), stop=stop))
-        return cid
-
-    def _tick(self, now_ms: int) -> None:
-        c = self.c
-        if self.finishing:
-            return
-        if c.stop.is_set() and self.checkpoints is None and self.running == set(self.used):
-            self._finish()
-            return
-        ckpt = self.checkpoints
-        if ckpt is None:
-            return
-        ckpt.check_timeouts(now_ms)
-        target = self.stop_checkpoint or self.final_checkpoint
-        if target is not None:
-            status = ckpt.status(target)
-            if status is not None and status not in (
-                CheckpointStatus.PENDING,
-                CheckpointStatus.COMPLETED,
-            ):
-                self.stop_tries += 1
-                if self.stop_tries > _STOP_ATTEMPTS:
-                    raise AttemptFailedError(
-                        f"checkpoint {target} (the last one, so that sinks commit) failed "
-                        f"{_STOP_ATTEMPTS} times; see the log for the cause"
-                    )
-                if self.stop_checkpoint is not None:
-                    self.stop_checkpoint = self._trigger_now(stop=True)
-                else:
-                    self.final_checkpoint = self._trigger_now(stop=False)
-            return
-        if c.stop.is_set():
-            self.stop_checkpoint = self._trigger_now(stop=True)
-            return
-        cid = ckpt.maybe_trigger(now_ms)
-        if cid is not None:
-            self.broadcast(control.Trigger(c.attempt, cid, now_ms))
-
-    def _counts(self) -> dict[str, OperatorCounts]:
-        total: dict[str, list[int]] = {}
-        for per_worker in self.finished.values():
-            for name, values in per_worker.items():
-                acc = total.setdefault(name, [0] * len(values))
-                for k, v in enumerate(values):
-                    acc[k] += v
-        for w in self.used.values():
-            w.move(WorkerStatus.IDLE)
-        return {name: OperatorCounts(*values) for name, values in total.items()}

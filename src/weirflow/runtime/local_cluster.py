@@ -71,14 +71,15 @@ def run_on_local_workers(
     slots = math.ceil(spec.parallelism / workers)
     launcher = LocalLauncher(workers, slots, secret, [])
     coordinator = JobCoordinator(
-        spec,
         secret,
         "127.0.0.1:0",
         launcher=launcher,
         heartbeat_interval_s=heartbeat_interval_s,
         heartbeat_timeout_s=heartbeat_timeout_s,
         worker_wait_s=max(30.0, 3 * heartbeat_timeout_s),
-        stop=stop,
-        listener=listener,
     )
-    return coordinator.run()
+    coordinator.start()
+    try:
+        return coordinator.run(spec, stop=stop, listener=listener)
+    finally:
+        coordinator.close()

@@ -1,0 +1,114 @@
+"""``weirflow coordinator``'s service: run the jobs that clients submit.
+
+A client (``weirflow run JOB.py --coordinator HOST:PORT``) opens an
+authenticated connection, sends :class:`~weirflow.runtime.control.Submit`,
+receives :class:`~weirflow.runtime.control.JobEvent` progress lines, and at
+the end one :class:`~weirflow.runtime.control.JobDone`. A
+:class:`~weirflow.runtime.control.StopJob`, or the client going away, stops
+the job with a stop checkpoint. Jobs run one at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from weirflow.errors import WeirflowError
+from weirflow.graph import LogicalGraph
+from weirflow.runtime import control
+from weirflow.runtime.checkpointed import RunListener
+from weirflow.runtime.coordinator import JobCoordinator, JobSpec
+from weirflow.runtime.wire import ConnectionClosedError, FramedConnection
+
+
+def serve(coordinator: JobCoordinator, load_graph: Callable[[str], LogicalGraph]) -> None:
+    """Run the jobs that clients submit, one after another, until the coordinator closes.
+
+    Args:
+        coordinator: a started coordinator.
+        load_graph: ``JOB.py[:NAME]`` → its logical graph (the job file
+            must be importable here as on every worker).
+    """
+    while not coordinator.closed:
+        try:
+            submit, client = coordinator.submissions.get(timeout=0.2)
+        except queue.Empty:
+            coordinator.drain_membership()
+            continue
+        _run_submitted(coordinator, submit, client, load_graph)
+
+
+def _run_submitted(
+    coordinator: JobCoordinator,
+    submit: control.Submit,
+    client: FramedConnection,
+    load_graph: Callable[[str], LogicalGraph],
+) -> None:
+    stop = threading.Event()
+
+    def watch_client() -> None:
+        # A StopJob, or the client going away, stops the job with a stop checkpoint.
+        try:
+            while not isinstance(control.decode_message(client.recv()), control.StopJob):
+                pass
+        except (ConnectionClosedError, msgspec.DecodeError):
+            pass
+        stop.set()
+
+    threading.Thread(target=watch_client, name="weirflow-client", daemon=True).start()
+    try:
+        spec = JobSpec(
+            job=submit.job,
+            graph=load_graph(submit.job),
+            parallelism=submit.parallelism,
+            max_parallelism=submit.max_parallelism,
+            checkpoint=submit.checkpoint,
+            guarantee=submit.guarantee,
+            restore=submit.restore,
+            restart=submit.restart,
+        )
+        result = coordinator.run(spec, stop=stop, listener=_ClientListener(client))
+        done = control.JobDone(
+            ok=True,
+            job=result.job,
+            counts={name: list(c) for name, c in result.operators.items()},
+            checkpoints_completed=result.checkpoints_completed,
+            restarts=result.restarts,
+            duration_ms=result.duration_ms,
+        )
+    except WeirflowError as e:
+        done = control.JobDone(ok=False, error=str(e), retriable=e.retriable)
+    except Exception as e:
+        done = control.JobDone(ok=False, error=f"{type(e).__name__}: {e}", retriable=True)
+    with contextlib.suppress(ConnectionClosedError):
+        client.send(control.encode_message(done))
+    client.close()
+    coordinator.spec = None
+
+
+class _ClientListener(RunListener):
+    """Sends a submitted job's progress to the client that submitted it."""
+
+    def __init__(self, client: FramedConnection) -> None:
+        self.client = client
+
+    def _say(self, text: str) -> None:
+        with contextlib.suppress(ConnectionClosedError):
+            self.client.send(control.encode_message(control.JobEvent(text)))
+
+    def attempt_started(self, attempt: int, restored_from: int | None) -> None:
+        where = f"checkpoint {restored_from}" if restored_from is not None else "a fresh start"
+        self._say(f"attempt {attempt + 1} starting from {where}")
+
+    def checkpoint_completed(self, completed: Any) -> None:
+        m = completed.manifest
+        self._say(f"checkpoint {m.checkpoint_id} completed ({m.duration_ms} ms, {m.size} bytes)")
+
+    def attempt_failed(self, attempt: int, error: BaseException, wait_ms: int | None) -> None:
+        then = f"restarting in {wait_ms} ms" if wait_ms is not None else "not restarting"
+        self._say(f"attempt {attempt} failed: {error}; {then}")
