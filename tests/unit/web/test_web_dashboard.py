@@ -122,7 +122,7 @@ class FailOnce:
     def __call__(self, v: int) -> int:
         if v == self.at and not self.failed:
             self.failed = True
-            raise RuntimeError("injected failure")
+            raise ConnectionError("injected failure")  # transient: restarted
         return v
 
 
