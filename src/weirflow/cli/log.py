@@ -2,19 +2,25 @@
 
 Errors print one line on stderr and exit with status 1; ``weirflow log
 --debug ...`` shows the traceback instead. Record data goes to stdout,
-everything else (progress, summaries) to stderr, so that output pipes cleanly.
+everything else (progress, summaries) to stderr, so that output pipes cleanly;
+a reader that stops early (``| head``) ends ``consume`` quietly. Commands
+that only read (``describe``, ``consume``, ``lag``) and ``produce`` refuse a
+``--log-dir`` that holds no log rather than create an empty one there.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal, ParamSpec, TextIO, TypeVar
+from typing import Annotated, BinaryIO, Literal, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -90,6 +96,12 @@ def _cli_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
         debug = hasattr(ctx, "find_object") and _settings(ctx).debug  # type: ignore[arg-type]
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            # The reader of stdout stopped early (`| head`): that ends the output, not an
+            # error. Point stdout at /dev/null so the exit flush does not fail again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except (WeirflowError, OSError) as e:
             if debug:
                 raise
@@ -99,8 +111,60 @@ def _cli_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     return wrapper
 
 
-def _open(ctx: typer.Context, log_dir: Path | None) -> EventLog:
-    return EventLog(log_dir if log_dir is not None else _settings(ctx).log_dir)
+def _open(ctx: typer.Context, log_dir: Path | None, *, create: bool = False) -> EventLog:
+    return EventLog(log_dir if log_dir is not None else _settings(ctx).log_dir, create=create)
+
+
+class ValueFormat(StrEnum):
+    """How a record value is written as one line of text.
+
+    ``text``: UTF-8 text (``produce`` refuses other bytes); ``raw``: the bytes
+    as they are, which cannot hold a newline; ``base64`` and ``hex``: the value
+    encoded, for any bytes. ``consume`` writes ``text`` and ``raw`` alike: the
+    stored bytes.
+    """
+
+    text = "text"
+    raw = "raw"
+    base64 = "base64"
+    hex = "hex"
+
+
+ValueFormatOption = Annotated[
+    ValueFormat,
+    typer.Option("--value-format", help="Values as text (UTF-8), raw bytes, base64 or hex."),
+]
+
+
+def _decode_value(line: bytes, lineno: int, fmt: ValueFormat) -> bytes:
+    """Return the value that one input line (without its newline) stands for."""
+    if fmt is ValueFormat.raw:
+        return line
+    line = line.removesuffix(b"\r")
+    try:
+        if fmt is ValueFormat.base64:
+            return base64.b64decode(line, validate=True)
+        if fmt is ValueFormat.hex:
+            return bytes.fromhex(line.decode("ascii"))
+        line.decode("utf-8")
+        return line
+    except UnicodeDecodeError as e:
+        if fmt is ValueFormat.hex:
+            raise InvalidArgumentError(f"line {lineno}: not hex (byte {e.start})") from e
+        raise InvalidArgumentError(
+            f"line {lineno}: not UTF-8 text (byte {e.start}); pass --value-format raw to store "
+            "the bytes as they are, or base64/hex for encoded values"
+        ) from e
+    except (binascii.Error, ValueError) as e:
+        raise InvalidArgumentError(f"line {lineno}: not {fmt.value} ({e})") from e
+
+
+def _encode_value(value: bytes, fmt: ValueFormat) -> bytes:
+    if fmt is ValueFormat.base64:
+        return base64.b64encode(value)
+    if fmt is ValueFormat.hex:
+        return value.hex().encode("ascii")
+    return value
 
 
 def _interactive() -> bool:
@@ -123,22 +187,22 @@ def create(
     log_dir: LogDirOption = None,
 ) -> None:
     """Create a topic."""
-    with _open(ctx, log_dir) as log:
+    with _open(ctx, log_dir, create=True) as log:
         log.create_topic(topic, partitions, retention_ms, retention_bytes, exist_ok=exist_ok)
     typer.echo(f"created topic {topic!r} with {partitions} partition(s)", err=True)
 
 
 def _line_record(
-    line: str, lineno: int, key_field: str | None, ts_field: str | None, partition: int | None
+    value: bytes, lineno: int, key_field: str | None, ts_field: str | None, partition: int | None
 ) -> Record:
-    """Build the record of one input line (the line is the value; fields come from its JSON)."""
+    """Build the record of one input line's value (key and time come from the value's JSON)."""
     key: bytes | None = None
     ts = system_clock_ms()
     if key_field is not None or ts_field is not None:
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InvalidArgumentError(f"line {lineno}: not JSON ({e.msg})") from e
+            obj = json.loads(value)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InvalidArgumentError(f"line {lineno}: not JSON ({e})") from e
         if not isinstance(obj, dict):
             raise InvalidArgumentError(f"line {lineno}: not a JSON object")
         if key_field is not None:
@@ -153,7 +217,7 @@ def _line_record(
                     f"line {lineno}: timestamp field {ts_field!r} must be an int (ms), got {raw!r}"
                 )
             ts = raw
-    return Record(line.encode(), key=key, timestamp_ms=ts, partition=partition)
+    return Record(value, key=key, timestamp_ms=ts, partition=partition)
 
 
 @log_app.command()
@@ -169,28 +233,30 @@ def produce(
         str | None, typer.Option(help="JSON field holding the event time (int ms).")
     ] = None,
     partition: Annotated[int | None, typer.Option(help="Write every record here.")] = None,
+    value_format: ValueFormatOption = ValueFormat.text,
     log_dir: LogDirOption = None,
 ) -> None:
-    """Append one record per input line; the line without its newline is the value."""
+    """Append one record per input line; the line without its newline is the value
+    (decoded per --value-format)."""
     with _open(ctx, log_dir) as log:
         log.partition_count(topic)
-        stream: TextIO = file.open(encoding="utf-8") if file is not None else sys.stdin
+        stream: BinaryIO = file.open("rb") if file is not None else sys.stdin.buffer
         total = file.stat().st_size if file is not None else None
         count = 0
         with stream, Progress(console=Console(stderr=True), disable=not _interactive()) as bar:
             task = bar.add_task(f"producing to {topic}", total=total)
             batch: list[Record] = []
             for lineno, line in enumerate(stream, 1):
-                text = line[:-1] if line.endswith("\n") else line
                 try:
-                    record = _line_record(text, lineno, key_field, timestamp_field, partition)
+                    value = _decode_value(line.removesuffix(b"\n"), lineno, value_format)
+                    record = _line_record(value, lineno, key_field, timestamp_field, partition)
                 except InvalidArgumentError as e:
                     raise InvalidArgumentError(
                         f"{e}; the {count} record(s) before line {count + 1} are already "
                         f"appended to {topic!r}: fix the line and produce from line {count + 1}"
                     ) from e
                 batch.append(record)
-                bar.advance(task, len(line.encode()))
+                bar.advance(task, len(line))
                 if len(batch) >= _BATCH:
                     count += len(log.append(topic, batch))
                     batch = []
@@ -286,6 +352,7 @@ def consume(
     output_format: Annotated[
         str, typer.Option("--format", help="values (one value a line) or jsonl.")
     ] = "values",
+    value_format: ValueFormatOption = ValueFormat.text,
     follow: Annotated[bool, typer.Option(help="Keep waiting for new records.")] = False,
     poll_ms: Annotated[int, typer.Option(help="Wait between polls with --follow.")] = 200,
     log_dir: LogDirOption = None,
@@ -317,7 +384,7 @@ def consume(
                 for batch in _poll(log, topic, positions, iso, remaining):
                     for r in batch:
                         if output_format == "values":
-                            typer.echo(r.value if r.value is not None else b"")
+                            typer.echo(_encode_value(r.value or b"", value_format))
                         else:
                             typer.echo(_jsonl(r))
                     bar.advance(task, len(batch))
@@ -432,7 +499,7 @@ def _quick_payments(tag: str) -> list[Record]:
 def quickstart(ctx: typer.Context, log_dir: LogDirOption = None) -> None:
     """A short tour: topics, keyed appends, describe, transactions, consumer groups, lag."""
     c = Console()
-    with _open(ctx, log_dir) as log:
+    with _open(ctx, log_dir, create=True) as log:
         c.rule("[bold]1. Topics")
         log.create_topic(_QUICK_EVENTS, 3, exist_ok=True)
         log.create_topic(_QUICK_PAYMENTS, 1, exist_ok=True)
