@@ -68,9 +68,7 @@ class NoCheckpointError(CheckpointError, ConfigError):
     def what_is_missing(self) -> str:
         """Return the finding without advice, e.g. for a command line that words its own fix."""
         reason = f"; unusable: {'; '.join(self.skipped)}" if self.skipped else ""
-        return (
-            f"job {self.job!r} has no usable completed checkpoint under {self.root_url}{reason}"
-        )
+        return f"job {self.job!r} has no usable completed checkpoint under {self.root_url}{reason}"
 
 
 class CheckpointFailuresExceededError(CheckpointError):
