@@ -85,7 +85,7 @@ def _settings(ctx: typer.Context) -> _Settings:
     return obj if obj is not None else _Settings(DEFAULT_LOG_DIR, False)
 
 
-def _cli_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+def cli_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Turn weirflow and I/O errors into one line on stderr and exit status 1 (unless --debug)."""
 
     @functools.wraps(fn)
@@ -111,7 +111,18 @@ def _cli_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     return wrapper
 
 
-def _open(ctx: typer.Context, log_dir: Path | None, *, create: bool = False) -> EventLog:
+def open_log(ctx: typer.Context, log_dir: Path | None, *, create: bool = False) -> EventLog:
+    """Open the command's log: ``log_dir``, else the group's ``--log-dir``.
+
+    Args:
+        ctx: the command's context (holds the group's settings).
+        log_dir: the command's own ``--log-dir``, or ``None``.
+        create: create the log when missing (``create``, ``quickstart``); else a
+            path without a log raises ``LogNotFoundError``.
+
+    Returns:
+        The open :class:`~weirflow.eventlog.EventLog`.
+    """
     return EventLog(log_dir if log_dir is not None else _settings(ctx).log_dir, create=create)
 
 
@@ -172,7 +183,7 @@ def _interactive() -> bool:
 
 
 @log_app.command()
-@_cli_errors
+@cli_errors
 def create(
     ctx: typer.Context,
     topic: Annotated[str, typer.Argument(help="Topic name.")],
@@ -187,7 +198,7 @@ def create(
     log_dir: LogDirOption = None,
 ) -> None:
     """Create a topic."""
-    with _open(ctx, log_dir, create=True) as log:
+    with open_log(ctx, log_dir, create=True) as log:
         log.create_topic(topic, partitions, retention_ms, retention_bytes, exist_ok=exist_ok)
     typer.echo(f"created topic {topic!r} with {partitions} partition(s)", err=True)
 
@@ -221,7 +232,7 @@ def _line_record(
 
 
 @log_app.command()
-@_cli_errors
+@cli_errors
 def produce(
     ctx: typer.Context,
     topic: Annotated[str, typer.Argument(help="Topic name.")],
@@ -238,7 +249,7 @@ def produce(
 ) -> None:
     """Append one record per input line; the line without its newline is the value
     (decoded per --value-format)."""
-    with _open(ctx, log_dir) as log:
+    with open_log(ctx, log_dir) as log:
         log.partition_count(topic)
         stream: BinaryIO = file.open("rb") if file is not None else sys.stdin.buffer
         total = file.stat().st_size if file is not None else None
@@ -332,7 +343,7 @@ def _poll(
 
 
 @log_app.command()
-@_cli_errors
+@cli_errors
 def consume(
     ctx: typer.Context,
     topic: Annotated[str, typer.Argument(help="Topic name.")],
@@ -370,7 +381,7 @@ def consume(
     iso: Literal["read_committed", "read_uncommitted"] = (
         "read_committed" if isolation == "read_committed" else "read_uncommitted"
     )
-    with _open(ctx, log_dir) as log:
+    with open_log(ctx, log_dir) as log:
         if partition is not None:
             log.start_offset(topic, partition)
         parts = list(range(log.partition_count(topic))) if partition is None else [partition]
@@ -400,7 +411,12 @@ def consume(
                 time.sleep(poll_ms / 1000)
 
 
-def _describe_table(log: EventLog, topic: str) -> Table:
+def describe_table(log: EventLog, topic: str) -> Table:
+    """Return a table of ``topic``'s partitions: start and end offset, records, bytes.
+
+    Raises:
+        UnknownTopicError: no such topic.
+    """
     d = log.describe(topic)
     retention = ", ".join(
         f"{name}={value}"
@@ -423,7 +439,7 @@ def _describe_table(log: EventLog, topic: str) -> Table:
 
 
 @log_app.command()
-@_cli_errors
+@cli_errors
 def describe(
     ctx: typer.Context,
     topic: Annotated[str | None, typer.Argument(help="Topic name [default: all].")] = None,
@@ -431,15 +447,17 @@ def describe(
 ) -> None:
     """Show topics with start offset, end offset, record count and bytes per partition."""
     console = Console()
-    with _open(ctx, log_dir) as log:
+    with open_log(ctx, log_dir) as log:
         topics = [topic] if topic is not None else log.list_topics()
         if not topics:
             typer.echo("no topics", err=True)
         for name in topics:
-            console.print(_describe_table(log, name))
+            console.print(describe_table(log, name))
 
 
-def _lag_table(log: EventLog, group: str) -> Table | None:
+def lag_table(log: EventLog, group: str) -> Table | None:
+    """Return a table of ``group``'s position, end offset and lag per partition, or ``None``
+    when the group has committed no positions."""
     rows = log.lag(group)
     if not rows:
         return None
@@ -454,97 +472,15 @@ def _lag_table(log: EventLog, group: str) -> Table | None:
 
 
 @log_app.command()
-@_cli_errors
+@cli_errors
 def lag(
     ctx: typer.Context,
     group: Annotated[str, typer.Option("--group", "-g", help="Consumer group.")],
     log_dir: LogDirOption = None,
 ) -> None:
     """Show a consumer group's committed position, end offset and lag per partition."""
-    with _open(ctx, log_dir) as log:
-        table = _lag_table(log, group)
+    with open_log(ctx, log_dir) as log:
+        table = lag_table(log, group)
     if table is None:
         raise InvalidArgumentError(f"consumer group {group!r} has no committed positions")
     Console().print(table)
-
-
-_QUICK_EVENTS = "quickstart.clicks"
-_QUICK_PAYMENTS = "quickstart.payments"
-_QUICK_GROUP = "quickstart.readers"
-_QUICK_TXN_ID = "quickstart.payments-writer"
-# 2026-01-01T00:00:00Z: fixed event times make every run show the same data.
-_QUICK_BASE_MS = 1_767_225_600_000
-
-
-def _quick_events(n: int) -> list[Record]:
-    pages = ("/", "/pricing", "/docs", "/signup", "/blog")
-    out = []
-    for i in range(n):
-        user = f"user-{i % 7}"
-        ts = _QUICK_BASE_MS + i * 1_000
-        body = {"user": user, "page": pages[i % len(pages)], "ts": ts}
-        out.append(Record(json.dumps(body).encode(), key=user.encode(), timestamp_ms=ts))
-    return out
-
-
-def _quick_payments(tag: str) -> list[Record]:
-    return [
-        Record(json.dumps({"payment": f"{tag}-{i}", "cents": 100 * (i + 1)}).encode())
-        for i in range(3)
-    ]
-
-
-@log_app.command()
-@_cli_errors
-def quickstart(ctx: typer.Context, log_dir: LogDirOption = None) -> None:
-    """A short tour: topics, keyed appends, describe, transactions, consumer groups, lag."""
-    c = Console()
-    with _open(ctx, log_dir, create=True) as log:
-        c.rule("[bold]1. Topics")
-        log.create_topic(_QUICK_EVENTS, 3, exist_ok=True)
-        log.create_topic(_QUICK_PAYMENTS, 1, exist_ok=True)
-        c.print(f"log directory [cyan]{log.path}[/]; topics: {', '.join(log.list_topics())}")
-
-        c.rule("[bold]2. Append 300 JSON click events, keyed by user")
-        placed = log.append(_QUICK_EVENTS, _quick_events(300))
-        c.print(
-            f"appended {len(placed)} records in one atomic batch; the same user always lands "
-            f"in the same partition (first: partition {placed[0][0]}, offset {placed[0][1]})"
-        )
-        c.print(_describe_table(log, _QUICK_EVENTS))
-
-        c.rule("[bold]3. Transactions: abort is invisible, commit is atomic")
-        end_before = log.end_offset(_QUICK_PAYMENTS, 0)
-        producer = log.transactional_producer(_QUICK_TXN_ID)
-        producer.begin()
-        producer.append(_QUICK_PAYMENTS, _quick_payments("aborted"))
-        c.print(
-            f"staged 3 payments; uncommitted end offset "
-            f"{log.end_offset(_QUICK_PAYMENTS, 0, 'read_uncommitted')}, committed end offset "
-            f"{log.end_offset(_QUICK_PAYMENTS, 0)}"
-        )
-        producer.abort()
-        c.print(f"aborted: end offset still {log.end_offset(_QUICK_PAYMENTS, 0)} (nothing visible)")
-        producer.begin()
-        producer.append(_QUICK_PAYMENTS, _quick_payments("committed"))
-        handle = producer.prepare()
-        c.print(f"prepared (durable, invisible): {handle.to_dict()}")
-        log.commit_prepared(handle)
-        log.commit_prepared(handle)
-        c.print("committed twice (the second is a no-op); now visible:")
-        for r in log.read(_QUICK_PAYMENTS, 0, end_before):
-            c.print(f"  offset {r.offset}: {r.value!r}", highlight=False)
-
-        c.rule("[bold]4. A consumer group reads 50 records a partition and commits")
-        positions = {}
-        for p in range(log.partition_count(_QUICK_EVENTS)):
-            start = log.committed_offset(_QUICK_GROUP, _QUICK_EVENTS, p)
-            start = log.start_offset(_QUICK_EVENTS, p) if start is None else start
-            batch = log.read(_QUICK_EVENTS, p, start, max_records=50)
-            positions[(_QUICK_EVENTS, p)] = batch[-1].offset + 1 if batch else start
-        log.commit_offsets(_QUICK_GROUP, positions)
-        table = _lag_table(log, _QUICK_GROUP)
-        if table is not None:
-            c.print(table)
-        where = "" if log.path == DEFAULT_LOG_DIR else f" --log-dir {log.path}"
-    c.print(f"Try: [bold]weirflow log{where} consume {_QUICK_EVENTS} --max 5 --format jsonl")

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from datetime import timedelta
 from enum import StrEnum
 from importlib.util import find_spec
@@ -494,11 +495,14 @@ def run(
         err.print(f"[red]error:[/] {escape(_config_message(e))}")
         raise typer.Exit(EXIT_CONFIG) from None
     except WeirflowError as e:
-        if debug:
-            raise
         if worker and not is_retriable(e):
+            if debug:
+                # the traceback, and still the status that keeps the supervisor from restarting
+                traceback.print_exc()
             err.print(f"[red]error:[/] {escape(str(e))} (not retriable: the job is not restarted)")
             raise typer.Exit(EXIT_NOT_RETRIABLE) from None
+        if debug:
+            raise
         err.print(f"[red]error:[/] {escape(str(e))}")
         raise typer.Exit(EXIT_FAILED) from None
 
