@@ -10,9 +10,10 @@ import pytest
 
 from weirflow import CheckpointConfig, Dataflow, JobFailedError, OperatorError, RestartStrategy
 from weirflow.checkpoint import CheckpointFailuresExceededError, CheckpointStorageError
-from weirflow.connectors import CollectSink, IterableSource
+from weirflow.connectors import CollectSink, EventLogSource, IterableSource
 from weirflow.errors import ConfigError, is_retriable
-from weirflow.eventlog import LogBusyError, UnknownTopicError
+from weirflow.eventlog import EventLog, LogBusyError, UnknownTopicError
+from weirflow.runtime import RunListener
 
 
 def _operator_error(cause: BaseException | None) -> OperatorError:
@@ -79,3 +80,27 @@ def test_a_transient_user_function_error_is_restarted(tmp_path: Path) -> None:
             restart=RestartStrategy.fixed_delay(2, timedelta(0)),
         )
     assert calls == [5, 5, 5]
+
+
+class _Attempts(RunListener):
+    def __init__(self) -> None:
+        self.started = 0
+
+    def attempt_started(self, attempt: int, restored_from: int | None) -> None:
+        self.started += 1
+
+
+def test_a_missing_source_topic_fails_the_run_after_one_attempt(tmp_path: Path) -> None:
+    """Scenario: the source's topic does not exist, 5 restarts allowed: one attempt."""
+    with EventLog(tmp_path / "log") as log:
+        log.create_topic("other", 1)
+    flow = Dataflow("missing_topic")
+    flow.source(EventLogSource(str(tmp_path / "log"), "clicks"), name="src").sink(CollectSink())
+    attempts = _Attempts()
+    with pytest.raises(UnknownTopicError, match="clicks"):
+        flow.run(
+            checkpoint=CheckpointConfig(storage=str(tmp_path / "chk")),
+            restart=RestartStrategy.fixed_delay(5, timedelta(0)),
+            listener=attempts,
+        )
+    assert attempts.started == 1
