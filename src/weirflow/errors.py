@@ -54,11 +54,22 @@ class CheckpointError(WeirflowError):
 
 
 class JobFailedError(WeirflowError):
-    """A task of the job failed; the message names the task as ``operator[subtask/parallelism]``."""
+    """A task of the job failed; the message names the task as ``operator[subtask/parallelism]``.
+
+    Retriable: a task fails for a lost connection, an I/O error or a dead
+    process far more often than for a reason that recurs; subclasses for
+    deterministic failures say otherwise.
+    """
+
+    retriable = True
 
 
 class OperatorError(JobFailedError):
     """A user function raised while processing a record.
+
+    Not retriable as a class: the same function raises again on the same
+    record after a restore. :func:`is_retriable` makes an exception of a
+    transient cause (see there).
 
     Attributes:
         operator: name of the operator whose function raised.
@@ -70,6 +81,8 @@ class OperatorError(JobFailedError):
             :class:`~weirflow.records.LogPosition` for event-log and Kafka
             sources), or ``None`` when unknown.
     """
+
+    retriable = False
 
     def __init__(
         self,
@@ -87,3 +100,46 @@ class OperatorError(JobFailedError):
         self.parallelism = parallelism
         self.record = record
         self.position = position
+
+
+def _transient(cause: BaseException | None) -> bool:
+    # The same test RetryPolicy applies to a user function's errors by default: I/O,
+    # connections and timeouts (OSError), and anything that says ``retriable = True``.
+    return isinstance(cause, OSError) or getattr(cause, "retriable", False) is True
+
+
+def is_retriable(error: BaseException) -> bool:
+    """Whether restarting the job may get past ``error``, or it will recur on every attempt.
+
+    The one classification the restart loops use (in-process and the ``weirflow
+    run`` supervisor). The first row that matches decides:
+
+    ======================================  ==========  =====================================
+    error                                   retriable   why
+    ======================================  ==========  =====================================
+    :class:`OperatorError` (a user          when its    a ``ValueError`` on a record recurs
+    function raised under ``on_error=       cause is    after every restore; a timeout or a
+    "fail"``)                               transient   refused connection may not
+    any other :class:`WeirflowError`        its         each class states it: a missing
+                                            ``retri-    topic, a bad configuration or an
+                                            able``      unwritable storage never heal by
+                                                        themselves, a busy lock does
+    ``OSError`` (I/O, connections,          yes         transient by nature
+    timeouts)
+    any other exception                     yes         unknown: the restart strategy bounds
+                                                        how often it is tried
+    ======================================  ==========  =====================================
+
+    A cause is transient when it is an ``OSError`` or carries ``retriable = True``.
+
+    Args:
+        error: the exception that failed an attempt.
+
+    Returns:
+        ``True`` when a restart may help, ``False`` when the run should fail at once.
+    """
+    if isinstance(error, OperatorError):
+        return _transient(error.__cause__)
+    if isinstance(error, WeirflowError):
+        return error.retriable
+    return True

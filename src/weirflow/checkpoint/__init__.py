@@ -9,7 +9,10 @@ from weirflow.checkpoint.coordinator import CheckpointCoordinator
 from weirflow.checkpoint.errors import (
     CheckpointConflictError,
     CheckpointCorruptError,
+    CheckpointFailuresExceededError,
+    CheckpointStorageError,
     CheckpointTransitionError,
+    NoCheckpointError,
 )
 from weirflow.checkpoint.handles import StateHandle, TaskSnapshot, is_safe_name, state_file_name
 from weirflow.checkpoint.lifecycle import CheckpointStats, CoordinatorState
@@ -25,14 +28,17 @@ __all__ = [
     "CheckpointConflictError",
     "CheckpointCoordinator",
     "CheckpointCorruptError",
+    "CheckpointFailuresExceededError",
     "CheckpointMode",
     "CheckpointStats",
     "CheckpointStatus",
     "CheckpointStorage",
+    "CheckpointStorageError",
     "CheckpointTransitionError",
     "CompletedCheckpoint",
     "CoordinatorState",
     "Manifest",
+    "NoCheckpointError",
     "PendingCheckpoint",
     "StateHandle",
     "TaskSnapshot",

@@ -42,6 +42,11 @@ class CheckpointConfig:
             the trigger of the next.
         max_concurrent: most checkpoints pending at once.
         retained: number of completed checkpoints kept; older ones are deleted.
+        tolerable_failures: consecutive checkpoint failures (declined, timed
+            out, manifest not written) a run tolerates, as Flink's
+            tolerable-failed-checkpoints: one more fails the run with the
+            last reason. ``0`` tolerates none; a completed checkpoint resets
+            the count.
 
     Raises:
         ConfigError: on construction, when a field has the wrong type or is
@@ -55,6 +60,7 @@ class CheckpointConfig:
     min_pause: timedelta = timedelta(0)
     max_concurrent: int = 1
     retained: int = 3
+    tolerable_failures: int = 3
 
     def __post_init__(self) -> None:
         if not isinstance(self.storage, str) or not self.storage.strip():
@@ -72,6 +78,11 @@ class CheckpointConfig:
         self._check_duration("min_pause", self.min_pause, positive=False)
         self._check_count("max_concurrent", self.max_concurrent)
         self._check_count("retained", self.retained)
+        if type(self.tolerable_failures) is not int or self.tolerable_failures < 0:
+            raise ConfigError(
+                "CheckpointConfig.tolerable_failures must be an int >= 0, "
+                f"got {self.tolerable_failures!r}"
+            )
 
     @staticmethod
     def _check_duration(name: str, value: object, *, positive: bool) -> None:

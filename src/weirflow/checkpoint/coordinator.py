@@ -23,7 +23,11 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Collection
 
 from weirflow.checkpoint.config import CheckpointConfig
-from weirflow.checkpoint.errors import CheckpointConflictError, CheckpointTransitionError
+from weirflow.checkpoint.errors import (
+    CheckpointConflictError,
+    CheckpointFailuresExceededError,
+    CheckpointTransitionError,
+)
 from weirflow.checkpoint.handles import TaskSnapshot
 from weirflow.checkpoint.lifecycle import STATE_TRANSITIONS, CheckpointStats, CoordinatorState
 from weirflow.checkpoint.manifest import Manifest, metadata_uses_pickle
@@ -96,6 +100,8 @@ class CheckpointCoordinator:
         self._counts = {"triggered": 0, "completed": 0, "failed": 0, "subsumed": 0}
         self._latest_size = 0
         self._durations: deque[int] = deque(maxlen=_RECENT_DURATIONS)
+        self._consecutive_failures = 0
+        self._last_failure = ""
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -332,6 +338,7 @@ class CheckpointCoordinator:
             self._latest_completed = pending.checkpoint_id
             self._latest_size = manifest.size
         self._durations.append(manifest.duration_ms)
+        self._consecutive_failures = 0
 
     def _subsume_older(self, checkpoint_id: int) -> None:
         for older in [p for n, p in self._pending.items() if n < checkpoint_id]:
@@ -406,17 +413,39 @@ class CheckpointCoordinator:
                 self._fail(pending, f"timed out after {self.config.timeout}")
             return [p.checkpoint_id for p in expired]
 
+    def check_failure_tolerance(self) -> None:
+        """Fail the run when checkpoints keep failing.
+
+        Counts checkpoints that were declined, timed out or whose manifest
+        could not be written, in a row; a completed checkpoint resets the
+        count, and checkpoints aborted by a failover or shutdown are not counted.
+
+        Raises:
+            CheckpointFailuresExceededError: more than ``config.tolerable_failures``
+                checkpoints failed in a row; the message gives the last reason.
+        """
+        with self._lock:
+            if self._consecutive_failures > self.config.tolerable_failures:
+                raise CheckpointFailuresExceededError(
+                    self.storage.job, self._consecutive_failures, self._last_failure
+                )
+
     def _fail_all(self, reason: str) -> list[int]:
         failed = sorted(self._pending)
         for checkpoint_id in failed:
-            self._fail(self._pending[checkpoint_id], reason)
+            self._fail(self._pending[checkpoint_id], reason, counted=False)
         return failed
 
-    def _fail(self, pending: PendingCheckpoint, reason: str, *, delete: bool = True) -> None:
+    def _fail(
+        self, pending: PendingCheckpoint, reason: str, *, delete: bool = True, counted: bool = True
+    ) -> None:
         pending.transition(CheckpointStatus.FAILED, reason)
         self._finish(pending)
         self._savepoint_targets.pop(pending.checkpoint_id, None)
         self._counts["failed"] += 1
+        if counted:
+            self._consecutive_failures += 1
+            self._last_failure = f"checkpoint {pending.checkpoint_id}: {reason}"
         log.warning(
             "checkpoint %d of job %s failed: %s", pending.checkpoint_id, self.storage.job, reason
         )

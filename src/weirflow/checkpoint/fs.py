@@ -27,8 +27,12 @@ import fsspec
 from fsspec.core import split_protocol
 from fsspec.implementations.local import LocalFileSystem
 
+from weirflow.checkpoint.errors import CheckpointStorageError
+
 _CONFLICT_RETRIES = 5
 _CONFLICT_BACKOFF_S = 0.05
+# protocols whose file system comes with one of weirflow's extras
+_EXTRA_OF_PROTOCOL = {"s3": "s3", "s3a": "s3"}
 
 
 def open_fs(url: str, storage_options: Mapping[str, Any]) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -40,8 +44,22 @@ def open_fs(url: str, storage_options: Mapping[str, Any]) -> tuple[fsspec.Abstra
 
     Returns:
         ``(filesystem, path)``, the path stripped of its protocol and trailing ``/``.
+
+    Raises:
+        CheckpointStorageError: the protocol is unknown to fsspec, or its
+            package is not installed (the message says what to install).
     """
-    fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **storage_options)
+    except ImportError as e:
+        extra = _EXTRA_OF_PROTOCOL.get(protocol_of(url))
+        fix = f"pip install 'weirflow[{extra}]'" if extra else "install the package it names"
+        raise CheckpointStorageError(f"storage {url} needs a package: {e}; {fix}") from e
+    except ValueError as e:
+        # fsspec says "Protocol not known: <name>" for a scheme it has no file system for
+        raise CheckpointStorageError(
+            f"storage {url}: {e}; use a local folder or a URL such as s3://bucket/prefix"
+        ) from e
     return fs, path.rstrip("/") or path
 
 

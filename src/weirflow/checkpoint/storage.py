@@ -18,12 +18,18 @@ import hashlib
 import logging
 import posixpath
 import re
+import uuid
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import fsspec
 
-from weirflow.checkpoint.errors import CheckpointConflictError, CheckpointCorruptError
+from weirflow.checkpoint.errors import (
+    CheckpointConflictError,
+    CheckpointCorruptError,
+    CheckpointStorageError,
+    NoCheckpointError,
+)
 from weirflow.checkpoint.fileformat import checksum_of, frame, unframe
 from weirflow.checkpoint.fs import open_fs, protocol_of, put_exclusive, write_durable
 from weirflow.checkpoint.handles import StateHandle, is_safe_name
@@ -53,6 +59,8 @@ class CheckpointStorage:
 
     Raises:
         CheckpointError: the job name is not a safe folder name.
+        CheckpointStorageError: the URL's protocol is unknown or its package
+            is missing.
     """
 
     def __init__(
@@ -78,6 +86,30 @@ class CheckpointStorage:
 
     def _chk_dir(self, checkpoint_id: int) -> str:
         return f"{self.root}/chk-{checkpoint_id}"
+
+    def check_writable(self) -> None:
+        """Create and remove a probe file in the job folder, so that a run fails at its
+        start, not at its first checkpoint, when the storage cannot take checkpoints.
+
+        Raises:
+            CheckpointStorageError: a part of the path is a file, or the probe
+                cannot be written or removed (permissions, read-only file system,
+                credentials); the message names the location.
+        """
+        probe = f"{self.root}/_probe-{uuid.uuid4().hex}"
+        try:
+            write_durable(self.fs, probe, b"")
+            self.fs.rm_file(probe)
+        except (NotADirectoryError, FileExistsError) as e:
+            raise CheckpointStorageError(
+                f"checkpoint storage {self.root_url} is not a folder: a part of the path is a "
+                f"file ({e}); choose a folder"
+            ) from e
+        except OSError as e:
+            raise CheckpointStorageError(
+                f"checkpoint storage {self.root_url} is not writable ({e}); choose a location "
+                "this process can write"
+            ) from e
 
     # -- state files ---------------------------------------------------------
 
@@ -460,8 +492,9 @@ class CheckpointStorage:
             The verified manifest to restore, or ``None`` to start fresh.
 
         Raises:
-            CheckpointError: ``"latest"`` and no usable checkpoint exists (the
-                message says how to start fresh), or no manifest at the path.
+            NoCheckpointError: ``"latest"`` and no usable checkpoint exists (the
+                message says how to start fresh).
+            CheckpointError: no manifest at the path.
             CheckpointCorruptError: the checkpoint at an explicit path fails verification.
         """
         if restore is None:
@@ -470,17 +503,9 @@ class CheckpointStorage:
             skipped: list[str] = []
             manifest = self.latest_valid(lambda path, e: skipped.append(f"{path} ({e})"))
             if manifest is None and restore == "latest":
-                raise CheckpointError(self._no_checkpoint_message(skipped))
+                raise NoCheckpointError(self.job, self.root_url, skipped)
             return manifest
         return self.load_savepoint(restore)
-
-    def _no_checkpoint_message(self, skipped: list[str]) -> str:
-        reason = f"; unusable: {'; '.join(skipped)}" if skipped else ""
-        return (
-            f"restore='latest' but job {self.job!r} has no usable completed checkpoint under "
-            f"{self.root_url}{reason}. To start fresh pass restore=None (or 'latest-or-fresh' "
-            "to resume when possible); to restore a savepoint pass its path"
-        )
 
     def default_savepoint_url(self, checkpoint_id: int) -> str:
         """Return the default savepoint folder URL: ``<job>/savepoints/savepoint-<n>``."""

@@ -140,6 +140,7 @@ def run_on_workers(
     spec_args: dict[str, Any],
     heartbeat_timeout_s: float,
     listener: RunListener,
+    stop: threading.Event,
 ) -> JobResult:
     """Run ``job`` on ``workers`` local worker processes until it ends or SIGTERM stops it.
 
@@ -149,6 +150,7 @@ def run_on_workers(
         spec_args: the other fields of :class:`~weirflow.runtime.coordinator.JobSpec`.
         heartbeat_timeout_s: silence after which a worker is given up (s).
         listener: progress callbacks.
+        stop: set by SIGTERM or Ctrl-C (the job then stops with a stop checkpoint).
 
     Returns:
         The job's result.
@@ -157,7 +159,6 @@ def run_on_workers(
         ConfigError: bad options; JobFailedError: the job failed for good.
     """
     flow = load_dataflow(job)
-    stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     spec = JobSpec(job=absolute_job_spec(job), graph=flow.graph, **spec_args)
@@ -241,7 +242,9 @@ def _dial_coordinator(address: str, secret: bytes) -> FramedConnection:
         ) from e
 
 
-def submit_job(address: str, secret: bytes, submit: control.Submit) -> JobResult:
+def submit_job(
+    address: str, secret: bytes, submit: control.Submit, stop: threading.Event
+) -> JobResult:
     """Submit a job to a running coordinator and follow it to its end.
 
     Progress lines are logged; SIGTERM or Ctrl-C asks the job to stop with a
@@ -251,6 +254,7 @@ def submit_job(address: str, secret: bytes, submit: control.Submit) -> JobResult
         address: the coordinator's ``HOST:PORT``.
         secret: the job's secret.
         submit: the job.
+        stop: set by SIGTERM or Ctrl-C, which also ask the job to stop.
 
     Returns:
         The job's result.
@@ -265,6 +269,7 @@ def submit_job(address: str, secret: bytes, submit: control.Submit) -> JobResult
         raise ConfigError(str(e)) from e
 
     def ask_stop(*_: object) -> None:
+        stop.set()
         with contextlib.suppress(ConnectionClosedError):
             conn.send(control.encode_message(control.StopJob()))
 

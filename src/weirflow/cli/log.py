@@ -2,19 +2,25 @@
 
 Errors print one line on stderr and exit with status 1; ``weirflow log
 --debug ...`` shows the traceback instead. Record data goes to stdout,
-everything else (progress, summaries) to stderr, so that output pipes cleanly.
+everything else (progress, summaries) to stderr, so that output pipes cleanly;
+a reader that stops early (``| head``) ends ``consume`` quietly. Commands
+that only read (``describe``, ``consume``, ``lag``) and ``produce`` refuse a
+``--log-dir`` that holds no log rather than create an empty one there.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal, ParamSpec, TextIO, TypeVar
+from typing import Annotated, BinaryIO, Literal, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -79,7 +85,7 @@ def _settings(ctx: typer.Context) -> _Settings:
     return obj if obj is not None else _Settings(DEFAULT_LOG_DIR, False)
 
 
-def _cli_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+def cli_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Turn weirflow and I/O errors into one line on stderr and exit status 1 (unless --debug)."""
 
     @functools.wraps(fn)
@@ -90,6 +96,12 @@ def _cli_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
         debug = hasattr(ctx, "find_object") and _settings(ctx).debug  # type: ignore[arg-type]
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            # The reader of stdout stopped early (`| head`): that ends the output, not an
+            # error. Point stdout at /dev/null so the exit flush does not fail again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(0) from None
         except (WeirflowError, OSError) as e:
             if debug:
                 raise
@@ -99,8 +111,71 @@ def _cli_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     return wrapper
 
 
-def _open(ctx: typer.Context, log_dir: Path | None) -> EventLog:
-    return EventLog(log_dir if log_dir is not None else _settings(ctx).log_dir)
+def open_log(ctx: typer.Context, log_dir: Path | None, *, create: bool = False) -> EventLog:
+    """Open the command's log: ``log_dir``, else the group's ``--log-dir``.
+
+    Args:
+        ctx: the command's context (holds the group's settings).
+        log_dir: the command's own ``--log-dir``, or ``None``.
+        create: create the log when missing (``create``, ``quickstart``); else a
+            path without a log raises ``LogNotFoundError``.
+
+    Returns:
+        The open :class:`~weirflow.eventlog.EventLog`.
+    """
+    return EventLog(log_dir if log_dir is not None else _settings(ctx).log_dir, create=create)
+
+
+class ValueFormat(StrEnum):
+    """How a record value is written as one line of text.
+
+    ``text``: UTF-8 text (``produce`` refuses other bytes); ``raw``: the bytes
+    as they are, which cannot hold a newline; ``base64`` and ``hex``: the value
+    encoded, for any bytes. ``consume`` writes ``text`` and ``raw`` alike: the
+    stored bytes.
+    """
+
+    text = "text"
+    raw = "raw"
+    base64 = "base64"
+    hex = "hex"
+
+
+ValueFormatOption = Annotated[
+    ValueFormat,
+    typer.Option("--value-format", help="Values as text (UTF-8), raw bytes, base64 or hex."),
+]
+
+
+def _decode_value(line: bytes, lineno: int, fmt: ValueFormat) -> bytes:
+    """Return the value that one input line (without its newline) stands for."""
+    if fmt is ValueFormat.raw:
+        return line
+    line = line.removesuffix(b"\r")
+    try:
+        if fmt is ValueFormat.base64:
+            return base64.b64decode(line, validate=True)
+        if fmt is ValueFormat.hex:
+            return bytes.fromhex(line.decode("ascii"))
+        line.decode("utf-8")
+        return line
+    except UnicodeDecodeError as e:
+        if fmt is ValueFormat.hex:
+            raise InvalidArgumentError(f"line {lineno}: not hex (byte {e.start})") from e
+        raise InvalidArgumentError(
+            f"line {lineno}: not UTF-8 text (byte {e.start}); pass --value-format raw to store "
+            "the bytes as they are, or base64/hex for encoded values"
+        ) from e
+    except (binascii.Error, ValueError) as e:
+        raise InvalidArgumentError(f"line {lineno}: not {fmt.value} ({e})") from e
+
+
+def _encode_value(value: bytes, fmt: ValueFormat) -> bytes:
+    if fmt is ValueFormat.base64:
+        return base64.b64encode(value)
+    if fmt is ValueFormat.hex:
+        return value.hex().encode("ascii")
+    return value
 
 
 def _interactive() -> bool:
@@ -108,7 +183,7 @@ def _interactive() -> bool:
 
 
 @log_app.command()
-@_cli_errors
+@cli_errors
 def create(
     ctx: typer.Context,
     topic: Annotated[str, typer.Argument(help="Topic name.")],
@@ -123,22 +198,22 @@ def create(
     log_dir: LogDirOption = None,
 ) -> None:
     """Create a topic."""
-    with _open(ctx, log_dir) as log:
+    with open_log(ctx, log_dir, create=True) as log:
         log.create_topic(topic, partitions, retention_ms, retention_bytes, exist_ok=exist_ok)
     typer.echo(f"created topic {topic!r} with {partitions} partition(s)", err=True)
 
 
 def _line_record(
-    line: str, lineno: int, key_field: str | None, ts_field: str | None, partition: int | None
+    value: bytes, lineno: int, key_field: str | None, ts_field: str | None, partition: int | None
 ) -> Record:
-    """Build the record of one input line (the line is the value; fields come from its JSON)."""
+    """Build the record of one input line's value (key and time come from the value's JSON)."""
     key: bytes | None = None
     ts = system_clock_ms()
     if key_field is not None or ts_field is not None:
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InvalidArgumentError(f"line {lineno}: not JSON ({e.msg})") from e
+            obj = json.loads(value)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InvalidArgumentError(f"line {lineno}: not JSON ({e})") from e
         if not isinstance(obj, dict):
             raise InvalidArgumentError(f"line {lineno}: not a JSON object")
         if key_field is not None:
@@ -153,11 +228,11 @@ def _line_record(
                     f"line {lineno}: timestamp field {ts_field!r} must be an int (ms), got {raw!r}"
                 )
             ts = raw
-    return Record(line.encode(), key=key, timestamp_ms=ts, partition=partition)
+    return Record(value, key=key, timestamp_ms=ts, partition=partition)
 
 
 @log_app.command()
-@_cli_errors
+@cli_errors
 def produce(
     ctx: typer.Context,
     topic: Annotated[str, typer.Argument(help="Topic name.")],
@@ -169,28 +244,30 @@ def produce(
         str | None, typer.Option(help="JSON field holding the event time (int ms).")
     ] = None,
     partition: Annotated[int | None, typer.Option(help="Write every record here.")] = None,
+    value_format: ValueFormatOption = ValueFormat.text,
     log_dir: LogDirOption = None,
 ) -> None:
-    """Append one record per input line; the line without its newline is the value."""
-    with _open(ctx, log_dir) as log:
+    """Append one record per input line; the line without its newline is the value
+    (decoded per --value-format)."""
+    with open_log(ctx, log_dir) as log:
         log.partition_count(topic)
-        stream: TextIO = file.open(encoding="utf-8") if file is not None else sys.stdin
+        stream: BinaryIO = file.open("rb") if file is not None else sys.stdin.buffer
         total = file.stat().st_size if file is not None else None
         count = 0
         with stream, Progress(console=Console(stderr=True), disable=not _interactive()) as bar:
             task = bar.add_task(f"producing to {topic}", total=total)
             batch: list[Record] = []
             for lineno, line in enumerate(stream, 1):
-                text = line[:-1] if line.endswith("\n") else line
                 try:
-                    record = _line_record(text, lineno, key_field, timestamp_field, partition)
+                    value = _decode_value(line.removesuffix(b"\n"), lineno, value_format)
+                    record = _line_record(value, lineno, key_field, timestamp_field, partition)
                 except InvalidArgumentError as e:
                     raise InvalidArgumentError(
                         f"{e}; the {count} record(s) before line {count + 1} are already "
                         f"appended to {topic!r}: fix the line and produce from line {count + 1}"
                     ) from e
                 batch.append(record)
-                bar.advance(task, len(line.encode()))
+                bar.advance(task, len(line))
                 if len(batch) >= _BATCH:
                     count += len(log.append(topic, batch))
                     batch = []
@@ -266,7 +343,7 @@ def _poll(
 
 
 @log_app.command()
-@_cli_errors
+@cli_errors
 def consume(
     ctx: typer.Context,
     topic: Annotated[str, typer.Argument(help="Topic name.")],
@@ -286,6 +363,7 @@ def consume(
     output_format: Annotated[
         str, typer.Option("--format", help="values (one value a line) or jsonl.")
     ] = "values",
+    value_format: ValueFormatOption = ValueFormat.text,
     follow: Annotated[bool, typer.Option(help="Keep waiting for new records.")] = False,
     poll_ms: Annotated[int, typer.Option(help="Wait between polls with --follow.")] = 200,
     log_dir: LogDirOption = None,
@@ -303,7 +381,7 @@ def consume(
     iso: Literal["read_committed", "read_uncommitted"] = (
         "read_committed" if isolation == "read_committed" else "read_uncommitted"
     )
-    with _open(ctx, log_dir) as log:
+    with open_log(ctx, log_dir) as log:
         if partition is not None:
             log.start_offset(topic, partition)
         parts = list(range(log.partition_count(topic))) if partition is None else [partition]
@@ -317,7 +395,7 @@ def consume(
                 for batch in _poll(log, topic, positions, iso, remaining):
                     for r in batch:
                         if output_format == "values":
-                            typer.echo(r.value if r.value is not None else b"")
+                            typer.echo(_encode_value(r.value or b"", value_format))
                         else:
                             typer.echo(_jsonl(r))
                     bar.advance(task, len(batch))
@@ -333,7 +411,12 @@ def consume(
                 time.sleep(poll_ms / 1000)
 
 
-def _describe_table(log: EventLog, topic: str) -> Table:
+def describe_table(log: EventLog, topic: str) -> Table:
+    """Return a table of ``topic``'s partitions: start and end offset, records, bytes.
+
+    Raises:
+        UnknownTopicError: no such topic.
+    """
     d = log.describe(topic)
     retention = ", ".join(
         f"{name}={value}"
@@ -356,7 +439,7 @@ def _describe_table(log: EventLog, topic: str) -> Table:
 
 
 @log_app.command()
-@_cli_errors
+@cli_errors
 def describe(
     ctx: typer.Context,
     topic: Annotated[str | None, typer.Argument(help="Topic name [default: all].")] = None,
@@ -364,15 +447,17 @@ def describe(
 ) -> None:
     """Show topics with start offset, end offset, record count and bytes per partition."""
     console = Console()
-    with _open(ctx, log_dir) as log:
+    with open_log(ctx, log_dir) as log:
         topics = [topic] if topic is not None else log.list_topics()
         if not topics:
             typer.echo("no topics", err=True)
         for name in topics:
-            console.print(_describe_table(log, name))
+            console.print(describe_table(log, name))
 
 
-def _lag_table(log: EventLog, group: str) -> Table | None:
+def lag_table(log: EventLog, group: str) -> Table | None:
+    """Return a table of ``group``'s position, end offset and lag per partition, or ``None``
+    when the group has committed no positions."""
     rows = log.lag(group)
     if not rows:
         return None
@@ -387,97 +472,15 @@ def _lag_table(log: EventLog, group: str) -> Table | None:
 
 
 @log_app.command()
-@_cli_errors
+@cli_errors
 def lag(
     ctx: typer.Context,
     group: Annotated[str, typer.Option("--group", "-g", help="Consumer group.")],
     log_dir: LogDirOption = None,
 ) -> None:
     """Show a consumer group's committed position, end offset and lag per partition."""
-    with _open(ctx, log_dir) as log:
-        table = _lag_table(log, group)
+    with open_log(ctx, log_dir) as log:
+        table = lag_table(log, group)
     if table is None:
         raise InvalidArgumentError(f"consumer group {group!r} has no committed positions")
     Console().print(table)
-
-
-_QUICK_EVENTS = "quickstart.clicks"
-_QUICK_PAYMENTS = "quickstart.payments"
-_QUICK_GROUP = "quickstart.readers"
-_QUICK_TXN_ID = "quickstart.payments-writer"
-# 2026-01-01T00:00:00Z: fixed event times make every run show the same data.
-_QUICK_BASE_MS = 1_767_225_600_000
-
-
-def _quick_events(n: int) -> list[Record]:
-    pages = ("/", "/pricing", "/docs", "/signup", "/blog")
-    out = []
-    for i in range(n):
-        user = f"user-{i % 7}"
-        ts = _QUICK_BASE_MS + i * 1_000
-        body = {"user": user, "page": pages[i % len(pages)], "ts": ts}
-        out.append(Record(json.dumps(body).encode(), key=user.encode(), timestamp_ms=ts))
-    return out
-
-
-def _quick_payments(tag: str) -> list[Record]:
-    return [
-        Record(json.dumps({"payment": f"{tag}-{i}", "cents": 100 * (i + 1)}).encode())
-        for i in range(3)
-    ]
-
-
-@log_app.command()
-@_cli_errors
-def quickstart(ctx: typer.Context, log_dir: LogDirOption = None) -> None:
-    """A short tour: topics, keyed appends, describe, transactions, consumer groups, lag."""
-    c = Console()
-    with _open(ctx, log_dir) as log:
-        c.rule("[bold]1. Topics")
-        log.create_topic(_QUICK_EVENTS, 3, exist_ok=True)
-        log.create_topic(_QUICK_PAYMENTS, 1, exist_ok=True)
-        c.print(f"log directory [cyan]{log.path}[/]; topics: {', '.join(log.list_topics())}")
-
-        c.rule("[bold]2. Append 300 JSON click events, keyed by user")
-        placed = log.append(_QUICK_EVENTS, _quick_events(300))
-        c.print(
-            f"appended {len(placed)} records in one atomic batch; the same user always lands "
-            f"in the same partition (first: partition {placed[0][0]}, offset {placed[0][1]})"
-        )
-        c.print(_describe_table(log, _QUICK_EVENTS))
-
-        c.rule("[bold]3. Transactions: abort is invisible, commit is atomic")
-        end_before = log.end_offset(_QUICK_PAYMENTS, 0)
-        producer = log.transactional_producer(_QUICK_TXN_ID)
-        producer.begin()
-        producer.append(_QUICK_PAYMENTS, _quick_payments("aborted"))
-        c.print(
-            f"staged 3 payments; uncommitted end offset "
-            f"{log.end_offset(_QUICK_PAYMENTS, 0, 'read_uncommitted')}, committed end offset "
-            f"{log.end_offset(_QUICK_PAYMENTS, 0)}"
-        )
-        producer.abort()
-        c.print(f"aborted: end offset still {log.end_offset(_QUICK_PAYMENTS, 0)} (nothing visible)")
-        producer.begin()
-        producer.append(_QUICK_PAYMENTS, _quick_payments("committed"))
-        handle = producer.prepare()
-        c.print(f"prepared (durable, invisible): {handle.to_dict()}")
-        log.commit_prepared(handle)
-        log.commit_prepared(handle)
-        c.print("committed twice (the second is a no-op); now visible:")
-        for r in log.read(_QUICK_PAYMENTS, 0, end_before):
-            c.print(f"  offset {r.offset}: {r.value!r}", highlight=False)
-
-        c.rule("[bold]4. A consumer group reads 50 records a partition and commits")
-        positions = {}
-        for p in range(log.partition_count(_QUICK_EVENTS)):
-            start = log.committed_offset(_QUICK_GROUP, _QUICK_EVENTS, p)
-            start = log.start_offset(_QUICK_EVENTS, p) if start is None else start
-            batch = log.read(_QUICK_EVENTS, p, start, max_records=50)
-            positions[(_QUICK_EVENTS, p)] = batch[-1].offset + 1 if batch else start
-        log.commit_offsets(_QUICK_GROUP, positions)
-        table = _lag_table(log, _QUICK_GROUP)
-        if table is not None:
-            c.print(table)
-        where = "" if log.path == DEFAULT_LOG_DIR else f" --log-dir {log.path}"
-    c.print(f"Try: [bold]weirflow log{where} consume {_QUICK_EVENTS} --max 5 --format jsonl")

@@ -16,7 +16,11 @@ supervisor tells each worker how many restarts came before it and how long
 recovery took (environment variables), so those metrics survive worker deaths.
 
 Exit status: 0 finished or stopped cleanly; 1 the job failed and the
-restart strategy gave up; 2 bad arguments or configuration.
+restart strategy gave up, or it failed with an error that recurs on every
+attempt (:func:`weirflow.errors.is_retriable`), which is not restarted; 2 bad
+arguments or configuration (also an unusable checkpoint storage, found
+before the first record). Between worker and supervisor, 3 says "failed,
+not retriable".
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from datetime import timedelta
 from enum import StrEnum
 from importlib.util import find_spec
@@ -37,16 +42,17 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from weirflow.api import Dataflow
-from weirflow.checkpoint import CheckpointConfig, CheckpointStorage
+from weirflow.checkpoint import CheckpointConfig, CheckpointStorage, NoCheckpointError
 from weirflow.cli.app import app
 from weirflow.cli.cluster import absolute_job_spec, read_secret, run_on_workers, submit_job
 from weirflow.cli.durations import parse_duration
 from weirflow.cli.jobs import load_dataflow
 from weirflow.connectors.eventlog import EventLogSourceReader
-from weirflow.errors import ConfigError, WeirflowError
+from weirflow.errors import ConfigError, WeirflowError, is_retriable
 from weirflow.metrics import (
     DEFAULT_HOST,
     JsonFormatter,
@@ -63,6 +69,8 @@ from weirflow.web import JobObserver
 _MAX_RESTARTS = "Restarts allowed (failure-rate: failures per interval)."
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+# a worker's failure that recurs on every attempt: the supervisor does not restart it
+EXIT_NOT_RETRIABLE = 3
 _PR_SET_PDEATHSIG = 1
 # also in weirflow.web.app, which needs the web extra: the CLI checks before importing it
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -144,10 +152,11 @@ def _die_with_parent() -> None:
         threading.Thread(target=watch, daemon=True, name="weirflow-parent-watch").start()
 
 
-def _summary(result: JobResult, log_format: LogFormat) -> None:
+def _summary(result: JobResult, log_format: LogFormat, stopped: bool) -> None:
+    how = "stopped" if stopped else "finished"
     if log_format is LogFormat.json:
         log.info(
-            "finished",
+            how,
             extra={
                 "fields": {
                     "job": result.job,
@@ -158,7 +167,7 @@ def _summary(result: JobResult, log_format: LogFormat) -> None:
             },
         )
         return
-    table = Table(title=f"job {result.job}: finished", show_edge=False)
+    table = Table(title=f"job {result.job}: {how}", show_edge=False)
     for col in ("operator", "in", "out", "filtered", "late", "dead letters"):
         table.add_column(col, justify="right" if col != "operator" else "left")
     for name, c in result.operators.items():
@@ -312,7 +321,7 @@ def _run_worker(
             )
     finally:
         shown.close()
-    _summary(result, surfaces["log_format"])
+    _summary(result, surfaces["log_format"], stop.is_set())
     return 0
 
 
@@ -355,6 +364,9 @@ def _supervise(
         died = int(time.time() * 1000)
         if rc == 0:
             return 0
+        if rc == EXIT_NOT_RETRIABLE:
+            # the worker printed why; another attempt would fail the same way
+            return EXIT_FAILED
         if rc == EXIT_CONFIG or stopping.is_set():
             return rc if rc > 0 else EXIT_FAILED
         cause = f"signal {-rc}" if rc < 0 else f"exit status {rc}"
@@ -471,6 +483,7 @@ def run(
             parse_duration(max_restart_delay),
             parse_duration(failure_interval),
         )
+        stop = threading.Event()
         if coordinator is not None:
             result = submit_job(
                 coordinator,
@@ -484,8 +497,9 @@ def run(
                     restore=restore,
                     restart=strategy,
                 ),
+                stop,
             )
-            _summary(result, log_format)
+            _summary(result, log_format, stop.is_set())
             raise typer.Exit(0)
         processes = resolve_workers(workers, parallelism)
         if processes > 1:
@@ -501,11 +515,14 @@ def run(
                 },
                 parse_duration(heartbeat_timeout).total_seconds(),
                 _PrintingListener(),
+                stop,
             )
-            _summary(result, log_format)
+            _summary(result, log_format, stop.is_set())
             raise typer.Exit(0)
         flow = load_dataflow(job)
         storage = CheckpointStorage(checkpoint_dir, flow.name) if config else None
+        if storage is not None:
+            storage.check_writable()
         argv = [
             job,
             f"--parallelism={parallelism}",
@@ -526,10 +543,27 @@ def run(
     except ConfigError as e:
         if debug:
             raise
-        err.print(f"[red]error:[/] {e}")
+        err.print(f"[red]error:[/] {escape(_config_message(e))}")
         raise typer.Exit(EXIT_CONFIG) from None
     except WeirflowError as e:
+        if worker and not is_retriable(e):
+            if debug:
+                # the traceback, and still the status that keeps the supervisor from restarting
+                traceback.print_exc()
+            err.print(f"[red]error:[/] {escape(str(e))} (not retriable: the job is not restarted)")
+            raise typer.Exit(EXIT_NOT_RETRIABLE) from None
         if debug:
             raise
-        err.print(f"[red]error:[/] {e}")
+        err.print(f"[red]error:[/] {escape(str(e))}")
         raise typer.Exit(EXIT_FAILED) from None
+
+
+def _config_message(e: ConfigError) -> str:
+    """The error's message, its advice worded for this command line where the library's differs."""
+    if isinstance(e, NoCheckpointError):
+        return (
+            f"--restore latest but {e.what_is_missing()}. To start fresh run without "
+            "--restore (or with --restore latest-or-fresh to resume when possible); to restore "
+            "a savepoint pass --restore PATH"
+        )
+    return str(e)

@@ -22,6 +22,7 @@ from weirflow.eventlog.errors import (
     CorruptLogError,
     LogBusyError,
     LogClosedError,
+    LogNotFoundError,
     NotAnEventLogError,
 )
 from weirflow.serde import check_format_version
@@ -115,8 +116,10 @@ class Database:
             crash but not a power loss).
         busy_timeout: the longest wait for another process's write lock.
         clock: returns the current time in integer milliseconds.
+        create: create the directory and the database when missing.
 
     Raises:
+        LogNotFoundError: ``create`` is false and the directory holds no database.
         EventLogError: the directory cannot be created (a parent is a file,
             no permission).
         NotAnEventLogError: ``directory`` is a file, or the database file is
@@ -128,12 +131,23 @@ class Database:
     """
 
     def __init__(
-        self, directory: Path, durability: Durability, busy_timeout: timedelta, clock: Clock
+        self,
+        directory: Path,
+        durability: Durability,
+        busy_timeout: timedelta,
+        clock: Clock,
+        *,
+        create: bool = True,
     ) -> None:
         if directory.exists() and not directory.is_dir():
             raise NotAnEventLogError(
                 f"{directory}: is a file, not an event log directory (a log is a directory "
                 f"holding {DB_FILE})"
+            )
+        if not create and not (directory / DB_FILE).is_file():
+            raise LogNotFoundError(
+                f"{directory}: no event log here (no {DB_FILE}); check the path, or create a "
+                "topic there first"
             )
         try:
             directory.mkdir(parents=True, exist_ok=True)

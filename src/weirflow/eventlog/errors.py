@@ -34,6 +34,10 @@ class NotAnEventLogError(EventLogError):
     """The path is not a weirflow event log: a plain file, a non-SQLite file, or foreign SQLite."""
 
 
+class LogNotFoundError(EventLogError):
+    """A log was opened with ``create=False`` at a directory that holds no log."""
+
+
 class CorruptLogError(EventLogError):
     """SQLite reports the log's database file as damaged."""
 

@@ -90,8 +90,12 @@ class EventLog:
         clock: returns the current time in integer milliseconds since the
             epoch; it stamps append time (used by age retention). Defaults
             to the system clock.
+        create: create the directory and the log when missing; ``False``
+            opens an existing log only (readers, so that a mistyped path
+            fails instead of leaving an empty log behind).
 
     Raises:
+        LogNotFoundError: ``create`` is false and ``path`` holds no log.
         EventLogError: the directory cannot be created (a parent is a file,
             no permission).
         NotAnEventLogError: ``path`` is a file, or holds a database that is
@@ -109,6 +113,7 @@ class EventLog:
         *,
         busy_timeout: timedelta = timedelta(seconds=30),
         clock: Clock | None = None,
+        create: bool = True,
     ) -> None:
         if durability not in ("fsync", "process"):
             raise InvalidArgumentError(
@@ -116,7 +121,9 @@ class EventLog:
             )
         self.path = Path(path)
         self.durability = durability
-        self._db = Database(self.path, durability, busy_timeout, clock or system_clock_ms)
+        self._db = Database(
+            self.path, durability, busy_timeout, clock or system_clock_ms, create=create
+        )
         self._catalog = Catalog(self._db)
 
     @property

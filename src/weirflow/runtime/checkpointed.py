@@ -41,7 +41,13 @@ from weirflow.checkpoint import (
     CompletedCheckpoint,
     Manifest,
 )
-from weirflow.errors import CheckpointError, ConfigError, JobFailedError, WeirflowError
+from weirflow.errors import (
+    CheckpointError,
+    ConfigError,
+    JobFailedError,
+    WeirflowError,
+    is_retriable,
+)
 from weirflow.faults import fault_point
 from weirflow.graph import LogicalGraph, compile_plan
 from weirflow.records import JobResult
@@ -166,6 +172,7 @@ class _Attempt:
         assert coordinator is not None and self.built is not None
         self._notify_completed()
         coordinator.check_timeouts(now_ms)
+        coordinator.check_failure_tolerance()
         self._snapshot_ended_tasks(coordinator.pending())
         if self.stop_done:
             return True
@@ -333,12 +340,18 @@ class CheckpointedRun:
         Raises:
             JobFailedError: an attempt failed and no restart follows (the
                 last failure is the cause).
-            ConfigError: the job or the restored checkpoint does not fit.
+            WeirflowError: an attempt failed with an error that is not
+                retriable (:func:`weirflow.errors.is_retriable`): at once,
+                whatever the restart strategy.
+            ConfigError: the job or the restored checkpoint does not fit, or
+                the checkpoint storage cannot be written
+                (:class:`~weirflow.checkpoint.CheckpointStorageError`).
         """
         tracker = self.restart.tracker()
+        self.storage.check_writable()
         try:
             manifest = self.storage.resolve_restore(self.restore)
-        except CheckpointCorruptError:
+        except (CheckpointCorruptError, ConfigError):
             raise
         except CheckpointError as e:
             # Nothing to restore from is a problem of the restore option, not of a run:
@@ -363,7 +376,7 @@ class CheckpointedRun:
             except ConfigError:
                 raise
             except Exception as e:
-                wait_ms = tracker.on_failure(self.clock(), started)
+                wait_ms = tracker.on_failure(self.clock(), started) if is_retriable(e) else None
                 self.listener.attempt_failed(attempt_no, e, wait_ms)
                 if wait_ms is None:
                     if isinstance(e, WeirflowError):

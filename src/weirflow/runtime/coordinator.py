@@ -282,6 +282,8 @@ class JobCoordinator:
             if spec.checkpoint is not None
             else None
         )
+        if self.storage is not None:
+            self.storage.check_writable()
         self.stop = stop or threading.Event()
         self.listener = listener or RunListener()
         self.restarts = 0

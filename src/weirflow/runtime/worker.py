@@ -40,7 +40,7 @@ from typing import Any
 import msgspec
 
 from weirflow.checkpoint import CheckpointStorage
-from weirflow.errors import ConfigError, OperatorError, WeirflowError
+from weirflow.errors import WeirflowError, is_retriable
 from weirflow.faults import fault_point
 from weirflow.graph import LogicalGraph, compile_plan
 from weirflow.runtime import control
@@ -65,16 +65,6 @@ log = logging.getLogger("weirflow.worker")
 _PEER_WAIT_S = 15.0
 _HELLO = msgspec.msgpack.Encoder()
 _ENDED = (TaskState.ENDING, TaskState.FINISHED)
-
-
-def is_retriable(error: BaseException) -> bool:
-    """Whether another attempt may get past ``error``.
-
-    A bad configuration and a user function failing under ``on_error="fail"``
-    recur on every attempt; everything else (lost processes and connections,
-    I/O errors) may not.
-    """
-    return not isinstance(error, ConfigError | OperatorError)
 
 
 class CoordinatorLostError(WeirflowError):

@@ -21,6 +21,8 @@ a loopback address.
 from __future__ import annotations
 
 import hmac
+import os
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -204,26 +206,37 @@ def serve_dashboard(
 
     Raises:
         ConfigError: ``host`` is not a loopback address and no token was given,
-            or the server did not start listening (port taken) within 10 s.
+            the port cannot be bound (taken), or the server did not start
+            within 10 s.
     """
     if host not in LOOPBACK and not token:
         raise ConfigError(
             f"the dashboard binds to {host}, beyond this machine: give it a token (--ui-token)"
         )
+    # Bound here, not by uvicorn, so that a taken port is one clear error and not also
+    # uvicorn's own log line.
+    try:
+        sock = socket.create_server(
+            (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET
+        )
+    except OSError as e:
+        raise ConfigError(
+            f"the dashboard cannot listen on {host}:{port} ({os.strerror(e.errno or 0)}); "
+            "choose another --ui-port"
+        ) from e
     config = uvicorn.Config(
         create_app(observer, token), host=host, port=port, log_level="warning", access_log=False
     )
     server = uvicorn.Server(config)
     # uvicorn installs signal handlers only on the main thread; this one leaves SIGTERM to the job
-    thread = threading.Thread(target=server.run, daemon=True, name="weirflow-dashboard")
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="weirflow-dashboard"
+    )
     thread.start()
     deadline = time.monotonic() + _START_TIMEOUT_S
     while not server.started and thread.is_alive() and time.monotonic() < deadline:
         time.sleep(0.02)
     if not server.started:
         server.should_exit = True
-        raise ConfigError(
-            f"the dashboard could not listen on {host}:{port} (port in use?); "
-            "choose another --ui-port"
-        )
+        raise ConfigError(f"the dashboard on {host}:{port} did not start within 10 s")
     return DashboardServer(server, thread, host, port)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -178,3 +179,70 @@ def test_follow_prints_records_appended_later(tmp_path: Path) -> None:
         finally:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    "args", [["describe"], ["consume", "t"], ["lag", "--group", "g"], ["produce", "t"]]
+)
+def test_commands_that_need_a_log_refuse_a_path_without_one(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """Scenario: a mistyped --log-dir: exit 1, one line, and nothing is created there."""
+    missing = tmp_path / "mistyped" / "log"
+    result = runner.invoke(app, ["log", "--log-dir", str(missing), *args], input="v\n")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ") and "no event log here" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert not (tmp_path / "mistyped").exists()
+
+
+def test_non_utf8_input_is_a_clear_error_and_raw_stores_it(tmp_path: Path) -> None:
+    src = tmp_path / "in.bin"
+    src.write_bytes(b"ok\n\xff\xfe\n")
+    run(tmp_path, "create", "t")
+    result = runner.invoke(app, ["log", "--log-dir", str(tmp_path), "produce", "t", "-f", str(src)])
+    assert result.exit_code == 1
+    assert "line 2: not UTF-8 text" in result.stderr and "--value-format raw" in result.stderr
+    assert result.stderr.count("\n") == 1
+    run(tmp_path, "produce", "t", "-f", str(src), "--value-format", "raw")
+    with EventLog(tmp_path, "process") as log:
+        assert [r.value for r in log.read("t", 0, 0)] == [b"ok", b"\xff\xfe"]
+
+
+@pytest.mark.parametrize("fmt", ["base64", "hex"])
+def test_binary_values_round_trip_encoded(tmp_path: Path, fmt: str) -> None:
+    """Scenario: values with newlines, NUL and invalid UTF-8 go in and come out encoded."""
+    values = [b"\x00\n\xff", b"", b"plain", bytes(range(256))]
+    encode = (lambda v: base64.b64encode(v).decode()) if fmt == "base64" else bytes.hex
+    lines = "".join(f"{encode(v)}\n" for v in values)
+    run(tmp_path, "create", "t")
+    run(tmp_path, "produce", "t", "--value-format", fmt, stdin=lines)
+    with EventLog(tmp_path, "process") as log:
+        assert [r.value for r in log.read("t", 0, 0)] == values
+    assert run(tmp_path, "consume", "t", "--value-format", fmt) == lines
+
+
+def test_bad_encoded_line_is_named(tmp_path: Path) -> None:
+    run(tmp_path, "create", "t")
+    result = runner.invoke(
+        app,
+        ["log", "--log-dir", str(tmp_path), "produce", "t", "--value-format", "hex"],
+        input="00ff\nzz\n",
+    )
+    assert result.exit_code == 1 and "line 2: not hex" in result.stderr
+
+
+def test_consume_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """Scenario: `weirflow log consume t | head -1` on more records than a pipe buffer holds."""
+    with EventLog(tmp_path, "process") as log:
+        log.create_topic("t", 1)
+        log.append("t", [Record(b"%d" % i * 20) for i in range(50_000)])
+    out = subprocess.run(
+        f"{sys.executable} -m weirflow.cli log --log-dir {tmp_path} consume t | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.stdout == "0" * 20 + "\n"
+    assert out.stderr == "", out.stderr

@@ -24,7 +24,7 @@ def _flow(rows: object, fail_once_at: int | None) -> Dataflow:
     def maybe_fail(x: int) -> int:
         if x == fail_once_at and not failed:
             failed.append(True)
-            raise RuntimeError("injected failure")
+            raise ConnectionError("injected failure")  # transient: restarted
         return x
 
     flow = Dataflow("regression")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
@@ -122,7 +124,7 @@ class FailOnce:
     def __call__(self, v: int) -> int:
         if v == self.at and not self.failed:
             self.failed = True
-            raise RuntimeError("injected failure")
+            raise ConnectionError("injected failure")  # transient: restarted
         return v
 
 
@@ -152,3 +154,27 @@ def test_in_process_restart_is_counted_with_its_recovery_time(tmp_path: Path) ->
     assert status.recovery_ms >= 20
     ids = [c.checkpoint_id for c in status.checkpoints]
     assert ids == sorted(set(ids)), "one history across attempts, ids increasing"
+
+
+def test_a_taken_port_is_one_error_without_server_log_lines(
+    observed: tuple[JobObserver, object], capfd: pytest.CaptureFixture[str]
+) -> None:
+    observer, _ = observed
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"listen on 127.0.0.1:{port}"):
+            serve_dashboard(observer, port)
+    captured = capfd.readouterr()
+    assert "ERROR" not in captured.err + captured.out
+
+
+def test_the_dashboard_serves_on_the_socket_it_bound(observed: tuple[JobObserver, object]) -> None:
+    observer, _ = observed
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    server = serve_dashboard(observer, port)
+    try:
+        with urllib.request.urlopen(f"{server.url}api/status", timeout=10) as response:
+            assert response.status == 200
+    finally:
+        server.close()
