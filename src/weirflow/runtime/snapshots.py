@@ -93,9 +93,17 @@ def encode_task_snapshot(
 
 
 def write_task_snapshot(
-    storage: CheckpointStorage, checkpoint_id: int, snap: EncodedSnapshot
+    storage: CheckpointStorage, checkpoint_id: int, snap: EncodedSnapshot, attempt: int = 0
 ) -> TaskSnapshot:
     """Write the keyed-state files of one task (the asynchronous part).
+
+    Args:
+        storage: the checkpoint storage.
+        checkpoint_id: the checkpoint.
+        snap: the encoded snapshot.
+        attempt: the deployment's attempt number, part of the file names, so
+            that a fenced worker of an older attempt still writing a checkpoint
+            of the same id never overwrites the current attempt's files.
 
     Returns:
         The :class:`~weirflow.checkpoint.TaskSnapshot` to acknowledge.
@@ -104,7 +112,11 @@ def write_task_snapshot(
         CheckpointError: a write failed.
     """
     handles = {
-        name: storage.write_state(checkpoint_id, state_file_name(snap.task_id, name), data)
+        name: storage.write_state(
+            checkpoint_id,
+            state_file_name(f"{snap.task_id}@{attempt}" if attempt else snap.task_id, name),
+            data,
+        )
         for name, data in snap.files.items()
     }
     return TaskSnapshot(

@@ -480,7 +480,7 @@ class _Deployment:
         assert self.storage is not None
         try:
             fault_point("state_write")
-            written = write_task_snapshot(self.storage, checkpoint_id, snap)
+            written = write_task_snapshot(self.storage, checkpoint_id, snap, self.attempt)
         except Exception as e:
             log.warning("checkpoint %d failed in %s: %s", checkpoint_id, snap.task_id, e)
             self.session.send(
