@@ -12,13 +12,25 @@ from weirflow.checkpoint.errors import (
     CheckpointTransitionError,
 )
 from weirflow.checkpoint.handles import StateHandle, TaskSnapshot, is_safe_name, state_file_name
+from weirflow.checkpoint.keys import (
+    KEY_ENV,
+    KEY_FILE_ENV,
+    JobKey,
+    create_key_file,
+    default_key_file,
+    load_checkpoint_key,
+    read_key_file,
+    resolve_job_key,
+)
 from weirflow.checkpoint.lifecycle import CheckpointStats, CoordinatorState
 from weirflow.checkpoint.manifest import MANIFEST_FORMAT_VERSION, Manifest
 from weirflow.checkpoint.pending import CheckpointStatus, CompletedCheckpoint, PendingCheckpoint
-from weirflow.checkpoint.storage import MANIFEST_NAME, CheckpointStorage
+from weirflow.checkpoint.storage import MANIFEST_NAME, CheckpointStorage, open_job_storage
 
 __all__ = [
     "CHECKPOINT_MODES",
+    "KEY_ENV",
+    "KEY_FILE_ENV",
     "MANIFEST_FORMAT_VERSION",
     "MANIFEST_NAME",
     "CheckpointConfig",
@@ -32,11 +44,18 @@ __all__ = [
     "CheckpointTransitionError",
     "CompletedCheckpoint",
     "CoordinatorState",
+    "JobKey",
     "Manifest",
     "PendingCheckpoint",
     "StateHandle",
     "TaskSnapshot",
+    "create_key_file",
+    "default_key_file",
     "is_safe_name",
+    "load_checkpoint_key",
+    "open_job_storage",
+    "read_key_file",
+    "resolve_job_key",
     "state_file_name",
     "to_ms",
 ]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal, get_args
 
+from weirflow.checkpoint.keys import check_key
 from weirflow.errors import ConfigError
 
 CheckpointMode = Literal["exactly_once", "at_least_once", "at_most_once"]
@@ -42,6 +43,13 @@ class CheckpointConfig:
             the trigger of the next.
         max_concurrent: most checkpoints pending at once.
         retained: number of completed checkpoints kept; older ones are deleted.
+        key: the checkpoint key (at least 16 random bytes) that signs the
+            job's checkpoint files; pickled state is restored only from files
+            signed with it. ``None``: the ``WEIRFLOW_CHECKPOINT_KEY`` (hex) or
+            ``WEIRFLOW_CHECKPOINT_KEY_FILE`` environment variable, else a key
+            file generated next to a local storage folder
+            (``<storage>/../checkpoint-keys/<job>.key``, mode 0600). Never
+            shown in the config's repr.
 
     Raises:
         ConfigError: on construction, when a field has the wrong type or is
@@ -55,6 +63,7 @@ class CheckpointConfig:
     min_pause: timedelta = timedelta(0)
     max_concurrent: int = 1
     retained: int = 3
+    key: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.storage, str) or not self.storage.strip():
@@ -72,6 +81,8 @@ class CheckpointConfig:
         self._check_duration("min_pause", self.min_pause, positive=False)
         self._check_count("max_concurrent", self.max_concurrent)
         self._check_count("retained", self.retained)
+        if self.key is not None:
+            check_key(self.key, "CheckpointConfig.key")
 
     @staticmethod
     def _check_duration(name: str, value: object, *, positive: bool) -> None:

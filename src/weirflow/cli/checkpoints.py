@@ -5,10 +5,19 @@
 unless ``--no-verify``; a corrupt one is listed as corrupt with its path and
 reason. Without ``--job`` it lists the jobs found under the storage folder.
 ``inspect`` shows one checkpoint per task and operator: state size, key
-groups, source positions, sink committables, pickled state.
+groups, source positions, sink committables, and which states hold pickled
+values (found by reading the files' codec tags, not taken on the manifest's
+word).
 
-Tables go to stdout. Errors print one line on stderr and exit with status 2;
-``--debug`` shows the traceback instead.
+Neither command ever unpickles anything: manifests are pure data, and state
+files are only verified and scanned. With the job's checkpoint key
+(``--checkpoint-key-file``, ``$WEIRFLOW_CHECKPOINT_KEY``, or the key file
+``weirflow run`` generated next to the folder) every signature is checked
+too; without it only checksums are, which a forger can recompute.
+
+Tables go to stdout. ``list`` exits with status 1 when any checkpoint or
+savepoint is corrupt, naming each on stderr. Errors print one line on stderr
+and exit with status 2; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import fsspec
@@ -28,10 +38,22 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from weirflow.checkpoint import CheckpointCorruptError, CheckpointStorage, Manifest, TaskSnapshot
+from weirflow.checkpoint import (
+    KEY_ENV,
+    KEY_FILE_ENV,
+    CheckpointCorruptError,
+    CheckpointStorage,
+    JobKey,
+    Manifest,
+    TaskSnapshot,
+    load_checkpoint_key,
+    resolve_job_key,
+)
 from weirflow.cli.app import app
 from weirflow.errors import CheckpointError, WeirflowError
+from weirflow.runtime import state_file_uses_pickle
 
+EXIT_CORRUPT = 1
 EXIT_ERROR = 2
 DEFAULT_CHECKPOINT_DIR = "weirflow-data/checkpoints"
 _CHK_DIR = re.compile(r"chk-(\d+)")
@@ -60,6 +82,15 @@ JobOption = Annotated[
     typer.Option("--job", help="The job's name (default: the only job under the folder)."),
 ]
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+KeyFileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoint-key-file",
+        envvar=KEY_FILE_ENV,
+        help="The job's checkpoint key file, to verify signatures (default: "
+        f"${KEY_ENV}, or the key file weirflow run generated next to the folder).",
+    ),
+]
 
 
 class CheckpointsCliError(WeirflowError):
@@ -145,6 +176,28 @@ class Entry:
     url: str
     manifest: Manifest | None
     problem: str | None
+
+
+def open_storage(
+    checkpoint_dir: str, job: str, key_file: str | None
+) -> tuple[CheckpointStorage, JobKey]:
+    """Open a job's storage with its checkpoint key when one can be found (never generated).
+
+    Raises:
+        ConfigError: a given key or key file is unusable.
+    """
+    found = resolve_job_key(None, checkpoint_dir, job, key_file=key_file, create=False)
+    return CheckpointStorage(checkpoint_dir, job, key=found.key), found
+
+
+def _signature_note(found: JobKey) -> str:
+    if found.key is None:
+        return (
+            "signatures: not checked (no checkpoint key; give --checkpoint-key-file or "
+            f"${KEY_ENV}); checksums alone do not prove who wrote the files"
+        )
+    source = str(found.path) if found.path is not None else f"${KEY_ENV}"
+    return f"signatures: verified with the checkpoint key from {source}"
 
 
 def _problem(e: CheckpointError, url: str) -> str:
@@ -247,14 +300,18 @@ def list_checkpoints(
     verify: Annotated[
         bool, typer.Option("--verify/--no-verify", help="Read and verify every state file.")
     ] = True,
+    key_file: KeyFileOption = None,
     debug: DebugOption = False,
 ) -> None:
-    """List a job's completed checkpoints and savepoints, or the jobs under the folder."""
+    """List a job's completed checkpoints and savepoints, or the jobs under the folder.
+
+    Exits with status 1 when any of them is corrupt.
+    """
     if job is None:
-        _list_jobs(checkpoint_dir)
+        _list_jobs(checkpoint_dir, key_file)
         return
     name = _pick_job(checkpoint_dir, job)
-    storage = CheckpointStorage(checkpoint_dir, name)
+    storage, found = open_storage(checkpoint_dir, name, key_file)
     entries = list_entries(storage, verify)
     table = Table(title=f"checkpoints of job {name} in {storage.root_url}", show_edge=False)
     for col in ("id", "status", "completed (UTC)", "duration", "size", "savepoint"):
@@ -281,32 +338,49 @@ def list_checkpoints(
         )
         if m.is_savepoint:
             notes.append(f"savepoint {cid} is at {e.url}")
+    notes.append(_signature_note(found))
     console = _console()
     console.print(table)
     for note in notes:
         console.print(note, soft_wrap=True, highlight=False, markup=False)
     if not entries:
         typer.echo(f"job {name!r} has no completed checkpoints", err=True)
+    corrupt = [e for e in entries if e.manifest is None]
+    if corrupt:
+        which = ", ".join(
+            str(e.checkpoint_id) if e.checkpoint_id is not None else e.url for e in corrupt
+        )
+        typer.echo(
+            f"error: {len(corrupt)} of {len(entries)} checkpoints and savepoints of job {name!r} "
+            f"are corrupt: {which}",
+            err=True,
+        )
+        raise typer.Exit(EXIT_CORRUPT)
 
 
-def _list_jobs(checkpoint_dir: str) -> None:
+def _list_jobs(checkpoint_dir: str, key_file: str | None) -> None:
     jobs = find_jobs(checkpoint_dir)
     if not jobs:
         raise CheckpointsCliError(f"no job checkpoints under {checkpoint_dir}")
     table = Table(title=f"jobs in {checkpoint_dir}", show_edge=False)
     for col in ("job", "checkpoints", "latest", "latest completed (UTC)"):
         table.add_column(col, justify="right" if col in ("checkpoints", "latest") else "left")
+    corrupt = []
     for name in jobs:
-        storage = CheckpointStorage(checkpoint_dir, name)
+        storage, _ = open_storage(checkpoint_dir, name, key_file)
         ids = storage.completed_checkpoints()
         when = ""
         if ids:
             try:
                 when = format_time_ms(storage.load_manifest(ids[-1]).completed_timestamp_ms)
-            except CheckpointError:
+            except CheckpointError as e:
                 when = "corrupt"
+                corrupt.append(f"job {name} checkpoint {ids[-1]}: {_problem(e, storage.root_url)}")
         table.add_row(name, str(len(ids)), str(ids[-1]) if ids else "", when)
     _console().print(table)
+    if corrupt:
+        typer.echo(f"error: latest checkpoint corrupt: {'; '.join(corrupt)}", err=True)
+        raise typer.Exit(EXIT_CORRUPT)
 
 
 # -- inspect -------------------------------------------------------------------------
@@ -324,17 +398,64 @@ def inspect_checkpoint(
     ] = "latest",
     checkpoint_dir: DirOption = DEFAULT_CHECKPOINT_DIR,
     job: JobOption = None,
+    key_file: KeyFileOption = None,
     debug: DebugOption = False,
 ) -> None:
-    """Show one checkpoint: per task and operator, state size, key groups, positions, commits."""
-    manifest = _load(which, checkpoint_dir, job)
-    _summary(manifest)
-    _operators(manifest)
+    """Show one checkpoint: per task and operator, state size, key groups, positions, commits,
+    and which states use pickle."""
+    storage, manifest, found = _load(which, checkpoint_dir, job, key_file)
+    pickled = scan_pickled_states(storage, manifest)
+    _summary(manifest, pickled, found)
+    _operators(manifest, pickled)
 
 
-def _load(which: str, checkpoint_dir: str, job: str | None) -> Manifest:
+def scan_pickled_states(storage: CheckpointStorage, manifest: Manifest) -> set[tuple[str, str]]:
+    """Find the state files of a checkpoint that hold pickled values, by reading them.
+
+    Nothing is unpickled: only codec tags are looked at.
+
+    Args:
+        storage: the storage the manifest was loaded from.
+        manifest: the checkpoint (handles absolute).
+
+    Returns:
+        ``(task id, state name)`` of every state file holding a pickle.
+
+    Raises:
+        CheckpointCorruptError: a state file fails verification.
+        CheckpointError: a state file's payload is not a weirflow state file.
+    """
+    found = set()
+    for task_id, task in manifest.tasks.items():
+        for name, handle in task.handles.items():
+            try:
+                uses = state_file_uses_pickle(storage.read_state(handle))
+            except CheckpointCorruptError:
+                raise
+            except CheckpointError as e:
+                raise CheckpointCorruptError(handle.path, str(e)) from e
+            if uses:
+                found.add((task_id, name))
+    return found
+
+
+def _load(
+    which: str, checkpoint_dir: str, job: str | None, key_file: str | None
+) -> tuple[CheckpointStorage, Manifest, JobKey]:
+    if which.isdigit() or which == "latest":
+        storage, found = open_storage(checkpoint_dir, _pick_job(checkpoint_dir, job), key_file)
+        return storage, _load_from_job(which, storage), found
+    if "/" in which or os.path.exists(which):
+        # A savepoint may have moved anywhere: its key is only what is given.
+        key = load_checkpoint_key(None, key_file)
+        found = JobKey(key, Path(key_file) if key_file and key is not None else None)
+        storage = CheckpointStorage(which, job or "savepoint", key=key)
+        return storage, storage.load_savepoint(which), found
+    raise CheckpointsCliError(f"{which!r} is not a checkpoint id, 'latest', or a path")
+
+
+def _load_from_job(which: str, storage: CheckpointStorage) -> Manifest:
     if which.isdigit():
-        storage = CheckpointStorage(checkpoint_dir, _pick_job(checkpoint_dir, job))
         checkpoint_id = int(which)
         if checkpoint_id not in storage.completed_checkpoints():
             raise CheckpointsCliError(
@@ -344,23 +465,25 @@ def _load(which: str, checkpoint_dir: str, job: str | None) -> Manifest:
         manifest = storage.load_manifest(checkpoint_id)
         storage.verify(manifest)
         return manifest
-    if which == "latest":
-        storage = CheckpointStorage(checkpoint_dir, _pick_job(checkpoint_dir, job))
-        skipped: list[str] = []
-        manifest = storage.latest_valid(lambda path, e: skipped.append(f"{path} ({e})"))
-        for s in skipped:
-            typer.echo(f"warning: skipped unusable checkpoint {s}", err=True)
-        if manifest is None:
-            raise CheckpointsCliError(
-                f"job {storage.job!r} has no usable completed checkpoint under {storage.root_url}"
-            )
-        return manifest
-    if "/" in which or os.path.exists(which):
-        return CheckpointStorage(which, job or "savepoint").load_savepoint(which)
-    raise CheckpointsCliError(f"{which!r} is not a checkpoint id, 'latest', or a path")
+    skipped: list[str] = []
+    manifest = storage.latest_valid(lambda path, e: skipped.append(f"{path} ({e})"))
+    for s in skipped:
+        typer.echo(f"warning: skipped unusable checkpoint {s}", err=True)
+    if manifest is None:
+        raise CheckpointsCliError(
+            f"job {storage.job!r} has no usable completed checkpoint under {storage.root_url}"
+        )
+    return manifest
 
 
-def _summary(m: Manifest) -> None:
+def _pickle_cell(m: Manifest, pickled: set[tuple[str, str]]) -> str:
+    if not pickled:
+        return "no"
+    states = ", ".join(f"{name} ({task})" for task, name in sorted(pickled))
+    return f"yes: {states} (restoring them needs the checkpoint key)"
+
+
+def _summary(m: Manifest, pickled: set[tuple[str, str]], found: JobKey) -> None:
     table = Table(
         title=f"{'savepoint' if m.is_savepoint else 'checkpoint'} {m.checkpoint_id} of job {m.job}",
         show_header=False,
@@ -377,15 +500,24 @@ def _summary(m: Manifest) -> None:
         ("parallelism", str(m.parallelism)),
         ("max parallelism", str(m.max_parallelism)),
         ("savepoint", "yes" if m.is_savepoint else "no"),
-        ("uses_pickle", "yes (restoring runs code)" if m.uses_pickle else "no"),
+        ("uses pickle", _pickle_cell(m, pickled)),
         ("format version", str(m.format_version)),
     ]
     for field, value in rows:
         table.add_row(field, value)
-    _console().print(table)
+    console = _console()
+    console.print(table)
+    console.print(_signature_note(found), soft_wrap=True, highlight=False, markup=False)
+    claimed = set(m.pickled_states())
+    if claimed != pickled:
+        typer.echo(
+            "warning: the manifest's record of pickled states differs from what the files hold "
+            f"(manifest: {sorted(claimed)}, files: {sorted(pickled)}); the files are shown",
+            err=True,
+        )
 
 
-def _operators(m: Manifest) -> None:
+def _operators(m: Manifest, pickled: set[tuple[str, str]]) -> None:
     table = Table(title="tasks and operators", show_edge=False)
     for col in (
         "task",
@@ -401,23 +533,28 @@ def _operators(m: Manifest) -> None:
     for task_id in sorted(m.tasks):
         task = m.tasks[task_id]
         for name, meta in sorted(task.metadata.get("operators", {}).items()):
-            table.add_row(task_id, name, *_operator_cells(task, name, meta))
+            pickle = "yes" if (task_id, name) in pickled else "no"
+            table.add_row(task_id, name, *_operator_cells(task, name, meta), pickle)
     _console().print(table)
 
 
 def _operator_cells(task: TaskSnapshot, name: str, meta: Any) -> tuple[str, ...]:
-    pickle = "yes" if task.uses_pickle else "no"
     if not isinstance(meta, dict):
-        return ("?", "", "", "", "", pickle)
+        return ("?", "", "", "", "")
     if meta.get("kind") == "keyed":
         handle = task.handles.get(name)
         start, end = meta.get("key_group_range", ["?", "?"])
         groups = f"{len(meta.get('key_groups', []))} in [{start}, {end})"
         size = format_size(handle.size) if handle is not None else "0 B"
-        return ("keyed", size, groups, "", "", pickle)
+        return ("keyed", size, groups, "", "")
+    if "state" not in meta:
+        # State that needs pickle lives in a state file of its own; it is never decoded here.
+        handle = task.handles.get(name)
+        size = format_size(handle.size) if handle is not None else "0 B"
+        return ("state file", size, "", "", "")
     state = meta.get("state")
     inline = format_size(len(json.dumps(state, default=repr).encode())) + " inline"
     if isinstance(state, dict) and "positions" in state:
         positions = ", ".join(f"{s}={p}" for s, p in sorted(state["positions"].items()))
-        return ("source", inline, "", positions, "", pickle)
-    return ("sink", inline, "", "", str(count_committables(state)), pickle)
+        return ("source", inline, "", positions, "")
+    return ("sink", inline, "", "", str(count_committables(state)))
