@@ -174,11 +174,13 @@ class CheckpointStorage:
         fs, path = self._locate(handle.path)
         raw = self._read_raw(fs, path)
         url = fs.unstrip_protocol(path)
+        # The signature is checked first: for a replaced file it is the finding that matters.
+        payload = unframe(raw, url, handle.checksum, self._key)
         if len(raw) != handle.size:
             raise CheckpointCorruptError(
                 url, f"size {len(raw)} bytes differs from {handle.size} recorded in the manifest"
             )
-        return unframe(raw, url, handle.checksum, self._key)
+        return payload
 
     @staticmethod
     def _read_raw(fs: fsspec.AbstractFileSystem, path: str) -> bytes:

@@ -13,7 +13,6 @@ from weirflow.checkpoint.fileformat import HEADER_SIZE, checksum_of, frame, unfr
 from weirflow.checkpoint.handles import is_safe_name, state_file_name
 from weirflow.errors import SerdeError
 
-
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32
 
@@ -124,7 +123,7 @@ def test_manifest_edit_with_a_recomputed_sha256_fails_the_signature() -> None:
 
 
 class _Boom:
-    def __reduce__(self):  # noqa: ANN204 - pickle protocol
+    def __reduce__(self) -> tuple:
         raise AssertionError("never pickled in this test")
 
 
