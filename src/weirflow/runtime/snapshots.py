@@ -57,7 +57,7 @@ PLAIN = "plain"
 PLAIN_FILE = "plain-file"
 _NEEDS_KEY = (
     f"set a checkpoint key: CheckpointConfig(key=...), ${KEY_ENV} (hex) or ${KEY_FILE_ENV} "
-    "(a key file); weirflow run does so by itself"
+    "(a key file); for a local folder one is generated next to it"
 )
 
 
