@@ -12,20 +12,19 @@ from weirflow.checkpoint.errors import (
     CheckpointTransitionError,
 )
 from weirflow.checkpoint.handles import StateHandle, TaskSnapshot, is_safe_name, state_file_name
+from weirflow.checkpoint.jobkey import default_key_file, open_job_storage, resolve_job_key
 from weirflow.checkpoint.keys import (
     KEY_ENV,
     KEY_FILE_ENV,
     JobKey,
     create_key_file,
-    default_key_file,
     load_checkpoint_key,
     read_key_file,
-    resolve_job_key,
 )
 from weirflow.checkpoint.lifecycle import CheckpointStats, CoordinatorState
 from weirflow.checkpoint.manifest import MANIFEST_FORMAT_VERSION, Manifest
 from weirflow.checkpoint.pending import CheckpointStatus, CompletedCheckpoint, PendingCheckpoint
-from weirflow.checkpoint.storage import MANIFEST_NAME, CheckpointStorage, open_job_storage
+from weirflow.checkpoint.storage import MANIFEST_NAME, CheckpointStorage
 
 __all__ = [
     "CHECKPOINT_MODES",

@@ -10,9 +10,10 @@ A key is at least 16 random bytes. Wherever it is written down (the
 text: a key file holds one line of hex digits and must not be readable by
 group or others (mode 0600), like an SSH private key.
 
-:func:`load_checkpoint_key` is the one place that finds the key, for the
-coordinator and for every worker, local or on another machine: they all
-read the same key file or environment variable. The key never travels on a
+:func:`load_checkpoint_key` is the one place that finds a given key, for
+the coordinator and for every worker, local or on another machine: they all
+read the same key file or environment variable (:mod:`.jobkey` adds the
+default key file next to a local checkpoint folder). The key never travels on a
 command line (other users of the machine can read those).
 """
 
@@ -27,9 +28,6 @@ from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
 
-from fsspec.core import strip_protocol
-
-from weirflow.checkpoint.fs import protocol_of
 from weirflow.errors import ConfigError
 
 KEY_ENV = "WEIRFLOW_CHECKPOINT_KEY"
@@ -39,7 +37,6 @@ KEY_FILE_ENV = "WEIRFLOW_CHECKPOINT_KEY_FILE"
 MIN_KEY_BYTES = 16
 GENERATED_KEY_BYTES = 32
 MAC_SIZE = 32
-_KEYS_FOLDER = "checkpoint-keys"
 
 
 def check_key(key: object, where: str) -> bytes:
@@ -145,6 +142,21 @@ def create_key_file(path: str | os.PathLike[str]) -> bytes:
     return key
 
 
+@dataclass(frozen=True)
+class JobKey:
+    """The key a job's checkpoints are signed with, and where it came from.
+
+    Attributes:
+        key: the key, or ``None`` when there is none (checkpoints unsigned).
+        path: the key file it was read from or written to, if any.
+        created: whether the key file was generated just now.
+    """
+
+    key: bytes | None
+    path: Path | None = None
+    created: bool = False
+
+
 def load_checkpoint_key(
     explicit: bytes | None = None,
     key_file: str | None = None,
@@ -168,10 +180,11 @@ def load_checkpoint_key(
     Raises:
         ConfigError: a given key or key file is unusable (see :func:`read_key_file`).
     """
-    return _find_key(explicit, key_file, os.environ if env is None else env).key
+    return find_key(explicit, key_file, os.environ if env is None else env).key
 
 
-def _find_key(explicit: bytes | None, key_file: str | None, env: Mapping[str, str]) -> JobKey:
+def find_key(explicit: bytes | None, key_file: str | None, env: Mapping[str, str]) -> JobKey:
+    """Like :func:`load_checkpoint_key`, also saying which key file the key came from."""
     if explicit is not None:
         return JobKey(check_key(explicit, "CheckpointConfig.key"))
     if key_file:
@@ -181,87 +194,6 @@ def _find_key(explicit: bytes | None, key_file: str | None, env: Mapping[str, st
     if env.get(KEY_FILE_ENV):
         return JobKey(read_key_file(env[KEY_FILE_ENV]), Path(env[KEY_FILE_ENV]))
     return JobKey(None)
-
-
-def default_key_file(storage: str, job: str) -> Path | None:
-    """Return where a generated key for ``job`` is kept.
-
-    The key sits next to the checkpoint folder, outside it:
-    ``<storage>/../checkpoint-keys/<job>.key`` (for the default storage
-    ``weirflow-data/checkpoints``: ``weirflow-data/checkpoint-keys/<job>.key``),
-    so that whoever is handed the checkpoint folder is not handed its key.
-
-    Args:
-        storage: the checkpoint storage root (folder or URL).
-        job: the job's name.
-
-    Returns:
-        The path, or ``None`` for storage that is not a local folder (a key
-        must then be given).
-    """
-    if protocol_of(storage) != "file":
-        return None
-    root = Path(strip_protocol(storage)).absolute()
-    return root.parent / _KEYS_FOLDER / f"{job}.key"
-
-
-@dataclass(frozen=True)
-class JobKey:
-    """The key a job's checkpoints are signed with, and where it came from.
-
-    Attributes:
-        key: the key, or ``None`` when there is none (checkpoints unsigned).
-        path: the key file it was read from or written to, if any.
-        created: whether the key file was generated just now.
-    """
-
-    key: bytes | None
-    path: Path | None = None
-    created: bool = False
-
-
-def resolve_job_key(
-    explicit: bytes | None,
-    storage: str,
-    job: str,
-    *,
-    key_file: str | None = None,
-    create: bool,
-) -> JobKey:
-    """Find a job's checkpoint key, falling back to the default key file.
-
-    Steps:
-        1. a key given in code, on the command line or in the environment
-           (:func:`load_checkpoint_key`);
-        2. else the default key file of the job (:func:`default_key_file`), if it exists;
-        3. else, when ``create`` is true and the storage is a local folder, a
-           new key written to the default key file (mode 0600).
-
-    Args:
-        explicit: ``CheckpointConfig.key``.
-        storage: the checkpoint storage root.
-        job: the job's name.
-        key_file: a key file given on the command line.
-        create: whether to generate a key file when there is no key.
-
-    Returns:
-        The :class:`JobKey` (``key`` is ``None`` when none was found or made).
-
-    Raises:
-        ConfigError: a given key or key file is unusable, or the default key
-            file cannot be read or created.
-    """
-    found = _find_key(explicit, key_file, os.environ)
-    if found.key is not None:
-        return found
-    path = default_key_file(storage, job)
-    if path is None:
-        return JobKey(None)
-    if path.exists():
-        return JobKey(read_key_file(path), path)
-    if not create:
-        return JobKey(None)
-    return JobKey(create_key_file(path), path, created=True)
 
 
 def sign(key: bytes, data: bytes) -> bytes:

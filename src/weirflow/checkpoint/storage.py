@@ -28,12 +28,10 @@ from typing import Any
 
 import fsspec
 
-from weirflow.checkpoint.config import CheckpointConfig
 from weirflow.checkpoint.errors import CheckpointConflictError, CheckpointCorruptError
 from weirflow.checkpoint.fileformat import checksum_of, frame, unframe
 from weirflow.checkpoint.fs import open_fs, protocol_of, put_exclusive, write_durable
 from weirflow.checkpoint.handles import StateHandle, is_safe_name
-from weirflow.checkpoint.keys import resolve_job_key
 from weirflow.checkpoint.manifest import Manifest
 from weirflow.errors import CheckpointError
 
@@ -517,37 +515,3 @@ def _rebased(handle: StateHandle, base_url: str) -> StateHandle:
     if "://" in handle.path:
         return handle
     return dataclasses.replace(handle, path=f"{base_url}/{handle.path}")
-
-
-def open_job_storage(
-    config: CheckpointConfig, job: str, storage_options: Mapping[str, Any] | None = None
-) -> CheckpointStorage:
-    """Open a job's checkpoint storage with the job's checkpoint key.
-
-    The key is found by :func:`weirflow.checkpoint.resolve_job_key`
-    (``config.key``, the environment, the default key file next to a local
-    storage folder, generated there when missing); the same call finds it in
-    every process of the job.
-
-    Args:
-        config: the job's checkpoint configuration.
-        job: the job's name.
-        storage_options: fsspec options of the storage.
-
-    Returns:
-        The storage; unsigned (``authenticated`` false) only for non-local
-        storage without a configured key.
-
-    Raises:
-        ConfigError: a configured key or key file is unusable.
-        CheckpointError: the job name is not a safe folder name.
-    """
-    found = resolve_job_key(config.key, config.storage, job, create=True)
-    if found.created:
-        log.warning(
-            "generated checkpoint key %s for job %s (mode 0600); keep it: restoring this job's "
-            "checkpoints needs it",
-            found.path,
-            job,
-        )
-    return CheckpointStorage(config.storage, job, storage_options=storage_options, key=found.key)

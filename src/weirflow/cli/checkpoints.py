@@ -4,10 +4,8 @@
 (id, completion time, duration, size, savepoint or not), verifying each one
 unless ``--no-verify``; a corrupt one is listed as corrupt with its path and
 reason. Without ``--job`` it lists the jobs found under the storage folder.
-``inspect`` shows one checkpoint per task and operator: state size, key
-groups, source positions, sink committables, and which states hold pickled
-values (found by reading the files' codec tags, not taken on the manifest's
-word).
+``inspect`` (in :mod:`weirflow.cli.checkpoints_inspect`) shows one
+checkpoint per task and operator.
 
 Neither command ever unpickles anything: manifests are pure data, and state
 files are only verified and scanned. With the job's checkpoint key
@@ -23,14 +21,11 @@ and exit with status 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import functools
-import json
-import os
 import posixpath
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import fsspec
@@ -45,13 +40,10 @@ from weirflow.checkpoint import (
     CheckpointStorage,
     JobKey,
     Manifest,
-    TaskSnapshot,
-    load_checkpoint_key,
     resolve_job_key,
 )
 from weirflow.cli.app import app
 from weirflow.errors import CheckpointError, WeirflowError
-from weirflow.runtime import state_file_uses_pickle
 
 EXIT_CORRUPT = 1
 EXIT_ERROR = 2
@@ -97,7 +89,7 @@ class CheckpointsCliError(WeirflowError):
     """The command cannot answer: no such job, no checkpoint, or ambiguous arguments."""
 
 
-def _cli_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+def cli_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Turn weirflow, I/O and URL errors into one line on stderr and exit 2 (unless --debug)."""
 
     @functools.wraps(fn)
@@ -143,7 +135,13 @@ def find_jobs(checkpoint_dir: str) -> list[str]:
     return sorted(jobs)
 
 
-def _pick_job(checkpoint_dir: str, job: str | None) -> str:
+def pick_job(checkpoint_dir: str, job: str | None) -> str:
+    """Return ``job`` if it has checkpoints under the folder, else the folder's only job.
+
+    Raises:
+        CheckpointsCliError: ``job`` has no checkpoints there, or ``job`` is
+            ``None`` and the folder holds no job or several.
+    """
     jobs = find_jobs(checkpoint_dir)
     if job is not None:
         if job not in jobs:
@@ -190,7 +188,8 @@ def open_storage(
     return CheckpointStorage(checkpoint_dir, job, key=found.key), found
 
 
-def _signature_note(found: JobKey) -> str:
+def signature_note(found: JobKey) -> str:
+    """Return one line saying whether signatures were checked, and with which key source."""
     if found.key is None:
         return (
             "signatures: not checked (no checkpoint key; give --checkpoint-key-file or "
@@ -283,7 +282,8 @@ def count_committables(state: Any) -> int:
     return 1
 
 
-def _console() -> Console:
+def new_console() -> Console:
+    """Return a stdout console that never wraps table rows (wide tables stay one row a line)."""
     return Console(soft_wrap=False)
 
 
@@ -291,7 +291,7 @@ def _console() -> Console:
 
 
 @checkpoints_app.command("list")
-@_cli_errors
+@cli_errors
 def list_checkpoints(
     checkpoint_dir: DirOption = DEFAULT_CHECKPOINT_DIR,
     job: Annotated[
@@ -310,7 +310,7 @@ def list_checkpoints(
     if job is None:
         _list_jobs(checkpoint_dir, key_file)
         return
-    name = _pick_job(checkpoint_dir, job)
+    name = pick_job(checkpoint_dir, job)
     storage, found = open_storage(checkpoint_dir, name, key_file)
     entries = list_entries(storage, verify)
     table = Table(title=f"checkpoints of job {name} in {storage.root_url}", show_edge=False)
@@ -338,8 +338,8 @@ def list_checkpoints(
         )
         if m.is_savepoint:
             notes.append(f"savepoint {cid} is at {e.url}")
-    notes.append(_signature_note(found))
-    console = _console()
+    notes.append(signature_note(found))
+    console = new_console()
     console.print(table)
     for note in notes:
         console.print(note, soft_wrap=True, highlight=False, markup=False)
@@ -377,184 +377,7 @@ def _list_jobs(checkpoint_dir: str, key_file: str | None) -> None:
                 when = "corrupt"
                 corrupt.append(f"job {name} checkpoint {ids[-1]}: {_problem(e, storage.root_url)}")
         table.add_row(name, str(len(ids)), str(ids[-1]) if ids else "", when)
-    _console().print(table)
+    new_console().print(table)
     if corrupt:
         typer.echo(f"error: latest checkpoint corrupt: {'; '.join(corrupt)}", err=True)
         raise typer.Exit(EXIT_CORRUPT)
-
-
-# -- inspect -------------------------------------------------------------------------
-
-
-@checkpoints_app.command("inspect")
-@_cli_errors
-def inspect_checkpoint(
-    which: Annotated[
-        str,
-        typer.Argument(
-            metavar="[ID|latest|PATH]",
-            help="A checkpoint id, latest (the newest usable one), or a checkpoint/savepoint path.",
-        ),
-    ] = "latest",
-    checkpoint_dir: DirOption = DEFAULT_CHECKPOINT_DIR,
-    job: JobOption = None,
-    key_file: KeyFileOption = None,
-    debug: DebugOption = False,
-) -> None:
-    """Show one checkpoint: per task and operator, state size, key groups, positions, commits,
-    and which states use pickle."""
-    storage, manifest, found = _load(which, checkpoint_dir, job, key_file)
-    pickled = scan_pickled_states(storage, manifest)
-    _summary(manifest, pickled, found)
-    _operators(manifest, pickled)
-
-
-def scan_pickled_states(storage: CheckpointStorage, manifest: Manifest) -> set[tuple[str, str]]:
-    """Find the state files of a checkpoint that hold pickled values, by reading them.
-
-    Nothing is unpickled: only codec tags are looked at.
-
-    Args:
-        storage: the storage the manifest was loaded from.
-        manifest: the checkpoint (handles absolute).
-
-    Returns:
-        ``(task id, state name)`` of every state file holding a pickle.
-
-    Raises:
-        CheckpointCorruptError: a state file fails verification.
-        CheckpointError: a state file's payload is not a weirflow state file.
-    """
-    found = set()
-    for task_id, task in manifest.tasks.items():
-        for name, handle in task.handles.items():
-            try:
-                uses = state_file_uses_pickle(storage.read_state(handle))
-            except CheckpointCorruptError:
-                raise
-            except CheckpointError as e:
-                raise CheckpointCorruptError(handle.path, str(e)) from e
-            if uses:
-                found.add((task_id, name))
-    return found
-
-
-def _load(
-    which: str, checkpoint_dir: str, job: str | None, key_file: str | None
-) -> tuple[CheckpointStorage, Manifest, JobKey]:
-    if which.isdigit() or which == "latest":
-        storage, found = open_storage(checkpoint_dir, _pick_job(checkpoint_dir, job), key_file)
-        return storage, _load_from_job(which, storage), found
-    if "/" in which or os.path.exists(which):
-        # A savepoint may have moved anywhere: its key is only what is given.
-        key = load_checkpoint_key(None, key_file)
-        found = JobKey(key, Path(key_file) if key_file and key is not None else None)
-        storage = CheckpointStorage(which, job or "savepoint", key=key)
-        return storage, storage.load_savepoint(which), found
-    raise CheckpointsCliError(f"{which!r} is not a checkpoint id, 'latest', or a path")
-
-
-def _load_from_job(which: str, storage: CheckpointStorage) -> Manifest:
-    if which.isdigit():
-        checkpoint_id = int(which)
-        if checkpoint_id not in storage.completed_checkpoints():
-            raise CheckpointsCliError(
-                f"job {storage.job!r} has no completed checkpoint {checkpoint_id} under "
-                f"{storage.root_url}"
-            )
-        manifest = storage.load_manifest(checkpoint_id)
-        storage.verify(manifest)
-        return manifest
-    skipped: list[str] = []
-    manifest = storage.latest_valid(lambda path, e: skipped.append(f"{path} ({e})"))
-    for s in skipped:
-        typer.echo(f"warning: skipped unusable checkpoint {s}", err=True)
-    if manifest is None:
-        raise CheckpointsCliError(
-            f"job {storage.job!r} has no usable completed checkpoint under {storage.root_url}"
-        )
-    return manifest
-
-
-def _pickle_cell(m: Manifest, pickled: set[tuple[str, str]]) -> str:
-    if not pickled:
-        return "no"
-    states = ", ".join(f"{name} ({task})" for task, name in sorted(pickled))
-    return f"yes: {states} (restoring them needs the checkpoint key)"
-
-
-def _summary(m: Manifest, pickled: set[tuple[str, str]], found: JobKey) -> None:
-    table = Table(
-        title=f"{'savepoint' if m.is_savepoint else 'checkpoint'} {m.checkpoint_id} of job {m.job}",
-        show_header=False,
-        show_edge=False,
-    )
-    table.add_column("field")
-    table.add_column("value")
-    rows = [
-        ("mode", m.mode),
-        ("triggered (UTC)", format_time_ms(m.trigger_timestamp_ms)),
-        ("completed (UTC)", format_time_ms(m.completed_timestamp_ms)),
-        ("duration", f"{m.duration_ms} ms"),
-        ("size", format_size(m.size)),
-        ("parallelism", str(m.parallelism)),
-        ("max parallelism", str(m.max_parallelism)),
-        ("savepoint", "yes" if m.is_savepoint else "no"),
-        ("uses pickle", _pickle_cell(m, pickled)),
-        ("format version", str(m.format_version)),
-    ]
-    for field, value in rows:
-        table.add_row(field, value)
-    console = _console()
-    console.print(table)
-    console.print(_signature_note(found), soft_wrap=True, highlight=False, markup=False)
-    claimed = set(m.pickled_states())
-    if claimed != pickled:
-        typer.echo(
-            "warning: the manifest's record of pickled states differs from what the files hold "
-            f"(manifest: {sorted(claimed)}, files: {sorted(pickled)}); the files are shown",
-            err=True,
-        )
-
-
-def _operators(m: Manifest, pickled: set[tuple[str, str]]) -> None:
-    table = Table(title="tasks and operators", show_edge=False)
-    for col in (
-        "task",
-        "operator",
-        "kind",
-        "state size",
-        "key groups",
-        "source positions",
-        "committables",
-        "pickle",
-    ):
-        table.add_column(col, justify="right" if col in ("state size", "committables") else "left")
-    for task_id in sorted(m.tasks):
-        task = m.tasks[task_id]
-        for name, meta in sorted(task.metadata.get("operators", {}).items()):
-            pickle = "yes" if (task_id, name) in pickled else "no"
-            table.add_row(task_id, name, *_operator_cells(task, name, meta), pickle)
-    _console().print(table)
-
-
-def _operator_cells(task: TaskSnapshot, name: str, meta: Any) -> tuple[str, ...]:
-    if not isinstance(meta, dict):
-        return ("?", "", "", "", "")
-    if meta.get("kind") == "keyed":
-        handle = task.handles.get(name)
-        start, end = meta.get("key_group_range", ["?", "?"])
-        groups = f"{len(meta.get('key_groups', []))} in [{start}, {end})"
-        size = format_size(handle.size) if handle is not None else "0 B"
-        return ("keyed", size, groups, "", "")
-    if "state" not in meta:
-        # State that needs pickle lives in a state file of its own; it is never decoded here.
-        handle = task.handles.get(name)
-        size = format_size(handle.size) if handle is not None else "0 B"
-        return ("state file", size, "", "", "")
-    state = meta.get("state")
-    inline = format_size(len(json.dumps(state, default=repr).encode())) + " inline"
-    if isinstance(state, dict) and "positions" in state:
-        positions = ", ".join(f"{s}={p}" for s, p in sorted(state["positions"].items()))
-        return ("source", inline, "", positions, "")
-    return ("sink", inline, "", "", str(count_committables(state)))

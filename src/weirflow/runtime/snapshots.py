@@ -215,9 +215,12 @@ def plan_restore(
     restored: dict[str, dict[int, Any]] = {}
     for name, items in entries.items():
         kind = known[name].kind
-        for j, m, handle in items:
-            if m["kind"] == PLAIN_FILE:
-                m["state"] = _read_plain_file(storage, handle, name, j)
+        items = [
+            (j, {"kind": PLAIN, "state": _read_plain_file(storage, h, name, j)}, h)
+            if m["kind"] == PLAIN_FILE
+            else (j, m, h)
+            for j, m, h in items
+        ]
         if items[0][1]["kind"] == KEYED:
             restored[name] = _keyed(items, storage, parallelism, max_parallelism)
         elif kind == "source":

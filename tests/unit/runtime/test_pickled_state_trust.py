@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import fsspec
 import pytest
@@ -80,3 +82,65 @@ def test_restore_with_another_key_refuses_the_manifest(url: str) -> None:
     # No checkpoint is usable under the other key: a problem of the restore option.
     with pytest.raises(ConfigError, match=r"chk-\d+/_manifest .*signature does not verify"):
         boxes(CollectSink(), 0).run(1, checkpoint=config(url, b"o" * 32), restore="latest")
+
+
+class Receipt:
+    """A user-class committable: a sink's checkpoint state that only pickle stores."""
+
+    def __init__(self, written: int) -> None:
+        self.written = written
+
+
+class ReceiptWriter:
+    def __init__(self, sink: ReceiptSink, restored: Any) -> None:
+        self.sink = sink
+        self.written = 0
+        sink.restored.append(restored)
+
+    def write(self, values: list[Any], timestamps: list[int] | None) -> None:
+        self.written += len(values)
+
+    def pre_commit(self, checkpoint_id: int) -> Receipt:
+        return Receipt(self.written)
+
+    def commit(self, checkpoint_id: int) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class ReceiptSink:
+    def __init__(self) -> None:
+        self.restored: list[Any] = []
+
+    def create_writer(
+        self, job: str, operator: str, subtask: int, parallelism: int, restored: Any
+    ) -> ReceiptWriter:
+        return ReceiptWriter(self, restored)
+
+
+def receipts(sink: ReceiptSink, n: int) -> Dataflow:
+    flow = Dataflow("receipts")
+    flow.source(IterableSource(range(n)), name="numbers").sink(sink, name="out")
+    return flow
+
+
+def test_sink_state_that_needs_pickle_goes_to_a_signed_file(url: str) -> None:
+    """Scenario: a sink's committable is a user object; the manifest stays pure data."""
+    receipts(ReceiptSink(), 50).run(1, checkpoint=config(url, KEY))
+    fs = fsspec.filesystem("memory")
+    (manifest,) = fs.glob(f"{url}/receipts/chk-*/_manifest")[-1:]
+    doc = json.loads(fs.cat_file(manifest))
+    (task,) = doc["manifest"]["tasks"].values()
+    assert task["metadata"]["operators"]["out"] == {"kind": "plain-file"}
+    assert task["pickled_states"] == ["out"]
+    with pytest.raises(CheckpointError, match=r"\.out: the state of operator out holds pickled"):
+        receipts(ReceiptSink(), 0).run(1, checkpoint=config(url, None), restore="latest")
+    again = ReceiptSink()
+    receipts(again, 0).run(1, checkpoint=config(url, KEY), restore="latest")
+    (restored,) = again.restored
+    assert [(j, type(r).__name__, r.written) for j, r in restored.items()] == [(0, "Receipt", 50)]
