@@ -264,3 +264,24 @@ def test_restore_of_an_intact_pickled_checkpoint_works(object_run: Path, tmp_pat
     result = run_job(tmp_path, "object", f"--restore={chk}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "generated checkpoint key" not in result.stderr
+
+
+def test_a_given_key_file_signs_and_verifies(tmp_path: Path) -> None:
+    """Scenario: --checkpoint-key-file given: nothing generated; only that key verifies."""
+    mine = tmp_path / "mine.key"
+    mine.write_text(os.urandom(32).hex())
+    mine.chmod(0o600)
+    other = tmp_path / "other.key"
+    other.write_text(os.urandom(32).hex())
+    other.chmod(0o600)
+    result = run_job(tmp_path, "plain", f"--checkpoint-key-file={mine}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "generated checkpoint key" not in result.stderr
+    assert not (tmp_path / "checkpoint-keys").exists()
+    args = ("checkpoints", "list", "--checkpoint-dir=chk", "--job=sec")
+    ok = weirflow_cli(tmp_path, "plain", *args, f"--checkpoint-key-file={mine}")
+    assert ok.returncode == 0 and f"verified with the checkpoint key from {mine}" in ok.stdout
+    wrong = weirflow_cli(tmp_path, "plain", *args, f"--checkpoint-key-file={other}")
+    assert wrong.returncode == 1 and "signature does not verify" in wrong.stdout
+    unchecked = weirflow_cli(tmp_path, "plain", *args)
+    assert unchecked.returncode == 0 and "signatures: not checked" in unchecked.stdout
