@@ -20,6 +20,7 @@ from weirflow.checkpoint.config import CheckpointConfig
 from weirflow.checkpoint.fs import protocol_of
 from weirflow.checkpoint.keys import JobKey, create_key_file, find_key, read_key_file
 from weirflow.checkpoint.storage import CheckpointStorage
+from weirflow.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +86,16 @@ def resolve_job_key(
     path = default_key_file(storage, job)
     if path is None:
         return JobKey(None)
+    if not path.exists() and create:
+        try:
+            return JobKey(create_key_file(path), path, created=True)
+        except ConfigError:
+            if not path.exists():
+                raise
+            # Another process of the job created it first: use theirs.
     if path.exists():
         return JobKey(read_key_file(path), path)
-    if not create:
-        return JobKey(None)
-    return JobKey(create_key_file(path), path, created=True)
+    return JobKey(None)
 
 
 def open_job_storage(

@@ -23,6 +23,7 @@ import hmac
 import os
 import secrets
 import stat
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from hashlib import sha256
@@ -130,15 +131,21 @@ def create_key_file(path: str | os.PathLike[str]) -> bytes:
     key = secrets.token_bytes(GENERATED_KEY_BYTES)
     try:
         p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Written in full under a private name, then linked into place, so that a
+        # process racing to create the same file never reads it half written.
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.")
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as f:
+                f.write(key.hex() + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, p)
+        finally:
+            os.unlink(tmp)
     except FileExistsError:
         raise ConfigError(f"checkpoint key file {p} exists already") from None
     except OSError as e:
         raise ConfigError(f"cannot create checkpoint key file {p}: {e}") from None
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(key.hex() + "\n")
-        f.flush()
-        os.fsync(f.fileno())
     return key
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,26 @@ def test_environment_key_file_is_used(tmp_path: Path, monkeypatch: pytest.Monkey
     assert found.key == KEY and found.path == f and not found.created
     assert not (tmp_path / "checkpoint-keys").exists()
     assert os.environ[KEY_FILE_ENV] == str(f)
+
+
+def test_processes_racing_to_create_the_key_all_get_the_same_one(tmp_path: Path) -> None:
+    """Scenario: several processes of one job start at once and none finds a key file."""
+    code = (
+        "import sys; from weirflow.checkpoint import resolve_job_key; "
+        "print(resolve_job_key(None, sys.argv[1], 'job', create=True).key.hex())"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEIRFLOW_CHECKPOINT_KEY")}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path / "chk")],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    keys = {p.communicate(timeout=60)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    assert keys == {read_key_file(tmp_path / "checkpoint-keys" / "job.key").hex()}
+    assert [p.name for p in (tmp_path / "checkpoint-keys").iterdir()] == ["job.key"]
