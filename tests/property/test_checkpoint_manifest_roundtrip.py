@@ -1,4 +1,5 @@
-"""Manifest serialization: any task metadata serde accepts comes back equal and of the same type."""
+"""Manifest serialization: any built-in task metadata comes back equal and of the same type,
+signed manifests verify under their key only, and no manifest holds a pickle."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from weirflow.checkpoint import Manifest, StateHandle, TaskSnapshot
 scalars = (
     st.none()
     | st.booleans()
-    | st.integers(-(2**63), 2**63 - 1)
+    | st.integers()
     | st.floats(allow_nan=False)
     | st.text(max_size=8)
     | st.binary(max_size=8)
@@ -21,6 +22,8 @@ values = st.recursive(
         st.lists(inner, max_size=4)
         | st.tuples(inner, inner)
         | st.dictionaries(st.text(max_size=4) | st.integers(0, 300), inner, max_size=4)
+        | st.dictionaries(st.tuples(st.integers(), st.text(max_size=3)), inner, max_size=3)
+        | st.frozensets(st.integers() | st.text(max_size=3), max_size=3)
     ),
     max_leaves=12,
 )
@@ -35,8 +38,9 @@ snapshots = st.builds(
     task_id=st.text(min_size=1, max_size=12),
     handles=st.dictionaries(st.text(min_size=1, max_size=6), handles, max_size=3),
     metadata=st.dictionaries(st.text(max_size=6), values, max_size=4),
-    uses_pickle=st.booleans(),
+    pickled_states=st.frozensets(st.text(min_size=1, max_size=6), max_size=2),
 )
+keys = st.none() | st.binary(min_size=16, max_size=40)
 
 
 def _same_types(a: object, b: object) -> bool:
@@ -46,6 +50,8 @@ def _same_types(a: object, b: object) -> bool:
         return all(_same_types(a[k], b[k]) for k in a)
     if isinstance(a, list | tuple):
         return all(_same_types(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, frozenset):
+        return all(_same_types(x, next(y for y in b if y == x)) for x in a)
     return True
 
 
@@ -55,9 +61,10 @@ def _same_types(a: object, b: object) -> bool:
     checkpoint_id=st.integers(1, 2**62),
     trigger_ms=st.integers(0, 2**45),
     duration_ms=st.integers(0, 10**7),
+    key=keys,
 )
 def test_manifest_round_trip(
-    tasks: list[TaskSnapshot], checkpoint_id: int, trigger_ms: int, duration_ms: int
+    tasks: list[TaskSnapshot], checkpoint_id: int, trigger_ms: int, duration_ms: int, key: bytes
 ) -> None:
     manifest = Manifest(
         "job",
@@ -68,9 +75,12 @@ def test_manifest_round_trip(
         3,
         128,
         {t.task_id: t for t in tasks},
-        uses_pickle=True,
     )
-    loaded = Manifest.from_bytes(manifest.to_bytes(), "m")
+    data = manifest.to_bytes(key)
+    assert b"$serde" not in data
+    loaded = Manifest.from_bytes(data, "m", key)
     assert loaded == manifest
+    assert Manifest.from_bytes(data, "m", None) == manifest
+    assert loaded.uses_pickle == any(t.pickled_states for t in tasks)
     for task in tasks:
         assert _same_types(dict(task.metadata), dict(loaded.tasks[task.task_id].metadata))

@@ -59,7 +59,8 @@ class Cluster:
             [
                 sys.executable, "-m", "weirflow.cli", "coordinator", "--listen", self.address,
                 "--token-file", str(self.token),
-                "--heartbeat-timeout", f"{int(HEARTBEAT_TIMEOUT_S * 1000)}ms", "--worker-wait", "60s",
+                "--heartbeat-timeout", f"{int(HEARTBEAT_TIMEOUT_S * 1000)}ms",
+                "--worker-wait", "60s",
             ],
             env=self.env,
             log=self._log("coordinator"),  # type: ignore[arg-type]

@@ -15,6 +15,15 @@ from weirflow.checkpoint.errors import (
     NoCheckpointError,
 )
 from weirflow.checkpoint.handles import StateHandle, TaskSnapshot, is_safe_name, state_file_name
+from weirflow.checkpoint.jobkey import default_key_file, open_job_storage, resolve_job_key
+from weirflow.checkpoint.keys import (
+    KEY_ENV,
+    KEY_FILE_ENV,
+    JobKey,
+    create_key_file,
+    load_checkpoint_key,
+    read_key_file,
+)
 from weirflow.checkpoint.lifecycle import CheckpointStats, CoordinatorState
 from weirflow.checkpoint.manifest import MANIFEST_FORMAT_VERSION, Manifest
 from weirflow.checkpoint.pending import CheckpointStatus, CompletedCheckpoint, PendingCheckpoint
@@ -22,6 +31,8 @@ from weirflow.checkpoint.storage import MANIFEST_NAME, CheckpointStorage
 
 __all__ = [
     "CHECKPOINT_MODES",
+    "KEY_ENV",
+    "KEY_FILE_ENV",
     "MANIFEST_FORMAT_VERSION",
     "MANIFEST_NAME",
     "CheckpointConfig",
@@ -37,12 +48,19 @@ __all__ = [
     "CheckpointTransitionError",
     "CompletedCheckpoint",
     "CoordinatorState",
+    "JobKey",
     "Manifest",
     "NoCheckpointError",
     "PendingCheckpoint",
     "StateHandle",
     "TaskSnapshot",
+    "create_key_file",
+    "default_key_file",
     "is_safe_name",
+    "load_checkpoint_key",
+    "open_job_storage",
+    "read_key_file",
+    "resolve_job_key",
     "state_file_name",
     "to_ms",
 ]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal, get_args
 
+from weirflow.checkpoint.keys import check_key
 from weirflow.errors import ConfigError
 
 CheckpointMode = Literal["exactly_once", "at_least_once", "at_most_once"]
@@ -47,6 +48,13 @@ class CheckpointConfig:
             tolerable-failed-checkpoints: one more fails the run with the
             last reason. ``0`` tolerates none; a completed checkpoint resets
             the count.
+        key: the checkpoint key (at least 16 random bytes) that signs the
+            job's checkpoint files; pickled state is restored only from files
+            signed with it. ``None``: the ``WEIRFLOW_CHECKPOINT_KEY`` (hex) or
+            ``WEIRFLOW_CHECKPOINT_KEY_FILE`` environment variable, else a key
+            file generated next to a local storage folder
+            (``<storage>/../checkpoint-keys/<job>.key``, mode 0600). Never
+            shown in the config's repr.
 
     Raises:
         ConfigError: on construction, when a field has the wrong type or is
@@ -61,6 +69,7 @@ class CheckpointConfig:
     max_concurrent: int = 1
     retained: int = 3
     tolerable_failures: int = 3
+    key: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.storage, str) or not self.storage.strip():
@@ -83,6 +92,8 @@ class CheckpointConfig:
                 "CheckpointConfig.tolerable_failures must be an int >= 0, "
                 f"got {self.tolerable_failures!r}"
             )
+        if self.key is not None:
+            check_key(self.key, "CheckpointConfig.key")
 
     @staticmethod
     def _check_duration(name: str, value: object, *, positive: bool) -> None:

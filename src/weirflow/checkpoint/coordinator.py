@@ -30,7 +30,7 @@ from weirflow.checkpoint.errors import (
 )
 from weirflow.checkpoint.handles import TaskSnapshot
 from weirflow.checkpoint.lifecycle import STATE_TRANSITIONS, CheckpointStats, CoordinatorState
-from weirflow.checkpoint.manifest import Manifest, metadata_uses_pickle
+from weirflow.checkpoint.manifest import Manifest, check_metadata
 from weirflow.checkpoint.pending import CheckpointStatus, CompletedCheckpoint, PendingCheckpoint
 from weirflow.checkpoint.storage import CheckpointStorage
 from weirflow.errors import CheckpointError, ConfigError, SerdeError
@@ -298,9 +298,8 @@ class CheckpointCoordinator:
     def _build_manifest(self, pending: PendingCheckpoint) -> Manifest:
         tasks = pending.acknowledged
         try:
-            uses_pickle = any(
-                t.uses_pickle or metadata_uses_pickle(t.metadata) for t in tasks.values()
-            )
+            for t in tasks.values():
+                check_metadata(t.metadata)
         except SerdeError as e:
             self._fail(pending, f"task metadata cannot be stored: {e}")
             raise CheckpointError(
@@ -315,7 +314,6 @@ class CheckpointCoordinator:
             parallelism=self._parallelism,
             max_parallelism=self._max_parallelism,
             tasks=tasks,
-            uses_pickle=uses_pickle,
         )
 
     def _commit(self, pending: PendingCheckpoint, manifest: Manifest) -> None:

@@ -3,14 +3,23 @@
 Layout (big-endian)::
 
     magic    4 bytes   b"WFCK"
-    version  u16       FORMAT_VERSION
-    reserved u16       0
+    version  u16       FORMAT_VERSION (2)
+    flags    u16       bit 0: signed (the hmac field holds a signature)
     length   u64       payload bytes
     sha256   32 bytes  of the payload
+    hmac     32 bytes  HMAC-SHA256 under the checkpoint key of the 48 header
+                       bytes before it (which hold the payload's sha256);
+                       zeros when unsigned
     payload  length bytes
 
-The header lets a reader refuse foreign files and newer formats, and catch
-truncation and bit flips, before any byte of state is decoded.
+The header lets a reader refuse foreign files and other formats, and catch
+truncation and bit flips, before any byte of state is decoded. The sha256
+alone proves nothing against a forger (anyone can recompute it); the hmac
+does, for whoever holds the key. A reader with a key accepts only files
+whose signature verifies under it; a reader without one cannot tell forged
+files from real ones, so it must never unpickle their payload.
+
+Version 1 (no signature) is refused with a clear message.
 """
 
 from __future__ import annotations
@@ -19,13 +28,16 @@ import hashlib
 import struct
 
 from weirflow.checkpoint.errors import CheckpointCorruptError
+from weirflow.checkpoint.keys import MAC_SIZE, sign, verify
 from weirflow.errors import UnsupportedFormatVersionError
 from weirflow.serde import check_format_version
 
 MAGIC = b"WFCK"
-FORMAT_VERSION = 1
-_HEADER = struct.Struct(">4sHHQ32s")
-HEADER_SIZE = _HEADER.size
+FORMAT_VERSION = 2
+_SIGNED = 0x0001
+_SIGNED_PART = struct.Struct(">4sHHQ32s")
+HEADER_SIZE = _SIGNED_PART.size + MAC_SIZE
+_NO_MAC = bytes(MAC_SIZE)
 
 
 def checksum_of(payload: bytes) -> str:
@@ -33,26 +45,33 @@ def checksum_of(payload: bytes) -> str:
     return "sha256:" + hashlib.sha256(payload).hexdigest()
 
 
-def frame(payload: bytes) -> bytes:
-    """Prefix ``payload`` with the header.
+def frame(payload: bytes, key: bytes | None) -> bytes:
+    """Prefix ``payload`` with the header, signed when a key is given.
 
     Args:
         payload: the state bytes.
+        key: the checkpoint key, or ``None`` to write an unsigned file.
 
     Returns:
         The whole file's bytes.
     """
     digest = hashlib.sha256(payload).digest()
-    return _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(payload), digest) + payload
+    flags = _SIGNED if key is not None else 0
+    signed_part = _SIGNED_PART.pack(MAGIC, FORMAT_VERSION, flags, len(payload), digest)
+    mac = sign(key, signed_part) if key is not None else _NO_MAC
+    return signed_part + mac + payload
 
 
-def unframe(data: bytes, path: str, expected_checksum: str | None = None) -> bytes:
+def unframe(
+    data: bytes, path: str, expected_checksum: str | None = None, key: bytes | None = None
+) -> bytes:
     """Verify a whole file and return its payload.
 
     Args:
         data: the file's bytes.
         path: the file's URL, for error messages.
         expected_checksum: the checksum the state handle recorded, if any.
+        key: the checkpoint key; when given, the file must be signed with it.
 
     Returns:
         The payload bytes.
@@ -60,19 +79,22 @@ def unframe(data: bytes, path: str, expected_checksum: str | None = None) -> byt
     Raises:
         CheckpointCorruptError: shorter than a header, wrong magic, unknown
             format version, length mismatch (truncated or extended), checksum
-            mismatch, or a checksum other than the handle recorded.
+            mismatch, a checksum other than the handle recorded, or (with a
+            key) a missing or wrong signature.
     """
     if len(data) < HEADER_SIZE:
         raise CheckpointCorruptError(
             path, f"truncated: {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header"
         )
-    magic, version, _reserved, length, digest = _HEADER.unpack_from(data)
+    magic, version, flags, length, digest = _SIGNED_PART.unpack_from(data)
     if magic != MAGIC:
         raise CheckpointCorruptError(path, f"bad magic {magic!r}: not a weirflow state file")
     try:
-        check_format_version(version, FORMAT_VERSION, path)
+        check_format_version(version, FORMAT_VERSION, path, oldest=FORMAT_VERSION)
     except UnsupportedFormatVersionError as e:
         raise CheckpointCorruptError(path, str(e)) from e
+    if key is not None:
+        _check_signature(data, flags, key, path)
     payload = data[HEADER_SIZE:]
     if len(payload) != length:
         raise CheckpointCorruptError(
@@ -86,3 +108,19 @@ def unframe(data: bytes, path: str, expected_checksum: str | None = None) -> byt
             path, f"checksum {found} differs from {expected_checksum} recorded in the manifest"
         )
     return payload
+
+
+def _check_signature(data: bytes, flags: int, key: bytes, path: str) -> None:
+    if not flags & _SIGNED:
+        raise CheckpointCorruptError(
+            path,
+            "not signed, but a checkpoint key is configured: the file was written without a "
+            "key, or replaced",
+        )
+    signed_part = data[: _SIGNED_PART.size]
+    if not verify(key, signed_part, data[_SIGNED_PART.size : HEADER_SIZE]):
+        raise CheckpointCorruptError(
+            path,
+            "signature does not verify under the checkpoint key: the file was altered, or "
+            "written with another key",
+        )

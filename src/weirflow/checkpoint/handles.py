@@ -56,21 +56,28 @@ class TaskSnapshot:
             per key-group blob, source positions...).
         metadata: small plain data kept inline in the manifest: source split
             positions, sink committables, key-group index, state sizes.
-            Values that JSON cannot hold exactly (bytes, tuples, int-keyed
-            dicts, objects) are stored through ``weirflow.serde``.
-        uses_pickle: whether any of the task's state files holds pickled values.
+            Values must be built-in data (``weirflow.serde.is_plain``):
+            manifests never hold pickles.
+        pickled_states: names (keys of ``handles``) of the state files
+            that hold pickled values; restoring them needs the checkpoint key.
     """
 
     task_id: str
     handles: Mapping[str, StateHandle] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict)
-    uses_pickle: bool = False
+    pickled_states: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         # Plain dict copies: the caller's mappings may change later, and
         # snapshots must pickle to cross process boundaries.
         object.__setattr__(self, "handles", dict(self.handles))
         object.__setattr__(self, "metadata", dict(self.metadata))
+        object.__setattr__(self, "pickled_states", frozenset(self.pickled_states))
+
+    @property
+    def uses_pickle(self) -> bool:
+        """Whether any of the task's state files holds pickled values."""
+        return bool(self.pickled_states)
 
     @property
     def size(self) -> int:

@@ -2,13 +2,21 @@
 
 On disk it is JSON::
 
-    {"format_version": 1, "sha256": "<hex of the canonical body>", "manifest": {...}}
+    {"format_version": 2, "sha256": "<hex>", "hmac": "<hex>" or null, "manifest": {...}}
 
-The body is hashed in canonical form (sorted keys, no spaces), so any change
-to it is caught on load. State handle paths in the body are relative to the
-manifest's root: the job folder for a checkpoint, the savepoint folder for a
-savepoint. Task metadata values JSON cannot hold exactly are stored as
-``{"$serde": "<base64 of weirflow.serde.encode(value)>"}``.
+``sha256`` and ``hmac`` (HMAC-SHA256 under the checkpoint key) are taken of
+the body in canonical form (sorted keys, no spaces). The sha256 catches
+accidents; only the hmac proves the body was written by a holder of the
+key, and a reader given a key accepts nothing else. State handle paths in
+the body are relative to the manifest's root: the job folder for a
+checkpoint, the savepoint folder for a savepoint.
+
+A manifest is pure data and is read without running code, with or without
+a key: task metadata values JSON cannot hold exactly (bytes, tuples, sets,
+int-keyed dicts) are stored as ``{"$msgpack": "<base64>"}`` through
+:func:`weirflow.serde.encode_plain`, which never pickles, and are read back
+with pickle refused. Version 1 manifests (which could hold pickles) are
+refused with a clear message.
 """
 
 from __future__ import annotations
@@ -24,11 +32,12 @@ from typing import Any
 
 from weirflow.checkpoint.errors import CheckpointCorruptError
 from weirflow.checkpoint.handles import StateHandle, TaskSnapshot
+from weirflow.checkpoint.keys import sign, verify
 from weirflow.errors import SerdeError, UnsupportedFormatVersionError
-from weirflow.serde import TAG_PICKLE, check_format_version, decode, encode
+from weirflow.serde import check_format_version, decode, encode_plain
 
-MANIFEST_FORMAT_VERSION = 1
-_SERDE_KEY = "$serde"
+MANIFEST_FORMAT_VERSION = 2
+_MSGPACK_KEY = "$msgpack"
 
 
 @dataclass(frozen=True)
@@ -44,7 +53,6 @@ class Manifest:
         parallelism: the job's parallelism when the checkpoint was taken.
         max_parallelism: number of key groups; a restore must use the same.
         tasks: task id -> what that task acknowledged.
-        uses_pickle: whether any state or metadata was pickled; restoring it runs code.
         is_savepoint: whether this is a portable, self-contained savepoint.
         format_version: the manifest format version written.
     """
@@ -57,7 +65,6 @@ class Manifest:
     parallelism: int
     max_parallelism: int
     tasks: Mapping[str, TaskSnapshot] = field(default_factory=dict)
-    uses_pickle: bool = False
     is_savepoint: bool = False
     format_version: int = MANIFEST_FORMAT_VERSION
 
@@ -73,6 +80,15 @@ class Manifest:
     def size(self) -> int:
         """Total bytes of all state files."""
         return sum(t.size for t in self.tasks.values())
+
+    @property
+    def uses_pickle(self) -> bool:
+        """Whether any state file holds pickled values (restoring them needs the key)."""
+        return any(t.uses_pickle for t in self.tasks.values())
+
+    def pickled_states(self) -> list[tuple[str, str]]:
+        """Return ``(task id, state name)`` of every state file holding pickled values, sorted."""
+        return sorted((tid, name) for tid, t in self.tasks.items() for name in t.pickled_states)
 
     def handles(self) -> list[StateHandle]:
         """Return every state handle of every task, in task then name order."""
@@ -97,15 +113,25 @@ class Manifest:
         }
         return dataclasses.replace(self, tasks=tasks)
 
-    def to_bytes(self) -> bytes:
-        """Serialize to the checksummed JSON file format (UTF-8 bytes).
+    def to_bytes(self, key: bytes | None) -> bytes:
+        """Serialize to the checksummed, signed JSON file format (UTF-8 bytes).
+
+        Args:
+            key: the checkpoint key to sign with, or ``None`` to write no signature.
 
         Raises:
-            SerdeError: a metadata value is neither JSON-plain nor serializable by serde.
+            SerdeError: a metadata value is not built-in data (see
+                :func:`weirflow.serde.is_plain`); manifests never hold pickles.
         """
         body = self._body()
+        canonical = _canonical(body)
         return json.dumps(
-            {"format_version": self.format_version, "sha256": _digest(body), "manifest": body},
+            {
+                "format_version": MANIFEST_FORMAT_VERSION,
+                "sha256": hashlib.sha256(canonical).hexdigest(),
+                "hmac": sign(key, canonical).hex() if key is not None else None,
+                "manifest": body,
+            },
             indent=1,
             sort_keys=True,
             ensure_ascii=False,
@@ -121,26 +147,27 @@ class Manifest:
             "mode": self.mode,
             "parallelism": self.parallelism,
             "max_parallelism": self.max_parallelism,
-            "uses_pickle": self.uses_pickle,
             "is_savepoint": self.is_savepoint,
             "size": self.size,
             "tasks": {tid: _task_to_plain(t) for tid, t in self.tasks.items()},
         }
 
     @classmethod
-    def from_bytes(cls, data: bytes, path: str) -> Manifest:
-        """Parse and verify a manifest file.
+    def from_bytes(cls, data: bytes, path: str, key: bytes | None) -> Manifest:
+        """Parse and verify a manifest file; nothing in it is ever unpickled.
 
         Args:
             data: the file's bytes.
             path: the file's URL, for error messages.
+            key: the checkpoint key; when given, the manifest must be signed with it.
 
         Returns:
             The manifest, handle paths as written (relative to its root).
 
         Raises:
             CheckpointCorruptError: not JSON, unknown format version, checksum
-                mismatch, or a missing or mistyped field.
+                mismatch, (with a key) a missing or wrong signature, or a
+                missing or mistyped field.
         """
         try:
             outer = json.loads(data)
@@ -150,12 +177,17 @@ class Manifest:
             raise CheckpointCorruptError(path, "not a weirflow manifest (no 'manifest' object)")
         version = outer.get("format_version")
         try:
-            check_format_version(version, MANIFEST_FORMAT_VERSION, path)
+            check_format_version(
+                version, MANIFEST_FORMAT_VERSION, path, oldest=MANIFEST_FORMAT_VERSION
+            )
         except UnsupportedFormatVersionError as e:
             raise CheckpointCorruptError(path, str(e)) from e
         body = outer["manifest"]
-        if outer.get("sha256") != _digest(body):
+        canonical = _canonical(body)
+        if outer.get("sha256") != hashlib.sha256(canonical).hexdigest():
             raise CheckpointCorruptError(path, "checksum mismatch: the manifest was altered")
+        if key is not None:
+            _check_signature(outer.get("hmac"), canonical, key, path)
         try:
             return cls._from_body(body, version)
         except (KeyError, TypeError, ValueError, SerdeError) as e:
@@ -176,24 +208,45 @@ class Manifest:
             parallelism=body["parallelism"],
             max_parallelism=body["max_parallelism"],
             tasks={tid: _task_from_plain(tid, t) for tid, t in body["tasks"].items()},
-            uses_pickle=bool(body["uses_pickle"]),
             is_savepoint=bool(body["is_savepoint"]),
             format_version=version,
         )
 
 
-def metadata_uses_pickle(metadata: Mapping[str, Any]) -> bool:
-    """Return whether storing ``metadata`` in a manifest pickles any value.
+def check_metadata(metadata: Mapping[str, Any]) -> None:
+    """Check that ``metadata`` can be stored in a manifest (built-in data only).
 
     Raises:
-        SerdeError: a value is neither JSON-plain nor serializable.
+        SerdeError: a value is not built-in data; the message names its key.
     """
-    return any(not _json_plain(v) and encode(v)[0] == TAG_PICKLE for v in metadata.values())
+    for name, value in metadata.items():
+        try:
+            _encode_value(value)
+        except SerdeError as e:
+            raise SerdeError(f"metadata {name!r}: {e}") from e
 
 
-def _digest(body: Any) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+def _check_signature(mac: object, canonical: bytes, key: bytes, path: str) -> None:
+    if not isinstance(mac, str):
+        raise CheckpointCorruptError(
+            path,
+            "not signed, but a checkpoint key is configured: the manifest was written without "
+            "a key, or replaced",
+        )
+    try:
+        ok = verify(key, canonical, bytes.fromhex(mac))
+    except ValueError:
+        ok = False
+    if not ok:
+        raise CheckpointCorruptError(
+            path,
+            "signature does not verify under the checkpoint key: the manifest was altered, or "
+            "written with another key",
+        )
+
+
+def _canonical(body: Any) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _json_plain(value: Any) -> bool:
@@ -206,7 +259,7 @@ def _json_plain(value: Any) -> bool:
         return all(_json_plain(v) for v in value)
     if t is dict:
         # A dict with the marker key would be read back as an encoded value.
-        return _SERDE_KEY not in value and all(
+        return _MSGPACK_KEY not in value and all(
             type(k) is str and _json_plain(v) for k, v in value.items()
         )
     return False
@@ -215,12 +268,12 @@ def _json_plain(value: Any) -> bool:
 def _encode_value(value: Any) -> Any:
     if _json_plain(value):
         return value
-    return {_SERDE_KEY: base64.b64encode(encode(value)).decode("ascii")}
+    return {_MSGPACK_KEY: base64.b64encode(encode_plain(value)).decode("ascii")}
 
 
 def _decode_value(value: Any) -> Any:
-    if type(value) is dict and set(value) == {_SERDE_KEY}:
-        return decode(base64.b64decode(value[_SERDE_KEY], validate=True))
+    if type(value) is dict and set(value) == {_MSGPACK_KEY}:
+        return decode(base64.b64decode(value[_MSGPACK_KEY], validate=True), allow_pickle=False)
     return value
 
 
@@ -228,15 +281,18 @@ def _task_to_plain(task: TaskSnapshot) -> dict[str, Any]:
     return {
         "handles": {name: h.to_plain() for name, h in task.handles.items()},
         "metadata": {k: _encode_value(v) for k, v in task.metadata.items()},
-        "uses_pickle": task.uses_pickle,
+        "pickled_states": sorted(task.pickled_states),
         "size": task.size,
     }
 
 
 def _task_from_plain(task_id: str, data: dict[str, Any]) -> TaskSnapshot:
+    pickled = data["pickled_states"]
+    if not isinstance(pickled, list) or not all(isinstance(n, str) for n in pickled):
+        raise TypeError(f"pickled_states must be a list of names, got {pickled!r}")
     return TaskSnapshot(
         task_id=task_id,
         handles={name: StateHandle.from_plain(h) for name, h in data["handles"].items()},
         metadata={k: _decode_value(v) for k, v in data["metadata"].items()},
-        uses_pickle=bool(data["uses_pickle"]),
+        pickled_states=frozenset(pickled),
     )

@@ -9,6 +9,11 @@ Layout under the storage root::
 
 Savepoints are self-contained folders (``_manifest`` plus copies of every
 state file, paths relative to the folder) that can be moved anywhere.
+
+Given the job's checkpoint key, the storage signs every file it writes and
+accepts only files whose signature verifies (see :mod:`.keys`); without a
+key it writes unsigned files and cannot tell forged files from real ones,
+so its callers must never unpickle what it reads (``authenticated``).
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ class CheckpointStorage:
         storage_options: keyword arguments for the fsspec file system
             (``endpoint_url``, ``key``, ``secret``...); also used for savepoint
             and restore URLs of the same protocol.
+        key: the checkpoint key (see :func:`weirflow.checkpoint.load_checkpoint_key`),
+            or ``None``: files are then written unsigned and read unauthenticated.
 
     Raises:
         CheckpointError: the job name is not a safe folder name.
@@ -64,7 +71,12 @@ class CheckpointStorage:
     """
 
     def __init__(
-        self, url: str, job: str, *, storage_options: Mapping[str, Any] | None = None
+        self,
+        url: str,
+        job: str,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        key: bytes | None = None,
     ) -> None:
         if not _JOB_NAME.fullmatch(job):
             raise CheckpointError(
@@ -74,6 +86,15 @@ class CheckpointStorage:
         self._options = dict(storage_options or {})
         self.fs, base = open_fs(url, self._options)
         self.root = f"{base}/{job}"
+        self._key = key
+
+    @property
+    def authenticated(self) -> bool:
+        """Whether every file read was verified under the checkpoint key.
+
+        Only then may a caller decode pickled values from what it read.
+        """
+        return self._key is not None
 
     @property
     def root_url(self) -> str:
@@ -120,8 +141,8 @@ class CheckpointStorage:
             checkpoint_id: the checkpoint the file belongs to.
             name: file name within the checkpoint folder (see
                 :func:`weirflow.checkpoint.state_file_name` to build one from a task id).
-            data: the state bytes; a header with magic, format version and
-                SHA-256 checksum is prepended.
+            data: the state bytes; a header with magic, format version,
+                SHA-256 checksum and signature is prepended.
 
         Returns:
             A handle with the path relative to the job folder (``chk-<n>/<name>``).
@@ -158,7 +179,7 @@ class CheckpointStorage:
         return name
 
     def _write(self, relative: str, data: bytes) -> StateHandle:
-        blob = frame(data)
+        blob = frame(data, self._key)
         try:
             write_durable(self.fs, f"{self.root}/{relative}", blob)
         except OSError as e:
@@ -177,16 +198,19 @@ class CheckpointStorage:
         Raises:
             CheckpointCorruptError: the file is missing, has another size than
                 the handle says, bad magic, an unknown format version, is
-                truncated, or fails its checksum; the error names the path.
+                truncated, fails its checksum, or (with a key) is not signed
+                with the key; the error names the path.
         """
         fs, path = self._locate(handle.path)
         raw = self._read_raw(fs, path)
         url = fs.unstrip_protocol(path)
+        # The signature is checked first: for a replaced file it is the finding that matters.
+        payload = unframe(raw, url, handle.checksum, self._key)
         if len(raw) != handle.size:
             raise CheckpointCorruptError(
                 url, f"size {len(raw)} bytes differs from {handle.size} recorded in the manifest"
             )
-        return unframe(raw, url, handle.checksum)
+        return payload
 
     @staticmethod
     def _read_raw(fs: fsspec.AbstractFileSystem, path: str) -> bytes:
@@ -230,7 +254,7 @@ class CheckpointStorage:
                 f"manifest of job {manifest.job!r} cannot be committed to job {self.job!r}"
             )
         path = f"{self._chk_dir(manifest.checkpoint_id)}/{MANIFEST_NAME}"
-        data = manifest.map_handles(self._relative_to_root).to_bytes()
+        data = manifest.map_handles(self._relative_to_root).to_bytes(self._key)
         try:
             created = put_exclusive(self.fs, path, data)
         except OSError as e:
@@ -274,7 +298,7 @@ class CheckpointStorage:
                 f"no manifest at {fs.unstrip_protocol(path)}: not a completed checkpoint or "
                 "savepoint (expected a chk-<n> folder, its _manifest file, or a savepoint folder)"
             ) from e
-        manifest = Manifest.from_bytes(data, fs.unstrip_protocol(path))
+        manifest = Manifest.from_bytes(data, fs.unstrip_protocol(path), self._key)
         # A checkpoint's relative paths start at the job folder, a savepoint's at its own.
         base = folder if manifest.is_savepoint else posixpath.dirname(folder)
         base_url = fs.unstrip_protocol(base)
@@ -431,7 +455,7 @@ class CheckpointStorage:
         savepoint = dataclasses.replace(copied, is_savepoint=True)
         path = f"{folder}/{MANIFEST_NAME}"
         try:
-            created = put_exclusive(fs, path, savepoint.to_bytes())
+            created = put_exclusive(fs, path, savepoint.to_bytes(self._key))
         except OSError as e:
             raise CheckpointError(
                 f"cannot write savepoint manifest {fs.unstrip_protocol(path)}: {e}"
@@ -451,7 +475,7 @@ class CheckpointStorage:
             relative = f"external/{digest}-{posixpath.basename(relative)}"
         src_fs, src_path = self._locate(handle.path)
         raw = self._read_raw(src_fs, src_path)
-        unframe(raw, src_fs.unstrip_protocol(src_path), handle.checksum)
+        unframe(raw, src_fs.unstrip_protocol(src_path), handle.checksum, self._key)
         try:
             write_durable(fs, f"{folder}/{relative}", raw)
         except OSError as e:

@@ -1,6 +1,7 @@
 """The ``weirflow`` command line (typer). Sub-commands live in sibling modules."""
 
 from weirflow.cli import checkpoints as _checkpoints  # noqa: F401  (registers `weirflow checkpoints`)
+from weirflow.cli import checkpoints_inspect as _inspect  # noqa: F401  (registers `... inspect`)
 from weirflow.cli import cluster as _cluster  # noqa: F401  (registers `weirflow worker`)
 from weirflow.cli import demo as _demo  # noqa: F401  (registers `weirflow demo`)
 from weirflow.cli import log as _log  # noqa: F401  (registers `weirflow log`)

@@ -4,18 +4,23 @@
 (id, completion time, duration, size, savepoint or not), verifying each one
 unless ``--no-verify``; a corrupt one is listed as corrupt with its path and
 reason. Without ``--job`` it lists the jobs found under the storage folder.
-``inspect`` shows one checkpoint per task and operator: state size, key
-groups, source positions, sink committables, pickled state.
+``inspect`` (in :mod:`weirflow.cli.checkpoints_inspect`) shows one
+checkpoint per task and operator.
 
-Tables go to stdout. Errors print one line on stderr and exit with status 2;
-``--debug`` shows the traceback instead.
+Neither command ever unpickles anything: manifests are pure data, and state
+files are only verified and scanned. With the job's checkpoint key
+(``--checkpoint-key-file``, ``$WEIRFLOW_CHECKPOINT_KEY``, or the key file
+``weirflow run`` generated next to the folder) every signature is checked
+too; without it only checksums are, which a forger can recompute.
+
+Tables go to stdout. ``list`` exits with status 1 when any checkpoint or
+savepoint is corrupt, naming each on stderr. Errors print one line on stderr
+and exit with status 2; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import os
 import posixpath
 import re
 from collections.abc import Callable
@@ -28,10 +33,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from weirflow.checkpoint import CheckpointCorruptError, CheckpointStorage, Manifest, TaskSnapshot
+from weirflow.checkpoint import (
+    KEY_ENV,
+    KEY_FILE_ENV,
+    CheckpointCorruptError,
+    CheckpointStorage,
+    JobKey,
+    Manifest,
+    resolve_job_key,
+)
 from weirflow.cli.app import app
 from weirflow.errors import CheckpointError, WeirflowError
 
+EXIT_CORRUPT = 1
 EXIT_ERROR = 2
 DEFAULT_CHECKPOINT_DIR = "weirflow-data/checkpoints"
 _CHK_DIR = re.compile(r"chk-(\d+)")
@@ -60,13 +74,22 @@ JobOption = Annotated[
     typer.Option("--job", help="The job's name (default: the only job under the folder)."),
 ]
 DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+KeyFileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoint-key-file",
+        envvar=KEY_FILE_ENV,
+        help="The job's checkpoint key file, to verify signatures (default: "
+        f"${KEY_ENV}, or the key file weirflow run generated next to the folder).",
+    ),
+]
 
 
 class CheckpointsCliError(WeirflowError):
     """The command cannot answer: no such job, no checkpoint, or ambiguous arguments."""
 
 
-def _cli_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+def cli_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:
     """Turn weirflow, I/O and URL errors into one line on stderr and exit 2 (unless --debug)."""
 
     @functools.wraps(fn)
@@ -112,7 +135,13 @@ def find_jobs(checkpoint_dir: str) -> list[str]:
     return sorted(jobs)
 
 
-def _pick_job(checkpoint_dir: str, job: str | None) -> str:
+def pick_job(checkpoint_dir: str, job: str | None) -> str:
+    """Return ``job`` if it has checkpoints under the folder, else the folder's only job.
+
+    Raises:
+        CheckpointsCliError: ``job`` has no checkpoints there, or ``job`` is
+            ``None`` and the folder holds no job or several.
+    """
     jobs = find_jobs(checkpoint_dir)
     if job is not None:
         if job not in jobs:
@@ -145,6 +174,29 @@ class Entry:
     url: str
     manifest: Manifest | None
     problem: str | None
+
+
+def open_storage(
+    checkpoint_dir: str, job: str, key_file: str | None
+) -> tuple[CheckpointStorage, JobKey]:
+    """Open a job's storage with its checkpoint key when one can be found (never generated).
+
+    Raises:
+        ConfigError: a given key or key file is unusable.
+    """
+    found = resolve_job_key(None, checkpoint_dir, job, key_file=key_file, create=False)
+    return CheckpointStorage(checkpoint_dir, job, key=found.key), found
+
+
+def signature_note(found: JobKey) -> str:
+    """Return one line saying whether signatures were checked, and with which key source."""
+    if found.key is None:
+        return (
+            "signatures: not checked (no checkpoint key; give --checkpoint-key-file or "
+            f"${KEY_ENV}); checksums alone do not prove who wrote the files"
+        )
+    source = str(found.path) if found.path is not None else f"${KEY_ENV}"
+    return f"signatures: verified with the checkpoint key from {source}"
 
 
 def _problem(e: CheckpointError, url: str) -> str:
@@ -230,7 +282,8 @@ def count_committables(state: Any) -> int:
     return 1
 
 
-def _console() -> Console:
+def new_console() -> Console:
+    """Return a stdout console that never wraps table rows (wide tables stay one row a line)."""
     return Console(soft_wrap=False)
 
 
@@ -238,7 +291,7 @@ def _console() -> Console:
 
 
 @checkpoints_app.command("list")
-@_cli_errors
+@cli_errors
 def list_checkpoints(
     checkpoint_dir: DirOption = DEFAULT_CHECKPOINT_DIR,
     job: Annotated[
@@ -247,14 +300,18 @@ def list_checkpoints(
     verify: Annotated[
         bool, typer.Option("--verify/--no-verify", help="Read and verify every state file.")
     ] = True,
+    key_file: KeyFileOption = None,
     debug: DebugOption = False,
 ) -> None:
-    """List a job's completed checkpoints and savepoints, or the jobs under the folder."""
+    """List a job's completed checkpoints and savepoints, or the jobs under the folder.
+
+    Exits with status 1 when any of them is corrupt.
+    """
     if job is None:
-        _list_jobs(checkpoint_dir)
+        _list_jobs(checkpoint_dir, key_file)
         return
-    name = _pick_job(checkpoint_dir, job)
-    storage = CheckpointStorage(checkpoint_dir, name)
+    name = pick_job(checkpoint_dir, job)
+    storage, found = open_storage(checkpoint_dir, name, key_file)
     entries = list_entries(storage, verify)
     table = Table(title=f"checkpoints of job {name} in {storage.root_url}", show_edge=False)
     for col in ("id", "status", "completed (UTC)", "duration", "size", "savepoint"):
@@ -281,143 +338,46 @@ def list_checkpoints(
         )
         if m.is_savepoint:
             notes.append(f"savepoint {cid} is at {e.url}")
-    console = _console()
+    notes.append(signature_note(found))
+    console = new_console()
     console.print(table)
     for note in notes:
         console.print(note, soft_wrap=True, highlight=False, markup=False)
     if not entries:
         typer.echo(f"job {name!r} has no completed checkpoints", err=True)
+    corrupt = [e for e in entries if e.manifest is None]
+    if corrupt:
+        which = ", ".join(
+            str(e.checkpoint_id) if e.checkpoint_id is not None else e.url for e in corrupt
+        )
+        typer.echo(
+            f"error: {len(corrupt)} of {len(entries)} checkpoints and savepoints of job {name!r} "
+            f"are corrupt: {which}",
+            err=True,
+        )
+        raise typer.Exit(EXIT_CORRUPT)
 
 
-def _list_jobs(checkpoint_dir: str) -> None:
+def _list_jobs(checkpoint_dir: str, key_file: str | None) -> None:
     jobs = find_jobs(checkpoint_dir)
     if not jobs:
         raise CheckpointsCliError(f"no job checkpoints under {checkpoint_dir}")
     table = Table(title=f"jobs in {checkpoint_dir}", show_edge=False)
     for col in ("job", "checkpoints", "latest", "latest completed (UTC)"):
         table.add_column(col, justify="right" if col in ("checkpoints", "latest") else "left")
+    corrupt = []
     for name in jobs:
-        storage = CheckpointStorage(checkpoint_dir, name)
+        storage, _ = open_storage(checkpoint_dir, name, key_file)
         ids = storage.completed_checkpoints()
         when = ""
         if ids:
             try:
                 when = format_time_ms(storage.load_manifest(ids[-1]).completed_timestamp_ms)
-            except CheckpointError:
+            except CheckpointError as e:
                 when = "corrupt"
+                corrupt.append(f"job {name} checkpoint {ids[-1]}: {_problem(e, storage.root_url)}")
         table.add_row(name, str(len(ids)), str(ids[-1]) if ids else "", when)
-    _console().print(table)
-
-
-# -- inspect -------------------------------------------------------------------------
-
-
-@checkpoints_app.command("inspect")
-@_cli_errors
-def inspect_checkpoint(
-    which: Annotated[
-        str,
-        typer.Argument(
-            metavar="[ID|latest|PATH]",
-            help="A checkpoint id, latest (the newest usable one), or a checkpoint/savepoint path.",
-        ),
-    ] = "latest",
-    checkpoint_dir: DirOption = DEFAULT_CHECKPOINT_DIR,
-    job: JobOption = None,
-    debug: DebugOption = False,
-) -> None:
-    """Show one checkpoint: per task and operator, state size, key groups, positions, commits."""
-    manifest = _load(which, checkpoint_dir, job)
-    _summary(manifest)
-    _operators(manifest)
-
-
-def _load(which: str, checkpoint_dir: str, job: str | None) -> Manifest:
-    if which.isdigit():
-        storage = CheckpointStorage(checkpoint_dir, _pick_job(checkpoint_dir, job))
-        checkpoint_id = int(which)
-        if checkpoint_id not in storage.completed_checkpoints():
-            raise CheckpointsCliError(
-                f"job {storage.job!r} has no completed checkpoint {checkpoint_id} under "
-                f"{storage.root_url}"
-            )
-        manifest = storage.load_manifest(checkpoint_id)
-        storage.verify(manifest)
-        return manifest
-    if which == "latest":
-        storage = CheckpointStorage(checkpoint_dir, _pick_job(checkpoint_dir, job))
-        skipped: list[str] = []
-        manifest = storage.latest_valid(lambda path, e: skipped.append(f"{path} ({e})"))
-        for s in skipped:
-            typer.echo(f"warning: skipped unusable checkpoint {s}", err=True)
-        if manifest is None:
-            raise CheckpointsCliError(
-                f"job {storage.job!r} has no usable completed checkpoint under {storage.root_url}"
-            )
-        return manifest
-    if "/" in which or os.path.exists(which):
-        return CheckpointStorage(which, job or "savepoint").load_savepoint(which)
-    raise CheckpointsCliError(f"{which!r} is not a checkpoint id, 'latest', or a path")
-
-
-def _summary(m: Manifest) -> None:
-    table = Table(
-        title=f"{'savepoint' if m.is_savepoint else 'checkpoint'} {m.checkpoint_id} of job {m.job}",
-        show_header=False,
-        show_edge=False,
-    )
-    table.add_column("field")
-    table.add_column("value")
-    rows = [
-        ("mode", m.mode),
-        ("triggered (UTC)", format_time_ms(m.trigger_timestamp_ms)),
-        ("completed (UTC)", format_time_ms(m.completed_timestamp_ms)),
-        ("duration", f"{m.duration_ms} ms"),
-        ("size", format_size(m.size)),
-        ("parallelism", str(m.parallelism)),
-        ("max parallelism", str(m.max_parallelism)),
-        ("savepoint", "yes" if m.is_savepoint else "no"),
-        ("uses_pickle", "yes (restoring runs code)" if m.uses_pickle else "no"),
-        ("format version", str(m.format_version)),
-    ]
-    for field, value in rows:
-        table.add_row(field, value)
-    _console().print(table)
-
-
-def _operators(m: Manifest) -> None:
-    table = Table(title="tasks and operators", show_edge=False)
-    for col in (
-        "task",
-        "operator",
-        "kind",
-        "state size",
-        "key groups",
-        "source positions",
-        "committables",
-        "pickle",
-    ):
-        table.add_column(col, justify="right" if col in ("state size", "committables") else "left")
-    for task_id in sorted(m.tasks):
-        task = m.tasks[task_id]
-        for name, meta in sorted(task.metadata.get("operators", {}).items()):
-            table.add_row(task_id, name, *_operator_cells(task, name, meta))
-    _console().print(table)
-
-
-def _operator_cells(task: TaskSnapshot, name: str, meta: Any) -> tuple[str, ...]:
-    pickle = "yes" if task.uses_pickle else "no"
-    if not isinstance(meta, dict):
-        return ("?", "", "", "", "", pickle)
-    if meta.get("kind") == "keyed":
-        handle = task.handles.get(name)
-        start, end = meta.get("key_group_range", ["?", "?"])
-        groups = f"{len(meta.get('key_groups', []))} in [{start}, {end})"
-        size = format_size(handle.size) if handle is not None else "0 B"
-        return ("keyed", size, groups, "", "", pickle)
-    state = meta.get("state")
-    inline = format_size(len(json.dumps(state, default=repr).encode())) + " inline"
-    if isinstance(state, dict) and "positions" in state:
-        positions = ", ".join(f"{s}={p}" for s, p in sorted(state["positions"].items()))
-        return ("source", inline, "", positions, "", pickle)
-    return ("sink", inline, "", "", str(count_committables(state)), pickle)
+    new_console().print(table)
+    if corrupt:
+        typer.echo(f"error: latest checkpoint corrupt: {'; '.join(corrupt)}", err=True)
+        raise typer.Exit(EXIT_CORRUPT)

@@ -46,7 +46,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from weirflow.api import Dataflow
-from weirflow.checkpoint import CheckpointConfig, CheckpointStorage, NoCheckpointError
+from weirflow.checkpoint import (
+    KEY_ENV,
+    KEY_FILE_ENV,
+    CheckpointConfig,
+    CheckpointStorage,
+    NoCheckpointError,
+    resolve_job_key,
+)
 from weirflow.cli.app import app
 from weirflow.cli.cluster import absolute_job_spec, read_secret, run_on_workers, submit_job
 from weirflow.cli.durations import parse_duration
@@ -385,6 +392,29 @@ def _supervise(
         recovery_ms += int(time.time() * 1000) - died
 
 
+def _checkpoint_key_env(checkpoint_dir: str, job: str, key_file: str | None) -> dict[str, str]:
+    """Find (or generate) the job's checkpoint key; return the workers' environment naming it.
+
+    Workers get the key file's path (or inherit ``$WEIRFLOW_CHECKPOINT_KEY``), never the key
+    on their command line.
+    """
+    found = resolve_job_key(None, checkpoint_dir, job, key_file=key_file, create=True)
+    if found.created:
+        err.print(
+            f"generated checkpoint key file {found.path} (mode 0600): it signs job {job}'s "
+            "checkpoints; keep it, restoring them needs it",
+            highlight=False,
+        )
+    if found.key is None:
+        err.print(
+            f"[yellow]warning:[/] no checkpoint key for {checkpoint_dir}: state that needs pickle "
+            "cannot be checkpointed; give --checkpoint-key-file",
+            highlight=False,
+        )
+    # An explicit key file wins over an inherited $WEIRFLOW_CHECKPOINT_KEY, in workers too.
+    return {KEY_FILE_ENV: str(found.path), KEY_ENV: ""} if found.path is not None else {}
+
+
 @app.command("run")
 def run(
     job: Annotated[str, typer.Argument(help="JOB.py, or JOB.py:NAME to pick one Dataflow.")],
@@ -395,6 +425,13 @@ def run(
     checkpoint_interval: Annotated[
         str, typer.Option(help="Time between checkpoints, e.g. 500ms, 1s.")
     ] = "1s",
+    checkpoint_key_file: Annotated[
+        str | None,
+        typer.Option(
+            help="Key file (hex, mode 0600) that signs checkpoints (default: "
+            f"${KEY_ENV}, else one generated next to the checkpoint folder)."
+        ),
+    ] = None,
     guarantee: Annotated[Guarantee, typer.Option(help="Delivery guarantee.")] = (
         Guarantee.exactly_once
     ),
@@ -484,6 +521,13 @@ def run(
             parse_duration(failure_interval),
         )
         stop = threading.Event()
+        if config is not None and (
+            coordinator is not None or resolve_workers(workers, parallelism) > 1
+        ):
+            # workers find the key as this process does: through the environment they inherit
+            os.environ.update(
+                _checkpoint_key_env(checkpoint_dir, load_dataflow(job).name, checkpoint_key_file)
+            )
         if coordinator is not None:
             result = submit_job(
                 coordinator,
@@ -535,8 +579,13 @@ def run(
             *([f"--metrics-port={metrics_port}"] if metrics_port is not None else []),
             *([f"--ui-port={ui_port}"] if ui_port is not None else []),
         ] + (["--debug"] if debug else [])
-        # the token goes to the worker in its environment, not in its (world-readable) arguments
-        worker_env = {"WEIRFLOW_UI_TOKEN": ui_token} if ui_token else None
+        # secrets go to the worker in its environment, not in its (world-readable) arguments
+        worker_env = {"WEIRFLOW_UI_TOKEN": ui_token} if ui_token else {}
+        if storage is not None and restore == "latest" and not storage.completed_checkpoints():
+            # before a key file is generated for a run that cannot start
+            raise NoCheckpointError(flow.name, storage.root_url, [])
+        if config is not None:
+            worker_env |= _checkpoint_key_env(checkpoint_dir, flow.name, checkpoint_key_file)
         raise typer.Exit(_supervise(argv, strategy, storage, restore, worker_env))
     except typer.Exit:
         raise

@@ -40,6 +40,7 @@ from weirflow.checkpoint import (
     CheckpointStorage,
     CompletedCheckpoint,
     Manifest,
+    open_job_storage,
 )
 from weirflow.errors import (
     CheckpointError,
@@ -322,9 +323,7 @@ class CheckpointedRun:
         self.sleep = sleep
         self._stop = stop
         self.listener = listener or RunListener()
-        self.storage = CheckpointStorage(
-            config.storage, graph.name, storage_options=storage_options
-        )
+        self.storage = open_job_storage(config, graph.name, storage_options)
         self.scheduler_hook: Callable[[LocalScheduler], None] | None = None
 
     def stop_requested(self) -> bool:

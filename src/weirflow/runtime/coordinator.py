@@ -38,7 +38,7 @@ from typing import Any
 
 import msgspec
 
-from weirflow.checkpoint import CheckpointConfig, CheckpointStorage
+from weirflow.checkpoint import CheckpointConfig, CheckpointStorage, open_job_storage
 from weirflow.errors import CheckpointError, ConfigError, JobFailedError, WeirflowError
 from weirflow.graph import LogicalGraph, compile_plan
 from weirflow.records import JobResult, OperatorCounts
@@ -278,7 +278,7 @@ class JobCoordinator:
             f"{spec.graph.get(chain.head).name}[{i}/{p}]" for chain in plan.chains for i in range(p)
         ]
         self.storage = (
-            CheckpointStorage(spec.checkpoint.storage, spec.graph.name)
+            open_job_storage(spec.checkpoint, spec.graph.name)
             if spec.checkpoint is not None
             else None
         )

@@ -7,7 +7,16 @@ Two kinds of operator state leave a task at a barrier:
   records which key groups the file holds, so a restore at another
   parallelism reads only the files overlapping each new subtask's range;
 * **plain** state (source split positions and watermark generators, sink
-  committables): small plain data kept inline in the manifest.
+  committables): small data kept inline in the manifest when it is built-in
+  data; otherwise (user objects, which need pickle) in a state file of its
+  own, because a manifest never holds pickles.
+
+Pickle and trust: a state file whose bytes hold a pickle (a keyed-state
+blob of user objects, a plain state file) is recorded in the task
+snapshot's ``pickled_states``, may only be written when the storage signs
+files, and is decoded on restore only when the storage verified its
+signature (``CheckpointStorage.authenticated``); otherwise restore refuses
+it, naming the file, before decoding anything.
 
 Redistribution on restore (any parallelism): keyed state by key group;
 source positions are merged (every subtask picks its own splits); the
@@ -22,19 +31,34 @@ from collections.abc import Mapping
 from typing import Any
 
 from weirflow.checkpoint import (
+    KEY_ENV,
+    KEY_FILE_ENV,
+    CheckpointCorruptError,
     CheckpointStorage,
     Manifest,
     StateHandle,
     TaskSnapshot,
     state_file_name,
 )
-from weirflow.errors import CheckpointError, ConfigError
+from weirflow.errors import CheckpointError, ConfigError, SerdeError
 from weirflow.graph import LogicalGraph
-from weirflow.serde import decode, encode
-from weirflow.state import KeyGroupRange, key_group_range_for_subtask
+from weirflow.serde import (
+    PickleRefusedError,
+    decode,
+    encode,
+    encode_plain,
+    is_pickled,
+    is_plain,
+)
+from weirflow.state import KeyGroupRange, blob_uses_pickle, key_group_range_for_subtask
 
 KEYED = "keyed"
 PLAIN = "plain"
+PLAIN_FILE = "plain-file"
+_NEEDS_KEY = (
+    f"set a checkpoint key: CheckpointConfig(key=...), ${KEY_ENV} (hex) or ${KEY_FILE_ENV} "
+    "(a key file); for a local folder one is generated next to it"
+)
 
 
 class EncodedSnapshot:
@@ -42,16 +66,24 @@ class EncodedSnapshot:
 
     Attributes:
         task_id: the task's name.
-        files: operator name → encoded keyed state (written asynchronously).
-        metadata: ``{"subtask": int, "operators": {name: {...}}}``.
+        files: operator name → encoded state file (written asynchronously).
+        metadata: ``{"subtask": int, "operators": {name: {...}}}``, built-in data only.
+        pickled: names in ``files`` whose bytes hold a pickle.
     """
 
-    __slots__ = ("files", "metadata", "task_id")
+    __slots__ = ("files", "metadata", "pickled", "task_id")
 
-    def __init__(self, task_id: str, files: dict[str, bytes], metadata: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        task_id: str,
+        files: dict[str, bytes],
+        metadata: dict[str, Any],
+        pickled: frozenset[str],
+    ) -> None:
         self.task_id = task_id
         self.files = files
         self.metadata = metadata
+        self.pickled = pickled
 
 
 def encode_task_snapshot(
@@ -74,22 +106,30 @@ def encode_task_snapshot(
     """
     files: dict[str, bytes] = {}
     ops: dict[str, Any] = {}
+    pickled: set[str] = set()
     for name, st in states.items():
         if st is None:
             continue
         if isinstance(st, dict) and "keyed" in st:
             blobs = st["keyed"].to_bytes_per_key_group()
             timers = st["timers"].to_bytes_per_key_group() if "timers" in st else {}
-            files[name] = encode({"state": blobs, "timers": timers})
+            files[name] = encode_plain({"state": blobs, "timers": timers})
+            if any(blob_uses_pickle(b) for b in (*blobs.values(), *timers.values())):
+                pickled.add(name)
             ops[name] = {
                 "kind": KEYED,
                 "key_groups": sorted(set(blobs) | set(timers)),
                 "key_group_range": [key_group_range.start, key_group_range.end],
                 "watermark": st.get("watermark"),
             }
-        else:
+        elif is_plain(st):
             ops[name] = {"kind": PLAIN, "state": st}
-    return EncodedSnapshot(task_id, files, {"subtask": subtask, "operators": ops})
+        else:
+            files[name] = encode(st)
+            pickled.add(name)
+            ops[name] = {"kind": PLAIN_FILE}
+    meta = {"subtask": subtask, "operators": ops}
+    return EncodedSnapshot(task_id, files, meta, frozenset(pickled))
 
 
 def write_task_snapshot(
@@ -109,8 +149,15 @@ def write_task_snapshot(
         The :class:`~weirflow.checkpoint.TaskSnapshot` to acknowledge.
 
     Raises:
-        CheckpointError: a write failed.
+        CheckpointError: a write failed, or state needs pickle and the
+            storage has no key to sign it with (it could never be restored).
     """
+    if snap.pickled and not storage.authenticated:
+        raise CheckpointError(
+            f"state of {', '.join(sorted(snap.pickled))} in {snap.task_id} holds objects that "
+            "need pickle, and pickled checkpoint state must be signed to be restorable: "
+            f"{_NEEDS_KEY}; or keep the state to built-in types (tuples, dicts, lists...)"
+        )
     handles = {
         name: storage.write_state(
             checkpoint_id,
@@ -123,7 +170,7 @@ def write_task_snapshot(
         task_id=snap.task_id,
         handles=handles,
         metadata=snap.metadata,
-        uses_pickle=any(data[:1] != b"\x01" for data in snap.files.values()),
+        pickled_states=snap.pickled,
     )
 
 
@@ -155,7 +202,10 @@ def plan_restore(
     Raises:
         ConfigError: different max parallelism, or state for an operator the
             job no longer has.
-        CheckpointCorruptError: a state file fails verification.
+        CheckpointCorruptError: a state file fails verification (checksum,
+            or its signature under the storage's key).
+        CheckpointError: a state file holds a pickle and the storage has no
+            key to authenticate it; nothing of the file is decoded.
     """
     if manifest.max_parallelism != max_parallelism:
         raise ConfigError(
@@ -177,6 +227,12 @@ def plan_restore(
     restored: dict[str, dict[int, Any]] = {}
     for name, items in entries.items():
         kind = known[name].kind
+        items = [
+            (j, {"kind": PLAIN, "state": _read_plain_file(storage, h, name, j)}, h)
+            if m["kind"] == PLAIN_FILE
+            else (j, m, h)
+            for j, m, h in items
+        ]
         if items[0][1]["kind"] == KEYED:
             restored[name] = _keyed(items, storage, parallelism, max_parallelism)
         elif kind == "source":
@@ -225,7 +281,7 @@ def _keyed(
             if handle is None:
                 raise CheckpointError(f"keyed state of subtask {old} has no state file")
             if old not in decoded:
-                decoded[old] = decode(storage.read_state(handle))
+                decoded[old] = _read_keyed_file(storage, handle)
             content = decoded[old]
             state.extend((kg, b) for kg, b in content["state"].items() if kg in r)
             timers.extend((kg, b) for kg, b in content["timers"].items() if kg in r)
@@ -235,3 +291,67 @@ def _keyed(
             "watermark": min(watermarks) if watermarks else None,
         }
     return out
+
+
+def state_file_uses_pickle(payload: bytes) -> bool:
+    """Return whether the payload of a state file written here holds any pickle.
+
+    Looks only at codec tags (the keyed-state file's index of blobs is
+    msgpack and is decoded with pickle refused); runs no code from the file.
+
+    Args:
+        payload: what :meth:`CheckpointStorage.read_state` returned.
+
+    Returns:
+        ``True`` when the file or any key-group blob in it is pickled.
+
+    Raises:
+        CheckpointError: the payload is neither a keyed-state nor a plain state file.
+    """
+    if is_pickled(payload):
+        return True
+    try:
+        content = decode(payload)
+    except SerdeError as e:
+        raise CheckpointError(f"not a weirflow state file: {e}") from e
+    if isinstance(content, dict) and set(content) == {"state", "timers"}:
+        return any(
+            isinstance(blob, bytes) and blob_uses_pickle(blob)
+            for part in content.values()
+            if isinstance(part, dict)
+            for blob in part.values()
+        )
+    return False
+
+
+def _refuse_pickle(handle: StateHandle, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"{handle.path}: {what} holds pickled state, and no checkpoint key is configured to "
+        "verify that this weirflow wrote it (unpickling a forged file runs its code); "
+        f"{_NEEDS_KEY}, with the key the checkpoint was written with"
+    )
+
+
+def _read_keyed_file(storage: CheckpointStorage, handle: StateHandle) -> dict[str, Any]:
+    """Read one keyed-state file, refusing pickled blobs the storage could not authenticate."""
+    content = decode(storage.read_state(handle))
+    if not isinstance(content, dict) or set(content) != {"state", "timers"}:
+        raise CheckpointCorruptError(handle.path, "not a keyed-state file")
+    if not storage.authenticated:
+        for part in ("state", "timers"):
+            for kg, blob in content[part].items():
+                if blob_uses_pickle(blob):
+                    raise _refuse_pickle(handle, f"key group {kg} ({part})")
+    return content
+
+
+def _read_plain_file(
+    storage: CheckpointStorage, handle: StateHandle | None, name: str, subtask: int
+) -> Any:
+    if handle is None:
+        raise CheckpointError(f"state of operator {name} subtask {subtask} has no state file")
+    data = storage.read_state(handle)
+    try:
+        return decode(data, allow_pickle=storage.authenticated)
+    except PickleRefusedError:
+        raise _refuse_pickle(handle, f"the state of operator {name}") from None

@@ -39,7 +39,7 @@ from typing import Any
 
 import msgspec
 
-from weirflow.checkpoint import CheckpointStorage
+from weirflow.checkpoint import CheckpointConfig, CheckpointStorage, open_job_storage
 from weirflow.errors import WeirflowError, is_retriable
 from weirflow.faults import fault_point
 from weirflow.graph import LogicalGraph, compile_plan
@@ -324,7 +324,9 @@ class _Deployment:
             plan = compile_plan(graph, d.parallelism, d.max_parallelism)
             restored = None
             if d.checkpoint_dir is not None:
-                self.storage = CheckpointStorage(d.checkpoint_dir, graph.name)
+                self.storage = open_job_storage(
+                    CheckpointConfig(storage=d.checkpoint_dir), graph.name
+                )
                 if d.restore is not None:
                     manifest = self.storage.load_savepoint(d.restore)
                     restored = plan_restore(

@@ -1,6 +1,7 @@
 """Serialization of records and state, with declared, versioned formats.
 
-Exports :func:`encode` / :func:`decode` (tagged msgpack or pickle),
+Exports :func:`encode` / :func:`decode` (tagged msgpack or pickle; pickle is
+decoded only when the caller allows it), :func:`encode_plain` (never pickles),
 :func:`check_format_version` for on-disk headers, and :func:`stable_hash` /
 :func:`key_bytes` for placement by key.
 """
@@ -8,9 +9,12 @@ Exports :func:`encode` / :func:`decode` (tagged msgpack or pickle),
 from weirflow.serde.codec import (
     TAG_MSGPACK,
     TAG_PICKLE,
+    PickleRefusedError,
     check_format_version,
     decode,
     encode,
+    encode_plain,
+    is_pickled,
     is_plain,
 )
 from weirflow.serde.hashing import key_bytes, stable_hash
@@ -18,9 +22,12 @@ from weirflow.serde.hashing import key_bytes, stable_hash
 __all__ = [
     "TAG_MSGPACK",
     "TAG_PICKLE",
+    "PickleRefusedError",
     "check_format_version",
     "decode",
     "encode",
+    "encode_plain",
+    "is_pickled",
     "is_plain",
     "key_bytes",
     "stable_hash",

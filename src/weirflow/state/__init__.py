@@ -9,7 +9,7 @@ for the two-part (synchronous, asynchronous) snapshot contract.
 """
 
 from weirflow.state.backend import KeyedStateBackend, KeyedStateSnapshot
-from weirflow.state.blob import FORMAT_VERSION
+from weirflow.state.blob import FORMAT_VERSION, blob_uses_pickle
 from weirflow.state.descriptors import (
     ListStateDescriptor,
     MapStateDescriptor,
@@ -52,6 +52,7 @@ __all__ = [
     "UnsupportedStateVersionError",
     "ValueState",
     "ValueStateDescriptor",
+    "blob_uses_pickle",
     "key_group_for_key",
     "key_group_range_for_subtask",
     "subtask_for_key_group",

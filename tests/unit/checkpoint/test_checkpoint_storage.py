@@ -92,7 +92,7 @@ def test_truncated_file_is_caught_and_named(storage: CheckpointStorage) -> None:
     storage.fs.pipe_file(path, storage.fs.cat_file(path)[:-3])
     with pytest.raises(CheckpointCorruptError, match="chk-1/a") as info:
         storage.read_state(handle)
-    assert "size" in info.value.reason
+    assert "truncated" in info.value.reason
 
 
 def test_missing_file_is_corrupt(storage: CheckpointStorage) -> None:

@@ -108,7 +108,7 @@ def test_corrupt_checkpoints_are_listed_with_path_and_reason(chk: Path, tmp_path
     state_file.write_bytes(state_file.read_bytes()[:-3] + b"xyz")
     manifest = tmp_path / "tiny" / f"chk-{ids[0]}" / "_manifest"
     manifest.write_text(manifest.read_text().replace('"mode": "exactly_once"', '"mode": "x"'))
-    result = invoke("list", "--checkpoint-dir", str(tmp_path), "--job", "tiny")
+    result = invoke("list", "--checkpoint-dir", str(tmp_path), "--job", "tiny", code=1)
     rows = {int(line.split("│")[0]): line for line in result.stdout.splitlines() if "│" in line}
     assert rows[ids[-1]].split("│")[1].strip() == "corrupt"
     assert rows[ids[0]].split("│")[1].strip() == "corrupt"
@@ -120,7 +120,22 @@ def test_corrupt_checkpoints_are_listed_with_path_and_reason(chk: Path, tmp_path
         f"checkpoint {ids[-1]} is corrupt: {state_file.as_uri()}: checksum mismatch: the payload "
         "was altered",
     ]
+    assert result.stderr == (
+        f"error: 2 of {len(ids)} checkpoints and savepoints of job 'tiny' are corrupt: "
+        f"{ids[0]}, {ids[-1]}\n"
+    )
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_list_of_jobs_exits_1_when_a_latest_checkpoint_is_corrupt(
+    chk: Path, tmp_path: Path
+) -> None:
+    shutil.copytree(chk / "tiny", tmp_path / "tiny")
+    last = storage(tmp_path).completed_checkpoints()[-1]
+    (tmp_path / "tiny" / f"chk-{last}" / "_manifest").write_text("{}")
+    result = invoke("list", "--checkpoint-dir", str(tmp_path), code=1)
+    assert f"job tiny checkpoint {last}:" in result.stderr
+    assert "not a weirflow manifest" in result.stderr
 
 
 def test_no_verify_reads_manifests_only(chk: Path, tmp_path: Path) -> None:
@@ -141,7 +156,11 @@ def test_inspect_shows_tasks_operators_positions_and_committables(chk: Path) -> 
     m = st.load_manifest(checkpoint_id)
     out = invoke("inspect", str(checkpoint_id), "--checkpoint-dir", str(chk)).stdout
     assert f"checkpoint {checkpoint_id} of job tiny" in out
-    assert f"uses_pickle     │ {'yes' if m.uses_pickle else 'no'}" in out
+    assert not m.uses_pickle
+    assert "uses pickle     │ no" in out
+    # The library run generated the job's key file next to the folder; inspect finds it.
+    key_file = chk.parent / "checkpoint-keys" / "tiny.key"
+    assert f"signatures: verified with the checkpoint key from {key_file}" in out
     rows = {
         (cells[0], cells[1]): cells
         for cells in ([c.strip() for c in line.split("│")] for line in out.splitlines())

@@ -218,15 +218,24 @@ def test_blob_handed_to_wrong_key_group_or_kind_is_refused() -> None:
 
 
 def test_unknown_format_version_is_refused() -> None:
-    """Scenario: a checkpoint written by a newer weirflow with state format version 2."""
+    """Scenario: a checkpoint written by a newer weirflow with state format version 3."""
     _, blobs = backend_with_state()
     kg, blob = next(iter(blobs.items()))
-    newer = blob[:4] + struct.pack(">H", 2) + blob[6:]
+    newer = blob[:4] + struct.pack(">H", 3) + blob[6:]
     target = MemoryStateBackend(FULL)
-    with pytest.raises(UnsupportedStateVersionError, match=f"key group {kg}.*version 2"):
+    with pytest.raises(UnsupportedStateVersionError, match=f"key group {kg}.*version 3"):
         target.restore([(kg, newer)])
     with pytest.raises(UnsupportedFormatVersionError):
         target.restore([(kg, newer)])
+
+
+def test_version_1_blob_is_refused_as_older() -> None:
+    """Scenario: a checkpoint written by an older weirflow (state format 1, tuples pickled)."""
+    _, blobs = backend_with_state()
+    kg, blob = next(iter(blobs.items()))
+    older = blob[:4] + struct.pack(">H", 1) + blob[6:]
+    with pytest.raises(UnsupportedStateVersionError, match=f"key group {kg}.*older weirflow"):
+        MemoryStateBackend(FULL).restore([(kg, older)])
 
 
 def test_bad_blob_leaves_backend_unchanged() -> None:
