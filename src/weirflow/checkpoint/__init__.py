@@ -15,10 +15,11 @@ from weirflow.checkpoint.handles import StateHandle, TaskSnapshot, is_safe_name,
 from weirflow.checkpoint.lifecycle import CheckpointStats, CoordinatorState
 from weirflow.checkpoint.manifest import MANIFEST_FORMAT_VERSION, Manifest
 from weirflow.checkpoint.pending import CheckpointStatus, CompletedCheckpoint, PendingCheckpoint
-from weirflow.checkpoint.storage import MANIFEST_NAME, CheckpointStorage
+from weirflow.checkpoint.storage import FRESH, MANIFEST_NAME, CheckpointStorage
 
 __all__ = [
     "CHECKPOINT_MODES",
+    "FRESH",
     "MANIFEST_FORMAT_VERSION",
     "MANIFEST_NAME",
     "CheckpointConfig",

@@ -42,6 +42,11 @@ class CheckpointConfig:
             the trigger of the next.
         max_concurrent: most checkpoints pending at once.
         retained: number of completed checkpoints kept; older ones are deleted.
+        allow_duplicates_after_fallback: restore a checkpoint older than the
+            newest output a two-phase-commit sink committed (the newer
+            checkpoints are unusable), accepting that the output committed
+            since is written again. ``False`` (default) fails such a restore
+            with a :class:`~weirflow.errors.DuplicateOutputError`.
 
     Raises:
         ConfigError: on construction, when a field has the wrong type or is
@@ -55,6 +60,7 @@ class CheckpointConfig:
     min_pause: timedelta = timedelta(0)
     max_concurrent: int = 1
     retained: int = 3
+    allow_duplicates_after_fallback: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.storage, str) or not self.storage.strip():
@@ -72,6 +78,11 @@ class CheckpointConfig:
         self._check_duration("min_pause", self.min_pause, positive=False)
         self._check_count("max_concurrent", self.max_concurrent)
         self._check_count("retained", self.retained)
+        if type(self.allow_duplicates_after_fallback) is not bool:
+            raise ConfigError(
+                "CheckpointConfig.allow_duplicates_after_fallback must be True or False, "
+                f"got {self.allow_duplicates_after_fallback!r}"
+            )
 
     @staticmethod
     def _check_duration(name: str, value: object, *, positive: bool) -> None:

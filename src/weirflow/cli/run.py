@@ -39,12 +39,12 @@ from rich.console import Console
 from rich.table import Table
 
 from weirflow.api import Dataflow
-from weirflow.checkpoint import CheckpointConfig, CheckpointStorage
+from weirflow.checkpoint import FRESH, CheckpointConfig, CheckpointStorage
 from weirflow.cli.app import app
 from weirflow.cli.durations import parse_duration
 from weirflow.cli.jobs import load_dataflow
 from weirflow.connectors.eventlog import EventLogSourceReader
-from weirflow.errors import ConfigError, WeirflowError
+from weirflow.errors import CheckpointError, ConfigError, WeirflowError
 from weirflow.metrics import (
     DEFAULT_HOST,
     JsonFormatter,
@@ -370,6 +370,31 @@ def _supervise(
         recovery_ms += int(time.time() * 1000) - died
 
 
+def _restore_option(restore: str | None, fresh: bool) -> str | None:
+    """Fold ``--fresh`` into ``--restore``.
+
+    Raises:
+        ConfigError: ``--fresh`` with another ``--restore``.
+    """
+    if not fresh:
+        return restore
+    if restore not in (None, FRESH):
+        raise ConfigError(f"--fresh contradicts --restore {restore}: pass one of them")
+    return FRESH
+
+
+def _check_fresh_start(storage: CheckpointStorage) -> None:
+    """No ``--restore``: refuse before any worker starts if the job has checkpoints.
+
+    Raises:
+        ConfigError: the job has completed checkpoints in ``storage``.
+    """
+    try:
+        storage.check_fresh_start()
+    except CheckpointError as e:
+        raise ConfigError(str(e)) from e
+
+
 @app.command("run")
 def run(
     job: Annotated[str, typer.Argument(help="JOB.py, or JOB.py:NAME to pick one Dataflow.")],
@@ -385,8 +410,19 @@ def run(
     ),
     restore: Annotated[
         str | None,
-        typer.Option(help="latest, latest-or-fresh, or a checkpoint/savepoint path."),
+        typer.Option(
+            help="latest, latest-or-fresh, none (fresh over earlier checkpoints), or a "
+            "checkpoint/savepoint path. Without it a job with checkpoints is refused."
+        ),
     ] = None,
+    fresh: Annotated[bool, typer.Option(help="Same as --restore none.")] = False,
+    allow_duplicates_after_fallback: Annotated[
+        bool,
+        typer.Option(
+            help="Restore an older checkpoint than the sinks committed (the newer ones are "
+            "unusable), writing their output again."
+        ),
+    ] = False,
     restart_strategy: Annotated[Strategy, typer.Option(help="What to do when the worker dies.")] = (
         Strategy.fixed_delay
     ),
@@ -425,10 +461,16 @@ def run(
     _configure_logging(log_format)
     try:
         interval = parse_duration(checkpoint_interval)
+        restore = _restore_option(restore, fresh)
         config = (
             None
             if guarantee is Guarantee.at_most_once
-            else CheckpointConfig(storage=checkpoint_dir, interval=interval, mode=guarantee.value)
+            else CheckpointConfig(
+                storage=checkpoint_dir,
+                interval=interval,
+                mode=guarantee.value,
+                allow_duplicates_after_fallback=allow_duplicates_after_fallback,
+            )
         )
         if ui_port is not None and any(find_spec(m) is None for m in ("starlette", "uvicorn")):
             raise ConfigError(
@@ -458,6 +500,8 @@ def run(
         )
         flow = load_dataflow(job)
         storage = CheckpointStorage(checkpoint_dir, flow.name) if config else None
+        if storage is not None and restore is None:
+            _check_fresh_start(storage)
         argv = [
             job,
             f"--parallelism={parallelism}",
@@ -470,6 +514,8 @@ def run(
             *([f"--metrics-port={metrics_port}"] if metrics_port is not None else []),
             *([f"--ui-port={ui_port}"] if ui_port is not None else []),
         ] + (["--debug"] if debug else [])
+        if allow_duplicates_after_fallback:
+            argv.append("--allow-duplicates-after-fallback")
         # the token goes to the worker in its environment, not in its (world-readable) arguments
         worker_env = {"WEIRFLOW_UI_TOKEN": ui_token} if ui_token else None
         raise typer.Exit(_supervise(argv, strategy, storage, restore, worker_env))

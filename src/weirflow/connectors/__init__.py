@@ -2,7 +2,16 @@
 
 from typing import Any
 
-from weirflow.connectors.base import Sink, SinkWriter, Source, SourceBatch, SourceReader
+from weirflow.connectors.base import (
+    CommitTrackingSink,
+    LaterCommits,
+    Sink,
+    SinkWriter,
+    Source,
+    SourceBatch,
+    SourceReader,
+    refuse_commits_after,
+)
 from weirflow.connectors.eventlog import EventLogSink, EventLogSource, default_encode
 from weirflow.connectors.files import FileSink, FileSinkError, FileSinkIOError
 from weirflow.connectors.iterable import CollectSink, IterableSource
@@ -10,12 +19,14 @@ from weirflow.connectors.nexmark import NexmarkSource
 
 __all__ = [
     "CollectSink",
+    "CommitTrackingSink",
     "EventLogSink",
     "EventLogSource",
     "FileSink",
     "FileSinkError",
     "FileSinkIOError",
     "IterableSource",
+    "LaterCommits",
     "NexmarkSource",
     "Sink",
     "SinkWriter",
@@ -23,6 +34,7 @@ __all__ = [
     "SourceBatch",
     "SourceReader",
     "default_encode",
+    "refuse_commits_after",
 ]
 
 #: Names served from the Kafka connector, imported on first use so that the

@@ -12,7 +12,15 @@ completes (two-phase commit, as in DESIGN.md "Guarantees").
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from weirflow.errors import DuplicateOutputError
+
+ALLOW_DUPLICATES_HINT = (
+    "--allow-duplicates-after-fallback (Dataflow.run: "
+    "CheckpointConfig(allow_duplicates_after_fallback=True))"
+)
 
 
 class SourceBatch(NamedTuple):
@@ -124,3 +132,94 @@ class Sink(Protocol):
                 writer commits the committables it holds and aborts anything newer.
         """
         ...
+
+
+@dataclass(frozen=True)
+class LaterCommits:
+    """Output one sink subtask committed for checkpoints after the one a job restores.
+
+    Attributes:
+        newest_checkpoint_id: the newest checkpoint whose output it committed.
+        records: how many records it committed for those checkpoints, or
+            ``None`` when the sink cannot count them.
+        target: where the output went, for messages (``topic 'out' in /logs``).
+    """
+
+    newest_checkpoint_id: int
+    records: int | None
+    target: str
+
+
+@runtime_checkable
+class CommitTrackingSink(Protocol):
+    """A two-phase-commit sink that knows which checkpoints its commits belonged to."""
+
+    def commits_after(
+        self, job: str, operator: str, subtask: int, restored: Any | None, checkpoint_id: int
+    ) -> LaterCommits | None:
+        """Say what one sink subtask committed for checkpoints after ``checkpoint_id``.
+
+        Called before ``create_writer`` on a restore, so before the writer
+        commits the restored committables again.
+
+        Args:
+            job, operator, subtask: as for ``create_writer``.
+            restored: as for ``create_writer`` (the subtask's restored committables).
+            checkpoint_id: the checkpoint being restored.
+
+        Returns:
+            What was committed after it, or ``None`` when nothing was.
+        """
+        ...
+
+
+def refuse_commits_after(
+    job: str,
+    operator: str,
+    sink: CommitTrackingSink,
+    restored: Mapping[int, Any],
+    checkpoint_id: int,
+) -> None:
+    """Fail a restore that would commit a sink's output a second time.
+
+    A two-phase-commit sink commits output only after its checkpoint
+    completed, so a restore from checkpoint ``k`` finding commits for
+    checkpoints after ``k`` means the newer checkpoints exist but are not
+    restored (corrupt, or an older one was asked for); the records read
+    since ``k`` would be processed and committed again.
+
+    Args:
+        job: the job name.
+        operator: the sink operator's name.
+        sink: the sink connector.
+        restored: new subtask → its restored state, as ``create_writer`` gets it.
+        checkpoint_id: the checkpoint being restored.
+
+    Raises:
+        DuplicateOutputError: some subtask committed output after ``checkpoint_id``;
+            the message names the checkpoints, the count when known, and how
+            to proceed.
+    """
+    later = [
+        found
+        for subtask, state in sorted(restored.items())
+        if (found := sink.commits_after(job, operator, subtask, state, checkpoint_id))
+    ]
+    if not later:
+        return
+    newest = max(c.newest_checkpoint_id for c in later)
+    counts = [c.records for c in later]
+    what = f"the {sum(counts):,} records" if None not in counts else "the records"  # type: ignore[arg-type]
+    span = (
+        f"checkpoint {newest}"
+        if newest == checkpoint_id + 1
+        else (f"checkpoints {checkpoint_id + 1}..{newest}")
+    )
+    targets = ", ".join(sorted({c.target for c in later}))
+    raise DuplicateOutputError(
+        f"restoring checkpoint {checkpoint_id} of job {job!r} would commit again {what} that "
+        f"sink {operator!r} already committed to {targets} for {span}, which is newer than the "
+        f"checkpoint restored (unusable, or not asked for). To accept these duplicates pass "
+        f"{ALLOW_DUPLICATES_HINT}; to avoid them repair and restore checkpoint {newest}, or "
+        "start afresh (--restore none) into an empty sink target"
+    )

@@ -37,7 +37,7 @@ def test_restart_does_not_restore_a_checkpoint_of_an_earlier_run(tmp_path: Path)
     first = _flow(list(range(N)), None).run(checkpoint=config)
     assert first.checkpoints_completed == 1  # the final checkpoint, positions at the end
     second = _flow(list(range(N)), fail_once_at=100).run(
-        checkpoint=config, restart=RestartStrategy.fixed_delay(2, timedelta(0))
+        checkpoint=config, restore="none", restart=RestartStrategy.fixed_delay(2, timedelta(0))
     )
     assert second.restarts == 1
     assert second.operators["src"].records_in == N, "the restart resumed another run's positions"
