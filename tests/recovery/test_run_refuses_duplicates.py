@@ -66,7 +66,7 @@ def test_fallback_to_an_older_checkpoint_is_refused_unless_duplicates_are_allowe
     assert "--allow-duplicates-after-fallback" in message
     assert "Traceback" not in refused.stderr
     assert committed_results(log_dir) == before, "a refused restore committed output"
-    found = re.search(r"commit again the ([\d,]+) records", message)
+    found = re.search(r"commits again the ([\d,]+) records", message)
     assert found is not None, message
     predicted = int(found.group(1).replace(",", ""))
     assert predicted > 0

@@ -11,11 +11,14 @@ completes (two-phase commit, as in DESIGN.md "Guarantees").
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from weirflow.errors import DuplicateOutputError
+
+log = logging.getLogger("weirflow.connectors")
 
 ALLOW_DUPLICATES_HINT = (
     "--allow-duplicates-after-fallback (Dataflow.run: "
@@ -155,7 +158,13 @@ class CommitTrackingSink(Protocol):
     """A two-phase-commit sink that knows which checkpoints its commits belonged to."""
 
     def commits_after(
-        self, job: str, operator: str, subtask: int, restored: Any | None, checkpoint_id: int
+        self,
+        job: str,
+        operator: str,
+        subtask: int,
+        parallelism: int,
+        restored: Any | None,
+        checkpoint_id: int,
     ) -> LaterCommits | None:
         """Say what one sink subtask committed for checkpoints after ``checkpoint_id``.
 
@@ -163,7 +172,7 @@ class CommitTrackingSink(Protocol):
         commits the restored committables again.
 
         Args:
-            job, operator, subtask: as for ``create_writer``.
+            job, operator, subtask, parallelism: as for ``create_writer``.
             restored: as for ``create_writer`` (the subtask's restored committables).
             checkpoint_id: the checkpoint being restored.
 
@@ -179,6 +188,8 @@ def refuse_commits_after(
     sink: CommitTrackingSink,
     restored: Mapping[int, Any],
     checkpoint_id: int,
+    *,
+    allow: bool = False,
 ) -> None:
     """Fail a restore that would commit a sink's output a second time.
 
@@ -192,8 +203,10 @@ def refuse_commits_after(
         job: the job name.
         operator: the sink operator's name.
         sink: the sink connector.
-        restored: new subtask → its restored state, as ``create_writer`` gets it.
+        restored: new subtask → its restored state, as ``create_writer`` gets it,
+            for every subtask of the restoring attempt.
         checkpoint_id: the checkpoint being restored.
+        allow: the run accepts the duplicates; they are logged as a warning instead.
 
     Raises:
         DuplicateOutputError: some subtask committed output after ``checkpoint_id``;
@@ -203,7 +216,9 @@ def refuse_commits_after(
     later = [
         found
         for subtask, state in sorted(restored.items())
-        if (found := sink.commits_after(job, operator, subtask, state, checkpoint_id))
+        if (
+            found := sink.commits_after(job, operator, subtask, len(restored), state, checkpoint_id)
+        )
     ]
     if not later:
         return
@@ -216,10 +231,16 @@ def refuse_commits_after(
         else (f"checkpoints {checkpoint_id + 1}..{newest}")
     )
     targets = ", ".join(sorted({c.target for c in later}))
+    problem = (
+        f"restoring checkpoint {checkpoint_id} of job {job!r} commits again {what} that sink "
+        f"{operator!r} already committed to {targets} for {span}, which is newer than the "
+        "checkpoint restored (unusable, or not asked for)"
+    )
+    if allow:
+        log.warning("%s; the run allows duplicates after a fallback", problem)
+        return
     raise DuplicateOutputError(
-        f"restoring checkpoint {checkpoint_id} of job {job!r} would commit again {what} that "
-        f"sink {operator!r} already committed to {targets} for {span}, which is newer than the "
-        f"checkpoint restored (unusable, or not asked for). To accept these duplicates pass "
-        f"{ALLOW_DUPLICATES_HINT}; to avoid them repair and restore checkpoint {newest}, or "
-        "start afresh (--restore none) into an empty sink target"
+        f"{problem}. To accept these duplicates pass {ALLOW_DUPLICATES_HINT}; to avoid them "
+        f"repair and restore checkpoint {newest}, or start afresh (--restore none) into an "
+        "empty sink target"
     )

@@ -269,7 +269,13 @@ class EventLogSink:
         self.guarantee = guarantee
 
     def commits_after(
-        self, job: str, operator: str, subtask: int, restored: Any | None, checkpoint_id: int
+        self,
+        job: str,
+        operator: str,
+        subtask: int,
+        parallelism: int,
+        restored: Any | None,
+        checkpoint_id: int,
     ) -> LaterCommits | None:
         """Sum up what this subtask's transactional ids committed for checkpoints after
         ``checkpoint_id`` (the ids of the restored old subtasks included).

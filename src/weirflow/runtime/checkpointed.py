@@ -113,10 +113,14 @@ class _Attempt:
             if self.manifest is not None
             else None
         )
-        if restored is not None and not r.config.allow_duplicates_after_fallback:
+        if restored is not None:
             assert self.manifest is not None
             refuse_duplicate_sink_output(
-                r.graph, r.parallelism, restored, self.manifest.checkpoint_id
+                r.graph,
+                r.parallelism,
+                restored,
+                self.manifest.checkpoint_id,
+                allow=r.config.allow_duplicates_after_fallback,
             )
         self.built = build_job(
             r.graph, plan, r.options, r.clock, r.sleep, self._on_snapshot, restored, r.config.mode

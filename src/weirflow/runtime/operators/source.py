@@ -209,6 +209,8 @@ def refuse_duplicate_sink_output(
     parallelism: int,
     restored: Mapping[str, Mapping[int, Any]],
     checkpoint_id: int,
+    *,
+    allow: bool = False,
 ) -> None:
     """Before sinks are opened on a restore, fail if one would commit its output twice.
 
@@ -217,14 +219,15 @@ def refuse_duplicate_sink_output(
         parallelism: sink subtasks of the restoring attempt.
         restored: ``operator name -> subtask -> state``, as ``plan_restore`` made it.
         checkpoint_id: the checkpoint being restored.
+        allow: log the duplicates as a warning instead of failing.
 
     Raises:
         DuplicateOutputError: a sink committed output for a newer checkpoint
-            (see :func:`~weirflow.connectors.refuse_commits_after`).
+            and ``allow`` is false (see :func:`~weirflow.connectors.refuse_commits_after`).
     """
     for op in graph.operators:
         sink = op.params.get("sink") if op.kind == "sink" else None
         if isinstance(sink, CommitTrackingSink):
             states = restored.get(op.name, {})
             by_subtask = {i: states.get(i) for i in range(parallelism)}
-            refuse_commits_after(graph.name, op.name, sink, by_subtask, checkpoint_id)
+            refuse_commits_after(graph.name, op.name, sink, by_subtask, checkpoint_id, allow=allow)
