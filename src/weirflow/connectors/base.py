@@ -153,28 +153,36 @@ class LaterCommits:
     target: str
 
 
+@dataclass(frozen=True)
+class SinkRestore:
+    """One sink subtask about to be restored, as :class:`CommitTrackingSink` is asked about it.
+
+    Attributes:
+        job, operator, subtask, parallelism: as for ``Sink.create_writer``.
+        restored: as for ``create_writer`` (old subtask → committable), or ``None``.
+        checkpoint_id: the checkpoint being restored.
+    """
+
+    job: str
+    operator: str
+    subtask: int
+    parallelism: int
+    restored: Any | None
+    checkpoint_id: int
+
+
 @runtime_checkable
 class CommitTrackingSink(Protocol):
     """A two-phase-commit sink that knows which checkpoints its commits belonged to."""
 
-    def commits_after(
-        self,
-        job: str,
-        operator: str,
-        subtask: int,
-        parallelism: int,
-        restored: Any | None,
-        checkpoint_id: int,
-    ) -> LaterCommits | None:
-        """Say what one sink subtask committed for checkpoints after ``checkpoint_id``.
+    def commits_after(self, at: SinkRestore) -> LaterCommits | None:
+        """Say what one sink subtask committed for checkpoints after ``at.checkpoint_id``.
 
         Called before ``create_writer`` on a restore, so before the writer
         commits the restored committables again.
 
         Args:
-            job, operator, subtask, parallelism: as for ``create_writer``.
-            restored: as for ``create_writer`` (the subtask's restored committables).
-            checkpoint_id: the checkpoint being restored.
+            at: the subtask and the checkpoint it restores.
 
         Returns:
             What was committed after it, or ``None`` when nothing was.
@@ -213,13 +221,11 @@ def refuse_commits_after(
             the message names the checkpoints, the count when known, and how
             to proceed.
     """
-    later = [
-        found
+    asked = [
+        SinkRestore(job, operator, subtask, len(restored), state, checkpoint_id)
         for subtask, state in sorted(restored.items())
-        if (
-            found := sink.commits_after(job, operator, subtask, len(restored), state, checkpoint_id)
-        )
     ]
+    later = [found for at in asked if (found := sink.commits_after(at))]
     if not later:
         return
     newest = max(c.newest_checkpoint_id for c in later)

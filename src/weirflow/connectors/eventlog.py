@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from weirflow.connectors.base import LaterCommits, SourceBatch
+from weirflow.connectors.base import LaterCommits, SinkRestore, SourceBatch
 from weirflow.errors import ConfigError
 from weirflow.eventlog import (
     EventLog,
@@ -268,26 +268,18 @@ class EventLogSink:
         self.key = key
         self.guarantee = guarantee
 
-    def commits_after(
-        self,
-        job: str,
-        operator: str,
-        subtask: int,
-        parallelism: int,
-        restored: Any | None,
-        checkpoint_id: int,
-    ) -> LaterCommits | None:
+    def commits_after(self, at: SinkRestore) -> LaterCommits | None:
         """Sum up what this subtask's transactional ids committed for checkpoints after
-        ``checkpoint_id`` (the ids of the restored old subtasks included).
+        ``at.checkpoint_id`` (the ids of the restored old subtasks included).
 
         Returns:
             ``None`` in ``at_least_once`` mode, or when nothing was committed after it.
         """
         if self.guarantee != "exactly_once":
             return None
-        tids = _transactional_ids(f"{job}.{operator}", subtask, restored or {})
+        tids = _transactional_ids(f"{at.job}.{at.operator}", at.subtask, at.restored or {})
         with EventLog(self.log_dir) as lg:
-            found = [c for tid in tids if (c := lg.commits_after(tid, checkpoint_id))]
+            found = [c for tid in tids if (c := lg.commits_after(tid, at.checkpoint_id))]
         if not found:
             return None
         return LaterCommits(

@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from weirflow.connectors.base import LaterCommits
+from weirflow.connectors.base import LaterCommits, SinkRestore
 from weirflow.connectors.part_files import (
     COMMITTED,
     HIDDEN,
@@ -113,17 +113,9 @@ class FileSink:
         self.columns = list(columns) if columns is not None else None
         self.rolling_records = rolling_records
 
-    def commits_after(
-        self,
-        job: str,
-        operator: str,
-        subtask: int,
-        parallelism: int,
-        restored: Any | None,
-        checkpoint_id: int,
-    ) -> LaterCommits | None:
-        """Find the committed part files of checkpoints after ``checkpoint_id`` that
-        sink subtask ``subtask`` of ``parallelism`` owns, and count their records.
+    def commits_after(self, at: SinkRestore) -> LaterCommits | None:
+        """Find the committed part files of checkpoints after ``at.checkpoint_id`` that
+        sink subtask ``at.subtask`` of ``at.parallelism`` owns, and count their records.
 
         Returns:
             ``None`` when there are none (or the folder does not exist yet).
@@ -139,8 +131,8 @@ class FileSink:
             name: int(match.group(2))
             for name in names
             if (match := COMMITTED.fullmatch(name))
-            and int(match.group(1)) % parallelism == subtask
-            and int(match.group(2)) > checkpoint_id
+            and int(match.group(1)) % at.parallelism == at.subtask
+            and int(match.group(2)) > at.checkpoint_id
         }
         if not newer:
             return None

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
-from weirflow.connectors.base import LaterCommits
+from weirflow.connectors.base import LaterCommits, SinkRestore
 from weirflow.connectors.kafka import (
     KafkaDeliveryError,
     KafkaError,
@@ -180,15 +180,7 @@ class KafkaSink:
             c.close()
         return max(0, tp.offset)
 
-    def commits_after(
-        self,
-        job: str,
-        operator: str,
-        subtask: int,
-        parallelism: int,
-        restored: Any | None,
-        checkpoint_id: int,
-    ) -> LaterCommits | None:
+    def commits_after(self, at: SinkRestore) -> LaterCommits | None:
         """Read the progress groups of the restored subtasks' transactional ids; the
         number of records committed is not known (``records`` is ``None``).
 
@@ -197,14 +189,14 @@ class KafkaSink:
         """
         if self.guarantee != "exactly_once":
             return None
-        prefix = self.options.transactional_id_prefix or f"{job}.{operator}"
+        prefix = self.options.transactional_id_prefix or f"{at.job}.{at.operator}"
         done = [
             self.last_committed(f"{prefix}.{old}", state["run"])
-            for old, state in sorted((restored or {}).items())
+            for old, state in sorted((at.restored or {}).items())
             if state
         ]
         newest = max(done, default=0)
-        if newest <= checkpoint_id:
+        if newest <= at.checkpoint_id:
             return None
         return LaterCommits(newest, None, f"Kafka topic {self.topic!r}")
 
