@@ -33,6 +33,8 @@ from weirflow.errors import CheckpointError, ConfigError, SerdeError
 
 log = logging.getLogger(__name__)
 
+# Statuses of finished checkpoints are kept (no snapshots) for late acknowledgements
+# and status queries, at most this many while no checkpoint completes.
 _FINISHED_HISTORY = 1000
 _RECENT_DURATIONS = 32
 
@@ -87,7 +89,10 @@ class CheckpointCoordinator:
         self._state = CoordinatorState.RUNNING
         self._next_id = first_checkpoint_id
         self._pending: dict[int, PendingCheckpoint] = {}
-        self._finished: OrderedDict[int, PendingCheckpoint] = OrderedDict()
+        # Only the status of a finished checkpoint is kept: its task snapshots are in its
+        # manifest on storage, and nothing here reads them again.
+        self._finished: OrderedDict[int, CheckpointStatus] = OrderedDict()
+        self._retained_ids: deque[int] = deque(maxlen=config.retained)
         self._savepoint_targets: dict[int, str | None] = {}
         # The first interval counts from start, so a job is not checkpointed at t=0.
         self._last_trigger_ms = clock()
@@ -270,11 +275,11 @@ class CheckpointCoordinator:
 
     def _ignore_late(self, checkpoint_id: int, task_id: str) -> None:
         finished = self._finished.get(checkpoint_id)
-        status = finished.status.name if finished else "unknown"
+        status = finished.name if finished else "unknown"
         log.info(
             "ignoring acknowledgement of %s checkpoint %d by %s", status, checkpoint_id, task_id
         )
-        if finished is not None and finished.status in (
+        if finished in (
             CheckpointStatus.FAILED,
             CheckpointStatus.SUBSUMED,
         ):
@@ -332,6 +337,8 @@ class CheckpointCoordinator:
             self._latest_completed = pending.checkpoint_id
             self._latest_size = manifest.size
         self._durations.append(manifest.duration_ms)
+        self._retained_ids.append(pending.checkpoint_id)
+        self._forget_older_than(self._retained_ids[0])
 
     def _subsume_older(self, checkpoint_id: int) -> None:
         for older in [p for n, p in self._pending.items() if n < checkpoint_id]:
@@ -425,9 +432,19 @@ class CheckpointCoordinator:
 
     def _finish(self, pending: PendingCheckpoint) -> None:
         del self._pending[pending.checkpoint_id]
-        self._finished[pending.checkpoint_id] = pending
+        self._finished[pending.checkpoint_id] = pending.status
         while len(self._finished) > _FINISHED_HISTORY:
             self._finished.popitem(last=False)
+
+    def _forget_older_than(self, checkpoint_id: int) -> None:
+        """Drop the statuses of checkpoints older than the oldest retained one.
+
+        A late acknowledgement of such a checkpoint is then ignored as
+        unknown; its folder has no manifest and is older than the newest
+        completed checkpoint, so retention deletes it.
+        """
+        for old in [n for n in self._finished if n < checkpoint_id]:
+            del self._finished[old]
 
     def _delete_files(self, checkpoint_id: int) -> None:
         try:
@@ -444,10 +461,11 @@ class CheckpointCoordinator:
             return sorted(self._pending)
 
     def status(self, checkpoint_id: int) -> CheckpointStatus | None:
-        """Return a checkpoint's status, or ``None`` if unknown (never triggered, or long gone)."""
+        """Return a checkpoint's status, or ``None`` if unknown (never triggered, or older
+        than the oldest completed checkpoint this coordinator retains)."""
         with self._lock:
-            found = self._pending.get(checkpoint_id) or self._finished.get(checkpoint_id)
-            return found.status if found else None
+            pending = self._pending.get(checkpoint_id)
+            return pending.status if pending is not None else self._finished.get(checkpoint_id)
 
     @property
     def latest_completed_id(self) -> int | None:
