@@ -1,5 +1,5 @@
 """weirflow.checkpoint: checkpoint configuration, storage, manifests, the
-coordinator state machine, retention and savepoints (DESIGN.md, Checkpoints).
+coordinator state machine, retention and savepoints (``docs/architecture.md``, Checkpoints).
 
 This layer knows tasks only by their string ids; the runtime drives it.
 """

@@ -9,7 +9,7 @@ from typing import Literal, get_args
 from weirflow.errors import ConfigError
 
 CheckpointMode = Literal["exactly_once", "at_least_once", "at_most_once"]
-"""Delivery guarantee the checkpoints serve (DESIGN.md, Guarantees)."""
+"""Delivery guarantee the checkpoints serve (``docs/architecture.md``)."""
 
 CHECKPOINT_MODES: tuple[str, ...] = get_args(CheckpointMode)
 _ONE_MS = timedelta(milliseconds=1)

@@ -6,7 +6,7 @@ source subtask reads the splits assigned to it through one
 checkpoint. A **sink** creates one :class:`SinkWriter` per sink subtask; a
 writer that gives exactly-once output pre-commits on the barrier (its
 committable goes into the checkpoint) and commits when the checkpoint
-completes (two-phase commit, as in DESIGN.md "Guarantees").
+completes (two-phase commit, see ``docs/architecture.md``, "Exactly-once output").
 """
 
 from __future__ import annotations
