@@ -61,7 +61,11 @@ def test_fallback_to_an_older_checkpoint_is_refused_unless_duplicates_are_allowe
     assert refused.returncode == 2, refused.stderr
     message = " ".join(refused.stderr.split())
     assert f"restoring checkpoint {fallback} " in message
-    span = f"checkpoint {newest}" if newest == fallback + 1 else f"{fallback + 1}..{newest}"
+    span = (
+        f"checkpoint {newest}"
+        if newest == fallback + 1
+        else f"checkpoints {fallback + 1}..{newest}"
+    )
     assert f"for {span}" in message
     assert "--allow-duplicates-after-fallback" in message
     assert "Traceback" not in refused.stderr

@@ -229,18 +229,18 @@ def refuse_commits_after(
     if not later:
         return
     newest = max(c.newest_checkpoint_id for c in later)
-    counts = [c.records for c in later]
-    what = f"the {sum(counts):,} records" if None not in counts else "the records"  # type: ignore[arg-type]
+    counts = [c.records for c in later if c.records is not None]
+    what = f"the {sum(counts):,} records" if len(counts) == len(later) else "the records"
     span = (
-        f"checkpoint {newest}"
+        f"checkpoint {newest}, which is"
         if newest == checkpoint_id + 1
-        else (f"checkpoints {checkpoint_id + 1}..{newest}")
+        else f"checkpoints {checkpoint_id + 1}..{newest}, which are"
     )
     targets = ", ".join(sorted({c.target for c in later}))
     problem = (
         f"restoring checkpoint {checkpoint_id} of job {job!r} commits again {what} that sink "
-        f"{operator!r} already committed to {targets} for {span}, which is newer than the "
-        "checkpoint restored (unusable, or not asked for)"
+        f"{operator!r} already committed to {targets} for {span} newer than the checkpoint "
+        "restored (unusable, or not asked for)"
     )
     if allow:
         log.warning("%s; the run allows duplicates after a fallback", problem)
