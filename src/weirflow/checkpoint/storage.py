@@ -509,8 +509,8 @@ class CheckpointStorage:
         reason = f"; unusable: {'; '.join(skipped)}" if skipped else ""
         return (
             f"restore='latest' but job {self.job!r} has no usable completed checkpoint under "
-            f"{self.root_url}{reason}. To start fresh pass restore='none' (or 'latest-or-fresh' "
-            "to resume when possible); to restore a savepoint pass its path"
+            f"{self.root_url}{reason}. To start fresh pass --restore none / restore='none' "
+            "(or 'latest-or-fresh' to resume when possible); to restore a savepoint pass its path"
         )
 
     def default_savepoint_url(self, checkpoint_id: int) -> str:
