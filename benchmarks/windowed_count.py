@@ -1,10 +1,10 @@
-"""The ``windowed_count`` workload (WORKLOADS.md) through weirflow, the plain loop and peers.
+"""The ``windowed_count`` workload (docs/workloads.md) through weirflow, the plain loop and peers.
 
 Each run of each system happens in a fresh process (``multiprocessing``
 spawn for weirflow and the plain loop; the peers' own interpreters from
 ``benchmarks/.peers/``), so the peak resident set size (``ru_maxrss``) is
 that system's alone. A run times the whole job, event generation included,
-after a small warm-up run (steady state, as WORKLOADS.md's figures), and
+after a small warm-up run (steady state, as the figures of docs/workloads.md), and
 checks its output: the counts sum to N; every system produces the same
 windows with the same counts and sums as the plain loop; for N = 2,000,000
 there are 199,984 windows whose amounts sum to 100,966,746. A mismatch exits
@@ -167,8 +167,8 @@ def run_once(system: str, n: int) -> RunResult:
 
     Returns:
         The :class:`RunResult`; ``seconds`` covers only the job: a small warm-up
-        run first pays for imports and first-call costs, as WORKLOADS.md's
-        figures are steady-state.
+        run first pays for imports and first-call costs, as the figures of
+        docs/workloads.md are steady-state.
     """
     SYSTEMS[system](WARM_UP_EVENTS)
     start = time.perf_counter()
@@ -362,7 +362,7 @@ def weirflow_latency_fresh(n: int, rate: int, exactly_once: bool) -> dict[str, f
 
 
 def check(system: str, r: RunResult, n: int, reference: RunResult | None) -> list[str]:
-    """Return the WORKLOADS.md checks that ``r`` fails (empty when it passes)."""
+    """Return the docs/workloads.md checks that ``r`` fails (empty when it passes)."""
     errors = []
     if r.count_sum != n:
         errors.append(f"{system}: counts sum to {r.count_sum:,}, expected {n:,}")

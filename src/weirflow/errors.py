@@ -24,6 +24,15 @@ class ConfigError(WeirflowError):
     """A configuration value is invalid (wrong type, out of range, inconsistent)."""
 
 
+class DuplicateOutputError(ConfigError):
+    """Restoring the chosen checkpoint would commit sink output a second time.
+
+    A two-phase-commit sink already committed output for checkpoints newer
+    than the restored one (the newer ones are unusable, or an older
+    checkpoint was named). Restarting cannot help; the user decides.
+    """
+
+
 class SerdeError(WeirflowError):
     """A value cannot be serialized, or bytes cannot be deserialized."""
 

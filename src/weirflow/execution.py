@@ -47,8 +47,10 @@ def execute(
         parallelism: subtasks per operator.
         max_parallelism: number of key groups.
         checkpoint: checkpoint configuration; ``None`` runs without checkpoints.
-        restore: ``None`` (fresh), ``"latest"``, ``"latest-or-fresh"`` or the
-            path of a checkpoint or savepoint; needs ``checkpoint``.
+        restore: ``None`` (fresh; refused when the job already has completed
+            checkpoints in the storage), ``"none"`` (fresh on purpose),
+            ``"latest"``, ``"latest-or-fresh"`` or the path of a checkpoint or
+            savepoint; needs ``checkpoint``.
         restart: restart strategy for failed attempts; needs ``checkpoint``.
         runtime: buffer and batch sizes.
         stop: an event that, when set, ends the run: with checkpoints after a final
@@ -63,7 +65,9 @@ def execute(
         The job's :class:`~weirflow.records.JobResult`.
 
     Raises:
-        ConfigError: an unknown or inconsistent option.
+        ConfigError: an unknown or inconsistent option; ``restore=None`` over
+            completed checkpoints of the job; a restore that would commit sink
+            output again (``DuplicateOutputError``).
         JobFailedError: a task failed and no restart followed.
     """
     if unknown:

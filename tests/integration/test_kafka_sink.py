@@ -156,6 +156,30 @@ def test_restore_resends_only_uncommitted_checkpoints(
     )
 
 
+def test_restoring_an_older_checkpoint_than_the_last_commit_is_refused(
+    kafka_broker: Broker, request: pytest.FixtureRequest
+) -> None:
+    """Scenario: checkpoints 1 and 2 committed, then the job restores checkpoint 1 (2 is
+    unusable): the restore is refused naming checkpoint 2; restoring 2 is not."""
+    from weirflow.connectors import refuse_commits_after
+    from weirflow.errors import DuplicateOutputError
+
+    topic = _topic(request, kafka_broker)
+    sink = _sink(kafka_broker, topic)
+    w = sink.create_writer("job", "out", 0, 1, None)
+    w.write([b"1a"], None)
+    state1 = w.pre_commit(1)
+    w.commit(1)
+    w.write([b"2a"], None)
+    state2 = w.pre_commit(2)
+    w.commit(2)
+    w.close()
+    with pytest.raises(DuplicateOutputError, match=r"for checkpoint 2, .*allow-duplicates"):
+        refuse_commits_after("job", "out", sink, {0: {0: state1}}, 1)
+    refuse_commits_after("job", "out", sink, {0: {0: state2}}, 2)
+    assert _committed(kafka_broker, topic) == [b"1a", b"2a"]
+
+
 def test_restore_at_lower_parallelism_recovers_every_old_subtask(
     kafka_broker: Broker, request: pytest.FixtureRequest
 ) -> None:

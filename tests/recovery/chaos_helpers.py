@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -61,3 +63,38 @@ def committed_results(log_dir: Path) -> Counter[tuple[str, int, int, int, int]]:
                     out[(key, start, end, count, total)] += 1
                 pos = batch[-1].offset + 1
     return out
+
+
+def run_command(chk: Path, *extra: str) -> list[str]:
+    """``weirflow run`` of :data:`JOB` at parallelism 2, checkpoints every 100 ms under ``chk``."""
+    return [
+        sys.executable,
+        "-m",
+        "weirflow.cli",
+        "run",
+        JOB,
+        "--parallelism=2",
+        f"--checkpoint-dir={chk}",
+        "--checkpoint-interval=100ms",
+        *extra,
+    ]
+
+
+def completed_checkpoints(chk: Path) -> list[int]:
+    """Ids of the completed checkpoints of :data:`JOB` under ``chk``, ascending."""
+    return sorted(int(p.parent.name[4:]) for p in chk.glob("windowed_sum/chk-*/_manifest"))
+
+
+def wait_for_checkpoints(chk: Path, n: int, timeout_s: float = 60) -> None:
+    """Wait until checkpoint ``n`` or a newer one completed.
+
+    Raises:
+        AssertionError: none did within ``timeout_s`` seconds.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done = completed_checkpoints(chk)
+        if done and done[-1] >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint {n} within {timeout_s} s")

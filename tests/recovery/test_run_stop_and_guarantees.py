@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from chaos_helpers import JOB, committed_results, make_input
+from chaos_helpers import JOB, committed_results, make_input, run_command, wait_for_checkpoints
 
 from weirflow.testing import ChaosConfig, run_under_chaos
 
@@ -30,27 +28,7 @@ def _env(log_dir: Path, sink: str = "exactly_once", throttle_us: int = 40) -> di
 
 
 def _cmd(tmp_path: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "weirflow.cli",
-        "run",
-        JOB,
-        "--parallelism=2",
-        f"--checkpoint-dir={tmp_path / 'chk'}",
-        "--checkpoint-interval=100ms",
-        *extra,
-    ]
-
-
-def _wait_for_checkpoints(chk: Path, n: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        done = list(chk.glob("windowed_sum/chk-*/_manifest"))
-        if done and max(int(p.parent.name[4:]) for p in done) >= n:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no checkpoint {n} within {timeout_s} s")
+    return run_command(tmp_path / "chk", *extra)
 
 
 def test_sigterm_stops_cleanly_and_resume_is_exact(tmp_path: Path) -> None:
@@ -59,7 +37,7 @@ def test_sigterm_stops_cleanly_and_resume_is_exact(tmp_path: Path) -> None:
     expected = make_input(log_dir, N, 3)
     with open(tmp_path / "run.log", "wb") as log:
         sup = subprocess.Popen(_cmd(tmp_path), env=_env(log_dir), stdout=log, stderr=log)
-        _wait_for_checkpoints(tmp_path / "chk", 3)
+        wait_for_checkpoints(tmp_path / "chk", 3)
         sup.send_signal(signal.SIGTERM)
         assert sup.wait(timeout=60) == 0, (tmp_path / "run.log").read_text()
         partial = committed_results(log_dir)

@@ -1,5 +1,5 @@
 """weirflow.checkpoint: checkpoint configuration, storage, manifests, the
-coordinator state machine, retention and savepoints (DESIGN.md, Checkpoints).
+coordinator state machine, retention and savepoints (``docs/architecture.md``, Checkpoints).
 
 This layer knows tasks only by their string ids; the runtime drives it.
 """
@@ -27,10 +27,11 @@ from weirflow.checkpoint.keys import (
 from weirflow.checkpoint.lifecycle import CheckpointStats, CoordinatorState
 from weirflow.checkpoint.manifest import MANIFEST_FORMAT_VERSION, Manifest
 from weirflow.checkpoint.pending import CheckpointStatus, CompletedCheckpoint, PendingCheckpoint
-from weirflow.checkpoint.storage import MANIFEST_NAME, CheckpointStorage
+from weirflow.checkpoint.storage import FRESH, MANIFEST_NAME, CheckpointStorage
 
 __all__ = [
     "CHECKPOINT_MODES",
+    "FRESH",
     "KEY_ENV",
     "KEY_FILE_ENV",
     "MANIFEST_FORMAT_VERSION",

@@ -10,7 +10,7 @@ from weirflow.checkpoint.keys import check_key
 from weirflow.errors import ConfigError
 
 CheckpointMode = Literal["exactly_once", "at_least_once", "at_most_once"]
-"""Delivery guarantee the checkpoints serve (DESIGN.md, Guarantees)."""
+"""Delivery guarantee the checkpoints serve (``docs/architecture.md``)."""
 
 CHECKPOINT_MODES: tuple[str, ...] = get_args(CheckpointMode)
 _ONE_MS = timedelta(milliseconds=1)
@@ -55,6 +55,11 @@ class CheckpointConfig:
             file generated next to a local storage folder
             (``<storage>/../checkpoint-keys/<job>.key``, mode 0600). Never
             shown in the config's repr.
+        allow_duplicates_after_fallback: restore a checkpoint older than the
+            newest output a two-phase-commit sink committed (the newer
+            checkpoints are unusable), accepting that the output committed
+            since is written again. ``False`` (default) fails such a restore
+            with a :class:`~weirflow.errors.DuplicateOutputError`.
 
     Raises:
         ConfigError: on construction, when a field has the wrong type or is
@@ -70,6 +75,7 @@ class CheckpointConfig:
     retained: int = 3
     tolerable_failures: int = 3
     key: bytes | None = field(default=None, repr=False)
+    allow_duplicates_after_fallback: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.storage, str) or not self.storage.strip():
@@ -94,6 +100,11 @@ class CheckpointConfig:
             )
         if self.key is not None:
             check_key(self.key, "CheckpointConfig.key")
+        if type(self.allow_duplicates_after_fallback) is not bool:
+            raise ConfigError(
+                "CheckpointConfig.allow_duplicates_after_fallback must be True or False, "
+                f"got {self.allow_duplicates_after_fallback!r}"
+            )
 
     @staticmethod
     def _check_duration(name: str, value: object, *, positive: bool) -> None:

@@ -37,6 +37,8 @@ from weirflow.errors import CheckpointError, ConfigError, SerdeError
 
 log = logging.getLogger(__name__)
 
+# Statuses of finished checkpoints are kept (no snapshots) for late acknowledgements
+# and status queries, at most this many while no checkpoint completes.
 _FINISHED_HISTORY = 1000
 _RECENT_DURATIONS = 32
 
@@ -91,7 +93,9 @@ class CheckpointCoordinator:
         self._state = CoordinatorState.RUNNING
         self._next_id = first_checkpoint_id
         self._pending: dict[int, PendingCheckpoint] = {}
-        self._finished: OrderedDict[int, PendingCheckpoint] = OrderedDict()
+        # Only the status of a finished checkpoint is kept: its task snapshots are in its
+        # manifest on storage, and nothing here reads them again.
+        self._finished: OrderedDict[int, CheckpointStatus] = OrderedDict()
         self._savepoint_targets: dict[int, str | None] = {}
         # The first interval counts from start, so a job is not checkpointed at t=0.
         self._last_trigger_ms = clock()
@@ -276,11 +280,11 @@ class CheckpointCoordinator:
 
     def _ignore_late(self, checkpoint_id: int, task_id: str) -> None:
         finished = self._finished.get(checkpoint_id)
-        status = finished.status.name if finished else "unknown"
+        status = finished.name if finished else "unknown"
         log.info(
             "ignoring acknowledgement of %s checkpoint %d by %s", status, checkpoint_id, task_id
         )
-        if finished is not None and finished.status in (
+        if finished in (
             CheckpointStatus.FAILED,
             CheckpointStatus.SUBSUMED,
         ):
@@ -452,7 +456,7 @@ class CheckpointCoordinator:
 
     def _finish(self, pending: PendingCheckpoint) -> None:
         del self._pending[pending.checkpoint_id]
-        self._finished[pending.checkpoint_id] = pending
+        self._finished[pending.checkpoint_id] = pending.status
         while len(self._finished) > _FINISHED_HISTORY:
             self._finished.popitem(last=False)
 
@@ -471,10 +475,11 @@ class CheckpointCoordinator:
             return sorted(self._pending)
 
     def status(self, checkpoint_id: int) -> CheckpointStatus | None:
-        """Return a checkpoint's status, or ``None`` if unknown (never triggered, or long gone)."""
+        """Return a checkpoint's status, or ``None`` if unknown (never triggered, or one of
+        more than the last 1,000 finished checkpoints, of which only the status is kept)."""
         with self._lock:
-            found = self._pending.get(checkpoint_id) or self._finished.get(checkpoint_id)
-            return found.status if found else None
+            pending = self._pending.get(checkpoint_id)
+            return pending.status if pending is not None else self._finished.get(checkpoint_id)
 
     @property
     def latest_completed_id(self) -> int | None:

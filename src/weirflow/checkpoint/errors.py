@@ -61,7 +61,7 @@ class NoCheckpointError(CheckpointError, ConfigError):
         self.root_url = root_url
         self.skipped = skipped
         super().__init__(
-            f"restore='latest' but {self.what_is_missing()}. To start fresh pass restore=None "
+            f"restore='latest' but {self.what_is_missing()}. To start fresh pass restore='none' "
             "(or 'latest-or-fresh' to resume when possible); to restore a savepoint pass its path"
         )
 

@@ -44,6 +44,8 @@ from weirflow.errors import CheckpointError
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "_manifest"
+#: The ``restore`` value that starts a job fresh on purpose, over earlier checkpoints.
+FRESH = "none"
 _CHK_DIR = re.compile(r"chk-(\d+)")
 _JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+@-]*")
 
@@ -507,10 +509,14 @@ class CheckpointStorage:
         """Decide which checkpoint a job starts from.
 
         Args:
-            restore: ``None`` (start fresh), ``"latest"`` (the newest usable
-                checkpoint, which must exist), ``"latest-or-fresh"`` (the newest
-                usable one, or fresh if there is none), or the path/URL of a
-                ``chk-<n>`` folder, a ``_manifest`` file or a savepoint folder.
+            restore: ``None`` (start fresh, allowed only while the job has no
+                completed checkpoint here), ``"none"`` (start fresh on
+                purpose: earlier checkpoints are kept but not restored, and
+                this run's checkpoints are numbered after them), ``"latest"``
+                (the newest usable checkpoint, which must exist),
+                ``"latest-or-fresh"`` (the newest usable one, or fresh if there
+                is none), or the path/URL of a ``chk-<n>`` folder, a
+                ``_manifest`` file or a savepoint folder.
 
         Returns:
             The verified manifest to restore, or ``None`` to start fresh.
@@ -518,10 +524,14 @@ class CheckpointStorage:
         Raises:
             NoCheckpointError: ``"latest"`` and no usable checkpoint exists (the
                 message says how to start fresh).
-            CheckpointError: no manifest at the path.
+            CheckpointError: ``None`` and the job has completed checkpoints
+                (see :meth:`check_fresh_start`), or no manifest at the path.
             CheckpointCorruptError: the checkpoint at an explicit path fails verification.
         """
         if restore is None:
+            self.check_fresh_start()
+            return None
+        if restore == FRESH:
             return None
         if restore in ("latest", "latest-or-fresh"):
             skipped: list[str] = []
@@ -530,6 +540,26 @@ class CheckpointStorage:
                 raise NoCheckpointError(self.job, self.root_url, skipped)
             return manifest
         return self.load_savepoint(restore)
+
+    def check_fresh_start(self) -> None:
+        """Refuse a fresh start that nobody asked for over this job's completed checkpoints.
+
+        Starting fresh reprocesses the input from its start, so every result
+        the earlier run's sinks committed would be committed again.
+
+        Raises:
+            CheckpointError: the job has completed checkpoints here; the
+                message names the ways to go on.
+        """
+        completed = self.completed_checkpoints()
+        if completed:
+            raise CheckpointError(
+                f"job {self.job!r} already has completed checkpoints under {self.root_url} "
+                f"(newest: chk-{completed[-1]}); starting fresh would commit every result "
+                "they cover again. Resume with --restore latest (restore='latest'), or start "
+                "fresh on purpose with --restore none / --fresh (restore='none'; the old "
+                "checkpoints are kept but not restored)"
+            )
 
     def default_savepoint_url(self, checkpoint_id: int) -> str:
         """Return the default savepoint folder URL: ``<job>/savepoints/savepoint-<n>``."""

@@ -47,6 +47,7 @@ from rich.table import Table
 
 from weirflow.api import Dataflow
 from weirflow.checkpoint import (
+    FRESH,
     KEY_ENV,
     KEY_FILE_ENV,
     CheckpointConfig,
@@ -59,7 +60,7 @@ from weirflow.cli.cluster import absolute_job_spec, read_secret, run_on_workers,
 from weirflow.cli.durations import parse_duration
 from weirflow.cli.jobs import load_dataflow
 from weirflow.connectors.eventlog import EventLogSourceReader
-from weirflow.errors import ConfigError, WeirflowError, is_retriable
+from weirflow.errors import CheckpointError, ConfigError, WeirflowError, is_retriable
 from weirflow.metrics import (
     DEFAULT_HOST,
     JsonFormatter,
@@ -415,6 +416,31 @@ def _checkpoint_key_env(checkpoint_dir: str, job: str, key_file: str | None) -> 
     return {KEY_FILE_ENV: str(found.path), KEY_ENV: ""} if found.path is not None else {}
 
 
+def _restore_option(restore: str | None, fresh: bool) -> str | None:
+    """Fold ``--fresh`` into ``--restore``.
+
+    Raises:
+        ConfigError: ``--fresh`` with another ``--restore``.
+    """
+    if not fresh:
+        return restore
+    if restore not in (None, FRESH):
+        raise ConfigError(f"--fresh contradicts --restore {restore}: pass one of them")
+    return FRESH
+
+
+def _check_fresh_start(storage: CheckpointStorage) -> None:
+    """No ``--restore``: refuse before any worker starts if the job has checkpoints.
+
+    Raises:
+        ConfigError: the job has completed checkpoints in ``storage``.
+    """
+    try:
+        storage.check_fresh_start()
+    except CheckpointError as e:
+        raise ConfigError(str(e)) from e
+
+
 @app.command("run")
 def run(
     job: Annotated[str, typer.Argument(help="JOB.py, or JOB.py:NAME to pick one Dataflow.")],
@@ -437,8 +463,19 @@ def run(
     ),
     restore: Annotated[
         str | None,
-        typer.Option(help="latest, latest-or-fresh, or a checkpoint/savepoint path."),
+        typer.Option(
+            help="latest, latest-or-fresh, none (fresh over earlier checkpoints), or a "
+            "checkpoint/savepoint path. Without it a job with checkpoints is refused."
+        ),
     ] = None,
+    fresh: Annotated[bool, typer.Option(help="Same as --restore none.")] = False,
+    allow_duplicates_after_fallback: Annotated[
+        bool,
+        typer.Option(
+            help="Restore an older checkpoint than the sinks committed (the newer ones are "
+            "unusable), writing their output again."
+        ),
+    ] = False,
     restart_strategy: Annotated[Strategy, typer.Option(help="What to do when the worker dies.")] = (
         Strategy.fixed_delay
     ),
@@ -489,10 +526,16 @@ def run(
     _configure_logging(log_format)
     try:
         interval = parse_duration(checkpoint_interval)
+        restore = _restore_option(restore, fresh)
         config = (
             None
             if guarantee is Guarantee.at_most_once
-            else CheckpointConfig(storage=checkpoint_dir, interval=interval, mode=guarantee.value)
+            else CheckpointConfig(
+                storage=checkpoint_dir,
+                interval=interval,
+                mode=guarantee.value,
+                allow_duplicates_after_fallback=allow_duplicates_after_fallback,
+            )
         )
         if ui_port is not None and any(find_spec(m) is None for m in ("starlette", "uvicorn")):
             raise ConfigError(
@@ -567,6 +610,8 @@ def run(
         storage = CheckpointStorage(checkpoint_dir, flow.name) if config else None
         if storage is not None:
             storage.check_writable()
+        if storage is not None and restore is None:
+            _check_fresh_start(storage)
         argv = [
             job,
             f"--parallelism={parallelism}",
@@ -579,6 +624,8 @@ def run(
             *([f"--metrics-port={metrics_port}"] if metrics_port is not None else []),
             *([f"--ui-port={ui_port}"] if ui_port is not None else []),
         ] + (["--debug"] if debug else [])
+        if allow_duplicates_after_fallback:
+            argv.append("--allow-duplicates-after-fallback")
         # secrets go to the worker in its environment, not in its (world-readable) arguments
         worker_env = {"WEIRFLOW_UI_TOKEN": ui_token} if ui_token else {}
         if storage is not None and restore == "latest" and not storage.completed_checkpoints():
@@ -610,9 +657,11 @@ def run(
 def _config_message(e: ConfigError) -> str:
     """The error's message, its advice worded for this command line where the library's differs."""
     if isinstance(e, NoCheckpointError):
+        # unusable checkpoints left behind refuse a plain fresh start (no --restore)
+        fresh = "with --restore none" if e.skipped else "without --restore"
         return (
-            f"--restore latest but {e.what_is_missing()}. To start fresh run without "
-            "--restore (or with --restore latest-or-fresh to resume when possible); to restore "
-            "a savepoint pass --restore PATH"
+            f"--restore latest but {e.what_is_missing()}. To start fresh run {fresh} (or with "
+            "--restore latest-or-fresh to resume when possible); to restore a savepoint pass "
+            "--restore PATH"
         )
     return str(e)

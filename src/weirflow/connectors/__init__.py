@@ -3,12 +3,16 @@
 from typing import Any
 
 from weirflow.connectors.base import (
+    CommitTrackingSink,
     DecodeFailure,
+    LaterCommits,
     Sink,
+    SinkRestore,
     SinkWriter,
     Source,
     SourceBatch,
     SourceReader,
+    refuse_commits_after,
 )
 from weirflow.connectors.eventlog import EventLogSink, EventLogSource, default_encode
 from weirflow.connectors.files import FileSink, FileSinkError, FileSinkIOError
@@ -17,6 +21,7 @@ from weirflow.connectors.nexmark import NexmarkSource
 
 __all__ = [
     "CollectSink",
+    "CommitTrackingSink",
     "DecodeFailure",
     "EventLogSink",
     "EventLogSource",
@@ -24,13 +29,16 @@ __all__ = [
     "FileSinkError",
     "FileSinkIOError",
     "IterableSource",
+    "LaterCommits",
     "NexmarkSource",
     "Sink",
+    "SinkRestore",
     "SinkWriter",
     "Source",
     "SourceBatch",
     "SourceReader",
     "default_encode",
+    "refuse_commits_after",
 ]
 
 #: Names served from the Kafka connector, imported on first use so that the

@@ -6,15 +6,25 @@ source subtask reads the splits assigned to it through one
 checkpoint. A **sink** creates one :class:`SinkWriter` per sink subtask; a
 writer that gives exactly-once output pre-commits on the barrier (its
 committable goes into the checkpoint) and commits when the checkpoint
-completes (two-phase commit, as in DESIGN.md "Guarantees").
+completes (two-phase commit, see ``docs/architecture.md``, "Exactly-once output").
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from weirflow.errors import DuplicateOutputError
 from weirflow.records import LogPosition
+
+log = logging.getLogger("weirflow.connectors")
+
+ALLOW_DUPLICATES_HINT = (
+    "--allow-duplicates-after-fallback (Dataflow.run: "
+    "CheckpointConfig(allow_duplicates_after_fallback=True))"
+)
 
 
 class DecodeFailure(NamedTuple):
@@ -189,3 +199,118 @@ class Sink(Protocol):
                 writer commits the committables it holds and aborts anything newer.
         """
         ...
+
+
+@dataclass(frozen=True)
+class LaterCommits:
+    """Output one sink subtask committed for checkpoints after the one a job restores.
+
+    Attributes:
+        newest_checkpoint_id: the newest checkpoint whose output it committed.
+        records: how many records it committed for those checkpoints, or
+            ``None`` when the sink cannot count them.
+        target: where the output went, for messages (``topic 'out' in /logs``).
+    """
+
+    newest_checkpoint_id: int
+    records: int | None
+    target: str
+
+
+@dataclass(frozen=True)
+class SinkRestore:
+    """One sink subtask about to be restored, as :class:`CommitTrackingSink` is asked about it.
+
+    Attributes:
+        job, operator, subtask, parallelism: as for ``Sink.create_writer``.
+        restored: as for ``create_writer`` (old subtask → committable), or ``None``.
+        checkpoint_id: the checkpoint being restored.
+    """
+
+    job: str
+    operator: str
+    subtask: int
+    parallelism: int
+    restored: Any | None
+    checkpoint_id: int
+
+
+@runtime_checkable
+class CommitTrackingSink(Protocol):
+    """A two-phase-commit sink that knows which checkpoints its commits belonged to."""
+
+    def commits_after(self, at: SinkRestore) -> LaterCommits | None:
+        """Say what one sink subtask committed for checkpoints after ``at.checkpoint_id``.
+
+        Called before ``create_writer`` on a restore, so before the writer
+        commits the restored committables again.
+
+        Args:
+            at: the subtask and the checkpoint it restores.
+
+        Returns:
+            What was committed after it, or ``None`` when nothing was.
+        """
+        ...
+
+
+def refuse_commits_after(
+    job: str,
+    operator: str,
+    sink: CommitTrackingSink,
+    restored: Mapping[int, Any],
+    checkpoint_id: int,
+    *,
+    allow: bool = False,
+) -> None:
+    """Fail a restore that would commit a sink's output a second time.
+
+    A two-phase-commit sink commits output only after its checkpoint
+    completed, so a restore from checkpoint ``k`` finding commits for
+    checkpoints after ``k`` means the newer checkpoints exist but are not
+    restored (corrupt, or an older one was asked for); the records read
+    since ``k`` would be processed and committed again.
+
+    Args:
+        job: the job name.
+        operator: the sink operator's name.
+        sink: the sink connector.
+        restored: new subtask → its restored state, as ``create_writer`` gets it,
+            for every subtask of the restoring attempt.
+        checkpoint_id: the checkpoint being restored.
+        allow: the run accepts the duplicates; they are logged as a warning instead.
+
+    Raises:
+        DuplicateOutputError: some subtask committed output after ``checkpoint_id``;
+            the message names the checkpoints, the count when known, and how
+            to proceed.
+    """
+    asked = [
+        SinkRestore(job, operator, subtask, len(restored), state, checkpoint_id)
+        for subtask, state in sorted(restored.items())
+    ]
+    later = [found for at in asked if (found := sink.commits_after(at))]
+    if not later:
+        return
+    newest = max(c.newest_checkpoint_id for c in later)
+    counts = [c.records for c in later if c.records is not None]
+    what = f"the {sum(counts):,} records" if len(counts) == len(later) else "the records"
+    span = (
+        f"checkpoint {newest}, which is"
+        if newest == checkpoint_id + 1
+        else f"checkpoints {checkpoint_id + 1}..{newest}, which are"
+    )
+    targets = ", ".join(sorted({c.target for c in later}))
+    problem = (
+        f"restoring checkpoint {checkpoint_id} of job {job!r} commits again {what} that sink "
+        f"{operator!r} already committed to {targets} for {span} newer than the checkpoint "
+        "restored (unusable, or not asked for)"
+    )
+    if allow:
+        log.warning("%s; the run allows duplicates after a fallback", problem)
+        return
+    raise DuplicateOutputError(
+        f"{problem}. To accept these duplicates pass {ALLOW_DUPLICATES_HINT}; to avoid them "
+        f"repair and restore checkpoint {newest}, or start afresh (--restore none) into an "
+        "empty sink target"
+    )

@@ -16,6 +16,11 @@ event log's transactions (one transactional id per sink subtask):
    subtask's transactional ids is aborted (it belongs to a checkpoint that
    never completed). Registering the producer fences any zombie instance.
 
+Each prepared transaction is stored with its checkpoint id and record
+count, so that a restore from an older checkpoint than the sink last
+committed is noticed before anything is committed twice
+(:meth:`EventLogSink.commits_after`).
+
 In ``at_least_once`` mode records are appended as they come (durable on
 return), so a replay after failover may append them again.
 """
@@ -29,7 +34,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from weirflow.connectors.base import SourceBatch, decode_values
+from weirflow.connectors.base import LaterCommits, SinkRestore, SourceBatch, decode_values
 from weirflow.errors import ConfigError
 from weirflow.eventlog import (
     EventLog,
@@ -276,11 +281,36 @@ class EventLogSink:
         self.key = key
         self.guarantee = guarantee
 
+    def commits_after(self, at: SinkRestore) -> LaterCommits | None:
+        """Sum up what this subtask's transactional ids committed for checkpoints after
+        ``at.checkpoint_id`` (the ids of the restored old subtasks included).
+
+        Returns:
+            ``None`` in ``at_least_once`` mode, or when nothing was committed after it.
+        """
+        if self.guarantee != "exactly_once":
+            return None
+        tids = _transactional_ids(f"{at.job}.{at.operator}", at.subtask, at.restored or {})
+        with EventLog(self.log_dir) as lg:
+            found = [c for tid in tids if (c := lg.commits_after(tid, at.checkpoint_id))]
+        if not found:
+            return None
+        return LaterCommits(
+            max(c.newest_checkpoint_id for c in found),
+            sum(c.records for c in found),
+            f"topic {self.topic!r} in {self.log_dir}",
+        )
+
     def create_writer(
         self, job: str, operator: str, subtask: int, parallelism: int, restored: Any | None
     ) -> EventLogSinkWriter:
         """Create one sink subtask's writer; it resolves the restored checkpoint's transactions."""
         return EventLogSinkWriter(self, f"{job}.{operator}", subtask, parallelism, restored)
+
+
+def _transactional_ids(id_prefix: str, subtask: int, restored: Mapping[int, Any]) -> list[str]:
+    """The subtask's own transactional id and those of the old subtasks whose state it restored."""
+    return sorted({f"{id_prefix}.{subtask}"} | {f"{id_prefix}.{old}" for old in restored})
 
 
 class EventLogSinkWriter:
@@ -318,8 +348,7 @@ class EventLogSinkWriter:
                     self.log.commit_prepared(handle)
                 except UnknownTransactionError:
                     log.warning("committable %s is gone (retention?); skipping", handle)
-        tids = {self.transactional_id} | {f"{id_prefix}.{old}" for old in restored}
-        for tid in sorted(tids):
+        for tid in _transactional_ids(id_prefix, subtask, restored):
             if tid != self.transactional_id:
                 self.log.transactional_producer(tid)  # fences a zombie of an old subtask
             for handle in self.log.list_prepared(tid):
@@ -357,7 +386,7 @@ class EventLogSinkWriter:
         if self.producer is None:
             return None
         if self._open:
-            self.pending[checkpoint_id] = self.producer.prepare()
+            self.pending[checkpoint_id] = self.producer.prepare(checkpoint_id)
             self._open = False
         return {"prepared": [h.to_dict() for _, h in sorted(self.pending.items())]}
 

@@ -17,7 +17,10 @@ into one hidden **in-progress** file at a time, in the sink's folder:
    place means the commit happened before, so commit is idempotent;
 4. on restore, the pending files of the restored checkpoint are committed
    and every other hidden file of the restored subtasks is deleted: it
-   belongs to a checkpoint that never completed.
+   belongs to a checkpoint that never completed. Committed files of
+   checkpoints newer than the restored one mean their output would be
+   written again; :meth:`FileSink.commits_after` reports them, so that the
+   restore is refused unless the run allows duplicates.
 
 Invariants: a committed name only ever appears through one atomic rename of
 a complete, fsynced file, so a reader of the folder never sees a partial
@@ -42,6 +45,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from weirflow.connectors.base import LaterCommits, SinkRestore
 from weirflow.connectors.part_files import (
     COMMITTED,
     HIDDEN,
@@ -50,6 +54,7 @@ from weirflow.connectors.part_files import (
     PartFile,
     PartState,
     committed_name,
+    count_records,
     final_of,
     pending_name,
 )
@@ -107,6 +112,34 @@ class FileSink:
         self.encode = encode
         self.columns = list(columns) if columns is not None else None
         self.rolling_records = rolling_records
+
+    def commits_after(self, at: SinkRestore) -> LaterCommits | None:
+        """Find the committed part files of checkpoints after ``at.checkpoint_id`` that
+        sink subtask ``at.subtask`` of ``at.parallelism`` owns, and count their records.
+
+        Returns:
+            ``None`` when there are none (or the folder does not exist yet).
+
+        Raises:
+            FileSinkIOError: a part file cannot be read.
+        """
+        try:
+            names = os.listdir(self.path)
+        except FileNotFoundError:
+            return None
+        newer = {
+            name: int(match.group(2))
+            for name in names
+            if (match := COMMITTED.fullmatch(name))
+            and int(match.group(1)) % at.parallelism == at.subtask
+            and int(match.group(2)) > at.checkpoint_id
+        }
+        if not newer:
+            return None
+        records = sum(
+            count_records(os.path.join(self.path, name), self.format == "csv") for name in newer
+        )
+        return LaterCommits(max(newer.values()), records, f"folder {self.path}")
 
     def create_writer(
         self, job: str, operator: str, subtask: int, parallelism: int, restored: Any | None
@@ -183,14 +216,12 @@ class FileSinkWriter:
 
         Steps:
             1. commit every pending file named in the restored committables;
-            2. delete every other hidden file of the subtasks this one owns;
-            3. warn about committed files newer than the restored checkpoint.
+            2. delete every other hidden file of the subtasks this one owns.
         """
-        restored_checkpoint = self._commit_restored(restored)
+        self._commit_restored(restored)
         self._delete_uncommitted()
-        self._warn_newer_commits(restored_checkpoint)
 
-    def _commit_restored(self, restored: Mapping[int, Any]) -> int:
+    def _commit_restored(self, restored: Mapping[int, Any]) -> None:
         newest = -1
         for state in restored.values():
             if not state:
@@ -213,7 +244,6 @@ class FileSinkWriter:
                 part.move(PartState.COMMITTED, final)
         self._last_checkpoint = newest
         self._fsync_folder()
-        return newest
 
     def _owned(self, subtask: int) -> bool:
         return subtask % self.parallelism == self.subtask
@@ -241,24 +271,6 @@ class FileSinkWriter:
                     f"{self.name}: {os.path.join(self.folder, name)} is output of an earlier "
                     "run; a fresh start needs an empty FileSink folder (or restore the run "
                     "that wrote it with --restore latest)"
-                )
-
-    def _warn_newer_commits(self, restored_checkpoint: int) -> None:
-        if restored_checkpoint < 0:
-            return
-        for name in self._listdir():
-            match = COMMITTED.fullmatch(name)
-            if (
-                match
-                and self._owned(int(match.group(1)))
-                and int(match.group(2)) > restored_checkpoint
-            ):
-                log.warning(
-                    "%s: %s was committed by a checkpoint newer than the restored "
-                    "checkpoint %d; its records may appear again",
-                    self.name,
-                    os.path.join(self.folder, name),
-                    restored_checkpoint,
                 )
 
     def _listdir(self) -> list[str]:

@@ -21,7 +21,10 @@ the Java client's internals), so recovery does not depend on one:
    recorded atomically with its records. The id is also in the offset
    metadata, for people reading the group; it is not relied on, because some
    brokers (Tansu 0.6.0) drop offset metadata;
-4. on restore each restored subtask's transactional id is initialised
+4. before a restore, :meth:`KafkaSink.commits_after` reads those groups:
+   a commit newer than the restored checkpoint means its output would be
+   written twice, and the restore is refused unless the run allows it;
+5. on restore each restored subtask's transactional id is initialised
    (fencing any zombie and ending its open transaction); at the first barrier
    its last committed checkpoint is read from the sink-owned group, and only
    the restored committables newer than it are written again, in one
@@ -44,6 +47,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
+from weirflow.connectors.base import LaterCommits, SinkRestore
 from weirflow.connectors.kafka import (
     KafkaDeliveryError,
     KafkaError,
@@ -156,6 +160,45 @@ class KafkaSink:
             conf["transaction.timeout.ms"] = 60_000
         conf.update(self.options.client_config)
         return conf
+
+    def last_committed(self, tid: str, run: str) -> int:
+        """The last checkpoint id committed by ``tid`` in run ``run`` (0 when none).
+
+        Raises:
+            KafkaError: the broker did not answer.
+        """
+        c = ck.Consumer(
+            {"bootstrap.servers": self.bootstrap_servers, "group.id": progress_group(tid, run)}
+        )
+        try:
+            tp = c.committed(
+                [ck.TopicPartition(self.topic, 0)], timeout=self.options.timeout.total_seconds()
+            )[0]
+        except ck.KafkaException as e:
+            raise wrap_kafka_exception(e, f"read progress of {tid}") from e
+        finally:
+            c.close()
+        return max(0, tp.offset)
+
+    def commits_after(self, at: SinkRestore) -> LaterCommits | None:
+        """Read the progress groups of the restored subtasks' transactional ids; the
+        number of records committed is not known (``records`` is ``None``).
+
+        Raises:
+            KafkaError: the broker did not answer.
+        """
+        if self.guarantee != "exactly_once":
+            return None
+        prefix = self.options.transactional_id_prefix or f"{at.job}.{at.operator}"
+        done = [
+            self.last_committed(f"{prefix}.{old}", state["run"])
+            for old, state in sorted((at.restored or {}).items())
+            if state
+        ]
+        newest = max(done, default=0)
+        if newest <= at.checkpoint_id:
+            return None
+        return LaterCommits(newest, None, f"Kafka topic {self.topic!r}")
 
     def create_writer(
         self, job: str, operator: str, subtask: int, parallelism: int, restored: Any | None
@@ -315,21 +358,8 @@ class KafkaSinkWriter:
         self._check_delivery()
 
     def last_committed(self, tid: str, run: str) -> int:
-        """The last checkpoint id committed by ``tid`` in run ``run`` (0 when none).
-
-        Raises:
-            KafkaError: the broker did not answer.
-        """
-        c = ck.Consumer(
-            {"bootstrap.servers": self.sink.bootstrap_servers, "group.id": progress_group(tid, run)}
-        )
-        try:
-            tp = c.committed([ck.TopicPartition(self.sink.topic, 0)], timeout=self.timeout_s)[0]
-        except ck.KafkaException as e:
-            raise wrap_kafka_exception(e, f"read progress of {tid}") from e
-        finally:
-            c.close()
-        return max(0, tp.offset)
+        """:meth:`KafkaSink.last_committed`."""
+        return self.sink.last_committed(tid, run)
 
     def recover(self) -> None:
         """Write again the restored committables newer than each old subtask's last commit.

@@ -6,6 +6,7 @@ A part file is in-progress, then pending, then committed (or aborted); see
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import re
@@ -155,3 +156,23 @@ class PartFile:
 def final_of(pending: str) -> str:
     """The committed name of a pending file name (``.part-….pending`` → ``part-…``)."""
     return pending[1 : -len(".pending")]
+
+
+def count_records(path: str, csv_format: bool) -> int:
+    """Count the records of a committed part file.
+
+    Args:
+        path: the file.
+        csv_format: the file is CSV (a header line, then rows that may span
+            lines inside quotes); else JSON lines.
+
+    Raises:
+        FileSinkIOError: the file cannot be read.
+    """
+    try:
+        with open(path, newline="") as f:
+            if csv_format:
+                return max(0, sum(1 for _ in csv.reader(f)) - 1)
+            return sum(1 for _ in f)
+    except OSError as e:
+        raise FileSinkIOError(f"cannot read the part file {path}: {e}") from e

@@ -27,6 +27,7 @@ from weirflow.eventlog.errors import (
 )
 from weirflow.eventlog.log import EventLog, Isolation
 from weirflow.eventlog.records import (
+    CommitsAfter,
     ConsumedRecord,
     PartitionDescription,
     Record,
@@ -38,6 +39,7 @@ from weirflow.eventlog.transactions import ProducerState, TransactionalProducer,
 __all__ = [
     "DB_FILE",
     "FORMAT_VERSION",
+    "CommitsAfter",
     "ConsumedRecord",
     "CorruptLogError",
     "Durability",

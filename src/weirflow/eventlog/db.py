@@ -71,6 +71,16 @@ CREATE TABLE group_offsets(
     off INTEGER NOT NULL, updated_ms INTEGER NOT NULL,
     PRIMARY KEY(group_id, topic_id, part)) STRICT, WITHOUT ROWID;
 """
+# Which checkpoint a sink's transaction belongs to (see TransactionalProducer.prepare).
+# Added after format version 1 shipped: logs made before get the table when opened, and
+# readers that predate it ignore it, so the format version stays 1.
+_MARKS_TABLE = "transaction_marks"
+_MARKS_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {_MARKS_TABLE}(
+    transactional_id TEXT NOT NULL, sequence INTEGER NOT NULL,
+    checkpoint_id INTEGER NOT NULL, records INTEGER NOT NULL,
+    PRIMARY KEY(transactional_id, sequence)) STRICT, WITHOUT ROWID
+"""
 
 
 def system_clock_ms() -> int:
@@ -190,7 +200,7 @@ class Database:
                 r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
             }
             if not names:
-                for stmt in _SCHEMA.split(";"):
+                for stmt in [*_SCHEMA.split(";"), _MARKS_SCHEMA]:
                     if stmt.strip():
                         conn.execute(stmt)
                 conn.executemany(
@@ -209,6 +219,9 @@ class Database:
                 f"(format {meta.get('format')!r})"
             )
         check_format_version(meta.get("format_version"), FORMAT_VERSION, str(self.path))
+        if _MARKS_TABLE not in names:
+            with self.write() as conn:
+                conn.execute(_MARKS_SCHEMA)
 
     @property
     def conn(self) -> sqlite3.Connection:

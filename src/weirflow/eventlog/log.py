@@ -31,6 +31,7 @@ from weirflow.eventlog.errors import (
 from weirflow.eventlog.groups import commit_offsets, committed_offset, group_lag
 from weirflow.eventlog.reading import partition_bounds, read_staged, staged_count
 from weirflow.eventlog.records import (
+    CommitsAfter,
     ConsumedRecord,
     PartitionDescription,
     Record,
@@ -43,6 +44,7 @@ from weirflow.eventlog.retention import apply_retention
 from weirflow.eventlog.transactions import (
     TransactionalProducer,
     TxnState,
+    commits_after,
     list_prepared,
     resolve_prepared,
 )
@@ -447,6 +449,22 @@ class EventLog:
     def list_prepared(self, transactional_id: str) -> list[TransactionHandle]:
         """Return the prepared, not yet resolved transactions of an id, by sequence."""
         return list_prepared(self._db, transactional_id)
+
+    def commits_after(self, transactional_id: str, checkpoint_id: int) -> CommitsAfter | None:
+        """Summarise what an id committed for checkpoints after ``checkpoint_id``.
+
+        Counts committed transactions that were prepared with a checkpoint id
+        above ``checkpoint_id`` (``TransactionalProducer.prepare(checkpoint_id)``)
+        and committed after the id's last commit for a checkpoint up to it.
+
+        Args:
+            transactional_id: the producer's id.
+            checkpoint_id: the checkpoint a job restores.
+
+        Returns:
+            The summary, or ``None`` when nothing such was committed.
+        """
+        return commits_after(self._db, transactional_id, checkpoint_id)
 
     # Consumer groups
 

@@ -95,6 +95,22 @@ class TopicDescription(msgspec.Struct, frozen=True):
     retention_bytes: int | None
 
 
+class CommitsAfter(msgspec.Struct, frozen=True):
+    """The committed transactions of one transactional id marked with checkpoints after a given one.
+
+    Attributes:
+        transactional_id: the producer's transactional id.
+        newest_checkpoint_id: the highest checkpoint id among them.
+        transactions: how many transactions.
+        records: how many records they committed, all partitions together.
+    """
+
+    transactional_id: str
+    newest_checkpoint_id: int
+    transactions: int
+    records: int
+
+
 class TransactionHandle(msgspec.Struct, frozen=True):
     """Names one prepared transaction, so that any process can commit or abort it.
 

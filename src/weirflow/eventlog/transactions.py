@@ -29,7 +29,7 @@ from weirflow.eventlog.errors import (
     TransactionStateError,
     UnknownTransactionError,
 )
-from weirflow.eventlog.records import Record, TransactionHandle, encode_headers
+from weirflow.eventlog.records import CommitsAfter, Record, TransactionHandle, encode_headers
 
 
 class TxnState(StrEnum):
@@ -142,6 +142,39 @@ def list_prepared(db: Database, transactional_id: str) -> list[TransactionHandle
             (transactional_id, TxnState.PREPARED.value),
         ).fetchall()
     return [TransactionHandle(transactional_id, epoch, seq) for epoch, seq in rows]
+
+
+# Commits of checkpoints after k that were made after the last commit of a checkpoint up to
+# k: a producer id reused by a job started afresh (checkpoint ids from 1 again) does not
+# count the commits of the job's earlier runs.
+_COMMITS_AFTER = """
+SELECT MAX(m.checkpoint_id), COUNT(*), COALESCE(SUM(m.records), 0)
+FROM transaction_marks AS m JOIN transactions AS t
+  ON t.transactional_id = m.transactional_id AND t.sequence = m.sequence
+WHERE m.transactional_id = :tid AND t.state = 'committed' AND m.checkpoint_id > :cid
+  AND m.sequence > (
+    SELECT COALESCE(MAX(m2.sequence), -1)
+    FROM transaction_marks AS m2 JOIN transactions AS t2
+      ON t2.transactional_id = m2.transactional_id AND t2.sequence = m2.sequence
+    WHERE m2.transactional_id = :tid AND t2.state = 'committed' AND m2.checkpoint_id <= :cid)
+"""
+
+
+def commits_after(db: Database, transactional_id: str, checkpoint_id: int) -> CommitsAfter | None:
+    """Return what ``transactional_id`` committed for checkpoints after ``checkpoint_id``.
+
+    Only transactions prepared with a ``checkpoint_id`` count.
+
+    Returns:
+        Their summary, or ``None`` when there are none.
+    """
+    with db.read() as conn:
+        newest, count, records = conn.execute(
+            _COMMITS_AFTER, {"tid": transactional_id, "cid": checkpoint_id}
+        ).fetchone()
+    if not count:
+        return None
+    return CommitsAfter(transactional_id, newest, count, records)
 
 
 class ProducerState(Enum):
@@ -298,19 +331,32 @@ class TransactionalProducer:
                 rows,
             )
 
-    def _end(self, target: TxnState, call: str) -> int:
+    def _end(self, target: TxnState, call: str, checkpoint_id: int | None = None) -> int:
         self._expect(ProducerState.IN_TRANSACTION, call)
         seq = self._sequence
         assert seq is not None
         with self._db.write() as conn:
             self._check_epoch(conn)
+            if checkpoint_id is not None:
+                conn.execute(
+                    "INSERT INTO transaction_marks(transactional_id, sequence, checkpoint_id, "
+                    "records) SELECT :tid, :seq, :cid, COUNT(*) FROM staged "
+                    "WHERE transactional_id = :tid AND sequence = :seq",
+                    {"tid": self.transactional_id, "seq": seq, "cid": checkpoint_id},
+                )
             finish(conn, self.transactional_id, seq, target, self._db.clock())
         self._state = ProducerState.READY
         self._sequence = None
         return seq
 
-    def prepare(self) -> TransactionHandle:
+    def prepare(self, checkpoint_id: int | None = None) -> TransactionHandle:
         """Make the open transaction durable but still invisible (the pre-commit).
+
+        Args:
+            checkpoint_id: the checkpoint whose committable the transaction
+                becomes; stored with it, so that after a restore from an older
+                checkpoint the sink can tell that this output was already
+                committed (``EventLog.commits_after``). ``None`` stores nothing.
 
         Returns:
             The handle to pass to ``EventLog.commit_prepared`` or
@@ -322,7 +368,9 @@ class TransactionalProducer:
             ProducerFencedError: a newer instance registered the same id.
             LogBusyError: the write lock was not obtained within the busy timeout.
         """
-        seq = self._end(TxnState.PREPARED, "prepare()")
+        if checkpoint_id is not None and (type(checkpoint_id) is not int or checkpoint_id < 0):
+            raise InvalidArgumentError(f"checkpoint_id must be an int >= 0, got {checkpoint_id!r}")
+        seq = self._end(TxnState.PREPARED, "prepare()", checkpoint_id)
         return TransactionHandle(self.transactional_id, self.epoch, seq)
 
     def commit(self) -> None:

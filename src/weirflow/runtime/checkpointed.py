@@ -56,6 +56,7 @@ from weirflow.runtime.build import BuiltJob, RuntimeOptions, build_job
 from weirflow.runtime.events import CheckpointBarrier
 from weirflow.runtime.job import counts
 from weirflow.runtime.local import LocalScheduler
+from weirflow.runtime.operators.source import refuse_duplicate_sink_output
 from weirflow.runtime.restart import RestartStrategy
 from weirflow.runtime.snapshots import encode_task_snapshot, plan_restore, write_task_snapshot
 from weirflow.runtime.task import Task, TaskState
@@ -119,6 +120,15 @@ class _Attempt:
             if self.manifest is not None
             else None
         )
+        if restored is not None:
+            assert self.manifest is not None
+            refuse_duplicate_sink_output(
+                r.graph,
+                r.parallelism,
+                restored,
+                self.manifest.checkpoint_id,
+                allow=r.config.allow_duplicates_after_fallback,
+            )
         self.built = build_job(
             r.graph, plan, r.options, r.clock, r.sleep, self._on_snapshot, restored, r.config.mode
         )
@@ -281,7 +291,9 @@ class CheckpointedRun:
         parallelism: subtasks per operator.
         max_parallelism: number of key groups.
         config: checkpoint configuration.
-        restore: ``None``, ``"latest"``, ``"latest-or-fresh"`` or a checkpoint/savepoint path.
+        restore: ``None`` (fresh; refused over completed checkpoints of the job),
+            ``"none"`` (fresh on purpose), ``"latest"``, ``"latest-or-fresh"`` or a
+            checkpoint/savepoint path.
         restart: the restart strategy for failed attempts (default: none).
         options: runtime sizes.
         clock: processing time in ms.

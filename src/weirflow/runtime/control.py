@@ -70,6 +70,8 @@ class Deploy(msgspec.Struct, tag=True, frozen=True):
         source_batch_size: records a source reads per step.
         buffer_size: records per buffer.
         channel_capacity: buffers per channel (its credit).
+        allow_duplicates_after_fallback: restore even when a sink committed
+            output of a newer checkpoint (see ``CheckpointConfig``).
     """
 
     attempt: int
@@ -85,6 +87,7 @@ class Deploy(msgspec.Struct, tag=True, frozen=True):
     source_batch_size: int = 1024
     buffer_size: int = 1024
     channel_capacity: int = 4
+    allow_duplicates_after_fallback: bool = False
 
 
 class Running(msgspec.Struct, tag=True, frozen=True):

@@ -475,6 +475,10 @@ class JobCoordinator:
                     source_batch_size=spec.options.source_batch_size,
                     buffer_size=spec.options.buffer_size,
                     channel_capacity=spec.options.channel_capacity,
+                    allow_duplicates_after_fallback=(
+                        spec.checkpoint is not None
+                        and spec.checkpoint.allow_duplicates_after_fallback
+                    ),
                 )
             )
         restored_from = None

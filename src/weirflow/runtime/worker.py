@@ -50,6 +50,7 @@ from weirflow.runtime.events import CheckpointBarrier
 from weirflow.runtime.job import counts, wall_clock_ms
 from weirflow.runtime.local import LocalScheduler
 from weirflow.runtime.operators import SinkLogic
+from weirflow.runtime.operators.source import refuse_duplicate_sink_output
 from weirflow.runtime.snapshots import encode_task_snapshot, plan_restore, write_task_snapshot
 from weirflow.runtime.task import Task, TaskState
 from weirflow.runtime.wire import (
@@ -331,6 +332,13 @@ class _Deployment:
                     manifest = self.storage.load_savepoint(d.restore)
                     restored = plan_restore(
                         manifest, self.storage, graph, d.parallelism, d.max_parallelism
+                    )
+                    refuse_duplicate_sink_output(
+                        graph,
+                        d.parallelism,
+                        restored,
+                        manifest.checkpoint_id,
+                        allow=d.allow_duplicates_after_fallback,
                     )
             plane = DataPlane(w.connect_peers(d))
             w._plane = plane

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -358,3 +359,30 @@ def test_failed_savepoint_copy_still_completes_the_checkpoint(storage, clock, tm
     assert done is not None and done.savepoint_url is None
     assert "already holds a savepoint" in done.savepoint_error
     assert storage.completed_checkpoints() == [1]
+
+
+def _live_task_snapshots() -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o) is TaskSnapshot)
+
+
+def test_after_many_checkpoints_only_the_retained_ones_are_remembered(storage, clock) -> None:
+    """Scenario: 60 checkpoints complete (one fails) with retained=3; the coordinator keeps
+    no task snapshot of a finished checkpoint, only its status."""
+    coord = coordinator(storage, clock, retained=3)
+    before = _live_task_snapshots()
+    for n in range(1, 61):
+        clock.advance(1000)
+        assert coord.maybe_trigger() == n
+        if n == 59:
+            coord.decline(n, "sink[0/1]", "disk full")
+            continue
+        assert ack_all(coord, n) is not None
+    assert _live_task_snapshots() == before
+    assert storage.completed_checkpoints() == [57, 58, 60]
+    assert [coord.status(n) for n in (56, 57, 59, 60)] == [
+        CheckpointStatus.COMPLETED,
+        CheckpointStatus.COMPLETED,
+        CheckpointStatus.FAILED,
+        CheckpointStatus.COMPLETED,
+    ]

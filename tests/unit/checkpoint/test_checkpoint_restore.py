@@ -83,8 +83,21 @@ def test_resolve_restore_none_and_fresh(tmp_path: Path) -> None:
     storage = CheckpointStorage(str(tmp_path), "job")
     assert storage.resolve_restore(None) is None
     assert storage.resolve_restore("latest-or-fresh") is None
-    with pytest.raises(CheckpointError, match=r"no usable completed checkpoint.*restore=None"):
+    assert storage.resolve_restore("none") is None
+    with pytest.raises(CheckpointError, match=r"no usable completed checkpoint.*restore='none'"):
         storage.resolve_restore("latest")
+
+
+def test_resolve_restore_none_is_refused_over_completed_checkpoints(tmp_path: Path) -> None:
+    """Scenario: the job has checkpoints; no restore option would reprocess and re-commit
+    everything, so it is refused with both ways on; "none" starts fresh on purpose."""
+    storage = CheckpointStorage(str(tmp_path), "job")
+    complete(storage, 1)
+    complete(storage, 2)
+    with pytest.raises(CheckpointError, match=r"chk-2.*--restore latest.*--fresh.*restore='none'"):
+        storage.resolve_restore(None)
+    assert storage.resolve_restore("none") is None
+    assert storage.completed_checkpoints() == [1, 2], "a fresh start keeps the old checkpoints"
 
 
 def test_resolve_restore_latest_names_the_corrupt_checkpoint(tmp_path: Path) -> None:

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from weirflow.connectors import FileSink, FileSinkError
+from weirflow.connectors import FileSink, FileSinkError, refuse_commits_after
 from weirflow.connectors.files import FileSinkWriter, PartFile, PartState
-from weirflow.errors import ConfigError
+from weirflow.errors import ConfigError, DuplicateOutputError
 
 
 def visible(folder: Path) -> list[str]:
@@ -342,24 +342,33 @@ def test_failed_write_names_the_file_and_commits_nothing(tmp_path: Path) -> None
     assert visible(tmp_path) == []
 
 
-def test_restore_warns_about_parts_of_a_newer_checkpoint(
+def test_restore_of_an_older_checkpoint_is_refused_with_the_parts_it_would_repeat(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Scenario: checkpoint 2 committed its part, then the job restores from checkpoint 1."""
+    """Scenario: checkpoints 2 and 3 committed parts (3 records), then the job restores
+    checkpoint 1: refused, naming both and the count; allowed, a warning says the same."""
     sink = FileSink(tmp_path)
     w = writer(sink)
     w.write(["a"], None)
     state_1 = w.pre_commit(1)
     w.commit(1)
-    w.write(["b"], None)
+    w.write(["b", "c"], None)
     w.pre_commit(2)
     w.commit(2)
+    w.write(["d"], None)
+    w.pre_commit(3)
+    w.commit(3)
     w.close()
+    restored = {0: {0: state_1}}
+    with pytest.raises(DuplicateOutputError) as refused:
+        refuse_commits_after("job", "out", sink, restored, 1)
+    assert (
+        f"commits again the 3 records that sink 'out' already committed to folder {tmp_path} "
+        "for checkpoints 2..3"
+    ) in str(refused.value)
+    assert "--allow-duplicates-after-fallback" in str(refused.value)
+    refuse_commits_after("job", "out", sink, restored, 3)
     with caplog.at_level("WARNING", logger="weirflow.connectors"):
-        writer(sink, restored={0: state_1}).close()
-    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert warnings == [
-        f"out[0/1]: {tmp_path / 'part-0-2.jsonl'} was committed by a checkpoint newer than the "
-        "restored checkpoint 1; its records may appear again"
-    ]
-    assert visible(tmp_path) == ["part-0-1.jsonl", "part-0-2.jsonl"]
+        refuse_commits_after("job", "out", sink, restored, 1, allow=True)
+    assert [r.getMessage() for r in caplog.records if "commits again" in r.getMessage()]
+    assert visible(tmp_path) == ["part-0-1.jsonl", "part-0-2.jsonl", "part-0-3.jsonl"]

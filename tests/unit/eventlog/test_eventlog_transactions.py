@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import pytest
 
 from weirflow.eventlog import (
@@ -239,3 +242,51 @@ def test_handle_round_trips_through_serde() -> None:
     assert decode(encode(handle), allow_pickle=True) == handle
     # Committables go into checkpoints as dicts: built-in data, no pickle.
     assert is_plain(handle.to_dict())
+
+
+def _prepare(log: EventLog, tid: str, checkpoint_id: int, n: int) -> TransactionHandle:
+    producer = log.transactional_producer(tid)
+    producer.begin()
+    producer.append("t", [Record(b"x")] * n)
+    return producer.prepare(checkpoint_id)
+
+
+def test_commits_after_counts_committed_transactions_of_newer_checkpoints(
+    log: EventLog, topic: str
+) -> None:
+    """Scenario: checkpoints 1..3 prepared, 1 and 2 committed; a restore of 1 would repeat
+    checkpoint 2's records, a restore of 2 nothing; prepared-only and other ids never count."""
+    handles = [_prepare(log, "sink.0", cid, n) for cid, n in ((1, 2), (2, 3), (3, 5))]
+    _prepare(log, "sink.1", 2, 7)
+    log.commit_prepared(handles[0])
+    log.commit_prepared(handles[1])
+    found = log.commits_after("sink.0", 1)
+    assert found is not None
+    assert (found.newest_checkpoint_id, found.transactions, found.records) == (2, 1, 3)
+    assert log.commits_after("sink.0", 2) is None
+    assert log.commits_after("sink.1", 1) is None
+
+
+def test_commits_after_ignores_an_earlier_run_of_a_reused_id(log: EventLog, topic: str) -> None:
+    """Scenario: a job started afresh in an empty checkpoint folder numbers checkpoints from
+    1 again under the same transactional id; the earlier run's checkpoint 9 does not count."""
+    log.commit_prepared(_prepare(log, "sink.0", 9, 4))
+    log.commit_prepared(_prepare(log, "sink.0", 1, 2))
+    assert log.commits_after("sink.0", 1) is None
+    log.commit_prepared(_prepare(log, "sink.0", 2, 6))
+    found = log.commits_after("sink.0", 1)
+    assert found is not None and (found.newest_checkpoint_id, found.records) == (2, 6)
+
+
+def test_a_log_made_before_transaction_marks_gets_them_on_open(tmp_path: Path) -> None:
+    """Scenario: an event log written by a build without the marks table opens, and its
+    sinks can mark transactions from then on."""
+    with EventLog(tmp_path / "old", "process") as lg:
+        lg.create_topic("t", 1)
+    db = sqlite3.connect(tmp_path / "old" / "eventlog.sqlite3")
+    db.execute("DROP TABLE transaction_marks")
+    db.commit()
+    db.close()
+    with EventLog(tmp_path / "old", "process") as lg:
+        lg.commit_prepared(_prepare(lg, "sink.0", 3, 1))
+        assert lg.commits_after("sink.0", 2) is not None

@@ -37,10 +37,25 @@ def test_restart_does_not_restore_a_checkpoint_of_an_earlier_run(tmp_path: Path)
     first = _flow(list(range(N)), None).run(checkpoint=config)
     assert first.checkpoints_completed == 1  # the final checkpoint, positions at the end
     second = _flow(list(range(N)), fail_once_at=100).run(
-        checkpoint=config, restart=RestartStrategy.fixed_delay(2, timedelta(0))
+        checkpoint=config, restore="none", restart=RestartStrategy.fixed_delay(2, timedelta(0))
     )
     assert second.restarts == 1
     assert second.operators["src"].records_in == N, "the restart resumed another run's positions"
+
+
+def test_running_again_without_restore_over_the_jobs_checkpoints_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Scenario: Dataflow.run twice over one checkpoint folder with restore=None: the second
+    is refused before it runs; restore="latest" resumes, restore="none" starts afresh."""
+    config = CheckpointConfig(storage=str(tmp_path), interval=timedelta(minutes=10))
+    _flow(list(range(N)), None).run(checkpoint=config)
+    with pytest.raises(ConfigError, match=r"restore='latest'.*restore='none'"):
+        _flow(list(range(N)), None).run(checkpoint=config)
+    resumed = _flow(list(range(N)), None).run(checkpoint=config, restore="latest")
+    assert resumed.operators["src"].records_in == 0
+    fresh = _flow(list(range(N)), None).run(checkpoint=config, restore="none")
+    assert fresh.operators["src"].records_in == N
 
 
 def test_one_shot_iterator_refuses_a_replay_after_a_restart(tmp_path: Path) -> None:

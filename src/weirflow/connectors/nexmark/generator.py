@@ -4,7 +4,7 @@ The rules (event kinds by id, timestamps, id choice, hot sellers, bidders and
 auctions, price distribution, auction lengths, padding toward average sizes)
 are those of the Nexmark benchmark's generator (nexmark/nexmark
 ``nexmark-flink/.../generator``, itself Apache Beam's
-``sdks/java/testing/nexmark`` generator); ``../shared/NEXMARK.md`` lists them.
+``sdks/java/testing/nexmark`` generator); ``docs/workloads.md`` sums them up.
 
 Randomness: Beam seeds one ``java.util.Random`` per event id so that an
 event depends on its id alone. Seeding a Mersenne Twister costs about 6 µs

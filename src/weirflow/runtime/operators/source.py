@@ -7,13 +7,19 @@ minimum over its splits, ignoring idle ones (a :class:`~weirflow.time.WatermarkV
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from weirflow.connectors import DecodeFailure, Source, SourceReader
+from weirflow.connectors import (
+    CommitTrackingSink,
+    DecodeFailure,
+    Source,
+    SourceReader,
+    refuse_commits_after,
+)
 from weirflow.errors import ConfigError, TimestampError
 from weirflow.faults import fault_point
-from weirflow.graph import OperatorSpec
+from weirflow.graph import LogicalGraph, OperatorSpec
 from weirflow.runtime.operators.base import OperatorContext, OperatorLogic
 from weirflow.runtime.operators.errors import (
     call_each,
@@ -288,3 +294,32 @@ class SinkLogic(OperatorLogic):
         writer = getattr(self, "writer", None)
         if writer is not None:
             writer.close()
+
+
+def refuse_duplicate_sink_output(
+    graph: LogicalGraph,
+    parallelism: int,
+    restored: Mapping[str, Mapping[int, Any]],
+    checkpoint_id: int,
+    *,
+    allow: bool = False,
+) -> None:
+    """Before sinks are opened on a restore, fail if one would commit its output twice.
+
+    Args:
+        graph: the job's logical graph.
+        parallelism: sink subtasks of the restoring attempt.
+        restored: ``operator name -> subtask -> state``, as ``plan_restore`` made it.
+        checkpoint_id: the checkpoint being restored.
+        allow: log the duplicates as a warning instead of failing.
+
+    Raises:
+        DuplicateOutputError: a sink committed output for a newer checkpoint
+            and ``allow`` is false (see :func:`~weirflow.connectors.refuse_commits_after`).
+    """
+    for op in graph.operators:
+        sink = op.params.get("sink") if op.kind == "sink" else None
+        if isinstance(sink, CommitTrackingSink):
+            states = restored.get(op.name, {})
+            by_subtask = {i: states.get(i) for i in range(parallelism)}
+            refuse_commits_after(graph.name, op.name, sink, by_subtask, checkpoint_id, allow=allow)
