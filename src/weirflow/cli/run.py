@@ -400,17 +400,19 @@ def _checkpoint_key_env(checkpoint_dir: str, job: str, key_file: str | None) -> 
     on their command line.
     """
     found = resolve_job_key(None, checkpoint_dir, job, key_file=key_file, create=True)
+    # log lines, so that --log-format json stays all JSON
     if found.created:
-        err.print(
-            f"generated checkpoint key file {found.path} (mode 0600): it signs job {job}'s "
-            "checkpoints; keep it, restoring them needs it",
-            highlight=False,
+        log.info(
+            "generated checkpoint key file %s (mode 0600): it signs job %s's checkpoints; "
+            "keep it, restoring them needs it",
+            found.path,
+            job,
         )
     if found.key is None:
-        err.print(
-            f"[yellow]warning:[/] no checkpoint key for {checkpoint_dir}: state that needs pickle "
-            "cannot be checkpointed; give --checkpoint-key-file",
-            highlight=False,
+        log.warning(
+            "no checkpoint key for %s: state that needs pickle cannot be checkpointed; "
+            "give --checkpoint-key-file",
+            checkpoint_dir,
         )
     # An explicit key file wins over an inherited $WEIRFLOW_CHECKPOINT_KEY, in workers too.
     return {KEY_FILE_ENV: str(found.path), KEY_ENV: ""} if found.path is not None else {}

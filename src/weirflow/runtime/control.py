@@ -72,6 +72,10 @@ class Deploy(msgspec.Struct, tag=True, frozen=True):
         channel_capacity: buffers per channel (its credit).
         allow_duplicates_after_fallback: restore even when a sink committed
             output of a newer checkpoint (see ``CheckpointConfig``).
+        storage_probe: with workers on several hosts and a local checkpoint
+            folder, the token the coordinator wrote to :data:`SHARED_PROBE`
+            in the job's folder; a worker that does not find it there fails
+            the attempt (the folder is not shared).
     """
 
     attempt: int
@@ -88,6 +92,10 @@ class Deploy(msgspec.Struct, tag=True, frozen=True):
     buffer_size: int = 1024
     channel_capacity: int = 4
     allow_duplicates_after_fallback: bool = False
+    storage_probe: str | None = None
+
+
+SHARED_PROBE = "_shared-probe"
 
 
 class Running(msgspec.Struct, tag=True, frozen=True):

@@ -32,6 +32,7 @@ import queue
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -435,18 +436,18 @@ class JobCoordinator:
             with contextlib.suppress(AttemptFailedError):
                 self._membership(wid, event)
 
-    def _check_shared_storage(self, used: list[WorkerEntry]) -> None:
-        if self.storage is None:
-            return
-        hosts = {w.host for w in used}
-        if len(hosts) > 1 and self.storage.root_url.startswith("file://"):
-            raise AttemptFailedError(
-                f"checkpoint storage {self.storage.root_url} is a local folder, but the workers "
-                f"run on {len(hosts)} hosts ({', '.join(sorted(hosts))}): each would write its "
-                "state where the others cannot read it. Use shared storage (s3://..., or a "
-                "folder mounted at the same path on every host)",
-                retriable=False,
-            )
+    def _storage_probe(self, used: list[WorkerEntry]) -> str | None:
+        """With workers on several hosts and a local checkpoint folder, write a probe that
+        every worker must find there (a folder mounted on every host passes; one that is
+        local to each host does not). Return the probe's token, or ``None`` for no check."""
+        if self.storage is None or len({w.host for w in used}) < 2:
+            return None
+        if not self.storage.root_url.startswith("file://"):
+            return None
+        token = uuid.uuid4().hex
+        self.storage.fs.makedirs(self.storage.root, exist_ok=True)
+        self.storage.fs.pipe_file(f"{self.storage.root}/{control.SHARED_PROBE}", token.encode())
+        return token
 
     def _run_attempt(self, restore_url: str | None) -> dict[str, OperatorCounts]:
         spec = self.spec
@@ -454,7 +455,7 @@ class JobCoordinator:
         free = self._await_slots()
         owners = place(spec.parallelism, [(w.id, w.slots) for w in free])
         used = [w for w in free if w.id in set(owners.values())]
-        self._check_shared_storage(used)
+        probe = self._storage_probe(used)
         peers = {w.id: w.data_address for w in used}
         mode = spec.checkpoint.mode if spec.checkpoint is not None else spec.guarantee
         for w in used:
@@ -475,6 +476,7 @@ class JobCoordinator:
                     source_batch_size=spec.options.source_batch_size,
                     buffer_size=spec.options.buffer_size,
                     channel_capacity=spec.options.channel_capacity,
+                    storage_probe=probe,
                     allow_duplicates_after_fallback=(
                         spec.checkpoint is not None
                         and spec.checkpoint.allow_duplicates_after_fallback

@@ -40,7 +40,7 @@ from typing import Any
 import msgspec
 
 from weirflow.checkpoint import CheckpointConfig, CheckpointStorage, open_job_storage
-from weirflow.errors import WeirflowError, is_retriable
+from weirflow.errors import ConfigError, WeirflowError, is_retriable
 from weirflow.faults import fault_point
 from weirflow.graph import LogicalGraph, compile_plan
 from weirflow.runtime import control
@@ -325,6 +325,8 @@ class _Deployment:
             plan = compile_plan(graph, d.parallelism, d.max_parallelism)
             restored = None
             if d.checkpoint_dir is not None:
+                if d.storage_probe is not None:
+                    _check_probe(d.checkpoint_dir, graph.name, d.storage_probe)
                 self.storage = open_job_storage(
                     CheckpointConfig(storage=d.checkpoint_dir), graph.name
                 )
@@ -521,3 +523,24 @@ class _RemoteEnds:
 
     def input(self, channel_id: int, capacity: int, name: str, peer: str) -> Any:
         return self.plane.input(channel_id, capacity, name, peer)
+
+
+def _check_probe(checkpoint_dir: str, job: str, token: str) -> None:
+    """Fail unless the coordinator's probe is in the job's checkpoint folder as seen here.
+
+    Raises:
+        ConfigError: the folder is not the one the coordinator writes (not shared).
+    """
+    storage = CheckpointStorage(checkpoint_dir, job)
+    path = f"{storage.root}/{control.SHARED_PROBE}"
+    try:
+        found = storage.fs.cat_file(path).decode(errors="replace")
+    except OSError:
+        found = None
+    if found != token:
+        raise ConfigError(
+            f"checkpoint storage {storage.root_url} is a local folder that this worker on host "
+            f"{socket.gethostname()} does not share with the coordinator: each host would write "
+            "its state where the others cannot read it. Use shared storage (s3://..., or a "
+            "folder mounted at the same path on every host)"
+        )
