@@ -93,6 +93,9 @@ def worker(
     host_address: Annotated[
         str, typer.Option(help="Address of this host that other workers connect to.")
     ] = "127.0.0.1",
+    connect_timeout: Annotated[
+        str, typer.Option(help="How long to keep dialling a coordinator that is not up yet.")
+    ] = "30s",
     exit_on_loss: Annotated[bool, typer.Option(hidden=True)] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
@@ -105,14 +108,21 @@ def worker(
         except ValueError as e:
             raise ConfigError(f"--coordinator: {e}") from e
         w = Worker(
-            coordinator, secret, slots, _load_graph, host_address, reconnect=not exit_on_loss
+            coordinator,
+            secret,
+            slots,
+            _load_graph,
+            host_address,
+            reconnect=not exit_on_loss,
+            connect_timeout_s=parse_duration(connect_timeout).total_seconds(),
         )
         try:
             raise typer.Exit(w.serve())
         except OSError as e:
             raise ConfigError(
-                f"cannot reach the coordinator at {coordinator}: {e.strerror or e}; is "
-                "`weirflow coordinator` running there, and is the address right?"
+                f"cannot reach the coordinator at {coordinator} (tried for {connect_timeout}): "
+                f"{e.strerror or e}; is `weirflow coordinator` running there, and is the "
+                "address right?"
             ) from e
     except typer.Exit:
         raise

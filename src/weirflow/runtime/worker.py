@@ -91,6 +91,7 @@ class Worker:
         load_graph: job spec (``JOB.py[:NAME]``) → its logical graph.
         host_address: the address this worker's data plane binds and announces.
         reconnect: dial the coordinator again after losing it (``False``: return).
+        connect_timeout_s: how long the first connection is retried (s).
     """
 
     def __init__(
@@ -101,6 +102,7 @@ class Worker:
         load_graph: Callable[[str], LogicalGraph],
         host_address: str = "127.0.0.1",
         reconnect: bool = True,
+        connect_timeout_s: float = 30.0,
     ) -> None:
         self.coordinator = coordinator
         self.secret = secret
@@ -108,6 +110,7 @@ class Worker:
         self.load_graph = load_graph
         self.host_address = host_address
         self.reconnect = reconnect
+        self.connect_timeout_s = connect_timeout_s
         self.worker_id = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
         self._graphs: dict[str, LogicalGraph] = {}
         self._listener = socket.create_server((host_address, 0))
@@ -147,20 +150,24 @@ class Worker:
             0 after a :class:`~weirflow.runtime.control.Shutdown`.
 
         Raises:
-            OSError: the coordinator is unreachable (at the first connection).
+            OSError: the coordinator stayed unreachable for ``connect_timeout_s``
+                (at the first connection).
             PeerAuthenticationError: the coordinator holds another secret.
             CoordinatorLostError: the coordinator was lost and ``reconnect`` is off.
         """
-        first = True
+        first_deadline: float | None = time.monotonic() + self.connect_timeout_s
         while True:
             try:
                 conn = dial(self.coordinator, self.secret, f"coordinator {self.coordinator}")
             except OSError:
-                if first or not self.reconnect:
+                # a worker may start before its coordinator: keep dialling for a while
+                if first_deadline is not None and time.monotonic() > first_deadline:
                     raise
-                time.sleep(1.0)
+                if first_deadline is None and not self.reconnect:
+                    raise
+                time.sleep(0.5)
                 continue
-            first = False
+            first_deadline = None
             session = _Session(self, conn)
             try:
                 return session.run()

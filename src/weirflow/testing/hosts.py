@@ -8,7 +8,8 @@ these links and nothing outside the namespaces is ever reached.
 
 What a test can do to a host: kill every process in it (a node dies), take
 its link down and up again (a partition), SIGSTOP and SIGCONT a process (a
-zombie), and add delay and loss with ``tc netem``. Each process starts in
+zombie), and add delay and loss with ``tc netem`` (or, on kernels built
+without netem, loss with nftables and a slow link with ``tbf``). Each process starts in
 its own UTS namespace with the host's name, so it reports a host name of
 its own. Creating namespaces needs root (CI runs as root);
 :func:`can_create_hosts` says whether this process can.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,7 +36,7 @@ def can_create_hosts() -> str | None:
     """Return why test hosts cannot be created here, or ``None`` when they can."""
     if os.geteuid() != 0:
         return "network namespaces need root"
-    for tool in ("ip", "tc", "unshare"):
+    for tool in ("ip", "tc", "unshare", "ss"):
         if shutil.which(tool) is None:
             return f"{tool} (iproute2 / util-linux) is not installed"
     return None
@@ -150,15 +152,61 @@ class TestNetwork:
         """Bring ``host``'s link back up."""
         _ip("-n", self.bridge_namespace, "link", "set", host.bridge_port, "up")
 
-    def impair(self, host: Host, delay_ms: int, loss_percent: float) -> None:
-        """Delay every packet ``host`` sends by ``delay_ms`` and drop ``loss_percent`` % of them."""
-        subprocess.run(
-            [
-                "ip", "netns", "exec", host.namespace, "tc", "qdisc", "add", "dev", "eth0",
-                "root", "netem", "delay", f"{delay_ms}ms", "loss", f"{loss_percent}%",
-            ],
-            check=True, capture_output=True, text=True, timeout=30,
+    def impair(self, host: Host, delay_ms: int, loss_percent: float) -> str:
+        """Slow ``host``'s link down and drop a share of its packets; return what was applied.
+
+        With ``sch_netem`` in the kernel: every packet ``host`` sends is delayed
+        ``delay_ms`` and ``loss_percent`` % are dropped. Kernels built without
+        netem get what they support instead: ``loss_percent`` % of packets
+        dropped in each direction by nftables, and the link shaped to 2 Mbit/s
+        by ``tbf`` (queueing delay under load rather than a fixed delay).
+
+        Raises:
+            subprocess.CalledProcessError: neither way is available.
+        """
+
+        def run(*cmd: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                ["ip", "netns", "exec", host.namespace, *cmd],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+
+        netem = run(
+            "tc", "qdisc", "add", "dev", "eth0", "root", "netem",
+            "delay", f"{delay_ms}ms", "loss", f"{loss_percent}%",
         )  # fmt: skip
+        if netem.returncode == 0:
+            return f"netem: delay {delay_ms} ms, loss {loss_percent} %"
+        per_mille = int(loss_percent * 10)
+        script = (
+            "table inet wfimpair {\n"
+            "  chain in { type filter hook input priority 0; "
+            f"numgen random mod 1000 < {per_mille} counter drop; }}\n"
+            "  chain out { type filter hook output priority 0; "
+            f"numgen random mod 1000 < {per_mille} counter drop; }}\n"
+            "}\n"
+        )
+        subprocess.run(
+            ["ip", "netns", "exec", host.namespace, "nft", "-f", "-"],
+            input=script, check=True, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        shaped = run(
+            "tc", "qdisc", "add", "dev", "eth0", "root", "tbf",
+            "rate", "2mbit", "burst", "16kbit", "latency", f"{max(delay_ms, 50)}ms",
+        )  # fmt: skip
+        shaped.check_returncode()
+        return (
+            f"no netem in this kernel ({netem.stderr.strip()}): nftables loss {loss_percent} % "
+            "each way, tbf 2 Mbit/s"
+        )
+
+    def dropped_packets(self, host: Host) -> int:
+        """Packets dropped so far by :meth:`impair`'s nftables rules on ``host`` (0 with netem)."""
+        done = subprocess.run(
+            ["ip", "netns", "exec", host.namespace, "nft", "list", "table", "inet", "wfimpair"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        return sum(int(n) for n in re.findall(r"packets (\d+)", done.stdout))
 
     def close(self) -> None:
         """Kill every process started here and in the hosts, and delete the namespaces."""
