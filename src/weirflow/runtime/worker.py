@@ -328,7 +328,13 @@ class _Deployment:
         built = None
         plane = None
         try:
-            graph = w.graph(d.job)
+            try:
+                graph = w.graph(d.job)
+            except ConfigError as e:
+                raise ConfigError(
+                    f"worker on host {socket.gethostname()} cannot load the job: {e} (the job "
+                    "file must be importable at the same path on every worker)"
+                ) from e
             plan = compile_plan(graph, d.parallelism, d.max_parallelism)
             restored = None
             if d.checkpoint_dir is not None:

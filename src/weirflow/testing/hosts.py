@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -117,11 +118,23 @@ class TestNetwork:
         *,
         env: Mapping[str, str] | None = None,
         log: IO[bytes] | None = None,
+        hide: Sequence[Path] = (),
     ) -> subprocess.Popen[bytes]:
-        """Start ``argv`` on ``host`` (its network and host name); output goes to ``log``."""
+        """Start ``argv`` on ``host`` (its network and host name); output goes to ``log``.
+
+        Args:
+            host: where to run.
+            argv: the command.
+            env: its environment (default: this process's).
+            log: where its stdout and stderr go.
+            hide: folders this process sees empty (an empty tmpfs over each, in a
+                mount namespace of its own), as on a host that does not share them.
+        """
+        mounts = "".join(f"mount -t tmpfs tmpfs {shlex.quote(str(d))} && " for d in hide)
         cmd = [
             "ip", "netns", "exec", host.namespace,
-            "unshare", "--uts", "sh", "-c", f'hostname {host.name} && exec "$@"', "sh", *argv,
+            "unshare", "--uts", *(["--mount"] if hide else []),
+            "sh", "-c", f'{mounts}hostname {host.name} && exec "$@"', "sh", *argv,
         ]  # fmt: skip
         proc = subprocess.Popen(
             cmd, env=dict(env) if env is not None else None, stdout=log, stderr=log
