@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from weirflow.api.stream import Stream
@@ -88,16 +90,25 @@ class Dataflow:
         parallelism: int = 1,
         *,
         max_parallelism: int = DEFAULT_MAX_PARALLELISM,
+        workers: int = 1,
         **options: Any,
     ) -> JobResult:
-        """Run the dataflow in this process until every bounded source ends.
+        """Run the dataflow until every bounded source ends.
+
+        With ``workers > 1`` the subtasks run in that many worker processes of
+        this machine, which import the dataflow from the file that defines it:
+        it must be a module-level variable of a file that runs no job on import
+        (guard the ``run`` call with ``if __name__ == "__main__":``, as for
+        ``multiprocessing``), and results collected in this process
+        (``CollectSink``) stay in the workers: write to a sink that outlives them.
 
         Args:
             parallelism: subtasks per operator.
             max_parallelism: number of key groups (fixed for the life of a
                 job's state: restoring needs the same value).
+            workers: worker processes (1: this process).
             options: runtime options (``checkpoint=``, ``restore=``,
-                ``restart=``, buffer sizes); see :func:`weirflow.execution.execute`.
+                ``restart=``, buffer sizes); see :func:`weirflow.runtime.run_job`.
 
         Returns:
             A :class:`~weirflow.records.JobResult` with per-operator counts.
@@ -106,6 +117,25 @@ class Dataflow:
             JobFailedError: a task failed and the restart strategy gave up.
             ConfigError: the dataflow or an option is invalid.
         """
-        from weirflow.execution import execute
+        from weirflow.runtime import run_job
 
-        return execute(self.graph, parallelism, max_parallelism, **options)
+        job = self._module_variable() if workers != 1 else None
+        if workers != 1 and job is None:
+            raise ConfigError(
+                f"workers={workers} needs dataflow {self.name!r} as a module-level variable of a "
+                "Python file, so that the worker processes can import it"
+            )
+        return run_job(
+            self.graph, parallelism, max_parallelism, workers=workers, job=job, **options
+        )
+
+    def _module_variable(self) -> str | None:
+        """``FILE.py:NAME`` of the module-level variable holding this dataflow, if any."""
+        for module in list(sys.modules.values()):
+            path = getattr(module, "__file__", None)
+            if not isinstance(path, str) or not path.endswith(".py"):
+                continue
+            for name, value in list(vars(module).items()):
+                if value is self:
+                    return f"{Path(path).resolve()}:{name}"
+        return None

@@ -72,6 +72,7 @@ from weirflow.metrics import (
 from weirflow.records import JobResult
 from weirflow.runtime import RestartStrategy, RunListener, control, wall_clock_ms
 from weirflow.runtime.local_cluster import resolve_workers
+from weirflow.runtime.run import run_job
 from weirflow.web import JobObserver
 
 _MAX_RESTARTS = "Restarts allowed (failure-rate: failures per interval)."
@@ -309,9 +310,7 @@ def _run_worker(
     shown = Surfaces(observer, **surfaces)
     try:
         if config is None:
-            from weirflow.execution import execute
-
-            result = execute(
+            result = run_job(
                 flow.graph,
                 parallelism,
                 128,

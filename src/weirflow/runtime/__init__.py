@@ -13,6 +13,7 @@ from weirflow.runtime.events import (
 from weirflow.runtime.job import run_unchecked, wall_clock_ms
 from weirflow.runtime.local import LocalScheduler
 from weirflow.runtime.restart import RestartStrategy, RestartTracker
+from weirflow.runtime.run import run_job
 from weirflow.runtime.snapshots import state_file_uses_pickle
 from weirflow.runtime.task import Task, TaskState
 
@@ -32,6 +33,7 @@ __all__ = [
     "TaskState",
     "Watermark",
     "build_job",
+    "run_job",
     "run_unchecked",
     "state_file_uses_pickle",
     "wall_clock_ms",

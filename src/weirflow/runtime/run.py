@@ -1,7 +1,9 @@
-"""Running a logical graph: the bridge from the builder (``api``) to the ``runtime``.
+"""The runtime's one entry for running a job, which ``Dataflow.run`` calls.
 
-It is a top-level module because the layer table lets ``api`` describe a job
-but not import the runtime that executes it.
+It picks where the job runs: in this process on the local scheduler (one
+worker, the default), or on several local worker processes under a job
+coordinator in this process (``workers > 1``). Both keep the same
+guarantees; ``weirflow run`` uses the same pieces.
 """
 
 from __future__ import annotations
@@ -14,18 +16,16 @@ from weirflow.checkpoint import CheckpointConfig
 from weirflow.errors import ConfigError
 from weirflow.graph import LogicalGraph
 from weirflow.records import JobResult
-from weirflow.runtime import (
-    CheckpointedRun,
-    LocalScheduler,
-    RestartStrategy,
-    RunListener,
-    RuntimeOptions,
-    run_unchecked,
-    wall_clock_ms,
-)
+from weirflow.runtime.build import RuntimeOptions
+from weirflow.runtime.checkpointed import CheckpointedRun, RunListener
+from weirflow.runtime.coordinator import JobSpec
+from weirflow.runtime.job import run_unchecked, wall_clock_ms
+from weirflow.runtime.local import LocalScheduler
+from weirflow.runtime.local_cluster import run_on_local_workers
+from weirflow.runtime.restart import RestartStrategy
 
 
-def execute(
+def run_job(
     graph: LogicalGraph,
     parallelism: int,
     max_parallelism: int,
@@ -38,9 +38,11 @@ def execute(
     listener: RunListener | None = None,
     storage_options: dict[str, Any] | None = None,
     guarantee: str = "exactly_once",
+    workers: int = 1,
+    job: str | None = None,
     **unknown: Any,
 ) -> JobResult:
-    """Run ``graph`` in this process on the local scheduler.
+    """Run ``graph`` in this process, or on ``workers`` local worker processes.
 
     Args:
         graph: the logical graph.
@@ -60,6 +62,10 @@ def execute(
         storage_options: fsspec options of the checkpoint storage.
         guarantee: without checkpoints, ``at_most_once`` makes sources commit
             positions as they read (with checkpoints the mode comes from ``checkpoint``).
+        workers: worker processes; above 1 the job runs under a coordinator in
+            this process, and ``listener`` sees attempts and checkpoints only.
+        job: with ``workers > 1``, ``FILE.py:NAME`` where the worker processes
+            import the dataflow from.
 
     Returns:
         The job's :class:`~weirflow.records.JobResult`.
@@ -72,6 +78,25 @@ def execute(
     """
     if unknown:
         raise ConfigError(f"unknown run() option(s): {', '.join(sorted(unknown))}")
+    if type(workers) is not int or workers < 1:
+        raise ConfigError(f"workers= takes a count >= 1, got {workers!r}")
+    if workers > 1:
+        if job is None:
+            raise ConfigError("workers > 1 needs job='FILE.py:NAME' for the worker processes")
+        if checkpoint is not None and not isinstance(checkpoint, CheckpointConfig):
+            raise ConfigError("checkpoint= takes a CheckpointConfig")
+        spec = JobSpec(
+            job=job,
+            graph=graph,
+            parallelism=parallelism,
+            max_parallelism=max_parallelism,
+            checkpoint=checkpoint,
+            guarantee=guarantee if checkpoint is None else checkpoint.mode,
+            restore=restore,
+            restart=restart or RestartStrategy.none(),
+            options=runtime or RuntimeOptions(),
+        )
+        return run_on_local_workers(spec, workers, stop=stop, listener=listener)
     if checkpoint is None:
         if restore is not None or restart is not None:
             raise ConfigError(
