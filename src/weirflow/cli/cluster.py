@@ -34,8 +34,10 @@ from weirflow.cli.durations import parse_duration
 from weirflow.cli.jobs import load_dataflow
 from weirflow.errors import ConfigError, JobFailedError
 from weirflow.graph import LogicalGraph
+from weirflow.metrics import serve_metrics
 from weirflow.records import JobResult, OperatorCounts
 from weirflow.runtime import RunListener, control
+from weirflow.runtime.cluster_metrics import cluster_registry
 from weirflow.runtime.coordinator import JobCoordinator, JobSpec
 from weirflow.runtime.launcher import SECRET_ENV
 from weirflow.runtime.local_cluster import run_on_local_workers
@@ -151,6 +153,7 @@ def run_on_workers(
     heartbeat_timeout_s: float,
     listener: RunListener,
     stop: threading.Event,
+    metrics: tuple[int | None, str] = (None, "127.0.0.1"),
 ) -> JobResult:
     """Run ``job`` on ``workers`` local worker processes until it ends or SIGTERM stops it.
 
@@ -161,6 +164,7 @@ def run_on_workers(
         heartbeat_timeout_s: silence after which a worker is given up (s).
         listener: progress callbacks.
         stop: set by SIGTERM or Ctrl-C (the job then stops with a stop checkpoint).
+        metrics: ``(port, host)`` of the coordinator's ``/metrics`` (port ``None``: off).
 
     Returns:
         The job's result.
@@ -179,11 +183,17 @@ def run_on_workers(
         listener=listener,
         heartbeat_interval_s=min(1.0, heartbeat_timeout_s / 4),
         heartbeat_timeout_s=heartbeat_timeout_s,
+        metrics_port=metrics[0],
+        metrics_host=metrics[1],
     )
 
 
 def _serve_coordinator(
-    listen: str, secret: bytes, heartbeat_timeout_s: float, worker_wait_s: float
+    listen: str,
+    secret: bytes,
+    heartbeat_timeout_s: float,
+    worker_wait_s: float,
+    metrics: tuple[int | None, str],
 ) -> None:
     coordinator = JobCoordinator(
         secret,
@@ -194,12 +204,19 @@ def _serve_coordinator(
     )
     signal.signal(signal.SIGTERM, lambda *_: coordinator.close())
     signal.signal(signal.SIGINT, lambda *_: coordinator.close())
+    server = (
+        serve_metrics(cluster_registry(coordinator), metrics[0], metrics[1])
+        if metrics[0] is not None
+        else None
+    )
     coordinator.start()
     log.info("coordinator listening on %s", coordinator.address)
     try:
         serve(coordinator, _load_graph)
     finally:
         coordinator.close()
+        if server is not None:
+            server.close()
 
 
 @app.command("coordinator")
@@ -214,6 +231,10 @@ def coordinator_command(
     worker_wait: Annotated[
         str, typer.Option(help="How long a restart waits for enough free slots.")
     ] = "60s",
+    metrics_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Serve Prometheus /metrics on this port.")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address of /metrics.")] = "127.0.0.1",
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
     """Run a job coordinator: workers join it, `weirflow run --coordinator` submits jobs."""
@@ -230,6 +251,7 @@ def coordinator_command(
                 secret,
                 parse_duration(heartbeat_timeout).total_seconds(),
                 parse_duration(worker_wait).total_seconds(),
+                (metrics_port, metrics_host),
             )
         except OSError as e:
             raise ConfigError(f"cannot listen on {listen}: {e.strerror or e}") from e

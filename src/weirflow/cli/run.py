@@ -604,6 +604,7 @@ def run(
                 parse_duration(heartbeat_timeout).total_seconds(),
                 _PrintingListener(),
                 stop,
+                (metrics_port, metrics_host),
             )
             _summary(result, log_format, stop.is_set())
             raise typer.Exit(0)

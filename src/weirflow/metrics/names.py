@@ -53,6 +53,13 @@ CHECKPOINT_AGE = "weirflow_checkpoint_last_completed_age_seconds"
 RESTARTS = "weirflow_restarts"
 RECOVERY_TIME = "weirflow_recovery_time_seconds"
 
+# workers of a job coordinator; records per operator subtask also carry the worker
+WORKER_LABELS = ("job", "worker", "host")
+CLUSTER_OPERATOR_LABELS = ("job", "operator", "subtask", "worker")
+WORKER_UP = "weirflow_worker_up"
+WORKER_SLOTS = "weirflow_worker_slots"
+WORKER_SUBTASKS = "weirflow_worker_subtasks"
+
 # end-to-end latency, per job (sampled)
 END_TO_END_LATENCY = "weirflow_end_to_end_latency_seconds"
 

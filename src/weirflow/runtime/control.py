@@ -190,9 +190,15 @@ class Cancel(msgspec.Struct, tag=True, frozen=True):
 
 
 class Heartbeat(msgspec.Struct, tag=True, frozen=True):
-    """Liveness, every heartbeat interval, both ways."""
+    """Liveness, every heartbeat interval, both ways.
+
+    Attributes:
+        counts: from a worker, its metrics sample: operator name → subtask →
+            ``[in, out, filtered, late, dead_lettered]`` of the subtasks it runs.
+    """
 
     attempt: int
+    counts: dict[str, dict[int, list[int]]] = {}
 
 
 class Shutdown(msgspec.Struct, tag=True, frozen=True):

@@ -200,6 +200,11 @@ class JobCoordinator:
             while True:
                 message = control.decode_message(conn.recv())
                 entry.last_heard = time.monotonic()
+                if isinstance(message, control.Heartbeat):
+                    # metrics only: read by the metrics collector, not by the run
+                    if message.attempt == self.attempt and entry.status is WorkerStatus.DEPLOYED:
+                        entry.sample = message.counts
+                    continue
                 self.events.put((entry.id, message))
         except (ConnectionClosedError, msgspec.DecodeError) as e:
             self.events.put((entry.id, _Lost(f"its connection ended ({e})")))

@@ -7,8 +7,10 @@ import os
 import threading
 
 from weirflow.errors import ConfigError
+from weirflow.metrics import serve_metrics
 from weirflow.records import JobResult
 from weirflow.runtime.checkpointed import RunListener
+from weirflow.runtime.cluster_metrics import cluster_registry
 from weirflow.runtime.coordinator import JobCoordinator, JobSpec
 from weirflow.runtime.launcher import LocalLauncher
 from weirflow.runtime.wire import new_secret
@@ -43,6 +45,8 @@ def run_on_local_workers(
     listener: RunListener | None = None,
     heartbeat_interval_s: float = 1.0,
     heartbeat_timeout_s: float = 10.0,
+    metrics_port: int | None = None,
+    metrics_host: str = "127.0.0.1",
 ) -> JobResult:
     """Run ``spec`` on ``workers`` worker processes of this machine under a coordinator here.
 
@@ -57,6 +61,9 @@ def run_on_local_workers(
         listener: progress callbacks.
         heartbeat_interval_s: heartbeat period (s).
         heartbeat_timeout_s: silence after which a worker is given up (s).
+        metrics_port: serve the coordinator's Prometheus ``/metrics`` (every
+            worker's samples) on this port; ``None``: not served.
+        metrics_host: the address ``/metrics`` binds.
 
     Returns:
         The job's :class:`~weirflow.records.JobResult`.
@@ -78,8 +85,15 @@ def run_on_local_workers(
         heartbeat_timeout_s=heartbeat_timeout_s,
         worker_wait_s=max(30.0, 3 * heartbeat_timeout_s),
     )
+    server = (
+        serve_metrics(cluster_registry(coordinator), metrics_port, metrics_host)
+        if metrics_port is not None
+        else None
+    )
     coordinator.start()
     try:
         return coordinator.run(spec, stop=stop, listener=listener)
     finally:
         coordinator.close()
+        if server is not None:
+            server.close()

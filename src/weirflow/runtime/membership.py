@@ -39,6 +39,8 @@ class WorkerEntry:
         self.status = WorkerStatus.IDLE
         self.last_heard = time.monotonic()
         self.subtasks: list[int] = []
+        # operator name → subtask → counts, from the worker's latest heartbeat
+        self.sample: dict[str, dict[int, list[int]]] = {}
 
     def move(self, new: WorkerStatus) -> None:
         """Change status along an allowed transition (same status: no-op).
@@ -53,6 +55,7 @@ class WorkerEntry:
         self.status = new
         if new is not WorkerStatus.DEPLOYED:
             self.subtasks = []
+            self.sample = {}
 
     def send(self, message: control.Message) -> None:
         """Send, ignoring a broken connection (its reader reports the loss)."""

@@ -240,6 +240,7 @@ class _Session:
         self.last_heard = time.monotonic()
         self.heartbeat_interval_s = 1.0
         self.heartbeat_timeout_s = 10.0
+        self.deployment: _Deployment | None = None
         self._closed = threading.Event()
 
     def send(self, message: control.Message) -> None:
@@ -265,7 +266,9 @@ class _Session:
 
     def _beat(self) -> None:
         while not self._closed.wait(self.heartbeat_interval_s):
-            self.send(control.Heartbeat(self.worker.attempt))
+            deployment = self.deployment
+            sample = deployment.sample() if deployment is not None else {}
+            self.send(control.Heartbeat(self.worker.attempt, sample))
 
     def check_coordinator(self) -> None:
         """Raise when the coordinator has been silent past the heartbeat timeout."""
@@ -300,7 +303,11 @@ class _Session:
                 elif isinstance(message, control.Shutdown):
                     return 0
                 elif isinstance(message, control.Deploy):
-                    _Deployment(self, message).run()
+                    self.deployment = _Deployment(self, message)
+                    try:
+                        self.deployment.run()
+                    finally:
+                        self.deployment = None
         finally:
             self._closed.set()
 
@@ -402,6 +409,16 @@ class _Deployment:
             if plane is not None:
                 plane.close()
             w._plane = None
+
+    def sample(self) -> dict[str, dict[int, list[int]]]:
+        """Per-subtask operator counts, read from the heartbeat thread (ints: no lock needed)."""
+        out: dict[str, dict[int, list[int]]] = {}
+        for task in list(self.tasks):
+            for op in task.chain:
+                out.setdefault(op.name, {})[task.subtask] = [
+                    op.records_in, op.records_out, op.filtered, op.late, op.dead_lettered
+                ]
+        return out
 
     def _finish(self, graph: LogicalGraph, built: Any) -> None:
         if self.storage is None:

@@ -1,0 +1,96 @@
+"""Prometheus metrics of a job coordinator and its workers.
+
+Workers send their operators' counts with every heartbeat (never per
+record); the coordinator keeps the latest sample per worker, and this
+collector turns them, with the coordinator's own view (workers and their
+slots and subtasks, checkpoints, restarts, recovery time), into metrics at
+scrape time. Per-subtask records carry a ``worker`` label, so a scrape shows
+which worker runs which subtask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from weirflow.metrics import names
+from weirflow.runtime.membership import WorkerStatus
+
+if TYPE_CHECKING:
+    from weirflow.runtime.coordinator import JobCoordinator
+
+_RECORD_COUNTERS = (
+    (names.RECORDS_IN, "Records received."),
+    (names.RECORDS_OUT, "Records emitted."),
+    (names.RECORDS_FILTERED, "Records filtered out."),
+    (names.RECORDS_LATE, "Records too late for their window."),
+    (names.RECORDS_DEAD_LETTERED, "Records sent to dead letters."),
+)
+
+
+class ClusterCollector:
+    """A prometheus_client collector over a running :class:`JobCoordinator`.
+
+    Args:
+        coordinator: the coordinator to read (read-only).
+    """
+
+    def __init__(self, coordinator: JobCoordinator) -> None:
+        self.coordinator = coordinator
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the metric families of one scrape."""
+        c = self.coordinator
+        job = c.spec.graph.name if c.spec is not None else ""
+        up = GaugeMetricFamily(
+            names.WORKER_UP, "1 for a registered worker.", labels=names.WORKER_LABELS
+        )
+        slots = GaugeMetricFamily(
+            names.WORKER_SLOTS, "Slots a worker offers.", labels=names.WORKER_LABELS
+        )
+        subtasks = GaugeMetricFamily(
+            names.WORKER_SUBTASKS, "Subtask indices a worker runs.", labels=names.WORKER_LABELS
+        )
+        records = [
+            CounterMetricFamily(name, text, labels=names.CLUSTER_OPERATOR_LABELS)
+            for name, text in _RECORD_COUNTERS
+        ]
+        for w in list(c.workers.values()):
+            if w.status is WorkerStatus.LOST:
+                continue
+            labels = [job, w.id, w.host]
+            up.add_metric(labels, 1)
+            slots.add_metric(labels, w.slots)
+            subtasks.add_metric(labels, len(w.subtasks))
+            for operator, per_subtask in list(w.sample.items()):
+                for subtask, values in per_subtask.items():
+                    for family, value in zip(records, values, strict=False):
+                        family.add_metric([job, operator, str(subtask), w.id], value)
+        yield from (up, slots, subtasks, *records)
+        restarts = CounterMetricFamily(
+            names.RESTARTS, "Restarts of the job.", labels=names.JOB_LABELS
+        )
+        restarts.add_metric([job], c.restarts)
+        yield restarts
+        completed = CounterMetricFamily(
+            names.CHECKPOINTS_COMPLETED, "Checkpoints completed.", labels=names.JOB_LABELS
+        )
+        completed.add_metric([job], c.checkpoints_completed)
+        yield completed
+        recovery = GaugeMetricFamily(
+            names.RECOVERY_TIME,
+            "Last recovery: failure detected to every subtask running again (s).",
+            labels=names.JOB_LABELS,
+        )
+        recovery.add_metric([job], c.recovery_ms[-1] / 1000 if c.recovery_ms else 0.0)
+        yield recovery
+
+
+def cluster_registry(coordinator: JobCoordinator) -> CollectorRegistry:
+    """A registry holding only the coordinator's :class:`ClusterCollector`."""
+    registry = CollectorRegistry()
+    registry.register(ClusterCollector(coordinator))  # type: ignore[arg-type]
+    return registry

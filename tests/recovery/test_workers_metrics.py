@@ -1,0 +1,82 @@
+"""The coordinator's /metrics during a job on 2 worker processes: every worker, by label."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from chaos_helpers import JOB, committed_results, make_input
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.slow
+
+N = 40_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def test_metrics_show_every_worker_and_its_subtasks(tmp_path: Path) -> None:
+    """Scenario: scrape while a job runs on 2 workers: 2 workers up, 4 subtasks placed,
+    per-subtask records labelled with their worker, counts never above the input."""
+    log_dir = tmp_path / "log"
+    expected = make_input(log_dir, N, seed=4)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "weirflow.cli", "run", JOB, "--parallelism=4", "--workers=2",
+            f"--checkpoint-dir={tmp_path / 'chk'}", "--checkpoint-interval=200ms",
+            f"--metrics-port={port}",
+        ],
+        env=dict(os.environ, WF_LOG_DIR=str(log_dir), WF_THROTTLE_US="100"),
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    seen: list[dict[str, list[tuple[dict[str, str], float]]]] = []
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                metrics = _scrape(port)
+            except OSError:
+                time.sleep(0.2)
+                continue
+            if metrics.get("weirflow_records_in_total"):
+                seen.append(metrics)
+            time.sleep(0.3)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert committed_results(log_dir) == expected
+    assert len(seen) >= 2, "the job ended before two scrapes with samples"
+    for metrics in seen:
+        up = metrics["weirflow_worker_up"]
+        assert len(up) == 2 and all(value == 1 for _, value in up)
+        assert sum(value for _, value in metrics["weirflow_worker_subtasks"]) == 4
+        read = [
+            (labels, value)
+            for labels, value in metrics["weirflow_records_in_total"]
+            if labels["operator"] == "events"
+        ]
+        assert {labels["worker"] for labels, _ in read} == {labels["worker"] for labels, _ in up}
+        assert sorted(labels["subtask"] for labels, _ in read) == ["0", "1", "2", "3"]
+        assert sum(value for _, value in read) <= N
