@@ -26,6 +26,7 @@ from weirflow.checkpoint import CheckpointCoordinator, CheckpointStatus
 from weirflow.errors import WeirflowError
 from weirflow.records import OperatorCounts
 from weirflow.runtime import control
+from weirflow.runtime.lifecycle import AttemptLifecycle, AttemptState
 from weirflow.runtime.membership import WorkerEntry, WorkerStatus
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ class AttemptRun:
         self.final_checkpoint: int | None = None
         self.stop_checkpoint: int | None = None
         self.stop_tries = 0
-        self.finishing = False
+        self.lifecycle = AttemptLifecycle(coordinator.attempt)
         self.checkpoints: CheckpointCoordinator | None = None
 
     def broadcast(self, message: control.Message) -> None:
@@ -93,6 +94,7 @@ class AttemptRun:
                 if entry is not None and entry.id in self.used:
                     self._on_message(entry, event)
             if len(self.finished) == len(self.used):
+                self.lifecycle.move(AttemptState.FINISHED)
                 return self._counts()
             self._tick(c.clock())
 
@@ -123,6 +125,7 @@ class AttemptRun:
         if isinstance(message, control.Running):
             self.running.add(entry.id)
             if self.running == set(self.used):
+                self.lifecycle.move(AttemptState.RUNNING)
                 self._start_checkpoints()
                 if c.recovery_started is not None:
                     c.recovery_ms.append(c.clock() - c.recovery_started)
@@ -133,7 +136,10 @@ class AttemptRun:
             self.checkpoints.decline(message.checkpoint_id, message.task, message.reason)
         elif isinstance(message, control.TasksFinished):
             self.tasks_finished.add(entry.id)
-            if self.tasks_finished == set(self.used) and self.running == set(self.used):
+            if (
+                self.tasks_finished == set(self.used)
+                and self.lifecycle.state is AttemptState.RUNNING
+            ):
                 if self.checkpoints is None:
                     self._finish()
                 elif self.final_checkpoint is None and self.stop_checkpoint is None:
@@ -158,8 +164,8 @@ class AttemptRun:
                 self._finish()
 
     def _finish(self) -> None:
-        if not self.finishing:
-            self.finishing = True
+        if self.lifecycle.state is AttemptState.RUNNING:
+            self.lifecycle.move(AttemptState.FINISHING)
             self.broadcast(control.Finish(self.c.attempt))
 
     def _trigger_now(self, stop: bool) -> int:
@@ -170,9 +176,9 @@ class AttemptRun:
 
     def _tick(self, now_ms: int) -> None:
         c = self.c
-        if self.finishing:
+        if self.lifecycle.state is not AttemptState.RUNNING:
             return
-        if c.stop.is_set() and self.checkpoints is None and self.running == set(self.used):
+        if c.stop.is_set() and self.checkpoints is None:
             self._finish()
             return
         ckpt = self.checkpoints

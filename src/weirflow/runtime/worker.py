@@ -48,6 +48,7 @@ from weirflow.runtime.build import RuntimeOptions, build_job
 from weirflow.runtime.dataplane import DataPlane, PeerLink
 from weirflow.runtime.events import CheckpointBarrier
 from weirflow.runtime.job import counts, wall_clock_ms
+from weirflow.runtime.lifecycle import AttemptLifecycle, AttemptState
 from weirflow.runtime.local import LocalScheduler
 from weirflow.runtime.operators import SinkLogic
 from weirflow.runtime.operators.source import refuse_duplicate_sink_output
@@ -325,7 +326,7 @@ class _Deployment:
         self.storage: CheckpointStorage | None = None
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="weirflow-checkpoint-writer")
         self.finished_reported = False
-        self.outcome: str | None = None
+        self.lifecycle = AttemptLifecycle(deploy.attempt)
 
     def run(self) -> None:
         """Build, run and end the attempt; report its end to the coordinator."""
@@ -380,19 +381,20 @@ class _Deployment:
             self.tasks = built.tasks
             self.plane = plane
             self.session.send(control.Running(self.attempt))
+            self.lifecycle.move(AttemptState.RUNNING)
             scheduler = LocalScheduler(built.tasks, built.channels, wall_clock_ms, time.sleep)
             scheduler.hooks.before_round.append(self._on_round)
             if scheduler.run():
                 plane.pump()
-                while self.outcome is None:
+                while not self.lifecycle.over:
                     if not self._on_round(wall_clock_ms()):
                         time.sleep(0.001)
-            if self.outcome == "finish":
+            if self.lifecycle.state is AttemptState.FINISHING:
                 self._finish(graph, built)
         except CoordinatorLostError:
             raise
         except BaseException as e:
-            if self.outcome != "cancel":
+            if self.lifecycle.state is not AttemptState.CANCELLED:
                 log.warning("attempt %d failed in worker %s: %s", self.attempt, w.worker_id, e)
                 retriable = is_retriable(e)
                 self.session.send(
@@ -403,7 +405,7 @@ class _Deployment:
         finally:
             self.writer.shutdown(wait=True)
             for task in self.tasks:
-                if self.outcome != "finish":
+                if self.lifecycle.state is not AttemptState.FINISHED:
                     task.fail()
                 task.close()
             if plane is not None:
@@ -430,6 +432,7 @@ class _Deployment:
         self.session.send(
             control.Finished(self.attempt, {name: list(c) for name, c in per_op.items()})
         )
+        self.lifecycle.move(AttemptState.FINISHED)
 
     # -- the per-round hook (scheduler thread) ------------------------------------
 
@@ -452,7 +455,7 @@ class _Deployment:
             except queue.Empty:
                 break
             self._handle(message, now_ms)
-            if self.outcome is not None:
+            if self.lifecycle.over:
                 return True
         s.check_coordinator()
         self._snapshot_ended_tasks()
@@ -461,20 +464,24 @@ class _Deployment:
             s.send(control.TasksFinished(self.attempt))
         return False
 
+    def _cancel(self) -> None:
+        if self.lifecycle.state is not AttemptState.CANCELLED:
+            self.lifecycle.move(AttemptState.CANCELLED)
+
     def _all_done(self) -> bool:
         return all(t.done for t in self.tasks)
 
     def _handle(self, message: Any, now_ms: int) -> None:
         if isinstance(message, _Lost):
-            self.outcome = "cancel"
+            self._cancel()
             raise CoordinatorLostError(message.reason)
         if isinstance(message, control.Shutdown):
-            self.outcome = "cancel"
+            self._cancel()
             self.session.inbox.put(message)
             return
         if isinstance(message, control.Deploy):
             # A newer deployment without a cancel: this attempt is over.
-            self.outcome = "cancel"
+            self._cancel()
             self.session.inbox.put(message)
             return
         if getattr(message, "attempt", self.attempt) != self.attempt:
@@ -489,9 +496,9 @@ class _Deployment:
             for old in [c for c in self.acked if c <= message.checkpoint_id]:
                 del self.acked[old]
         elif isinstance(message, control.Finish):
-            self.outcome = "finish"
+            self.lifecycle.move(AttemptState.FINISHING)
         elif isinstance(message, control.Cancel):
-            self.outcome = "cancel"
+            self._cancel()
 
     def _trigger(self, message: control.Trigger, now_ms: int) -> None:
         barrier = CheckpointBarrier(
