@@ -47,10 +47,9 @@ def _ingest(log_dir: Path, repeat: int, bad_rows: int) -> int:
         ingest_order,
         iter_raw_rows,
         key_of,
-        parse_flight,
         raw_row_to_record_value,
     )
-    from weirflow.demos.flights.data import scheduled_ms_of_row
+    from weirflow.demos.flights.data import flight_record
 
     rows = ingest_order(iter_raw_rows())
     total = len(rows) * repeat + bad_rows
@@ -71,11 +70,7 @@ def _ingest(log_dir: Path, repeat: int, bad_rows: int) -> int:
                 for row in rows:
                     if k:
                         row = dict(row, year=str(int(row["year"]) + k))
-                    try:
-                        ts = parse_flight(row).event_ms
-                    except WeirflowError:
-                        ts = scheduled_ms_of_row(row) or 0
-                    batch.append(Record(raw_row_to_record_value(row), key_of(row), ts))
+                    batch.append(flight_record(row))
                     if len(batch) == 5000:
                         lg.append(TOPIC, batch)
                         progress.advance(task, len(batch))
