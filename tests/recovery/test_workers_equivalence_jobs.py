@@ -2,7 +2,7 @@
 worker processes (parallelism 3), and that output is the batch answer.
 
 Jobs (files in ``jobs/``): a KeyedProcessFunction with list state and event-time
-timers, a join of two sources, Nexmark q0 q3 q4 q5 q7 q8 q11, sliding and
+timers, a join of two sources, the nine Nexmark queries, sliding and
 session windows, and the flights demo's job on its first weeks of data.
 """
 
@@ -32,7 +32,7 @@ JOBS = Path(__file__).parent / "jobs"
 PARALLELISM = 3
 WORKERS = (1, 2, 3)
 INPUT_EVENTS = 6_000
-NEXMARK_QUERIES = ("q0", "q3", "q4", "q5", "q7", "q8", "q11")
+NEXMARK_QUERIES = ("q0", "q1", "q2", "q3", "q4", "q5", "q7", "q8", "q11")
 NEXMARK_EVENTS = 24_000  # 2.4 s of event time: several windows of q5, q7 and q8
 FLIGHT_ROWS = 12_000
 BAD_FLIGHT_ROWS = 3
@@ -90,9 +90,11 @@ def committed(
     return out
 
 
-def user_events(log_dir: Path, topics: Iterable[str]) -> list[tuple[str, int, int]]:
+def user_events(
+    log_dir: Path, topics: Iterable[str], disorder_ms: int = 500
+) -> list[tuple[str, int, int]]:
     """:func:`chaos_helpers.make_input`'s events as ``(user, ts, amount)``; creates ``topics``."""
-    make_input(log_dir, INPUT_EVENTS, seed=11)
+    make_input(log_dir, INPUT_EVENTS, seed=11, disorder_ms=disorder_ms)
     events = []
     with EventLog(log_dir) as lg:
         for topic in topics:
@@ -134,9 +136,10 @@ def keyed_bursts(log_dir: Path) -> Output:
     }
 
 
-def windows(log_dir: Path) -> Output:
+def windows(log_dir: Path, disorder_ms: int = 500) -> Output:
     """Input of ``windows.py``; its batch answer."""
-    events = user_events(log_dir, ["sliding", "sessions"])
+    late = ["sliding.late", "sessions.late"]
+    events = user_events(log_dir, ["sliding", "sessions", *late], disorder_ms)
     sliding: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
     for user, ts, amount in events:
         last = ts - ts % SLIDING_SLIDE_MS
@@ -152,7 +155,14 @@ def windows(log_dir: Path) -> Output:
     return {
         "sliding": Counter((u, s, s + SLIDING_SIZE_MS, c, t) for (u, s), (c, t) in sliding.items()),
         "sessions": sessions,
+        **{topic: Counter() for topic in late},
     }
+
+
+def windows_in_order(log_dir: Path) -> Output:
+    """Input of ``windows.py`` with each partition in time order; its batch answer (nothing
+    late even with no out-of-orderness allowed, as watermarks travel in order with records)."""
+    return windows(log_dir, disorder_ms=0)
 
 
 def order_payments(log_dir: Path) -> Output:
@@ -238,14 +248,25 @@ def assert_same(outputs: dict[int, Output]) -> None:
             )
 
 
-@pytest.mark.parametrize("job", ["keyed_bursts", "windows", "order_payments"])
+CASES: dict[str, tuple[str, Callable[[Path], Output], dict[str, str]]] = {
+    "keyed_bursts": ("keyed_bursts.py", keyed_bursts, {}),
+    "windows": ("windows.py", windows, {}),
+    "windows_in_order": ("windows.py", windows_in_order, {"WF_OUT_OF_ORDERNESS_MS": "0"}),
+    "order_payments": ("order_payments.py", order_payments, {}),
+}
+"""Case → (job file, input writer returning the batch answer, environment)."""
+
+
+@pytest.mark.parametrize("case", list(CASES))
 def test_committed_output_is_the_batch_answer_on_1_2_and_3_workers(
-    tmp_path: Path, job: str
+    tmp_path: Path, case: str
 ) -> None:
     """Scenario: one job at parallelism 3 on 1, 2 and 3 workers; each commits the batch answer."""
-    prepare = {"keyed_bursts": keyed_bursts, "windows": windows, "order_payments": order_payments}
-    expected, outputs = run_everywhere(JOBS / f"{job}.py", tmp_path, prepare[job])
-    assert all(expected.values())
+    job, prepare, env = CASES[case]
+    expected, outputs = run_everywhere(
+        JOBS / job, tmp_path, prepare, lambda log_dir: dict(env, WF_LOG_DIR=str(log_dir))
+    )
+    assert all(want for topic, want in expected.items() if not topic.endswith(".late"))
     assert_same(outputs)
     for topic, want in expected.items():
         assert outputs[1][topic] == want, f"{topic}: {list(outputs[1][topic] - want)[:3]}"
@@ -254,7 +275,7 @@ def test_committed_output_is_the_batch_answer_on_1_2_and_3_workers(
 def test_nexmark_queries_on_1_2_and_3_workers(
     tmp_path: Path, nexmark_answers: dict[str, list[Any]]
 ) -> None:
-    """Scenario: Nexmark q0 q3 q4 q5 q7 q8 q11 in one job on 1, 2 and 3 workers."""
+    """Scenario: Nexmark q0 q1 q2 q3 q4 q5 q7 q8 q11 in one job on 1, 2 and 3 workers."""
     import reference
 
     env = {

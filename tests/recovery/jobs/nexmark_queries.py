@@ -2,7 +2,7 @@
 
 Environment: ``WF_LOG_DIR`` (the event log receiving the output),
 ``WF_NEXMARK_QUERIES`` (comma-separated names from ``benchmarks/nexmark/queries.py``,
-default ``q0,q3,q4,q5,q7,q8,q11``), ``WF_NEXMARK_EVENTS`` (default 24,000) and
+default all of them), ``WF_NEXMARK_EVENTS`` (default 24,000) and
 ``WF_NEXMARK_SPLITS`` (default 3). All queries read one source; query ``q``
 writes its results as JSON arrays to topic ``nexmark.q`` (which must exist)
 through an exactly-once EventLogSink.
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks" / "nex
 from queries import QUERIES
 
 LOG_DIR = os.environ["WF_LOG_DIR"]
-SELECTED = os.environ.get("WF_NEXMARK_QUERIES", "q0,q3,q4,q5,q7,q8,q11").split(",")
+SELECTED = os.environ.get("WF_NEXMARK_QUERIES", ",".join(QUERIES)).split(",")
 EVENTS = int(os.environ.get("WF_NEXMARK_EVENTS", "24000"))
 SPLITS = int(os.environ.get("WF_NEXMARK_SPLITS", "3"))
 

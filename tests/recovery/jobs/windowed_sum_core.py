@@ -41,15 +41,18 @@ class CountSum:
         return list(acc)
 
 
-def user_amounts(flow: Dataflow, source: Any) -> Any:
+def user_amounts(
+    flow: Dataflow, source: Any, out_of_orderness: timedelta = timedelta(seconds=1)
+) -> Any:
     """``source``'s raw JSON events as a stream of ``(user, amount)`` keyed by user.
 
-    Event time is the records' time, with watermarks 1 s behind the largest seen.
+    Event time is the records' time, with watermarks ``out_of_orderness`` behind
+    the largest seen.
     """
     return (
         flow.source(
             source,
-            watermarks=WatermarkStrategy.bounded_out_of_orderness(timedelta(seconds=1)),
+            watermarks=WatermarkStrategy.bounded_out_of_orderness(out_of_orderness),
             name="events",
         )
         .map(parse, name="parse")
