@@ -35,18 +35,19 @@ Q2_MODULUS = 123
 DOLLAR_TO_EURO = 0.908
 
 
-def _bids(events: Stream) -> Stream:
-    return events.filter(lambda e: type(e) is Bid, name="bids")
+def _bids(events: Stream, query: str) -> Stream:
+    # named per query, so that several queries can read one source in one dataflow
+    return events.filter(lambda e: type(e) is Bid, name=f"{query}_bids")
 
 
 def q0(events: Stream) -> Stream:
     """Pass-through: every bid, unchanged (measures the source and the runtime alone)."""
-    return _bids(events).map(lambda b: b, name="q0")
+    return _bids(events, "q0").map(lambda b: b, name="q0")
 
 
 def q1(events: Stream) -> Stream:
     """Currency conversion: ``(auction, bidder, price × 0.908, date_time)`` per bid."""
-    return _bids(events).map(
+    return _bids(events, "q1").map(
         lambda b: (b.auction, b.bidder, DOLLAR_TO_EURO * b.price, b.date_time), name="q1"
     )
 
@@ -54,7 +55,7 @@ def q1(events: Stream) -> Stream:
 def q2(events: Stream) -> Stream:
     """Selection: ``(auction, price)`` of the bids on auctions whose id is a multiple of 123."""
     return (
-        _bids(events)
+        _bids(events, "q2")
         .filter(lambda b: b.auction % Q2_MODULUS == 0, name="q2_filter")
         .map(lambda b: (b.auction, b.price), name="q2")
     )
@@ -250,7 +251,7 @@ def q5(events: Stream) -> Stream:
         A stream of ``(window start, auction, bid count)``.
     """
     counts = (
-        _bids(events)
+        _bids(events, "q5")
         .key_by(lambda b: b.auction)
         .window(SlidingWindows(size=timedelta(milliseconds=WINDOW_MS), slide=timedelta(seconds=2)))
         .count(name="q5_counts")
@@ -267,7 +268,7 @@ def q7(events: Stream) -> Stream:
         A stream of ``(window start, auction, bidder, price, date_time)``.
     """
     return (
-        _bids(events)
+        _bids(events, "q7")
         .key_by(lambda b: b.date_time - b.date_time % WINDOW_MS)
         .process(
             WindowArgMax(
@@ -336,7 +337,7 @@ def q11(events: Stream) -> Stream:
         A stream of ``(bidder, bid count, session start, session end)``.
     """
     return (
-        _bids(events)
+        _bids(events, "q11")
         .key_by(lambda b: b.bidder)
         .window(SessionWindows(gap=timedelta(milliseconds=WINDOW_MS)))
         .count(name="q11_sessions")

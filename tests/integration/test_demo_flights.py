@@ -1,4 +1,4 @@
-"""The main demo end to end: real data, five SIGKILLs, exact verification."""
+"""The main demo end to end: real data, five SIGKILLs, exact verification, on 1 and 2 workers."""
 
 from __future__ import annotations
 
@@ -19,8 +19,10 @@ pytestmark = [
 ]
 
 
-def test_demo_flights_survives_chaos_and_verifies(tmp_path: Path) -> None:
-    """Scenario: the flights demo at parallelism 2 with 5 worker SIGKILLs verifies exactly."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_demo_flights_survives_chaos_and_verifies(tmp_path: Path, workers: int) -> None:
+    """Scenario: the flights demo at parallelism 2 on 1 or 2 worker processes, 5 SIGKILLs of a
+    worker or the coordinator, verifies exactly."""
     out = subprocess.run(
         [
             sys.executable,
@@ -30,6 +32,7 @@ def test_demo_flights_survives_chaos_and_verifies(tmp_path: Path) -> None:
             "flights",
             f"--log-dir={tmp_path / 'log'}",
             "--parallelism=2",
+            f"--workers={workers}",
             "--chaos=5",
             "--bad-rows=7",
             f"--plot={tmp_path / 'flights.png'}",
@@ -43,7 +46,8 @@ def test_demo_flights_survives_chaos_and_verifies(tmp_path: Path) -> None:
     text = out.stdout + out.stderr
     assert out.returncode == 0, text[-5000:]
     assert "VERIFIED" in text, text[-5000:]
-    assert "worker kills: 5" in text, text[-5000:]
+    assert "kills: 5 (" in text, text[-5000:]
+    assert f"(parallelism 2, {workers} worker process" in text, text[-5000:]
     assert "dead letters: 7" in text, text[-5000:]
     assert (tmp_path / "flights.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

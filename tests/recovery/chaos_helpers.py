@@ -14,11 +14,14 @@ from weirflow.eventlog import EventLog, Record
 JOB = str(Path(__file__).parent / "jobs" / "windowed_sum.py")
 
 
-def make_input(log_dir: Path, n: int, seed: int) -> Counter[tuple[str, int, int, int, int]]:
+def make_input(
+    log_dir: Path, n: int, seed: int, disorder_ms: int = 500
+) -> Counter[tuple[str, int, int, int, int]]:
     """Write ``n`` events into topic ``events`` (3 partitions) and return the expected results.
 
-    Event time advances 1 ms per event with up to 500 ms of disorder, so with
-    a 1 s watermark bound no event is late and the answer is deterministic.
+    Event time advances 1 ms per event with up to ``disorder_ms`` (< 1000) of
+    disorder, so with a 1 s watermark bound no event is late and the answer is
+    deterministic. With ``disorder_ms=0`` each partition is in time order.
 
     Returns:
         Multiset of ``(user, window_start, window_end, count, sum)``.
@@ -28,7 +31,7 @@ def make_input(log_dir: Path, n: int, seed: int) -> Counter[tuple[str, int, int,
     windows: dict[tuple[str, int], list[int]] = {}
     for i in range(n):
         user = f"u{rng.randrange(50)}"
-        ts = max(0, i - rng.randrange(500))
+        ts = max(0, i - rng.randrange(disorder_ms)) if disorder_ms else i
         amount = rng.randrange(1, 100)
         records.append(
             Record(

@@ -2,8 +2,9 @@
 
 Steps:
     1. ingest the NYC 2013 flights into the event log (once; progress bar);
-    2. run the flights job under ``weirflow run`` with checkpoints, SIGKILLing
-       the worker ``--chaos N`` times at random instants;
+    2. run the flights job under ``weirflow run`` with checkpoints on
+       ``--workers`` processes (default: one per core), SIGKILLing a worker or
+       the coordinator ``--chaos N`` times at random instants;
     3. verify every output against a plain batch computation of the same
        definitions and print a summary with the verdict;
     4. optionally plot the results.
@@ -23,7 +24,7 @@ import threading
 import time
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 from rich.console import Console
@@ -33,6 +34,7 @@ from rich.table import Table
 from weirflow.cli.app import app
 from weirflow.errors import WeirflowError
 from weirflow.eventlog import EventLog, Record, UnknownTopicError
+from weirflow.runtime.local_cluster import resolve_workers
 
 demo_app = typer.Typer(name="demo", help="Demos on real data.", no_args_is_help=True)
 app.add_typer(demo_app, name="demo")
@@ -46,11 +48,8 @@ def _ingest(log_dir: Path, repeat: int, bad_rows: int) -> int:
         TOPIC,
         ingest_order,
         iter_raw_rows,
-        key_of,
-        parse_flight,
-        raw_row_to_record_value,
     )
-    from weirflow.demos.flights.data import scheduled_ms_of_row
+    from weirflow.demos.flights.data import flight_record
 
     rows = ingest_order(iter_raw_rows())
     total = len(rows) * repeat + bad_rows
@@ -71,11 +70,7 @@ def _ingest(log_dir: Path, repeat: int, bad_rows: int) -> int:
                 for row in rows:
                     if k:
                         row = dict(row, year=str(int(row["year"]) + k))
-                    try:
-                        ts = parse_flight(row).event_ms
-                    except WeirflowError:
-                        ts = scheduled_ms_of_row(row) or 0
-                    batch.append(Record(raw_row_to_record_value(row), key_of(row), ts))
+                    batch.append(flight_record(row))
                     if len(batch) == 5000:
                         lg.append(TOPIC, batch)
                         progress.advance(task, len(batch))
@@ -86,7 +81,7 @@ def _ingest(log_dir: Path, repeat: int, bad_rows: int) -> int:
             if bad_rows:
                 # Rows with the scheduled departure time missing: the job must dead-letter them.
                 bad = [dict(r, sched_dep_time="NA") for r in rows[:bad_rows]]
-                lg.append(TOPIC, [Record(raw_row_to_record_value(r), key_of(r), 0) for r in bad])
+                lg.append(TOPIC, [flight_record(r) for r in bad])
                 progress.advance(task, len(bad))
     return total
 
@@ -129,7 +124,15 @@ def flights(
         "weirflow-data/log"
     ),
     parallelism: Annotated[int, typer.Option(min=1, help="Subtasks per operator.")] = 2,
-    chaos: Annotated[int, typer.Option(min=0, help="SIGKILL the worker N times.")] = 0,
+    chaos: Annotated[
+        int, typer.Option(min=0, help="SIGKILL a worker or the coordinator N times.")
+    ] = 0,
+    workers: Annotated[
+        str,
+        typer.Option(
+            help="Worker processes: a count, or auto (one per core, at most parallelism)."
+        ),
+    ] = "auto",
     repeat: Annotated[int, typer.Option(min=1, help="Replay the year K times.")] = 1,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of the results.")] = None,
     checkpoint_interval: Annotated[str, typer.Option(help="Between checkpoints.")] = "200ms",
@@ -139,7 +142,14 @@ def flights(
 ) -> None:
     """Run the NYC flights job with crashes injected, then verify its output exactly."""
     try:
-        ok = _demo(log_dir, parallelism, chaos, repeat, plot, checkpoint_interval, seed, bad_rows)
+        processes = resolve_workers(workers, parallelism)
+        ok = _demo(
+            log_dir,
+            _RunShape(parallelism, processes, chaos, checkpoint_interval, seed),
+            repeat,
+            plot,
+            bad_rows,
+        )
     except (WeirflowError, OSError) as e:
         if debug:
             raise
@@ -148,14 +158,28 @@ def flights(
     raise typer.Exit(0 if ok else 1)
 
 
+class _RunShape(NamedTuple):
+    """How the demo runs the job: parallelism, worker processes, kills, checkpoints, seed."""
+
+    parallelism: int
+    workers: int
+    chaos: int
+    interval: str
+    seed: int
+
+
+def _restarts(run_log: str) -> int:
+    """Restarts of the job from a checkpoint that ``run_log`` records (all kinds of run)."""
+    return run_log.count("worker failed (") + len(
+        re.findall(r"attempt \d+ of job \S+ failed", run_log)
+    )
+
+
 def _demo(
     log_dir: Path,
-    parallelism: int,
-    chaos: int,
+    shape: _RunShape,
     repeat: int,
     plot_path: Path | None,
-    interval: str,
-    seed: int,
     bad_rows: int,
 ) -> bool:
     from weirflow.demos.flights import TOPIC, Flight, FlightParseError, parse_record_value, verify
@@ -176,9 +200,10 @@ def _demo(
     run_dir.mkdir(parents=True, exist_ok=True)
     job = find_spec("weirflow.demos.flights.runnable").origin  # type: ignore[union-attr]
     args = [
-        f"--parallelism={parallelism}",
+        f"--parallelism={shape.parallelism}",
+        f"--workers={shape.workers}",
         f"--checkpoint-dir={run_dir / 'checkpoints'}",
-        f"--checkpoint-interval={interval}",
+        f"--checkpoint-interval={shape.interval}",
         "--restart-delay=100ms",
         "--max-restarts=100",
     ]
@@ -195,15 +220,23 @@ def _demo(
     log_path = run_dir / "run.log"
     start = time.monotonic()
     try:
-        if chaos:
+        if shape.chaos:
+            # one process a kill, drawn among the workers and the coordinator (supervisor)
             report = run_under_chaos(
                 str(job),
                 args,
-                ChaosConfig(kills=chaos, seed=seed, min_delay_s=1.0, max_delay_s=3.0),
+                ChaosConfig(
+                    kills=shape.chaos,
+                    seed=shape.seed,
+                    target="any",
+                    min_delay_s=1.0,
+                    max_delay_s=3.0,
+                ),
                 log_path=log_path,
                 env=env,
             )
             kills = report.kills
+            coordinator_kills = report.supervisor_kills
         else:
             with open(log_path, "ab") as f:
                 rc = subprocess.run(
@@ -215,14 +248,16 @@ def _demo(
                 ).returncode
             if rc != 0:
                 raise WeirflowError(f"the job failed (exit {rc}); see {log_path}")
-            kills = 0
+            kills = coordinator_kills = 0
     finally:
         stop.set()
         watcher.join()
     wall = time.monotonic() - start
     run_log = log_path.read_text(errors="replace")
     checkpoints = len(re.findall(r"checkpoint \d+ completed", run_log))
-    restarts = run_log.count("worker failed")
+    # a coordinator killed is restarted by the harness, from the latest checkpoint too
+    boss = "coordinator" if shape.workers > 1 else "supervisor"
+    restarts = _restarts(run_log) + coordinator_kills
 
     err.print("verifying every output against a batch computation of the input …")
     flights_in: list[Flight] = []
@@ -251,9 +286,11 @@ def _demo(
     err.print(table)
     err.print(
         f"input records: {total:,}   dead letters: {len(dead):,}   "
-        f"checkpoints completed: {checkpoints}   worker kills: {kills}   restarts: {restarts}\n"
+        f"checkpoints completed: {checkpoints}   kills: {kills} ({kills - coordinator_kills} "
+        f"of a worker, {coordinator_kills} of the {boss})   restarts: {restarts}\n"
         f"wall time: {wall:.1f} s   throughput: {total / wall:,.0f} events/s "
-        f"(parallelism {parallelism})   run folder: {run_dir}"
+        f"(parallelism {shape.parallelism}, {shape.workers} worker process"
+        f"{'es' if shape.workers > 1 else ''})   run folder: {run_dir}"
     )
     err.print(
         "[bold green]VERIFIED[/]: committed output equals the batch computation, nothing "

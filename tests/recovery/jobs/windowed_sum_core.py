@@ -41,17 +41,30 @@ class CountSum:
         return list(acc)
 
 
-def windowed_sum(name: str, source: Any, sink: Any) -> Dataflow:
-    """Build the job named ``name`` from ``source`` (raw JSON values) to ``sink``."""
-    flow = Dataflow(name)
-    (
+def user_amounts(
+    flow: Dataflow, source: Any, out_of_orderness: timedelta = timedelta(seconds=1)
+) -> Any:
+    """``source``'s raw JSON events as a stream of ``(user, amount)`` keyed by user.
+
+    Event time is the records' time, with watermarks ``out_of_orderness`` behind
+    the largest seen.
+    """
+    return (
         flow.source(
             source,
-            watermarks=WatermarkStrategy.bounded_out_of_orderness(timedelta(seconds=1)),
+            watermarks=WatermarkStrategy.bounded_out_of_orderness(out_of_orderness),
             name="events",
         )
         .map(parse, name="parse")
         .key_by(lambda kv: kv[0])
+    )
+
+
+def windowed_sum(name: str, source: Any, sink: Any) -> Dataflow:
+    """Build the job named ``name`` from ``source`` (raw JSON values) to ``sink``."""
+    flow = Dataflow(name)
+    (
+        user_amounts(flow, source)
         .window(TumblingWindows(size=timedelta(seconds=1)))
         .aggregate(CountSum(), name="per_user")
         .sink(sink, name="results")

@@ -23,8 +23,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Final
 
-from weirflow.demos.flights.parse import scheduled_utc_ms
-from weirflow.errors import ConfigError
+from weirflow.demos.flights.parse import parse_flight, scheduled_utc_ms
+from weirflow.errors import ConfigError, WeirflowError
+from weirflow.eventlog import Record
 
 TOPIC: Final = "flights"
 """Event log topic the raw rows are ingested into."""
@@ -168,3 +169,22 @@ def key_of(row: dict[str, str]) -> bytes:
         reaches the job's dead-letter path.
     """
     return row.get("origin", "NA").encode("utf-8")
+
+
+def flight_record(row: dict[str, str]) -> Record:
+    """The :data:`TOPIC` record of a raw row: its JSON, keyed by origin, at its event time.
+
+    Args:
+        row: raw row.
+
+    Returns:
+        A record whose timestamp is the flight's event time (actual
+        departure, epoch ms); for a row that does not parse, its scheduled
+        departure, or 0 when that cannot be computed either (the job
+        dead-letters such a row, so it only needs a place in the log).
+    """
+    try:
+        ts = parse_flight(row).event_ms
+    except WeirflowError:
+        ts = scheduled_ms_of_row(row) or 0
+    return Record(raw_row_to_record_value(row), key_of(row), ts)
