@@ -116,7 +116,7 @@ class AttemptRun:
 
     def _on_message(self, entry: WorkerEntry, message: Any) -> None:
         c = self.c
-        if getattr(message, "attempt", c.attempt) != c.attempt:
+        if control.of_other_attempt(message, c.attempt):
             return
         if isinstance(message, control.Failed):
             raise AttemptFailedError(

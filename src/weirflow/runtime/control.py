@@ -312,6 +312,27 @@ Message = (
     | Status
 )
 
+AttemptMessage = (
+    Deploy
+    | Running
+    | Trigger
+    | Acknowledge
+    | Decline
+    | Complete
+    | TasksFinished
+    | Finish
+    | Finished
+    | Failed
+    | Cancel
+    | Heartbeat
+)
+
+
+def of_other_attempt(message: object, attempt: int) -> bool:
+    """Whether ``message`` belongs to a deployment other than ``attempt`` (to be dropped)."""
+    return isinstance(message, AttemptMessage) and message.attempt != attempt
+
+
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
 

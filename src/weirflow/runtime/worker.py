@@ -484,7 +484,7 @@ class _Deployment:
             self._cancel()
             self.session.inbox.put(message)
             return
-        if getattr(message, "attempt", self.attempt) != self.attempt:
+        if control.of_other_attempt(message, self.attempt):
             return
         if isinstance(message, control.Trigger):
             self._trigger(message, now_ms)
