@@ -81,6 +81,20 @@ def read_secret(token_file: Path | None) -> bytes:
     )
 
 
+def _start(token_file: Path | None, address: str, option: str) -> bytes:
+    """Configure logging, check ``address`` and read the secret of a long-running command.
+
+    Raises:
+        ConfigError: ``address`` is not HOST:PORT, or no usable secret.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        parse_address(address)
+    except ValueError as e:
+        raise ConfigError(f"{option}: {e}") from e
+    return read_secret(token_file)
+
+
 def _load_graph(job: str) -> LogicalGraph:
     return load_dataflow(job).graph
 
@@ -102,13 +116,8 @@ def worker(
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
     """Join a job coordinator and host up to SLOTS subtasks of its job."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        secret = read_secret(token_file)
-        try:
-            parse_address(coordinator)
-        except ValueError as e:
-            raise ConfigError(f"--coordinator: {e}") from e
+        secret = _start(token_file, coordinator, "--coordinator")
         w = Worker(
             coordinator,
             secret,
@@ -238,13 +247,8 @@ def coordinator_command(
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
     """Run a job coordinator: workers join it, `weirflow run --coordinator` submits jobs."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        secret = read_secret(token_file)
-        try:
-            parse_address(listen)
-        except ValueError as e:
-            raise ConfigError(f"--listen: {e}") from e
+        secret = _start(token_file, listen, "--listen")
         try:
             _serve_coordinator(
                 listen,

@@ -288,30 +288,6 @@ class Status(msgspec.Struct, tag=True, frozen=True):
     workers: list[WorkerInfo]
 
 
-Message = (
-    Register
-    | Welcome
-    | Deploy
-    | Running
-    | Trigger
-    | Acknowledge
-    | Decline
-    | Complete
-    | TasksFinished
-    | Finish
-    | Finished
-    | Failed
-    | Cancel
-    | Heartbeat
-    | Shutdown
-    | Submit
-    | StopJob
-    | JobEvent
-    | JobDone
-    | StatusRequest
-    | Status
-)
-
 AttemptMessage = (
     Deploy
     | Running
@@ -325,6 +301,19 @@ AttemptMessage = (
     | Failed
     | Cancel
     | Heartbeat
+)
+
+Message = (
+    Register
+    | Welcome
+    | AttemptMessage
+    | Shutdown
+    | Submit
+    | StopJob
+    | JobEvent
+    | JobDone
+    | StatusRequest
+    | Status
 )
 
 
