@@ -257,7 +257,7 @@ def table(
     t = Table(title=f"Scaling: parallelism {PARALLELISM}, exactly-once 1 s checkpoints")
     for col in ("workload", "events", "workers", "events/s (start→exit)", "×", "events/s (job)"):
         t.add_column(col, justify="left" if col == "workload" else "right")
-    for col in ("×", "results", "checkpoints", "output"):
+    for col in ("×", "results", "checkpoints", "ckpt p50/p99 ms", "output"):
         t.add_column(col, justify="right")
     ratio = ratios(runs)
     for r in runs:
@@ -272,12 +272,13 @@ def table(
             f"{x['job']:.2f}" if x else "",
             f"{r.results:,}",
             str(r.checkpoints),
+            _p50_p99(r.checkpoint_ms),
             "[red]WRONG[/red]" if r.errors else "verified",
         )
     flights = [r for r in runs if r.workload == "flights"]
     if flights:
         t.add_row(
-            "flights, batch recomputation (1 process)",
+            "flights, batch (1 process)",
             f"{flights[0].events:,}",
             "-",
             f"{flights[0].events / batch[0]:,.0f}",
@@ -287,26 +288,34 @@ def table(
             f"{batch[1]:,} windows",
             "-",
             "-",
+            "-",
         )
     t.add_row(
-        "one channel, small tuples (records/s)",
+        "one channel (records/s)",
         f"{channel.records:,}",
         "2 proc.",
         f"{channel.records_per_s:,.0f}",
         *[""] * 3,
         f"{channel.frames:,} frames",
         "-",
+        "-",
         "received all",
     )
-    p50, p99 = percentile(checkpoint_ms, 0.5), percentile(checkpoint_ms, 0.99)
     t.add_row(
-        f"checkpoint duration, 2 workers (p50 / p99 ms, {len(checkpoint_ms)} checkpoints)",
+        f"all 2-worker checkpoints ({len(checkpoint_ms)})",
         "",
         "2",
-        f"{p50:.0f} / {p99:.0f}" if p50 is not None and p99 is not None else "-",
-        *[""] * 6,
+        "",
+        *[""] * 5,
+        _p50_p99(checkpoint_ms),
+        "",
     )
     return t
+
+
+def _p50_p99(durations: list[int]) -> str:
+    p50, p99 = percentile(durations, 0.5), percentile(durations, 0.99)
+    return "-" if p50 is None or p99 is None else f"{p50:.0f} / {p99:.0f}"
 
 
 def verdicts(
@@ -355,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         if value is not None:
             sizes[key] = value
-    console = Console(width=170)
+    console = Console(width=190)
     load = os.getloadavg()
     console.print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     runs: list[JobRun] = []
