@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -78,6 +79,9 @@ class JobRun(NamedTuple):
         events: input events.
         seconds: process start → exit, s.
         job_seconds: the job's own wall time (its final summary), s.
+        cpu_seconds: CPU time (user + system) of the command and all its worker
+            processes, s; unlike wall time it does not depend on what else the
+            machine runs, so it shows the cost of distribution.
         results: output records committed.
         checkpoints: checkpoints completed.
         checkpoint_ms: durations of the completed checkpoints, ms.
@@ -89,6 +93,7 @@ class JobRun(NamedTuple):
     events: int
     seconds: float
     job_seconds: float
+    cpu_seconds: float
     results: int
     checkpoints: int
     checkpoint_ms: list[int]
@@ -138,9 +143,12 @@ def run_job(w: Workload, workers: int, run_dir: Path) -> JobRun:
         "--log-format=json",
     ]
     env = {**os.environ, **w.env, w.output_env: str(out_log)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
         raise RuntimeError(f"{w.name} on {workers} worker(s) failed ({proc.returncode}):\n{tail}")
@@ -163,6 +171,7 @@ def run_job(w: Workload, workers: int, run_dir: Path) -> JobRun:
         w.events,
         seconds,
         (job_ms or 0) / 1000,
+        cpu,
         results,
         checkpoints,
         durations,
@@ -257,7 +266,7 @@ def table(
     t = Table(title=f"Scaling: parallelism {PARALLELISM}, exactly-once 1 s checkpoints")
     for col in ("workload", "events", "workers", "events/s (start→exit)", "×", "events/s (job)"):
         t.add_column(col, justify="left" if col == "workload" else "right")
-    for col in ("×", "results", "checkpoints", "ckpt p50/p99 ms", "output"):
+    for col in ("×", "CPU s", "results", "checkpoints", "ckpt p50/p99 ms", "output"):
         t.add_column(col, justify="right")
     ratio = ratios(runs)
     for r in runs:
@@ -270,6 +279,7 @@ def table(
             f"{x['process']:.2f}" if x else "",
             f"{r.events / r.job_seconds:,.0f}" if r.job_seconds else "-",
             f"{x['job']:.2f}" if x else "",
+            f"{r.cpu_seconds:.1f}",
             f"{r.results:,}",
             str(r.checkpoints),
             _p50_p99(r.checkpoint_ms),
@@ -285,6 +295,7 @@ def table(
             "",
             "",
             "",
+            f"{batch[0]:.1f}",
             f"{batch[1]:,} windows",
             "-",
             "-",
@@ -295,7 +306,7 @@ def table(
         f"{channel.records:,}",
         "2 proc.",
         f"{channel.records_per_s:,.0f}",
-        *[""] * 3,
+        *[""] * 4,
         f"{channel.frames:,} frames",
         "-",
         "-",
@@ -306,7 +317,7 @@ def table(
         "",
         "2",
         "",
-        *[""] * 5,
+        *[""] * 6,
         _p50_p99(checkpoint_ms),
         "",
     )
@@ -376,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
                 console.print(
                     f"{w.name}, {workers} worker(s): {r.events / r.seconds:,.0f} events/s "
                     f"start→exit, {r.events / max(r.job_seconds, 1e-9):,.0f} job, "
+                    f"{r.cpu_seconds:.1f} CPU s, "
                     f"{r.results:,} results, {r.checkpoints} checkpoints"
                 )
                 runs.append(r)
