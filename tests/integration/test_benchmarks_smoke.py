@@ -231,6 +231,7 @@ def test_scaling_runs_every_workload_on_one_and_two_workers_with_verified_output
     assert runs["windowed_count", 2]["results"] == len(workloads.plain_loop(3000))
     assert runs["nexmark q0", 1]["results"] == runs["nexmark q0", 2]["results"] == 2000 * 92 // 100
     assert all(r["checkpoints"] >= 1 and r["events_per_s"] > 0 for r in runs.values())
+    assert all(r["cpu_seconds"] > 0 for r in runs.values())
     assert set(data["ratios"]) == set(names)
     # a window fires once, and again for late flights within its allowed lateness
     assert 0 < data["flights_batch"]["windows"] <= runs["flights", 1]["results"]
