@@ -34,4 +34,5 @@ bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/eventlog.py --quick
 	$(PY) benchmarks/windowed_count.py --quick --peers --latency --json benchmarks/results/windowed_count.json
 	$(PY) benchmarks/nexmark/run.py --quick --json benchmarks/results/nexmark.json
-	$(PY) benchmarks/peers/summary.py --windowed-count benchmarks/results/windowed_count.json --nexmark benchmarks/results/nexmark.json
+	$(PY) benchmarks/scaling.py --quick --json benchmarks/results/scaling.json
+	$(PY) benchmarks/peers/summary.py --windowed-count benchmarks/results/windowed_count.json --nexmark benchmarks/results/nexmark.json --scaling benchmarks/results/scaling.json

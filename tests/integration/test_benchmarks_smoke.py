@@ -114,17 +114,23 @@ def test_windowed_count_reports_throughput_and_latency(windowed_count_json: Path
     assert all(0 <= r["p50_ms"] <= r["p99_ms"] <= r["max_ms"] for r in latency)
 
 
-def test_summary_prints_one_table_of_both(nexmark_json: Path, windowed_count_json: Path) -> None:
+def test_summary_prints_one_table_of_all(
+    nexmark_json: Path, windowed_count_json: Path, scaling_json: Path
+) -> None:
     proc = run_script(
         str(BENCH / "peers" / "summary.py"),
         "--windowed-count",
         str(windowed_count_json),
         "--nexmark",
         str(nexmark_json),
+        "--scaling",
+        str(scaling_json),
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("weirflow benchmarks") == 1
-    for row in ("plain loop", "q11 (exactly_once 50 ms)", "Flink per core", "@ 40k/s"):
+    rows = ("plain loop", "q11 (exactly_once 50 ms)", "Flink per core", "@ 40k/s")
+    rows += ("flights (p=2, 2 worker(s)", "one cross-process channel")
+    for row in rows:
         assert row in proc.stdout
 
 
@@ -190,3 +196,62 @@ def test_checkpoint_interval_parsing_refuses_nonsense() -> None:
     for bad in ("0s", "soon", "-1s"):
         with pytest.raises(argparse.ArgumentTypeError):
             nexmark_run.parse_interval(bad)
+
+
+@pytest.fixture(scope="module")
+def scaling_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("scaling") / "scaling.json"
+    proc = run_script(
+        str(BENCH / "scaling.py"),
+        "--events",
+        "3000",
+        "--nexmark-events",
+        "2000",
+        "--flights-rows",
+        "2000",
+        "--channel-records",
+        "20000",
+        "--json",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+def test_scaling_runs_every_workload_on_one_and_two_workers_with_verified_output(
+    scaling_json: Path,
+) -> None:
+    data = json.loads(scaling_json.read_text())
+    runs = {(r["workload"], r["workers"]): r for r in data["runs"]}
+    names = ["windowed_count", "nexmark q0", "nexmark q4", "nexmark q5", "nexmark q8", "flights"]
+    assert sorted(runs) == sorted((w, n) for w in names for n in (1, 2))
+    assert data["checks_failed"] == []
+    assert all(r["verified"] and r["errors"] == [] for r in runs.values())
+    # 3,000 events of windowed_count fall into 945 (user, 10 s window) pairs; q0 keeps the bids
+    assert runs["windowed_count", 2]["results"] == len(workloads.plain_loop(3000))
+    assert runs["nexmark q0", 1]["results"] == runs["nexmark q0", 2]["results"] == 2000 * 92 // 100
+    assert all(r["checkpoints"] >= 1 and r["events_per_s"] > 0 for r in runs.values())
+    assert all(r["cpu_seconds"] > 0 for r in runs.values())
+    assert set(data["ratios"]) == set(names)
+    # a window fires once, and again for late flights within its allowed lateness
+    assert 0 < data["flights_batch"]["windows"] <= runs["flights", 1]["results"]
+    assert data["channel"]["records"] == 20000
+    assert data["checkpoint_ms"]["count"] >= 6
+    assert len(data["targets"]) == 5
+
+
+def test_scaling_output_check_rejects_a_missing_window(tmp_path: Path) -> None:
+    import scaling_inputs
+    from weirflow.eventlog import EventLog, Record
+
+    n = 3000
+    rows = workloads.plain_loop(n)
+    for name, kept in (("whole", rows), ("short", rows[1:])):
+        with EventLog(tmp_path / name) as lg:
+            lg.create_topic("results", 2)
+            lg.append("results", [Record(json.dumps(list(r)).encode()) for r in kept])
+    assert scaling_inputs.check_windowed_count(tmp_path / "whole", n) == (len(rows), [])
+    count, errors = scaling_inputs.check_windowed_count(tmp_path / "short", n)
+    assert count == len(rows) - 1
+    assert any("counts sum" in e for e in errors)
+    assert any("differ from the plain loop" in e for e in errors)
