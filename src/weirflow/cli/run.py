@@ -45,35 +45,33 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from weirflow.api import Dataflow
 from weirflow.checkpoint import (
-    FRESH,
     KEY_ENV,
-    KEY_FILE_ENV,
     CheckpointConfig,
     CheckpointStorage,
     NoCheckpointError,
-    resolve_job_key,
 )
 from weirflow.cli.app import app
 from weirflow.cli.cluster import absolute_job_spec, read_secret, run_on_workers, submit_job
 from weirflow.cli.durations import parse_duration
 from weirflow.cli.jobs import load_dataflow
-from weirflow.connectors.eventlog import EventLogSourceReader
-from weirflow.errors import CheckpointError, ConfigError, WeirflowError, is_retriable
+from weirflow.cli.run_options import (
+    check_fresh_start,
+    checkpoint_key_env,
+    config_message,
+    restore_option,
+)
+from weirflow.cli.run_surfaces import Surfaces, make_observer
+from weirflow.errors import ConfigError, WeirflowError, is_retriable
 from weirflow.metrics import (
     DEFAULT_HOST,
     JsonFormatter,
-    MetricsServer,
-    ProgressReporter,
     names,
-    serve_metrics,
 )
 from weirflow.records import JobResult
 from weirflow.runtime import RestartStrategy, RunListener, control, wall_clock_ms
 from weirflow.runtime.local_cluster import resolve_workers
 from weirflow.runtime.run import run_job
-from weirflow.web import JobObserver
 
 _MAX_RESTARTS = "Restarts allowed (failure-rate: failures per interval)."
 EXIT_FAILED = 1
@@ -195,103 +193,6 @@ def _summary(result: JobResult, log_format: LogFormat, stopped: bool) -> None:
     )
 
 
-def split_lag(source_logic: Any) -> dict[str, int] | None:
-    """Records not yet read per split of a source subtask (end offset − position).
-
-    The event-log reader is asked its partitions' end offsets (one SQLite read
-    per split, on the scheduler thread that owns the reader); readers with a
-    ``lag()`` method (Kafka) answer themselves; other sources have no lag.
-    """
-    reader = getattr(source_logic, "reader", None)
-    if isinstance(reader, EventLogSourceReader):
-        src = reader.source
-        return {
-            s: max(
-                0,
-                reader.log.end_offset(src.topic, reader.partition[s], src.isolation)
-                - reader.position[s],
-            )
-            for s in reader.splits
-        }
-    lag = getattr(reader, "lag", None)
-    return lag() if callable(lag) else None
-
-
-class Surfaces:
-    """What a worker shows of its job: metrics endpoint, dashboard, progress line.
-
-    Args:
-        observer: the job's observer.
-        metrics_port: port of ``/metrics`` (``None``: not served).
-        metrics_host: address of ``/metrics``.
-        ui_port: port of the dashboard (``None``: not served).
-        ui_host: address of the dashboard.
-        ui_token: the dashboard's access token.
-        log_format: ``text`` shows the live progress line on a terminal;
-            ``json`` logs progress records instead.
-
-    Raises:
-        ConfigError: a port cannot be bound, or the dashboard binds beyond
-            loopback without a token.
-    """
-
-    def __init__(
-        self,
-        observer: JobObserver,
-        metrics_port: int | None,
-        metrics_host: str,
-        ui_port: int | None,
-        ui_host: str,
-        ui_token: str | None,
-        log_format: LogFormat,
-    ) -> None:
-        self.metrics: MetricsServer | None = None
-        self.dashboard: Any = None
-        if metrics_port is not None:
-            self.metrics = _bind_metrics(observer, metrics_port, metrics_host)
-        if ui_port is not None:
-            from weirflow.web.app import serve_dashboard
-
-            self.dashboard = serve_dashboard(observer, ui_port, ui_host, ui_token)
-        self.progress = ProgressReporter(
-            observer.status, wall_clock_ms, "json" if log_format is LogFormat.json else "live"
-        )
-        self.progress.start()
-
-    def close(self) -> None:
-        """Stop the progress line and both servers."""
-        self.progress.stop()
-        if self.metrics is not None:
-            self.metrics.close()
-        if self.dashboard is not None:
-            self.dashboard.close()
-
-
-def _bind_metrics(observer: JobObserver, port: int, host: str) -> MetricsServer:
-    # A killed worker's port is free again at once (SO_REUSEADDR), but a worker that is
-    # still exiting may hold it a moment longer: retry briefly, bounded.
-    for _ in range(25):
-        try:
-            return serve_metrics(observer.metrics.registry, port, host)
-        except OSError as e:
-            error = e
-            time.sleep(0.2)
-    raise ConfigError(f"cannot serve metrics on {host}:{port}: {error}")
-
-
-def _observer(flow: Dataflow, parallelism: int, started_ms: int) -> JobObserver:
-    return JobObserver(
-        flow.graph,
-        parallelism,
-        wall_clock_ms,
-        lag_probe=split_lag,
-        restarts=int(os.environ.get(names.ENV_RESTARTS, "0")),
-        recovery_ms=int(os.environ.get(names.ENV_RECOVERY_MS, "0")),
-        started_ms=started_ms,
-        inner=_PrintingListener(),
-    )
-
-
 def _run_worker(
     job: str,
     parallelism: int,
@@ -306,7 +207,7 @@ def _run_worker(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     flow = load_dataflow(job)
-    observer = _observer(flow, parallelism, started_ms)
+    observer = make_observer(flow, parallelism, started_ms, _PrintingListener())
     shown = Surfaces(observer, **surfaces)
     try:
         if config is None:
@@ -390,56 +291,6 @@ def _supervise(
         if storage is not None and max(storage.completed_checkpoints(), default=0) > baseline:
             restore = "latest"
         recovery_ms += int(time.time() * 1000) - died
-
-
-def _checkpoint_key_env(checkpoint_dir: str, job: str, key_file: str | None) -> dict[str, str]:
-    """Find (or generate) the job's checkpoint key; return the workers' environment naming it.
-
-    Workers get the key file's path (or inherit ``$WEIRFLOW_CHECKPOINT_KEY``), never the key
-    on their command line.
-    """
-    found = resolve_job_key(None, checkpoint_dir, job, key_file=key_file, create=True)
-    # log lines, so that --log-format json stays all JSON
-    if found.created:
-        log.info(
-            "generated checkpoint key file %s (mode 0600): it signs job %s's checkpoints; "
-            "keep it, restoring them needs it",
-            found.path,
-            job,
-        )
-    if found.key is None:
-        log.warning(
-            "no checkpoint key for %s: state that needs pickle cannot be checkpointed; "
-            "give --checkpoint-key-file",
-            checkpoint_dir,
-        )
-    # An explicit key file wins over an inherited $WEIRFLOW_CHECKPOINT_KEY, in workers too.
-    return {KEY_FILE_ENV: str(found.path), KEY_ENV: ""} if found.path is not None else {}
-
-
-def _restore_option(restore: str | None, fresh: bool) -> str | None:
-    """Fold ``--fresh`` into ``--restore``.
-
-    Raises:
-        ConfigError: ``--fresh`` with another ``--restore``.
-    """
-    if not fresh:
-        return restore
-    if restore not in (None, FRESH):
-        raise ConfigError(f"--fresh contradicts --restore {restore}: pass one of them")
-    return FRESH
-
-
-def _check_fresh_start(storage: CheckpointStorage) -> None:
-    """No ``--restore``: refuse before any worker starts if the job has checkpoints.
-
-    Raises:
-        ConfigError: the job has completed checkpoints in ``storage``.
-    """
-    try:
-        storage.check_fresh_start()
-    except CheckpointError as e:
-        raise ConfigError(str(e)) from e
 
 
 @app.command("run")
@@ -527,7 +378,7 @@ def run(
     _configure_logging(log_format)
     try:
         interval = parse_duration(checkpoint_interval)
-        restore = _restore_option(restore, fresh)
+        restore = restore_option(restore, fresh)
         config = (
             None
             if guarantee is Guarantee.at_most_once
@@ -570,7 +421,7 @@ def run(
         ):
             # workers find the key as this process does: through the environment they inherit
             os.environ.update(
-                _checkpoint_key_env(checkpoint_dir, load_dataflow(job).name, checkpoint_key_file)
+                checkpoint_key_env(checkpoint_dir, load_dataflow(job).name, checkpoint_key_file)
             )
         if coordinator is not None:
             result = submit_job(
@@ -613,7 +464,7 @@ def run(
         if storage is not None:
             storage.check_writable()
         if storage is not None and restore is None:
-            _check_fresh_start(storage)
+            check_fresh_start(storage)
         argv = [
             job,
             f"--parallelism={parallelism}",
@@ -634,14 +485,14 @@ def run(
             # before a key file is generated for a run that cannot start
             raise NoCheckpointError(flow.name, storage.root_url, [])
         if config is not None:
-            worker_env |= _checkpoint_key_env(checkpoint_dir, flow.name, checkpoint_key_file)
+            worker_env |= checkpoint_key_env(checkpoint_dir, flow.name, checkpoint_key_file)
         raise typer.Exit(_supervise(argv, strategy, storage, restore, worker_env))
     except typer.Exit:
         raise
     except ConfigError as e:
         if debug:
             raise
-        err.print(f"[red]error:[/] {escape(_config_message(e))}")
+        err.print(f"[red]error:[/] {escape(config_message(e))}")
         raise typer.Exit(EXIT_CONFIG) from None
     except WeirflowError as e:
         if worker and not is_retriable(e):
@@ -656,14 +507,3 @@ def run(
         raise typer.Exit(EXIT_FAILED) from None
 
 
-def _config_message(e: ConfigError) -> str:
-    """The error's message, its advice worded for this command line where the library's differs."""
-    if isinstance(e, NoCheckpointError):
-        # unusable checkpoints left behind refuse a plain fresh start (no --restore)
-        fresh = "with --restore none" if e.skipped else "without --restore"
-        return (
-            f"--restore latest but {e.what_is_missing()}. To start fresh run {fresh} (or with "
-            "--restore latest-or-fresh to resume when possible); to restore a savepoint pass "
-            "--restore PATH"
-        )
-    return str(e)

@@ -1,0 +1,80 @@
+"""``weirflow run``'s options that need more than parsing: the checkpoint key, restore, messages."""
+
+from __future__ import annotations
+
+import logging
+
+from weirflow.checkpoint import (
+    FRESH,
+    KEY_ENV,
+    KEY_FILE_ENV,
+    CheckpointStorage,
+    NoCheckpointError,
+    resolve_job_key,
+)
+from weirflow.errors import CheckpointError, ConfigError
+
+log = logging.getLogger("weirflow.cli")
+
+
+def checkpoint_key_env(checkpoint_dir: str, job: str, key_file: str | None) -> dict[str, str]:
+    """Find (or generate) the job's checkpoint key; return the workers' environment naming it.
+
+    Workers get the key file's path (or inherit ``$WEIRFLOW_CHECKPOINT_KEY``), never the key
+    on their command line.
+    """
+    found = resolve_job_key(None, checkpoint_dir, job, key_file=key_file, create=True)
+    # log lines, so that --log-format json stays all JSON
+    if found.created:
+        log.info(
+            "generated checkpoint key file %s (mode 0600): it signs job %s's checkpoints; "
+            "keep it, restoring them needs it",
+            found.path,
+            job,
+        )
+    if found.key is None:
+        log.warning(
+            "no checkpoint key for %s: state that needs pickle cannot be checkpointed; "
+            "give --checkpoint-key-file",
+            checkpoint_dir,
+        )
+    # An explicit key file wins over an inherited $WEIRFLOW_CHECKPOINT_KEY, in workers too.
+    return {KEY_FILE_ENV: str(found.path), KEY_ENV: ""} if found.path is not None else {}
+
+
+def restore_option(restore: str | None, fresh: bool) -> str | None:
+    """Fold ``--fresh`` into ``--restore``.
+
+    Raises:
+        ConfigError: ``--fresh`` with another ``--restore``.
+    """
+    if not fresh:
+        return restore
+    if restore not in (None, FRESH):
+        raise ConfigError(f"--fresh contradicts --restore {restore}: pass one of them")
+    return FRESH
+
+
+def check_fresh_start(storage: CheckpointStorage) -> None:
+    """No ``--restore``: refuse before any worker starts if the job has checkpoints.
+
+    Raises:
+        ConfigError: the job has completed checkpoints in ``storage``.
+    """
+    try:
+        storage.check_fresh_start()
+    except CheckpointError as e:
+        raise ConfigError(str(e)) from e
+
+
+def config_message(e: ConfigError) -> str:
+    """The error's message, its advice worded for this command line where the library's differs."""
+    if isinstance(e, NoCheckpointError):
+        # unusable checkpoints left behind refuse a plain fresh start (no --restore)
+        fresh = "with --restore none" if e.skipped else "without --restore"
+        return (
+            f"--restore latest but {e.what_is_missing()}. To start fresh run {fresh} (or with "
+            "--restore latest-or-fresh to resume when possible); to restore a savepoint pass "
+            "--restore PATH"
+        )
+    return str(e)

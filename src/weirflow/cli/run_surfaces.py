@@ -1,0 +1,120 @@
+"""What a supervised ``weirflow run`` worker shows of its job: metrics, dashboard, progress."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from weirflow.api import Dataflow
+from weirflow.connectors.eventlog import EventLogSourceReader
+from weirflow.errors import ConfigError
+from weirflow.metrics import MetricsServer, ProgressReporter, names, serve_metrics
+from weirflow.runtime import RunListener, wall_clock_ms
+from weirflow.web import JobObserver
+
+
+def split_lag(source_logic: Any) -> dict[str, int] | None:
+    """Records not yet read per split of a source subtask (end offset − position).
+
+    The event-log reader is asked its partitions' end offsets (one SQLite read
+    per split, on the scheduler thread that owns the reader); readers with a
+    ``lag()`` method (Kafka) answer themselves; other sources have no lag.
+    """
+    reader = getattr(source_logic, "reader", None)
+    if isinstance(reader, EventLogSourceReader):
+        src = reader.source
+        return {
+            s: max(
+                0,
+                reader.log.end_offset(src.topic, reader.partition[s], src.isolation)
+                - reader.position[s],
+            )
+            for s in reader.splits
+        }
+    lag = getattr(reader, "lag", None)
+    return lag() if callable(lag) else None
+
+
+class Surfaces:
+    """What a worker shows of its job: metrics endpoint, dashboard, progress line.
+
+    Args:
+        observer: the job's observer.
+        metrics_port: port of ``/metrics`` (``None``: not served).
+        metrics_host: address of ``/metrics``.
+        ui_port: port of the dashboard (``None``: not served).
+        ui_host: address of the dashboard.
+        ui_token: the dashboard's access token.
+        log_format: ``text`` shows the live progress line on a terminal;
+            ``json`` logs progress records instead.
+
+    Raises:
+        ConfigError: a port cannot be bound, or the dashboard binds beyond
+            loopback without a token.
+    """
+
+    def __init__(
+        self,
+        observer: JobObserver,
+        metrics_port: int | None,
+        metrics_host: str,
+        ui_port: int | None,
+        ui_host: str,
+        ui_token: str | None,
+        log_format: str,
+    ) -> None:
+        self.metrics: MetricsServer | None = None
+        self.dashboard: Any = None
+        if metrics_port is not None:
+            self.metrics = bind_metrics(observer, metrics_port, metrics_host)
+        if ui_port is not None:
+            from weirflow.web.app import serve_dashboard
+
+            self.dashboard = serve_dashboard(observer, ui_port, ui_host, ui_token)
+        self.progress = ProgressReporter(
+            observer.status, wall_clock_ms, "json" if log_format == "json" else "live"
+        )
+        self.progress.start()
+
+    def close(self) -> None:
+        """Stop the progress line and both servers."""
+        self.progress.stop()
+        if self.metrics is not None:
+            self.metrics.close()
+        if self.dashboard is not None:
+            self.dashboard.close()
+
+
+def bind_metrics(observer: JobObserver, port: int, host: str) -> MetricsServer:
+    """Serve the observer's metrics at ``host:port``, retrying briefly while a killed
+    predecessor still holds the port.
+
+    Raises:
+        ConfigError: the port stays taken.
+    """
+    # A killed worker's port is free again at once (SO_REUSEADDR), but a worker that is
+    # still exiting may hold it a moment longer: retry briefly, bounded.
+    for _ in range(25):
+        try:
+            return serve_metrics(observer.metrics.registry, port, host)
+        except OSError as e:
+            error = e
+            time.sleep(0.2)
+    raise ConfigError(f"cannot serve metrics on {host}:{port}: {error}")
+
+
+def make_observer(
+    flow: Dataflow, parallelism: int, started_ms: int, inner: RunListener
+) -> JobObserver:
+    """The worker's job observer; restarts and recovery time come from the supervisor."""
+    return JobObserver(
+        flow.graph,
+        parallelism,
+        wall_clock_ms,
+        lag_probe=split_lag,
+        restarts=int(os.environ.get(names.ENV_RESTARTS, "0")),
+        recovery_ms=int(os.environ.get(names.ENV_RECOVERY_MS, "0")),
+        started_ms=started_ms,
+        inner=inner,
+    )
