@@ -268,14 +268,19 @@ class _Session:
             while True:
                 message = control.decode_message(self.conn.recv())
                 self.last_heard = time.monotonic()
-                if isinstance(message, control.Cancel):
-                    # Unblock a scheduler stuck sending to a dead peer.
-                    plane = self.worker._plane
-                    if plane is not None and self.worker.attempt == message.attempt:
-                        plane.close()
+                if isinstance(message, control.Cancel) and self.worker.attempt == message.attempt:
+                    self._close_plane()
                 self.inbox.put(message)
         except (ConnectionClosedError, msgspec.DecodeError) as e:
+            # The coordinator gave this worker up (or is gone): its tasks must stop now.
+            self._close_plane()
             self.inbox.put(_Lost(str(e)))
+
+    def _close_plane(self) -> None:
+        """Close the attempt's data links: unblocks a scheduler stuck sending to a dead peer."""
+        plane = self.worker._plane
+        if plane is not None:
+            plane.close()
 
     def _beat(self) -> None:
         while not self._closed.wait(self.heartbeat_interval_s):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+import threading
 
 import pytest
 
 from weirflow.errors import ConfigError
 from weirflow.graph import LogicalGraph
 from weirflow.runtime import control, worker
+from weirflow.runtime.dataplane import DataPlane, PeerLink
 from weirflow.runtime.wire import ConnectionClosedError, FramedConnection, new_secret
 
 
@@ -78,3 +80,37 @@ def test_a_later_attempts_early_connection_is_kept_for_that_attempt(
         links["a"].close()
     for end in ends:
         end.close()
+
+
+def test_losing_the_coordinator_unblocks_a_send_to_a_peer_that_stopped_reading() -> None:
+    """Scenario: the scheduler is stuck sending to a paused peer when the coordinator's
+    connection ends (it gave this worker up); the data links are closed at once, so the
+    scheduler wakes, drops its tasks and the worker can register again."""
+    secret = new_secret()
+    w = worker.Worker("127.0.0.1:1", secret, 1, _no_jobs)
+    ours, peer_end = socket.socketpair()
+    link = PeerLink(FramedConnection(ours, "worker p"), "p")
+    w._plane = DataPlane({"p": link})
+    send_failed = threading.Event()
+
+    def flood() -> None:
+        try:
+            while True:
+                link.conn.send(b"x" * 1_000_000)
+        except ConnectionClosedError:
+            send_failed.set()
+
+    sender = threading.Thread(target=flood, daemon=True)
+    sender.start()
+    # The peer reads nothing: the sender blocks in sendall, holding the send lock.
+    while link.conn._send_lock.acquire(timeout=0.5):
+        link.conn._send_lock.release()
+    control_ours, coordinator_end = socket.socketpair()
+    session = worker._Session(w, FramedConnection(control_ours, "coordinator"))
+    reader = threading.Thread(target=session._read, daemon=True)
+    reader.start()
+    coordinator_end.close()
+    sender.join(10)
+    assert send_failed.is_set(), "the scheduler stayed blocked after the coordinator was lost"
+    assert isinstance(session.inbox.get(timeout=10), worker._Lost)
+    peer_end.close()
