@@ -539,4 +539,7 @@ class JobCoordinator:
             self.launcher.close()
         for w in self.workers.values():
             w.conn.close()
+        # close() alone leaves a thread blocked in accept() listening on the port
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)
         self._server.close()
