@@ -18,11 +18,13 @@ worker, or a last checkpoint that fails three times ends the attempt with
 
 from __future__ import annotations
 
+import logging
 import pickle
 import queue
 from typing import TYPE_CHECKING, Any
 
 from weirflow.checkpoint import CheckpointCoordinator, CheckpointStatus
+from weirflow.checkpoint.errors import CheckpointConflictError, CheckpointError
 from weirflow.errors import WeirflowError
 from weirflow.records import OperatorCounts
 from weirflow.runtime import control
@@ -31,6 +33,8 @@ from weirflow.runtime.membership import WorkerEntry, WorkerStatus
 
 if TYPE_CHECKING:
     from weirflow.runtime.coordinator import JobCoordinator
+
+log = logging.getLogger("weirflow.coordinator")
 
 _STOP_ATTEMPTS = 3
 _TICK_S = 0.005
@@ -151,7 +155,15 @@ class AttemptRun:
         if self.checkpoints is None:
             return
         snapshot = pickle.loads(message.snapshot)
-        completed = self.checkpoints.acknowledge(message.checkpoint_id, snapshot)
+        try:
+            completed = self.checkpoints.acknowledge(message.checkpoint_id, snapshot)
+        except CheckpointConflictError:
+            raise  # another coordinator owns the job's checkpoints: this run must end
+        except CheckpointError as e:
+            # The manifest could not be written: the checkpoint failed (as if a task
+            # declined), not the job; a last checkpoint is retried, then the attempt fails.
+            log.warning("checkpoint %d failed: %s", message.checkpoint_id, e)
+            return
         if completed is None:
             return
         cid = completed.checkpoint_id

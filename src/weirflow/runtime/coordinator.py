@@ -328,6 +328,11 @@ class JobCoordinator:
                     restore_url = latest
                 self.recovery_started = failed_at
                 continue
+            except BaseException:
+                # The job ends with this error (a manifest conflict, a storage that broke):
+                # nothing of the attempt may run on, nor keep the workers' slots.
+                self._cancel("the job ended with an error")
+                raise
             return JobResult(
                 job=spec.graph.name,
                 parallelism=spec.parallelism,
@@ -534,4 +539,7 @@ class JobCoordinator:
             self.launcher.close()
         for w in self.workers.values():
             w.conn.close()
+        # close() alone leaves a thread blocked in accept() listening on the port
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)
         self._server.close()

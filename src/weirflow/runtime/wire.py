@@ -139,6 +139,7 @@ class FramedConnection:
         self.sock = sock
         self.peer = peer
         self._send_lock = threading.Lock()
+        self._close_lock = threading.Lock()
         self._closed = False
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             # frames are whole batches or control messages: send each at once
@@ -185,14 +186,17 @@ class FramedConnection:
             raise ConnectionClosedError(f"receiving from {self.peer} failed: {e}") from e
 
     def close(self) -> None:
-        """Shut the socket down (wakes a blocked reader) and close it; idempotent."""
-        with self._send_lock:
+        """Shut the socket down (wakes a blocked reader and sender) and close it; idempotent."""
+        with self._close_lock:
             if self._closed:
                 return
             self._closed = True
+        # Shut down before taking the send lock: a send blocked on a peer that stopped
+        # reading holds that lock until the shutdown wakes it.
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
+        with self._send_lock:
+            self.sock.close()
 
 
 def parse_address(text: str) -> tuple[str, int]:

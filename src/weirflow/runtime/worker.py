@@ -199,16 +199,29 @@ class Worker:
             OSError, PeerAuthenticationError: dialling a peer failed.
         """
         links: dict[str, PeerLink] = {}
+        try:
+            self._open_links(deploy, links)
+        except BaseException:
+            # The attempt fails; the links opened so far would keep their sockets and
+            # reader threads until the peer hangs up.
+            for link in links.values():
+                link.close()
+            raise
+        return links
+
+    def _open_links(self, deploy: control.Deploy, links: dict[str, PeerLink]) -> None:
         me = self.worker_id
         for peer, address in sorted(deploy.peers.items()):
             if peer > me:
                 conn = dial(address, self.secret, f"worker {peer}")
-                conn.send(_HELLO.encode((deploy.attempt, me)))
                 links[peer] = PeerLink(conn, peer)
+                conn.send(_HELLO.encode((deploy.attempt, me)))
         expected = {p for p in deploy.peers if p < me}
         deadline = time.monotonic() + _PEER_WAIT_S
         waiting, self._parked = self._parked, []
-        while expected - set(links):
+        # Every parked connection is looked at (not only until the links are complete):
+        # one of a later attempt must stay parked for that attempt.
+        while waiting or expected - set(links):
             if waiting:
                 attempt, peer, conn = waiting.pop()
             else:
@@ -222,13 +235,12 @@ class Worker:
                         f"attempt {deploy.attempt}: no data connection from worker(s) {missing} "
                         f"within {_PEER_WAIT_S:.0f} s"
                     ) from None
-            if attempt == deploy.attempt and peer in expected:
+            if attempt == deploy.attempt and peer in expected and peer not in links:
                 links[peer] = PeerLink(conn, peer)
             elif attempt > deploy.attempt:
                 self._parked.append((attempt, peer, conn))
             else:
                 conn.close()
-        return links
 
 
 class _Session:
@@ -256,14 +268,19 @@ class _Session:
             while True:
                 message = control.decode_message(self.conn.recv())
                 self.last_heard = time.monotonic()
-                if isinstance(message, control.Cancel):
-                    # Unblock a scheduler stuck sending to a dead peer.
-                    plane = self.worker._plane
-                    if plane is not None and self.worker.attempt == message.attempt:
-                        plane.close()
+                if isinstance(message, control.Cancel) and self.worker.attempt == message.attempt:
+                    self._close_plane()
                 self.inbox.put(message)
         except (ConnectionClosedError, msgspec.DecodeError) as e:
+            # The coordinator gave this worker up (or is gone): its tasks must stop now.
+            self._close_plane()
             self.inbox.put(_Lost(str(e)))
+
+    def _close_plane(self) -> None:
+        """Close the attempt's data links: unblocks a scheduler stuck sending to a dead peer."""
+        plane = self.worker._plane
+        if plane is not None:
+            plane.close()
 
     def _beat(self) -> None:
         while not self._closed.wait(self.heartbeat_interval_s):
@@ -418,7 +435,11 @@ class _Deployment:
         for task in list(self.tasks):
             for op in task.chain:
                 out.setdefault(op.name, {})[task.subtask] = [
-                    op.records_in, op.records_out, op.filtered, op.late, op.dead_lettered
+                    op.records_in,
+                    op.records_out,
+                    op.filtered,
+                    op.late,
+                    op.dead_lettered,
                 ]
         return out
 

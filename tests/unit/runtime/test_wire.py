@@ -105,3 +105,34 @@ def test_oversized_frame_ends_the_connection() -> None:
     dialer.sock.sendall(struct.pack(">I", MAX_FRAME_BYTES + 1))
     with pytest.raises(ConnectionClosedError, match="limit"):
         listener.recv()
+
+
+def test_close_wakes_a_send_blocked_on_a_peer_that_stopped_reading() -> None:
+    """Scenario: a worker's scheduler is stuck sending to a paused peer (its socket buffers
+    are full) when the coordinator cancels the attempt; closing the connection from the
+    control thread must end the send at once instead of waiting for the send's lock."""
+    secret = new_secret()
+    dialer, listener = _pair(secret, secret)
+    assert isinstance(dialer, FramedConnection) and isinstance(listener, FramedConnection)
+    sending_failed = threading.Event()
+
+    def flood() -> None:
+        try:
+            while True:
+                dialer.send(b"x" * 1_000_000)
+        except ConnectionClosedError:
+            sending_failed.set()
+
+    sender = threading.Thread(target=flood, daemon=True)
+    sender.start()
+    # The listener reads nothing: the sender fills the buffers and stays in sendall,
+    # holding the send lock.
+    while dialer._send_lock.acquire(timeout=0.5):
+        dialer._send_lock.release()
+    closer = threading.Thread(target=dialer.close, daemon=True)
+    closer.start()
+    closer.join(10)
+    assert not closer.is_alive(), "close() waited for the blocked send's lock"
+    sender.join(10)
+    assert sending_failed.is_set()
+    listener.close()
