@@ -106,11 +106,11 @@ def test_losing_the_coordinator_unblocks_a_send_to_a_peer_that_stopped_reading()
     while link.conn._send_lock.acquire(timeout=0.5):
         link.conn._send_lock.release()
     control_ours, coordinator_end = socket.socketpair()
-    session = worker._Session(w, FramedConnection(control_ours, "coordinator"))
+    session = worker.CoordinatorSession(w, FramedConnection(control_ours, "coordinator"))
     reader = threading.Thread(target=session._read, daemon=True)
     reader.start()
     coordinator_end.close()
     sender.join(10)
     assert send_failed.is_set(), "the scheduler stayed blocked after the coordinator was lost"
-    assert isinstance(session.inbox.get(timeout=10), worker._Lost)
+    assert isinstance(session.inbox.get(timeout=10), worker.Lost)
     peer_end.close()
