@@ -99,6 +99,10 @@ class _Lost:
         self.reason = reason
 
 
+class _StoppedWhileRecovering(Exception):
+    """A stop was requested during a restart's backoff or while waiting for free slots."""
+
+
 class JobCoordinator:
     """Runs jobs on registered workers (see the module docs for the steps).
 
@@ -300,13 +304,32 @@ class JobCoordinator:
     def _attempts(self, start: int) -> JobResult:
         spec = self.spec
         assert spec is not None
+        try:
+            counts = self._attempts_until_done()
+        except _StoppedWhileRecovering:
+            # Nothing runs, so there is no stop checkpoint to take: the latest completed
+            # checkpoint is where a later run resumes.
+            log.info("job %s stopped while recovering", spec.graph.name)
+            counts = {}
+        return JobResult(
+            job=spec.graph.name,
+            parallelism=spec.parallelism,
+            operators=counts,
+            checkpoints_completed=self.checkpoints_completed,
+            restarts=self.restarts,
+            duration_ms=self.clock() - start,
+        )
+
+    def _attempts_until_done(self) -> dict[str, OperatorCounts]:
+        spec = self.spec
+        assert spec is not None
         tracker = spec.restart.tracker()
         restore_url, baseline = self._initial_restore()
         while True:
             self.attempt += 1
             started = self.clock()
             try:
-                counts = self._run_attempt(restore_url)
+                return self._run_attempt(restore_url)
             except AttemptFailedError as e:
                 failed_at = self.clock()
                 self._cancel(str(e))
@@ -321,26 +344,17 @@ class JobCoordinator:
                     e,
                     wait_ms,
                 )
-                self._sleep_handling_events(wait_ms / 1000)
-                self.restarts += 1
-                latest = self._latest_of_this_run(baseline)
-                if latest is not None:
-                    restore_url = latest
-                self.recovery_started = failed_at
-                continue
             except BaseException:
-                # The job ends with this error (a manifest conflict, a storage that broke):
-                # nothing of the attempt may run on, nor keep the workers' slots.
-                self._cancel("the job ended with an error")
+                # The job ends here (a manifest conflict, a storage that broke, a stop while
+                # waiting for slots): nothing of the attempt may run on, nor keep the slots.
+                self._cancel("the job ended")
                 raise
-            return JobResult(
-                job=spec.graph.name,
-                parallelism=spec.parallelism,
-                operators=counts,
-                checkpoints_completed=self.checkpoints_completed,
-                restarts=self.restarts,
-                duration_ms=self.clock() - start,
-            )
+            self._sleep_handling_events(wait_ms / 1000)
+            self.restarts += 1
+            latest = self._latest_of_this_run(baseline)
+            if latest is not None:
+                restore_url = latest
+            self.recovery_started = failed_at
 
     def _initial_restore(self) -> tuple[str | None, int]:
         storage = self.storage
@@ -377,11 +391,13 @@ class JobCoordinator:
     def _sleep_handling_events(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while True:
+            if self.stop.is_set():
+                raise _StoppedWhileRecovering
             left = deadline - time.monotonic()
             if left <= 0:
                 return
             try:
-                wid, event = self.events.get(timeout=left)
+                wid, event = self.events.get(timeout=min(left, 0.2))
             except queue.Empty:
                 return
             self._membership(wid, event)
@@ -425,6 +441,8 @@ class JobCoordinator:
         need = self.spec.parallelism
         deadline = time.monotonic() + self.worker_wait_s
         while True:
+            if self.stop.is_set():
+                raise _StoppedWhileRecovering
             if self.launcher is not None:
                 self.launcher.replace_exited()
             free = self._free_workers()
