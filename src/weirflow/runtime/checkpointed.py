@@ -35,7 +35,6 @@ from typing import Any
 from weirflow.checkpoint import (
     CheckpointConfig,
     CheckpointCoordinator,
-    CheckpointCorruptError,
     CheckpointStatus,
     CheckpointStorage,
     CompletedCheckpoint,
@@ -43,7 +42,6 @@ from weirflow.checkpoint import (
     open_job_storage,
 )
 from weirflow.errors import (
-    CheckpointError,
     ConfigError,
     JobFailedError,
     WeirflowError,
@@ -58,6 +56,7 @@ from weirflow.runtime.job import counts
 from weirflow.runtime.local import LocalScheduler
 from weirflow.runtime.operators.source import refuse_duplicate_sink_output
 from weirflow.runtime.restart import RestartStrategy
+from weirflow.runtime.restore_points import RestorePoints
 from weirflow.runtime.snapshots import encode_task_snapshot, plan_restore, write_task_snapshot
 from weirflow.runtime.task import Task, TaskState
 
@@ -360,21 +359,10 @@ class CheckpointedRun:
         """
         tracker = self.restart.tracker()
         self.storage.check_writable()
-        try:
-            manifest = self.storage.resolve_restore(self.restore)
-        except (CheckpointCorruptError, ConfigError):
-            raise
-        except CheckpointError as e:
-            # Nothing to restore from is a problem of the restore option, not of a run:
-            # restarting cannot help.
-            raise ConfigError(str(e)) from e
+        points = RestorePoints(self.storage, self.restore)
+        manifest = points.first
         attempt_no = 0
         start = self.clock()
-        # A restart may only restore checkpoints this run completed; older ones in the same
-        # storage belong to earlier runs of the job (or precede the restored savepoint).
-        baseline = max(
-            [*self.storage.completed_checkpoints(), manifest.checkpoint_id if manifest else 0]
-        )
         while True:
             attempt = _Attempt(self, self.storage, manifest)
             started = self.clock()
@@ -403,11 +391,7 @@ class CheckpointedRun:
                 )
                 self.sleep(wait_ms / 1000)
                 attempt_no += 1
-                latest = self.storage.latest_valid(
-                    lambda path, err: log.warning("skipping unusable checkpoint %s: %s", path, err)
-                )
-                if latest is not None and latest.checkpoint_id > baseline:
-                    manifest = latest
+                manifest = points.latest_of_this_run() or manifest
 
     def _run_attempt(self, attempt: _Attempt) -> JobResult:
         try:

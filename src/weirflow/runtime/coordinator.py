@@ -39,8 +39,13 @@ from typing import Any
 
 import msgspec
 
-from weirflow.checkpoint import CheckpointConfig, CheckpointStorage, open_job_storage
-from weirflow.errors import CheckpointError, ConfigError, JobFailedError, WeirflowError
+from weirflow.checkpoint import (
+    CheckpointConfig,
+    CheckpointCorruptError,
+    CheckpointStorage,
+    open_job_storage,
+)
+from weirflow.errors import ConfigError, JobFailedError, WeirflowError
 from weirflow.graph import LogicalGraph, compile_plan
 from weirflow.records import JobResult, OperatorCounts
 from weirflow.runtime import control
@@ -51,6 +56,7 @@ from weirflow.runtime.launcher import Launcher
 from weirflow.runtime.membership import WorkerEntry, WorkerStatus
 from weirflow.runtime.placement import place
 from weirflow.runtime.restart import RestartStrategy
+from weirflow.runtime.restore_points import RestorePoints
 from weirflow.runtime.wire import (
     ConnectionClosedError,
     FramedConnection,
@@ -324,7 +330,8 @@ class JobCoordinator:
         spec = self.spec
         assert spec is not None
         tracker = spec.restart.tracker()
-        restore_url, baseline = self._initial_restore()
+        points = self._restore_points()
+        restore_url = self._first_url(points)
         while True:
             self.attempt += 1
             started = self.clock()
@@ -351,42 +358,31 @@ class JobCoordinator:
                 raise
             self._sleep_handling_events(wait_ms / 1000)
             self.restarts += 1
-            latest = self._latest_of_this_run(baseline)
+            latest = points.latest_of_this_run() if points is not None else None
             if latest is not None:
-                restore_url = latest
+                assert self.storage is not None
+                restore_url = self.storage.checkpoint_url(latest.checkpoint_id)
             self.recovery_started = failed_at
 
-    def _initial_restore(self) -> tuple[str | None, int]:
-        storage = self.storage
+    def _restore_points(self) -> RestorePoints | None:
         assert self.spec is not None
-        if storage is None:
+        if self.storage is None:
             if self.spec.restore is not None:
                 raise ConfigError("restoring needs checkpoints: run with a checkpoint storage")
-            return None, 0
+            return None
         try:
-            manifest = storage.resolve_restore(self.spec.restore)
-        except CheckpointError as e:
+            return RestorePoints(self.storage, self.spec.restore)
+        except CheckpointCorruptError as e:
             raise ConfigError(str(e)) from e
-        # A restart restores only checkpoints this run completed (not an earlier run's).
-        baseline = max(
-            [*storage.completed_checkpoints(), manifest.checkpoint_id if manifest else 0]
-        )
-        if manifest is None:
-            return None, baseline
-        if self.spec.restore in ("latest", "latest-or-fresh"):
-            return storage.checkpoint_url(manifest.checkpoint_id), baseline
-        return self.spec.restore, baseline
 
-    def _latest_of_this_run(self, baseline: int) -> str | None:
-        assert self.storage is not None or baseline == 0
-        if self.storage is None:
+    def _first_url(self, points: RestorePoints | None) -> str | None:
+        """Where workers load the first attempt's checkpoint from (``None``: fresh)."""
+        if points is None or points.first is None:
             return None
-        latest = self.storage.latest_valid(
-            lambda path, err: log.warning("skipping unusable checkpoint %s: %s", path, err)
-        )
-        if latest is None or latest.checkpoint_id <= baseline:
-            return None
-        return self.storage.checkpoint_url(latest.checkpoint_id)
+        assert self.spec is not None and self.storage is not None
+        if self.spec.restore in ("latest", "latest-or-fresh"):
+            return self.storage.checkpoint_url(points.first.checkpoint_id)
+        return self.spec.restore
 
     def _sleep_handling_events(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
