@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from chaos_helpers import JOB, committed_results, make_input
 
+from weirflow.api import load_dataflow
 from weirflow.checkpoint import CheckpointConfig
 from weirflow.checkpoint.errors import CheckpointConflictError
-from weirflow.cli.jobs import load_dataflow
 from weirflow.runtime.checkpointed import RunListener
 from weirflow.runtime.coordinator import JobCoordinator, JobSpec
 from weirflow.runtime.launcher import LocalLauncher

@@ -2,6 +2,7 @@
 
 from weirflow.api.dataflow import Dataflow
 from weirflow.api.functions import AggregateFunction, KeyedProcessFunction
+from weirflow.api.job_file import load_dataflow, load_graph
 from weirflow.api.stream import KeyedStream, Stream, WindowedStream
 
 __all__ = [
@@ -11,4 +12,6 @@ __all__ = [
     "KeyedStream",
     "Stream",
     "WindowedStream",
+    "load_dataflow",
+    "load_graph",
 ]

@@ -29,11 +29,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from weirflow.api import load_dataflow, load_graph
 from weirflow.cli.app import app
 from weirflow.cli.durations import parse_duration
-from weirflow.cli.jobs import load_dataflow
 from weirflow.errors import ConfigError, JobFailedError
-from weirflow.graph import LogicalGraph
 from weirflow.metrics import serve_metrics
 from weirflow.records import JobResult, OperatorCounts
 from weirflow.runtime import RunListener, control
@@ -95,10 +94,6 @@ def _start(token_file: Path | None, address: str, option: str) -> bytes:
     return read_secret(token_file)
 
 
-def _load_graph(job: str) -> LogicalGraph:
-    return load_dataflow(job).graph
-
-
 @app.command("worker")
 def worker(
     coordinator: Annotated[str, typer.Option(help="HOST:PORT of the job coordinator.")],
@@ -122,7 +117,7 @@ def worker(
             coordinator,
             secret,
             slots,
-            _load_graph,
+            load_graph,
             host_address,
             reconnect=not exit_on_loss,
             connect_timeout_s=parse_duration(connect_timeout).total_seconds(),
@@ -221,7 +216,7 @@ def _serve_coordinator(
     coordinator.start()
     log.info("coordinator listening on %s", coordinator.address)
     try:
-        serve(coordinator, _load_graph)
+        serve(coordinator, load_graph)
     finally:
         coordinator.close()
         if server is not None:
@@ -363,10 +358,16 @@ def status_command(
         f"checkpoint {last if last is not None else '-'}"
     )
     table = Table(show_edge=False)
-    for col in ("worker", "host", "slots", "state", "subtasks"):
+    placed = any(w.location for w in status.workers)
+    for col in ("worker", "host", *(["placed on"] if placed else []), "slots", "state", "subtasks"):
         table.add_column(col)
     for w in status.workers:
         table.add_row(
-            w.worker_id, w.host, str(w.slots), w.status, ", ".join(map(str, w.subtasks)) or "-"
+            w.worker_id,
+            w.host,
+            *([w.location or "-"] if placed else []),
+            str(w.slots),
+            w.status,
+            ", ".join(map(str, w.subtasks)) or "-",
         )
     out.print(table)

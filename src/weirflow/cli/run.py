@@ -45,6 +45,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from weirflow.api import load_dataflow
 from weirflow.checkpoint import (
     KEY_ENV,
     CheckpointConfig,
@@ -54,13 +55,13 @@ from weirflow.checkpoint import (
 from weirflow.cli.app import app
 from weirflow.cli.cluster import absolute_job_spec, read_secret, run_on_workers, submit_job
 from weirflow.cli.durations import parse_duration
-from weirflow.cli.jobs import load_dataflow
 from weirflow.cli.run_options import (
     check_fresh_start,
     checkpoint_key_env,
     config_message,
     restore_option,
 )
+from weirflow.cli.run_ray import RayPlacement, ray_cluster_option, run_on_ray_cluster
 from weirflow.cli.run_surfaces import Surfaces, make_observer
 from weirflow.errors import ConfigError, WeirflowError, is_retriable
 from weirflow.metrics import (
@@ -371,6 +372,19 @@ def run(
     heartbeat_timeout: Annotated[
         str, typer.Option(help="Silence after which a worker is given up (with --workers).")
     ] = "10s",
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the --workers as actors of a Ray cluster: auto, HOST:PORT of its head, "
+            "ray://HOST:PORT, or local (a Ray instance started here). Needs weirflow[ray]."
+        ),
+    ] = None,
+    ray_placement: Annotated[
+        RayPlacement, typer.Option(help="Spread the worker actors over nodes, or pack them.")
+    ] = RayPlacement.spread,
+    worker_wait: Annotated[
+        str, typer.Option(help="How long to wait for Ray to place (or replace) a worker.")
+    ] = "60s",
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
     worker: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
@@ -417,7 +431,7 @@ def run(
         )
         stop = threading.Event()
         if config is not None and (
-            coordinator is not None or resolve_workers(workers, parallelism) > 1
+            coordinator is not None or ray is not None or resolve_workers(workers, parallelism) > 1
         ):
             # workers find the key as this process does: through the environment they inherit
             os.environ.update(
@@ -441,17 +455,30 @@ def run(
             _summary(result, log_format, stop.is_set())
             raise typer.Exit(0)
         processes = resolve_workers(workers, parallelism)
+        spec_args = {
+            "parallelism": parallelism,
+            "checkpoint": config,
+            "guarantee": guarantee.value,
+            "restore": restore,
+            "restart": strategy,
+        }
+        if ray is not None:
+            result = run_on_ray_cluster(
+                job,
+                ray_cluster_option(ray, processes, ray_placement, parse_duration(worker_wait)),
+                spec_args,
+                parse_duration(heartbeat_timeout).total_seconds(),
+                _PrintingListener(),
+                stop,
+                (metrics_port, metrics_host),
+            )
+            _summary(result, log_format, stop.is_set())
+            raise typer.Exit(0)
         if processes > 1:
             result = run_on_workers(
                 job,
                 processes,
-                {
-                    "parallelism": parallelism,
-                    "checkpoint": config,
-                    "guarantee": guarantee.value,
-                    "restore": restore,
-                    "restart": strategy,
-                },
+                spec_args,
                 parse_duration(heartbeat_timeout).total_seconds(),
                 _PrintingListener(),
                 stop,

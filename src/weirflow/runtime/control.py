@@ -32,6 +32,8 @@ class Register(msgspec.Struct, tag=True, frozen=True):
         host: the host name it runs on (checkpoint storage must be shared across hosts).
         data_address: ``HOST:PORT`` of its data-plane listener.
         pid: its process id (a local launcher ends a worker the coordinator gave up on).
+        location: where its launcher placed it beyond the host name (a Ray
+            worker: ``ray node <node id> at <node ip>``); empty when started by hand.
     """
 
     worker_id: str
@@ -39,6 +41,7 @@ class Register(msgspec.Struct, tag=True, frozen=True):
     host: str
     data_address: str
     pid: int
+    location: str = ""
 
 
 class Welcome(msgspec.Struct, tag=True, frozen=True):
@@ -275,6 +278,7 @@ class WorkerInfo(msgspec.Struct, frozen=True):
     slots: int
     status: str
     subtasks: list[int]
+    location: str = ""
 
 
 class Status(msgspec.Struct, tag=True, frozen=True):

@@ -250,7 +250,9 @@ class JobCoordinator:
     def status(self) -> control.Status:
         """What ``weirflow status`` shows: workers, slots, subtasks, checkpoints, restarts."""
         workers = [
-            control.WorkerInfo(w.id, w.host, w.slots, w.status.value, list(w.subtasks))
+            control.WorkerInfo(
+                w.id, w.host, w.slots, w.status.value, list(w.subtasks), w.location
+            )
             for w in list(self.workers.values())
             if w.status is not WorkerStatus.LOST
         ]
@@ -403,9 +405,10 @@ class JobCoordinator:
         if isinstance(event, _Joined):
             self.workers[event.entry.id] = event.entry
             log.info(
-                "worker %s joined from %s with %d slot(s)",
+                "worker %s joined from %s%s with %d slot(s)",
                 event.entry.id,
                 event.entry.host,
+                f" ({event.entry.location})" if event.entry.location else "",
                 event.entry.slots,
             )
             return None

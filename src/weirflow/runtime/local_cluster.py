@@ -7,11 +7,10 @@ import os
 import threading
 
 from weirflow.errors import ConfigError
-from weirflow.metrics import serve_metrics
 from weirflow.records import JobResult
 from weirflow.runtime.checkpointed import RunListener
-from weirflow.runtime.cluster_metrics import cluster_registry
-from weirflow.runtime.coordinator import JobCoordinator, JobSpec
+from weirflow.runtime.coordinator import JobSpec
+from weirflow.runtime.launched import CoordinatorOptions, run_with_launcher
 from weirflow.runtime.launcher import LocalLauncher
 from weirflow.runtime.wire import new_secret
 
@@ -75,25 +74,12 @@ def run_on_local_workers(
     if workers < 1:
         raise ConfigError(f"workers must be ≥ 1, got {workers}")
     secret = new_secret()
-    slots = math.ceil(spec.parallelism / workers)
-    launcher = LocalLauncher(workers, slots, secret, [])
-    coordinator = JobCoordinator(
-        secret,
-        "127.0.0.1:0",
-        launcher=launcher,
+    launcher = LocalLauncher(workers, math.ceil(spec.parallelism / workers), secret, [])
+    options = CoordinatorOptions(
         heartbeat_interval_s=heartbeat_interval_s,
         heartbeat_timeout_s=heartbeat_timeout_s,
         worker_wait_s=max(30.0, 3 * heartbeat_timeout_s),
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
     )
-    server = (
-        serve_metrics(cluster_registry(coordinator), metrics_port, metrics_host)
-        if metrics_port is not None
-        else None
-    )
-    coordinator.start()
-    try:
-        return coordinator.run(spec, stop=stop, listener=listener)
-    finally:
-        coordinator.close()
-        if server is not None:
-            server.close()
+    return run_with_launcher(spec, launcher, secret, options, stop=stop, listener=listener)

@@ -35,6 +35,7 @@ class WorkerEntry:
         self.host = register.host
         self.data_address = register.data_address
         self.pid = register.pid
+        self.location = register.location
         self.conn = conn
         self.status = WorkerStatus.IDLE
         self.last_heard = time.monotonic()

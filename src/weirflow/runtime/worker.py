@@ -69,6 +69,7 @@ class Worker:
         host_address: the address this worker's data plane binds and announces.
         reconnect: dial the coordinator again after losing it (``False``: return).
         connect_timeout_s: how long the first connection is retried (s).
+        location: where a launcher placed this worker (shown by ``weirflow status``).
     """
 
     def __init__(
@@ -80,6 +81,7 @@ class Worker:
         host_address: str = "127.0.0.1",
         reconnect: bool = True,
         connect_timeout_s: float = 30.0,
+        location: str = "",
     ) -> None:
         self.coordinator = coordinator
         self.secret = secret
@@ -88,6 +90,7 @@ class Worker:
         self.host_address = host_address
         self.reconnect = reconnect
         self.connect_timeout_s = connect_timeout_s
+        self.location = location
         self.worker_id = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
         self._graphs: dict[str, LogicalGraph] = {}
         self._listener = socket.create_server((host_address, 0))
@@ -275,7 +278,12 @@ class CoordinatorSession:
         w = self.worker
         self.send(
             control.Register(
-                w.worker_id, w.slots, socket.gethostname(), w.data_address, os.getpid()
+                w.worker_id,
+                w.slots,
+                socket.gethostname(),
+                w.data_address,
+                os.getpid(),
+                w.location,
             )
         )
         threading.Thread(target=self._read, name="weirflow-control", daemon=True).start()

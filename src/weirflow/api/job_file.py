@@ -6,8 +6,9 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from weirflow.api import Dataflow
+from weirflow.api.dataflow import Dataflow
 from weirflow.errors import ConfigError
+from weirflow.graph import LogicalGraph
 
 
 def load_dataflow(spec: str) -> Dataflow:
@@ -51,3 +52,15 @@ def load_dataflow(spec: str) -> Dataflow:
             f"{path} defines {len(flows)} Dataflow objects ({found}); name one as JOB.py:NAME"
         )
     return next(iter(flows.values()))
+
+
+def load_graph(spec: str) -> LogicalGraph:
+    """The logical graph of the dataflow that ``spec`` (``JOB.py[:NAME]``) names.
+
+    Workers call this to build their subtasks; it is importable by reference,
+    so a launcher can hand it to worker processes on other machines.
+
+    Raises:
+        ConfigError: as :func:`load_dataflow`.
+    """
+    return load_dataflow(spec).graph

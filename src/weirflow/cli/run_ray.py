@@ -1,0 +1,84 @@
+"""``weirflow run --ray ADDRESS``: a job's workers as actors of a Ray cluster.
+
+The coordinator runs in this process (the Ray driver) and the job's folder
+travels to the nodes with the actors (see :mod:`weirflow.runtime.ray_cluster`).
+SIGTERM or Ctrl-C stops the job with a stop checkpoint.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from weirflow.api import load_dataflow, load_graph
+from weirflow.cli.cluster import absolute_job_spec
+from weirflow.records import JobResult
+from weirflow.runtime import RunListener
+from weirflow.runtime.coordinator import JobSpec
+from weirflow.runtime.ray_cluster import RayCluster, run_on_ray
+
+LOCAL = "local"
+
+
+class RayPlacement(StrEnum):
+    """How the worker actors' placement group is laid over the nodes."""
+
+    spread = "spread"
+    pack = "pack"
+
+
+def run_on_ray_cluster(
+    job: str,
+    cluster: RayCluster,
+    spec_args: dict[str, Any],
+    heartbeat_timeout_s: float,
+    listener: RunListener,
+    stop: threading.Event,
+    metrics: tuple[int | None, str] = (None, "127.0.0.1"),
+) -> JobResult:
+    """Run ``job`` on ``cluster`` until it ends or SIGTERM stops it.
+
+    Args:
+        job: ``JOB.py[:NAME]``.
+        cluster: where the workers run (address ``None``: a local Ray instance).
+        spec_args: the other fields of :class:`~weirflow.runtime.coordinator.JobSpec`.
+        heartbeat_timeout_s: silence after which a worker is given up (s).
+        listener: progress callbacks.
+        stop: set by SIGTERM or Ctrl-C (the job then stops with a stop checkpoint).
+        metrics: ``(port, host)`` of the coordinator's ``/metrics`` (port ``None``: off).
+
+    Returns:
+        The job's result.
+
+    Raises:
+        ConfigError: bad options, Ray missing, the cluster unreachable or too small.
+        JobFailedError: the job failed for good.
+    """
+    flow = load_dataflow(job)
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    spec = JobSpec(job=absolute_job_spec(job), graph=flow.graph, **spec_args)
+    return run_on_ray(
+        spec,
+        cluster,
+        load_graph,
+        stop=stop,
+        listener=listener,
+        heartbeat_timeout_s=heartbeat_timeout_s,
+        metrics=metrics,
+    )
+
+
+def ray_cluster_option(
+    address: str, workers: int, placement: RayPlacement, worker_wait: timedelta
+) -> RayCluster:
+    """The :class:`RayCluster` of ``--ray ADDRESS`` (``local``: a Ray instance started here)."""
+    return RayCluster(
+        address=None if address == LOCAL else address,
+        workers=workers,
+        placement=placement.value,  # type: ignore[arg-type]
+        worker_wait=worker_wait,
+    )

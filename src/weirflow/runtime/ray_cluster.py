@@ -1,0 +1,194 @@
+"""Running a job on a Ray cluster: :class:`RayCluster` says where, :func:`run_on_ray` runs it.
+
+The coordinator runs in this process (the Ray driver); the workers are Ray
+actors that :class:`~weirflow.runtime.ray_launcher.RayLauncher` starts. The
+job's folder travels to the nodes as the actors' ``working_dir``, so the job
+file and the modules beside it import there as they do here.
+
+This module does not import ``ray``: the modules that do are imported only
+when a job runs on Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any, Literal
+
+from weirflow.checkpoint import CheckpointStorage, resolve_job_key
+from weirflow.errors import ConfigError
+from weirflow.graph import LogicalGraph
+from weirflow.records import JobResult
+from weirflow.runtime.checkpointed import RunListener
+from weirflow.runtime.coordinator import JobSpec
+from weirflow.runtime.launched import CoordinatorOptions, run_with_launcher
+from weirflow.runtime.wire import new_secret
+
+log = logging.getLogger("weirflow.ray")
+
+Placement = Literal["spread", "pack"]
+INSTALL_HINT = "running on Ray needs Ray: pip install 'weirflow[ray]'"
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    """Where and how a job's workers run on Ray.
+
+    Attributes:
+        address: ``"auto"`` (the cluster this machine belongs to),
+            ``"HOST:PORT"`` of the head node, ``"ray://HOST:PORT"`` (Ray
+            Client), or ``None`` (a Ray instance started on this machine).
+        workers: worker actors, ≥ 1; each gets ``ceil(parallelism / workers)``
+            slots and asks one CPU per slot.
+        worker_resources: further resources per worker actor: ``GPU``,
+            ``memory`` (bytes) or custom resource names; not ``CPU``.
+        placement: ``"spread"`` the workers over nodes (best effort) or
+            ``"pack"`` them onto as few nodes as possible.
+        worker_wait: how long to wait for Ray to place the workers, and for
+            a replacement after one was lost.
+        runtime_env: more of the actors' Ray ``runtime_env`` (``pip``,
+            ``py_modules``, ``env_vars``); ``working_dir`` defaults to the
+            job file's folder and, when given, must contain the job file.
+
+    Raises:
+        ConfigError: a field out of range.
+    """
+
+    address: str | None = None
+    workers: int = 1
+    worker_resources: Mapping[str, float] = field(default_factory=dict)
+    placement: Placement = "spread"
+    worker_wait: timedelta = timedelta(seconds=60)
+    runtime_env: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if type(self.workers) is not int or self.workers < 1:
+            raise ConfigError(f"RayCluster.workers takes a count ≥ 1, got {self.workers!r}")
+        if self.placement not in ("spread", "pack"):
+            raise ConfigError(f"RayCluster.placement is spread or pack, got {self.placement!r}")
+        if "CPU" in self.worker_resources:
+            raise ConfigError(
+                "RayCluster.worker_resources takes no CPU: a worker asks one CPU per slot"
+            )
+        if self.worker_wait <= timedelta(0):
+            raise ConfigError("RayCluster.worker_wait must be positive")
+
+
+def job_files(job: str, runtime_env: Mapping[str, Any]) -> tuple[str, str]:
+    """Where the job's files come from and how workers name the job there.
+
+    Args:
+        job: ``/abs/path/JOB.py[:NAME]`` as this process loads it.
+        runtime_env: the user's ``runtime_env`` (its ``working_dir``, if any).
+
+    Returns:
+        ``(working_dir, job spec relative to it)``.
+
+    Raises:
+        ConfigError: a given ``working_dir`` does not contain the job file.
+    """
+    path_s, sep, name = job.partition(":") if not Path(job).exists() else (job, "", "")
+    path = Path(path_s).resolve()
+    folder = Path(runtime_env.get("working_dir", path.parent)).resolve()
+    if not path.is_relative_to(folder):
+        raise ConfigError(
+            f"runtime_env working_dir {folder} does not contain the job file {path}: the "
+            "workers import the job from there"
+        )
+    return str(folder), f"{path.relative_to(folder)}{sep}{name}"
+
+
+def _import_ray_modules() -> tuple[Any, Any]:
+    if find_spec("ray") is None:
+        raise ConfigError(INSTALL_HINT)
+    try:
+        from weirflow.runtime import ray_launcher, ray_preflight
+    except ImportError as e:
+        raise ConfigError(f"{INSTALL_HINT} ({e})") from e
+    return ray_launcher, ray_preflight
+
+
+def run_on_ray(
+    spec: JobSpec,
+    cluster: RayCluster,
+    load_graph: Callable[[str], LogicalGraph],
+    *,
+    stop: threading.Event | None = None,
+    listener: RunListener | None = None,
+    heartbeat_timeout_s: float = 10.0,
+    metrics: tuple[int | None, str] = (None, "127.0.0.1"),
+) -> JobResult:
+    """Run ``spec`` on worker actors of a Ray cluster under a coordinator in this process.
+
+    Steps:
+        1. connect to the cluster (:func:`ray_preflight.connect`);
+        2. check that it has a CPU free per slot, and that a local checkpoint
+           folder is shared by every node;
+        3. start the coordinator, listening on this node's address, and the
+           worker actors; run the job through failures (a lost worker actor
+           is replaced, on another node if its node is gone);
+        4. end the actors, and disconnect if step 1 connected.
+
+    Args:
+        spec: the job; ``spec.job`` is ``/abs/path/JOB.py[:NAME]``.
+        cluster: where and how the workers run.
+        load_graph: ``JOB.py[:NAME]`` → logical graph, run in the actors.
+        stop: when set, the job takes a stop checkpoint and ends.
+        listener: progress callbacks.
+        heartbeat_timeout_s: silence after which a worker is given up (s).
+        metrics: ``(port, host)`` of the coordinator's ``/metrics`` (port ``None``: off).
+
+    Returns:
+        The job's :class:`~weirflow.records.JobResult`.
+
+    Raises:
+        ConfigError: Ray is not installed, the cluster is unreachable or too
+            small, or the checkpoint folder is not shared.
+        JobFailedError: the job failed and the restart strategy gave up.
+    """
+    ray_launcher, preflight = _import_ray_modules()
+    working_dir, worker_job = job_files(spec.job, cluster.runtime_env)
+    connected = preflight.connect(
+        cluster.address, {**cluster.runtime_env, "working_dir": working_dir}
+    )
+    try:
+        slots = math.ceil(spec.parallelism / cluster.workers)
+        preflight.check_free_cpus(cluster.workers, slots)
+        key = None
+        if spec.checkpoint is not None:
+            storage = CheckpointStorage(spec.checkpoint.storage, spec.graph.name)
+            preflight.check_shared_folder(storage)
+            key = resolve_job_key(
+                spec.checkpoint.key, spec.checkpoint.storage, spec.graph.name, create=False
+            ).key
+        secret = new_secret()
+        wait_s = cluster.worker_wait.total_seconds()
+        launcher = ray_launcher.RayLauncher(
+            cluster.workers,
+            ray_launcher.WorkerShape(slots, dict(cluster.worker_resources)),
+            secret,
+            load_graph,
+            checkpoint_key=key,
+            pack=cluster.placement == "pack",
+            ready_timeout_s=wait_s,
+        )
+        options = CoordinatorOptions(
+            listen=f"{preflight.node_address()}:0",
+            heartbeat_interval_s=min(1.0, heartbeat_timeout_s / 4),
+            heartbeat_timeout_s=heartbeat_timeout_s,
+            worker_wait_s=wait_s,
+            metrics_port=metrics[0],
+            metrics_host=metrics[1],
+        )
+        return run_with_launcher(
+            replace(spec, job=worker_job), launcher, secret, options, stop=stop, listener=listener
+        )
+    finally:
+        if connected:
+            preflight.disconnect()

@@ -1,0 +1,257 @@
+"""The Ray launcher: a job's workers as Ray actors in one placement group.
+
+Ray places the worker processes on nodes, ships the job's files (its
+``runtime_env``) and tells when an actor died; it carries no records. Each
+actor runs a :class:`~weirflow.runtime.worker.Worker` in its own process: the
+worker dials the coordinator and opens the runtime's own authenticated data
+connections to its peers, exactly as a worker started by hand does.
+
+- One placement group with one bundle per worker (``{"CPU": slots}`` plus the
+  worker's extra resources), spread over nodes (best effort) or packed.
+- Actors are created with ``max_restarts=0``: weirflow, not Ray, decides what
+  restarts, so no actor comes back on its own with the state of an older attempt.
+- A worker actor whose long-running ``serve`` call ended (it returned, raised,
+  or the actor died: ``ActorDiedError``) is killed for good and replaced in
+  the same bundle. When the bundle's node died, Ray places the bundle again on
+  a node with free resources, and the replacement waits for it there.
+- The actors run in the driver's job ``runtime_env``, whose ``working_dir``
+  carries the job's files to the nodes.
+- The job's secret and checkpoint key reach the actor as arguments of its
+  constructor (through Ray's control plane), never on a command line.
+
+``ray`` is imported only by this module, and this module only when a job runs
+on Ray, so the rest of weirflow needs no Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from weirflow.checkpoint import KEY_ENV, KEY_FILE_ENV
+from weirflow.errors import ConfigError
+from weirflow.graph import LogicalGraph
+from weirflow.runtime.worker import Worker
+
+log = logging.getLogger("weirflow.launcher")
+
+# Resources with an option of their own in ``ray.remote``; any other name is a custom resource.
+_NAMED_RESOURCES = {"GPU": "num_gpus", "memory": "memory"}
+
+
+class WorkerActor:
+    """A Ray actor's body: one weirflow worker in the actor's process.
+
+    Args:
+        secret: the job's secret.
+        checkpoint_key: the job's checkpoint key, or ``None`` (none configured).
+    """
+
+    def __init__(self, secret: bytes, checkpoint_key: bytes | None) -> None:
+        self._secret = secret
+        if checkpoint_key is not None:
+            # the actor's process is its own: the key reaches the checkpoint code as the
+            # environment of any worker does
+            os.environ[KEY_ENV] = checkpoint_key.hex()
+            os.environ.pop(KEY_FILE_ENV, None)
+
+    def where(self) -> tuple[int, str, str]:
+        """``(process id, Ray node id, node IP)`` of this actor."""
+        return os.getpid(), ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address()
+
+    def serve(
+        self, coordinator: str, slots: int, load_graph: Callable[[str], LogicalGraph]
+    ) -> int:
+        """Run a worker with ``slots`` slots for ``coordinator`` until it shuts the worker down.
+
+        Returns:
+            0 after the coordinator's shutdown.
+
+        Raises:
+            OSError, PeerAuthenticationError, CoordinatorLostError: as
+                :meth:`Worker.serve` (the worker does not dial again after losing
+                the coordinator: the launcher replaces the actor).
+        """
+        _, node, ip = self.where()
+        worker = Worker(
+            coordinator,
+            self._secret,
+            slots,
+            load_graph,
+            host_address=ip,
+            reconnect=False,
+            location=f"ray node {node[:12]} at {ip}",
+        )
+        return worker.serve()
+
+
+@dataclass
+class _Placed:
+    """One bundle's current actor and its calls."""
+
+    actor: Any
+    serving: Any  # ObjectRef of the long-running serve call
+    where: Any  # ObjectRef of (pid, node id, node ip)
+
+
+@dataclass(frozen=True)
+class WorkerShape:
+    """What one worker actor asks of Ray.
+
+    Attributes:
+        slots: the worker's slots; it asks one CPU per slot.
+        resources: further resources per worker (``GPU``, ``memory`` in
+            bytes, or custom resource names), never ``CPU``.
+
+    The actors run in the driver's job ``runtime_env`` (``working_dir`` with
+    the job's files): Ray uploads a local folder only for a whole job.
+    """
+
+    slots: int
+    resources: Mapping[str, float]
+
+    def bundle(self) -> dict[str, float]:
+        """The placement-group bundle of one worker."""
+        return {"CPU": float(self.slots), **self.resources}
+
+    def actor_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``ActorClass.options`` for one worker actor."""
+        res = self.resources
+        named = {opt: res[r] for r, opt in _NAMED_RESOURCES.items() if r in res}
+        custom = {r: v for r, v in self.resources.items() if r not in _NAMED_RESOURCES}
+        return {
+            "num_cpus": self.slots,
+            **named,
+            "resources": custom,
+            "max_restarts": 0,
+            # serve() runs for the job's life; where() must still answer
+            "max_concurrency": 2,
+        }
+
+
+class RayLauncher:
+    """Starts ``workers`` worker actors in one placement group (see the module docs).
+
+    Args:
+        workers: worker actors, ≥ 1.
+        shape: what each asks of Ray.
+        secret: the job's secret.
+        load_graph: ``JOB.py[:NAME]`` → logical graph, run inside the actors
+            (importable there by reference, e.g. :func:`weirflow.api.load_graph`).
+        checkpoint_key: the job's checkpoint key, handed to every actor.
+        pack: pack the bundles onto as few nodes as possible (default: spread).
+        ready_timeout_s: how long :meth:`start` waits for Ray to place the bundles (s).
+    """
+
+    def __init__(
+        self,
+        workers: int,
+        shape: WorkerShape,
+        secret: bytes,
+        load_graph: Callable[[str], LogicalGraph],
+        *,
+        checkpoint_key: bytes | None = None,
+        pack: bool = False,
+        ready_timeout_s: float = 60.0,
+    ) -> None:
+        self.workers = workers
+        self.shape = shape
+        self._secret = secret
+        self._load_graph = load_graph
+        self._checkpoint_key = checkpoint_key
+        self._strategy = "PACK" if pack else "SPREAD"
+        self._ready_timeout_s = ready_timeout_s
+        self._actor_class = ray.remote(WorkerActor)
+        self._group: Any = None
+        self._coordinator = ""
+        self.placed: list[_Placed] = []
+
+    def start(self, coordinator: str) -> None:
+        """Reserve the placement group, then start one worker actor per bundle.
+
+        Raises:
+            ConfigError: Ray did not place the bundles within ``ready_timeout_s``.
+        """
+        self._coordinator = coordinator
+        self._group = placement_group(
+            [self.shape.bundle()] * self.workers, strategy=self._strategy
+        )
+        ready, _ = ray.wait([self._group.ready()], timeout=self._ready_timeout_s)
+        if not ready:
+            remove_placement_group(self._group)
+            self._group = None
+            free = ray.available_resources().get("CPU", 0.0)
+            raise ConfigError(
+                f"Ray did not place {self.workers} worker(s) of {self.shape.bundle()} within "
+                f"{self._ready_timeout_s:.0f} s ({free:g} CPUs free): lower --workers or "
+                "--parallelism, add nodes, or wait longer (--worker-wait)"
+            )
+        self.placed = [self._spawn(k) for k in range(self.workers)]
+
+    def _spawn(self, bundle: int) -> _Placed:
+        strategy = PlacementGroupSchedulingStrategy(
+            placement_group=self._group, placement_group_bundle_index=bundle
+        )
+        actor = self._actor_class.options(
+            scheduling_strategy=strategy, **self.shape.actor_options()
+        ).remote(self._secret, self._checkpoint_key)
+        return _Placed(
+            actor,
+            actor.serve.remote(self._coordinator, self.shape.slots, self._load_graph),
+            actor.where.remote(),
+        )
+
+    def replace_exited(self) -> int:
+        """Replace every worker actor whose ``serve`` call ended; return how many."""
+        if not self.placed:
+            return 0
+        done, _ = ray.wait(
+            [p.serving for p in self.placed], num_returns=len(self.placed), timeout=0
+        )
+        ended = set(done)
+        started = 0
+        for k, placed in enumerate(self.placed):
+            if placed.serving not in ended:
+                continue
+            try:
+                outcome = f"returned {ray.get(placed.serving)}"
+            except ray.exceptions.RayError as e:
+                outcome = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+            log.warning("worker actor of bundle %d ended (%s); starting another", k, outcome)
+            ray.kill(placed.actor, no_restart=True)
+            self.placed[k] = self._spawn(k)
+            started += 1
+        return started
+
+    def _pid(self, placed: _Placed) -> int | None:
+        try:
+            return int(ray.get(placed.where, timeout=5)[0])
+        except (ray.exceptions.RayError, TimeoutError):
+            return None  # dead or never started: it cannot be the worker given up on
+
+    def release(self, pid: int) -> None:
+        """Kill the worker actor whose process is ``pid`` (the coordinator gave it up)."""
+        for placed in self.placed:
+            if self._pid(placed) == pid:
+                ray.kill(placed.actor, no_restart=True)
+
+    def close(self, grace_s: float = 5.0) -> None:
+        """Wait up to ``grace_s`` seconds for the workers to end, then kill the actors and
+        remove the placement group."""
+        if self.placed:
+            ray.wait(
+                [p.serving for p in self.placed], num_returns=len(self.placed), timeout=grace_s
+            )
+        for placed in self.placed:
+            ray.kill(placed.actor, no_restart=True)
+        self.placed = []
+        if self._group is not None:
+            remove_placement_group(self._group)
+            self._group = None
