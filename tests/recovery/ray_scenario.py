@@ -27,9 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ray.cluster_utils import Cluster
-
 from chaos_helpers import JOB, completed_checkpoints
+from ray.cluster_utils import Cluster
 
 OBJECT_STORE_BYTES = 80 * 1024 * 1024
 NODE_ARGS = {"num_cpus": 1, "object_store_memory": OBJECT_STORE_BYTES}
@@ -43,6 +42,7 @@ def start_cluster() -> Cluster:
             "num_cpus": 0,
             "include_dashboard": False,
             "object_store_memory": OBJECT_STORE_BYTES,
+            "_system_config": json.loads(os.environ.get("WF_RAY_SYSTEM_CONFIG", "{}")),
         },
     )
     for _ in range(2):
@@ -124,7 +124,8 @@ def wait_for_new_checkpoint(chk: Path, client: subprocess.Popen[bytes], timeout_
 
 
 def node_loss(cluster: Cluster, client: subprocess.Popen[bytes], chk: Path, times: int) -> dict:
-    """Remove a node hosting a worker ``times`` times at random moments; add a fresh one each time."""
+    """Remove a node hosting a worker ``times`` times at random moments, each time adding a
+    fresh node."""
     rng = random.Random(int(os.environ.get("WF_SEED", "7")))
     removed = 0
     recovery_s: list[float] = []
@@ -154,7 +155,8 @@ def kill_actor(client: subprocess.Popen[bytes], chk: Path) -> dict:
     os.kill(pid, signal.SIGKILL)
     lost_at = time.monotonic()
     recovered = wait_for_new_checkpoint(chk, client, 120)
-    return {"killed": pid, "recovery_s": round(time.monotonic() - lost_at, 2) if recovered else None}
+    took = round(time.monotonic() - lost_at, 2) if recovered else None
+    return {"killed": pid, "recovery_s": took}
 
 
 def bad_input(cluster: Cluster, work: Path) -> dict:

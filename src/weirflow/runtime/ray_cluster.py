@@ -17,7 +17,6 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Literal
 
@@ -105,12 +104,10 @@ def job_files(job: str, runtime_env: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def _import_ray_modules() -> tuple[Any, Any]:
-    if find_spec("ray") is None:
-        raise ConfigError(INSTALL_HINT)
     try:
         from weirflow.runtime import ray_launcher, ray_preflight
     except ImportError as e:
-        raise ConfigError(f"{INSTALL_HINT} ({e})") from e
+        raise ConfigError(INSTALL_HINT) from e
     return ray_launcher, ray_preflight
 
 
