@@ -1,11 +1,11 @@
 """Jobs on a Ray cluster: exact output through lost nodes and killed worker actors.
 
 Ray binds the machine's real interfaces, so every Ray process runs inside a
-network namespace this module creates (loopback only) and kills at the end:
-each test runs :mod:`ray_scenario` there with ``ip netns exec``, which starts
-Ray's multi-node harness (a head and two worker nodes, each a raylet of its
-own) and drives ``weirflow run JOB --ray HEAD --workers 2``. The committed
-output is then compared with the batch answer.
+network namespace this module creates (loopback only) and empties and deletes
+at the end. There :mod:`ray_harness` runs Ray's multi-node harness (a head
+without CPUs and two worker nodes, each a raylet of its own), shared by the
+tests of this module, and each test runs ``weirflow run JOB --ray HEAD
+--workers 2`` there and compares the committed output with the batch answer.
 """
 
 from __future__ import annotations
@@ -13,16 +13,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
-from chaos_helpers import committed_results, make_input
+from chaos_helpers import JOB, committed_results, completed_checkpoints, make_input
 
 from weirflow.testing.hosts import can_create_hosts
 
@@ -39,113 +41,231 @@ HEALTH_CHECKS = json.dumps(
     {"health_check_period_ms": 500, "health_check_failure_threshold": 3,
      "health_check_timeout_ms": 500}
 )  # fmt: skip
+NODE_LOSSES = 5
 
 
-class Namespace:
-    """A network namespace with only loopback, and what runs in it."""
+class RayInNamespace:
+    """A network namespace with only loopback, the Ray cluster in it, and what runs there."""
 
     def __init__(self) -> None:
         self.name = f"wfray-{uuid.uuid4().hex[:6]}"
+        self.env = {**os.environ, "PYTHONPATH": f"{SRC}:{HERE}"}
         subprocess.run(["ip", "netns", "add", self.name], check=True, timeout=30)
-        subprocess.run(["ip", "-n", self.name, "link", "set", "lo", "up"], check=True, timeout=30)
+        self.harness: subprocess.Popen[str] | None = None
+        try:
+            subprocess.run(
+                ["ip", "-n", self.name, "link", "set", "lo", "up"], check=True, timeout=30
+            )
+            self.harness = subprocess.Popen(
+                [*self.prefix(), sys.executable, str(HERE / "ray_harness.py")],
+                env={**self.env, "WF_RAY_SYSTEM_CONFIG": HEALTH_CHECKS},
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            self.address = self._reply()["address"]
+        except BaseException:
+            self.close()
+            raise
 
-    def scenario(self, work: Path, *args: str, env: dict[str, str]) -> dict[str, Any]:
-        """Run ``ray_scenario.py ARGS`` in the namespace; return its JSON report."""
-        done = subprocess.run(
-            ["ip", "netns", "exec", self.name, sys.executable, str(HERE / "ray_scenario.py"),
-             args[0], str(work), *args[1:]],
-            env={**os.environ, **env, "PYTHONPATH": f"{SRC}:{HERE}",
-                 "WF_RAY_SYSTEM_CONFIG": HEALTH_CHECKS},
-            capture_output=True, text=True, timeout=280,
-        )  # fmt: skip
-        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
-        assert done.returncode == 0 and lines, (
-            f"scenario exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
-        )
-        return json.loads(lines[-1])
+    def prefix(self) -> list[str]:
+        """The command prefix that runs a program inside the namespace."""
+        return ["ip", "netns", "exec", self.name]
+
+    def _reply(self) -> dict[str, Any]:
+        assert self.harness is not None and self.harness.stdout is not None
+        line = self.harness.stdout.readline()
+        assert line, "the Ray harness ended"
+        return json.loads(line)
+
+    def replace_node_of(self, pid: int) -> str | None:
+        """Remove the Ray node that runs process ``pid`` and add a fresh one; its id."""
+        assert self.harness is not None and self.harness.stdin is not None
+        self.harness.stdin.write(f"replace-node {pid}\n")
+        self.harness.stdin.flush()
+        return self._reply()["removed"]
+
+    def worker_actor_pids(self) -> list[int]:
+        """Process ids of the weirflow worker actors in the namespace."""
+        out = subprocess.run(
+            ["ip", "netns", "pids", self.name], capture_output=True, text=True, timeout=30
+        ).stdout
+        pids = []
+        for pid in out.split():
+            with contextlib.suppress(OSError):
+                if b"WorkerActor" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    pids.append(int(pid))
+        return pids
+
+    def weirflow_run(
+        self, work: Path, *extra: str, log: IO[bytes] | None = None, throttle_us: int = 0,
+        wrap: list[str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start ``weirflow run`` of the windowed job on 2 worker actors (parallelism 2)."""
+        runtime_env = {
+            "env_vars": {"WF_LOG_DIR": str(work / "log"), "WF_THROTTLE_US": str(throttle_us)}
+        }
+        argv = [
+            *self.prefix(), *(wrap or []), sys.executable, "-m", "weirflow.cli", "run", JOB,
+            "--ray", self.address, "--workers", "2", "--parallelism", "2",
+            f"--checkpoint-dir={work / 'chk'}", "--checkpoint-interval", "200ms",
+            "--heartbeat-timeout", "3s", "--worker-wait", "60s",
+            "--restart-strategy", "fixed-delay", "--max-restarts", "30",
+            "--restart-delay", "200ms", "--ray-runtime-env-json", json.dumps(runtime_env),
+            *extra,
+        ]  # fmt: skip
+        env = {**self.env, "WF_LOG_DIR": str(work / "log")}
+        if log is None:
+            return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return subprocess.Popen(argv, env=env, stdout=log, stderr=log)
 
     def close(self) -> None:
-        """SIGKILL every process left in the namespace, then delete it."""
-        pids = subprocess.run(
+        """End the harness, SIGKILL every process left in the namespace, delete it."""
+        if self.harness is not None and self.harness.poll() is None:
+            assert self.harness.stdin is not None
+            with contextlib.suppress(OSError):
+                self.harness.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.harness.wait(timeout=30)
+        out = subprocess.run(
             ["ip", "netns", "pids", self.name], capture_output=True, text=True, timeout=30
-        ).stdout.split()
-        for pid in pids:
+        ).stdout
+        for pid in out.split():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGKILL)
+        if self.harness is not None and self.harness.poll() is None:
+            self.harness.kill()
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)
 
 
-@pytest.fixture
-def namespace() -> Iterator[Namespace]:
-    ns = Namespace()
+@pytest.fixture(scope="module")
+def ray_ns() -> Iterator[RayInNamespace]:
+    ns = RayInNamespace()
     try:
         yield ns
     finally:
         ns.close()
 
 
-def _check_exact(log_dir: Path, expected: Any, report: dict[str, Any], work: Path) -> None:
-    client = (work / "client.log").read_text(errors="replace")
-    assert report["rc"] == 0, f"weirflow run exit {report['rc']}\n{client[-4000:]}"
-    got = committed_results(log_dir)
-    missing, extra = expected - got, got - expected
-    assert not missing and not extra, (
-        f"{sum(missing.values())} missing, {sum(extra.values())} extra\n{client[-4000:]}"
-    )
+class Job:
+    """One ``weirflow run --ray`` of the windowed job over seeded input, and its log."""
+
+    def __init__(self, ns: RayInNamespace, work: Path, n: int, seed: int, throttle_us: int):
+        self.work = work
+        self.expected = make_input(work / "log", n, seed=seed)
+        self.log_path = work / "client.log"
+        with self.log_path.open("wb") as log:
+            self.client = ns.weirflow_run(work, log=log, throttle_us=throttle_us)
+
+    def text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_new_checkpoint(self, timeout_s: float = 90) -> bool:
+        """Wait until a checkpoint newer than now's latest completes; ``False``: the job ended."""
+        chk = self.work / "chk"
+        before = max(completed_checkpoints(chk), default=0)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if max(completed_checkpoints(chk), default=0) > before:
+                return True
+            if self.client.poll() is not None:
+                return False
+            time.sleep(0.05)
+        raise AssertionError(f"no new checkpoint within {timeout_s} s\n{self.text()[-3000:]}")
+
+    def check_exact(self) -> None:
+        """The job ends with exit 0 and its committed output is exactly the batch answer."""
+        try:
+            rc = self.client.wait(timeout=240)
+        finally:
+            if self.client.poll() is None:
+                self.client.kill()
+        assert rc == 0, f"weirflow run exit {rc}\n{self.text()[-4000:]}"
+        got = committed_results(self.work / "log")
+        missing, extra = self.expected - got, got - self.expected
+        assert not missing and not extra, (
+            f"{sum(missing.values())} missing, {sum(extra.values())} extra\n{self.text()[-4000:]}"
+        )
 
 
 def test_windowed_job_on_three_node_ray_cluster_gives_batch_answer(
-    namespace: Namespace, tmp_path: Path
+    ray_ns: RayInNamespace, tmp_path: Path
 ) -> None:
-    """Scenario: the windowed job with 2 worker actors spread over a head and 2 nodes."""
-    expected = make_input(tmp_path / "log", 20_000, seed=21)
-    report = namespace.scenario(tmp_path, "run", env={"WF_LOG_DIR": str(tmp_path / "log")})
-    _check_exact(tmp_path / "log", expected, report, tmp_path)
-    # spread: one worker on each worker node (the head offers no CPU)
-    assert len(report["placed_on"]) == 2, report
+    """Scenario: the windowed job with 2 worker actors spread over the 2 worker nodes."""
+    job = Job(ray_ns, tmp_path, 20_000, seed=21, throttle_us=0)
+    job.check_exact()
+    text = job.text()
+    # spread: a worker on each worker node (the head offers no CPU), each shown with its node
+    nodes = {ln.split("(ray node ")[1].split()[0] for ln in text.splitlines() if "(ray node " in ln}
+    assert len(nodes) == 2, text[-3000:]
 
 
-def test_node_loss_five_times_gives_batch_answer(namespace: Namespace, tmp_path: Path) -> None:
-    """Scenario: a node hosting a worker actor is removed 5 times at random moments,
-    a fresh node added each time."""
-    expected = make_input(tmp_path / "log", 30_000, seed=22)
-    report = namespace.scenario(
-        tmp_path,
-        "node-loss",
-        "5",
-        env={"WF_LOG_DIR": str(tmp_path / "log"), "WF_THROTTLE_US": "500", "WF_SEED": "22"},
-    )
-    print(f"node losses: {report['removed']}, recovery (s): {report['recovery_s']}")
-    _check_exact(tmp_path / "log", expected, report, tmp_path)
-    assert report["removed"] == 5, report
+def test_node_loss_gives_batch_answer(ray_ns: RayInNamespace, tmp_path: Path) -> None:
+    """Scenario: a node hosting a worker actor crashes (removed without a graceful exit) at a
+    random moment after a checkpoint, 5 times, a fresh node added each time."""
+    rng = random.Random(22)
+    job = Job(ray_ns, tmp_path, 30_000, seed=22, throttle_us=500)
+    removed, recovery_s = 0, []
+    while removed < NODE_LOSSES and job.wait_for_new_checkpoint():
+        # within the checkpoint interval: before, at or after the next barrier
+        time.sleep(rng.uniform(0.0, 0.4))
+        pids = ray_ns.worker_actor_pids()
+        if not pids or job.client.poll() is not None:
+            break
+        lost_at = time.monotonic()
+        if ray_ns.replace_node_of(rng.choice(pids)) is None:
+            continue
+        removed += 1
+        if job.wait_for_new_checkpoint(120):
+            recovery_s.append(round(time.monotonic() - lost_at, 1))
+    print(f"node losses: {removed}; first checkpoint after each (s): {recovery_s}")
+    job.check_exact()
+    assert removed == NODE_LOSSES, f"the job ended after {removed} node losses"
 
 
-def test_sigkill_of_worker_actor_gives_batch_answer(namespace: Namespace, tmp_path: Path) -> None:
+def test_sigkill_of_worker_actor_gives_batch_answer(
+    ray_ns: RayInNamespace, tmp_path: Path
+) -> None:
     """Scenario: one worker actor's process is SIGKILLed while the job runs."""
-    expected = make_input(tmp_path / "log", 20_000, seed=23)
-    report = namespace.scenario(
-        tmp_path, "kill-actor", env={"WF_LOG_DIR": str(tmp_path / "log"), "WF_THROTTLE_US": "500"}
-    )
-    print(f"recovery after SIGKILL (s): {report['recovery_s']}")
-    _check_exact(tmp_path / "log", expected, report, tmp_path)
-    assert report["recovery_s"] is not None, report
+    job = Job(ray_ns, tmp_path, 20_000, seed=23, throttle_us=500)
+    assert job.wait_for_new_checkpoint() and job.wait_for_new_checkpoint()
+    pids = ray_ns.worker_actor_pids()
+    assert len(pids) == 2, pids
+    os.kill(random.Random(23).choice(pids), signal.SIGKILL)
+    lost_at = time.monotonic()
+    assert job.wait_for_new_checkpoint(120), job.text()[-3000:]
+    print(f"first checkpoint after SIGKILL: {time.monotonic() - lost_at:.1f} s")
+    job.check_exact()
+    assert "ActorDiedError" in job.text()
 
 
-def test_refusals_are_one_line_errors(namespace: Namespace, tmp_path: Path) -> None:
-    """Scenario: more slots than free CPUs, an unreachable head, a checkpoint folder the
-    nodes do not share."""
+def _refused(proc: subprocess.Popen[bytes], words: str) -> None:
+    _, err = proc.communicate(timeout=120)
+    stderr = err.decode(errors="replace")
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and words in errors[0], stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+
+
+def test_refusals_are_one_line_errors(ray_ns: RayInNamespace, tmp_path: Path) -> None:
+    """Scenario: more slots than free CPUs, an unreachable head, a checkpoint folder that the
+    driver does not share with the nodes."""
     make_input(tmp_path / "log", 100, seed=24)
-    report = namespace.scenario(tmp_path, "bad-input", env={"WF_LOG_DIR": str(tmp_path / "log")})
-    expect = {
-        "too_many_slots": "need 8 CPUs but the Ray cluster has 2 free (of 2)",
-        "unreachable": "cannot reach the Ray cluster at 127.0.0.1:1",
-        "node_local_folder": "on a multi-node Ray cluster put checkpoints on S3",
-    }
-    for case, words in expect.items():
-        rc, stderr = report[case]["rc"], report[case]["stderr"]
-        errors = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
-        assert rc == 2 and len(errors) == 1 and words in errors[0], (case, rc, stderr[-3000:])
-        assert "Traceback" not in stderr, (case, stderr[-3000:])
+    _refused(
+        ray_ns.weirflow_run(tmp_path, "--parallelism", "8"),
+        "need 8 CPUs but the Ray cluster has 2 free (of 2)",
+    )
+    _refused(
+        ray_ns.weirflow_run(tmp_path, "--ray", "127.0.0.1:1"),
+        "cannot reach the Ray cluster at 127.0.0.1:1",
+    )
+    # The driver sees an empty folder of its own where the nodes see the real one: a folder
+    # that is not shared between the machines of the cluster.
+    chk = tmp_path / "chk"
+    chk.mkdir()
+    hide = ["unshare", "--mount", "sh", "-c", f'mount -t tmpfs tmpfs {chk} && exec "$@"', "sh"]
+    _refused(
+        ray_ns.weirflow_run(tmp_path, wrap=hide),
+        "on a multi-node Ray cluster put checkpoints on S3",
+    )
 
 
 def test_ray_missing_says_how_to_install(tmp_path: Path) -> None:
@@ -158,8 +278,8 @@ def test_ray_missing_says_how_to_install(tmp_path: Path) -> None:
         "main()\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code, "run", str(HERE / "jobs" / "windowed_sum.py"),
-         "--ray", "auto", "--workers", "2", f"--checkpoint-dir={tmp_path / 'chk'}"],
+        [sys.executable, "-c", code, "run", JOB, "--ray", "auto", "--workers", "2",
+         f"--checkpoint-dir={tmp_path / 'chk'}"],
         env={**os.environ, "WF_LOG_DIR": str(tmp_path / "log")},
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip

@@ -385,6 +385,13 @@ def run(
     worker_wait: Annotated[
         str, typer.Option(help="How long to wait for Ray to place (or replace) a worker.")
     ] = "60s",
+    ray_runtime_env_json: Annotated[
+        str | None,
+        typer.Option(
+            help='More of the workers\' Ray runtime_env as JSON, e.g. {"env_vars": {...}, '
+            '"pip": [...]} (working_dir: the job file\'s folder).'
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
     worker: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
@@ -465,7 +472,13 @@ def run(
         if ray is not None:
             result = run_on_ray_cluster(
                 job,
-                ray_cluster_option(ray, processes, ray_placement, parse_duration(worker_wait)),
+                ray_cluster_option(
+                    ray,
+                    processes,
+                    ray_placement,
+                    parse_duration(worker_wait),
+                    ray_runtime_env_json,
+                ),
                 spec_args,
                 parse_duration(heartbeat_timeout).total_seconds(),
                 _PrintingListener(),

@@ -7,6 +7,7 @@ SIGTERM or Ctrl-C stops the job with a stop checkpoint.
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from datetime import timedelta
@@ -15,6 +16,7 @@ from typing import Any
 
 from weirflow.api import load_dataflow, load_graph
 from weirflow.cli.cluster import absolute_job_spec
+from weirflow.errors import ConfigError
 from weirflow.records import JobResult
 from weirflow.runtime import RunListener
 from weirflow.runtime.coordinator import JobSpec
@@ -73,12 +75,27 @@ def run_on_ray_cluster(
 
 
 def ray_cluster_option(
-    address: str, workers: int, placement: RayPlacement, worker_wait: timedelta
+    address: str,
+    workers: int,
+    placement: RayPlacement,
+    worker_wait: timedelta,
+    runtime_env_json: str | None,
 ) -> RayCluster:
-    """The :class:`RayCluster` of ``--ray ADDRESS`` (``local``: a Ray instance started here)."""
+    """The :class:`RayCluster` of ``--ray ADDRESS`` (``local``: a Ray instance started here).
+
+    Raises:
+        ConfigError: ``runtime_env_json`` is not a JSON object.
+    """
+    try:
+        runtime_env = json.loads(runtime_env_json) if runtime_env_json else {}
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--ray-runtime-env-json is not JSON: {e}") from e
+    if not isinstance(runtime_env, dict):
+        raise ConfigError("--ray-runtime-env-json takes a JSON object, e.g. {\"env_vars\": {}}")
     return RayCluster(
         address=None if address == LOCAL else address,
         workers=workers,
         placement=placement.value,  # type: ignore[arg-type]
         worker_wait=worker_wait,
+        runtime_env=runtime_env,
     )

@@ -1,0 +1,87 @@
+"""A Ray cluster for tests, run inside the test's network namespace (see test_ray.py).
+
+Starts Ray's own multi-node harness: a head without CPUs (nothing is placed
+there) and two worker nodes of one CPU each, every node a raylet of its own
+on this host. Prints ``{"address": HEAD}`` and then answers commands, one a
+line on stdin, with one JSON line on stdout:
+
+- ``replace-node PID``: remove (as a crash: no graceful exit) the node whose
+  raylet started process ``PID``, then add a fresh node;
+  ``{"removed": NODE_ID or null}``.
+
+End of input shuts the cluster down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ray.cluster_utils import Cluster
+
+OBJECT_STORE_BYTES = 80 * 1024 * 1024
+NODE_ARGS = {"num_cpus": 1, "object_store_memory": OBJECT_STORE_BYTES}
+
+
+def start_cluster() -> Cluster:
+    """The head (no CPUs) and two worker nodes."""
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 0,
+            "include_dashboard": False,
+            "object_store_memory": OBJECT_STORE_BYTES,
+            "_system_config": json.loads(os.environ.get("WF_RAY_SYSTEM_CONFIG", "{}")),
+        },
+    )
+    for _ in range(2):
+        cluster.add_node(**NODE_ARGS)
+    cluster.wait_for_nodes()
+    return cluster
+
+
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def node_of(cluster: Cluster, pid: int) -> Any:
+    """The harness node whose raylet started process ``pid`` (``None``: not found)."""
+    raylets = {
+        info.process.pid: node
+        for node in cluster.list_all_nodes()
+        for info in node.all_processes.get("raylet", [])
+    }
+    chain = [pid]
+    try:
+        while chain[-1] > 1 and chain[-1] not in raylets and len(chain) < 10:
+            chain.append(_parent(chain[-1]))
+    except OSError:
+        return None
+    return raylets.get(chain[-1])
+
+
+def main() -> None:
+    cluster = start_cluster()
+    try:
+        print(json.dumps({"address": cluster.address}), flush=True)
+        for line in sys.stdin:
+            command, _, arg = line.strip().partition(" ")
+            if command != "replace-node":
+                print(json.dumps({"error": f"unknown command {command!r}"}), flush=True)
+                continue
+            node = node_of(cluster, int(arg))
+            if node is not None:
+                cluster.remove_node(node, allow_graceful=False)
+                cluster.add_node(**NODE_ARGS)
+            removed = node.unique_id if node is not None else None
+            print(json.dumps({"removed": removed}), flush=True)
+    finally:
+        cluster.shutdown()
+
+
+if __name__ == "__main__":
+    main()
