@@ -27,7 +27,7 @@ from weirflow.records import (
     OperatorCounts,
     WindowResult,
 )
-from weirflow.runtime import RestartStrategy
+from weirflow.runtime import RayCluster, RestartStrategy
 from weirflow.time import WatermarkStrategy
 
 __version__ = "0.1.0"
@@ -47,6 +47,7 @@ __all__ = [
     "LogPosition",
     "OperatorCounts",
     "OperatorError",
+    "RayCluster",
     "RestartStrategy",
     "RetryPolicy",
     "SerdeError",

@@ -1,8 +1,9 @@
 """A Ray cluster for tests, run inside the test's network namespace (see test_ray.py).
 
 Starts Ray's own multi-node harness: a head without CPUs (nothing is placed
-there) and two worker nodes of one CPU each, every node a raylet of its own
-on this host. Prints ``{"address": HEAD}`` and then answers commands, one a
+there) and two worker nodes of two CPUs each (so that the bundle of a lost
+node finds room on the other at once), every node a raylet of its own on
+this host. Prints ``{"address": HEAD}`` and then answers commands, one a
 line on stdin, with one JSON line on stdout:
 
 - ``replace-node PID``: remove (as a crash: no graceful exit) the node whose
@@ -23,7 +24,20 @@ from typing import Any
 from ray.cluster_utils import Cluster
 
 OBJECT_STORE_BYTES = 80 * 1024 * 1024
-NODE_ARGS = {"num_cpus": 1, "object_store_memory": OBJECT_STORE_BYTES}
+NODE_ARGS = {"num_cpus": 2, "object_store_memory": OBJECT_STORE_BYTES}
+_nodes_added = 0
+
+
+def add_node(cluster: Cluster) -> None:
+    """Add a worker node with a folder of its own for runtime environments.
+
+    The harness's nodes share one session folder on this host; on separate
+    machines each node unpacks the job's ``working_dir`` on its own disk, and
+    a node that dies takes only its own copy with it.
+    """
+    global _nodes_added
+    _nodes_added += 1
+    cluster.add_node(**NODE_ARGS, runtime_env_dir_name=f"runtime_resources_{_nodes_added}")
 
 
 def start_cluster() -> Cluster:
@@ -38,7 +52,7 @@ def start_cluster() -> Cluster:
         },
     )
     for _ in range(2):
-        cluster.add_node(**NODE_ARGS)
+        add_node(cluster)
     cluster.wait_for_nodes()
     return cluster
 
@@ -76,7 +90,7 @@ def main() -> None:
             node = node_of(cluster, int(arg))
             if node is not None:
                 cluster.remove_node(node, allow_graceful=False)
-                cluster.add_node(**NODE_ARGS)
+                add_node(cluster)
             removed = node.unique_id if node is not None else None
             print(json.dumps({"removed": removed}), flush=True)
     finally:

@@ -96,7 +96,8 @@ class Dataflow:
         """Run the dataflow until every bounded source ends.
 
         With ``workers > 1`` the subtasks run in that many worker processes of
-        this machine, which import the dataflow from the file that defines it:
+        this machine, and with ``cluster=RayCluster(...)`` in worker actors of
+        a Ray cluster; the workers import the dataflow from the file that defines it:
         it must be a module-level variable of a file that runs no job on import
         (guard the ``run`` call with ``if __name__ == "__main__":``, as for
         ``multiprocessing``), and results collected in this process
@@ -108,7 +109,8 @@ class Dataflow:
                 job's state: restoring needs the same value).
             workers: worker processes (1: this process).
             options: runtime options (``checkpoint=``, ``restore=``,
-                ``restart=``, buffer sizes); see :func:`weirflow.runtime.run_job`.
+                ``restart=``, ``cluster=``, buffer sizes); see
+                :func:`weirflow.runtime.run_job`.
 
         Returns:
             A :class:`~weirflow.records.JobResult` with per-operator counts.
@@ -117,14 +119,18 @@ class Dataflow:
             JobFailedError: a task failed and the restart strategy gave up.
             ConfigError: the dataflow or an option is invalid.
         """
+        from weirflow.api.job_file import load_graph
         from weirflow.runtime import run_job
 
-        job = self._module_variable() if workers != 1 else None
-        if workers != 1 and job is None:
+        elsewhere = workers != 1 or options.get("cluster") is not None
+        job = self._module_variable() if elsewhere else None
+        if elsewhere and job is None:
             raise ConfigError(
-                f"workers={workers} needs dataflow {self.name!r} as a module-level variable of a "
-                "Python file, so that the worker processes can import it"
+                f"running on workers needs dataflow {self.name!r} as a module-level variable "
+                "of a Python file, so that the worker processes can import it"
             )
+        if options.get("cluster") is not None:
+            options["load_graph"] = load_graph
         return run_job(
             self.graph, parallelism, max_parallelism, workers=workers, job=job, **options
         )

@@ -12,6 +12,7 @@ from weirflow.runtime.events import (
 )
 from weirflow.runtime.job import run_unchecked, wall_clock_ms
 from weirflow.runtime.local import LocalScheduler
+from weirflow.runtime.ray_cluster import RayCluster
 from weirflow.runtime.restart import RestartStrategy, RestartTracker
 from weirflow.runtime.run import run_job
 from weirflow.runtime.snapshots import state_file_uses_pickle
@@ -25,6 +26,7 @@ __all__ = [
     "CheckpointedRun",
     "EndOfPartition",
     "LocalScheduler",
+    "RayCluster",
     "RestartStrategy",
     "RestartTracker",
     "RunListener",

@@ -1,15 +1,17 @@
 """The runtime's one entry for running a job, which ``Dataflow.run`` calls.
 
 It picks where the job runs: in this process on the local scheduler (one
-worker, the default), or on several local worker processes under a job
-coordinator in this process (``workers > 1``). Both keep the same
-guarantees; ``weirflow run`` uses the same pieces.
+worker, the default), on several local worker processes under a job
+coordinator in this process (``workers > 1``), or on worker actors of a Ray
+cluster under a coordinator in this process (``cluster=RayCluster(...)``).
+All keep the same guarantees; ``weirflow run`` uses the same pieces.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from weirflow.checkpoint import CheckpointConfig
@@ -22,6 +24,7 @@ from weirflow.runtime.coordinator import JobSpec
 from weirflow.runtime.job import run_unchecked, wall_clock_ms
 from weirflow.runtime.local import LocalScheduler
 from weirflow.runtime.local_cluster import run_on_local_workers
+from weirflow.runtime.ray_cluster import RayCluster, run_on_ray
 from weirflow.runtime.restart import RestartStrategy
 
 
@@ -40,6 +43,8 @@ def run_job(
     guarantee: str = "exactly_once",
     workers: int = 1,
     job: str | None = None,
+    cluster: RayCluster | None = None,
+    load_graph: Callable[[str], LogicalGraph] | None = None,
     **unknown: Any,
 ) -> JobResult:
     """Run ``graph`` in this process, or on ``workers`` local worker processes.
@@ -64,8 +69,11 @@ def run_job(
             positions as they read (with checkpoints the mode comes from ``checkpoint``).
         workers: worker processes; above 1 the job runs under a coordinator in
             this process, and ``listener`` sees attempts and checkpoints only.
-        job: with ``workers > 1``, ``FILE.py:NAME`` where the worker processes
-            import the dataflow from.
+        job: with ``workers > 1`` or ``cluster``, ``FILE.py:NAME`` where the
+            worker processes import the dataflow from.
+        cluster: run on worker actors of this Ray cluster (needs ``weirflow[ray]``).
+        load_graph: with ``cluster``, ``FILE.py:NAME`` → logical graph, run in
+            the actors (importable there by reference).
 
     Returns:
         The job's :class:`~weirflow.records.JobResult`.
@@ -80,7 +88,11 @@ def run_job(
         raise ConfigError(f"unknown run() option(s): {', '.join(sorted(unknown))}")
     if type(workers) is not int or workers < 1:
         raise ConfigError(f"workers= takes a count >= 1, got {workers!r}")
-    if workers > 1:
+    if cluster is not None and not isinstance(cluster, RayCluster):
+        raise ConfigError("cluster= takes a RayCluster")
+    if cluster is not None and workers != 1:
+        raise ConfigError("with cluster= give the worker count as RayCluster(workers=N)")
+    if workers > 1 or cluster is not None:
         if job is None:
             raise ConfigError("workers > 1 needs job='FILE.py:NAME' for the worker processes")
         if checkpoint is not None and not isinstance(checkpoint, CheckpointConfig):
@@ -96,7 +108,11 @@ def run_job(
             restart=restart or RestartStrategy.none(),
             options=runtime or RuntimeOptions(),
         )
-        return run_on_local_workers(spec, workers, stop=stop, listener=listener)
+        if cluster is None:
+            return run_on_local_workers(spec, workers, stop=stop, listener=listener)
+        if load_graph is None:
+            raise ConfigError("cluster= needs load_graph= for the worker actors")
+        return run_on_ray(spec, cluster, load_graph, stop=stop, listener=listener)
     if checkpoint is None:
         if restore is not None or restart is not None:
             raise ConfigError(
