@@ -34,7 +34,6 @@ import sys
 import threading
 import time
 import traceback
-from datetime import timedelta
 from enum import StrEnum
 from importlib.util import find_spec
 from pathlib import Path
@@ -43,7 +42,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from weirflow.api import load_dataflow
 from weirflow.checkpoint import (
@@ -56,20 +54,21 @@ from weirflow.cli.app import app
 from weirflow.cli.cluster import absolute_job_spec, read_secret, run_on_workers, submit_job
 from weirflow.cli.durations import parse_duration
 from weirflow.cli.run_options import (
+    Strategy,
+    build_strategy,
     check_fresh_start,
     checkpoint_key_env,
     config_message,
     restore_option,
 )
 from weirflow.cli.run_ray import RayPlacement, ray_cluster_option, run_on_ray_cluster
-from weirflow.cli.run_surfaces import Surfaces, make_observer
+from weirflow.cli.run_surfaces import Surfaces, make_observer, print_summary
 from weirflow.errors import ConfigError, WeirflowError, is_retriable
 from weirflow.metrics import (
     DEFAULT_HOST,
     JsonFormatter,
     names,
 )
-from weirflow.records import JobResult
 from weirflow.runtime import RestartStrategy, RunListener, control, wall_clock_ms
 from weirflow.runtime.local_cluster import resolve_workers
 from weirflow.runtime.run import run_job
@@ -99,28 +98,6 @@ class LogFormat(StrEnum):
 
     text = "text"
     json = "json"
-
-
-class Strategy(StrEnum):
-    """Restart strategies."""
-
-    fixed_delay = "fixed-delay"
-    exponential_backoff = "exponential-backoff"
-    failure_rate = "failure-rate"
-    none = "none"
-
-
-def build_strategy(
-    kind: Strategy, max_restarts: int, delay: timedelta, max_delay: timedelta, interval: timedelta
-) -> RestartStrategy:
-    """Map the CLI options onto a :class:`~weirflow.RestartStrategy`."""
-    if kind is Strategy.fixed_delay:
-        return RestartStrategy.fixed_delay(max_restarts, delay)
-    if kind is Strategy.exponential_backoff:
-        return RestartStrategy.exponential_backoff(delay, max_delay, max_restarts=max_restarts)
-    if kind is Strategy.failure_rate:
-        return RestartStrategy.failure_rate(max_restarts, interval, delay)
-    return RestartStrategy.none()
 
 
 class _PrintingListener(RunListener):
@@ -160,40 +137,6 @@ def _die_with_parent() -> None:
         threading.Thread(target=watch, daemon=True, name="weirflow-parent-watch").start()
 
 
-def _summary(result: JobResult, log_format: LogFormat, stopped: bool) -> None:
-    how = "stopped" if stopped else "finished"
-    if log_format is LogFormat.json:
-        log.info(
-            how,
-            extra={
-                "fields": {
-                    "job": result.job,
-                    "operators": {k: c._asdict() for k, c in result.operators.items()},
-                    "checkpoints_completed": result.checkpoints_completed,
-                    "duration_ms": result.duration_ms,
-                }
-            },
-        )
-        return
-    table = Table(title=f"job {result.job}: {how}", show_edge=False)
-    for col in ("operator", "in", "out", "filtered", "late", "dead letters"):
-        table.add_column(col, justify="right" if col != "operator" else "left")
-    for name, c in result.operators.items():
-        table.add_row(
-            name,
-            str(c.records_in),
-            str(c.records_out),
-            str(c.filtered),
-            str(c.late),
-            str(c.dead_lettered),
-        )
-    err.print(table)
-    err.print(
-        f"checkpoints completed: {result.checkpoints_completed}   "
-        f"wall time: {result.duration_ms / 1000:.1f} s"
-    )
-
-
 def _run_worker(
     job: str,
     parallelism: int,
@@ -230,7 +173,7 @@ def _run_worker(
             )
     finally:
         shown.close()
-    _summary(result, surfaces["log_format"], stop.is_set())
+    print_summary(result, surfaces["log_format"], stop.is_set())
     return 0
 
 
@@ -459,7 +402,7 @@ def run(
                 ),
                 stop,
             )
-            _summary(result, log_format, stop.is_set())
+            print_summary(result, log_format, stop.is_set())
             raise typer.Exit(0)
         processes = resolve_workers(workers, parallelism)
         spec_args = {
@@ -485,7 +428,7 @@ def run(
                 stop,
                 (metrics_port, metrics_host),
             )
-            _summary(result, log_format, stop.is_set())
+            print_summary(result, log_format, stop.is_set())
             raise typer.Exit(0)
         if processes > 1:
             result = run_on_workers(
@@ -497,7 +440,7 @@ def run(
                 stop,
                 (metrics_port, metrics_host),
             )
-            _summary(result, log_format, stop.is_set())
+            print_summary(result, log_format, stop.is_set())
             raise typer.Exit(0)
         flow = load_dataflow(job)
         storage = CheckpointStorage(checkpoint_dir, flow.name) if config else None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
+from enum import StrEnum
 
 from weirflow.checkpoint import (
     FRESH,
@@ -13,6 +15,7 @@ from weirflow.checkpoint import (
     resolve_job_key,
 )
 from weirflow.errors import CheckpointError, ConfigError
+from weirflow.runtime import RestartStrategy
 
 log = logging.getLogger("weirflow.cli")
 
@@ -78,3 +81,25 @@ def config_message(e: ConfigError) -> str:
             "--restore PATH"
         )
     return str(e)
+
+
+class Strategy(StrEnum):
+    """Restart strategies."""
+
+    fixed_delay = "fixed-delay"
+    exponential_backoff = "exponential-backoff"
+    failure_rate = "failure-rate"
+    none = "none"
+
+
+def build_strategy(
+    kind: Strategy, max_restarts: int, delay: timedelta, max_delay: timedelta, interval: timedelta
+) -> RestartStrategy:
+    """Map the CLI options onto a :class:`~weirflow.RestartStrategy`."""
+    if kind is Strategy.fixed_delay:
+        return RestartStrategy.fixed_delay(max_restarts, delay)
+    if kind is Strategy.exponential_backoff:
+        return RestartStrategy.exponential_backoff(delay, max_delay, max_restarts=max_restarts)
+    if kind is Strategy.failure_rate:
+        return RestartStrategy.failure_rate(max_restarts, interval, delay)
+    return RestartStrategy.none()

@@ -1,17 +1,25 @@
-"""What a supervised ``weirflow run`` worker shows of its job: metrics, dashboard, progress."""
+"""What ``weirflow run`` shows of its job: metrics, dashboard, progress, the final counts."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
+
+from rich.console import Console
+from rich.table import Table
 
 from weirflow.api import Dataflow
 from weirflow.connectors.eventlog import EventLogSourceReader
 from weirflow.errors import ConfigError
 from weirflow.metrics import MetricsServer, ProgressReporter, names, serve_metrics
+from weirflow.records import JobResult
 from weirflow.runtime import RunListener, wall_clock_ms
 from weirflow.web import JobObserver
+
+err = Console(stderr=True, soft_wrap=True)
+log = logging.getLogger("weirflow.cli")
 
 
 def split_lag(source_logic: Any) -> dict[str, int] | None:
@@ -117,4 +125,39 @@ def make_observer(
         recovery_ms=int(os.environ.get(names.ENV_RECOVERY_MS, "0")),
         started_ms=started_ms,
         inner=inner,
+    )
+
+
+def print_summary(result: JobResult, log_format: str, stopped: bool) -> None:
+    """Print the job's counts (a table on stderr, or one JSON log line with ``json``)."""
+    how = "stopped" if stopped else "finished"
+    if log_format == "json":
+        log.info(
+            how,
+            extra={
+                "fields": {
+                    "job": result.job,
+                    "operators": {k: c._asdict() for k, c in result.operators.items()},
+                    "checkpoints_completed": result.checkpoints_completed,
+                    "duration_ms": result.duration_ms,
+                }
+            },
+        )
+        return
+    table = Table(title=f"job {result.job}: {how}", show_edge=False)
+    for col in ("operator", "in", "out", "filtered", "late", "dead letters"):
+        table.add_column(col, justify="right" if col != "operator" else "left")
+    for name, c in result.operators.items():
+        table.add_row(
+            name,
+            str(c.records_in),
+            str(c.records_out),
+            str(c.filtered),
+            str(c.late),
+            str(c.dead_lettered),
+        )
+    err.print(table)
+    err.print(
+        f"checkpoints completed: {result.checkpoints_completed}   "
+        f"wall time: {result.duration_ms / 1000:.1f} s"
     )
