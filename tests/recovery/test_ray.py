@@ -151,11 +151,19 @@ class Job:
     """One ``weirflow run --ray`` of the windowed job over seeded input, and its log."""
 
     def __init__(self, ns: RayInNamespace, work: Path, n: int, seed: int, throttle_us: int):
+        self.ns = ns
         self.work = work
+        self.throttle_us = throttle_us
         self.expected = make_input(work / "log", n, seed=seed)
         self.log_path = work / "client.log"
-        with self.log_path.open("wb") as log:
-            self.client = ns.weirflow_run(work, log=log, throttle_us=throttle_us)
+        self.submit()
+
+    def submit(self, *extra: str) -> None:
+        """Start (again) ``weirflow run`` of the job; its output goes to the log."""
+        with self.log_path.open("ab") as log:
+            self.client = self.ns.weirflow_run(
+                self.work, *extra, log=log, throttle_us=self.throttle_us
+            )
 
     def text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -257,11 +265,13 @@ def test_node_loss_gives_batch_answer(ray_ns: RayInNamespace, tmp_path: Path) ->
     assert removed == NODE_LOSSES, f"the job ended after {removed} node losses"
 
 
-def test_sigkill_of_worker_actor_gives_batch_answer(
+def test_sigkill_of_worker_actor_then_of_driver_gives_batch_answer(
     ray_ns: RayInNamespace, tmp_path: Path
 ) -> None:
-    """Scenario: one worker actor's process is SIGKILLed while the job runs."""
-    job = Job(ray_ns, tmp_path, 12_000, seed=23, throttle_us=500)
+    """Scenario: one worker actor's process is SIGKILLed while the job runs; after the
+    restart the driver (with the coordinator) is SIGKILLed, and the job is resubmitted with
+    ``--restore latest``."""
+    job = Job(ray_ns, tmp_path, 14_000, seed=23, throttle_us=500)
     assert job.wait_for_new_checkpoint() and job.wait_for_new_checkpoint()
     pids = ray_ns.worker_actor_pids()
     assert len(pids) == 2, pids
@@ -269,8 +279,18 @@ def test_sigkill_of_worker_actor_gives_batch_answer(
     lost_at = time.monotonic()
     assert job.wait_for_new_checkpoint(120), job.text()[-3000:]
     print(f"first checkpoint after SIGKILL: {time.monotonic() - lost_at:.1f} s")
-    job.check_exact()
     assert "ActorDiedError" in job.text()
+
+    assert job.wait_for_new_checkpoint(), "the job ended before the driver could be killed"
+    os.kill(job.client.pid, signal.SIGKILL)
+    job.client.wait(timeout=30)
+    # the job stops with its driver: Ray ends the driver's actors, nothing runs on
+    deadline = time.monotonic() + 60
+    while ray_ns.worker_actor_pids():
+        assert time.monotonic() < deadline, "worker actors outlived their driver"
+        time.sleep(0.2)
+    job.submit("--restore", "latest")
+    job.check_exact()
 
 
 def _refused(proc: subprocess.Popen[bytes], words: str) -> None:
