@@ -1,4 +1,4 @@
-"""A Ray cluster for tests, run inside the test's network namespace (see test_ray.py).
+"""A Ray cluster for tests, run inside a network namespace (see :mod:`weirflow.testing.ray_hosts`).
 
 Starts Ray's own multi-node harness: a head without CPUs (nothing is placed
 there) and two worker nodes of two CPUs each (so that the bundle of a lost
