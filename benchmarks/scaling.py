@@ -44,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -122,8 +122,17 @@ class Workload(NamedTuple):
     check: Callable[[Path], tuple[int, list[str]]]
 
 
-def run_job(w: Workload, workers: int, run_dir: Path) -> JobRun:
+def run_job(
+    w: Workload,
+    workers: int,
+    run_dir: Path,
+    launch: Sequence[str] = (),
+    extra: Sequence[str] = (),
+) -> JobRun:
     """Run ``w`` on ``workers`` worker processes in a fresh ``run_dir`` and check its output.
+
+    ``launch`` goes before the command (``ip netns exec NS``), ``extra`` after
+    its options (``--ray HEAD ...``).
 
     Raises:
         RuntimeError: the run failed (its last log lines are in the message).
@@ -131,6 +140,7 @@ def run_job(w: Workload, workers: int, run_dir: Path) -> JobRun:
     out_log = run_dir / "out"
     inputs.create_output(out_log, w.topics)
     cmd = [
+        *launch,
         sys.executable,
         "-m",
         "weirflow.cli",
@@ -141,6 +151,7 @@ def run_job(w: Workload, workers: int, run_dir: Path) -> JobRun:
         f"--checkpoint-dir={run_dir / 'checkpoints'}",
         "--checkpoint-interval=1s",
         "--log-format=json",
+        *extra,
     ]
     env = {**os.environ, **w.env, w.output_env: str(out_log)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -179,20 +190,27 @@ def run_job(w: Workload, workers: int, run_dir: Path) -> JobRun:
     )
 
 
-def workloads(work: Path, sizes: dict[str, Any], console: Console) -> list[Workload]:
-    """Write the inputs into ``work`` once and describe the workloads."""
+def workloads(
+    work: Path,
+    sizes: dict[str, Any],
+    console: Console,
+    queries: Sequence[str] = QUERIES,
+    flights: bool = True,
+) -> list[Workload]:
+    """Write the inputs into ``work`` once and describe the workloads (the Nexmark
+    ``queries``, and flights when ``flights``)."""
     jobs = HERE / "jobs"
     wc_log = work / "windowed_count-input"
     n = sizes["events"]
     t = time.perf_counter()
     inputs.write_windowed_count(wc_log, n)
     fl_log = work / "flights-input"
-    rows = inputs.write_flights(fl_log, sizes["flights"])
+    rows = inputs.write_flights(fl_log, sizes["flights"]) if flights else 0
     console.print(
         f"inputs written in {time.perf_counter() - t:.1f} s: {n:,} windowed_count events, "
         f"{rows:,} flights"
     )
-    expected = inputs.nexmark_expected(QUERIES, sizes["nexmark"])
+    expected = inputs.nexmark_expected(queries, sizes["nexmark"])
     out: list[Workload] = [
         Workload(
             "windowed_count",
@@ -204,7 +222,7 @@ def workloads(work: Path, sizes: dict[str, Any], console: Console) -> list[Workl
             lambda out_log: inputs.check_windowed_count(out_log, n),
         )
     ]
-    for q in QUERIES:
+    for q in queries:
         out.append(
             Workload(
                 f"nexmark {q}",
@@ -220,6 +238,8 @@ def workloads(work: Path, sizes: dict[str, Any], console: Console) -> list[Workl
                 lambda out_log, q=q: inputs.check_nexmark(out_log, q, expected[q]),
             )
         )
+    if not flights:
+        return out
     out.append(
         Workload(
             "flights",

@@ -85,16 +85,20 @@ class RayInNamespace:
         self.harness.stdin.flush()
         return self._reply()["removed"]
 
-    def worker_actor_pids(self) -> list[int]:
-        """Process ids of the weirflow worker actors in the namespace."""
+    def pids(self) -> list[int]:
+        """Process ids of every process in the namespace."""
         out = subprocess.run(
             ["ip", "netns", "pids", self.name], capture_output=True, text=True, timeout=30
         ).stdout
+        return [int(pid) for pid in out.split()]
+
+    def worker_actor_pids(self) -> list[int]:
+        """Process ids of the weirflow worker actors in the namespace."""
         pids = []
-        for pid in out.split():
+        for pid in self.pids():
             with contextlib.suppress(OSError):
                 if b"WorkerActor" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    pids.append(int(pid))
+                    pids.append(pid)
         return pids
 
     def close(self) -> None:
@@ -105,12 +109,9 @@ class RayInNamespace:
                     self.harness.stdin.close()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.harness.wait(timeout=30)
-        out = subprocess.run(
-            ["ip", "netns", "pids", self.name], capture_output=True, text=True, timeout=30
-        ).stdout
-        for pid in out.split():
+        for pid in self.pids():
             with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
         if self.harness is not None and self.harness.poll() is None:
             self.harness.kill()
         subprocess.run(["ip", "netns", "del", self.name], capture_output=True, timeout=30)
