@@ -231,10 +231,15 @@ class RayLauncher:
         return started
 
     def _pid(self, placed: _Placed) -> int | None:
+        # An actor that has not answered yet has not started, so it cannot be the worker the
+        # coordinator gave up on: never wait for it (the coordinator's loop is calling).
+        ready, _ = ray.wait([placed.where], timeout=0)
+        if not ready:
+            return None
         try:
-            return int(ray.get(placed.where, timeout=5)[0])
-        except (ray.exceptions.RayError, TimeoutError):
-            return None  # dead or never started: it cannot be the worker given up on
+            return int(ray.get(placed.where)[0])
+        except ray.exceptions.RayError:
+            return None  # dead already
 
     def release(self, pid: int) -> None:
         """Kill the worker actor whose process is ``pid`` (the coordinator gave it up)."""
