@@ -30,8 +30,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from weirflow.errors import CheckpointError
+from weirflow.checkpoint import CheckpointStorage, Manifest
+from weirflow.errors import CheckpointError, ConfigError
 from weirflow.runtime.events import Batch, Watermark
+from weirflow.runtime.snapshots import (
+    CHANNEL_STATE,
+    EncodedSnapshot,
+    decode_state_blob,
+    with_channel_state,
+)
 from weirflow.serde import check_format_version, decode, encode, encode_plain, is_pickled
 
 FORMAT_VERSION = 1
@@ -208,3 +215,70 @@ class InFlightCapture:
             fn(self.state)
         else:
             self._callbacks.append(fn)
+
+
+def submit_when_captured(
+    capture: InFlightCapture | None,
+    snap: EncodedSnapshot,
+    submit: Callable[[EncodedSnapshot], None],
+) -> None:
+    """Hand a task's snapshot to ``submit`` once its in-flight data is captured.
+
+    Args:
+        capture: the task's capture for this checkpoint (``Task.capture_of``),
+            ``None`` for an aligned snapshot (submitted now).
+        snap: the encoded operator states, taken when the checkpoint started.
+        submit: writes the files and acknowledges (the asynchronous part).
+    """
+    if capture is None:
+        submit(snap)
+        return
+
+    def captured(state: ChannelState) -> None:
+        n = state.items
+        submit(with_channel_state(snap, state.to_bytes(), n, state.uses_pickle) if n else snap)
+
+    capture.on_complete(captured)
+
+
+def plan_in_flight(
+    manifest: Manifest, storage: CheckpointStorage, parallelism: int, task_names: Iterable[str]
+) -> dict[str, InFlightData]:
+    """Read the in-flight data of a checkpoint for the tasks that replay it.
+
+    Args:
+        manifest: the checkpoint to restore.
+        storage: where its files are (signatures verified on read).
+        parallelism: the parallelism restored at.
+        task_names: the tasks of the restored job that run here.
+
+    Returns:
+        task name → its in-flight data (tasks without any are left out).
+
+    Raises:
+        ConfigError: the checkpoint holds in-flight data and is restored at
+            another parallelism.
+        CheckpointCorruptError: a file fails verification.
+        CheckpointError: a file holds pickled records and the storage has no
+            key to authenticate it.
+    """
+    holding = {t: s for t, s in manifest.tasks.items() if CHANNEL_STATE in s.handles}
+    if not holding:
+        return {}
+    if manifest.parallelism != parallelism:
+        raise ConfigError(
+            f"checkpoint {manifest.checkpoint_id} is an unaligned checkpoint with in-flight "
+            f"records in {len(holding)} task(s), taken at parallelism {manifest.parallelism}; "
+            f"in-flight records cannot be redistributed to parallelism {parallelism}. Restore it "
+            f"at parallelism {manifest.parallelism}, take an aligned checkpoint "
+            "(CheckpointConfig(unaligned=False)) or a savepoint, and rescale from that"
+        )
+    wanted = set(task_names)
+    out: dict[str, InFlightData] = {}
+    for name, snap in sorted(holding.items()):
+        if name not in wanted:
+            continue  # another worker's task
+        handle = snap.handles[CHANNEL_STATE]
+        state = ChannelState.from_bytes(storage.read_state(handle), handle.path)
+        out[name] = state.decoded(lambda blob, h=handle: decode_state_blob(storage, h, blob))
+    return out

@@ -355,3 +355,49 @@ def _read_plain_file(
         return decode(data, allow_pickle=storage.authenticated)
     except PickleRefusedError:
         raise _refuse_pickle(handle, f"the state of operator {name}") from None
+
+
+# -- in-flight data of unaligned checkpoints (see runtime/inflight.py) ---------------
+
+CHANNEL_STATE = "_in_flight"
+"""The key of a task's in-flight data file among its files and handles (never an operator's)."""
+
+
+def with_channel_state(
+    snap: EncodedSnapshot, data: bytes, items: int, pickled: bool
+) -> EncodedSnapshot:
+    """Add a task's encoded in-flight data as a state file of its snapshot.
+
+    Args:
+        snap: the task's encoded operator states.
+        data: the in-flight data file's content.
+        items: buffers and watermarks in it (recorded in the metadata as ``in_flight_items``).
+        pickled: whether an item in it needs pickle (the file must then be signed).
+
+    Returns:
+        A new :class:`EncodedSnapshot` with the file under :data:`CHANNEL_STATE`.
+    """
+    return EncodedSnapshot(
+        snap.task_id,
+        {**snap.files, CHANNEL_STATE: data},
+        {**snap.metadata, "in_flight_items": items},
+        snap.pickled | {CHANNEL_STATE} if pickled else snap.pickled,
+    )
+
+
+def decode_state_blob(storage: CheckpointStorage, handle: StateHandle, blob: bytes) -> Any:
+    """Decode one encoded value read from a verified state file.
+
+    Args:
+        storage: the storage the file was read from.
+        handle: the file (for messages).
+        blob: the value's bytes.
+
+    Raises:
+        CheckpointError: the value is pickled and the storage has no key to
+            authenticate the file; nothing is unpickled.
+    """
+    try:
+        return decode(blob, allow_pickle=storage.authenticated)
+    except PickleRefusedError:
+        raise _refuse_pickle(handle, "in-flight data") from None
