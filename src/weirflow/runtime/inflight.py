@@ -32,7 +32,7 @@ from typing import Any
 
 from weirflow.checkpoint import CheckpointStorage, Manifest
 from weirflow.errors import CheckpointError, ConfigError
-from weirflow.runtime.events import Batch, Watermark
+from weirflow.runtime.events import Batch, CheckpointBarrier, Watermark
 from weirflow.runtime.snapshots import (
     CHANNEL_STATE,
     EncodedSnapshot,
@@ -166,23 +166,44 @@ class InFlightCapture:
         checkpoint_id: the checkpoint.
         output: per writer, per target, the items barrier ``checkpoint_id`` overtook.
         awaiting: input channels that have not delivered the barrier yet.
+        output_barrier: a barrier still queued behind records in the task's
+            writers (aligned so far, with an alignment timeout): the output
+            in-flight data is known once it left them (:meth:`output_resolved`).
     """
 
     def __init__(
-        self, checkpoint_id: int, output: list[list[list[object]]], awaiting: set[int]
+        self,
+        checkpoint_id: int,
+        output: list[list[list[object]]],
+        awaiting: set[int],
+        output_barrier: CheckpointBarrier | None = None,
     ) -> None:
         self.checkpoint_id = checkpoint_id
-        self.state = ChannelState(
-            output=[[[encode_item(x) for x in t] for t in w] for w in output],
-            inputs={i: [] for i in awaiting},
-        )
+        self.state = ChannelState(output=[], inputs={i: [] for i in awaiting})
+        self._set_output(output)
         self.awaiting = set(awaiting)
+        self.output_barrier = output_barrier
         self._callbacks: list[Callable[[ChannelState], None]] = []
+
+    def _set_output(self, output: list[list[list[object]]]) -> None:
+        self.state.output = [[[encode_item(x) for x in t] for t in w] for w in output]
 
     @property
     def complete(self) -> bool:
-        """Whether every input channel delivered the barrier or ended."""
-        return not self.awaiting
+        """Whether every input channel delivered the barrier or ended, and it left every output."""
+        return not self.awaiting and self.output_barrier is None
+
+    def output_resolved(self, output: list[list[list[object]]] | None) -> None:
+        """The queued barrier left the writers: ``output`` is what it overtook on the way.
+
+        Args:
+            output: per writer, per target, the items overtaken; ``None`` when it
+                was sent in order (nothing overtaken).
+        """
+        if output is not None:
+            self._set_output(output)
+        self.output_barrier = None
+        self._maybe_complete()
 
     def record(self, channel: int, item: object) -> None:
         """An item was taken from ``channel``; keep it when that channel's barrier is still due."""
@@ -204,7 +225,10 @@ class InFlightCapture:
 
     def _done(self, channel: int) -> None:
         self.awaiting.discard(channel)
-        if not self.awaiting:
+        self._maybe_complete()
+
+    def _maybe_complete(self) -> None:
+        if self.complete:
             callbacks, self._callbacks = self._callbacks, []
             for fn in callbacks:
                 fn(self.state)

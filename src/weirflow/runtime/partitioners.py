@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from itertools import islice
 from typing import Any
 
 from weirflow.errors import ConfigError
@@ -155,6 +156,33 @@ class RecordWriter:
         for q, ch in zip(self._pending, self.channels, strict=True):
             ch.put(event)
             overtaken.append([x for x in q if type(x) is Batch or type(x) is Watermark])
+        return overtaken
+
+    def holds(self, event: object) -> bool:
+        """Whether the control event ``event`` (this very object) still waits for credit."""
+        return any(x is event for q in self._pending for x in q)
+
+    def overtake_pending(self, event: object) -> list[list[object]]:
+        """Move a control event still pending ahead of the items queued before it, into the
+        channels of the targets where it waits (an alignment timeout passed).
+
+        Args:
+            event: the barrier, as queued by :meth:`broadcast_event`.
+
+        Returns:
+            Per target, the buffers and watermarks it overtook (empty where it
+            was already sent).
+        """
+        overtaken: list[list[object]] = []
+        for q, ch in zip(self._pending, self.channels, strict=True):
+            k = next((k for k, x in enumerate(q) if x is event), None)
+            if k is None:
+                overtaken.append([])
+                continue
+            overtaken.append([x for x in islice(q, k) if type(x) is Batch or type(x) is Watermark])
+            del q[k]
+            self._pending_count -= 1
+            ch.put(event)
         return overtaken
 
     def requeue(self, per_target: list[list[object]]) -> None:

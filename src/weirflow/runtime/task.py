@@ -166,6 +166,8 @@ class Task:
 
     def step(self) -> bool:
         """Do a bounded amount of work; return whether anything moved."""
+        if self._capture is not None and self._capture.output_barrier is not None:
+            self._resolve_output_barrier(self._capture, force=False)
         if self.state is TaskState.ENDING:
             if self._flush():
                 self._transition(TaskState.FINISHED)
@@ -279,7 +281,9 @@ class Task:
     # -- checkpoints ---------------------------------------------------------
 
     def _on_barrier(self, i: int, barrier: CheckpointBarrier) -> None:
-        if self._capture is not None or barrier.overtakes(self.head.ctx.clock()):
+        if (self._capture is not None and self._capture.awaiting) or barrier.overtakes(
+            self.head.ctx.clock()
+        ):
             self._on_overtaking_barrier(i, barrier, [])
             return
         if self._aligning is None:
@@ -321,10 +325,23 @@ class Task:
         if barrier.unaligned_after_ms == 0:
             self._start_unaligned(barrier, set())
             return
-        states = {op.name: op.snapshot_state(barrier.checkpoint_id) for op in self.chain}
+        cid = barrier.checkpoint_id
+        states = {op.name: op.snapshot_state(cid) for op in self.chain}
         for w in self.writers:
             w.broadcast_event(barrier)
-        self.on_snapshot(self, barrier.checkpoint_id, states)
+        if barrier.unaligned_after_ms is not None and not self._flush():
+            # Queued behind records for now: it overtakes them once the alignment timeout
+            # passed, and they then become in-flight output (see _resolve_output_barrier).
+            self._replace_capture(
+                InFlightCapture(
+                    cid,
+                    [[[] for _ in w.channels] for w in self.writers],
+                    set(),
+                    output_barrier=barrier,
+                )
+            )
+        self.on_snapshot(self, cid, states)
+        self._drop_complete_capture()
 
     # -- unaligned checkpoints -------------------------------------------------
 
@@ -359,17 +376,23 @@ class Task:
             # A newer checkpoint ends an unfinished older capture or alignment (that
             # checkpoint then times out or is subsumed), as Flink does.
             aligned = self._barrier_seen if self._aligning == barrier.checkpoint_id else set()
-            self._start_unaligned(barrier, set(aligned))
-        assert self._capture is not None
+            self._start_unaligned(barrier, set(aligned), (i, ahead))
+            return
         self._capture.barrier_arrived(i, ahead)
         self._drop_complete_capture()
 
-    def _start_unaligned(self, barrier: CheckpointBarrier, delivered: set[int]) -> None:
+    def _start_unaligned(
+        self,
+        barrier: CheckpointBarrier,
+        delivered: set[int],
+        arrived: tuple[int, list[object]] | None = None,
+    ) -> None:
         """Snapshot now, send the barrier ahead of the pending buffers, capture the rest.
 
         Args:
             barrier: the checkpoint's barrier.
             delivered: inputs whose records before the barrier were all processed.
+            arrived: the input the barrier just came out of, and the items it overtook there.
         """
         cid = barrier.checkpoint_id
         states = {op.name: op.snapshot_state(cid) for op in self.chain}
@@ -380,8 +403,28 @@ class Task:
         }
         self._aligning = None
         self._barrier_seen = set()
-        self._capture = InFlightCapture(cid, output, awaiting)
+        capture = InFlightCapture(cid, output, awaiting)
+        if arrived is not None:
+            capture.barrier_arrived(*arrived)
+        self._replace_capture(capture)
         self.on_snapshot(self, cid, states)
+        self._drop_complete_capture()
+
+    def _replace_capture(self, capture: InFlightCapture) -> None:
+        old = self._capture
+        if old is not None and old.output_barrier is not None:
+            # its barrier goes out before the new one, so receivers see them in order
+            self._resolve_output_barrier(old, force=True)
+        self._capture = capture
+
+    def _resolve_output_barrier(self, capture: InFlightCapture, *, force: bool) -> None:
+        """Let a barrier queued in the writers overtake once its alignment timeout passed."""
+        barrier = capture.output_barrier
+        assert barrier is not None
+        if force or barrier.overtakes(self.head.ctx.clock()):
+            capture.output_resolved([w.overtake_pending(barrier) for w in self.writers])
+        elif not any(w.holds(barrier) for w in self.writers):
+            capture.output_resolved(None)
         self._drop_complete_capture()
 
     def _drop_complete_capture(self) -> None:
