@@ -28,6 +28,7 @@ from weirflow.runtime import (
     RunListener,
     RuntimeOptions,
     Task,
+    in_flight_items,
 )
 from weirflow.state import ValueStateDescriptor
 
@@ -179,10 +180,7 @@ class Checkpoints(RunListener):
         return [self.ready_round[c] - self.first_round[c] for c in sorted(self.in_flight)]
 
     def checkpoint_completed(self, completed: CompletedCheckpoint) -> None:
-        tasks = completed.manifest.tasks.values()
-        self.in_flight[completed.checkpoint_id] = sum(
-            t.metadata.get("in_flight_items", 0) for t in tasks
-        )
+        self.in_flight[completed.checkpoint_id] = in_flight_items(completed.manifest)
 
 
 def _flow(n: int, clock: ManualClock, sink: SlowTxSink, crash: Crash | None = None) -> Dataflow:

@@ -69,7 +69,13 @@ from weirflow.metrics import (
     names,
 )
 from weirflow.records import JobResult
-from weirflow.runtime import RestartStrategy, RunListener, control, wall_clock_ms
+from weirflow.runtime import (
+    RestartStrategy,
+    RunListener,
+    control,
+    in_flight_items,
+    wall_clock_ms,
+)
 from weirflow.runtime.local_cluster import resolve_workers
 from weirflow.runtime.run import run_job
 
@@ -130,7 +136,11 @@ class _PrintingListener(RunListener):
     def checkpoint_completed(self, completed: Any) -> None:
         m = completed.manifest
         log.info(
-            "checkpoint %d completed (%d ms, %d bytes)", m.checkpoint_id, m.duration_ms, m.size
+            "checkpoint %d completed (%d ms, %d bytes, %d in-flight buffers)",
+            m.checkpoint_id,
+            m.duration_ms,
+            m.size,
+            in_flight_items(m),
         )
 
 
@@ -313,6 +323,20 @@ def run(
     guarantee: Annotated[Guarantee, typer.Option(help="Delivery guarantee.")] = (
         Guarantee.exactly_once
     ),
+    unaligned: Annotated[
+        bool,
+        typer.Option(
+            help="Unaligned checkpoints: barriers overtake buffered records, which are "
+            "checkpointed with the state (completes under backpressure; exactly-once only)."
+        ),
+    ] = False,
+    alignment_timeout: Annotated[
+        str | None,
+        typer.Option(
+            help="With --unaligned: start aligned, go unaligned once a checkpoint took this "
+            "long, e.g. 200ms."
+        ),
+    ] = None,
     restore: Annotated[
         str | None,
         typer.Option(
@@ -387,6 +411,10 @@ def run(
                 interval=interval,
                 mode=guarantee.value,
                 allow_duplicates_after_fallback=allow_duplicates_after_fallback,
+                unaligned=unaligned,
+                alignment_timeout=(
+                    parse_duration(alignment_timeout) if alignment_timeout is not None else None
+                ),
             )
         )
         if ui_port is not None and any(find_spec(m) is None for m in ("starlette", "uvicorn")):
@@ -479,6 +507,10 @@ def run(
         ] + (["--debug"] if debug else [])
         if allow_duplicates_after_fallback:
             argv.append("--allow-duplicates-after-fallback")
+        if unaligned:
+            argv.append("--unaligned")
+        if alignment_timeout is not None:
+            argv.append(f"--alignment-timeout={alignment_timeout}")
         # secrets go to the worker in its environment, not in its (world-readable) arguments
         worker_env = {"WEIRFLOW_UI_TOKEN": ui_token} if ui_token else {}
         if storage is not None and restore == "latest" and not storage.completed_checkpoints():

@@ -35,6 +35,7 @@ from weirflow.errors import CheckpointError, ConfigError
 from weirflow.runtime.events import Batch, CheckpointBarrier, Watermark
 from weirflow.runtime.snapshots import (
     CHANNEL_STATE,
+    IN_FLIGHT_ITEMS,
     EncodedSnapshot,
     decode_state_blob,
     with_channel_state,
@@ -263,6 +264,11 @@ def submit_when_captured(
         submit(with_channel_state(snap, state.to_bytes(), n, state.uses_pickle) if n else snap)
 
     capture.on_complete(captured)
+
+
+def in_flight_items(manifest: Manifest) -> int:
+    """Buffers and watermarks in flight that checkpoint ``manifest`` holds (0: aligned)."""
+    return sum(int(t.metadata.get(IN_FLIGHT_ITEMS, 0)) for t in manifest.tasks.values())
 
 
 def plan_in_flight(

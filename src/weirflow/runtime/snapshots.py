@@ -361,6 +361,8 @@ def _read_plain_file(
 
 CHANNEL_STATE = "_in_flight"
 """The key of a task's in-flight data file among its files and handles (never an operator's)."""
+IN_FLIGHT_ITEMS = "in_flight_items"
+"""The task metadata entry counting the buffers and watermarks in its in-flight data file."""
 
 
 def with_channel_state(
@@ -371,7 +373,7 @@ def with_channel_state(
     Args:
         snap: the task's encoded operator states.
         data: the in-flight data file's content.
-        items: buffers and watermarks in it (recorded in the metadata as ``in_flight_items``).
+        items: buffers and watermarks in it (recorded in the metadata as :data:`IN_FLIGHT_ITEMS`).
         pickled: whether an item in it needs pickle (the file must then be signed).
 
     Returns:
@@ -380,7 +382,7 @@ def with_channel_state(
     return EncodedSnapshot(
         snap.task_id,
         {**snap.files, CHANNEL_STATE: data},
-        {**snap.metadata, "in_flight_items": items},
+        {**snap.metadata, IN_FLIGHT_ITEMS: items},
         snap.pickled | {CHANNEL_STATE} if pickled else snap.pickled,
     )
 
