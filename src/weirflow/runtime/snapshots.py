@@ -321,6 +321,17 @@ def state_file_uses_pickle(payload: bytes) -> bool:
             if isinstance(part, dict)
             for blob in part.values()
         )
+    if isinstance(content, dict) and "version" in content and "inputs" in content:
+        # in-flight data: an index of encoded items (runtime/inflight.py), nested in lists
+        return _any_pickled((content.get("output"), content.get("inputs")))
+    return False
+
+
+def _any_pickled(tree: Any) -> bool:
+    if isinstance(tree, bytes):
+        return is_pickled(tree)
+    if isinstance(tree, list | tuple):
+        return any(_any_pickled(x) for x in tree)
     return False
 
 
