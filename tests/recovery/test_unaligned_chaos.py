@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 JOB = str(Path(__file__).parent / "jobs" / "unaligned_sum.py")
 N = 100_000
 KILLS = 16
-_COMPLETED = re.compile(r"checkpoint (\d+) completed \(.*, (\d+) in-flight buffers\)")
+_IN_FLIGHT = re.compile(r"checkpoint (\d+) completed \([^)]*\) with (\d+) in-flight buffers")
 _RESTORED = re.compile(r"starting from checkpoint (\d+)")
 
 
@@ -49,7 +49,7 @@ def test_exactly_once_with_unaligned_checkpoints_under_kills(
         env=env,
     )
     assert report.kills >= KILLS, f"job ended before {KILLS} kills landed: {report.describe()}"
-    in_flight = {int(c): int(n) for c, n in _COMPLETED.findall(report.log)}
+    in_flight = {int(c): int(n) for c, n in _IN_FLIGHT.findall(report.log)}
     restored = {int(c) for c in _RESTORED.findall(report.log)}
     assert any(in_flight.get(c) for c in restored), (
         f"no restart restored in-flight records: restored {sorted(restored)}, in-flight "

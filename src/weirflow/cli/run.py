@@ -135,12 +135,13 @@ class _PrintingListener(RunListener):
 
     def checkpoint_completed(self, completed: Any) -> None:
         m = completed.manifest
+        in_flight = in_flight_items(m)
         log.info(
-            "checkpoint %d completed (%d ms, %d bytes, %d in-flight buffers)",
+            "checkpoint %d completed (%d ms, %d bytes)%s",
             m.checkpoint_id,
             m.duration_ms,
             m.size,
-            in_flight_items(m),
+            f" with {in_flight} in-flight buffers" if in_flight else "",
         )
 
 

@@ -177,11 +177,7 @@ class Task:
         if self.state is not TaskState.RUNNING:
             return False
         self.steps += 1
-        if not self._replay and (
-            (self._aligning is not None and self._barrier.unaligned_after_ms is not None)
-            or any(ch.overtaking_barriers for ch in self.inputs)
-        ):
-            self._take_overtaking_barriers()
+        self.take_overtaking_barriers()
         if not self._flush():
             self.backpressured_steps += 1
             return False
@@ -354,7 +350,20 @@ class Task:
         c = self._capture
         return c if c is not None and c.checkpoint_id == checkpoint_id else None
 
-    def _take_overtaking_barriers(self) -> None:
+    def take_overtaking_barriers(self) -> None:
+        """Handle barriers that may overtake now, before any other work (cheap when none).
+
+        Called at the start of every step, and by the scheduler for every task
+        before it steps any, so that an unaligned barrier crosses every stage
+        of a worker in one round however long the stages' steps take.
+        """
+        if self.state is not TaskState.RUNNING or self._replay:
+            return
+        if not (
+            (self._aligning is not None and self._barrier.unaligned_after_ms is not None)
+            or any(ch.overtaking_barriers for ch in self.inputs)
+        ):
+            return
         now = self.head.ctx.clock()
         if self._aligning is not None and self._barrier.overtakes(now):
             # the alignment timed out: what was aligned stays; the rest is captured
