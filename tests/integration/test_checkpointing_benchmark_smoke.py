@@ -37,4 +37,4 @@ def test_checkpointing_benchmark_smoke() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "ratio (target ≥ 0.9)" in out.stdout
     assert "recovery, 1 MB state" in out.stdout
-    assert "backpressure: unaligned, sink at 10% of the source" in out.stdout
+    assert "backpressure: unaligned, a stage at 10% of the source rate" in out.stdout
