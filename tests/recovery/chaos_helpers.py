@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import sys
 import time
 from collections import Counter
@@ -146,3 +147,29 @@ def assert_exact_output(log_dir: Path, expected: Counter[Any], describe: str) ->
     assert not missing and not extra, (
         f"{sum(missing.values())} missing, {sum(extra.values())} extra; {describe}"
     )
+
+
+class CheckpointsSinceLastCall:
+    """``progressed`` for :func:`weirflow.testing.run_under_chaos`: ``True`` when the run log
+    shows a completed checkpoint matching ``pattern`` that it did not show at the last ``True``.
+
+    Args:
+        log_path: the chaos run's log.
+        pattern: a regular expression for the log line of such a checkpoint.
+    """
+
+    def __init__(self, log_path: Path, pattern: str = r"checkpoint \d+ completed") -> None:
+        self.log_path = log_path
+        self.pattern = re.compile(pattern)
+        self.seen = 0
+
+    def __call__(self) -> bool:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return False
+        n = len(self.pattern.findall(text))
+        if n > self.seen:
+            self.seen = n
+            return True
+        return False

@@ -7,7 +7,13 @@ import re
 from pathlib import Path
 
 import pytest
-from chaos_helpers import assert_exact_output, chaos_env, make_input, two_worker_args
+from chaos_helpers import (
+    CheckpointsSinceLastCall,
+    assert_exact_output,
+    chaos_env,
+    make_input,
+    two_worker_args,
+)
 
 from weirflow.testing import ChaosConfig, run_under_chaos
 
@@ -15,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 JOB = str(Path(__file__).parent / "jobs" / "unaligned_sum.py")
 N = 100_000
-KILLS = 16
+KILLS = 10
 _IN_FLIGHT = re.compile(r"checkpoint (\d+) completed \([^)]*\) with (\d+) in-flight buffers")
 _RESTORED = re.compile(r"starting from checkpoint (\d+)")
 
@@ -24,8 +30,9 @@ def test_exactly_once_with_unaligned_checkpoints_under_kills(
     tmp_path: Path, chaos_seed: int
 ) -> None:
     """Scenario: a slow keyed stage holds the job under backpressure, so unaligned checkpoints
-    hold in-flight records; 16 SIGKILLs of a worker or the coordinator, plus kills while state
-    is written and around commits; every restart replays the in-flight records once."""
+    hold in-flight records; 10 SIGKILLs of a worker or the coordinator, each after a checkpoint
+    with in-flight records completed, plus kills while state is written and around commits;
+    restarts replay the in-flight records once."""
     log_dir = tmp_path / "log"
     expected = make_input(log_dir, N, chaos_seed)
     env = chaos_env(
@@ -41,12 +48,13 @@ def test_exactly_once_with_unaligned_checkpoints_under_kills(
             kills=KILLS,
             seed=chaos_seed,
             target="any",
-            min_delay_s=0.3,
-            max_delay_s=1.0,
+            min_delay_s=0.1,
+            max_delay_s=0.6,
             timeout_s=200,
         ),
         log_path=tmp_path / "chaos.log",
         env=env,
+        progressed=CheckpointsSinceLastCall(tmp_path / "chaos.log", _IN_FLIGHT.pattern),
     )
     assert report.kills >= KILLS, f"job ended before {KILLS} kills landed: {report.describe()}"
     in_flight = {int(c): int(n) for c, n in _IN_FLIGHT.findall(report.log)}
