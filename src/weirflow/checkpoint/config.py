@@ -71,9 +71,9 @@ class CheckpointConfig:
             aligned and let its barrier overtake (unaligned) once this long
             passed since the checkpoint's trigger, as Flink's
             aligned-checkpoint-timeout; ``None`` (default): unaligned from the
-            start. A barrier already queued behind records in a sender's
-            output queue waits there; it overtakes channel buffers and the
-            receiver's alignment.
+            start. Once the timeout passed, the barrier overtakes wherever
+            it waits: a sender's output queue, a channel, a receiver's
+            alignment.
 
     Raises:
         ConfigError: on construction, when a field has the wrong type or is
