@@ -6,6 +6,7 @@ from weirflow.cli import cluster as _cluster  # noqa: F401  (registers `weirflow
 from weirflow.cli import demo as _demo  # noqa: F401  (registers `weirflow demo`)
 from weirflow.cli import log as _log  # noqa: F401  (registers `weirflow log`)
 from weirflow.cli import log_quickstart as _log_quickstart  # noqa: F401  (`weirflow log quickstart`)
+from weirflow.cli import ops as _ops  # noqa: F401  (registers `weirflow ops`)
 from weirflow.cli import run as _run  # noqa: F401  (registers `weirflow run`)
 from weirflow.cli.app import app, main
 

@@ -63,6 +63,9 @@ WORKER_SUBTASKS = "weirflow_worker_subtasks"
 # end-to-end latency, per job (sampled)
 END_TO_END_LATENCY = "weirflow_end_to_end_latency_seconds"
 
+# circuit breakers of sinks to external systems, per job and connector: 1 = open, else 0
+CIRCUIT_BREAKER_STATE = "weirflow_circuit_breaker_state"
+
 # environment variables the supervisor hands to each worker
 ENV_RESTARTS = "WEIRFLOW_SUPERVISOR_RESTARTS"
 ENV_RECOVERY_MS = "WEIRFLOW_SUPERVISOR_RECOVERY_MS"
