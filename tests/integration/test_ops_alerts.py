@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ops_helpers import NAME, create_topics, run_job
 from promtool_helpers import PROMTOOL, input_series, promtool_test
 from scraping import Samples, free_port, scrape, total
 
@@ -27,8 +28,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-JOB = str(Path(__file__).parent / "jobs" / "ops_pipeline.py")
-NAME = "ops_pipeline"
 
 
 def ops_alerts(tmp_path: Path, *args: str) -> Path:
@@ -103,10 +102,7 @@ def test_every_alert_fires_on_a_real_job(tmp_path: Path) -> None:
     """Scenario: a job slower than its input with a poison record and an idle partition, then
     a checkpoint folder that cannot be written, then a SIGKILL; the scrapes go to promtool."""
     log_dir, chk = tmp_path / "log", tmp_path / "chk"
-    with EventLog(log_dir) as lg:
-        lg.create_topic("events", 3)
-        lg.create_topic("results", 2)
-        lg.create_topic("dead", 1)
+    create_topics(log_dir)
     rules_file = ops_alerts(
         tmp_path,
         "--lag-records=300",
@@ -120,22 +116,13 @@ def test_every_alert_fires_on_a_real_job(tmp_path: Path) -> None:
         "--window=10m",
     )
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "weirflow.cli",
-            "run",
-            JOB,
-            # at parallelism 1 the whole job is one operator chain: no channel to queue in
-            "--parallelism=2",
-            f"--checkpoint-dir={chk}",
-            "--checkpoint-interval=100ms",
-            "--restart-delay=100ms",
-            f"--metrics-port={port}",
-        ],
-        env=dict(os.environ, WF_LOG_DIR=str(log_dir), WF_SLEEP_US="2000"),
-        stdout=subprocess.DEVNULL,
+    proc = run_job(
+        log_dir,
+        chk,
+        "--checkpoint-interval=100ms",
+        "--restart-delay=100ms",
+        f"--metrics-port={port}",
+        sleep_us=2000,
         stderr=open(tmp_path / "run.log", "wb"),  # noqa: SIM115
     )
     producer = Producer(log_dir)

@@ -34,8 +34,6 @@ import sys
 import threading
 import time
 import traceback
-from datetime import timedelta
-from enum import StrEnum
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated, Any
@@ -56,6 +54,11 @@ from weirflow.cli.cluster import absolute_job_spec, read_secret, run_on_workers,
 from weirflow.cli.durations import parse_duration
 from weirflow.cli.jobs import load_dataflow
 from weirflow.cli.run_options import (
+    Guarantee,
+    LogFormat,
+    Strategy,
+    alert_watch,
+    build_strategy,
     check_fresh_start,
     checkpoint_key_env,
     config_message,
@@ -83,43 +86,6 @@ _PR_SET_PDEATHSIG = 1
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 err = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger("weirflow.cli")
-
-
-class Guarantee(StrEnum):
-    """Delivery guarantees."""
-
-    exactly_once = "exactly_once"
-    at_least_once = "at_least_once"
-    at_most_once = "at_most_once"
-
-
-class LogFormat(StrEnum):
-    """Log line formats."""
-
-    text = "text"
-    json = "json"
-
-
-class Strategy(StrEnum):
-    """Restart strategies."""
-
-    fixed_delay = "fixed-delay"
-    exponential_backoff = "exponential-backoff"
-    failure_rate = "failure-rate"
-    none = "none"
-
-
-def build_strategy(
-    kind: Strategy, max_restarts: int, delay: timedelta, max_delay: timedelta, interval: timedelta
-) -> RestartStrategy:
-    """Map the CLI options onto a :class:`~weirflow.RestartStrategy`."""
-    if kind is Strategy.fixed_delay:
-        return RestartStrategy.fixed_delay(max_restarts, delay)
-    if kind is Strategy.exponential_backoff:
-        return RestartStrategy.exponential_backoff(delay, max_delay, max_restarts=max_restarts)
-    if kind is Strategy.failure_rate:
-        return RestartStrategy.failure_rate(max_restarts, interval, delay)
-    return RestartStrategy.none()
 
 
 class _PrintingListener(RunListener):
@@ -371,6 +337,21 @@ def run(
     heartbeat_timeout: Annotated[
         str, typer.Option(help="Silence after which a worker is given up (with --workers).")
     ] = "10s",
+    alert: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Alert when NAME>VALUE holds (repeatable): lag>5m, lag_records>N, "
+            "dead_letters>N, checkpoint_age>1m, restarts>N; logged, and posted to --alert-webhook."
+        ),
+    ] = None,
+    alert_webhook: Annotated[
+        str | None,
+        typer.Option(
+            envvar="WEIRFLOW_ALERT_WEBHOOK",
+            help="URL to POST each alert's firing/resolved to (JSON).",
+        ),
+    ] = None,
+    alert_every: Annotated[str, typer.Option(help="Time between alert evaluations.")] = "5s",
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
     worker: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
@@ -398,7 +379,11 @@ def run(
                 f"--ui-host {ui_host} exposes the dashboard beyond this machine: "
                 "give it a --ui-token"
             )
+        alerts = alert_watch(alert or [], alert_webhook)
         surfaces = {
+            "alerts": alerts,
+            "alert_webhook": alert_webhook,
+            "alert_every": parse_duration(alert_every),
             "metrics_port": metrics_port,
             "metrics_host": metrics_host,
             "ui_port": ui_port,
@@ -415,6 +400,11 @@ def run(
             parse_duration(max_restart_delay),
             parse_duration(failure_interval),
         )
+        if alerts and (coordinator is not None or resolve_workers(workers, parallelism) > 1):
+            raise ConfigError(
+                "--alert is evaluated inside a one-process job; with --workers or "
+                "--coordinator use the Prometheus rules of `weirflow ops alerts`"
+            )
         stop = threading.Event()
         if config is not None and (
             coordinator is not None or resolve_workers(workers, parallelism) > 1
@@ -476,11 +466,16 @@ def run(
             f"--log-format={log_format.value}",
             *([f"--metrics-port={metrics_port}"] if metrics_port is not None else []),
             *([f"--ui-port={ui_port}"] if ui_port is not None else []),
+            *[f"--alert={a}" for a in alert or []],
+            f"--alert-every={alert_every}",
         ] + (["--debug"] if debug else [])
         if allow_duplicates_after_fallback:
             argv.append("--allow-duplicates-after-fallback")
         # secrets go to the worker in its environment, not in its (world-readable) arguments
         worker_env = {"WEIRFLOW_UI_TOKEN": ui_token} if ui_token else {}
+        if alert_webhook is not None:
+            # a webhook URL often embeds its own token
+            worker_env["WEIRFLOW_ALERT_WEBHOOK"] = alert_webhook
         if storage is not None and restore == "latest" and not storage.completed_checkpoints():
             # before a key file is generated for a run that cannot start
             raise NoCheckpointError(flow.name, storage.root_url, [])
