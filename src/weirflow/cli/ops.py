@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from typing import Annotated
 
 import typer
@@ -64,3 +65,18 @@ def alerts(
         rule_file(thresholds, job, runbooks), sort_keys=False, width=120, allow_unicode=True
     )
     typer.echo(_HEADER + text, nl=False)
+
+
+@ops.command("grafana")
+def grafana() -> None:
+    """Print a Grafana dashboard (JSON) for weirflow's metrics, with job and operator variables."""
+    if find_spec("grafana_foundation_sdk") is None:
+        typer.echo(
+            "error: the dashboard is built with grafana-foundation-sdk: "
+            "pip install 'weirflow[ops]'",
+            err=True,
+        )
+        raise typer.Exit(2)
+    from weirflow.metrics.grafana import dashboard_json
+
+    typer.echo(dashboard_json())
