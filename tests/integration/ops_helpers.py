@@ -1,8 +1,9 @@
-"""The operations tests' job (``jobs/ops_pipeline.py``): its topics and its ``weirflow run``."""
+"""The operations tests' jobs (``jobs/``): their topics, their ``weirflow run``, its stop."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from weirflow.eventlog import EventLog
 
 JOB = str(Path(__file__).parent / "jobs" / "ops_pipeline.py")
 NAME = "ops_pipeline"
+RUNNING_COUNTS = str(Path(__file__).parent / "jobs" / "running_counts.py")
 
 
 def create_topics(log_dir: Path) -> None:
@@ -23,18 +25,24 @@ def create_topics(log_dir: Path) -> None:
 
 
 def run_job(
-    log_dir: Path, chk: Path, *args: str, sleep_us: int = 0, stderr: IO[Any] | int | None = None
+    log_dir: Path,
+    chk: Path,
+    *args: str,
+    job: str = JOB,
+    parallelism: int = 2,
+    sleep_us: int = 0,
+    stderr: IO[Any] | int | None = None,
 ) -> subprocess.Popen[str]:
-    """Start ``weirflow run`` of the job at parallelism 2 (at 1 the whole job is one chain,
-    with no channel for records and barriers to queue in)."""
+    """Start ``weirflow run`` of ``job``, by default at parallelism 2 (at 1 the whole job is
+    one chain, with no channel for records and barriers to queue in)."""
     return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "weirflow.cli",
             "run",
-            JOB,
-            "--parallelism=2",
+            job,
+            f"--parallelism={parallelism}",
             f"--checkpoint-dir={chk}",
             *args,
         ],
@@ -43,3 +51,14 @@ def run_job(
         stderr=stderr,
         text=True,
     )
+
+
+def stop(proc: subprocess.Popen[str], timeout_s: float = 60) -> None:
+    """SIGTERM a running ``weirflow run`` (a final checkpoint) and wait; kill it if it hangs."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ops_helpers import NAME, create_topics, run_job
+from ops_helpers import NAME, create_topics, run_job, stop
 from promtool_helpers import PROMTOOL, input_series, promtool_test
 from scraping import Samples, free_port, scrape, total
 
@@ -170,13 +170,7 @@ def test_every_alert_fires_on_a_real_job(tmp_path: Path) -> None:
     finally:
         producer.stop.set()
         producer.join()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
 
     job = {"job": NAME}
     checks = [

@@ -14,6 +14,9 @@ dashboard (``--ui-port``); on a terminal it shows a live progress line, and
 ``--log-format json`` turns every log line and the progress into JSON. The
 supervisor tells each worker how many restarts came before it and how long
 recovery took (environment variables), so those metrics survive worker deaths.
+``--autoscale`` rescales on source lag (:mod:`weirflow.cli.run_autoscale`,
+:mod:`weirflow.cli.supervisor`); ``--alert`` evaluates alert conditions in
+the worker (:mod:`weirflow.metrics.watch`).
 
 Exit status: 0 finished or stopped cleanly; 1 the job failed and the
 restart strategy gave up, or it failed with an error that recurs on every
@@ -29,8 +32,6 @@ import ctypes
 import logging
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import traceback
@@ -53,6 +54,7 @@ from weirflow.cli.app import app
 from weirflow.cli.cluster import absolute_job_spec, read_secret, run_on_workers, submit_job
 from weirflow.cli.durations import parse_duration
 from weirflow.cli.jobs import load_dataflow
+from weirflow.cli.run_autoscale import Autoscaler, parse_autoscale
 from weirflow.cli.run_options import (
     Guarantee,
     LogFormat,
@@ -65,22 +67,19 @@ from weirflow.cli.run_options import (
     restore_option,
 )
 from weirflow.cli.run_surfaces import Surfaces, make_observer
+from weirflow.cli.supervisor import EXIT_CONFIG, EXIT_FAILED, EXIT_NOT_RETRIABLE, supervise
 from weirflow.errors import ConfigError, WeirflowError, is_retriable
 from weirflow.metrics import (
     DEFAULT_HOST,
     JsonFormatter,
-    names,
 )
+from weirflow.metrics.autoscale import AutoscaleConfig
 from weirflow.records import JobResult
-from weirflow.runtime import RestartStrategy, RunListener, control, wall_clock_ms
+from weirflow.runtime import RunListener, control, wall_clock_ms
 from weirflow.runtime.local_cluster import resolve_workers
 from weirflow.runtime.run import run_job
 
 _MAX_RESTARTS = "Restarts allowed (failure-rate: failures per interval)."
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
-# a worker's failure that recurs on every attempt: the supervisor does not restart it
-EXIT_NOT_RETRIABLE = 3
 _PR_SET_PDEATHSIG = 1
 # also in weirflow.web.app, which needs the web extra: the CLI checks before importing it
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -166,6 +165,7 @@ def _run_worker(
     guarantee: Guarantee,
     restore: str | None,
     surfaces: dict[str, Any],
+    autoscale: AutoscaleConfig | None,
 ) -> int:
     started_ms = wall_clock_ms()
     _die_with_parent()
@@ -174,6 +174,10 @@ def _run_worker(
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     flow = load_dataflow(job)
     observer = make_observer(flow, parallelism, started_ms, _PrintingListener())
+    if autoscale is not None:
+        Autoscaler(
+            autoscale, parallelism, observer.status, observer.metrics, wall_clock_ms, stop
+        ).start()
     shown = Surfaces(observer, **surfaces)
     try:
         if config is None:
@@ -197,66 +201,6 @@ def _run_worker(
         shown.close()
     _summary(result, surfaces["log_format"], stop.is_set())
     return 0
-
-
-def _supervise(
-    argv: list[str],
-    strategy: RestartStrategy,
-    storage: CheckpointStorage | None,
-    restore: str | None,
-    worker_env: dict[str, str] | None = None,
-) -> int:
-    tracker = strategy.tracker()
-    recovery_ms = 0
-    baseline = max(storage.completed_checkpoints(), default=0) if storage else 0
-    stopping = threading.Event()
-    current: list[subprocess.Popen[bytes]] = []
-
-    def forward(signum: int, _frame: object) -> None:
-        stopping.set()
-        for p in current:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    attempt = 0
-    while True:
-        args = [*argv, "--worker"]
-        if restore:
-            args += ["--restore", restore]
-        started = int(time.time() * 1000)
-        env = {
-            **os.environ,
-            **(worker_env or {}),
-            names.ENV_RESTARTS: str(attempt),
-            names.ENV_RECOVERY_MS: str(recovery_ms),
-        }
-        proc = subprocess.Popen([sys.executable, "-m", "weirflow.cli", "run", *args], env=env)
-        current[:] = [proc]
-        rc = proc.wait()
-        died = int(time.time() * 1000)
-        if rc == 0:
-            return 0
-        if rc == EXIT_NOT_RETRIABLE:
-            # the worker printed why; another attempt would fail the same way
-            return EXIT_FAILED
-        if rc == EXIT_CONFIG or stopping.is_set():
-            return rc if rc > 0 else EXIT_FAILED
-        cause = f"signal {-rc}" if rc < 0 else f"exit status {rc}"
-        wait_ms = tracker.on_failure(int(time.time() * 1000), started)
-        if wait_ms is None:
-            err.print(
-                f"[red]error:[/] the worker failed ({cause}) and the restart strategy gives up "
-                f"after {tracker.restarts} restart(s)"
-            )
-            return EXIT_FAILED
-        attempt += 1
-        log.warning("worker failed (%s); restart %d in %d ms", cause, attempt, wait_ms)
-        time.sleep(wait_ms / 1000)
-        if storage is not None and max(storage.completed_checkpoints(), default=0) > baseline:
-            restore = "latest"
-        recovery_ms += int(time.time() * 1000) - died
 
 
 @app.command("run")
@@ -352,6 +296,13 @@ def run(
         ),
     ] = None,
     alert_every: Annotated[str, typer.Option(help="Time between alert evaluations.")] = "5s",
+    autoscale: Annotated[
+        str | None,
+        typer.Option(
+            help="Rescale on source lag: min=1,max=N,target-lag=30s[,cooldown=5m][,sustain=1m] "
+            "(stop with a final checkpoint, restore at the new parallelism)."
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
     worker: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
@@ -380,6 +331,9 @@ def run(
                 "give it a --ui-token"
             )
         alerts = alert_watch(alert or [], alert_webhook)
+        scaling = parse_autoscale(autoscale, parallelism) if autoscale is not None else None
+        if scaling is not None and config is None:
+            raise ConfigError("--autoscale rescales from a final checkpoint: not with at_most_once")
         surfaces = {
             "alerts": alerts,
             "alert_webhook": alert_webhook,
@@ -392,7 +346,9 @@ def run(
             "log_format": log_format,
         }
         if worker:
-            raise typer.Exit(_run_worker(job, parallelism, config, guarantee, restore, surfaces))
+            raise typer.Exit(
+                _run_worker(job, parallelism, config, guarantee, restore, surfaces, scaling)
+            )
         strategy = build_strategy(
             restart_strategy,
             max_restarts,
@@ -400,9 +356,11 @@ def run(
             parse_duration(max_restart_delay),
             parse_duration(failure_interval),
         )
-        if alerts and (coordinator is not None or resolve_workers(workers, parallelism) > 1):
+        if (alerts or scaling) and (
+            coordinator is not None or resolve_workers(workers, parallelism) > 1
+        ):
             raise ConfigError(
-                "--alert is evaluated inside a one-process job; with --workers or "
+                "--alert and --autoscale work on a one-process job; with --workers or "
                 "--coordinator use the Prometheus rules of `weirflow ops alerts`"
             )
         stop = threading.Event()
@@ -468,6 +426,7 @@ def run(
             *([f"--ui-port={ui_port}"] if ui_port is not None else []),
             *[f"--alert={a}" for a in alert or []],
             f"--alert-every={alert_every}",
+            *([f"--autoscale={autoscale}"] if autoscale is not None else []),
         ] + (["--debug"] if debug else [])
         if allow_duplicates_after_fallback:
             argv.append("--allow-duplicates-after-fallback")
@@ -481,7 +440,7 @@ def run(
             raise NoCheckpointError(flow.name, storage.root_url, [])
         if config is not None:
             worker_env |= checkpoint_key_env(checkpoint_dir, flow.name, checkpoint_key_file)
-        raise typer.Exit(_supervise(argv, strategy, storage, restore, worker_env))
+        raise typer.Exit(supervise(argv, strategy, storage, restore, worker_env))
     except typer.Exit:
         raise
     except ConfigError as e:

@@ -1,4 +1,5 @@
-"""`weirflow run --alert`: bad conditions are refused in one line, before anything runs."""
+"""`weirflow run --alert` and `--autoscale`: bad values are refused in one line, before
+anything runs."""
 
 from __future__ import annotations
 
@@ -21,9 +22,14 @@ from weirflow.metrics import Signal
         (["--alert-webhook=http://127.0.0.1:9/"], "needs at least one --alert"),
         (["--alert=restarts>0", "--alert-webhook=ftp://x"], "http:// or https://"),
         (["--alert=restarts>0", "--workers=2", "--parallelism=2"], "ops alerts"),
+        (["--autoscale=min=1,max=4"], "min, max and target-lag are needed"),
+        (["--autoscale=min=1,max=4,target-lag=5"], "is not a duration"),
+        (["--autoscale=min=2,max=4,target-lag=5s"], "outside --autoscale min=2 max=4"),
+        (["--autoscale=min=1,max=2,target-lag=5s", "--guarantee=at_most_once"], "at_most_once"),
+        (["--autoscale=lots"], "write min=1,max=N,target-lag=30s"),
     ],
 )
-def test_bad_alert_options_are_refused_in_one_line(
+def test_bad_alert_and_autoscale_options_are_refused_in_one_line(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
     done = CliRunner().invoke(
@@ -39,3 +45,4 @@ def test_conditions_parse_into_thresholds_in_ms_or_counts() -> None:
     assert (lag.signal, lag.threshold, lag.text) == (Signal.LAG, 300_000, "lag>5m")
     assert parse_alert(" dead_letters > 0 ").threshold == 0
     assert parse_alert("checkpoint_age>1500ms").threshold == 1500
+
