@@ -38,7 +38,7 @@ def decisions(log_file: Path) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 def test_lag_scales_up_an_empty_backlog_scales_down_and_output_is_exact(tmp_path: Path) -> None:
-    """Scenario: a producer outruns the job for 3 s, then stops; the job catches up."""
+    """Scenario: a producer outruns the job for 2 s, then stops; the job catches up."""
     log_dir, chk, log_file = tmp_path / "log", tmp_path / "chk", tmp_path / "run.log"
     with EventLog(log_dir) as lg:
         lg.create_topic("events", 3)
@@ -47,7 +47,7 @@ def test_lag_scales_up_an_empty_backlog_scales_down_and_output_is_exact(tmp_path
     proc = run_job(
         log_dir,
         chk,
-        "--autoscale=min=1,max=2,target-lag=1s,cooldown=1s,sustain=1s",
+        "--autoscale=min=1,max=2,target-lag=500ms,cooldown=1s,sustain=1s",
         "--checkpoint-interval=100ms",
         f"--metrics-port={port}",
         "--log-format=json",
@@ -60,7 +60,7 @@ def test_lag_scales_up_an_empty_backlog_scales_down_and_output_is_exact(tmp_path
 
     def produce() -> None:
         with EventLog(log_dir) as lg:
-            for _ in range(30):
+            for _ in range(20):
                 batch = [f"u{i % USERS}" for i in range(100)]
                 lg.append(
                     "events",
