@@ -1,8 +1,10 @@
 """Replaying dead letters of an event-log topic into a job's input topic, exactly once.
 
 What was replayed is recorded in a ledger topic, ``<dead-letter topic>.replayed``
-(one partition, created on the first replay): one record per replayed letter,
-keyed by the letter's ``<topic>/<partition>/<offset>``. :func:`replay_dead_letters`
+(one partition, created on the first replay, without retention: a ledger
+record that retention removed would let its letter be replayed again): one
+record per replayed letter, keyed by the letter's
+``<topic>/<partition>/<offset>``. :func:`replay_dead_letters`
 runs these steps:
 
 1. register the transactional producer ``weirflow.dlq-replay.<topic>``; this

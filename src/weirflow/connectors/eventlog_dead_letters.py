@@ -28,6 +28,7 @@ from weirflow.connectors.dead_letters import (
     replayed_attempts,
 )
 from weirflow.connectors.eventlog import EventLogSink, EventLogSinkWriter, Guarantee, default_encode
+from weirflow.errors import ConfigError
 from weirflow.eventlog import ConsumedRecord, EventLogError, Record
 from weirflow.records import DeadLetter, LogPosition
 
@@ -61,7 +62,12 @@ class _DeadLetterWriter(EventLogSinkWriter):
     def _records(self, values: list[Any], timestamps: list[int] | None) -> list[Record]:
         return [self._letter(v) for v in values]
 
-    def _letter(self, letter: DeadLetter) -> Record:
+    def _letter(self, letter: object) -> Record:
+        if not isinstance(letter, DeadLetter):
+            raise ConfigError(
+                f"DeadLetterEventLogSink got a {type(letter).__name__}: it writes the "
+                "DeadLetter records of a dead_letters() stream; use EventLogSink for others"
+            )
         original = self._original(letter.position)
         if original is None:
             headers = dead_letter_headers(letter)
