@@ -110,7 +110,7 @@ def test_every_alert_fires_on_a_real_job(tmp_path: Path) -> None:
         "--latency=1ms",
         "--checkpoint-interval=100ms",
         "--checkpoint-timeout=1ms",
-        "--restart-window=30m",
+        "--restart-window=60m",
         # the job publishes a sample per scheduler round, about one a second here (a batch
         # of records at 2 ms each): a window of ten scrapes always holds a change
         "--window=10m",
