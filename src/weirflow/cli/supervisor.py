@@ -137,6 +137,10 @@ def supervise(
     with tempfile.TemporaryDirectory(prefix="weirflow-supervisor-") as folder:
         rescales = _Rescales(Path(folder))
         while True:
+            if stopping.is_set():
+                # asked to stop between two workers (a backoff, a rescale): the latest
+                # completed checkpoint is where a later run resumes
+                return 0
             args = [*argv, "--worker"]
             if restore:
                 args += ["--restore", restore]
@@ -150,6 +154,8 @@ def supervise(
             }
             proc = subprocess.Popen([sys.executable, "-m", "weirflow.cli", "run", *args], env=env)
             current[:] = [proc]
+            if stopping.is_set():
+                proc.send_signal(signal.SIGTERM)  # the request came while it was starting
             rc = proc.wait()
             died = int(time.time() * 1000)
             request = rescales.take()
@@ -178,7 +184,7 @@ def supervise(
                 return EXIT_FAILED
             attempt += 1
             log.warning("worker failed (%s); restart %d in %d ms", cause, attempt, wait_ms)
-            time.sleep(wait_ms / 1000)
+            stopping.wait(wait_ms / 1000)
             if storage is not None and max(storage.completed_checkpoints(), default=0) > baseline:
                 restore = "latest"
             recovery_ms += int(time.time() * 1000) - died
