@@ -200,19 +200,35 @@ def test_every_alert_fires_on_a_real_job(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_circuit_breaker_alert_fires_on_an_open_breaker(tmp_path: Path) -> None:
-    """Synthetic series: no sink exports its breaker's state yet."""
-    rules_file = ops_alerts(tmp_path)
-    series = [
-        {
-            "series": 'weirflow_circuit_breaker_state{job="j",connector="pg"}',
-            "values": "0 0 1 1 0",
-        }
-    ]
-    for step, firing in ((1, []), (2, [{"job": "j", "connector": "pg"}]), (4, [])):
-        done = promtool_test(
-            tmp_path, rules_file, series, [(step, "WeirflowCircuitBreakerOpen", firing)]
-        )
+@pytest.mark.parametrize(
+    ("alert", "series", "checks"),
+    [
+        (
+            # no sink exports its breaker's state yet
+            "WeirflowCircuitBreakerOpen",
+            {'weirflow_circuit_breaker_state{job="j",connector="pg"}': "0 0 1 1 0"},
+            [(1, []), (2, [{"job": "j", "connector": "pg"}]), (4, [])],
+        ),
+        (
+            # checkpoints triggered from the start, none ever completed
+            "WeirflowCheckpointsStalled",
+            {
+                'weirflow_checkpoints_triggered_total{job="j"}': "0 1 2 3 4 5",
+                'weirflow_checkpoints_completed_total{job="j"}': "0 0 0 0 0 0",
+                'weirflow_checkpoint_last_completed_age_seconds{job="j"}': "0 0 0 0 0 0",
+            },
+            [(2, []), (4, [{"job": "j"}])],
+        ),
+    ],
+)
+def test_alerts_on_synthetic_series(
+    tmp_path: Path, alert: str, series: dict[str, str], checks: list[tuple[int, list]]
+) -> None:
+    """Conditions no real job here drives: the series are written by hand."""
+    rules_file = ops_alerts(tmp_path, "--checkpoint-interval=1m")
+    inputs = [{"series": k, "values": v} for k, v in series.items()]
+    for step, firing in checks:
+        done = promtool_test(tmp_path, rules_file, inputs, [(step, alert, firing)])
         assert done.returncode == 0, done.stdout + done.stderr
 
 

@@ -211,7 +211,8 @@ def alert_rules(thresholds: AlertThresholds, job: str | None = None) -> list[Ale
     zero = timedelta(0)
     letters = s(n.DEAD_LETTERS_BY_ERROR + "_total")
     by_error = "sum by (job, operator, error_type)"
-    stalled = _seconds(t.checkpoint_interval * _STALLED_CHECKPOINT_INTERVALS)
+    stalled = t.checkpoint_interval * _STALLED_CHECKPOINT_INTERVALS
+    stalled_range = duration_text(stalled)
     source_tasks = f'label_replace({s(n.SPLIT_LAG)}, "task", "$1", "operator", "(.*)")'
     return [
         AlertRule(
@@ -265,7 +266,11 @@ def alert_rules(thresholds: AlertThresholds, job: str | None = None) -> list[Ale
         ),
         AlertRule(
             "WeirflowCheckpointsStalled",
-            f"{s(n.CHECKPOINT_AGE)} > {stalled}",
+            # the age counts from the last completed checkpoint; before the first one, a
+            # job whose checkpoints are triggered but never complete is stalled too
+            f"{s(n.CHECKPOINT_AGE)} > {_seconds(stalled)}"
+            f" or (max_over_time({s(n.CHECKPOINTS_COMPLETED + '_total')}[{stalled_range}]) == 0"
+            f" and min_over_time({s(n.CHECKPOINTS_TRIGGERED + '_total')}[{stalled_range}]) > 0)",
             zero,
             "page",
             "Job {{ $labels.job }} has completed no checkpoint for "
