@@ -285,7 +285,8 @@ def run(
         list[str] | None,
         typer.Option(
             help="Alert when NAME>VALUE holds (repeatable): lag>5m, lag_records>N, "
-            "dead_letters>N, checkpoint_age>1m, restarts>N; logged, and posted to --alert-webhook."
+            "dead_letters>N, checkpoint_age>1m, checkpoint_failures>N, restarts>N, "
+            "watermark_stalled>5m; logged, and posted to --alert-webhook."
         ),
     ] = None,
     alert_webhook: Annotated[

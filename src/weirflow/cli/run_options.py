@@ -65,7 +65,8 @@ def build_strategy(
 
 
 def parse_alert(text: str) -> AlertCondition:
-    """Parse ``--alert NAME>VALUE``: a duration for ``lag`` and ``checkpoint_age``, else a count.
+    """Parse ``--alert NAME>VALUE``: a duration for ``lag``, ``checkpoint_age`` and
+    ``watermark_stalled``, else a count.
 
     Raises:
         ConfigError: an unknown name or a value of the wrong kind (the message lists the names).

@@ -39,20 +39,25 @@ class Signal(Enum):
     ``LAG``: how far the source tasks' watermarks trail processing time (ms);
     ``LAG_RECORDS``: records not yet read, over every split; ``DEAD_LETTERS``:
     dead letters added within the watcher's window; ``CHECKPOINT_AGE``: time
-    since the last completed checkpoint (ms); ``RESTARTS``: restarts within
-    the watcher's window.
+    since the last completed checkpoint (ms); ``CHECKPOINT_FAILURES``:
+    checkpoints triggered within the window that failed; ``RESTARTS``:
+    restarts within the window; ``WATERMARK_STALLED``: how long the job's
+    watermark has stood still while the sources read records (ms; 0 while
+    it moves or nothing is read).
     """
 
     LAG = "lag"
     LAG_RECORDS = "lag_records"
     DEAD_LETTERS = "dead_letters"
     CHECKPOINT_AGE = "checkpoint_age"
+    CHECKPOINT_FAILURES = "checkpoint_failures"
     RESTARTS = "restarts"
+    WATERMARK_STALLED = "watermark_stalled"
 
     @property
     def is_duration(self) -> bool:
         """Whether the threshold is a duration (compared in ms) rather than a count."""
-        return self in (Signal.LAG, Signal.CHECKPOINT_AGE)
+        return self in (Signal.LAG, Signal.CHECKPOINT_AGE, Signal.WATERMARK_STALLED)
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,8 @@ class AlertEvaluator:
         self._dead_seen = 0
         self._dead_added: deque[tuple[int, int]] = deque()
         self._restarts: deque[tuple[int, int]] = deque()
+        self._watermark: int | None = None
+        self._watermark_since_ms: int | None = None
 
     def evaluate(self, status: JobStatus, now_ms: int) -> list[AlertEvent]:
         """Evaluate every condition on ``status``; return the state changes, in condition order."""
@@ -158,8 +165,29 @@ class AlertEvaluator:
             Signal.LAG_RECORDS: status.total_split_lag,
             Signal.DEAD_LETTERS: self._windowed_dead_letters(status, now_ms),
             Signal.CHECKPOINT_AGE: age,
+            Signal.CHECKPOINT_FAILURES: sum(
+                1
+                for c in status.checkpoints
+                if c.status == "failed"
+                and c.trigger_ms is not None
+                and c.trigger_ms > now_ms - self.window_ms
+            ),
             Signal.RESTARTS: self._windowed(self._restarts, status.restarts, now_ms),
+            Signal.WATERMARK_STALLED: self._watermark_stalled(status, now_ms),
         }
+
+    def _watermark_stalled(self, status: JobStatus, now_ms: int) -> int:
+        # a job without event time has no watermark to stall
+        if (
+            status.watermark_ms is None
+            or status.watermark_ms != self._watermark
+            or status.records_in_rate <= 0
+        ):
+            self._watermark = status.watermark_ms
+            self._watermark_since_ms = now_ms
+            return 0
+        since = self._watermark_since_ms if self._watermark_since_ms is not None else now_ms
+        return now_ms - since
 
     def _windowed_dead_letters(self, status: JobStatus, now_ms: int) -> int:
         # the count restarts at 0 with every attempt: a drop means a new attempt's own letters

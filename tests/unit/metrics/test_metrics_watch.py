@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from weirflow.metrics import AlertCondition, AlertState, Signal
-from weirflow.metrics.model import JobStatus, OperatorSample, TaskSample
+from weirflow.metrics.model import CheckpointRecord, JobStatus, OperatorSample, TaskSample
 from weirflow.metrics.watch import AlertEvaluator
 
 
@@ -88,3 +88,30 @@ def test_restarts_within_the_window() -> None:
     assert states(ev.evaluate(status(1000, restarts=3), 1000)) == [("restarts>0", "firing")]
     assert ev.evaluate(status(9000, restarts=3), 9000) == []
     assert states(ev.evaluate(status(12_000, restarts=3), 12_000)) == [("restarts>0", "resolved")]
+
+
+def test_a_watermark_that_stands_still_while_records_are_read() -> None:
+    c = AlertCondition(Signal.WATERMARK_STALLED, 10_000, "watermark_stalled>10s")
+    ev = AlertEvaluator([c], timedelta(minutes=5))
+
+    def at(ms: int, wm: int, rate: float) -> list:
+        s = JobStatus(job="j", sampled_ms=ms, watermark_ms=wm, records_in_rate=rate)
+        return states(ev.evaluate(s, ms))
+
+    assert at(0, 100, 50.0) == []
+    assert at(9_000, 100, 50.0) == []
+    assert at(11_000, 100, 50.0) == [("watermark_stalled>10s", "firing")]
+    assert at(12_000, 100, 0.0) == [("watermark_stalled>10s", "resolved")]  # nothing read
+    assert at(30_000, 100, 0.0) == []
+    assert at(31_000, 100, 9.0) == []  # reading again: the wait starts over
+    assert at(40_000, 200, 9.0) == []
+
+
+def test_failed_checkpoints_within_the_window() -> None:
+    c = AlertCondition(Signal.CHECKPOINT_FAILURES, 0, "checkpoint_failures>0")
+    ev = AlertEvaluator([c], timedelta(seconds=10))
+    failed = CheckpointRecord(7, "failed", 5_000, None, None, 0, 0)
+    ok = CheckpointRecord(8, "completed", 6_000, 20, 5, 10, 10)
+    s = JobStatus(job="j", sampled_ms=6_000, checkpoints=(failed, ok))
+    assert states(ev.evaluate(s, 6_000)) == [("checkpoint_failures>0", "firing")]
+    assert states(ev.evaluate(s, 15_001)) == [("checkpoint_failures>0", "resolved")]
