@@ -164,8 +164,12 @@ def test_every_alert_fires_on_a_real_job(tmp_path: Path) -> None:
         )
         job_dir.unlink()
         away.rename(job_dir)
-        (worker,) = children(proc.pid)
-        os.kill(worker, signal.SIGKILL)
+        # the worker may be restarting already (too many failed checkpoints in a row)
+        deadline = time.monotonic() + 60
+        while len(workers := children(proc.pid)) != 1:
+            assert time.monotonic() < deadline, "no worker to kill"
+            time.sleep(0.05)
+        os.kill(workers[0], signal.SIGKILL)
         restarted = until("a restart", lambda s: total(s, "weirflow_restarts_total") >= 1)
     finally:
         producer.stop.set()
