@@ -138,9 +138,14 @@ def _rows() -> list[tuple[str, list[timeseries.Panel]]]:
                     ),
                 ),
                 _panel(
-                    "Restarts and open circuit breakers",
+                    "Restarts, rescales and open circuit breakers",
                     "short",
                     (f"increase({n.RESTARTS}_total{{{_JOB}}}[10m])", "restarts (10 min)"),
+                    (
+                        f"sum by (direction) "
+                        f"(increase({n.AUTOSCALE_DECISIONS}_total{{{_JOB}}}[10m]))",
+                        "rescales {{direction}} (10 min)",
+                    ),
                     (
                         f"max by (connector) ({n.CIRCUIT_BREAKER_STATE}{{{_JOB}}})",
                         "{{connector}} open",
