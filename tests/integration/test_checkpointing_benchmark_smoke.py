@@ -16,7 +16,18 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "checkpointing.py"
 
 def test_checkpointing_benchmark_smoke() -> None:
     out = subprocess.run(
-        [sys.executable, str(BENCH), "--events", "20000", "--repeat", "1", "--state-mb", "1"],
+        [
+            sys.executable,
+            str(BENCH),
+            "--events",
+            "20000",
+            "--repeat",
+            "1",
+            "--state-mb",
+            "1",
+            "--backpressure-s",
+            "1",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -26,3 +37,4 @@ def test_checkpointing_benchmark_smoke() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "ratio (target ≥ 0.9)" in out.stdout
     assert "recovery, 1 MB state" in out.stdout
+    assert "backpressure: unaligned, a stage at 10% of the source rate" in out.stdout

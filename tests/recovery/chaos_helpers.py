@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from weirflow.eventlog import EventLog, Record
 
@@ -101,3 +104,72 @@ def wait_for_checkpoints(chk: Path, n: int, timeout_s: float = 60) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"no checkpoint {n} within {timeout_s} s")
+
+
+def two_worker_args(chk: Path, parallelism: int, *extra: str) -> list[str]:
+    """``weirflow run`` options of a chaos run on 2 worker processes: checkpoints every
+    100 ms under ``chk``, restarts without limit after 20 ms, workers given up after 5 s."""
+    return [
+        f"--parallelism={parallelism}",
+        "--workers=2",
+        f"--checkpoint-dir={chk}",
+        "--checkpoint-interval=100ms",
+        "--restart-strategy=fixed-delay",
+        "--max-restarts=1000",
+        "--restart-delay=20ms",
+        "--heartbeat-timeout=5s",
+        *extra,
+    ]
+
+
+def chaos_env(log_dir: Path, seed: int, faults: str, **variables: str) -> dict[str, str]:
+    """This process's environment plus the job's event log, the fault points (``WEIRFLOW_FAULTS``
+    syntax) seeded with ``seed``, and the job's own ``variables``."""
+    return dict(
+        os.environ,
+        WF_LOG_DIR=str(log_dir),
+        WEIRFLOW_FAULTS=faults,
+        WEIRFLOW_FAULT_SEED=str(seed),
+        **variables,
+    )
+
+
+def assert_exact_output(log_dir: Path, expected: Counter[Any], describe: str) -> None:
+    """Fail unless topic ``results`` holds exactly ``expected``: nothing missing, nothing twice.
+
+    Args:
+        log_dir: the event log.
+        expected: the batch answer.
+        describe: the chaos report's description, for the message.
+    """
+    got = committed_results(log_dir)
+    missing, extra = expected - got, got - expected
+    assert not missing and not extra, (
+        f"{sum(missing.values())} missing, {sum(extra.values())} extra; {describe}"
+    )
+
+
+class CheckpointsSinceLastCall:
+    """``progressed`` for :func:`weirflow.testing.run_under_chaos`: ``True`` when the run log
+    shows a completed checkpoint matching ``pattern`` that it did not show at the last ``True``.
+
+    Args:
+        log_path: the chaos run's log.
+        pattern: a regular expression for the log line of such a checkpoint.
+    """
+
+    def __init__(self, log_path: Path, pattern: str = r"checkpoint \d+ completed") -> None:
+        self.log_path = log_path
+        self.pattern = re.compile(pattern)
+        self.seen = 0
+
+    def __call__(self) -> bool:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return False
+        n = len(self.pattern.findall(text))
+        if n > self.seen:
+            self.seen = n
+            return True
+        return False

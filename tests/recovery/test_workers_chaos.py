@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-from chaos_helpers import JOB, committed_results, make_input
+from chaos_helpers import JOB, assert_exact_output, chaos_env, make_input, two_worker_args
 
 from weirflow.testing import ChaosConfig, run_under_chaos
 
@@ -20,25 +19,15 @@ def test_exactly_once_on_two_workers_under_30_kills(tmp_path: Path, chaos_seed: 
     random moments, and kills at the checkpoint protocol's phases; output equals the batch."""
     log_dir = tmp_path / "log"
     expected = make_input(log_dir, N, chaos_seed)
-    env = dict(
-        os.environ,
-        WF_LOG_DIR=str(log_dir),
+    env = chaos_env(
+        log_dir,
+        chaos_seed,
+        "state_write=0.002,after_manifest=0.002,sink_commit=0.001,pre_commit=0.001",
         WF_THROTTLE_US="60",
-        WEIRFLOW_FAULTS="state_write=0.002,after_manifest=0.002,sink_commit=0.001,pre_commit=0.001",
-        WEIRFLOW_FAULT_SEED=str(chaos_seed),
     )
     report = run_under_chaos(
         JOB,
-        [
-            "--parallelism=4",
-            "--workers=2",
-            f"--checkpoint-dir={tmp_path / 'chk'}",
-            "--checkpoint-interval=100ms",
-            "--restart-strategy=fixed-delay",
-            "--max-restarts=1000",
-            "--restart-delay=20ms",
-            "--heartbeat-timeout=5s",
-        ],
+        two_worker_args(tmp_path / "chk", 4),
         ChaosConfig(
             kills=30,
             seed=chaos_seed,
@@ -52,8 +41,4 @@ def test_exactly_once_on_two_workers_under_30_kills(tmp_path: Path, chaos_seed: 
     )
     assert report.kills >= 30, f"job ended before 30 kills landed: {report.describe()}"
     assert report.worker_kills >= 10 and report.supervisor_kills >= 3, report.describe()
-    got = committed_results(log_dir)
-    missing, extra = expected - got, got - expected
-    assert not missing and not extra, (
-        f"{sum(missing.values())} missing, {sum(extra.values())} extra; {report.describe()}"
-    )
+    assert_exact_output(log_dir, expected, report.describe())

@@ -60,6 +60,20 @@ class CheckpointConfig:
             checkpoints are unusable), accepting that the output committed
             since is written again. ``False`` (default) fails such a restore
             with a :class:`~weirflow.errors.DuplicateOutputError`.
+        unaligned: take unaligned checkpoints (Flink's FLIP-76): the barrier
+            overtakes the records buffered in channels and output queues,
+            and those in-flight records become part of the checkpoint, so a
+            checkpoint completes quickly under backpressure. Needs
+            ``mode="exactly_once"`` and ``max_concurrent=1``. A checkpoint
+            holding in-flight records is restored only at the parallelism it
+            was taken at (rescale from an aligned checkpoint or a savepoint).
+        alignment_timeout: with ``unaligned=True``, start each checkpoint
+            aligned and let its barrier overtake (unaligned) once this long
+            passed since the checkpoint's trigger, as Flink's
+            aligned-checkpoint-timeout; ``None`` (default): unaligned from the
+            start. Once the timeout passed, the barrier overtakes wherever
+            it waits: a sender's output queue, a channel, a receiver's
+            alignment.
 
     Raises:
         ConfigError: on construction, when a field has the wrong type or is
@@ -76,6 +90,8 @@ class CheckpointConfig:
     tolerable_failures: int = 3
     key: bytes | None = field(default=None, repr=False)
     allow_duplicates_after_fallback: bool = False
+    unaligned: bool = False
+    alignment_timeout: timedelta | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.storage, str) or not self.storage.strip():
@@ -104,6 +120,32 @@ class CheckpointConfig:
             raise ConfigError(
                 "CheckpointConfig.allow_duplicates_after_fallback must be True or False, "
                 f"got {self.allow_duplicates_after_fallback!r}"
+            )
+        self._check_unaligned()
+
+    def _check_unaligned(self) -> None:
+        if type(self.unaligned) is not bool:
+            raise ConfigError(
+                f"CheckpointConfig.unaligned must be True or False, got {self.unaligned!r}"
+            )
+        if self.alignment_timeout is not None:
+            self._check_duration("alignment_timeout", self.alignment_timeout, positive=False)
+            if not self.unaligned:
+                raise ConfigError(
+                    "CheckpointConfig.alignment_timeout only applies to unaligned checkpoints: "
+                    "add unaligned=True, or drop alignment_timeout"
+                )
+        if not self.unaligned:
+            return
+        if self.mode != "exactly_once":
+            raise ConfigError(
+                f"CheckpointConfig(unaligned=True) needs mode='exactly_once', got {self.mode!r}: "
+                "at-least-once barriers are never aligned, so there is nothing to overtake"
+            )
+        if self.max_concurrent != 1:
+            raise ConfigError(
+                "CheckpointConfig(unaligned=True) needs max_concurrent=1 (a task captures the "
+                f"in-flight records of one checkpoint at a time), got {self.max_concurrent}"
             )
 
     @staticmethod
@@ -134,6 +176,18 @@ class CheckpointConfig:
     def timeout_ms(self) -> int:
         """``timeout`` in whole milliseconds."""
         return to_ms(self.timeout)
+
+    @property
+    def unaligned_after_ms(self) -> int | None:
+        """When barriers may overtake records (``CheckpointBarrier.unaligned_after_ms``).
+
+        Returns:
+            ``None`` for aligned checkpoints, ``0`` for unaligned ones, else
+            ``alignment_timeout`` in whole milliseconds.
+        """
+        if not self.unaligned:
+            return None
+        return to_ms(self.alignment_timeout) if self.alignment_timeout is not None else 0
 
     @property
     def min_pause_ms(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from datetime import timedelta
 from typing import Any
 
 from rich.console import Console
@@ -13,7 +14,14 @@ from rich.table import Table
 from weirflow.api import Dataflow
 from weirflow.connectors.eventlog import EventLogSourceReader
 from weirflow.errors import ConfigError
-from weirflow.metrics import MetricsServer, ProgressReporter, names, serve_metrics
+from weirflow.metrics import (
+    AlertCondition,
+    AlertWatcher,
+    MetricsServer,
+    ProgressReporter,
+    names,
+    serve_metrics,
+)
 from weirflow.records import JobResult
 from weirflow.runtime import RunListener, wall_clock_ms
 from weirflow.web import JobObserver
@@ -45,7 +53,7 @@ def split_lag(source_logic: Any) -> dict[str, int] | None:
 
 
 class Surfaces:
-    """What a worker shows of its job: metrics endpoint, dashboard, progress line.
+    """What a worker shows of its job: metrics endpoint, dashboard, progress line, alerts.
 
     Args:
         observer: the job's observer.
@@ -56,6 +64,9 @@ class Surfaces:
         ui_token: the dashboard's access token.
         log_format: ``text`` shows the live progress line on a terminal;
             ``json`` logs progress records instead.
+        alerts: conditions to evaluate every ``alert_every`` (none: no watcher).
+        alert_webhook: where the watcher posts each change, or ``None``.
+        alert_every: time between evaluations.
 
     Raises:
         ConfigError: a port cannot be bound, or the dashboard binds beyond
@@ -71,6 +82,9 @@ class Surfaces:
         ui_host: str,
         ui_token: str | None,
         log_format: str,
+        alerts: list[AlertCondition],
+        alert_webhook: str | None,
+        alert_every: timedelta,
     ) -> None:
         self.metrics: MetricsServer | None = None
         self.dashboard: Any = None
@@ -84,10 +98,18 @@ class Surfaces:
             observer.status, wall_clock_ms, "json" if log_format == "json" else "live"
         )
         self.progress.start()
+        self.alerts: AlertWatcher | None = None
+        if alerts:
+            self.alerts = AlertWatcher(
+                observer.status, wall_clock_ms, alerts, alert_webhook, alert_every
+            )
+            self.alerts.start()
 
     def close(self) -> None:
-        """Stop the progress line and both servers."""
+        """Stop the progress line, the alert watcher and both servers."""
         self.progress.stop()
+        if self.alerts is not None:
+            self.alerts.stop()
         if self.metrics is not None:
             self.metrics.close()
         if self.dashboard is not None:

@@ -10,6 +10,7 @@ from weirflow.runtime.events import (
     EndOfPartition,
     Watermark,
 )
+from weirflow.runtime.inflight import in_flight_items
 from weirflow.runtime.job import run_unchecked, wall_clock_ms
 from weirflow.runtime.local import LocalScheduler
 from weirflow.runtime.ray_cluster import RayCluster
@@ -35,6 +36,7 @@ __all__ = [
     "TaskState",
     "Watermark",
     "build_job",
+    "in_flight_items",
     "run_job",
     "run_unchecked",
     "state_file_uses_pickle",

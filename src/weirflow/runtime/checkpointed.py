@@ -52,6 +52,7 @@ from weirflow.graph import LogicalGraph, compile_plan
 from weirflow.records import JobResult
 from weirflow.runtime.build import BuiltJob, RuntimeOptions, build_job
 from weirflow.runtime.events import CheckpointBarrier
+from weirflow.runtime.inflight import plan_in_flight, submit_when_captured
 from weirflow.runtime.job import counts
 from weirflow.runtime.local import LocalScheduler
 from weirflow.runtime.operators.source import refuse_duplicate_sink_output
@@ -131,6 +132,13 @@ class _Attempt:
         self.built = build_job(
             r.graph, plan, r.options, r.clock, r.sleep, self._on_snapshot, restored, r.config.mode
         )
+        if self.manifest is not None:
+            in_flight = plan_in_flight(
+                self.manifest, self.storage, r.parallelism, [t.name for t in self.built.tasks]
+            )
+            for task in self.built.tasks:
+                if task.name in in_flight:
+                    task.replay(in_flight[task.name])
         last = max(
             [
                 *self.storage.completed_checkpoints(),
@@ -153,7 +161,11 @@ class _Attempt:
     def _on_snapshot(self, task: Task, checkpoint_id: int, states: dict[str, Any]) -> None:
         snap = encode_task_snapshot(task.name, task.subtask, task.head.ctx.key_group_range, states)
         self.acked.setdefault(checkpoint_id, set()).add(task.name)
-        self.writer.submit(self._write_and_acknowledge, checkpoint_id, snap)
+        submit_when_captured(
+            task.capture_of(checkpoint_id),
+            snap,
+            lambda s: self.writer.submit(self._write_and_acknowledge, checkpoint_id, s),
+        )
 
     def _write_and_acknowledge(self, checkpoint_id: int, snap: Any) -> None:
         coordinator = self.coordinator
@@ -220,8 +232,12 @@ class _Attempt:
 
     def _inject(self, checkpoint_id: int, now_ms: int) -> None:
         assert self.built is not None
+        config = self.run.config
         barrier = CheckpointBarrier(
-            checkpoint_id, now_ms, aligned=self.run.config.mode == "exactly_once"
+            checkpoint_id,
+            now_ms,
+            aligned=config.mode == "exactly_once",
+            unaligned_after_ms=config.unaligned_after_ms,
         )
         for task in self.built.tasks:
             if task.is_source and task.state is TaskState.RUNNING:

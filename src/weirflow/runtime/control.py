@@ -79,6 +79,8 @@ class Deploy(msgspec.Struct, tag=True, frozen=True):
             folder, the token the coordinator wrote to :data:`SHARED_PROBE`
             in the job's folder; a worker that does not find it there fails
             the attempt (the folder is not shared).
+        unaligned_after_ms: when checkpoint barriers may overtake records
+            (``CheckpointConfig.unaligned_after_ms``); ``None``: aligned.
     """
 
     attempt: int
@@ -96,6 +98,7 @@ class Deploy(msgspec.Struct, tag=True, frozen=True):
     channel_capacity: int = 4
     allow_duplicates_after_fallback: bool = False
     storage_probe: str | None = None
+    unaligned_after_ms: int | None = None
 
 
 SHARED_PROBE = "_shared-probe"

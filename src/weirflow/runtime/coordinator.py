@@ -504,6 +504,9 @@ class JobCoordinator:
                     buffer_size=spec.options.buffer_size,
                     channel_capacity=spec.options.channel_capacity,
                     storage_probe=probe,
+                    unaligned_after_ms=(
+                        spec.checkpoint.unaligned_after_ms if spec.checkpoint is not None else None
+                    ),
                     allow_duplicates_after_fallback=(
                         spec.checkpoint is not None
                         and spec.checkpoint.allow_duplicates_after_fallback

@@ -30,6 +30,7 @@ from weirflow.runtime import control
 from weirflow.runtime.build import RuntimeOptions, build_job
 from weirflow.runtime.dataplane import DataPlane
 from weirflow.runtime.events import CheckpointBarrier
+from weirflow.runtime.inflight import plan_in_flight, submit_when_captured
 from weirflow.runtime.job import counts, wall_clock_ms
 from weirflow.runtime.lifecycle import AttemptLifecycle, AttemptState
 from weirflow.runtime.local import LocalScheduler
@@ -91,6 +92,7 @@ class Deployment:
                 ) from e
             plan = compile_plan(graph, d.parallelism, d.max_parallelism)
             restored = None
+            manifest = None
             if d.checkpoint_dir is not None:
                 if d.storage_probe is not None:
                     check_probe(d.checkpoint_dir, graph.name, d.storage_probe)
@@ -124,6 +126,13 @@ class Deployment:
                 subtasks=d.subtasks,
                 remote=RemoteEnds(d.owners, w.worker_id, plane),
             )
+            if manifest is not None and self.storage is not None:
+                in_flight = plan_in_flight(
+                    manifest, self.storage, d.parallelism, [t.name for t in built.tasks]
+                )
+                for task in built.tasks:
+                    if task.name in in_flight:
+                        task.replay(in_flight[task.name])
             self.tasks = built.tasks
             self.plane = plane
             self.session.send(control.Running(self.attempt))
@@ -252,7 +261,10 @@ class Deployment:
 
     def _trigger(self, message: control.Trigger, now_ms: int) -> None:
         barrier = CheckpointBarrier(
-            message.checkpoint_id, message.timestamp_ms, aligned=self.deploy.mode == "exactly_once"
+            message.checkpoint_id,
+            message.timestamp_ms,
+            aligned=self.deploy.mode == "exactly_once",
+            unaligned_after_ms=self.deploy.unaligned_after_ms,
         )
         self.pending.add(message.checkpoint_id)
         for task in self.tasks:
@@ -273,7 +285,11 @@ class Deployment:
     def _on_snapshot(self, task: Task, checkpoint_id: int, states: dict[str, Any]) -> None:
         snap = encode_task_snapshot(task.name, task.subtask, task.head.ctx.key_group_range, states)
         self.acked.setdefault(checkpoint_id, set()).add(task.name)
-        self.writer.submit(self._write_and_acknowledge, checkpoint_id, snap)
+        submit_when_captured(
+            task.capture_of(checkpoint_id),
+            snap,
+            lambda s: self.writer.submit(self._write_and_acknowledge, checkpoint_id, s),
+        )
 
     def _write_and_acknowledge(self, checkpoint_id: int, snap: Any) -> None:
         assert self.storage is not None

@@ -56,11 +56,23 @@ class CheckpointBarrier(NamedTuple):
         timestamp_ms: when the coordinator triggered it (processing time).
         aligned: whether receivers with several inputs must align on it
             (``exactly_once``) or not (``at_least_once``).
+        unaligned_after_ms: when the barrier may overtake the records ahead
+            of it (an unaligned checkpoint, FLIP-76): ``None`` never; ``0`` at
+            once (senders put it ahead of their output queue, receivers take
+            it ahead of their input channels' buffers); ``t > 0`` once ``t`` ms
+            passed since ``timestamp_ms`` (aligned until the alignment
+            timeout, then unaligned). Only with ``aligned=True``.
     """
 
     checkpoint_id: int
     timestamp_ms: int
     aligned: bool = True
+    unaligned_after_ms: int | None = None
+
+    def overtakes(self, now_ms: int) -> bool:
+        """Whether this barrier may overtake buffered records at processing time ``now_ms``."""
+        after = self.unaligned_after_ms
+        return after is not None and (after == 0 or now_ms - self.timestamp_ms >= after)
 
 
 class EndOfPartition(NamedTuple):

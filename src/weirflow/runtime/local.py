@@ -1,9 +1,11 @@
 """The ``local`` scheduler: every subtask in one process, one thread, cooperatively.
 
 Tasks are stepped round robin in plan order; each ``step()`` does a bounded
-amount of work. For a given input order the run is deterministic. When no
-task can move (all wait for input that is not there yet, e.g. an unbounded
-source at its end), the scheduler waits a short, bounded time.
+amount of work. Before stepping, every task handles the barriers of unaligned
+checkpoints that wait in its inputs (in plan order), as a priority pass. For
+a given input order the run is deterministic. When no task can move (all
+wait for input that is not there yet, e.g. an unbounded source at its end),
+the scheduler waits a short, bounded time.
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ class LocalScheduler:
             if has_timers:
                 for t in tasks:
                     t.advance_processing_time(now)
+            # in plan order (upstream first), so a barrier crosses every stage this round
+            for t in tasks:
+                t.take_overtaking_barriers()
             moved = False
             all_done = True
             for t in tasks:

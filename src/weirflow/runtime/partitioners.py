@@ -9,18 +9,23 @@ records. A buffer (or control event) waits in the writer's pending queue
 until the target channel grants credit; :meth:`RecordWriter.flush` moves as
 much as credit allows and reports whether anything is still waiting, which
 is how a task knows it is backpressured.
+
+A barrier of an unaligned checkpoint overtakes the pending queue
+(:meth:`RecordWriter.overtake`); the buffers it overtook become the sending
+task's in-flight output, re-queued first on restore (:meth:`RecordWriter.requeue`).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from itertools import islice
 from typing import Any
 
 from weirflow.errors import ConfigError
 from weirflow.graph import Partitioning
 from weirflow.runtime.channel import Channel
-from weirflow.runtime.events import Batch
+from weirflow.runtime.events import Batch, Watermark
 from weirflow.runtime.keycache import KEY_CACHE_LIMIT
 from weirflow.state import key_group_for_key, subtask_for_key_group
 
@@ -134,6 +139,69 @@ class RecordWriter:
         for q in self._pending:
             q.append(event)
             self._pending_count += 1
+
+    def overtake(self, event: object) -> list[list[object]]:
+        """Put a control event into every target channel ahead of the pending buffers.
+
+        Control events need no credit, so the event reaches each channel now.
+
+        Args:
+            event: the barrier of an unaligned checkpoint.
+
+        Returns:
+            Per target, the buffers and watermarks it overtook, in order
+            (they stay pending and are sent after it).
+        """
+        overtaken: list[list[object]] = []
+        for q, ch in zip(self._pending, self.channels, strict=True):
+            ch.put(event)
+            overtaken.append([x for x in q if type(x) is Batch or type(x) is Watermark])
+        return overtaken
+
+    def holds(self, event: object) -> bool:
+        """Whether the control event ``event`` (this very object) still waits for credit."""
+        return any(x is event for q in self._pending for x in q)
+
+    def overtake_pending(self, event: object) -> list[list[object]]:
+        """Move a control event still pending ahead of the items queued before it, into the
+        channels of the targets where it waits (an alignment timeout passed).
+
+        Args:
+            event: the barrier, as queued by :meth:`broadcast_event`.
+
+        Returns:
+            Per target, the buffers and watermarks it overtook (empty where it
+            was already sent).
+        """
+        overtaken: list[list[object]] = []
+        for q, ch in zip(self._pending, self.channels, strict=True):
+            k = next((k for k, x in enumerate(q) if x is event), None)
+            if k is None:
+                overtaken.append([])
+                continue
+            overtaken.append([x for x in islice(q, k) if type(x) is Batch or type(x) is Watermark])
+            del q[k]
+            self._pending_count -= 1
+            ch.put(event)
+        return overtaken
+
+    def requeue(self, per_target: list[list[object]]) -> None:
+        """Queue restored in-flight output ahead of everything pending (before any new output).
+
+        Args:
+            per_target: per target channel, buffers and watermarks in order.
+
+        Raises:
+            ValueError: not one list per target channel.
+        """
+        if len(per_target) != len(self._pending):
+            raise ValueError(
+                f"in-flight output for {len(per_target)} channels, the writer has "
+                f"{len(self._pending)}"
+            )
+        for q, items in zip(self._pending, per_target, strict=True):
+            q.extendleft(reversed(items))
+            self._pending_count += len(items)
 
     def flush(self) -> bool:
         """Move pending items into channels while credit allows.

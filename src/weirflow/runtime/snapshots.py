@@ -321,6 +321,17 @@ def state_file_uses_pickle(payload: bytes) -> bool:
             if isinstance(part, dict)
             for blob in part.values()
         )
+    if isinstance(content, dict) and "version" in content and "inputs" in content:
+        # in-flight data: an index of encoded items (runtime/inflight.py), nested in lists
+        return _any_pickled((content.get("output"), content.get("inputs")))
+    return False
+
+
+def _any_pickled(tree: Any) -> bool:
+    if isinstance(tree, bytes):
+        return is_pickled(tree)
+    if isinstance(tree, list | tuple):
+        return any(_any_pickled(x) for x in tree)
     return False
 
 
@@ -355,3 +366,51 @@ def _read_plain_file(
         return decode(data, allow_pickle=storage.authenticated)
     except PickleRefusedError:
         raise _refuse_pickle(handle, f"the state of operator {name}") from None
+
+
+# -- in-flight data of unaligned checkpoints (see runtime/inflight.py) ---------------
+
+CHANNEL_STATE = "_in_flight"
+"""The key of a task's in-flight data file among its files and handles (never an operator's)."""
+IN_FLIGHT_ITEMS = "in_flight_items"
+"""The task metadata entry counting the buffers and watermarks in its in-flight data file."""
+
+
+def with_channel_state(
+    snap: EncodedSnapshot, data: bytes, items: int, pickled: bool
+) -> EncodedSnapshot:
+    """Add a task's encoded in-flight data as a state file of its snapshot.
+
+    Args:
+        snap: the task's encoded operator states.
+        data: the in-flight data file's content.
+        items: buffers and watermarks in it (recorded in the metadata as :data:`IN_FLIGHT_ITEMS`).
+        pickled: whether an item in it needs pickle (the file must then be signed).
+
+    Returns:
+        A new :class:`EncodedSnapshot` with the file under :data:`CHANNEL_STATE`.
+    """
+    return EncodedSnapshot(
+        snap.task_id,
+        {**snap.files, CHANNEL_STATE: data},
+        {**snap.metadata, IN_FLIGHT_ITEMS: items},
+        snap.pickled | {CHANNEL_STATE} if pickled else snap.pickled,
+    )
+
+
+def decode_state_blob(storage: CheckpointStorage, handle: StateHandle, blob: bytes) -> Any:
+    """Decode one encoded value read from a verified state file.
+
+    Args:
+        storage: the storage the file was read from.
+        handle: the file (for messages).
+        blob: the value's bytes.
+
+    Raises:
+        CheckpointError: the value is pickled and the storage has no key to
+            authenticate the file; nothing is unpickled.
+    """
+    try:
+        return decode(blob, allow_pickle=storage.authenticated)
+    except PickleRefusedError:
+        raise _refuse_pickle(handle, "in-flight data") from None

@@ -17,11 +17,24 @@ that input is not read until ``n`` arrived on every input still open; then
 the chain snapshots, the barrier goes downstream, and the inputs reopen. In
 at-least-once mode no input is held back; the snapshot is taken when the
 last barrier arrives.
+
+Unaligned checkpoints (barriers that overtake, see
+:mod:`weirflow.runtime.inflight`): before stepping, a task looks for such a
+barrier queued in its input channels (also when the task is
+backpressured). The first one found starts the checkpoint at once: the chain
+snapshots, the barrier goes out ahead of the writers' pending buffers, and
+the task captures its in-flight data until every open input delivered the
+barrier; the snapshot is reported at the start, and its writing waits for the
+capture (:meth:`Task.capture_of`). An aligned barrier with an alignment
+timeout switches to this mode once the timeout passed. Restored in-flight
+data is replayed first: output is re-queued ahead of new output, input is
+processed before any channel is read.
 """
 
 from __future__ import annotations
 
 import enum
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +47,7 @@ from weirflow.runtime.events import (
     EndOfPartition,
     Watermark,
 )
+from weirflow.runtime.inflight import InFlightCapture, InFlightData
 from weirflow.runtime.operators import OperatorLogic, SourceLogic
 from weirflow.runtime.partitioners import RecordWriter
 from weirflow.time import MAX_WATERMARK, MIN_WATERMARK, WatermarkValve
@@ -70,7 +84,8 @@ class Task:
         inputs: input channels (empty for a source task).
         writers: every network writer of the chain.
         on_snapshot: called with ``(task, checkpoint_id, states)`` after the
-            chain snapshotted (``states`` maps operator name → state).
+            chain snapshotted (``states`` maps operator name → state); for an
+            unaligned checkpoint, :meth:`capture_of` then gives its in-flight data.
         source_batch_size: records a source task reads per step.
         max_items_per_step: input items a non-source task takes per step.
     """
@@ -103,6 +118,8 @@ class Task:
         self._aligning: int | None = None
         self._aligned_mode = True
         self._barrier_seen: set[int] = set()
+        self._capture: InFlightCapture | None = None
+        self._replay: deque[tuple[int, object]] = deque()
         self._idle_sent = False
         self.paused = False
         self.backpressured_steps = 0
@@ -149,6 +166,8 @@ class Task:
 
     def step(self) -> bool:
         """Do a bounded amount of work; return whether anything moved."""
+        if self._capture is not None and self._capture.output_barrier is not None:
+            self._resolve_output_barrier(self._capture, force=False)
         if self.state is TaskState.ENDING:
             if self._flush():
                 self._transition(TaskState.FINISHED)
@@ -158,6 +177,7 @@ class Task:
         if self.state is not TaskState.RUNNING:
             return False
         self.steps += 1
+        self.take_overtaking_barriers()
         if not self._flush():
             self.backpressured_steps += 1
             return False
@@ -194,6 +214,11 @@ class Task:
         moved = False
         n = len(self.inputs)
         for _ in range(self.max_items_per_step):
+            if self._replay:
+                i, replayed = self._replay.popleft()
+                self._handle(i, replayed)
+                moved = True
+                continue
             item = None
             for _ in range(n):
                 i = self._rr
@@ -213,6 +238,8 @@ class Task:
 
     def _handle(self, i: int, item: object) -> None:
         t = type(item)
+        if self._capture is not None and (t is Batch or t is Watermark):
+            self._capture.record(i, item)
         if t is Batch:
             if self.valve.is_idle(i):
                 self.valve.on_active(i)
@@ -224,6 +251,9 @@ class Task:
         elif t is EndOfPartition:
             self._ended[i] = True
             self._check_alignment()
+            if self._capture is not None:
+                self._capture.channel_ended(i)
+                self._drop_complete_capture()
             if all(self._ended):
                 self._end_of_input()
         else:
@@ -247,6 +277,11 @@ class Task:
     # -- checkpoints ---------------------------------------------------------
 
     def _on_barrier(self, i: int, barrier: CheckpointBarrier) -> None:
+        if (self._capture is not None and self._capture.awaiting) or barrier.overtakes(
+            self.head.ctx.clock()
+        ):
+            self._on_overtaking_barrier(i, barrier, [])
+            return
         if self._aligning is None:
             self._aligning = barrier.checkpoint_id
             self._aligned_mode = barrier.aligned
@@ -278,11 +313,155 @@ class Task:
             self.snapshot_and_forward(barrier)
 
     def snapshot_and_forward(self, barrier: CheckpointBarrier) -> None:
-        """Snapshot the chain, send the barrier on every output, report the snapshot."""
-        states = {op.name: op.snapshot_state(barrier.checkpoint_id) for op in self.chain}
+        """Snapshot the chain, send the barrier on every output, report the snapshot.
+
+        A barrier that overtakes at once (``unaligned_after_ms=0``) goes out
+        ahead of the pending buffers, which become the snapshot's in-flight output.
+        """
+        if barrier.unaligned_after_ms == 0:
+            self._start_unaligned(barrier, set())
+            return
+        cid = barrier.checkpoint_id
+        states = {op.name: op.snapshot_state(cid) for op in self.chain}
         for w in self.writers:
             w.broadcast_event(barrier)
-        self.on_snapshot(self, barrier.checkpoint_id, states)
+        if barrier.unaligned_after_ms is not None and not self._flush():
+            # Queued behind records for now: it overtakes them once the alignment timeout
+            # passed, and they then become in-flight output (see _resolve_output_barrier).
+            self._replace_capture(
+                InFlightCapture(
+                    cid,
+                    [[[] for _ in w.channels] for w in self.writers],
+                    set(),
+                    output_barrier=barrier,
+                )
+            )
+        self.on_snapshot(self, cid, states)
+        self._drop_complete_capture()
+
+    # -- unaligned checkpoints -------------------------------------------------
+
+    def capture_of(self, checkpoint_id: int) -> InFlightCapture | None:
+        """The in-flight data capture of unaligned checkpoint ``checkpoint_id``, else ``None``.
+
+        Valid during the ``on_snapshot`` call of that checkpoint; the snapshot
+        is complete once the capture is (:meth:`InFlightCapture.on_complete`).
+        """
+        c = self._capture
+        return c if c is not None and c.checkpoint_id == checkpoint_id else None
+
+    def take_overtaking_barriers(self) -> None:
+        """Handle barriers that may overtake now, before any other work (cheap when none).
+
+        Called at the start of every step, and by the scheduler for every task
+        before it steps any, so that an unaligned barrier crosses every stage
+        of a worker in one round however long the stages' steps take.
+        """
+        if self.state is not TaskState.RUNNING or self._replay:
+            return
+        if not (
+            (self._aligning is not None and self._barrier.unaligned_after_ms is not None)
+            or any(ch.overtaking_barriers for ch in self.inputs)
+        ):
+            return
+        now = self.head.ctx.clock()
+        if self._aligning is not None and self._barrier.overtakes(now):
+            # the alignment timed out: what was aligned stays; the rest is captured
+            self._start_unaligned(self._barrier, set(self._barrier_seen))
+        for i, ch in enumerate(self.inputs):
+            if ch.overtaking_barriers and not self._ended[i]:
+                taken = ch.take_barrier(now)
+                if taken is not None:
+                    self._on_overtaking_barrier(i, *taken)
+
+    def _on_overtaking_barrier(
+        self, i: int, barrier: CheckpointBarrier, ahead: list[object]
+    ) -> None:
+        """Barrier ``barrier`` came out of input ``i`` ahead of the items ``ahead``."""
+        current = self._capture.checkpoint_id if self._capture is not None else self._aligning
+        if current is not None and barrier.checkpoint_id < current:
+            return  # of a checkpoint given up for a newer one: it never completes
+        if self._capture is None or barrier.checkpoint_id > self._capture.checkpoint_id:
+            # A newer checkpoint ends an unfinished older capture or alignment (that
+            # checkpoint then times out or is subsumed), as Flink does.
+            aligned = self._barrier_seen if self._aligning == barrier.checkpoint_id else set()
+            self._start_unaligned(barrier, set(aligned), (i, ahead))
+            return
+        self._capture.barrier_arrived(i, ahead)
+        self._drop_complete_capture()
+
+    def _start_unaligned(
+        self,
+        barrier: CheckpointBarrier,
+        delivered: set[int],
+        arrived: tuple[int, list[object]] | None = None,
+    ) -> None:
+        """Snapshot now, send the barrier ahead of the pending buffers, capture the rest.
+
+        Args:
+            barrier: the checkpoint's barrier.
+            delivered: inputs whose records before the barrier were all processed.
+            arrived: the input the barrier just came out of, and the items it overtook there.
+        """
+        cid = barrier.checkpoint_id
+        states = {op.name: op.snapshot_state(cid) for op in self.chain}
+        forwarded = barrier._replace(unaligned_after_ms=0)
+        output = [w.overtake(forwarded) for w in self.writers]
+        awaiting = {
+            i for i, ended in enumerate(self._ended) if not ended and i not in delivered
+        }
+        self._aligning = None
+        self._barrier_seen = set()
+        capture = InFlightCapture(cid, output, awaiting)
+        if arrived is not None:
+            capture.barrier_arrived(*arrived)
+        self._replace_capture(capture)
+        self.on_snapshot(self, cid, states)
+        self._drop_complete_capture()
+
+    def _replace_capture(self, capture: InFlightCapture) -> None:
+        old = self._capture
+        if old is not None and old.output_barrier is not None:
+            # its barrier goes out before the new one, so receivers see them in order
+            self._resolve_output_barrier(old, force=True)
+        self._capture = capture
+
+    def _resolve_output_barrier(self, capture: InFlightCapture, *, force: bool) -> None:
+        """Let a barrier queued in the writers overtake once its alignment timeout passed."""
+        barrier = capture.output_barrier
+        assert barrier is not None
+        if force or barrier.overtakes(self.head.ctx.clock()):
+            capture.output_resolved([w.overtake_pending(barrier) for w in self.writers])
+        elif not any(w.holds(barrier) for w in self.writers):
+            capture.output_resolved(None)
+        self._drop_complete_capture()
+
+    def _drop_complete_capture(self) -> None:
+        if self._capture is not None and self._capture.complete:
+            self._capture = None
+
+    def replay(self, data: InFlightData) -> None:
+        """Replay restored in-flight data: output ahead of new output, input before new input.
+
+        Args:
+            data: this task's in-flight data from the restored checkpoint.
+
+        Raises:
+            ValueError: the data does not fit this task's writers or inputs
+                (the job's graph changed).
+        """
+        if len(data.output) != len(self.writers) or any(
+            not 0 <= i < len(self.inputs) for i in data.inputs
+        ):
+            raise ValueError(
+                f"task {self.name}: in-flight data for {len(data.output)} outputs and inputs "
+                f"{sorted(data.inputs)} does not fit {len(self.writers)} outputs and "
+                f"{len(self.inputs)} inputs"
+            )
+        for w, per_target in zip(self.writers, data.output, strict=True):
+            w.requeue(per_target)
+        for i, items in sorted(data.inputs.items()):
+            self._replay.extend((i, x) for x in items)
 
     def snapshot_finished(self, checkpoint_id: int) -> None:
         """Snapshot a finished chain (no barrier: nothing flows any more)."""

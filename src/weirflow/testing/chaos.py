@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -105,6 +105,7 @@ def run_under_chaos(
     *,
     log_path: Path,
     env: Mapping[str, str] | None = None,
+    progressed: Callable[[], bool] | None = None,
 ) -> ChaosReport:
     """Run ``weirflow run JOB *run_args`` to completion while killing it.
 
@@ -114,6 +115,10 @@ def run_under_chaos(
         config: what to kill and how often.
         log_path: file that receives the processes' stderr.
         env: environment for the supervisor (default: this process's).
+        progressed: when given, each kill also waits (polled every 50 ms) until
+            it returns ``True``, e.g. until a checkpoint completed since the
+            last kill, so that kills land while the job runs, not while it
+            starts, however slow the machine.
 
     Returns:
         The :class:`ChaosReport` of a run whose last supervisor exited 0.
@@ -150,6 +155,13 @@ def run_under_chaos(
                     break
                 if time.monotonic() >= deadline:
                     raise ChaosError(f"job did not finish within {config.timeout_s} s")
+                if progressed is not None:
+                    while not progressed() and sup.poll() is None:
+                        if time.monotonic() >= deadline:
+                            raise ChaosError(f"job made no progress within {config.timeout_s} s")
+                        time.sleep(0.05)
+                    if sup.poll() is not None:
+                        continue  # it ended: the next wait reads its exit status
                 workers = children(sup.pid)
                 kill_supervisor = config.target == "supervisor" or (
                     config.target == "any" and rng.random() < config.supervisor_share

@@ -35,3 +35,25 @@ def test_invalid_field_is_named_in_the_error(kwargs: dict, field: str) -> None:
 
 def test_to_ms_truncates_sub_millisecond_parts() -> None:
     assert to_ms(timedelta(seconds=1, microseconds=1999)) == 1001
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"unaligned": True, "mode": "at_least_once"}, "needs mode='exactly_once'"),
+        ({"unaligned": True, "max_concurrent": 2}, "needs max_concurrent=1"),
+        ({"alignment_timeout": timedelta(seconds=1)}, "add unaligned=True"),
+        ({"unaligned": True, "alignment_timeout": 5}, "alignment_timeout must be a datetime"),
+        ({"unaligned": 1}, "unaligned must be True or False"),
+    ],
+)
+def test_unaligned_options_are_checked(kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        CheckpointConfig(**kwargs)
+
+
+def test_unaligned_after_ms() -> None:
+    assert CheckpointConfig().unaligned_after_ms is None
+    assert CheckpointConfig(unaligned=True).unaligned_after_ms == 0
+    timeout = timedelta(milliseconds=250)
+    assert CheckpointConfig(unaligned=True, alignment_timeout=timeout).unaligned_after_ms == 250
