@@ -7,6 +7,7 @@ from weirflow.cli import demo as _demo  # noqa: F401  (registers `weirflow demo`
 from weirflow.cli import log as _log  # noqa: F401  (registers `weirflow log`)
 from weirflow.cli import log_quickstart as _log_quickstart  # noqa: F401  (`weirflow log quickstart`)
 from weirflow.cli import run as _run  # noqa: F401  (registers `weirflow run`)
+from weirflow.cli import savepoints as _savepoints  # noqa: F401  (`savepoint`, `stop`, `rescale`)
 from weirflow.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -62,6 +62,7 @@ from weirflow.cli.run_options import (
     restore_option,
 )
 from weirflow.cli.run_surfaces import Surfaces, make_observer
+from weirflow.cli.savepoints import launch_env, this_launch
 from weirflow.errors import ConfigError, WeirflowError, is_retriable
 from weirflow.metrics import (
     DEFAULT_HOST,
@@ -76,8 +77,10 @@ from weirflow.runtime import (
     in_flight_items,
     wall_clock_ms,
 )
+from weirflow.runtime.endpoint import ControlEndpoint
 from weirflow.runtime.local_cluster import resolve_workers
 from weirflow.runtime.run import run_job
+from weirflow.runtime.savepoint_requests import SavepointRequests
 
 _MAX_RESTARTS = "Restarts allowed (failure-rate: failures per interval)."
 EXIT_FAILED = 1
@@ -215,11 +218,11 @@ def _run_worker(
     started_ms = wall_clock_ms()
     _die_with_parent()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     flow = load_dataflow(job)
+    savepoints = stop_with_savepoint_on_signal(stop, config is not None)
     observer = make_observer(flow, parallelism, started_ms, _PrintingListener())
     shown = Surfaces(observer, **surfaces)
+    endpoint = job_endpoint(savepoints, config, flow.name)
     try:
         if config is None:
             result = run_job(
@@ -237,11 +240,46 @@ def _run_worker(
                 restore=restore,
                 stop=stop,
                 listener=observer,
+                savepoints=savepoints,
             )
     finally:
         shown.close()
-    _summary(result, surfaces["log_format"], stop.is_set())
+        if endpoint is not None:
+            endpoint.close()
+    _summary(result, surfaces["log_format"], stop.is_set() or savepoints.stop_taken)
     return 0
+
+
+def stop_with_savepoint_on_signal(stop: threading.Event, checkpoints: bool) -> SavepointRequests:
+    """SIGTERM and Ctrl-C stop the job: with a savepoint into the default folder when it
+    takes checkpoints, else by setting ``stop``. Returns the job's savepoint requests."""
+    savepoints = SavepointRequests()
+
+    def on_signal(*_: object) -> None:
+        if not checkpoints:
+            stop.set()
+            return
+        done = savepoints.submit(None, stop=True)
+        done.add_done_callback(
+            lambda f: log.info("stop savepoint written to %s", f.result())
+            if f.exception() is None
+            else log.warning("no stop savepoint: %s", f.exception())
+        )
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return savepoints
+
+
+def job_endpoint(
+    savepoints: SavepointRequests, config: CheckpointConfig | None, job: str
+) -> ControlEndpoint | None:
+    """Start the running job's control endpoint (``None`` for a job without checkpoints)."""
+    if config is None:
+        return None
+    endpoint = ControlEndpoint(savepoints, config.storage, job, this_launch())
+    endpoint.start()
+    return endpoint
 
 
 def _supervise(
@@ -471,22 +509,29 @@ def run(
             raise typer.Exit(0)
         processes = resolve_workers(workers, parallelism)
         if processes > 1:
-            result = run_on_workers(
-                job,
-                processes,
-                {
-                    "parallelism": parallelism,
-                    "checkpoint": config,
-                    "guarantee": guarantee.value,
-                    "restore": restore,
-                    "restart": strategy,
-                },
-                parse_duration(heartbeat_timeout).total_seconds(),
-                _PrintingListener(),
-                stop,
-                (metrics_port, metrics_host),
-            )
-            _summary(result, log_format, stop.is_set())
+            savepoints = stop_with_savepoint_on_signal(stop, config is not None)
+            endpoint = job_endpoint(savepoints, config, load_dataflow(job).name)
+            try:
+                result = run_on_workers(
+                    job,
+                    processes,
+                    {
+                        "parallelism": parallelism,
+                        "checkpoint": config,
+                        "guarantee": guarantee.value,
+                        "restore": restore,
+                        "restart": strategy,
+                    },
+                    parse_duration(heartbeat_timeout).total_seconds(),
+                    _PrintingListener(),
+                    stop,
+                    (metrics_port, metrics_host),
+                    savepoints,
+                )
+            finally:
+                if endpoint is not None:
+                    endpoint.close()
+            _summary(result, log_format, stop.is_set() or savepoints.stop_taken)
             raise typer.Exit(0)
         flow = load_dataflow(job)
         storage = CheckpointStorage(checkpoint_dir, flow.name) if config else None
@@ -519,6 +564,7 @@ def run(
             raise NoCheckpointError(flow.name, storage.root_url, [])
         if config is not None:
             worker_env |= checkpoint_key_env(checkpoint_dir, flow.name, checkpoint_key_file)
+        worker_env |= launch_env(this_launch())
         raise typer.Exit(_supervise(argv, strategy, storage, restore, worker_env))
     except typer.Exit:
         raise

@@ -112,12 +112,14 @@ class Trigger(msgspec.Struct, tag=True, frozen=True):
 
     Attributes:
         stop: the stop checkpoint: sources emit nothing after its barrier.
+        savepoint: a savepoint's checkpoint: aligned, whatever the job's mode.
     """
 
     attempt: int
     checkpoint_id: int
     timestamp_ms: int
     stop: bool = False
+    savepoint: bool = False
 
 
 class Acknowledge(msgspec.Struct, tag=True, frozen=True):

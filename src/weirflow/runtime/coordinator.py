@@ -57,6 +57,7 @@ from weirflow.runtime.membership import WorkerEntry, WorkerStatus
 from weirflow.runtime.placement import place
 from weirflow.runtime.restart import RestartStrategy
 from weirflow.runtime.restore_points import RestorePoints
+from weirflow.runtime.savepoint_requests import SavepointRequests
 from weirflow.runtime.wire import (
     ConnectionClosedError,
     FramedConnection,
@@ -162,6 +163,7 @@ class JobCoordinator:
         self.spec: JobSpec | None = None
         self.task_ids: list[str] = []
         self.storage: CheckpointStorage | None = None
+        self.savepoint_requests = SavepointRequests()
         self.submissions: queue.Queue[tuple[control.Submit, FramedConnection]] = queue.Queue()
         self._closed = threading.Event()
 
@@ -270,6 +272,7 @@ class JobCoordinator:
         *,
         stop: threading.Event | None = None,
         listener: RunListener | None = None,
+        savepoints: SavepointRequests | None = None,
     ) -> JobResult:
         """Run ``spec`` to its end (or stop), through restarts.
 
@@ -277,6 +280,7 @@ class JobCoordinator:
             spec: what to run.
             stop: when set, the job takes a stop checkpoint and ends.
             listener: progress callbacks.
+            savepoints: savepoint requests from other threads (the control endpoint).
 
         Returns:
             The :class:`~weirflow.records.JobResult`: counts summed over workers.
@@ -302,6 +306,7 @@ class JobCoordinator:
             self.storage.check_writable()
         self.stop = stop or threading.Event()
         self.listener = listener or RunListener()
+        self.savepoint_requests = savepoints or SavepointRequests()
         self.restarts = 0
         self.checkpoints_completed = 0
         self.last_completed = None
@@ -522,6 +527,7 @@ class JobCoordinator:
         try:
             return run.run()
         finally:
+            run.savepoints.fail_all("the attempt ended first")
             if run.checkpoints is not None:
                 run.checkpoints.shutdown()
 

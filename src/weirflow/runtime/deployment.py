@@ -263,8 +263,8 @@ class Deployment:
         barrier = CheckpointBarrier(
             message.checkpoint_id,
             message.timestamp_ms,
-            aligned=self.deploy.mode == "exactly_once",
-            unaligned_after_ms=self.deploy.unaligned_after_ms,
+            aligned=message.savepoint or self.deploy.mode == "exactly_once",
+            unaligned_after_ms=None if message.savepoint else self.deploy.unaligned_after_ms,
         )
         self.pending.add(message.checkpoint_id)
         for task in self.tasks:

@@ -13,6 +13,7 @@ from weirflow.runtime.checkpointed import RunListener
 from weirflow.runtime.cluster_metrics import cluster_registry
 from weirflow.runtime.coordinator import JobCoordinator, JobSpec
 from weirflow.runtime.launcher import LocalLauncher
+from weirflow.runtime.savepoint_requests import SavepointRequests
 from weirflow.runtime.wire import new_secret
 
 
@@ -47,6 +48,7 @@ def run_on_local_workers(
     heartbeat_timeout_s: float = 10.0,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
+    savepoints: SavepointRequests | None = None,
 ) -> JobResult:
     """Run ``spec`` on ``workers`` worker processes of this machine under a coordinator here.
 
@@ -64,6 +66,7 @@ def run_on_local_workers(
         metrics_port: serve the coordinator's Prometheus ``/metrics`` (every
             worker's samples) on this port; ``None``: not served.
         metrics_host: the address ``/metrics`` binds.
+        savepoints: savepoint requests from other threads (the control endpoint).
 
     Returns:
         The job's :class:`~weirflow.records.JobResult`.
@@ -92,7 +95,7 @@ def run_on_local_workers(
     )
     coordinator.start()
     try:
-        return coordinator.run(spec, stop=stop, listener=listener)
+        return coordinator.run(spec, stop=stop, listener=listener, savepoints=savepoints)
     finally:
         coordinator.close()
         if server is not None:

@@ -23,6 +23,7 @@ from weirflow.runtime.job import run_unchecked, wall_clock_ms
 from weirflow.runtime.local import LocalScheduler
 from weirflow.runtime.local_cluster import run_on_local_workers
 from weirflow.runtime.restart import RestartStrategy
+from weirflow.runtime.savepoint_requests import SavepointRequests
 
 
 def run_job(
@@ -40,6 +41,7 @@ def run_job(
     guarantee: str = "exactly_once",
     workers: int = 1,
     job: str | None = None,
+    savepoints: SavepointRequests | None = None,
     **unknown: Any,
 ) -> JobResult:
     """Run ``graph`` in this process, or on ``workers`` local worker processes.
@@ -66,6 +68,9 @@ def run_job(
             this process, and ``listener`` sees attempts and checkpoints only.
         job: with ``workers > 1``, ``FILE.py:NAME`` where the worker processes
             import the dataflow from.
+        savepoints: where other threads ask the running job for savepoints
+            (:class:`~weirflow.runtime.savepoint_requests.SavepointRequests`);
+            needs ``checkpoint``.
 
     Returns:
         The job's :class:`~weirflow.records.JobResult`.
@@ -96,11 +101,14 @@ def run_job(
             restart=restart or RestartStrategy.none(),
             options=runtime or RuntimeOptions(),
         )
-        return run_on_local_workers(spec, workers, stop=stop, listener=listener)
+        return run_on_local_workers(
+            spec, workers, stop=stop, listener=listener, savepoints=savepoints
+        )
     if checkpoint is None:
-        if restore is not None or restart is not None:
+        if restore is not None or restart is not None or savepoints is not None:
             raise ConfigError(
-                "restore= and restart= need checkpoints: pass checkpoint=CheckpointConfig(...)"
+                "restore=, restart= and savepoints= need checkpoints: pass "
+                "checkpoint=CheckpointConfig(...)"
             )
 
         def hooks(scheduler: LocalScheduler) -> None:
@@ -127,4 +135,5 @@ def run_job(
         stop=stop,
         listener=listener,
         storage_options=storage_options,
+        savepoints=savepoints,
     ).run()
