@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def _folder(url: str) -> Path:
     return Path(url.removeprefix("file://"))
 
 
-def test_stop_with_savepoint_then_upgrade_and_rescale_from_a_copy(tmp_path: Path) -> None:
+def test_stop_with_savepoint_then_upgrade_from_a_copy_at_parallelism_3(tmp_path: Path) -> None:
     """Scenario: savepoint of a running job, then stop with a savepoint; the job's next
     version (a filter added after the windows) restores a copy of it elsewhere at
     parallelism 3: output = old output + new code's output from the switch point on."""
@@ -116,3 +117,40 @@ def test_a_corrupt_savepoint_is_refused_with_its_path(tmp_path: Path) -> None:
     )
     assert refused.returncode == 1, refused.stderr[-3000:]
     assert victim.name in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_rescale_a_job_on_two_workers_from_2_to_3(tmp_path: Path) -> None:
+    """Scenario: `weirflow rescale` of a job on 2 worker processes: stop with a savepoint,
+    relaunch with the same arguments at parallelism 3; the output is exact."""
+    log_dir, chk = tmp_path / "log", tmp_path / "chk"
+    expected = make_input(log_dir, N, 7)
+    env = _env(log_dir)
+    with open(tmp_path / "run.log", "wb") as log:
+        sup = subprocess.Popen(
+            [*run_command(chk), "--workers=2"], env=env, stdout=log, stderr=log, cwd=tmp_path
+        )
+        try:
+            wait_for_checkpoints(chk, 2)
+            rescaled = _weirflow(
+                "rescale", "windowed_sum", "--parallelism=3", f"--checkpoint-dir={chk}", env=env
+            )
+            assert rescaled.returncode == 0, rescaled.stderr
+            assert sup.wait(timeout=60) == 0, (tmp_path / "run.log").read_text()[-3000:]
+        finally:
+            if sup.poll() is None:
+                sup.kill()
+    assert "rescaled to parallelism 3" in rescaled.stdout and "downtime" in rescaled.stdout
+    assert "windowed_sum: stopped" in (tmp_path / "run.log").read_text(), "rescaled too late"
+    pid = int(rescaled.stdout.split("process ")[1].split()[0])
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{pid}").exists() and "Z" not in _proc_state(pid):
+        assert time.monotonic() < deadline, "the rescaled job did not finish"
+        time.sleep(0.05)
+    assert committed_results(log_dir) == expected
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return "Z"

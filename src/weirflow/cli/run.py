@@ -246,7 +246,7 @@ def _run_worker(
         shown.close()
         if endpoint is not None:
             endpoint.close()
-    _summary(result, surfaces["log_format"], stop.is_set() or savepoints.stop_taken)
+    _summary(result, surfaces["log_format"], stop.is_set() or savepoints.stop_submitted)
     return 0
 
 
@@ -531,7 +531,7 @@ def run(
             finally:
                 if endpoint is not None:
                     endpoint.close()
-            _summary(result, log_format, stop.is_set() or savepoints.stop_taken)
+            _summary(result, log_format, stop.is_set() or savepoints.stop_submitted)
             raise typer.Exit(0)
         flow = load_dataflow(job)
         storage = CheckpointStorage(checkpoint_dir, flow.name) if config else None

@@ -392,7 +392,7 @@ class JobCoordinator:
     def _sleep_handling_events(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while True:
-            if self.stop.is_set():
+            if self.stop.is_set() or self.savepoint_requests.stop_submitted:
                 raise _StoppedWhileRecovering
             left = deadline - time.monotonic()
             if left <= 0:
@@ -442,7 +442,7 @@ class JobCoordinator:
         need = self.spec.parallelism
         deadline = time.monotonic() + self.worker_wait_s
         while True:
-            if self.stop.is_set():
+            if self.stop.is_set() or self.savepoint_requests.stop_submitted:
                 raise _StoppedWhileRecovering
             if self.launcher is not None:
                 self.launcher.replace_exited()

@@ -224,6 +224,7 @@ class ControlEndpoint:
         with contextlib.suppress(OSError):
             self._server.shutdown(socket.SHUT_RDWR)
         self._server.close()
+        self.requests.fail_queued("the job ended")
         for client in self._clients:
             client.join(timeout=_ANSWER_WAIT_S)
         with contextlib.suppress(OSError, msgspec.DecodeError):

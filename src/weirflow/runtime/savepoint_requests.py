@@ -53,6 +53,7 @@ class SavepointRequests:
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[SavepointRequest] = queue.SimpleQueue()
         self._stop_taken = threading.Event()
+        self._stop_submitted = threading.Event()
 
     def submit(self, target: str | None, stop: bool) -> Future[str]:
         """Queue a request; return the future that its savepoint resolves.
@@ -62,8 +63,21 @@ class SavepointRequests:
             stop: whether the job stops after the savepoint.
         """
         request = SavepointRequest(target, stop)
+        if stop:
+            self._stop_submitted.set()
         self._queue.put(request)
         return request.done
+
+    @property
+    def stop_submitted(self) -> bool:
+        """Whether a request to stop came (a job that is not running, e.g. waiting out a
+        restart backoff, stops at once then)."""
+        return self._stop_submitted.is_set()
+
+    def fail_queued(self, reason: str) -> None:
+        """Fail every request not taken yet (the job ended first)."""
+        for request in self.take():
+            request.done.set_exception(CheckpointError(f"no savepoint: {reason}"))
 
     @property
     def stop_taken(self) -> bool:
