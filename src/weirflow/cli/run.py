@@ -391,6 +391,10 @@ def run(
             "unusable), writing their output again."
         ),
     ] = False,
+    allow_non_restored_state: Annotated[
+        bool,
+        typer.Option(help="Restore a savepoint holding state of removed operators, leaving it."),
+    ] = False,
     restart_strategy: Annotated[Strategy, typer.Option(help="What to do when the worker dies.")] = (
         Strategy.fixed_delay
     ),
@@ -450,6 +454,7 @@ def run(
                 interval=interval,
                 mode=guarantee.value,
                 allow_duplicates_after_fallback=allow_duplicates_after_fallback,
+                allow_non_restored_state=allow_non_restored_state,
                 unaligned=unaligned,
                 alignment_timeout=(
                     parse_duration(alignment_timeout) if alignment_timeout is not None else None
@@ -555,6 +560,8 @@ def run(
             argv.append("--allow-duplicates-after-fallback")
         if unaligned:
             argv.append("--unaligned")
+        if allow_non_restored_state:
+            argv.append("--allow-non-restored-state")
         if alignment_timeout is not None:
             argv.append(f"--alignment-timeout={alignment_timeout}")
         # secrets go to the worker in its environment, not in its (world-readable) arguments

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from weirflow.checkpoint import CheckpointCoordinator, CheckpointStatus
 from weirflow.checkpoint.errors import CheckpointConflictError, CheckpointError
 from weirflow.errors import WeirflowError
+from weirflow.graph import operator_signatures
 from weirflow.records import OperatorCounts
 from weirflow.runtime import control
 from weirflow.runtime.lifecycle import AttemptLifecycle, AttemptState
@@ -120,6 +121,7 @@ class AttemptRun:
             parallelism=c.spec.parallelism,
             max_parallelism=c.spec.max_parallelism,
             first_checkpoint_id=last + 1,
+            operators=operator_signatures(c.spec.graph),
         )
 
     def _on_message(self, entry: WorkerEntry, message: Any) -> None:

@@ -49,7 +49,7 @@ from weirflow.errors import (
     is_retriable,
 )
 from weirflow.faults import fault_point
-from weirflow.graph import LogicalGraph, compile_plan
+from weirflow.graph import LogicalGraph, compile_plan, operator_signatures
 from weirflow.records import JobResult
 from weirflow.runtime.build import BuiltJob, RuntimeOptions, build_job
 from weirflow.runtime.events import CheckpointBarrier
@@ -58,7 +58,7 @@ from weirflow.runtime.job import counts
 from weirflow.runtime.local import LocalScheduler
 from weirflow.runtime.operators.source import refuse_duplicate_sink_output
 from weirflow.runtime.restart import RestartStrategy
-from weirflow.runtime.restore_points import RestorePoints
+from weirflow.runtime.restore_points import RestorePoints, fit_to_job
 from weirflow.runtime.savepoint_requests import SavepointRequests, SavepointWaiters
 from weirflow.runtime.snapshots import encode_task_snapshot, plan_restore, write_task_snapshot
 from weirflow.runtime.task import Task, TaskState
@@ -156,6 +156,7 @@ class _Attempt:
             parallelism=r.parallelism,
             max_parallelism=r.max_parallelism,
             first_checkpoint_id=last + 1,
+            operators=operator_signatures(r.graph),
         )
         return self.built
 
@@ -411,6 +412,8 @@ class CheckpointedRun:
         self.storage.check_writable()
         points = RestorePoints(self.storage, self.restore)
         manifest = points.first
+        if manifest is not None:
+            manifest = fit_to_job(manifest, self.graph, self.config.allow_non_restored_state)
         attempt_no = 0
         start = self.clock()
         while True:

@@ -72,6 +72,8 @@ class Deploy(msgspec.Struct, tag=True, frozen=True):
         channel_capacity: buffers per channel (its credit).
         allow_duplicates_after_fallback: restore even when a sink committed
             output of a newer checkpoint (see ``CheckpointConfig``).
+        allow_non_restored_state: leave state of operators the job lacks
+            behind (see ``CheckpointConfig``).
         storage_probe: with workers on several hosts and a local checkpoint
             folder, the token the coordinator wrote to :data:`SHARED_PROBE`
             in the job's folder; a worker that does not find it there fails
@@ -96,6 +98,7 @@ class Deploy(msgspec.Struct, tag=True, frozen=True):
     allow_duplicates_after_fallback: bool = False
     storage_probe: str | None = None
     unaligned_after_ms: int | None = None
+    allow_non_restored_state: bool = False
 
 
 SHARED_PROBE = "_shared-probe"

@@ -56,7 +56,7 @@ from weirflow.runtime.launcher import Launcher
 from weirflow.runtime.membership import WorkerEntry, WorkerStatus
 from weirflow.runtime.placement import place
 from weirflow.runtime.restart import RestartStrategy
-from weirflow.runtime.restore_points import RestorePoints
+from weirflow.runtime.restore_points import RestorePoints, fit_to_job
 from weirflow.runtime.savepoint_requests import SavepointRequests
 from weirflow.runtime.wire import (
     ConnectionClosedError,
@@ -376,9 +376,13 @@ class JobCoordinator:
                 raise ConfigError("restoring needs checkpoints: run with a checkpoint storage")
             return None
         try:
-            return RestorePoints(self.storage, self.spec.restore)
+            points = RestorePoints(self.storage, self.spec.restore)
         except CheckpointCorruptError as e:
             raise ConfigError(str(e)) from e
+        if points.first is not None and self.spec.checkpoint is not None:
+            # refused here, before any worker loads it; workers leave dropped state behind
+            fit_to_job(points.first, self.spec.graph, self.spec.checkpoint.allow_non_restored_state)
+        return points
 
     def _first_url(self, points: RestorePoints | None) -> str | None:
         """Where workers load the first attempt's checkpoint from (``None``: fresh)."""
@@ -512,6 +516,9 @@ class JobCoordinator:
                     allow_duplicates_after_fallback=(
                         spec.checkpoint is not None
                         and spec.checkpoint.allow_duplicates_after_fallback
+                    ),
+                    allow_non_restored_state=(
+                        spec.checkpoint is not None and spec.checkpoint.allow_non_restored_state
                     ),
                 )
             )
