@@ -59,7 +59,7 @@ def upgrade_check(
         raise typer.Exit(2) from None
     graph = flow.graph
     report = compare_operators(
-        manifest, [op.name for op in graph.operators], operator_signatures(graph)
+        manifest, [op.state_id for op in graph.operators], operator_signatures(graph)
     )
     problems = report.problems(allow_non_restored_state)
     if manifest.max_parallelism != _MAX_PARALLELISM:

@@ -48,12 +48,12 @@ def _state_type(op: OperatorSpec) -> str:
 
 
 def is_named(op: OperatorSpec) -> bool:
-    """Whether the job gave the operator a name (not the default ``<kind>_<id>``)."""
-    return re.fullmatch(rf"{re.escape(op.kind)}_\d+", op.name) is None
+    """Whether the job gave the operator a ``uid`` or a name (not the default ``<kind>_<id>``)."""
+    return op.uid is not None or re.fullmatch(rf"{re.escape(op.kind)}_\d+", op.name) is None
 
 
 def operator_signatures(graph: LogicalGraph) -> dict[str, dict[str, str | None]]:
-    """Return the signature of every stateful operator of ``graph``, by operator name.
+    """Return the signature of every stateful operator of ``graph``, by state id (uid or name).
 
     A signature has ``kind``; ``key_type`` (the key selector's declared return
     type, ``None`` if undeclared); ``window`` (the window assigner and its
@@ -65,7 +65,7 @@ def operator_signatures(graph: LogicalGraph) -> dict[str, dict[str, str | None]]
         if op.kind not in STATEFUL_KINDS:
             continue
         assigner = op.params.get("assigner")
-        out[op.name] = {
+        out[op.state_id] = {
             "kind": op.kind,
             "key_type": _key_type(op),
             "window": repr(assigner) if assigner is not None else None,

@@ -74,7 +74,7 @@ def fit_to_job(manifest: Manifest, graph: LogicalGraph, allow_non_restored_state
             operators the job lacks (unless allowed); the message names each.
     """
     report = compare_operators(
-        manifest, [op.name for op in graph.operators], operator_signatures(graph)
+        manifest, [op.state_id for op in graph.operators], operator_signatures(graph)
     )
     problems = report.problems(allow_non_restored_state)
     if problems:

@@ -56,6 +56,7 @@ keyed.window(TumblingWindows(size=timedelta(seconds=1))).aggregate(
 keyed.reduce(lambda a, b: (a[0], a[1] + b[1]), name="running").sink(CollectSink(), name="totals")
 """
 
+AGG = '    CountSum(), name="per_user"'
 RUNNING = 'keyed.reduce(lambda a, b: (a[0], a[1] + b[1]), name="running")'
 FILTERED = 'keyed = events.filter(lambda r: r[1] > 3, name="big").key_by(user)'
 
@@ -84,6 +85,9 @@ CASES = [
      "operator 'per_user': window assigner changed"),
     ("state type changed", ("    CountSum(), name=", "    Totals(), name="), [], 1,
      "operator 'per_user': state type changed"),
+    ("renamed, its uid kept", (AGG, AGG.replace('"per_user"', '"counts", uid="per_user"')), [], 0,
+     "matched: events, per_user, running"),
+    ("renamed without a uid", (AGG, AGG.replace('"per_user"', '"counts"')), [], 1, "'per_user'"),
     ("unnamed stateful operator", (', name="running")', ")"), ["--allow-non-restored-state"], 1,
      "operator 'rolling_reduce_"),
 ]  # fmt: skip
