@@ -10,9 +10,8 @@ job defines now:
    ``from_version -> to_version``, until the current version is reached;
 2. fields the class no longer has are dropped; fields it gained take their
    defaults;
-3. the fields are checked against the class's field types
-   (``msgspec.convert``); a field without a value and without a default, or
-   a value of another type, refuses the restore with a
+3. a field without a value and without a default, or (without a migration)
+   a field whose declared type changed, refuses the restore with a
    :class:`StateSchemaError` naming the class, the field and the fix.
 
 A class declares its version and migrations with a class attribute::
@@ -31,7 +30,9 @@ to version state explicitly; a type change needs a migration, as in Flink.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -113,6 +114,25 @@ def _fields_of(value: Any) -> dict[str, Any] | None:
     return None
 
 
+def _type_text(tp: Any) -> str:
+    return tp.__qualname__ if isinstance(tp, type) else repr(tp)
+
+
+@functools.cache
+def field_types(cls: type) -> dict[str, str]:
+    """The declared type of each field of a Struct or dataclass, as text (one dict per class,
+    so that pickle stores it once per encoded value tree)."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except (NameError, TypeError):
+        hints = {}
+    if issubclass(cls, msgspec.Struct):
+        names: Iterable[str] = cls.__struct_fields__
+    else:
+        names = [f.name for f in dataclasses.fields(cls) if f.init]
+    return {name: _type_text(hints.get(name, Any)) for name in names}
+
+
 def reduce_versioned(value: Any) -> tuple[Any, tuple[Any, ...]] | None:
     """Pickle reduction of a Struct or dataclass value by field name and schema version.
 
@@ -124,7 +144,8 @@ def reduce_versioned(value: Any) -> tuple[Any, tuple[Any, ...]] | None:
     if fields is None:
         return None
     cls = type(value)
-    return rebuild, (cls.__module__, cls.__qualname__, schema_of(cls).version, fields)
+    version = schema_of(cls).version
+    return rebuild, (cls.__module__, cls.__qualname__, version, fields, field_types(cls))
 
 
 def _find_class(module: str, qualname: str) -> type:
@@ -140,44 +161,54 @@ def _find_class(module: str, qualname: str) -> type:
     return found
 
 
-def rebuild(module: str, qualname: str, version: int, fields: dict[str, Any]) -> Any:
+def rebuild(
+    module: str, qualname: str, version: int, fields: dict[str, Any], types: dict[str, str]
+) -> Any:
     """Rebuild a value written by :func:`reduce_versioned` as the class defined now.
+
+    Args:
+        module: the class's module.
+        qualname: the class's qualified name.
+        version: the schema version the value was written with.
+        fields: field name → value.
+        types: field name → its declared type when written (text).
 
     Raises:
         StateSchemaError: written by a newer schema version; no migration
-            path; a field without value or default; a field of another type.
+            path; a field without value or default; a field whose declared
+            type changed without a migration.
     """
     cls = _find_class(module, qualname)
     schema = schema_of(cls)
-    name = qualname
     if version > schema.version:
         raise StateSchemaError(
-            f"state of {name} was written with schema version {version}, the class is at "
+            f"state of {qualname} was written with schema version {version}, the class is at "
             f"{schema.version}: restore it with the job version that wrote it"
         )
+    migrated = version < schema.version
     while version < schema.version:
         step = schema.migrations.get(version)
         if step is None:
             raise StateSchemaError(
-                f"state of {name} has schema version {version} and the class version "
+                f"state of {qualname} has schema version {version} and the class version "
                 f"{schema.version}, with no StateMigration from {version}: add one to its "
                 "__weirflow_schema__"
             )
         fields = step.fn(dict(fields))
         version = step.to_version
+    now = field_types(cls)
+    if not migrated:
+        changed = [f for f in fields if f in now and f in types and types[f] != now[f]]
+        if changed:
+            f = changed[0]
+            raise StateSchemaError(
+                f"state of {qualname}: field {f!r} changed type {types[f]} -> {now[f]} in the "
+                "same schema version: raise the version with a StateMigration that converts it"
+            )
     try:
-        return msgspec.convert(fields, cls)
-    except msgspec.ValidationError as e:
+        return cls(**{k: v for k, v in fields.items() if k in now})
+    except TypeError as e:
         raise StateSchemaError(
-            f"state of {name} (schema version {version}) does not fit the class: {e}; "
+            f"state of {qualname} (schema version {version}) does not fit the class: {e}; "
             "give a new field a default, or raise the schema version with a StateMigration"
         ) from e
-    except TypeError:
-        # a field type msgspec cannot check (any user class): build without the check
-        return cls(**{k: v for k, v in fields.items() if k in _init_names(cls)})
-
-
-def _init_names(cls: type) -> set[str]:
-    if issubclass(cls, msgspec.Struct):
-        return set(cls.__struct_fields__)
-    return {f.name for f in dataclasses.fields(cls) if f.init}
