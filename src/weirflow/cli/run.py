@@ -62,7 +62,12 @@ from weirflow.cli.run_options import (
     restore_option,
 )
 from weirflow.cli.run_surfaces import Surfaces, make_observer
-from weirflow.cli.savepoints import launch_env, this_launch
+from weirflow.cli.savepoints import (
+    job_endpoint,
+    launch_env,
+    stop_with_savepoint_on_signal,
+    this_launch,
+)
 from weirflow.errors import ConfigError, WeirflowError, is_retriable
 from weirflow.metrics import (
     DEFAULT_HOST,
@@ -77,10 +82,8 @@ from weirflow.runtime import (
     in_flight_items,
     wall_clock_ms,
 )
-from weirflow.runtime.endpoint import ControlEndpoint
 from weirflow.runtime.local_cluster import resolve_workers
 from weirflow.runtime.run import run_job
-from weirflow.runtime.savepoint_requests import SavepointRequests
 
 _MAX_RESTARTS = "Restarts allowed (failure-rate: failures per interval)."
 EXIT_FAILED = 1
@@ -248,38 +251,6 @@ def _run_worker(
             endpoint.close()
     _summary(result, surfaces["log_format"], stop.is_set() or savepoints.stop_submitted)
     return 0
-
-
-def stop_with_savepoint_on_signal(stop: threading.Event, checkpoints: bool) -> SavepointRequests:
-    """SIGTERM and Ctrl-C stop the job: with a savepoint into the default folder when it
-    takes checkpoints, else by setting ``stop``. Returns the job's savepoint requests."""
-    savepoints = SavepointRequests()
-
-    def on_signal(*_: object) -> None:
-        if not checkpoints:
-            stop.set()
-            return
-        done = savepoints.submit(None, stop=True)
-        done.add_done_callback(
-            lambda f: log.info("stop savepoint written to %s", f.result())
-            if f.exception() is None
-            else log.warning("no stop savepoint: %s", f.exception())
-        )
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    return savepoints
-
-
-def job_endpoint(
-    savepoints: SavepointRequests, config: CheckpointConfig | None, job: str
-) -> ControlEndpoint | None:
-    """Start the running job's control endpoint (``None`` for a job without checkpoints)."""
-    if config is None:
-        return None
-    endpoint = ControlEndpoint(savepoints, config.storage, job, this_launch())
-    endpoint.start()
-    return endpoint
 
 
 def _supervise(

@@ -13,15 +13,22 @@ Each finds the running job through its control endpoint
   restoring that savepoint; it prints the downtime: from the stop request
   until the new run's control endpoint is up (its restore runs after that).
 
+``weirflow run`` uses :func:`stop_with_savepoint_on_signal` and
+:func:`job_endpoint` to give every job with checkpoints its endpoint and to
+make SIGTERM a stop with a savepoint into the default folder.
+
 Exit status: 0 done; 1 the job wrote no savepoint (the message says why);
 2 no such running job, or bad arguments.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -31,15 +38,18 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from weirflow.checkpoint import CheckpointConfig
 from weirflow.cli.app import app
 from weirflow.errors import ConfigError, WeirflowError
 from weirflow.runtime.endpoint import (
+    ControlEndpoint,
     EndpointInfo,
     Launch,
     ask_savepoint,
     endpoint_file,
     read_endpoint,
 )
+from weirflow.runtime.savepoint_requests import SavepointRequests
 
 #: The environment variable through which ``weirflow run``'s supervisor tells its
 #: worker how the job was launched (JSON of :class:`~weirflow.runtime.endpoint.Launch`).
@@ -49,6 +59,7 @@ _EXIT_WAIT_S = 120.0
 _START_WAIT_S = 120.0
 _POLL_S = 0.05
 err = Console(stderr=True, soft_wrap=True)
+log = logging.getLogger("weirflow.cli")
 out = Console(soft_wrap=True)
 
 CheckpointDir = Annotated[
@@ -72,6 +83,38 @@ def this_launch() -> Launch:
 def launch_env(launch: Launch) -> dict[str, str]:
     """The environment entry that hands ``launch`` to a worker process."""
     return {LAUNCH_ENV: msgspec.json.encode(launch).decode()}
+
+
+def stop_with_savepoint_on_signal(stop: threading.Event, checkpoints: bool) -> SavepointRequests:
+    """SIGTERM and Ctrl-C stop the job: with a savepoint into the default folder when it
+    takes checkpoints, else by setting ``stop``. Returns the job's savepoint requests."""
+    savepoints = SavepointRequests()
+
+    def on_signal(*_: object) -> None:
+        if not checkpoints:
+            stop.set()
+            return
+        done = savepoints.submit(None, stop=True)
+        done.add_done_callback(
+            lambda f: log.info("stop savepoint written to %s", f.result())
+            if f.exception() is None
+            else log.warning("no stop savepoint: %s", f.exception())
+        )
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return savepoints
+
+
+def job_endpoint(
+    savepoints: SavepointRequests, config: CheckpointConfig | None, job: str
+) -> ControlEndpoint | None:
+    """Start the running job's control endpoint (``None`` for a job without checkpoints)."""
+    if config is None:
+        return None
+    endpoint = ControlEndpoint(savepoints, config.storage, job, this_launch())
+    endpoint.start()
+    return endpoint
 
 
 def _fail(e: WeirflowError) -> typer.Exit:
