@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recovery"))
 
 from chaos_helpers import JOB, committed_results, make_input
+from scraping import Samples, free_port, scrape, total
 
 from weirflow.testing import children
 
@@ -26,34 +24,6 @@ pytestmark = pytest.mark.slow
 
 N = 40_000
 T = TypeVar("T")
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def scrape(port: int) -> Samples | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            text = r.read().decode()
-    except OSError:
-        return None
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for fam in text_string_to_metric_families(text)
-        for s in fam.samples
-    }
-
-
-def total(samples: Samples, name: str, **match: str) -> float:
-    return sum(
-        v
-        for (n, labels), v in samples.items()
-        if n == name and all(dict(labels).get(k) == w for k, w in match.items())
-    )
 
 
 def wait_for(what: str, fn: Callable[[], T | None], timeout_s: float = 60) -> T:

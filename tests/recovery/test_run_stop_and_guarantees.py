@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from chaos_helpers import JOB, committed_results, make_input, run_command, wait_for_checkpoints
 
-from weirflow.testing import ChaosConfig, run_under_chaos
+from weirflow.testing import ChaosConfig, children, run_under_chaos
 
 pytestmark = pytest.mark.slow
 
@@ -99,3 +100,29 @@ def test_restore_latest_without_checkpoint_exits_with_a_clear_message(tmp_path: 
         text=True,
     )
     assert fresh.returncode == 0, fresh.stderr
+
+
+def test_sigterm_during_a_restart_backoff_stops_without_another_worker(tmp_path: Path) -> None:
+    """Scenario: the worker is SIGKILLed, and SIGTERM comes while the supervisor waits out a
+    one-hour restart delay: it exits 0 at once and starts no other worker."""
+    log_dir, log_file = tmp_path / "log", tmp_path / "run.log"
+    make_input(log_dir, N, 4)
+    with open(log_file, "wb") as log:
+        sup = subprocess.Popen(
+            _cmd(tmp_path, "--restart-delay=1h"), env=_env(log_dir), stdout=log, stderr=log
+        )
+        try:
+            wait_for_checkpoints(tmp_path / "chk", 1)
+            (worker,) = children(sup.pid)
+            os.kill(worker, signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while "restart 1 in" not in log_file.read_text():
+                assert time.monotonic() < deadline, "no restart was scheduled"
+                time.sleep(0.05)
+            sup.send_signal(signal.SIGTERM)
+            assert sup.wait(timeout=60) == 0, log_file.read_text()[-3000:]
+        finally:
+            if sup.poll() is None:
+                sup.kill()
+                sup.wait()
+    assert log_file.read_text().count(": starting from") == 1

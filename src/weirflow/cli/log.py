@@ -59,8 +59,9 @@ LogDirOption = Annotated[
 ]
 
 
-class _Settings:
-    """Options of the ``log`` group, shared with its commands through the click context."""
+class LogSettings:
+    """Options of the ``log`` group (and ``dlq``), shared with its commands through the click
+    context."""
 
     def __init__(self, log_dir: Path, debug: bool) -> None:
         self.log_dir = log_dir
@@ -77,12 +78,12 @@ def _log_group(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
     """The embedded event log: topics, records, consumer groups."""
-    ctx.obj = _Settings(log_dir, debug)
+    ctx.obj = LogSettings(log_dir, debug)
 
 
-def _settings(ctx: typer.Context) -> _Settings:
-    obj = ctx.find_object(_Settings)
-    return obj if obj is not None else _Settings(DEFAULT_LOG_DIR, False)
+def _settings(ctx: typer.Context) -> LogSettings:
+    obj = ctx.find_object(LogSettings)
+    return obj if obj is not None else LogSettings(DEFAULT_LOG_DIR, False)
 
 
 def cli_errors(fn: Callable[_P, _R]) -> Callable[_P, _R]:

@@ -14,6 +14,9 @@ dashboard (``--ui-port``); on a terminal it shows a live progress line, and
 ``--log-format json`` turns every log line and the progress into JSON. The
 supervisor tells each worker how many restarts came before it and how long
 recovery took (environment variables), so those metrics survive worker deaths.
+``--autoscale`` rescales on source lag (:mod:`weirflow.cli.run_autoscale`,
+:mod:`weirflow.cli.supervisor`); ``--alert`` evaluates alert conditions in
+the worker (:mod:`weirflow.metrics.watch`).
 
 Exit status: 0 finished or stopped cleanly; 1 the job failed and the
 restart strategy gave up, or it failed with an error that recurs on every
@@ -29,13 +32,9 @@ import ctypes
 import logging
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import traceback
-from datetime import timedelta
-from enum import StrEnum
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated, Any
@@ -55,7 +54,13 @@ from weirflow.cli.app import app
 from weirflow.cli.cluster import absolute_job_spec, read_secret, run_on_workers, submit_job
 from weirflow.cli.durations import parse_duration
 from weirflow.cli.jobs import load_dataflow
+from weirflow.cli.run_autoscale import Autoscaler, parse_autoscale
 from weirflow.cli.run_options import (
+    Guarantee,
+    LogFormat,
+    Strategy,
+    alert_watch,
+    build_strategy,
     check_fresh_start,
     checkpoint_key_env,
     config_message,
@@ -68,70 +73,24 @@ from weirflow.cli.savepoints import (
     stop_with_savepoint_on_signal,
     this_launch,
 )
+from weirflow.cli.supervisor import EXIT_CONFIG, EXIT_FAILED, EXIT_NOT_RETRIABLE, supervise
 from weirflow.errors import ConfigError, WeirflowError, is_retriable
 from weirflow.metrics import (
     DEFAULT_HOST,
     JsonFormatter,
-    names,
 )
+from weirflow.metrics.autoscale import AutoscaleConfig
 from weirflow.records import JobResult
-from weirflow.runtime import (
-    RestartStrategy,
-    RunListener,
-    control,
-    in_flight_items,
-    wall_clock_ms,
-)
+from weirflow.runtime import RunListener, control, in_flight_items, wall_clock_ms
 from weirflow.runtime.local_cluster import resolve_workers
 from weirflow.runtime.run import run_job
 
 _MAX_RESTARTS = "Restarts allowed (failure-rate: failures per interval)."
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
-# a worker's failure that recurs on every attempt: the supervisor does not restart it
-EXIT_NOT_RETRIABLE = 3
 _PR_SET_PDEATHSIG = 1
 # also in weirflow.web.app, which needs the web extra: the CLI checks before importing it
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 err = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger("weirflow.cli")
-
-
-class Guarantee(StrEnum):
-    """Delivery guarantees."""
-
-    exactly_once = "exactly_once"
-    at_least_once = "at_least_once"
-    at_most_once = "at_most_once"
-
-
-class LogFormat(StrEnum):
-    """Log line formats."""
-
-    text = "text"
-    json = "json"
-
-
-class Strategy(StrEnum):
-    """Restart strategies."""
-
-    fixed_delay = "fixed-delay"
-    exponential_backoff = "exponential-backoff"
-    failure_rate = "failure-rate"
-    none = "none"
-
-
-def build_strategy(
-    kind: Strategy, max_restarts: int, delay: timedelta, max_delay: timedelta, interval: timedelta
-) -> RestartStrategy:
-    """Map the CLI options onto a :class:`~weirflow.RestartStrategy`."""
-    if kind is Strategy.fixed_delay:
-        return RestartStrategy.fixed_delay(max_restarts, delay)
-    if kind is Strategy.exponential_backoff:
-        return RestartStrategy.exponential_backoff(delay, max_delay, max_restarts=max_restarts)
-    if kind is Strategy.failure_rate:
-        return RestartStrategy.failure_rate(max_restarts, interval, delay)
-    return RestartStrategy.none()
 
 
 class _PrintingListener(RunListener):
@@ -217,6 +176,7 @@ def _run_worker(
     guarantee: Guarantee,
     restore: str | None,
     surfaces: dict[str, Any],
+    autoscale: AutoscaleConfig | None,
 ) -> int:
     started_ms = wall_clock_ms()
     _die_with_parent()
@@ -224,6 +184,10 @@ def _run_worker(
     flow = load_dataflow(job)
     savepoints = stop_with_savepoint_on_signal(stop, config is not None)
     observer = make_observer(flow, parallelism, started_ms, _PrintingListener())
+    if autoscale is not None:
+        Autoscaler(
+            autoscale, parallelism, observer.status, observer.metrics, wall_clock_ms, stop
+        ).start()
     shown = Surfaces(observer, **surfaces)
     endpoint = job_endpoint(savepoints, config, flow.name)
     try:
@@ -251,66 +215,6 @@ def _run_worker(
             endpoint.close()
     _summary(result, surfaces["log_format"], stop.is_set() or savepoints.stop_submitted)
     return 0
-
-
-def _supervise(
-    argv: list[str],
-    strategy: RestartStrategy,
-    storage: CheckpointStorage | None,
-    restore: str | None,
-    worker_env: dict[str, str] | None = None,
-) -> int:
-    tracker = strategy.tracker()
-    recovery_ms = 0
-    baseline = max(storage.completed_checkpoints(), default=0) if storage else 0
-    stopping = threading.Event()
-    current: list[subprocess.Popen[bytes]] = []
-
-    def forward(signum: int, _frame: object) -> None:
-        stopping.set()
-        for p in current:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    attempt = 0
-    while True:
-        args = [*argv, "--worker"]
-        if restore:
-            args += ["--restore", restore]
-        started = int(time.time() * 1000)
-        env = {
-            **os.environ,
-            **(worker_env or {}),
-            names.ENV_RESTARTS: str(attempt),
-            names.ENV_RECOVERY_MS: str(recovery_ms),
-        }
-        proc = subprocess.Popen([sys.executable, "-m", "weirflow.cli", "run", *args], env=env)
-        current[:] = [proc]
-        rc = proc.wait()
-        died = int(time.time() * 1000)
-        if rc == 0:
-            return 0
-        if rc == EXIT_NOT_RETRIABLE:
-            # the worker printed why; another attempt would fail the same way
-            return EXIT_FAILED
-        if rc == EXIT_CONFIG or stopping.is_set():
-            return rc if rc > 0 else EXIT_FAILED
-        cause = f"signal {-rc}" if rc < 0 else f"exit status {rc}"
-        wait_ms = tracker.on_failure(int(time.time() * 1000), started)
-        if wait_ms is None:
-            err.print(
-                f"[red]error:[/] the worker failed ({cause}) and the restart strategy gives up "
-                f"after {tracker.restarts} restart(s)"
-            )
-            return EXIT_FAILED
-        attempt += 1
-        log.warning("worker failed (%s); restart %d in %d ms", cause, attempt, wait_ms)
-        time.sleep(wait_ms / 1000)
-        if storage is not None and max(storage.completed_checkpoints(), default=0) > baseline:
-            restore = "latest"
-        recovery_ms += int(time.time() * 1000) - died
 
 
 @app.command("run")
@@ -409,6 +313,29 @@ def run(
     heartbeat_timeout: Annotated[
         str, typer.Option(help="Silence after which a worker is given up (with --workers).")
     ] = "10s",
+    alert: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Alert when NAME>VALUE holds (repeatable): lag>5m, lag_records>N, "
+            "dead_letters>N, checkpoint_age>1m, checkpoint_failures>N, restarts>N, "
+            "watermark_stalled>5m; logged, and posted to --alert-webhook."
+        ),
+    ] = None,
+    alert_webhook: Annotated[
+        str | None,
+        typer.Option(
+            envvar="WEIRFLOW_ALERT_WEBHOOK",
+            help="URL to POST each alert's firing/resolved to (JSON).",
+        ),
+    ] = None,
+    alert_every: Annotated[str, typer.Option(help="Time between alert evaluations.")] = "5s",
+    autoscale: Annotated[
+        str | None,
+        typer.Option(
+            help="Rescale on source lag: min=1,max=N,target-lag=30s[,cooldown=5m][,sustain=1m] "
+            "(stop with a final checkpoint, restore at the new parallelism)."
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
     worker: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
@@ -441,7 +368,14 @@ def run(
                 f"--ui-host {ui_host} exposes the dashboard beyond this machine: "
                 "give it a --ui-token"
             )
+        alerts = alert_watch(alert or [], alert_webhook)
+        scaling = parse_autoscale(autoscale, parallelism) if autoscale is not None else None
+        if scaling is not None and config is None:
+            raise ConfigError("--autoscale rescales from a final checkpoint: not with at_most_once")
         surfaces = {
+            "alerts": alerts,
+            "alert_webhook": alert_webhook,
+            "alert_every": parse_duration(alert_every),
             "metrics_port": metrics_port,
             "metrics_host": metrics_host,
             "ui_port": ui_port,
@@ -450,7 +384,9 @@ def run(
             "log_format": log_format,
         }
         if worker:
-            raise typer.Exit(_run_worker(job, parallelism, config, guarantee, restore, surfaces))
+            raise typer.Exit(
+                _run_worker(job, parallelism, config, guarantee, restore, surfaces, scaling)
+            )
         strategy = build_strategy(
             restart_strategy,
             max_restarts,
@@ -458,6 +394,13 @@ def run(
             parse_duration(max_restart_delay),
             parse_duration(failure_interval),
         )
+        if (alerts or scaling) and (
+            coordinator is not None or resolve_workers(workers, parallelism) > 1
+        ):
+            raise ConfigError(
+                "--alert and --autoscale work on a one-process job; with --workers or "
+                "--coordinator use the Prometheus rules of `weirflow ops alerts`"
+            )
         stop = threading.Event()
         if config is not None and (
             coordinator is not None or resolve_workers(workers, parallelism) > 1
@@ -526,6 +469,9 @@ def run(
             f"--log-format={log_format.value}",
             *([f"--metrics-port={metrics_port}"] if metrics_port is not None else []),
             *([f"--ui-port={ui_port}"] if ui_port is not None else []),
+            *[f"--alert={a}" for a in alert or []],
+            f"--alert-every={alert_every}",
+            *([f"--autoscale={autoscale}"] if autoscale is not None else []),
         ] + (["--debug"] if debug else [])
         if allow_duplicates_after_fallback:
             argv.append("--allow-duplicates-after-fallback")
@@ -537,13 +483,16 @@ def run(
             argv.append(f"--alignment-timeout={alignment_timeout}")
         # secrets go to the worker in its environment, not in its (world-readable) arguments
         worker_env = {"WEIRFLOW_UI_TOKEN": ui_token} if ui_token else {}
+        if alert_webhook is not None:
+            # a webhook URL often embeds its own token
+            worker_env["WEIRFLOW_ALERT_WEBHOOK"] = alert_webhook
         if storage is not None and restore == "latest" and not storage.completed_checkpoints():
             # before a key file is generated for a run that cannot start
             raise NoCheckpointError(flow.name, storage.root_url, [])
         if config is not None:
             worker_env |= checkpoint_key_env(checkpoint_dir, flow.name, checkpoint_key_file)
         worker_env |= launch_env(this_launch())
-        raise typer.Exit(_supervise(argv, strategy, storage, restore, worker_env))
+        raise typer.Exit(supervise(argv, strategy, storage, restore, worker_env))
     except typer.Exit:
         raise
     except ConfigError as e:

@@ -1,8 +1,14 @@
-"""``weirflow run``'s options that need more than parsing: the checkpoint key, restore, messages."""
+"""``weirflow run``'s option types and the options that need more than parsing: the checkpoint
+key, restore, restart strategy, alert conditions, messages."""
 
 from __future__ import annotations
 
 import logging
+import re
+from datetime import timedelta
+from enum import StrEnum
+
+import typer
 
 from weirflow.checkpoint import (
     FRESH,
@@ -12,9 +18,89 @@ from weirflow.checkpoint import (
     NoCheckpointError,
     resolve_job_key,
 )
+from weirflow.cli.durations import parse_duration
 from weirflow.errors import CheckpointError, ConfigError
+from weirflow.metrics import AlertCondition, Signal
+from weirflow.runtime import RestartStrategy
 
 log = logging.getLogger("weirflow.cli")
+_ALERT = re.compile(r"\s*([a-z_]+)\s*>\s*(\S+)\s*")
+
+
+class Guarantee(StrEnum):
+    """Delivery guarantees."""
+
+    exactly_once = "exactly_once"
+    at_least_once = "at_least_once"
+    at_most_once = "at_most_once"
+
+
+class LogFormat(StrEnum):
+    """Log line formats."""
+
+    text = "text"
+    json = "json"
+
+
+class Strategy(StrEnum):
+    """Restart strategies."""
+
+    fixed_delay = "fixed-delay"
+    exponential_backoff = "exponential-backoff"
+    failure_rate = "failure-rate"
+    none = "none"
+
+
+def build_strategy(
+    kind: Strategy, max_restarts: int, delay: timedelta, max_delay: timedelta, interval: timedelta
+) -> RestartStrategy:
+    """Map the CLI options onto a :class:`~weirflow.RestartStrategy`."""
+    if kind is Strategy.fixed_delay:
+        return RestartStrategy.fixed_delay(max_restarts, delay)
+    if kind is Strategy.exponential_backoff:
+        return RestartStrategy.exponential_backoff(delay, max_delay, max_restarts=max_restarts)
+    if kind is Strategy.failure_rate:
+        return RestartStrategy.failure_rate(max_restarts, interval, delay)
+    return RestartStrategy.none()
+
+
+def parse_alert(text: str) -> AlertCondition:
+    """Parse ``--alert NAME>VALUE``: a duration for ``lag``, ``checkpoint_age`` and
+    ``watermark_stalled``, else a count.
+
+    Raises:
+        ConfigError: an unknown name or a value of the wrong kind (the message lists the names).
+    """
+    names = ", ".join(s.value for s in Signal)
+    m = _ALERT.fullmatch(text)
+    signal = next((s for s in Signal if m is not None and s.value == m.group(1)), None)
+    if m is None or signal is None:
+        raise ConfigError(f"--alert {text!r}: write NAME>VALUE with NAME one of {names}")
+    value = m.group(2)
+    if signal.is_duration:
+        try:
+            threshold = int(parse_duration(value).total_seconds() * 1000)
+        except typer.BadParameter as e:
+            raise ConfigError(f"--alert {text!r}: {value!r} is not a duration (5m, 30s)") from e
+    elif value.isdigit():
+        threshold = int(value)
+    else:
+        raise ConfigError(f"--alert {text!r}: {signal.value} takes a whole number")
+    return AlertCondition(signal, threshold, text.strip())
+
+
+def alert_watch(alerts: list[str], webhook: str | None) -> list[AlertCondition]:
+    """Parse every ``--alert``; check that ``--alert-webhook`` has something to post.
+
+    Raises:
+        ConfigError: a bad ``--alert``, or a webhook without any ``--alert``, or one that
+            is not an http(s) URL.
+    """
+    if webhook is not None and not alerts:
+        raise ConfigError("--alert-webhook needs at least one --alert NAME>VALUE to post")
+    if webhook is not None and not webhook.startswith(("http://", "https://")):
+        raise ConfigError(f"--alert-webhook {webhook!r}: give an http:// or https:// URL")
+    return [parse_alert(a) for a in alerts]
 
 
 def checkpoint_key_env(checkpoint_dir: str, job: str, key_file: str | None) -> dict[str, str]:

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import timedelta
 from typing import Any
 
 from weirflow.api import Dataflow
 from weirflow.connectors.eventlog import EventLogSourceReader
 from weirflow.errors import ConfigError
-from weirflow.metrics import MetricsServer, ProgressReporter, names, serve_metrics
+from weirflow.metrics import (
+    AlertCondition,
+    AlertWatcher,
+    MetricsServer,
+    ProgressReporter,
+    names,
+    serve_metrics,
+)
 from weirflow.runtime import RunListener, wall_clock_ms
 from weirflow.web import JobObserver
 
@@ -37,7 +45,7 @@ def split_lag(source_logic: Any) -> dict[str, int] | None:
 
 
 class Surfaces:
-    """What a worker shows of its job: metrics endpoint, dashboard, progress line.
+    """What a worker shows of its job: metrics endpoint, dashboard, progress line, alerts.
 
     Args:
         observer: the job's observer.
@@ -48,6 +56,9 @@ class Surfaces:
         ui_token: the dashboard's access token.
         log_format: ``text`` shows the live progress line on a terminal;
             ``json`` logs progress records instead.
+        alerts: conditions to evaluate every ``alert_every`` (none: no watcher).
+        alert_webhook: where the watcher posts each change, or ``None``.
+        alert_every: time between evaluations.
 
     Raises:
         ConfigError: a port cannot be bound, or the dashboard binds beyond
@@ -63,6 +74,9 @@ class Surfaces:
         ui_host: str,
         ui_token: str | None,
         log_format: str,
+        alerts: list[AlertCondition],
+        alert_webhook: str | None,
+        alert_every: timedelta,
     ) -> None:
         self.metrics: MetricsServer | None = None
         self.dashboard: Any = None
@@ -76,10 +90,18 @@ class Surfaces:
             observer.status, wall_clock_ms, "json" if log_format == "json" else "live"
         )
         self.progress.start()
+        self.alerts: AlertWatcher | None = None
+        if alerts:
+            self.alerts = AlertWatcher(
+                observer.status, wall_clock_ms, alerts, alert_webhook, alert_every
+            )
+            self.alerts.start()
 
     def close(self) -> None:
-        """Stop the progress line and both servers."""
+        """Stop the progress line, the alert watcher and both servers."""
         self.progress.stop()
+        if self.alerts is not None:
+            self.alerts.stop()
         if self.metrics is not None:
             self.metrics.close()
         if self.dashboard is not None:

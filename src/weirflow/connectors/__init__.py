@@ -15,6 +15,7 @@ from weirflow.connectors.base import (
     refuse_commits_after,
 )
 from weirflow.connectors.eventlog import EventLogSink, EventLogSource, default_encode
+from weirflow.connectors.eventlog_dead_letters import DeadLetterEventLogSink
 from weirflow.connectors.files import FileSink, FileSinkError, FileSinkIOError
 from weirflow.connectors.iterable import CollectSink, IterableSource
 from weirflow.connectors.nexmark import NexmarkSource
@@ -22,6 +23,7 @@ from weirflow.connectors.nexmark import NexmarkSource
 __all__ = [
     "CollectSink",
     "CommitTrackingSink",
+    "DeadLetterEventLogSink",
     "DecodeFailure",
     "EventLogSink",
     "EventLogSource",

@@ -2,36 +2,9 @@
 
 from __future__ import annotations
 
+from weirflow.connectors.dead_letters import TRACEBACK, dead_letter_headers
 from weirflow.connectors.kafka_sink import Guarantee, KafkaSink, KafkaSinkOptions, encode_default
-from weirflow.records import DeadLetter, LogPosition
-
-
-def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
-    """Kafka headers describing a :class:`~weirflow.records.DeadLetter`.
-
-    ``weirflow.error.type``, ``weirflow.error.message``, ``weirflow.attempts``,
-    ``weirflow.operator``, ``weirflow.subtask``, ``weirflow.timestamp_ms``
-    (when known) and, when the letter's ``position`` is a
-    :class:`~weirflow.records.LogPosition` (a record a source could not
-    decode), ``weirflow.original.topic``, ``.partition`` and ``.offset``.
-    """
-    h = [
-        ("weirflow.error.type", letter.error_type.encode()),
-        ("weirflow.error.message", letter.message.encode()),
-        ("weirflow.attempts", str(letter.attempts).encode()),
-        ("weirflow.operator", letter.operator.encode()),
-        ("weirflow.subtask", str(letter.subtask).encode()),
-    ]
-    if letter.timestamp_ms is not None:
-        h.append(("weirflow.timestamp_ms", str(letter.timestamp_ms).encode()))
-    pos = letter.position
-    if isinstance(pos, LogPosition):
-        h += [
-            ("weirflow.original.topic", pos.topic.encode()),
-            ("weirflow.original.partition", str(pos.partition).encode()),
-            ("weirflow.original.offset", str(pos.offset).encode()),
-        ]
-    return h
+from weirflow.records import DeadLetter
 
 
 class DeadLetterKafkaSink(KafkaSink):
@@ -69,4 +42,4 @@ def _letter_value(letter: DeadLetter) -> bytes:
 
 
 def _letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
-    return [*dead_letter_headers(letter), ("weirflow.traceback", letter.traceback.encode())]
+    return [*dead_letter_headers(letter), (TRACEBACK, letter.traceback.encode())]

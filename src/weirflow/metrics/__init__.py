@@ -18,9 +18,14 @@ from weirflow.metrics.progress import (
     progress_text,
 )
 from weirflow.metrics.registry import JobRegistry
+from weirflow.metrics.watch import AlertCondition, AlertEvent, AlertState, AlertWatcher, Signal
 
 __all__ = [
     "DEFAULT_HOST",
+    "AlertCondition",
+    "AlertEvent",
+    "AlertState",
+    "AlertWatcher",
     "CheckpointRecord",
     "CheckpointTracker",
     "CoordinatorView",
@@ -32,6 +37,7 @@ __all__ = [
     "OperatorSample",
     "ProgressReporter",
     "RuntimeCollector",
+    "Signal",
     "TaskSample",
     "TaskView",
     "names",

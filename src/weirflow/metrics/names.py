@@ -63,6 +63,17 @@ WORKER_SUBTASKS = "weirflow_worker_subtasks"
 # end-to-end latency, per job (sampled)
 END_TO_END_LATENCY = "weirflow_end_to_end_latency_seconds"
 
+# circuit breakers of sinks to external systems, per job and connector: 1 = open, else 0
+CIRCUIT_BREAKER_STATE = "weirflow_circuit_breaker_state"
+
+# lag-driven rescales, per job and direction (up, down)
+AUTOSCALE_LABELS = ("job", "direction")
+AUTOSCALE_DECISIONS = "weirflow_autoscale_decisions"
+
 # environment variables the supervisor hands to each worker
 ENV_RESTARTS = "WEIRFLOW_SUPERVISOR_RESTARTS"
 ENV_RECOVERY_MS = "WEIRFLOW_SUPERVISOR_RECOVERY_MS"
+ENV_AUTOSCALE_FILE = "WEIRFLOW_AUTOSCALE_FILE"
+ENV_AUTOSCALE_LAST_MS = "WEIRFLOW_AUTOSCALE_LAST_MS"
+ENV_AUTOSCALE_UP = "WEIRFLOW_AUTOSCALE_UP"
+ENV_AUTOSCALE_DOWN = "WEIRFLOW_AUTOSCALE_DOWN"

@@ -132,6 +132,12 @@ class JobRegistry:
             jobl,
             registry=r,
         ).labels(job)
+        self.autoscale = Counter(
+            n.AUTOSCALE_DECISIONS,
+            "Lag-driven rescales decided (direction: up or down).",
+            n.AUTOSCALE_LABELS,
+            registry=r,
+        )
         self.latency = Histogram(
             n.END_TO_END_LATENCY,
             "Sampled time from source ingestion to sink write (latency markers).",

@@ -1,0 +1,107 @@
+"""`weirflow run --alert ... --alert-webhook URL`: one message per state change, posted to
+a loopback server."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ops_helpers import create_topics, run_job
+
+from weirflow.eventlog import EventLog, Record
+
+
+class Webhook:
+    """A loopback HTTP server keeping every JSON body POSTed to it."""
+
+    def __init__(self) -> None:
+        received: list[dict[str, Any]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.received = received
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def wait_for(what: str, done: Any, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if done():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_lag_that_builds_and_drains_fires_then_resolves_once_each(tmp_path: Path) -> None:
+    """Scenario: a running job gets a burst it needs a few seconds for; then the input stops."""
+    log_dir, chk = tmp_path / "log", tmp_path / "chk"
+    create_topics(log_dir)
+    hook = Webhook()
+    proc = run_job(
+        log_dir,
+        chk,
+        "--checkpoint-interval=200ms",
+        "--alert=lag_records>1000",
+        "--alert=dead_letters>0",
+        f"--alert-webhook={hook.url}",
+        "--alert-every=200ms",
+        "--log-format=json",
+        sleep_us=500,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for("the first checkpoint", lambda: list(chk.glob("ops_pipeline/chk-*/_manifest")))
+        now = int(time.time() * 1000)
+        with EventLog(log_dir) as lg:
+            lg.append(
+                "events",
+                [
+                    Record(json.dumps({"user": f"u{i % 5}"}).encode(), timestamp_ms=now)
+                    for i in range(6000)
+                ],
+            )
+        wait_for("firing then resolved", lambda: len(hook.received) >= 2)
+        # the lag stays drained: nothing more may arrive
+        time.sleep(1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+        hook.close()
+    assert proc.returncode == 0, stderr
+    assert [(m["alert"], m["state"]) for m in hook.received] == [
+        ("lag_records>1000", "firing"),
+        ("lag_records>1000", "resolved"),
+    ]
+    firing, resolved = hook.received
+    assert firing["job"] == "ops_pipeline" and firing["signal"] == "lag_records"
+    assert firing["value"] > 1000 >= resolved["value"]
+    assert firing["at_ms"] < resolved["at_ms"]
+    logged = [json.loads(line) for line in stderr.splitlines() if '"weirflow.alerts"' in line]
+    assert [(r["alert"], r["state"]) for r in logged] == [
+        ("lag_records>1000", "firing"),
+        ("lag_records>1000", "resolved"),
+    ]
+
