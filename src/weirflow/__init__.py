@@ -28,6 +28,7 @@ from weirflow.records import (
     WindowResult,
 )
 from weirflow.runtime import RayCluster, RestartStrategy
+from weirflow.serde import StateMigration, StateSchema
 from weirflow.time import WatermarkStrategy
 
 __version__ = "0.1.0"
@@ -52,6 +53,8 @@ __all__ = [
     "RetryPolicy",
     "SerdeError",
     "StateError",
+    "StateMigration",
+    "StateSchema",
     "TimestampError",
     "WatermarkStrategy",
     "WeirflowError",

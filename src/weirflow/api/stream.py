@@ -57,6 +57,7 @@ class Stream:
         params: dict[str, Any],
         on_error: ErrorPolicy = "fail",
         inputs: tuple[Edge, ...] | None = None,
+        uid: str | None = None,
     ) -> Stream:
         spec = self.flow.graph.add(
             kind,
@@ -64,6 +65,7 @@ class Stream:
             inputs=inputs or (self._edge(),),
             params=params,
             on_error=check_error_policy(on_error),
+            uid=uid,
         )
         return Stream(self.flow, spec)
 
@@ -167,9 +169,15 @@ class KeyedStream(Stream):
         *,
         name: str | None = None,
         on_error: ErrorPolicy = "fail",
+        uid: str | None = None,
     ) -> Stream:
-        """Rolling reduce: emit ``fn(previous, record)`` per key after every record."""
-        return self._then("rolling_reduce", name, {"fn": fn}, on_error)
+        """Rolling reduce: emit ``fn(previous, record)`` per key after every record.
+
+        ``uid`` keeps the operator's state under that id instead of its name,
+        so that the name may change between versions of the job (as on every
+        stateful operator).
+        """
+        return self._then("rolling_reduce", name, {"fn": fn}, on_error, uid=uid)
 
     def process(
         self,
@@ -177,11 +185,12 @@ class KeyedStream(Stream):
         *,
         name: str | None = None,
         on_error: ErrorPolicy = "fail",
+        uid: str | None = None,
     ) -> Stream:
         """Run a :class:`~weirflow.api.KeyedProcessFunction` with keyed state and timers."""
         if not callable(getattr(fn, "process_element", None)):
             raise ConfigError("process() needs a KeyedProcessFunction (with process_element)")
-        return self._then("keyed_process", name, {"fn": fn}, on_error)
+        return self._then("keyed_process", name, {"fn": fn}, on_error, uid=uid)
 
     def window(
         self, assigner: WindowAssigner, *, allowed_lateness: timedelta = timedelta(0)
@@ -211,7 +220,9 @@ class WindowedStream:
         self._assigner = assigner
         self._lateness = allowed_lateness_ms
 
-    def _window(self, function: str, fn: Any, name: str | None, on_error: ErrorPolicy) -> Stream:
+    def _window(
+        self, function: str, fn: Any, name: str | None, on_error: ErrorPolicy, uid: str | None
+    ) -> Stream:
         return self._keyed._then(
             "window",
             name,
@@ -222,6 +233,7 @@ class WindowedStream:
                 "fn": fn,
             },
             on_error,
+            uid=uid,
         )
 
     def reduce(
@@ -230,9 +242,10 @@ class WindowedStream:
         *,
         name: str | None = None,
         on_error: ErrorPolicy = "fail",
+        uid: str | None = None,
     ) -> Stream:
         """Reduce each window with ``fn(a, b)``; emits :class:`~weirflow.WindowResult`."""
-        return self._window("reduce", fn, name, on_error)
+        return self._window("reduce", fn, name, on_error, uid)
 
     def aggregate(
         self,
@@ -240,13 +253,14 @@ class WindowedStream:
         *,
         name: str | None = None,
         on_error: ErrorPolicy = "fail",
+        uid: str | None = None,
     ) -> Stream:
         """Aggregate each window incrementally with an :class:`~weirflow.AggregateFunction`."""
-        return self._window("aggregate", fn, name, on_error)
+        return self._window("aggregate", fn, name, on_error, uid)
 
-    def count(self, *, name: str | None = None) -> Stream:
+    def count(self, *, name: str | None = None, uid: str | None = None) -> Stream:
         """Count each window's records."""
-        return self._window("count", None, name, "fail")
+        return self._window("count", None, name, "fail", uid)
 
     def process(
         self,
@@ -254,6 +268,7 @@ class WindowedStream:
         *,
         name: str | None = None,
         on_error: ErrorPolicy = "fail",
+        uid: str | None = None,
     ) -> Stream:
         """Call ``fn(key, window, records)`` once per window firing with all its records."""
-        return self._window("process", fn, name, on_error)
+        return self._window("process", fn, name, on_error, uid)

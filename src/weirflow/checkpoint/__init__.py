@@ -28,6 +28,12 @@ from weirflow.checkpoint.lifecycle import CheckpointStats, CoordinatorState
 from weirflow.checkpoint.manifest import MANIFEST_FORMAT_VERSION, Manifest
 from weirflow.checkpoint.pending import CheckpointStatus, CompletedCheckpoint, PendingCheckpoint
 from weirflow.checkpoint.storage import FRESH, MANIFEST_NAME, CheckpointStorage
+from weirflow.checkpoint.upgrade import (
+    Incompatibility,
+    UpgradeReport,
+    compare_operators,
+    without_operators,
+)
 
 __all__ = [
     "CHECKPOINT_MODES",
@@ -49,12 +55,15 @@ __all__ = [
     "CheckpointTransitionError",
     "CompletedCheckpoint",
     "CoordinatorState",
+    "Incompatibility",
     "JobKey",
     "Manifest",
     "NoCheckpointError",
     "PendingCheckpoint",
     "StateHandle",
     "TaskSnapshot",
+    "UpgradeReport",
+    "compare_operators",
     "create_key_file",
     "default_key_file",
     "is_safe_name",
@@ -64,4 +73,5 @@ __all__ = [
     "resolve_job_key",
     "state_file_name",
     "to_ms",
+    "without_operators",
 ]

@@ -74,6 +74,10 @@ class CheckpointConfig:
             start. Once the timeout passed, the barrier overtakes wherever
             it waits: a sender's output queue, a channel, a receiver's
             alignment.
+        allow_non_restored_state: restore a checkpoint or savepoint holding
+            state of operators the job no longer has, leaving that state
+            behind (Flink's ``--allowNonRestoredState``); ``False`` (default)
+            refuses such a restore, naming the operators.
 
     Raises:
         ConfigError: on construction, when a field has the wrong type or is
@@ -92,6 +96,7 @@ class CheckpointConfig:
     allow_duplicates_after_fallback: bool = False
     unaligned: bool = False
     alignment_timeout: timedelta | None = None
+    allow_non_restored_state: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.storage, str) or not self.storage.strip():
@@ -116,11 +121,11 @@ class CheckpointConfig:
             )
         if self.key is not None:
             check_key(self.key, "CheckpointConfig.key")
-        if type(self.allow_duplicates_after_fallback) is not bool:
-            raise ConfigError(
-                "CheckpointConfig.allow_duplicates_after_fallback must be True or False, "
-                f"got {self.allow_duplicates_after_fallback!r}"
-            )
+        for flag in ("allow_duplicates_after_fallback", "allow_non_restored_state"):
+            if type(getattr(self, flag)) is not bool:
+                raise ConfigError(
+                    f"CheckpointConfig.{flag} must be True or False, got {getattr(self, flag)!r}"
+                )
         self._check_unaligned()
 
     def _check_unaligned(self) -> None:

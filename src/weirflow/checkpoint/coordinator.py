@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 
 from weirflow.checkpoint.config import CheckpointConfig
 from weirflow.checkpoint.errors import (
@@ -58,6 +58,7 @@ class CheckpointCoordinator:
         max_parallelism: the number of key groups, recorded in manifests.
         first_checkpoint_id: the first id to hand out; after a restore, the
             restored checkpoint's id + 1.
+        operators: the stateful operators' signatures, recorded in every manifest.
 
     Raises:
         ConfigError: no task ids, parallelism < 1, max_parallelism <
@@ -74,6 +75,7 @@ class CheckpointCoordinator:
         parallelism: int,
         max_parallelism: int,
         first_checkpoint_id: int = 1,
+        operators: Mapping[str, Mapping[str, str | None]] | None = None,
     ) -> None:
         if not task_ids:
             raise ConfigError("a checkpoint coordinator needs at least one task id")
@@ -92,6 +94,7 @@ class CheckpointCoordinator:
         self._lock = threading.RLock()
         self._state = CoordinatorState.RUNNING
         self._next_id = first_checkpoint_id
+        self._operators = dict(operators or {})
         self._pending: dict[int, PendingCheckpoint] = {}
         # Only the status of a finished checkpoint is kept: its task snapshots are in its
         # manifest on storage, and nothing here reads them again.
@@ -318,6 +321,7 @@ class CheckpointCoordinator:
             parallelism=self._parallelism,
             max_parallelism=self._max_parallelism,
             tasks=tasks,
+            operators=self._operators,
         )
 
     def _commit(self, pending: PendingCheckpoint, manifest: Manifest) -> None:

@@ -55,6 +55,9 @@ class Manifest:
         tasks: task id -> what that task acknowledged.
         is_savepoint: whether this is a portable, self-contained savepoint.
         format_version: the manifest format version written.
+        operators: stateful operator name → its signature (strings or ``None``:
+            kind, key type, window, state type; see ``weirflow.graph.identity``);
+            empty in manifests written before signatures were recorded.
     """
 
     job: str
@@ -67,9 +70,11 @@ class Manifest:
     tasks: Mapping[str, TaskSnapshot] = field(default_factory=dict)
     is_savepoint: bool = False
     format_version: int = MANIFEST_FORMAT_VERSION
+    operators: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", dict(self.tasks))
+        object.__setattr__(self, "operators", {k: dict(v) for k, v in self.operators.items()})
 
     @property
     def duration_ms(self) -> int:
@@ -150,6 +155,7 @@ class Manifest:
             "is_savepoint": self.is_savepoint,
             "size": self.size,
             "tasks": {tid: _task_to_plain(t) for tid, t in self.tasks.items()},
+            "operators": self.operators,
         }
 
     @classmethod
@@ -210,7 +216,19 @@ class Manifest:
             tasks={tid: _task_from_plain(tid, t) for tid, t in body["tasks"].items()},
             is_savepoint=bool(body["is_savepoint"]),
             format_version=version,
+            operators=_signatures(body.get("operators", {})),
         )
+
+
+def _signatures(raw: Any) -> dict[str, dict[str, str | None]]:
+    if not isinstance(raw, dict):
+        raise TypeError(f"operators must be an object, got {raw!r}")
+    for name, signature in raw.items():
+        if not isinstance(signature, dict) or not all(
+            v is None or isinstance(v, str) for v in signature.values()
+        ):
+            raise TypeError(f"operator {name!r}'s signature must map to strings, got {signature!r}")
+    return raw
 
 
 def check_metadata(metadata: Mapping[str, Any]) -> None:

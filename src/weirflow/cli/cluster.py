@@ -40,6 +40,7 @@ from weirflow.runtime.cluster_metrics import cluster_registry
 from weirflow.runtime.coordinator import JobCoordinator, JobSpec
 from weirflow.runtime.launcher import SECRET_ENV
 from weirflow.runtime.local_cluster import run_on_local_workers
+from weirflow.runtime.savepoint_requests import SavepointRequests
 from weirflow.runtime.service import serve
 from weirflow.runtime.wire import (
     ConnectionClosedError,
@@ -158,6 +159,7 @@ def run_on_workers(
     listener: RunListener,
     stop: threading.Event,
     metrics: tuple[int | None, str] = (None, "127.0.0.1"),
+    savepoints: SavepointRequests | None = None,
 ) -> JobResult:
     """Run ``job`` on ``workers`` local worker processes until it ends or SIGTERM stops it.
 
@@ -169,6 +171,7 @@ def run_on_workers(
         listener: progress callbacks.
         stop: set by SIGTERM or Ctrl-C (the job then stops with a stop checkpoint).
         metrics: ``(port, host)`` of the coordinator's ``/metrics`` (port ``None``: off).
+        savepoints: savepoint requests to the job (the caller sets SIGTERM's handler then).
 
     Returns:
         The job's result.
@@ -177,8 +180,9 @@ def run_on_workers(
         ConfigError: bad options; JobFailedError: the job failed for good.
     """
     flow = load_dataflow(job)
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if savepoints is None:
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
     spec = JobSpec(job=absolute_job_spec(job), graph=flow.graph, **spec_args)
     return run_on_local_workers(
         spec,
@@ -189,6 +193,7 @@ def run_on_workers(
         heartbeat_timeout_s=heartbeat_timeout_s,
         metrics_port=metrics[0],
         metrics_host=metrics[1],
+        savepoints=savepoints,
     )
 
 

@@ -67,6 +67,12 @@ from weirflow.cli.run_options import (
 )
 from weirflow.cli.run_ray import RayPlacement, ray_cluster_option, run_on_ray_cluster
 from weirflow.cli.run_surfaces import Surfaces, make_observer, print_summary
+from weirflow.cli.savepoints import (
+    job_endpoint,
+    launch_env,
+    stop_with_savepoint_on_signal,
+    this_launch,
+)
 from weirflow.cli.supervisor import EXIT_CONFIG, EXIT_FAILED, EXIT_NOT_RETRIABLE, supervise
 from weirflow.errors import ConfigError, WeirflowError, is_retriable
 from weirflow.metrics import (
@@ -140,15 +146,15 @@ def _run_worker(
     started_ms = wall_clock_ms()
     _die_with_parent()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     flow = load_dataflow(job)
+    savepoints = stop_with_savepoint_on_signal(stop, config is not None)
     observer = make_observer(flow, parallelism, started_ms, _PrintingListener())
     if autoscale is not None:
         Autoscaler(
             autoscale, parallelism, observer.status, observer.metrics, wall_clock_ms, stop
         ).start()
     shown = Surfaces(observer, **surfaces)
+    endpoint = job_endpoint(savepoints, config, flow.name)
     try:
         if config is None:
             result = run_job(
@@ -166,10 +172,13 @@ def _run_worker(
                 restore=restore,
                 stop=stop,
                 listener=observer,
+                savepoints=savepoints,
             )
     finally:
         shown.close()
-    print_summary(result, surfaces["log_format"], stop.is_set())
+        if endpoint is not None:
+            endpoint.close()
+    print_summary(result, surfaces["log_format"], stop.is_set() or savepoints.stop_submitted)
     return 0
 
 
@@ -221,6 +230,10 @@ def run(
             help="Restore an older checkpoint than the sinks committed (the newer ones are "
             "unusable), writing their output again."
         ),
+    ] = False,
+    allow_non_restored_state: Annotated[
+        bool,
+        typer.Option(help="Restore a savepoint holding state of removed operators, leaving it."),
     ] = False,
     restart_strategy: Annotated[Strategy, typer.Option(help="What to do when the worker dies.")] = (
         Strategy.fixed_delay
@@ -324,6 +337,7 @@ def run(
                 interval=interval,
                 mode=guarantee.value,
                 allow_duplicates_after_fallback=allow_duplicates_after_fallback,
+                allow_non_restored_state=allow_non_restored_state,
                 unaligned=unaligned,
                 alignment_timeout=(
                     parse_duration(alignment_timeout) if alignment_timeout is not None else None
@@ -423,16 +437,23 @@ def run(
             print_summary(result, log_format, stop.is_set())
             raise typer.Exit(0)
         if processes > 1:
-            result = run_on_workers(
-                job,
-                processes,
-                spec_args,
-                parse_duration(heartbeat_timeout).total_seconds(),
-                _PrintingListener(),
-                stop,
-                (metrics_port, metrics_host),
-            )
-            print_summary(result, log_format, stop.is_set())
+            savepoints = stop_with_savepoint_on_signal(stop, config is not None)
+            endpoint = job_endpoint(savepoints, config, load_dataflow(job).name)
+            try:
+                result = run_on_workers(
+                    job,
+                    processes,
+                    spec_args,
+                    parse_duration(heartbeat_timeout).total_seconds(),
+                    _PrintingListener(),
+                    stop,
+                    (metrics_port, metrics_host),
+                    savepoints,
+                )
+            finally:
+                if endpoint is not None:
+                    endpoint.close()
+            print_summary(result, log_format, stop.is_set() or savepoints.stop_submitted)
             raise typer.Exit(0)
         flow = load_dataflow(job)
         storage = CheckpointStorage(checkpoint_dir, flow.name) if config else None
@@ -459,6 +480,8 @@ def run(
             argv.append("--allow-duplicates-after-fallback")
         if unaligned:
             argv.append("--unaligned")
+        if allow_non_restored_state:
+            argv.append("--allow-non-restored-state")
         if alignment_timeout is not None:
             argv.append(f"--alignment-timeout={alignment_timeout}")
         # secrets go to the worker in its environment, not in its (world-readable) arguments
@@ -471,6 +494,7 @@ def run(
             raise NoCheckpointError(flow.name, storage.root_url, [])
         if config is not None:
             worker_env |= checkpoint_key_env(checkpoint_dir, flow.name, checkpoint_key_file)
+        worker_env |= launch_env(this_launch())
         raise typer.Exit(supervise(argv, strategy, storage, restore, worker_env))
     except typer.Exit:
         raise

@@ -1,6 +1,7 @@
 """The logical plan (frozen operator and edge descriptions) and its compilation
 into the physical plan (chains, network edges)."""
 
+from weirflow.graph.identity import STATEFUL_KINDS, is_named, operator_signatures
 from weirflow.graph.logical import (
     OPERATOR_KINDS,
     Edge,
@@ -20,6 +21,7 @@ from weirflow.graph.policies import ErrorPolicy, OnError, RetryPolicy, check_err
 
 __all__ = [
     "OPERATOR_KINDS",
+    "STATEFUL_KINDS",
     "ChainSpec",
     "Edge",
     "ErrorPolicy",
@@ -34,4 +36,6 @@ __all__ = [
     "check_error_policy",
     "compile_plan",
     "is_chainable",
+    "is_named",
+    "operator_signatures",
 ]

@@ -68,6 +68,8 @@ class OperatorSpec:
         params: kind-specific parameters (the user function, the window
             assigner, the source or sink object …), read-only.
         on_error: the error policy for user functions.
+        uid: the stable id of the operator's state when it differs from its
+            name (so that the name can change); ``None``: the name is the id.
     """
 
     id: int
@@ -76,6 +78,12 @@ class OperatorSpec:
     inputs: tuple[Edge, ...] = ()
     params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     on_error: ErrorPolicy = "fail"
+    uid: str | None = None
+
+    @property
+    def state_id(self) -> str:
+        """The id checkpoints keep this operator's state under: ``uid``, else ``name``."""
+        return self.uid or self.name
 
     @property
     def is_keyed(self) -> bool:
@@ -107,6 +115,7 @@ class LogicalGraph:
         self.name = name
         self._operators: list[OperatorSpec] = []
         self._names: set[str] = set()
+        self._state_ids: set[str] = set()
 
     @property
     def operators(self) -> tuple[OperatorSpec, ...]:
@@ -121,6 +130,7 @@ class LogicalGraph:
         inputs: tuple[Edge, ...] = (),
         params: Mapping[str, Any] | None = None,
         on_error: ErrorPolicy = "fail",
+        uid: str | None = None,
     ) -> OperatorSpec:
         """Append an operator and return its description.
 
@@ -130,12 +140,14 @@ class LogicalGraph:
             inputs: incoming edges; every upstream id must already exist.
             params: kind-specific parameters.
             on_error: error policy for the operator's user functions.
+            uid: the stable id of the operator's state (default: its name).
 
         Returns:
             The new :class:`OperatorSpec`.
 
         Raises:
-            ConfigError: unknown kind, duplicate name, or an edge to an unknown operator.
+            ConfigError: unknown kind, duplicate name or state id, or an edge to
+                an unknown operator.
         """
         if kind not in OPERATOR_KINDS:
             raise ConfigError(f"unknown operator kind {kind!r}")
@@ -145,6 +157,12 @@ class LogicalGraph:
             raise ConfigError(
                 f"operator name {name!r} is used twice in dataflow {self.name!r}; names must be "
                 "unique because checkpoints find an operator's state by its name"
+            )
+        if (uid is not None and not uid.strip()) or (uid or name) in self._state_ids:
+            raise ConfigError(
+                f"the state id {uid or name!r} of operator {name!r} is empty or already "
+                f"names the state of another operator of dataflow {self.name!r} (a uid= or a "
+                "name=); give each operator its own"
             )
         for e in inputs:
             if not 0 <= e.upstream < op_id:
@@ -156,9 +174,11 @@ class LogicalGraph:
             inputs=inputs,
             params=MappingProxyType(dict(params or {})),
             on_error=on_error,
+            uid=uid,
         )
         self._operators.append(spec)
         self._names.add(name)
+        self._state_ids.add(spec.state_id)
         return spec
 
     def get(self, op_id: int) -> OperatorSpec:

@@ -8,7 +8,9 @@ While attempt ``a`` runs, the coordinator:
    tells every worker the checkpoint completed, so that sinks commit;
 3. when every worker's tasks finished, triggers one final checkpoint;
    on a stop request, a stop checkpoint (sources emit nothing after its
-   barrier); after either completed, sends ``Finish``;
+   barrier); after either completed, sends ``Finish``; a savepoint request
+   triggers an aligned checkpoint written as a savepoint (a stop checkpoint
+   when it asks to stop);
 4. sums the counts the workers report with ``Finished``.
 
 A message of another attempt is dropped; a ``Failed`` report, a lost
@@ -26,10 +28,12 @@ from typing import TYPE_CHECKING, Any
 from weirflow.checkpoint import CheckpointCoordinator, CheckpointStatus
 from weirflow.checkpoint.errors import CheckpointConflictError, CheckpointError
 from weirflow.errors import WeirflowError
+from weirflow.graph import operator_signatures
 from weirflow.records import OperatorCounts
 from weirflow.runtime import control
 from weirflow.runtime.lifecycle import AttemptLifecycle, AttemptState
 from weirflow.runtime.membership import WorkerEntry, WorkerStatus
+from weirflow.runtime.savepoint_requests import SavepointWaiters
 
 if TYPE_CHECKING:
     from weirflow.runtime.coordinator import JobCoordinator
@@ -72,6 +76,7 @@ class AttemptRun:
         self.stop_tries = 0
         self.lifecycle = AttemptLifecycle(coordinator.attempt)
         self.checkpoints: CheckpointCoordinator | None = None
+        self.savepoints = SavepointWaiters()
 
     def broadcast(self, message: control.Message) -> None:
         """Send ``message`` to every worker of the attempt."""
@@ -116,6 +121,7 @@ class AttemptRun:
             parallelism=c.spec.parallelism,
             max_parallelism=c.spec.max_parallelism,
             first_checkpoint_id=last + 1,
+            operators=operator_signatures(c.spec.graph),
         )
 
     def _on_message(self, entry: WorkerEntry, message: Any) -> None:
@@ -171,6 +177,7 @@ class AttemptRun:
         self.c.checkpoints_completed += 1
         self.c.last_completed = cid
         self.c.listener.checkpoint_completed(completed)
+        self.savepoints.completed(completed)
         for target in (self.final_checkpoint, self.stop_checkpoint):
             if target is not None and cid >= target:
                 self._finish()
@@ -180,11 +187,26 @@ class AttemptRun:
             self.lifecycle.move(AttemptState.FINISHING)
             self.broadcast(control.Finish(self.c.attempt))
 
-    def _trigger_now(self, stop: bool) -> int:
+    def _trigger_now(self, stop: bool, savepoint: bool = False, target: str | None = None) -> int:
         assert self.checkpoints is not None
-        cid = self.checkpoints.trigger_now()
-        self.broadcast(control.Trigger(self.c.attempt, cid, self.c.clock(), stop=stop))
+        cid = self.checkpoints.trigger_now(savepoint=savepoint, target=target)
+        self.broadcast(
+            control.Trigger(self.c.attempt, cid, self.c.clock(), stop=stop, savepoint=savepoint)
+        )
         return cid
+
+    def _take_savepoint_requests(self) -> None:
+        assert self.checkpoints is not None
+        for request in self.c.savepoint_requests.take():
+            if self.stop_checkpoint is not None or self.final_checkpoint is not None:
+                request.done.set_exception(
+                    CheckpointError("the job is ending already; its last checkpoint is under way")
+                )
+                continue
+            cid = self._trigger_now(stop=request.stop, savepoint=True, target=request.target)
+            self.savepoints.add(cid, request)
+            if request.stop:
+                self.stop_checkpoint = cid
 
     def _tick(self, now_ms: int) -> None:
         c = self.c
@@ -197,6 +219,9 @@ class AttemptRun:
         if ckpt is None:
             return
         ckpt.check_timeouts(now_ms)
+        self.savepoints.failed(
+            {cid: ckpt.status(cid) for cid in self.savepoints.ids()}, self.stop_checkpoint
+        )
         target = self.stop_checkpoint or self.final_checkpoint
         if target is not None:
             status = ckpt.status(target)
@@ -211,11 +236,19 @@ class AttemptRun:
                         f"{_STOP_ATTEMPTS} times; see the log for the cause"
                     )
                 if self.stop_checkpoint is not None:
-                    self.stop_checkpoint = self._trigger_now(stop=True)
+                    failed = self.stop_checkpoint
+                    savepoint = failed in self.savepoints.ids()
+                    self.stop_checkpoint = self._trigger_now(
+                        stop=True, savepoint=savepoint, target=self.savepoints.target_of(failed)
+                    )
+                    self.savepoints.move(failed, self.stop_checkpoint)
                 else:
                     self.final_checkpoint = self._trigger_now(stop=False)
             return
-        if c.stop.is_set():
+        self._take_savepoint_requests()
+        if self.stop_checkpoint is not None:
+            return
+        if c.stop.is_set() or c.savepoint_requests.stop_taken:
             self.stop_checkpoint = self._trigger_now(stop=True)
             return
         cid = ckpt.maybe_trigger(now_ms)

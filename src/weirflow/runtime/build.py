@@ -177,7 +177,10 @@ def build_job(
             tasks.append(task)
     for task in tasks:
         task.open(
-            {op.name: restored.get(op.name, {}).get(task.subtask) for op in task.chain}
+            {
+                op.spec.state_id: restored.get(op.spec.state_id, {}).get(task.subtask)
+                for op in task.chain
+            }
             if restored
             else {}
         )

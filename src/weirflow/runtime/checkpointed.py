@@ -42,13 +42,14 @@ from weirflow.checkpoint import (
     open_job_storage,
 )
 from weirflow.errors import (
+    CheckpointError,
     ConfigError,
     JobFailedError,
     WeirflowError,
     is_retriable,
 )
 from weirflow.faults import fault_point
-from weirflow.graph import LogicalGraph, compile_plan
+from weirflow.graph import LogicalGraph, compile_plan, operator_signatures
 from weirflow.records import JobResult
 from weirflow.runtime.build import BuiltJob, RuntimeOptions, build_job
 from weirflow.runtime.events import CheckpointBarrier
@@ -57,7 +58,8 @@ from weirflow.runtime.job import counts
 from weirflow.runtime.local import LocalScheduler
 from weirflow.runtime.operators.source import refuse_duplicate_sink_output
 from weirflow.runtime.restart import RestartStrategy
-from weirflow.runtime.restore_points import RestorePoints
+from weirflow.runtime.restore_points import RestorePoints, fit_to_job
+from weirflow.runtime.savepoint_requests import SavepointRequests, SavepointWaiters
 from weirflow.runtime.snapshots import encode_task_snapshot, plan_restore, write_task_snapshot
 from weirflow.runtime.task import Task, TaskState
 
@@ -109,6 +111,7 @@ class _Attempt:
         self.stop_checkpoint: int | None = None
         self.stop_attempts = 0
         self.stop_done = False
+        self.savepoints = SavepointWaiters()
         self.built: BuiltJob | None = None
         self.coordinator: CheckpointCoordinator | None = None
 
@@ -153,6 +156,7 @@ class _Attempt:
             parallelism=r.parallelism,
             max_parallelism=r.max_parallelism,
             first_checkpoint_id=last + 1,
+            operators=operator_signatures(r.graph),
         )
         return self.built
 
@@ -198,6 +202,9 @@ class _Attempt:
         self._snapshot_ended_tasks(coordinator.pending())
         if self.stop_done:
             return True
+        self.savepoints.failed(
+            {cid: coordinator.status(cid) for cid in self.savepoints.ids()}, self.stop_checkpoint
+        )
         if self.stop_checkpoint is not None and self._stop_checkpoint_failed(coordinator):
             self.stop_attempts += 1
             if self.stop_attempts > _STOP_ATTEMPTS:
@@ -205,23 +212,44 @@ class _Attempt:
                     f"the stop checkpoint of job {self.run.graph.name!r} failed "
                     f"{_STOP_ATTEMPTS} times; see the log for the cause"
                 )
-            self.stop_checkpoint = coordinator.trigger_now()
-            self._inject(self.stop_checkpoint, now_ms)
+            failed = self.stop_checkpoint
+            savepoint = failed in self.savepoints.ids()
+            self.stop_checkpoint = coordinator.trigger_now(
+                savepoint=savepoint, target=self.savepoints.target_of(failed)
+            )
+            self.savepoints.move(failed, self.stop_checkpoint)
+            self._inject(self.stop_checkpoint, now_ms, savepoint=savepoint)
             return False
+        for request in self.run.savepoint_requests.take():
+            if self.stop_checkpoint is not None:
+                request.done.set_exception(
+                    CheckpointError(f"job {self.run.graph.name!r} is stopping already")
+                )
+                continue
+            checkpoint_id = coordinator.trigger_now(savepoint=True, target=request.target)
+            self.savepoints.add(checkpoint_id, request)
+            self._inject(checkpoint_id, now_ms, savepoint=True)
+            if request.stop:
+                self._stop_at(checkpoint_id)
         if self.run.stop_requested() and self.stop_checkpoint is None:
             self.stop_checkpoint = coordinator.trigger_now()
             self._inject(self.stop_checkpoint, now_ms)
-            # Sources emit nothing after the stop barrier (as Flink's stop-with-savepoint),
-            # so the last checkpoint holds everything read and nothing is read twice.
-            for task in self.built.tasks:
-                if task.is_source:
-                    task.paused = True
+            self._stop_at(self.stop_checkpoint)
             return False
         if self.stop_checkpoint is None:
             checkpoint_id = coordinator.maybe_trigger(now_ms)
             if checkpoint_id is not None:
                 self._inject(checkpoint_id, now_ms)
         return False
+
+    def _stop_at(self, checkpoint_id: int) -> None:
+        assert self.built is not None
+        self.stop_checkpoint = checkpoint_id
+        # Sources emit nothing after the stop barrier (as Flink's stop-with-savepoint),
+        # so the last checkpoint holds everything read and nothing is read twice.
+        for task in self.built.tasks:
+            if task.is_source:
+                task.paused = True
 
     def _stop_checkpoint_failed(self, coordinator: CheckpointCoordinator) -> bool:
         status = coordinator.status(self.stop_checkpoint)  # type: ignore[arg-type]
@@ -230,14 +258,15 @@ class _Attempt:
             CheckpointStatus.COMPLETED,
         )
 
-    def _inject(self, checkpoint_id: int, now_ms: int) -> None:
+    def _inject(self, checkpoint_id: int, now_ms: int, savepoint: bool = False) -> None:
         assert self.built is not None
         config = self.run.config
+        # a savepoint is aligned whatever the mode, so it holds no in-flight buffers
         barrier = CheckpointBarrier(
             checkpoint_id,
             now_ms,
-            aligned=config.mode == "exactly_once",
-            unaligned_after_ms=config.unaligned_after_ms,
+            aligned=savepoint or config.mode == "exactly_once",
+            unaligned_after_ms=None if savepoint else config.unaligned_after_ms,
         )
         for task in self.built.tasks:
             if task.is_source and task.state is TaskState.RUNNING:
@@ -260,6 +289,7 @@ class _Attempt:
             for task in self.built.tasks:
                 task.notify_checkpoint_complete(c.checkpoint_id)
             self.checkpoints_completed += 1
+            self.savepoints.completed(c)
             # a completed checkpoint subsumes every older one: their acknowledgements are done
             for old in [cid for cid in self.acked if cid <= c.checkpoint_id]:
                 del self.acked[old]
@@ -289,8 +319,9 @@ class _Attempt:
             )
 
     def close(self) -> None:
-        """Stop the writer thread and close every task."""
+        """Stop the writer thread, close every task, fail savepoints still under way."""
         self.writer.shutdown(wait=True)
+        self.savepoints.fail_all("the attempt ended first")
         if self.built is not None:
             for task in self.built.tasks:
                 task.close()
@@ -316,6 +347,7 @@ class CheckpointedRun:
         stop: when set, the run takes a final checkpoint and returns.
         listener: progress callbacks.
         storage_options: fsspec options for the checkpoint storage (S3 endpoint, keys).
+        savepoints: savepoint requests from other threads (the control endpoint).
     """
 
     def __init__(
@@ -333,6 +365,7 @@ class CheckpointedRun:
         stop: threading.Event | None = None,
         listener: RunListener | None = None,
         storage_options: dict[str, Any] | None = None,
+        savepoints: SavepointRequests | None = None,
     ) -> None:
         if config.mode == "at_most_once":
             raise ConfigError(
@@ -352,10 +385,12 @@ class CheckpointedRun:
         self.listener = listener or RunListener()
         self.storage = open_job_storage(config, graph.name, storage_options)
         self.scheduler_hook: Callable[[LocalScheduler], None] | None = None
+        self.savepoint_requests = savepoints or SavepointRequests()
 
     def stop_requested(self) -> bool:
         """Whether a stop was requested."""
-        return self._stop is not None and self._stop.is_set()
+        asked = self._stop is not None and self._stop.is_set()
+        return asked or self.savepoint_requests.stop_taken
 
     def run(self) -> JobResult:
         """Run attempts until the job ends, is stopped, or the restart strategy gives up.
@@ -377,6 +412,8 @@ class CheckpointedRun:
         self.storage.check_writable()
         points = RestorePoints(self.storage, self.restore)
         manifest = points.first
+        if manifest is not None:
+            manifest = fit_to_job(manifest, self.graph, self.config.allow_non_restored_state)
         attempt_no = 0
         start = self.clock()
         while True:

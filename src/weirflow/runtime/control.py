@@ -75,6 +75,8 @@ class Deploy(msgspec.Struct, tag=True, frozen=True):
         channel_capacity: buffers per channel (its credit).
         allow_duplicates_after_fallback: restore even when a sink committed
             output of a newer checkpoint (see ``CheckpointConfig``).
+        allow_non_restored_state: leave state of operators the job lacks
+            behind (see ``CheckpointConfig``).
         storage_probe: with workers on several hosts and a local checkpoint
             folder, the token the coordinator wrote to :data:`SHARED_PROBE`
             in the job's folder; a worker that does not find it there fails
@@ -99,6 +101,7 @@ class Deploy(msgspec.Struct, tag=True, frozen=True):
     allow_duplicates_after_fallback: bool = False
     storage_probe: str | None = None
     unaligned_after_ms: int | None = None
+    allow_non_restored_state: bool = False
 
 
 SHARED_PROBE = "_shared-probe"
@@ -115,12 +118,14 @@ class Trigger(msgspec.Struct, tag=True, frozen=True):
 
     Attributes:
         stop: the stop checkpoint: sources emit nothing after its barrier.
+        savepoint: a savepoint's checkpoint: aligned, whatever the job's mode.
     """
 
     attempt: int
     checkpoint_id: int
     timestamp_ms: int
     stop: bool = False
+    savepoint: bool = False
 
 
 class Acknowledge(msgspec.Struct, tag=True, frozen=True):

@@ -56,7 +56,8 @@ from weirflow.runtime.launcher import Launcher
 from weirflow.runtime.membership import WorkerEntry, WorkerStatus
 from weirflow.runtime.placement import place
 from weirflow.runtime.restart import RestartStrategy
-from weirflow.runtime.restore_points import RestorePoints
+from weirflow.runtime.restore_points import RestorePoints, fit_to_job
+from weirflow.runtime.savepoint_requests import SavepointRequests
 from weirflow.runtime.wire import (
     ConnectionClosedError,
     FramedConnection,
@@ -162,6 +163,7 @@ class JobCoordinator:
         self.spec: JobSpec | None = None
         self.task_ids: list[str] = []
         self.storage: CheckpointStorage | None = None
+        self.savepoint_requests = SavepointRequests()
         self.submissions: queue.Queue[tuple[control.Submit, FramedConnection]] = queue.Queue()
         self._closed = threading.Event()
 
@@ -272,6 +274,7 @@ class JobCoordinator:
         *,
         stop: threading.Event | None = None,
         listener: RunListener | None = None,
+        savepoints: SavepointRequests | None = None,
     ) -> JobResult:
         """Run ``spec`` to its end (or stop), through restarts.
 
@@ -279,6 +282,7 @@ class JobCoordinator:
             spec: what to run.
             stop: when set, the job takes a stop checkpoint and ends.
             listener: progress callbacks.
+            savepoints: savepoint requests from other threads (the control endpoint).
 
         Returns:
             The :class:`~weirflow.records.JobResult`: counts summed over workers.
@@ -304,6 +308,7 @@ class JobCoordinator:
             self.storage.check_writable()
         self.stop = stop or threading.Event()
         self.listener = listener or RunListener()
+        self.savepoint_requests = savepoints or SavepointRequests()
         self.restarts = 0
         self.checkpoints_completed = 0
         self.last_completed = None
@@ -373,9 +378,13 @@ class JobCoordinator:
                 raise ConfigError("restoring needs checkpoints: run with a checkpoint storage")
             return None
         try:
-            return RestorePoints(self.storage, self.spec.restore)
+            points = RestorePoints(self.storage, self.spec.restore)
         except CheckpointCorruptError as e:
             raise ConfigError(str(e)) from e
+        if points.first is not None and self.spec.checkpoint is not None:
+            # refused here, before any worker loads it; workers leave dropped state behind
+            fit_to_job(points.first, self.spec.graph, self.spec.checkpoint.allow_non_restored_state)
+        return points
 
     def _first_url(self, points: RestorePoints | None) -> str | None:
         """Where workers load the first attempt's checkpoint from (``None``: fresh)."""
@@ -389,7 +398,7 @@ class JobCoordinator:
     def _sleep_handling_events(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while True:
-            if self.stop.is_set():
+            if self.stop.is_set() or self.savepoint_requests.stop_submitted:
                 raise _StoppedWhileRecovering
             left = deadline - time.monotonic()
             if left <= 0:
@@ -440,7 +449,7 @@ class JobCoordinator:
         need = self.spec.parallelism
         deadline = time.monotonic() + self.worker_wait_s
         while True:
-            if self.stop.is_set():
+            if self.stop.is_set() or self.savepoint_requests.stop_submitted:
                 raise _StoppedWhileRecovering
             if self.launcher is not None:
                 self.launcher.replace_exited()
@@ -511,6 +520,9 @@ class JobCoordinator:
                         spec.checkpoint is not None
                         and spec.checkpoint.allow_duplicates_after_fallback
                     ),
+                    allow_non_restored_state=(
+                        spec.checkpoint is not None and spec.checkpoint.allow_non_restored_state
+                    ),
                 )
             )
         restored_from = None
@@ -525,6 +537,7 @@ class JobCoordinator:
         try:
             return run.run()
         finally:
+            run.savepoints.fail_all("the attempt ended first")
             if run.checkpoints is not None:
                 run.checkpoints.shutdown()
 

@@ -36,6 +36,7 @@ from weirflow.runtime.lifecycle import AttemptLifecycle, AttemptState
 from weirflow.runtime.local import LocalScheduler
 from weirflow.runtime.operators import SinkLogic
 from weirflow.runtime.operators.source import refuse_duplicate_sink_output
+from weirflow.runtime.restore_points import fit_to_job
 from weirflow.runtime.snapshots import encode_task_snapshot, plan_restore, write_task_snapshot
 from weirflow.runtime.task import Task, TaskState
 
@@ -100,7 +101,9 @@ class Deployment:
                     CheckpointConfig(storage=d.checkpoint_dir), graph.name
                 )
                 if d.restore is not None:
-                    manifest = self.storage.load_savepoint(d.restore)
+                    manifest = fit_to_job(
+                        self.storage.load_savepoint(d.restore), graph, d.allow_non_restored_state
+                    )
                     restored = plan_restore(
                         manifest, self.storage, graph, d.parallelism, d.max_parallelism
                     )
@@ -263,8 +266,8 @@ class Deployment:
         barrier = CheckpointBarrier(
             message.checkpoint_id,
             message.timestamp_ms,
-            aligned=self.deploy.mode == "exactly_once",
-            unaligned_after_ms=self.deploy.unaligned_after_ms,
+            aligned=message.savepoint or self.deploy.mode == "exactly_once",
+            unaligned_after_ms=None if message.savepoint else self.deploy.unaligned_after_ms,
         )
         self.pending.add(message.checkpoint_id)
         for task in self.tasks:

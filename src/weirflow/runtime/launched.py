@@ -16,6 +16,7 @@ from weirflow.runtime.checkpointed import RunListener
 from weirflow.runtime.cluster_metrics import cluster_registry
 from weirflow.runtime.coordinator import JobCoordinator, JobSpec
 from weirflow.runtime.launcher import Launcher
+from weirflow.runtime.savepoint_requests import SavepointRequests
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ def run_with_launcher(
     *,
     stop: threading.Event | None = None,
     listener: RunListener | None = None,
+    savepoints: SavepointRequests | None = None,
 ) -> JobResult:
     """Run ``spec`` under a coordinator here on the workers ``launcher`` starts.
 
@@ -59,6 +61,7 @@ def run_with_launcher(
         options: the coordinator's settings.
         stop: when set, the job takes a stop checkpoint and ends.
         listener: progress callbacks.
+        savepoints: savepoint requests from other threads (the control endpoint).
 
     Returns:
         The job's :class:`~weirflow.records.JobResult`.
@@ -84,7 +87,7 @@ def run_with_launcher(
         )
         try:
             coordinator.start()
-            return coordinator.run(spec, stop=stop, listener=listener)
+            return coordinator.run(spec, stop=stop, listener=listener, savepoints=savepoints)
         finally:
             if server is not None:
                 server.close()

@@ -12,6 +12,7 @@ from weirflow.runtime.checkpointed import RunListener
 from weirflow.runtime.coordinator import JobSpec
 from weirflow.runtime.launched import CoordinatorOptions, run_with_launcher
 from weirflow.runtime.launcher import LocalLauncher
+from weirflow.runtime.savepoint_requests import SavepointRequests
 from weirflow.runtime.wire import new_secret
 
 
@@ -46,6 +47,7 @@ def run_on_local_workers(
     heartbeat_timeout_s: float = 10.0,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
+    savepoints: SavepointRequests | None = None,
 ) -> JobResult:
     """Run ``spec`` on ``workers`` worker processes of this machine under a coordinator here.
 
@@ -63,6 +65,7 @@ def run_on_local_workers(
         metrics_port: serve the coordinator's Prometheus ``/metrics`` (every
             worker's samples) on this port; ``None``: not served.
         metrics_host: the address ``/metrics`` binds.
+        savepoints: savepoint requests from other threads (the control endpoint).
 
     Returns:
         The job's :class:`~weirflow.records.JobResult`.
@@ -82,4 +85,6 @@ def run_on_local_workers(
         metrics_port=metrics_port,
         metrics_host=metrics_host,
     )
-    return run_with_launcher(spec, launcher, secret, options, stop=stop, listener=listener)
+    return run_with_launcher(
+        spec, launcher, secret, options, stop=stop, listener=listener, savepoints=savepoints
+    )

@@ -27,6 +27,7 @@ from weirflow.records import JobResult
 from weirflow.runtime.checkpointed import RunListener
 from weirflow.runtime.coordinator import JobSpec
 from weirflow.runtime.launched import CoordinatorOptions, run_with_launcher
+from weirflow.runtime.savepoint_requests import SavepointRequests
 from weirflow.runtime.wire import new_secret
 
 log = logging.getLogger("weirflow.ray")
@@ -120,6 +121,7 @@ def run_on_ray(
     listener: RunListener | None = None,
     heartbeat_timeout_s: float = 10.0,
     metrics: tuple[int | None, str] = (None, "127.0.0.1"),
+    savepoints: SavepointRequests | None = None,
 ) -> JobResult:
     """Run ``spec`` on worker actors of a Ray cluster under a coordinator in this process.
 
@@ -138,6 +140,7 @@ def run_on_ray(
         load_graph: ``JOB.py[:NAME]`` → logical graph, run in the actors.
         stop: when set, the job takes a stop checkpoint and ends.
         listener: progress callbacks.
+        savepoints: savepoint requests from other threads (the control endpoint).
         heartbeat_timeout_s: silence after which a worker is given up (s).
         metrics: ``(port, host)`` of the coordinator's ``/metrics`` (port ``None``: off).
 
@@ -184,7 +187,13 @@ def run_on_ray(
             metrics_host=metrics[1],
         )
         return run_with_launcher(
-            replace(spec, job=worker_job), launcher, secret, options, stop=stop, listener=listener
+            replace(spec, job=worker_job),
+            launcher,
+            secret,
+            options,
+            stop=stop,
+            listener=listener,
+            savepoints=savepoints,
         )
     finally:
         if connected:

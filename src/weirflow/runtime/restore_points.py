@@ -12,8 +12,15 @@ from __future__ import annotations
 
 import logging
 
-from weirflow.checkpoint import CheckpointCorruptError, CheckpointStorage, Manifest
+from weirflow.checkpoint import (
+    CheckpointCorruptError,
+    CheckpointStorage,
+    Manifest,
+    compare_operators,
+    without_operators,
+)
 from weirflow.errors import CheckpointError, ConfigError
+from weirflow.graph import LogicalGraph, operator_signatures
 
 log = logging.getLogger("weirflow.runtime")
 
@@ -52,3 +59,30 @@ class RestorePoints:
         if latest is None or latest.checkpoint_id <= self._baseline:
             return None
         return latest
+
+
+def fit_to_job(manifest: Manifest, graph: LogicalGraph, allow_non_restored_state: bool) -> Manifest:
+    """Check that ``manifest`` restores into ``graph`` (see ``weirflow.checkpoint.upgrade``).
+
+    Returns:
+        ``manifest``, without the state of operators the job no longer has
+        when ``allow_non_restored_state``.
+
+    Raises:
+        ConfigError: a changed key type, window assigner or state type, an
+            unnamed stateful operator restored from a savepoint, or state of
+            operators the job lacks (unless allowed); the message names each.
+    """
+    report = compare_operators(
+        manifest, [op.state_id for op in graph.operators], operator_signatures(graph)
+    )
+    problems = report.problems(allow_non_restored_state)
+    if problems:
+        raise ConfigError(
+            f"checkpoint {manifest.checkpoint_id} does not restore into job {graph.name!r}: "
+            + "; ".join(problems)
+        )
+    if report.dropped:
+        log.warning("leaving the state of operator(s) %s behind", report.dropped)
+        return without_operators(manifest, report.dropped)
+    return manifest

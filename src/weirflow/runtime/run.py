@@ -26,6 +26,7 @@ from weirflow.runtime.local import LocalScheduler
 from weirflow.runtime.local_cluster import run_on_local_workers
 from weirflow.runtime.ray_cluster import RayCluster, run_on_ray
 from weirflow.runtime.restart import RestartStrategy
+from weirflow.runtime.savepoint_requests import SavepointRequests
 
 
 def run_job(
@@ -45,6 +46,7 @@ def run_job(
     job: str | None = None,
     cluster: RayCluster | None = None,
     load_graph: Callable[[str], LogicalGraph] | None = None,
+    savepoints: SavepointRequests | None = None,
     **unknown: Any,
 ) -> JobResult:
     """Run ``graph`` in this process, or on ``workers`` local worker processes.
@@ -74,6 +76,9 @@ def run_job(
         cluster: run on worker actors of this Ray cluster (needs ``weirflow[ray]``).
         load_graph: with ``cluster``, ``FILE.py:NAME`` → logical graph, run in
             the actors (importable there by reference).
+        savepoints: where other threads ask the running job for savepoints
+            (:class:`~weirflow.runtime.savepoint_requests.SavepointRequests`);
+            needs ``checkpoint``.
 
     Returns:
         The job's :class:`~weirflow.records.JobResult`.
@@ -109,14 +114,19 @@ def run_job(
             options=runtime or RuntimeOptions(),
         )
         if cluster is None:
-            return run_on_local_workers(spec, workers, stop=stop, listener=listener)
+            return run_on_local_workers(
+                spec, workers, stop=stop, listener=listener, savepoints=savepoints
+            )
         if load_graph is None:
             raise ConfigError("cluster= needs load_graph= for the worker actors")
-        return run_on_ray(spec, cluster, load_graph, stop=stop, listener=listener)
+        return run_on_ray(
+            spec, cluster, load_graph, stop=stop, listener=listener, savepoints=savepoints
+        )
     if checkpoint is None:
-        if restore is not None or restart is not None:
+        if restore is not None or restart is not None or savepoints is not None:
             raise ConfigError(
-                "restore= and restart= need checkpoints: pass checkpoint=CheckpointConfig(...)"
+                "restore=, restart= and savepoints= need checkpoints: pass "
+                "checkpoint=CheckpointConfig(...)"
             )
 
         def hooks(scheduler: LocalScheduler) -> None:
@@ -143,4 +153,5 @@ def run_job(
         stop=stop,
         listener=listener,
         storage_options=storage_options,
+        savepoints=savepoints,
     ).run()

@@ -217,7 +217,7 @@ def plan_restore(
         meta = snap.metadata
         for name, m in meta.get("operators", {}).items():
             entries.setdefault(name, []).append((meta["subtask"], m, snap.handles.get(name)))
-    known = {op.name: op for op in graph.operators}
+    known = {op.state_id: op for op in graph.operators}
     unknown = sorted(set(entries) - set(known))
     if unknown:
         raise ConfigError(

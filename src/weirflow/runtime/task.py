@@ -135,7 +135,7 @@ class Task:
     def open(self, restored: dict[str, Any]) -> None:
         """Open every operator of the chain with its restored state (by operator name)."""
         for op in self.chain:
-            op.open(restored.get(op.name))
+            op.open(restored.get(op.spec.state_id))
 
     def close(self) -> None:
         """Close every operator; safe to call more than once and after a failure."""
@@ -322,7 +322,7 @@ class Task:
             self._start_unaligned(barrier, set())
             return
         cid = barrier.checkpoint_id
-        states = {op.name: op.snapshot_state(cid) for op in self.chain}
+        states = {op.spec.state_id: op.snapshot_state(cid) for op in self.chain}
         for w in self.writers:
             w.broadcast_event(barrier)
         if barrier.unaligned_after_ms is not None and not self._flush():
@@ -404,7 +404,7 @@ class Task:
             arrived: the input the barrier just came out of, and the items it overtook there.
         """
         cid = barrier.checkpoint_id
-        states = {op.name: op.snapshot_state(cid) for op in self.chain}
+        states = {op.spec.state_id: op.snapshot_state(cid) for op in self.chain}
         forwarded = barrier._replace(unaligned_after_ms=0)
         output = [w.overtake(forwarded) for w in self.writers]
         awaiting = {
@@ -465,7 +465,7 @@ class Task:
 
     def snapshot_finished(self, checkpoint_id: int) -> None:
         """Snapshot a finished chain (no barrier: nothing flows any more)."""
-        states = {op.name: op.snapshot_state(checkpoint_id) for op in self.chain}
+        states = {op.spec.state_id: op.snapshot_state(checkpoint_id) for op in self.chain}
         self.on_snapshot(self, checkpoint_id, states)
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:

@@ -7,7 +7,9 @@ reader never guesses. The msgpack codec covers ``None``, ``bool``, ``int``
 no tuples, sets or non-string map keys of its own, so those travel as
 msgpack extension types (codes below) and come back as the same types.
 Anything else (dataclasses, user objects, ``int`` subclasses such as
-enums) is pickled.
+enums) is pickled; ``msgspec.Struct`` and dataclass values by field name
+and schema version, so that they restore into a changed class
+(:mod:`weirflow.serde.schema`).
 
 Unpickling runs code, so :func:`decode` refuses pickled bytes unless the
 caller says they come from an authenticated source (``allow_pickle=True``):
@@ -16,12 +18,14 @@ a checkpoint file whose signature verified, a peer that authenticated.
 
 from __future__ import annotations
 
+import io
 import pickle
 from typing import Any
 
 import msgspec
 
 from weirflow.errors import SerdeError, UnsupportedFormatVersionError
+from weirflow.serde.schema import reduce_versioned
 
 TAG_MSGPACK = 0x01
 TAG_PICKLE = 0x02
@@ -167,12 +171,23 @@ def encode(value: Any) -> bytes:
     if is_plain(value):
         return encode_plain(value)
     try:
-        return bytes((TAG_PICKLE,)) + pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        out = io.BytesIO()
+        out.write(bytes((TAG_PICKLE,)))
+        _VersionedPickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+        return out.getvalue()
     except (pickle.PicklingError, TypeError, AttributeError) as e:
         raise SerdeError(
             f"cannot serialize a value of type {type(value).__qualname__}: {e}; "
             "state and records that leave the process must be plain data or picklable"
         ) from e
+
+
+class _VersionedPickler(pickle.Pickler):
+    """Pickles Struct and dataclass values by field name and schema version
+    (:mod:`weirflow.serde.schema`), so that they restore into a changed class."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        return reduce_versioned(obj) or NotImplemented
 
 
 def is_pickled(data: bytes | memoryview) -> bool:

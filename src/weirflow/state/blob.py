@@ -27,7 +27,7 @@ import zlib
 from typing import Any, Final
 
 from weirflow.errors import SerdeError, StateError, UnsupportedFormatVersionError
-from weirflow.serde import check_format_version, decode, encode, is_pickled
+from weirflow.serde import StateSchemaError, check_format_version, decode, encode, is_pickled
 from weirflow.state.errors import CorruptStateError, UnsupportedStateVersionError
 
 KEYED_STATE_MAGIC: Final = b"WFKS"
@@ -103,6 +103,8 @@ def unpack_blob(magic: bytes, key_group: int, blob: bytes | memoryview) -> Any:
         return decode(payload, allow_pickle=True)
     except UnsupportedFormatVersionError as e:
         raise UnsupportedStateVersionError(f"key group {key_group}: {e}") from e
+    except StateSchemaError:
+        raise  # intact bytes of a class that changed: its message says how to fix it
     except SerdeError as e:
         raise CorruptStateError(f"key group {key_group}: state blob does not decode: {e}") from e
     except (AttributeError, ImportError) as e:

@@ -1,0 +1,151 @@
+"""Whether a checkpoint or savepoint restores into changed job code.
+
+State maps to operators by name. Comparing the operators a manifest holds
+state of with the operators of the job to start gives:
+
+* **matched**: in both; their recorded signatures must agree on the key
+  type (when both declare one), the window assigner and the state type;
+* **added**: stateful operators the manifest has no state of; they start empty;
+* **dropped**: operators the manifest holds state of that the job no longer
+  has; refused unless the caller allows non-restored state (Flink's
+  ``--allowNonRestoredState``), which then leaves that state behind.
+
+A job restored from a savepoint must name its stateful operators
+(``name=``): a default name (``window_3``) depends on the operator's position
+in the graph, which any upgrade may change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from weirflow.checkpoint.handles import TaskSnapshot
+from weirflow.checkpoint.manifest import Manifest
+
+Signatures = Mapping[str, Mapping[str, str | None]]
+_COMPARED = (("kind", "kind"), ("key_type", "key type"), ("window", "window assigner"),
+             ("state_type", "state type"))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Incompatibility:
+    """One change that makes a restore fail.
+
+    Attributes:
+        operator: the operator's name.
+        change: what changed, ``"<what>: <old> -> <new>"`` or a requirement.
+    """
+
+    operator: str
+    change: str
+
+    def __str__(self) -> str:
+        return f"operator {self.operator!r}: {self.change}"
+
+
+@dataclass(frozen=True)
+class UpgradeReport:
+    """What a restore of a manifest into a job would do.
+
+    Attributes:
+        matched: operators whose state is restored, sorted.
+        added: stateful operators that start empty, sorted.
+        dropped: operators with state in the manifest that the job lacks, sorted.
+        incompatible: changes that refuse the restore.
+        signatures_recorded: whether the manifest recorded operator signatures
+            (manifests of older versions did not; only names are compared then).
+    """
+
+    matched: list[str]
+    added: list[str]
+    dropped: list[str]
+    incompatible: list[Incompatibility]
+    signatures_recorded: bool
+
+    def problems(self, allow_non_restored_state: bool) -> list[str]:
+        """Every reason the restore is refused, one line each (empty: it succeeds)."""
+        found = [str(i) for i in self.incompatible]
+        if self.dropped and not allow_non_restored_state:
+            found.append(
+                f"state of operator(s) {self.dropped} has no operator in the job: keep their "
+                "names, or leave their state behind with --allow-non-restored-state"
+            )
+        return found
+
+
+def state_holders(manifest: Manifest) -> set[str]:
+    """Names of the operators ``manifest`` holds state of."""
+    names = set(manifest.operators)
+    for task in manifest.tasks.values():
+        names |= set(task.metadata.get("operators", {}))
+    return names
+
+
+def compare_operators(
+    manifest: Manifest, operators: Collection[str], signatures: Signatures
+) -> UpgradeReport:
+    """Compare ``manifest``'s operators with a job's.
+
+    Args:
+        manifest: the checkpoint or savepoint to restore.
+        operators: the names of every operator of the job.
+        signatures: the job's stateful operators' signatures
+            (``weirflow.graph.operator_signatures``).
+
+    Returns:
+        The :class:`UpgradeReport`.
+    """
+    holders = state_holders(manifest)
+    saved = manifest.operators
+    incompatible: list[Incompatibility] = []
+    for name in sorted(signatures):
+        new = signatures[name]
+        if manifest.is_savepoint and new.get("named") == "no":
+            incompatible.append(
+                Incompatibility(
+                    name,
+                    "a stateful operator restored from a savepoint needs a stable name: give it "
+                    "name=... (its default name depends on its position in the job)",
+                )
+            )
+        old = saved.get(name)
+        if old is None:
+            continue
+        for field, what in _COMPARED:
+            before, after = old.get(field), new.get(field)
+            if field == "key_type" and (before is None or after is None):
+                continue
+            if before != after:
+                incompatible.append(Incompatibility(name, f"{what} changed: {before} -> {after}"))
+    return UpgradeReport(
+        matched=sorted(holders & set(operators)),
+        added=sorted(set(signatures) - holders),
+        dropped=sorted(holders - set(operators)),
+        incompatible=incompatible,
+        signatures_recorded=bool(saved),
+    )
+
+
+def without_operators(manifest: Manifest, dropped: Collection[str]) -> Manifest:
+    """``manifest`` with the state of the ``dropped`` operators left out."""
+    gone = set(dropped)
+
+    def keep(task: TaskSnapshot) -> TaskSnapshot:
+        metadata = dict(task.metadata)
+        metadata["operators"] = {
+            k: v for k, v in metadata.get("operators", {}).items() if k not in gone
+        }
+        return dataclasses.replace(
+            task,
+            handles={k: h for k, h in task.handles.items() if k not in gone},
+            metadata=metadata,
+            pickled_states=frozenset(task.pickled_states - gone),
+        )
+
+    return dataclasses.replace(
+        manifest,
+        tasks={tid: keep(t) for tid, t in manifest.tasks.items()},
+        operators={k: v for k, v in manifest.operators.items() if k not in gone},
+    )

@@ -1,0 +1,75 @@
+"""Operator identity: what a checkpoint records about each stateful operator.
+
+State maps to operators by their name (``name=`` in the job), never by
+position. An operator's *signature* is the part of its description that
+its state's meaning depends on; a restore into changed job code compares the
+signatures recorded in the checkpoint with the job's (see
+:mod:`weirflow.checkpoint.upgrade`). Signatures are plain data (strings or
+``None``) so that manifests, which are never unpickled, can hold them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from typing import Any
+
+from weirflow.graph.logical import LogicalGraph, OperatorSpec
+
+#: The operator kinds that hold keyed state.
+STATEFUL_KINDS = frozenset({"rolling_reduce", "keyed_process", "window"})
+
+
+def _type_name(tp: Any) -> str:
+    # the class's name, not its module: a job file's module name follows its file name,
+    # which a new version of the job may change
+    return tp.__qualname__ if isinstance(tp, type) else str(tp)
+
+
+def _key_type(op: OperatorSpec) -> str | None:
+    """The key selector's declared return type, or ``None`` when it declares none."""
+    fn = op.key_fn
+    if fn is None:
+        return None
+    try:
+        annotation = inspect.signature(fn).return_annotation
+    except (TypeError, ValueError):
+        return None
+    return None if annotation is inspect.Signature.empty else _type_name(annotation)
+
+
+def _state_type(op: OperatorSpec) -> str:
+    fn = op.params.get("fn")
+    kind = op.params.get("function", op.kind)
+    if op.kind == "rolling_reduce" or kind in ("reduce", "count"):
+        # the state is the reduced record itself, or a count
+        return str(kind)
+    return f"{kind}:{_type_name(type(fn))}"
+
+
+def is_named(op: OperatorSpec) -> bool:
+    """Whether the job gave the operator a ``uid`` or a name (not the default ``<kind>_<id>``)."""
+    return op.uid is not None or re.fullmatch(rf"{re.escape(op.kind)}_\d+", op.name) is None
+
+
+def operator_signatures(graph: LogicalGraph) -> dict[str, dict[str, str | None]]:
+    """Return the signature of every stateful operator of ``graph``, by state id (uid or name).
+
+    A signature has ``kind``; ``key_type`` (the key selector's declared return
+    type, ``None`` if undeclared); ``window`` (the window assigner and its
+    parameters, for windows); ``state_type`` (the window function or the
+    keyed process function's class); ``named`` (``"yes"``/``"no"``).
+    """
+    out: dict[str, dict[str, str | None]] = {}
+    for op in graph.operators:
+        if op.kind not in STATEFUL_KINDS:
+            continue
+        assigner = op.params.get("assigner")
+        out[op.state_id] = {
+            "kind": op.kind,
+            "key_type": _key_type(op),
+            "window": repr(assigner) if assigner is not None else None,
+            "state_type": _state_type(op),
+            "named": "yes" if is_named(op) else "no",
+        }
+    return out

@@ -1,0 +1,24 @@
+"""The next version of :mod:`windowed_sum`, for upgrade tests: the same job with one
+operator added after the windows, a filter that drops the results of the users in
+``DROPPED``. Configured as :mod:`windowed_sum` is."""
+
+import os
+from datetime import timedelta
+
+from windowed_sum_core import CountSum, user_amounts
+
+from weirflow import Dataflow
+from weirflow.connectors import EventLogSink, EventLogSource
+from weirflow.windows import TumblingWindows
+
+LOG_DIR = os.environ["WF_LOG_DIR"]
+DROPPED = frozenset(f"u{i}" for i in range(10))
+
+flow = Dataflow("windowed_sum")
+(
+    user_amounts(flow, EventLogSource(LOG_DIR, "events", group="windowed_sum"))
+    .window(TumblingWindows(size=timedelta(seconds=1)))
+    .aggregate(CountSum(), name="per_user")
+    .filter(lambda result: result[0] not in DROPPED, name="drop_users")
+    .sink(EventLogSink(LOG_DIR, "results"), name="results")
+)

@@ -1,0 +1,159 @@
+"""Savepoints of a running ``weirflow run`` job: take one, stop with one, upgrade from a copy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from chaos_helpers import JOB, committed_results, make_input, run_command, wait_for_checkpoints
+
+from weirflow.checkpoint import CheckpointConfig, CheckpointStorage, resolve_job_key
+from weirflow.cli.jobs import load_dataflow
+
+pytestmark = pytest.mark.slow
+
+N = 60_000
+JOB_V2 = str(Path(JOB).parent / "windowed_sum_v2.py")
+DROPPED = frozenset(f"u{i}" for i in range(10))
+
+
+def _env(log_dir: Path) -> dict[str, str]:
+    return dict(os.environ, WF_LOG_DIR=str(log_dir), WF_THROTTLE_US="60")
+
+
+def _weirflow(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "weirflow.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def _folder(url: str) -> Path:
+    return Path(url.removeprefix("file://"))
+
+
+def test_stop_with_savepoint_then_upgrade_from_a_copy_at_parallelism_3(tmp_path: Path) -> None:
+    """Scenario: savepoint of a running job, then stop with a savepoint; the job's next
+    version (a filter added after the windows) restores a copy of it elsewhere at
+    parallelism 3: output = old output + new code's output from the switch point on."""
+    log_dir, chk = tmp_path / "log", tmp_path / "chk"
+    expected = make_input(log_dir, N, 5)
+    env = _env(log_dir)
+    with open(tmp_path / "run.log", "wb") as log:
+        sup = subprocess.Popen(run_command(chk, "--unaligned"), env=env, stdout=log, stderr=log)
+        try:
+            wait_for_checkpoints(chk, 2)
+            taken = _weirflow("savepoint", "windowed_sum", f"--checkpoint-dir={chk}", env=env)
+            assert taken.returncode == 0, taken.stderr
+            default = _folder(taken.stdout.strip())
+            assert default.parent == chk / "windowed_sum" / "savepoints"
+            stopped = _weirflow(
+                "stop",
+                "windowed_sum",
+                f"--checkpoint-dir={chk}",
+                "--savepoint",
+                f"--into={tmp_path / 'sp'}",
+                env=env,
+            )
+            assert stopped.returncode == 0, stopped.stderr
+            assert _folder(stopped.stdout.strip()) == tmp_path / "sp"
+            assert sup.wait(timeout=60) == 0, (tmp_path / "run.log").read_text()[-3000:]
+        finally:
+            if sup.poll() is None:
+                sup.kill()
+    before = committed_results(log_dir)
+    assert before - expected == Counter(), "the stopped run committed a wrong or duplicate result"
+    assert sum(before.values()) < sum(expected.values()), "the stop came too late to test"
+    listed = _weirflow("checkpoints", "list", "--job=windowed_sum", f"--checkpoint-dir={chk}")
+    assert listed.returncode == 0, listed.stderr
+    assert default.name in listed.stdout, "checkpoints list does not show the savepoint"
+    assert (default / "_manifest").is_file(), "retention deleted a savepoint"
+
+    moved = tmp_path / "elsewhere" / "moved-sp"
+    shutil.copytree(tmp_path / "sp", moved)
+    shutil.rmtree(tmp_path / "sp")
+    cmd = run_command(chk, f"--restore={moved}")
+    cmd[cmd.index(JOB)] = JOB_V2
+    cmd[cmd.index("--parallelism=2")] = "--parallelism=3"
+    upgraded = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert upgraded.returncode == 0, upgraded.stderr[-3000:]
+    after = committed_results(log_dir) - before
+    want = Counter({r: n for r, n in (expected - before).items() if r[0] not in DROPPED})
+    assert after == want
+
+
+def test_a_corrupt_savepoint_is_refused_with_its_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scenario: one state file of a savepoint is damaged: the restore is refused, naming it."""
+    log_dir, chk = tmp_path / "log", tmp_path / "chk"
+    make_input(log_dir, 2_000, 6)
+    env = dict(_env(log_dir), WF_THROTTLE_US="0")
+    monkeypatch.setenv("WF_LOG_DIR", str(log_dir))
+    load_dataflow(JOB).run(2, checkpoint=CheckpointConfig(storage=str(chk)), restore="none")
+    key = resolve_job_key(None, str(chk), "windowed_sum", create=False).key
+    storage = CheckpointStorage(str(chk), "windowed_sum", key=key)
+    latest = storage.completed_checkpoints()[-1]
+    url = storage.write_savepoint(storage.load_manifest(latest), str(tmp_path / "sp"))
+    state_files = sorted(
+        p for p in _folder(url).rglob("*") if p.is_file() and p.name != "_manifest"
+    )
+    victim = state_files[0]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    refused = subprocess.run(
+        run_command(chk, f"--restore={tmp_path / 'sp'}"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1, refused.stderr[-3000:]
+    assert victim.name in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_rescale_a_job_on_two_workers_from_2_to_3(tmp_path: Path) -> None:
+    """Scenario: `weirflow rescale` of a job on 2 worker processes: stop with a savepoint,
+    relaunch with the same arguments at parallelism 3; the output is exact."""
+    log_dir, chk = tmp_path / "log", tmp_path / "chk"
+    expected = make_input(log_dir, N, 7)
+    env = _env(log_dir)
+    with open(tmp_path / "run.log", "wb") as log:
+        sup = subprocess.Popen(
+            [*run_command(chk), "--workers=2"], env=env, stdout=log, stderr=log, cwd=tmp_path
+        )
+        try:
+            wait_for_checkpoints(chk, 2)
+            rescaled = _weirflow(
+                "rescale", "windowed_sum", "--parallelism=3", f"--checkpoint-dir={chk}", env=env
+            )
+            assert rescaled.returncode == 0, rescaled.stderr
+            assert sup.wait(timeout=60) == 0, (tmp_path / "run.log").read_text()[-3000:]
+        finally:
+            if sup.poll() is None:
+                sup.kill()
+    assert "rescaled to parallelism 3" in rescaled.stdout and "downtime" in rescaled.stdout
+    assert "windowed_sum: stopped" in (tmp_path / "run.log").read_text(), "rescaled too late"
+    pid = int(rescaled.stdout.split("process ")[1].split()[0])
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{pid}").exists() and "Z" not in _proc_state(pid):
+        assert time.monotonic() < deadline, "the rescaled job did not finish"
+        time.sleep(0.05)
+    assert committed_results(log_dir) == expected
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return "Z"

@@ -1,0 +1,168 @@
+"""``weirflow upgrade-check``: each compatible change passes, each incompatible one is named."""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from weirflow.checkpoint import CheckpointConfig, CheckpointStorage, resolve_job_key
+from weirflow.cli import app
+from weirflow.cli.jobs import load_dataflow
+from weirflow.errors import ConfigError
+
+# The job's first version; each case below edits one line of it.
+BASE = """
+from datetime import timedelta
+from weirflow import Dataflow
+from weirflow.connectors import CollectSink, IterableSource
+from weirflow.windows import TumblingWindows
+
+
+class CountSum:
+    def create_accumulator(self):
+        return (0, 0)
+
+    def add(self, value, acc):
+        return (acc[0] + 1, acc[1] + value[1])
+
+    def merge(self, a, b):
+        return (a[0] + b[0], a[1] + b[1])
+
+    def get_result(self, acc):
+        return acc
+
+
+class Totals(CountSum):
+    pass
+
+
+def user(record) -> str:
+    return record[0]
+
+
+flow = Dataflow("shop")
+events = flow.source(
+    IterableSource([(f"u{i % 5}", i) for i in range(200)]), timestamp=lambda r: r[1] * 10,
+    name="events",
+)
+keyed = events.key_by(user)
+keyed.window(TumblingWindows(size=timedelta(seconds=1))).aggregate(
+    CountSum(), name="per_user"
+).sink(CollectSink(), name="windows")
+keyed.reduce(lambda a, b: (a[0], a[1] + b[1]), name="running").sink(CollectSink(), name="totals")
+"""
+
+AGG = '    CountSum(), name="per_user"'
+RUNNING = 'keyed.reduce(lambda a, b: (a[0], a[1] + b[1]), name="running")'
+FILTERED = 'keyed = events.filter(lambda r: r[1] > 3, name="big").key_by(user)'
+
+CASES = [
+    # (case, (old line, new line), extra options, exit status, text in the output)
+    ("unchanged", ("", ""), [], 0, "a restore would succeed"),
+    (
+        "filter added",
+        ("keyed = events.key_by(user)", FILTERED),
+        [], 0, "a restore would succeed",
+    ),
+    ("parallelism 2 -> 3", ("", ""), ["--parallelism=3"], 0, "a restore would succeed"),
+    (
+        "stateful operator removed",
+        (f'{RUNNING}.sink(CollectSink(), name="totals")', ""),
+        [], 1, "'running'",
+    ),
+    (
+        "stateful operator removed, allowed",
+        (f'{RUNNING}.sink(CollectSink(), name="totals")', ""),
+        ["--allow-non-restored-state"], 0, "dropped: running",
+    ),
+    ("key type changed", ("def user(record) -> str:", "def user(record) -> int:"), [], 1,
+     "operator 'per_user': key type changed: str -> int"),
+    ("window size changed", ("size=timedelta(seconds=1)", "size=timedelta(seconds=2)"), [], 1,
+     "operator 'per_user': window assigner changed"),
+    ("state type changed", ("    CountSum(), name=", "    Totals(), name="), [], 1,
+     "operator 'per_user': state type changed"),
+    ("renamed, its uid kept", (AGG, AGG.replace('"per_user"', '"counts", uid="per_user"')), [], 0,
+     "matched: events, per_user, running"),
+    ("renamed without a uid", (AGG, AGG.replace('"per_user"', '"counts"')), [], 1, "'per_user'"),
+    ("unnamed stateful operator", (', name="running")', ")"), ["--allow-non-restored-state"], 1,
+     "operator 'rolling_reduce_"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def savepoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The base job run to its end at parallelism 2; a savepoint of its last checkpoint."""
+    root = tmp_path_factory.mktemp("upgrade")
+    (root / "base.py").write_text(BASE)
+    chk = root / "chk"
+    load_dataflow(str(root / "base.py")).run(
+        2, checkpoint=CheckpointConfig(storage=str(chk)), restore="none"
+    )
+    key = resolve_job_key(None, str(chk), "shop", create=False).key
+    storage = CheckpointStorage(str(chk), "shop", key=key)
+    last = storage.completed_checkpoints()[-1]
+    storage.write_savepoint(storage.load_manifest(last), str(root / "sp"))
+    return root, chk
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "options", "status", "text"),
+    [c[1:] for c in [(c[0], *c[1], *c[2:]) for c in CASES]],
+    ids=[c[0] for c in CASES],
+)
+def test_upgrade_check(
+    savepoint: tuple[Path, Path],
+    tmp_path: Path,
+    old: str,
+    new: str,
+    options: list[str],
+    status: int,
+    text: str,
+) -> None:
+    """Scenario: the job's code changed in one way; upgrade-check says whether it restores."""
+    root, chk = savepoint
+    assert old in BASE
+    job = tmp_path / "job.py"
+    job.write_text(textwrap.dedent(BASE.replace(old, new) if old else BASE))
+    result = CliRunner().invoke(
+        app,
+        ["upgrade-check", str(job), f"--from={root / 'sp'}", f"--checkpoint-dir={chk}", *options],
+    )
+    assert result.exit_code == status, result.output
+    assert text in result.output
+    # the restore itself agrees: it succeeds exactly when upgrade-check passed
+    key = resolve_job_key(None, str(chk), "shop", create=False).key
+    config = CheckpointConfig(
+        storage=str(tmp_path / "chk"),
+        key=key,
+        allow_non_restored_state="--allow-non-restored-state" in options,
+    )
+    run = load_dataflow(str(job)).run
+    parallelism = 3 if "--parallelism=3" in options else 2
+    if status == 0:
+        run(parallelism, checkpoint=config, restore=str(root / "sp"))
+    else:
+        with pytest.raises(ConfigError, match="does not restore into job 'shop'"):
+            run(parallelism, checkpoint=config, restore=str(root / "sp"))
+
+
+def test_a_corrupt_savepoint_is_named(savepoint: tuple[Path, Path], tmp_path: Path) -> None:
+    """Scenario: a savepoint's state file is damaged: exit 2, naming the file."""
+    root, chk = savepoint
+    copy = tmp_path / "sp"
+    shutil.copytree(root / "sp", copy)
+    victim = next(p for p in sorted(copy.rglob("*per_user*")) if p.is_file())
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    (tmp_path / "job.py").write_text(BASE)
+    result = CliRunner().invoke(
+        app,
+        ["upgrade-check", str(tmp_path / "job.py"), f"--from={copy}", f"--checkpoint-dir={chk}"],
+    )
+    assert result.exit_code == 2, result.output
+    assert victim.name in result.output
