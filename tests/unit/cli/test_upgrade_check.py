@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
+from weirflow.cli.jobs import load_dataflow
 
 from weirflow.checkpoint import CheckpointConfig, CheckpointStorage, resolve_job_key
 from weirflow.cli import app
-from weirflow.cli.jobs import load_dataflow
 from weirflow.errors import ConfigError
 
 # The job's first version; each case below edits one line of it.

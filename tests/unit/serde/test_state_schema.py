@@ -6,9 +6,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from weirflow.cli.jobs import load_dataflow
 
 from weirflow.checkpoint import CheckpointConfig
-from weirflow.cli.jobs import load_dataflow
 from weirflow.serde import StateSchemaError
 
 # A running total per user (rolling reduce state is the last Total); {cls} is the class
