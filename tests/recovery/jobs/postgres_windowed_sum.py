@@ -1,0 +1,46 @@
+"""A recovery-test job: per user, 1-second tumbling windows of (count, sum), event log in, a
+PostgreSQL table out.
+
+Configured by environment variables so that ``weirflow run`` can load it:
+``WF_LOG_DIR`` (the event log with topic ``events``), ``WF_PG_DSN``,
+``WF_PG_TABLE``, ``WF_PG_MODE`` (``append``/``upsert``), ``WF_PG_EXACTLY_ONCE``
+(``transactional``/``two_phase``), ``WF_PG_BREAKER_RESET_MS`` (the circuit
+breaker's reset timeout), ``WF_THROTTLE_US`` (see :mod:`windowed_sum_core`).
+"""
+
+import os
+from datetime import timedelta
+
+from windowed_sum_core import windowed_sum
+
+from weirflow import RetryPolicy
+from weirflow.connectors import CircuitBreaker, EventLogSource, PostgresSink, Resilience
+
+mode = os.environ.get("WF_PG_MODE", "append")
+flow = windowed_sum(
+    "pg_windowed_sum",
+    EventLogSource(os.environ["WF_LOG_DIR"], "events"),
+    PostgresSink(
+        os.environ["WF_PG_DSN"],
+        os.environ["WF_PG_TABLE"],
+        columns=("user_id", "window_start", "window_end", "events", "total"),
+        encode=lambda r: (r.key, r.start_ms, r.end_ms, r.value[0], r.value[1]),
+        mode=mode,  # type: ignore[arg-type]
+        key_columns=("user_id", "window_start") if mode == "upsert" else (),
+        exactly_once=os.environ.get("WF_PG_EXACTLY_ONCE", "transactional"),  # type: ignore[arg-type]
+        batch_size=200,
+        resilience=Resilience(
+            retry=RetryPolicy(
+                max_attempts=200,
+                initial_backoff=timedelta(milliseconds=50),
+                max_backoff=timedelta(milliseconds=500),
+            ),
+            breaker=CircuitBreaker(
+                failure_threshold=3,
+                reset_timeout=timedelta(
+                    milliseconds=int(os.environ.get("WF_PG_BREAKER_RESET_MS", "500"))
+                ),
+            ),
+        ),
+    ),
+)
