@@ -185,3 +185,45 @@ def test_create_table_and_mismatched_record_fields(tmp_path: Path) -> None:
     finally:
         with psycopg.connect(DSN, autocommit=True) as conn:
             conn.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def test_metrics_count_rows_written_and_rejected_by_sqlstate(table: str) -> None:
+    """Scenario: a run with poison rows publishes rows written, rows rejected by SQLSTATE and
+    the breaker state (closed) of the sink."""
+    from weirflow.graph import compile_plan  # noqa: F401  (imported for the runtime's plan)
+    from weirflow.metrics import CheckpointTracker, JobRegistry, RuntimeCollector
+    from weirflow.runtime import RuntimeOptions, run_unchecked
+
+    records, poison = poison_input(500)
+    flow = Dataflow("pg_metrics")
+    flow.source(IterableSource(records, partitions=2)).sink(
+        PostgresSink(DSN, table, batch_size=64), name="pg"
+    )
+    metrics = JobRegistry("pg_metrics")
+    now = [1_000_000]
+    collector = RuntimeCollector(metrics, CheckpointTracker(metrics, lambda: now[0]), 500)
+    run_unchecked(
+        flow.graph,
+        2,
+        128,
+        RuntimeOptions(),
+        clock=lambda: now[0],
+        scheduler_hook=lambda s: collector.attach(s.tasks),
+    )
+    status = collector.sample(now[0])
+
+    def total(name: str, **labels: str) -> float:
+        return sum(
+            metrics.registry.get_sample_value(
+                name, {"job": "pg_metrics", "operator": "pg", "subtask": str(i), **labels}
+            )
+            or 0.0
+            for i in range(2)
+        )
+
+    assert total("weirflow_sink_rows_written_total") == 500 - len(poison)
+    for code in ("23502", "23514", "22P02"):
+        expected = sum(1 for c in poison.values() if c == code)
+        assert total("weirflow_sink_rows_rejected_total", code=code) == expected
+    assert total("weirflow_connector_breaker_state") == 0
+    assert {c.stats.breaker for c in status.connectors} == {"closed"}

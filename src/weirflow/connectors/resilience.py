@@ -127,13 +127,14 @@ class Guard:
         self.name = name
         self.retries: Counter[str] = Counter()
         self._retriable = retriable
+        transient = self._transient
         self._lock = threading.Lock()
         self._breaker: pybreaker.CircuitBreaker | None = None
         if config.breaker is not None:
             self._breaker = pybreaker.CircuitBreaker(
                 fail_max=config.breaker.failure_threshold,
                 reset_timeout=config.breaker.reset_timeout.total_seconds(),
-                exclude=[lambda e: not retriable(e)],
+                exclude=[lambda e: not transient(e)],
                 name=name,
             )
 
@@ -144,12 +145,12 @@ class Guard:
             return BreakerState.CLOSED
         return BreakerState(self._breaker.current_state)
 
+    def _transient(self, error: BaseException) -> bool:
+        # The connector's verdict, or the policy's (OSError, ``retriable = True``).
+        return self._retriable(error) or self.config.retry.is_retriable(error)
+
     def _worth_retrying(self, error: BaseException) -> bool:
-        return (
-            isinstance(error, pybreaker.CircuitBreakerError)
-            or self._retriable(error)
-            or self.config.retry.is_retriable(error)
-        )
+        return isinstance(error, pybreaker.CircuitBreakerError) or self._transient(error)
 
     def _wait_s(self, state: tenacity.RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
@@ -157,7 +158,7 @@ class Guard:
             return self.config.breaker.reset_timeout.total_seconds()
         policy = self.config.retry
         wait = tenacity.wait_exponential_jitter(
-            initial=policy.initial_backoff.total_seconds(),
+            multiplier=policy.initial_backoff.total_seconds(),
             max=policy.max_backoff.total_seconds(),
             exp_base=policy.multiplier,
             jitter=policy.initial_backoff.total_seconds(),

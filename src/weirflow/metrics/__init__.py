@@ -8,9 +8,22 @@ scheduler hook, and end-to-end latency is sampled with latency markers (see
 
 from weirflow.metrics import names
 from weirflow.metrics.checkpoints import CheckpointTracker, CoordinatorView
-from weirflow.metrics.collector import LagProbe, RuntimeCollector, TaskView
+from weirflow.metrics.collector import (
+    LagProbe,
+    ReportsConnectorStats,
+    RuntimeCollector,
+    TaskView,
+)
 from weirflow.metrics.exporter import DEFAULT_HOST, MetricsServer, serve_metrics
-from weirflow.metrics.model import CheckpointRecord, JobStatus, OperatorSample, TaskSample
+from weirflow.metrics.model import (
+    BREAKER_STATES,
+    CheckpointRecord,
+    ConnectorSample,
+    ConnectorStats,
+    JobStatus,
+    OperatorSample,
+    TaskSample,
+)
 from weirflow.metrics.progress import (
     JsonFormatter,
     ProgressReporter,
@@ -20,9 +33,12 @@ from weirflow.metrics.progress import (
 from weirflow.metrics.registry import JobRegistry
 
 __all__ = [
+    "BREAKER_STATES",
     "DEFAULT_HOST",
     "CheckpointRecord",
     "CheckpointTracker",
+    "ConnectorSample",
+    "ConnectorStats",
     "CoordinatorView",
     "JobRegistry",
     "JobStatus",
@@ -31,6 +47,7 @@ __all__ = [
     "MetricsServer",
     "OperatorSample",
     "ProgressReporter",
+    "ReportsConnectorStats",
     "RuntimeCollector",
     "TaskSample",
     "TaskView",

@@ -32,6 +32,7 @@ from weirflow.connectors.postgres.errors import (
 from weirflow.connectors.postgres.tables import RowStatements
 from weirflow.connectors.two_phase import TwoPhaseCommitWriter
 from weirflow.errors import ConfigError
+from weirflow.metrics import ConnectorStats
 
 if TYPE_CHECKING:
     from weirflow.connectors.postgres.sink import PostgresSink
@@ -197,6 +198,15 @@ class _PostgresWriter(TwoPhaseCommitWriter[Any]):
         for i, err in refused:
             self.rejected_by_sqlstate[err.sqlstate or ""] += 1
             self._rejected.append(RejectedRecord(rows[i], None, err))
+
+    def connector_stats(self) -> ConnectorStats:
+        """Breaker state, retries by error class, rows written and rejected by SQLSTATE."""
+        return ConnectorStats(
+            breaker=self.guard.state.value,
+            retries=dict(self.guard.retries),
+            rows_written=self.rows_written,
+            rejected=dict(self.rejected_by_sqlstate),
+        )
 
     def take_rejected(self) -> list[RejectedRecord]:
         """Rows refused for their content since the last call (``RejectingWriter``)."""

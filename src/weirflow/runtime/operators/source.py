@@ -21,6 +21,7 @@ from weirflow.connectors import (
 from weirflow.errors import ConfigError, TimestampError
 from weirflow.faults import fault_point
 from weirflow.graph import LogicalGraph, OperatorSpec
+from weirflow.metrics import ConnectorStats, ReportsConnectorStats
 from weirflow.runtime.operators.base import OperatorContext, OperatorLogic
 from weirflow.runtime.operators.errors import (
     call_each,
@@ -304,6 +305,11 @@ class SinkLogic(OperatorLogic):
         """End of input without checkpoints: commit everything."""
         self.writer.finish()
         self._route_rejected()
+
+    def connector_stats(self) -> ConnectorStats | None:
+        """What the writer reports on its external system, if it reports (metrics)."""
+        writer = self.writer
+        return writer.connector_stats() if isinstance(writer, ReportsConnectorStats) else None
 
     def close(self) -> None:
         """Close the writer."""
