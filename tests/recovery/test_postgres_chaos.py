@@ -157,9 +157,9 @@ def test_database_crash_and_pause_mid_run(
     tmp_path: Path, pg_server: PgServer, chaos_seed: int
 ) -> None:
     """Scenario: mid-run the database crashes (pg_ctl stop -m immediate) and comes back 4 s
-    later; later every server process is SIGSTOPped for 4 s. The breaker opens during the
-    crash, the sink waits instead of the job crash-looping (during the pause its link stays
-    open, so it just waits), the job resumes by itself, and the output is exact."""
+    later; later every server process is SIGSTOPped for 7 s. Both times the breaker opens (the
+    paused server's calls overrun their deadline and are cut), the sink waits instead of the
+    job crash-looping, the job resumes by itself, and the output is exact."""
 
     def outages() -> None:
         wait_for_checkpoint(tmp_path, 2)
@@ -169,7 +169,7 @@ def test_database_crash_and_pause_mid_run(
         done = max(int(p.parent.name[4:]) for p in tmp_path.glob("chk/*/chk-*/_manifest"))
         wait_for_checkpoint(tmp_path, done + 3)
         pg_server.pause()
-        time.sleep(4)
+        time.sleep(7)
         pg_server.resume()
 
     expected, report, table = _run(
@@ -184,6 +184,8 @@ def test_database_crash_and_pause_mid_run(
     info = report.describe()
     got = table_rows(pg_server.dsn, table)
     assert got == expected, f"missing {expected - got}, extra {got - expected}; {info}"
-    assert "breaker open, retrying" in report.log, f"the breaker never opened: {info}"
+    crash, _, pause = report.log.partition("its connection was cut")
+    assert "breaker open, retrying" in crash, f"the breaker did not open in the crash: {info}"
+    assert "breaker open, retrying" in pause, f"the breaker did not open in the pause: {info}"
     assert "worker failed" not in report.log, f"the job restarted instead of waiting: {info}"
     assert prepared(pg_server.dsn) == [], info

@@ -97,10 +97,21 @@ class Resilience:
     Args:
         retry: how often and how long to retry a retriable failure.
         breaker: when the breaker opens; ``None`` for no breaker.
+        call_timeout: longest single call to the external system; a call
+            that overruns fails as a lost connection (retried), so a system
+            that stops answering cannot block the sink forever (> 0).
+
+    Raises:
+        ConfigError: ``call_timeout`` is not positive.
     """
 
     retry: RetryPolicy = field(default_factory=_default_retry)
     breaker: CircuitBreaker | None = field(default_factory=CircuitBreaker)
+    call_timeout: timedelta = timedelta(minutes=2)
+
+    def __post_init__(self) -> None:
+        if self.call_timeout <= timedelta(0):
+            raise ConfigError(f"Resilience.call_timeout must be > 0, got {self.call_timeout}")
 
     def guard(self, name: str, retriable: Callable[[BaseException], bool]) -> Guard:
         """Return a :class:`Guard` for one connector instance.

@@ -6,6 +6,8 @@ Configured by environment variables so that ``weirflow run`` can load it:
 ``WF_PG_TABLE``, ``WF_PG_MODE`` (``append``/``upsert``), ``WF_PG_EXACTLY_ONCE``
 (``transactional``/``two_phase``), ``WF_PG_BREAKER_RESET_MS`` (the circuit
 breaker's reset timeout), ``WF_THROTTLE_US`` (see :mod:`windowed_sum_core`).
+A database call may take 1.5 s at most, a connection attempt 2 s; the breaker
+opens after 2 consecutive failures.
 """
 
 import os
@@ -29,14 +31,16 @@ flow = windowed_sum(
         key_columns=("user_id", "window_start") if mode == "upsert" else (),
         exactly_once=os.environ.get("WF_PG_EXACTLY_ONCE", "transactional"),  # type: ignore[arg-type]
         batch_size=200,
+        connect_timeout=timedelta(seconds=2),
         resilience=Resilience(
             retry=RetryPolicy(
                 max_attempts=200,
                 initial_backoff=timedelta(milliseconds=50),
                 max_backoff=timedelta(milliseconds=500),
             ),
+            call_timeout=timedelta(milliseconds=1500),
             breaker=CircuitBreaker(
-                failure_threshold=3,
+                failure_threshold=2,
                 reset_timeout=timedelta(
                     milliseconds=int(os.environ.get("WF_PG_BREAKER_RESET_MS", "500"))
                 ),

@@ -9,7 +9,8 @@ SQLSTATE classes (PostgreSQL manual, appendix A "Error Codes"):
   serialization failures ``40001``/``40P01``: the server or the link is in
   trouble; the call is retried behind the circuit breaker, the row is never
   dead-lettered;
-* a lost connection (no SQLSTATE, ``OperationalError``) is retried too;
+* a lost or refused connection (no SQLSTATE, ``OperationalError``) is
+  retried too (a server starting up or recovering refuses connections);
 * anything else (a missing table, a permission) fails the task.
 """
 
@@ -68,9 +69,11 @@ def is_transient(error: BaseException) -> bool:
         return isinstance(error, OSError)
     state = error.sqlstate
     if state is None:
-        # No SQLSTATE: the link failed, or the server refused the session itself
-        # (a FATAL answer: unknown database, authentication) which will not change.
-        return isinstance(error, psycopg.OperationalError) and "FATAL" not in str(error)
+        # No SQLSTATE: the link failed or the server refused the session. libpq gives no
+        # code for the refusal, and a server starting up or in crash recovery refuses for
+        # a while, so it counts as transient; a wrong DSN is caught where it cannot be
+        # transient, at a fresh start, before any retrying (PostgresSink.open_checked).
+        return isinstance(error, psycopg.OperationalError)
     return state[:2] in TRANSIENT_CLASSES or state in TRANSIENT_CODES
 
 

@@ -46,6 +46,8 @@ import psycopg
 
 from weirflow.connectors.base import LaterCommits, SinkRestore
 from weirflow.connectors.postgres.errors import PostgresSinkError, first_line, is_transient
+from weirflow.connectors.postgres.prepared import PreparedWriter
+from weirflow.connectors.postgres.staged import StagedWriter
 from weirflow.connectors.postgres.tables import (
     Mode,
     RowStatements,
@@ -54,12 +56,7 @@ from weirflow.connectors.postgres.tables import (
     ensure_bookkeeping,
     table_columns,
 )
-from weirflow.connectors.postgres.writers import (
-    PreparedWriter,
-    StagedWriter,
-    WriterIdentity,
-    last_committed,
-)
+from weirflow.connectors.postgres.writers import WriterIdentity, last_committed
 from weirflow.connectors.resilience import Resilience
 from weirflow.errors import ConfigError
 
