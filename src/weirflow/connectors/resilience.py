@@ -149,6 +149,11 @@ class Guard:
                 name=name,
             )
 
+    def retries_by_class(self) -> dict[str, int]:
+        """A copy of :attr:`retries`, safe to take from another thread."""
+        with self._lock:
+            return dict(self.retries)
+
     @property
     def state(self) -> BreakerState:
         """The breaker's state (``CLOSED`` without a breaker)."""

@@ -234,6 +234,19 @@ class RuntimeCollector:
             self._status = status
         return status
 
+    def connectors_now(self) -> tuple[ConnectorSample, ...]:
+        """Read every reporting connector now, from any thread, without publishing.
+
+        The dashboard uses it: a sink blocked in a retry wait blocks its task's
+        thread, and with it the sampling hook, exactly when its breaker matters.
+        """
+        return tuple(
+            ConnectorSample(op.name, t.subtask, stats)
+            for t in list(self._tasks)
+            for op in t.chain
+            if isinstance(op, ReportsConnectorStats) and (stats := op.connector_stats())
+        )
+
     def status(self) -> JobStatus:
         """The latest sample (any thread)."""
         with self._lock:

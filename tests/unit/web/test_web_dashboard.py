@@ -183,11 +183,11 @@ def test_the_dashboard_serves_on_the_socket_it_bound(observed: tuple[JobObserver
 def test_api_connectors_shows_an_open_breaker() -> None:
     """Scenario: a sink reports its breaker open; /api/connectors says so, and the page has
     the style that paints it red."""
-    from weirflow.metrics import ConnectorSample, ConnectorStats, JobStatus
+    from weirflow.metrics import ConnectorSample, ConnectorStats
     from weirflow.web.app import connector_rows
 
     stats = ConnectorStats("open", {"OperationalError": 3}, 120, {"23502": 2})
-    rows = connector_rows(JobStatus("j", 0, connectors=(ConnectorSample("pg", 1, stats),)))
+    rows = connector_rows([ConnectorSample("pg", 1, stats)])
     assert rows == [
         {
             "operator": "pg",

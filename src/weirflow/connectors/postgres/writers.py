@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -139,7 +138,7 @@ class PostgresWriter(TwoPhaseCommitWriter[Any]):
         self.guard = sink.resilience.guard(name, is_transient)
         self._deadline = CallDeadline(name, sink.resilience.call_timeout.total_seconds())
         self.rows_written = 0
-        self.rejected_by_sqlstate: Counter[str] = Counter()
+        self.rejected_by_sqlstate: dict[str, int] = {}
         self._conns: dict[bool, psycopg.Connection[Any] | None] = {False: conn, True: None}
         self._rejected: list[RejectedRecord] = []
 
@@ -206,14 +205,20 @@ class PostgresWriter(TwoPhaseCommitWriter[Any]):
 
     def _reject(self, rows: Sequence[Row], refused: list[tuple[int, RowRejectedError]]) -> None:
         for i, err in refused:
-            self.rejected_by_sqlstate[err.sqlstate or ""] += 1
+            # a plain dict: dict() copies it atomically in another thread (connector_stats)
+            code = err.sqlstate or ""
+            self.rejected_by_sqlstate[code] = self.rejected_by_sqlstate.get(code, 0) + 1
             self._rejected.append(RejectedRecord(rows[i], None, err))
 
     def connector_stats(self) -> ConnectorStats:
-        """Breaker state, retries by error class, rows written and rejected by SQLSTATE."""
+        """Breaker state, retries by error class, rows written and rejected by SQLSTATE.
+
+        Safe to call from another thread than the task's (the dashboard reads it while the
+        task may be blocked in a retry wait).
+        """
         return ConnectorStats(
             breaker=self.guard.state.value,
-            retries=dict(self.guard.retries),
+            retries=self.guard.retries_by_class(),
             rows_written=self.rows_written,
             rejected=dict(self.rejected_by_sqlstate),
         )
