@@ -226,4 +226,6 @@ def test_metrics_count_rows_written_and_rejected_by_sqlstate(table: str) -> None
         expected = sum(1 for c in poison.values() if c == code)
         assert total("weirflow_sink_rows_rejected_total", code=code) == expected
     assert total("weirflow_connector_breaker_state") == 0
+    assert total("weirflow_sink_transactions_total") >= 1
+    assert total("weirflow_sink_transaction_seconds_total") > 0
     assert {c.stats.breaker for c in status.connectors} == {"closed"}

@@ -305,6 +305,7 @@ class RuntimeCollector:
             ("retries", m.connector_retries, stats.retries),
             ("rejected", m.rows_rejected, stats.rejected),
             ("written", m.rows_written, {"": stats.rows_written}),
+            ("transactions", m.transactions, {"": stats.transactions}),
         )
         for kind, counter, counts in groups:
             for code, count in counts.items():
@@ -314,6 +315,13 @@ class RuntimeCollector:
                 if count > seen:
                     child.inc(count - seen)
                     self._seen_connector[key] = count
+        key = (operator, subtask, "transaction_s", "")
+        # seconds are floats: remembered ×1e6 in the int-valued map of published counts
+        seen_us = self._seen_connector.get(key, 0)
+        now_us = int(stats.transaction_s * 1e6)
+        if now_us > seen_us:
+            m.transaction_time.labels(*labels).inc((now_us - seen_us) / 1e6)
+            self._seen_connector[key] = now_us
         return ConnectorSample(operator, subtask, stats)
 
     def _sample_task(self, job: str, t: TaskView, now_ms: int) -> TaskSample:

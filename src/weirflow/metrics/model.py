@@ -53,12 +53,16 @@ class ConnectorStats:
         retries: error class name → calls retried after it.
         rows_written: rows committed to the external system.
         rejected: the system's error code (a SQLSTATE) → rows refused for their content.
+        transactions: transactions ended in the external system.
+        transaction_s: seconds spent ending them (retries included).
     """
 
     breaker: str = "closed"
     retries: dict[str, int] = field(default_factory=dict)
     rows_written: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    transactions: int = 0
+    transaction_s: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ CONNECTOR_BREAKER_STATE = "weirflow_connector_breaker_state"
 CONNECTOR_RETRIES = "weirflow_connector_retries"
 SINK_ROWS_WRITTEN = "weirflow_sink_rows_written"
 SINK_ROWS_REJECTED = "weirflow_sink_rows_rejected"
+SINK_TRANSACTIONS = "weirflow_sink_transactions"
+SINK_TRANSACTION_TIME = "weirflow_sink_transaction_seconds"
 
 # backpressure and buffers, per task
 BACKPRESSURE_RATIO = "weirflow_task_backpressured_ratio"

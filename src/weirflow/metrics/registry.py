@@ -63,6 +63,18 @@ class JobRegistry:
         self.rows_written = Counter(
             n.SINK_ROWS_WRITTEN, "Rows the sink committed to its external system.", op, registry=r
         )
+        self.transactions = Counter(
+            n.SINK_TRANSACTIONS,
+            "Transactions the sink ended in its external system.",
+            op,
+            registry=r,
+        )
+        self.transaction_time = Counter(
+            n.SINK_TRANSACTION_TIME,
+            "Time spent ending those transactions, retries included (mean = this / count).",
+            op,
+            registry=r,
+        )
         self.rows_rejected = Counter(
             n.SINK_ROWS_REJECTED,
             "Rows the external system refused for their content (dead-lettered), by its code "

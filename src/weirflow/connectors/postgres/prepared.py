@@ -178,7 +178,7 @@ class PreparedWriter(PostgresWriter):
             finally:
                 self._in_txn = False
 
-        self._guarded("prepare", prepare)
+        self._guarded("prepare", prepare, ends_transaction=True)
         self._interval = []
         return gid
 

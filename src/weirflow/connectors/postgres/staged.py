@@ -134,7 +134,7 @@ class StagedWriter(PostgresWriter):
                     prune_progress(conn, who, run, newest)
             return refused, written
 
-        refused, written = self._guarded("commit", txn)
+        refused, written = self._guarded("commit", txn, ends_transaction=True)
         self.rows_written += written
         for rows, bad in refused:
             self._reject(rows, bad)
@@ -158,6 +158,6 @@ class StagedWriter(PostgresWriter):
             with conn.transaction():
                 return self.statements.write(conn, rows)
 
-        bad = self._guarded("write", txn)
+        bad = self._guarded("write", txn, ends_transaction=True)
         self.rows_written += len(rows) - len(bad)
         self._reject(rows, bad)

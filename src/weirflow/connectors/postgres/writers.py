@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -118,6 +119,8 @@ class PostgresWriter(TwoPhaseCommitWriter[Any]):
     Attributes:
         rows_written: rows that reached the table (committed).
         rejected_by_sqlstate: SQLSTATE → rows dead-lettered.
+        transactions: transactions ended (committed, or prepared in two-phase mode).
+        transaction_s: seconds spent in the calls that ended them, retries included.
     """
 
     def __init__(
@@ -139,6 +142,8 @@ class PostgresWriter(TwoPhaseCommitWriter[Any]):
         self._deadline = CallDeadline(name, sink.resilience.call_timeout.total_seconds())
         self.rows_written = 0
         self.rejected_by_sqlstate: dict[str, int] = {}
+        self.transactions = 0
+        self.transaction_s = 0.0
         self._conns: dict[bool, psycopg.Connection[Any] | None] = {False: conn, True: None}
         self._rejected: list[RejectedRecord] = []
 
@@ -221,6 +226,8 @@ class PostgresWriter(TwoPhaseCommitWriter[Any]):
             retries=self.guard.retries_by_class(),
             rows_written=self.rows_written,
             rejected=dict(self.rejected_by_sqlstate),
+            transactions=self.transactions,
+            transaction_s=self.transaction_s,
         )
 
     def take_rejected(self) -> list[RejectedRecord]:
@@ -228,9 +235,12 @@ class PostgresWriter(TwoPhaseCommitWriter[Any]):
         out, self._rejected = self._rejected, []
         return out
 
-    def _guarded(self, what: str, fn: Any, *, admin: bool = False) -> Any:
+    def _guarded(
+        self, what: str, fn: Any, *, admin: bool = False, ends_transaction: bool = False
+    ) -> Any:
         """Run ``fn(connection)`` behind the guard; a broken link drops the connection
-        before a retry."""
+        before a retry. With ``ends_transaction`` the call's time, retries included, counts
+        as transaction time (metrics)."""
 
         def attempt() -> Any:
             conn = self.connection(admin)
@@ -247,7 +257,12 @@ class PostgresWriter(TwoPhaseCommitWriter[Any]):
                     sqlstate=e.sqlstate,
                 ) from e
 
-        return self.guard.call(attempt)
+        start = time.perf_counter()
+        result = self.guard.call(attempt)
+        if ends_transaction:
+            self.transactions += 1
+            self.transaction_s += time.perf_counter() - start
+        return result
 
     def close(self) -> None:
         """Close the connections; an open transaction is rolled back by the server."""
