@@ -144,9 +144,19 @@ class PreparedWriter(PostgresWriter):
             self.statements.write(conn, self._interval)
         self._in_txn = True
 
+    def _in_live_txn(self, conn: psycopg.Connection[Any]) -> bool:
+        """Whether ``conn`` holds this interval's open transaction; a failed or foreign
+        one (after a serialization failure, say) is rolled back."""
+        status = conn.info.transaction_status
+        if self._in_txn and status == psycopg.pq.TransactionStatus.INTRANS:
+            return True
+        self._in_txn = False
+        if status != psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
+        return False
+
     def _live(self, conn: psycopg.Connection[Any]) -> None:
-        if not self._in_txn or conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
-            self._in_txn = False
+        if not self._in_live_txn(conn):
             self._open_txn(conn)
 
     def _write(self, values: list[Any], timestamps: list[int] | None) -> None:
@@ -169,7 +179,7 @@ class PreparedWriter(PostgresWriter):
         rows = len(self._interval)
 
         def prepare(conn: psycopg.Connection[Any]) -> None:
-            if self._prepared(conn, gid):
+            if not self._in_live_txn(conn) and self._prepared(conn, gid):
                 return  # PREPARE went through before the link broke
             try:
                 self._live(conn)

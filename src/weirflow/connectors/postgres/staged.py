@@ -33,7 +33,8 @@ _decoder = msgspec.msgpack.Decoder(list[list[Any]])
 
 class StagedWriter(PostgresWriter):
     """``transactional`` exactly-once (rows staged in the checkpoint, written on completion),
-    or ``at_least_once`` (rows written as they come). A committable is a list of rows."""
+    or ``at_least_once`` (rows written as they come). A committable is the interval's rows
+    as one msgpack blob."""
 
     def __init__(
         self,
