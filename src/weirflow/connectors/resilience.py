@@ -26,6 +26,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -100,18 +101,35 @@ class Resilience:
         call_timeout: longest single call to the external system; a call
             that overruns fails as a lost connection (retried), so a system
             that stops answering cannot block the sink forever (> 0).
+        startup_ramp: after a restore, how long the connector takes to reach
+            full speed (:class:`StartupRamp`), so that a recovering system is
+            not hit with the whole backlog at once; ``None``: full speed at once.
+        ramp_start_rate: records/s the ramp starts from (≥ 1).
 
     Raises:
-        ConfigError: ``call_timeout`` is not positive.
+        ConfigError: an argument is out of range.
     """
 
     retry: RetryPolicy = field(default_factory=_default_retry)
     breaker: CircuitBreaker | None = field(default_factory=CircuitBreaker)
     call_timeout: timedelta = timedelta(minutes=2)
+    startup_ramp: timedelta | None = None
+    ramp_start_rate: int = 1000
 
     def __post_init__(self) -> None:
         if self.call_timeout <= timedelta(0):
             raise ConfigError(f"Resilience.call_timeout must be > 0, got {self.call_timeout}")
+        if self.startup_ramp is not None and self.startup_ramp <= timedelta(0):
+            raise ConfigError(f"Resilience.startup_ramp must be > 0, got {self.startup_ramp}")
+        if self.ramp_start_rate < 1:
+            raise ConfigError(f"Resilience.ramp_start_rate must be ≥ 1, got {self.ramp_start_rate}")
+
+    def ramp(self) -> StartupRamp | None:
+        """A :class:`StartupRamp` for a connector instance restored after a failure, or
+        ``None`` without ``startup_ramp``."""
+        if self.startup_ramp is None:
+            return None
+        return StartupRamp(self.startup_ramp.total_seconds(), self.ramp_start_rate)
 
     def guard(self, name: str, retriable: Callable[[BaseException], bool]) -> Guard:
         """Return a :class:`Guard` for one connector instance.
@@ -223,3 +241,54 @@ class Guard:
                 f"{self.config.retry.max_attempts} attempts; the external system is down"
             ) from e
         raise AssertionError("unreachable: tenacity returns or raises")
+
+
+class StartupRamp:
+    """Limits a restored connector's write rate, doubling it in ten steps to full speed.
+
+    The allowed rate starts at ``start_rate`` records/s and doubles every
+    tenth of ``duration_s``; after ``duration_s`` there is no limit. Records
+    over the allowance wait (a token bucket), which blocks the sink's task, so
+    backpressure, not dropping, slows the sources down.
+
+    Args:
+        duration_s: length of the ramp in seconds.
+        start_rate: records/s at the start.
+        clock: monotonic seconds (injected for tests).
+        sleep: blocking wait in seconds (injected for tests).
+    """
+
+    def __init__(
+        self,
+        duration_s: float,
+        start_rate: int,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.duration_s = duration_s
+        self.start_rate = start_rate
+        self._clock = clock
+        self._sleep = sleep
+        self._start = clock()
+        self._last = self._start
+        self._tokens = 0.0
+
+    def rate(self, elapsed_s: float) -> float | None:
+        """Allowed records/s ``elapsed_s`` into the ramp, or ``None`` once it is over."""
+        if elapsed_s >= self.duration_s:
+            return None
+        return self.start_rate * 2.0 ** (10 * elapsed_s / self.duration_s)
+
+    def admit(self, records: int) -> None:
+        """Wait until ``records`` more records are allowed (at once when the ramp is over)."""
+        while True:
+            now = self._clock()
+            rate = self.rate(now - self._start)
+            if rate is None:
+                return
+            self._tokens = min(self._tokens + (now - self._last) * rate, max(rate, records))
+            self._last = now
+            if self._tokens >= records:
+                self._tokens -= records
+                return
+            self._sleep(min((records - self._tokens) / rate, 0.5))

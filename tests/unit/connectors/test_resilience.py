@@ -8,6 +8,7 @@ import pytest
 
 from weirflow import RetryPolicy
 from weirflow.connectors import BreakerOpenError, BreakerState, CircuitBreaker, Resilience
+from weirflow.connectors.resilience import StartupRamp
 from weirflow.errors import ConfigError
 
 FAST = RetryPolicy(
@@ -76,3 +77,37 @@ def test_bad_breaker_options() -> None:
         CircuitBreaker(failure_threshold=0)
     with pytest.raises(ConfigError, match="reset_timeout"):
         CircuitBreaker(reset_timeout=timedelta(0))
+
+
+class ManualTime:
+    """A clock that moves only when ``sleep`` is called (seconds)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.now += s
+
+
+def test_startup_ramp_starts_slow_doubles_and_ends_unlimited() -> None:
+    t = ManualTime()
+    ramp = StartupRamp(10.0, 100, clock=t.clock, sleep=t.sleep)
+    assert ramp.rate(0) == 100 and ramp.rate(1.0) == 200 and ramp.rate(10.0) is None
+    ramp.admit(100)  # about one second's worth at the start
+    assert 0.5 <= t.now <= 1.0
+    t.now = 10.0
+    waited = len(t.slept)
+    ramp.admit(1_000_000)
+    assert len(t.slept) == waited  # the ramp is over: no wait
+
+
+def test_resilience_builds_a_ramp_only_when_asked() -> None:
+    assert Resilience().ramp() is None
+    assert isinstance(Resilience(startup_ramp=timedelta(seconds=5)).ramp(), StartupRamp)
+    with pytest.raises(ConfigError, match="startup_ramp"):
+        Resilience(startup_ramp=timedelta(0))

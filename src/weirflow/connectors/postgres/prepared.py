@@ -52,9 +52,12 @@ class PreparedWriter(PostgresWriter):
         name: str,
         conn: psycopg.Connection[Any],
         statements: RowStatements,
-        restored: Mapping[int, Any],
+        restored: Mapping[int, Any] | None,
     ) -> None:
-        super().__init__(sink, me, name, conn, statements, exactly_once=True)
+        super().__init__(
+            sink, me, name, conn, statements, exactly_once=True, restarted=restored is not None
+        )
+        restored = restored or {}
         self.run = run_token(restored, me.subtask)
         self.epoch = 0
         self._interval: list[Row] = []

@@ -279,5 +279,5 @@ class PostgresSink:
         conn, statements = self.open_checked(name, fresh=restored is None)
         me = self.identity(job, operator, subtask)
         if self.guarantee == "exactly_once" and self.exactly_once == "two_phase":
-            return PreparedWriter(self, me, name, conn, statements, restored or {})
-        return StagedWriter(self, me, name, conn, statements, restored or {})
+            return PreparedWriter(self, me, name, conn, statements, restored)
+        return StagedWriter(self, me, name, conn, statements, restored)

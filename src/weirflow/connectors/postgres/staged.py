@@ -43,11 +43,13 @@ class StagedWriter(PostgresWriter):
         name: str,
         conn: psycopg.Connection[Any],
         statements: RowStatements,
-        restored: Mapping[int, Any],
+        restored: Mapping[int, Any] | None,
     ) -> None:
         super().__init__(
-            sink, me, name, conn, statements, exactly_once=sink.guarantee == "exactly_once"
+            sink, me, name, conn, statements, exactly_once=sink.guarantee == "exactly_once",
+            restarted=restored is not None,
         )
+        restored = restored or {}
         self.run = run_token(restored, me.subtask)
         self._current: list[Row] = []
         if self.exactly_once:

@@ -29,6 +29,7 @@ from weirflow.connectors.postgres.errors import (
     is_transient,
 )
 from weirflow.connectors.postgres.tables import RowStatements
+from weirflow.connectors.resilience import StartupRamp
 from weirflow.connectors.two_phase import TwoPhaseCommitWriter
 from weirflow.errors import ConfigError
 from weirflow.metrics import ConnectorStats
@@ -132,6 +133,7 @@ class PostgresWriter(TwoPhaseCommitWriter[Any]):
         statements: RowStatements,
         *,
         exactly_once: bool,
+        restarted: bool,
     ) -> None:
         super().__init__(exactly_once=exactly_once)
         self.sink = sink
@@ -140,6 +142,8 @@ class PostgresWriter(TwoPhaseCommitWriter[Any]):
         self.statements = statements
         self.guard = sink.resilience.guard(name, is_transient)
         self._deadline = CallDeadline(name, sink.resilience.call_timeout.total_seconds())
+        # after a failure the input rate ramps up, when the sink's resilience asks for it
+        self._ramp: StartupRamp | None = sink.resilience.ramp() if restarted else None
         self.rows_written = 0
         self.rejected_by_sqlstate: dict[str, int] = {}
         self.transactions = 0
@@ -165,6 +169,12 @@ class PostgresWriter(TwoPhaseCommitWriter[Any]):
             conn.close()
 
     # -- rows ---------------------------------------------------------------
+
+    def write(self, values: list[Any], timestamps: list[int] | None) -> None:
+        """Write (or stage) a batch, at the startup ramp's pace after a restore."""
+        if self._ramp is not None:
+            self._ramp.admit(len(values))
+        super().write(values, timestamps)
 
     def encode_rows(self, values: list[Any]) -> list[Row]:
         """Turn records into rows in column order.
