@@ -186,7 +186,7 @@ def test_api_connectors_shows_an_open_breaker() -> None:
     from weirflow.metrics import ConnectorSample, ConnectorStats
     from weirflow.web.app import connector_rows
 
-    stats = ConnectorStats("open", {"OperationalError": 3}, 120, {"23502": 2})
+    stats = ConnectorStats("open", {"OperationalError": 3}, 120, {"23502": 2}, 4, 0.5)
     rows = connector_rows([ConnectorSample("pg", 1, stats)])
     assert rows == [
         {
@@ -196,6 +196,8 @@ def test_api_connectors_shows_an_open_breaker() -> None:
             "retries": {"OperationalError": 3},
             "rows_written": 120,
             "rejected": {"23502": 2},
+            "transactions": 4,
+            "transaction_s": 0.5,
         }
     ]
     css = (Path(create_app.__code__.co_filename).parent / "static" / "style.css").read_text()

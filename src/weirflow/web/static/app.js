@@ -127,7 +127,8 @@ async function refresh() {
       ms(c.duration_ms), ms(c.alignment_ms), bytes(c.full_bytes), bytes(c.incremental_bytes)]));
     fill("lag", Object.entries(lag).map(([split, n]) => [split, num(n)]));
     fill("connectors", conns.map((c) => [c.operator, c.subtask, breaker(c.breaker),
-      num(c.rows_written), counts(c.rejected), counts(c.retries)]));
+      num(c.rows_written), counts(c.rejected), counts(c.retries), num(c.transactions),
+      c.transactions ? ms(1000 * c.transaction_s / c.transactions) : "-"]));
     const age = st.checkpoint_age_ms === null ? "" : ` (${(st.checkpoint_age_ms / 1000).toFixed(1)} s ago)`;
     document.getElementById("progress").textContent =
       `in ${rate(st.in_per_s)} · out ${rate(st.out_per_s)} · watermark ${num(st.watermark_ms)} · ` +
