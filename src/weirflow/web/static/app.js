@@ -128,7 +128,7 @@ async function refresh() {
     fill("lag", Object.entries(lag).map(([split, n]) => [split, num(n)]));
     fill("connectors", conns.map((c) => [c.operator, c.subtask, breaker(c.breaker),
       num(c.rows_written), counts(c.rejected), counts(c.retries), num(c.transactions),
-      c.transactions ? ms(1000 * c.transaction_s / c.transactions) : "-"]));
+      c.transactions ? ms(Math.round(1000 * c.transaction_s / c.transactions)) : "-"]));
     const age = st.checkpoint_age_ms === null ? "" : ` (${(st.checkpoint_age_ms / 1000).toFixed(1)} s ago)`;
     document.getElementById("progress").textContent =
       `in ${rate(st.in_per_s)} · out ${rate(st.out_per_s)} · watermark ${num(st.watermark_ms)} · ` +
