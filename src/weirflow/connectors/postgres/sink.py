@@ -212,6 +212,8 @@ class PostgresSink:
 
         Raises:
             ConfigError: as :meth:`check`, or the server cannot be reached on a fresh start.
+            PostgresSinkError: on a restore, the server stayed unreachable through the
+                retries (retriable: the restart strategy decides).
         """
 
         def attempt() -> tuple[psycopg.Connection[Any], RowStatements]:
@@ -222,10 +224,17 @@ class PostgresSink:
                 conn.close()
                 raise
 
+        if not fresh:
+            try:
+                return self.resilience.guard(name, is_transient).call(attempt)
+            except psycopg.Error as e:
+                # the same DSN worked before the failure: a restart may find the server back
+                raise PostgresSinkError(
+                    f"PostgresSink: cannot reach {self.where()}: {first_line(e)}",
+                    retriable=is_transient(e),
+                ) from e
         try:
-            if fresh:
-                return attempt()
-            return self.resilience.guard(name, is_transient).call(attempt)
+            return attempt()
         except psycopg.Error as e:
             raise ConfigError(
                 f"PostgresSink: cannot use {self.where()}: {first_line(e)}; check the dsn"
