@@ -4,15 +4,18 @@ under ``weirflow run``, stop or pause the database; the table must hold exactly 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import psycopg
 import pytest
 from chaos_helpers import make_input
+from prometheus_client.parser import text_string_to_metric_families
 
 from weirflow.testing import ChaosConfig, ChaosReport, run_under_chaos
 
@@ -69,6 +72,7 @@ def _run(
     breaker_reset_ms: int = 500,
     during: threading.Thread | None = None,
     faults: str = "",
+    extra_args: tuple[str, ...] = (),
 ) -> tuple[Counter[Result], ChaosReport, str]:
     log_dir = tmp_path / "log"
     expected = make_input(log_dir, N, seed)
@@ -99,6 +103,7 @@ def _run(
             "--restart-strategy=fixed-delay",
             "--max-restarts=200",
             "--restart-delay=50ms",
+            *extra_args,
         ],
         ChaosConfig(kills=kills, seed=seed, target="worker", min_delay_s=2.8, max_delay_s=4.0),
         log_path=tmp_path / "chaos.log",
@@ -107,6 +112,27 @@ def _run(
     if during is not None:
         during.join()
     return expected, report, table
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape(port: int, name: str) -> list[float]:
+    """The values of metric ``name`` on the coordinator's /metrics (empty when unreachable)."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+    except OSError:
+        return []
+    return [
+        sample.value
+        for family in text_string_to_metric_families(text.decode())
+        for sample in family.samples
+        if sample.name == name
+    ]
 
 
 def wait_for_checkpoint(tmp_path: Path, n: int, timeout_s: float = 60) -> None:
@@ -164,15 +190,25 @@ def test_database_crash_and_pause_mid_run(
     paused server's calls overrun their deadline and are cut), the sink waits instead of the
     job crash-looping, the job resumes by itself, and the output is exact."""
 
+    port = free_port()
+    breaker_states: dict[str, set[float]] = {"crash": set(), "pause": set()}
+
+    def watch(phase: str, seconds: float) -> None:
+        # the coordinator's /metrics, fed by the workers' heartbeats, while the sinks wait
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            breaker_states[phase] |= set(scrape(port, "weirflow_connector_breaker_state"))
+            time.sleep(0.2)
+
     def outages() -> None:
         wait_for_checkpoint(tmp_path, 2)
         pg_server.stop("immediate")
-        time.sleep(4)
+        watch("crash", 4)
         pg_server.start()
         done = max(int(p.parent.name[4:]) for p in tmp_path.glob("chk/*/chk-*/_manifest"))
         wait_for_checkpoint(tmp_path, done + 3)
         pg_server.pause()
-        time.sleep(7)
+        watch("pause", 7)
         pg_server.resume()
 
     expected, report, table = _run(
@@ -183,6 +219,7 @@ def test_database_crash_and_pause_mid_run(
         exactly_once="two_phase",
         breaker_reset_ms=1000,
         during=threading.Thread(target=outages),
+        extra_args=("--workers=2", f"--metrics-port={port}"),
     )
     info = report.describe()
     got = table_rows(pg_server.dsn, table)
@@ -192,3 +229,5 @@ def test_database_crash_and_pause_mid_run(
     assert "breaker open, retrying" in pause, f"the breaker did not open in the pause: {info}"
     assert "worker failed" not in report.log, f"the job restarted instead of waiting: {info}"
     assert prepared(pg_server.dsn) == [], info
+    # 2 = open, as /metrics showed it during each outage
+    assert 2 in breaker_states["crash"] and 2 in breaker_states["pause"], breaker_states
