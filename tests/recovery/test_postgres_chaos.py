@@ -3,6 +3,7 @@ under ``weirflow run``, stop or pause the database; the table must hold exactly 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -11,12 +12,14 @@ import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from chaos_helpers import make_input
 from prometheus_client.parser import text_string_to_metric_families
 
+from weirflow.eventlog import EventLog
 from weirflow.testing import ChaosConfig, ChaosReport, run_under_chaos
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
@@ -33,6 +36,11 @@ N = max(24_000, 8_000 * KILLS)
 Result = tuple[str, int, int, int, int]
 
 
+#: The table refuses window results whose total is a multiple of this (a CHECK), so that
+#: every run also dead-letters rows, and they must come out exactly once too.
+REFUSED_MULTIPLE = 23
+
+
 def make_table(dsn: str, table: str, upsert: bool) -> None:
     """(Re)create the result table; upsert mode gets a primary key on (user, window)."""
     key = ", PRIMARY KEY (user_id, window_start)" if upsert else ""
@@ -40,8 +48,29 @@ def make_table(dsn: str, table: str, upsert: bool) -> None:
         conn.execute(f"DROP TABLE IF EXISTS {table}")
         conn.execute(
             f"CREATE TABLE {table} (user_id text NOT NULL, window_start bigint NOT NULL, "
-            f"window_end bigint NOT NULL, events bigint NOT NULL, total bigint NOT NULL{key})"
+            f"window_end bigint NOT NULL, events bigint NOT NULL, total bigint NOT NULL "
+            f"CHECK (total % {REFUSED_MULTIPLE} <> 0){key})"
         )
+
+
+def refused_rows(log_dir: Path) -> Counter[tuple[Any, ...]]:
+    """The committed records of topic ``refused``: ``(*row, sqlstate)`` as a multiset."""
+    out: Counter[tuple[Any, ...]] = Counter()
+    with EventLog(log_dir) as lg:
+        pos = 0
+        while batch := lg.read("refused", 0, pos, max_records=5000):
+            out.update(tuple(json.loads(r.value)) for r in batch)  # type: ignore[arg-type]
+            pos = batch[-1].offset + 1
+    return out
+
+
+def split_expected(expected: Counter[Result]) -> tuple[Counter[Result], Counter[tuple[Any, ...]]]:
+    """The batch answer split into the rows the table keeps and the ones it refuses."""
+    kept = Counter({r: n for r, n in expected.items() if r[4] % REFUSED_MULTIPLE})
+    refused = Counter(
+        {(*r, "23514"): n for r, n in expected.items() if r[4] % REFUSED_MULTIPLE == 0}
+    )
+    return kept, refused
 
 
 def table_rows(dsn: str, table: str) -> Counter[Result]:
@@ -76,6 +105,8 @@ def _run(
 ) -> tuple[Counter[Result], ChaosReport, str]:
     log_dir = tmp_path / "log"
     expected = make_input(log_dir, N, seed)
+    with EventLog(log_dir) as lg:
+        lg.create_topic("refused", 1)
     table = f"chaos_{exactly_once}_{mode}"
     make_table(server.dsn, table, mode == "upsert")
     env = dict(
@@ -146,6 +177,19 @@ def wait_for_checkpoint(tmp_path: Path, n: int, timeout_s: float = 60) -> None:
     raise AssertionError(f"no checkpoint {n} within {timeout_s} s")
 
 
+def assert_exact(
+    tmp_path: Path, server: PgServer, table: str, expected: Counter[Result], info: str
+) -> None:
+    """The table holds the batch answer's accepted rows and topic ``refused`` the others
+    with their SQLSTATE: none missing, none twice, in either."""
+    kept, refused = split_expected(expected)
+    assert refused, "the input has no row for the table to refuse"
+    got = table_rows(server.dsn, table)
+    assert got == kept, f"table: missing {kept - got}, extra {got - kept}; {info}"
+    letters = refused_rows(tmp_path / "log")
+    assert letters == refused, f"refused: missing {refused - letters}, extra {letters - refused}"
+
+
 def kills_in(report: ChaosReport) -> int:
     """SIGKILLs of workers in the run: the chaos monkey's and the fault points' own."""
     return report.log.count("(signal 9)")
@@ -164,7 +208,8 @@ def test_postgres_sink_exactly_once_under_worker_kills(
     tmp_path: Path, pg_server: PgServer, chaos_seed: int, exactly_once: str, mode: str
 ) -> None:
     """Scenario: the worker is SIGKILLed at random and at checkpoint protocol phases; the table
-    holds the batch answer, no row missing and none twice, and no prepared transaction is left."""
+    holds the batch answer's rows, the rows its CHECK refuses are dead-lettered with SQLSTATE
+    23514, none missing and none twice in either, and no prepared transaction is left."""
     expected, report, table = _run(
         tmp_path,
         pg_server,
@@ -176,8 +221,7 @@ def test_postgres_sink_exactly_once_under_worker_kills(
     )
     info = report.describe()
     assert kills_in(report) >= KILLS, f"too few kills landed: {info}"
-    got = table_rows(pg_server.dsn, table)
-    assert got == expected, f"missing {expected - got}, extra {got - expected}; {info}"
+    assert_exact(tmp_path, pg_server, table, expected, info)
     assert prepared(pg_server.dsn) == [], info
     print(f"{exactly_once}/{mode}: {kills_in(report)} kills")
 
@@ -222,8 +266,7 @@ def test_database_crash_and_pause_mid_run(
         extra_args=("--workers=2", f"--metrics-port={port}"),
     )
     info = report.describe()
-    got = table_rows(pg_server.dsn, table)
-    assert got == expected, f"missing {expected - got}, extra {got - expected}; {info}"
+    assert_exact(tmp_path, pg_server, table, expected, info)
     crash, _, pause = report.log.partition("its connection was cut")
     assert "breaker open, retrying" in crash, f"the breaker did not open in the crash: {info}"
     assert "breaker open, retrying" in pause, f"the breaker did not open in the pause: {info}"

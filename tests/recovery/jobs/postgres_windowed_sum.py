@@ -1,5 +1,5 @@
 """A recovery-test job: per user, 1-second tumbling windows of (count, sum), event log in, a
-PostgreSQL table out.
+PostgreSQL table out, and the rows the table refuses into the log's topic ``refused``.
 
 Configured by environment variables so that ``weirflow run`` can load it:
 ``WF_LOG_DIR`` (the event log with topic ``events``), ``WF_PG_DSN``,
@@ -13,15 +13,26 @@ opens after 2 consecutive failures.
 import os
 from datetime import timedelta
 
-from windowed_sum_core import windowed_sum
+from windowed_sum_core import CountSum, user_amounts
 
-from weirflow import RetryPolicy
-from weirflow.connectors import CircuitBreaker, EventLogSource, PostgresSink, Resilience
+from weirflow import Dataflow, RetryPolicy
+from weirflow.connectors import (
+    CircuitBreaker,
+    EventLogSink,
+    EventLogSource,
+    PostgresSink,
+    Resilience,
+)
+from weirflow.windows import TumblingWindows
 
 mode = os.environ.get("WF_PG_MODE", "append")
-flow = windowed_sum(
-    "pg_windowed_sum",
-    EventLogSource(os.environ["WF_LOG_DIR"], "events"),
+flow = Dataflow("pg_windowed_sum")
+results = (
+    user_amounts(flow, EventLogSource(os.environ["WF_LOG_DIR"], "events"))
+    .window(TumblingWindows(size=timedelta(seconds=1)))
+    .aggregate(CountSum(), name="per_user")
+)
+refused = results.sink(
     PostgresSink(
         os.environ["WF_PG_DSN"],
         os.environ["WF_PG_TABLE"],
@@ -47,4 +58,9 @@ flow = windowed_sum(
             ),
         ),
     ),
+    name="results",
+).dead_letters()
+# Rows the table refuses (its CHECK), with their SQLSTATE, into topic "refused" exactly once.
+refused.map(lambda d: [*d.value, d.message[:5]], name="refused_row").sink(
+    EventLogSink(os.environ["WF_LOG_DIR"], "refused"), name="refused"
 )

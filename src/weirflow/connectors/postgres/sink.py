@@ -10,7 +10,14 @@ Two exactly-once modes (both two-phase-commit writers, see
     one transaction. A restore writes the restored staged rows again unless
     the progress table shows their checkpoint committed. Cost: a checkpoint
     holds the rows of its interval, and rows reach the table one checkpoint
-    late, written all at once.
+    late, written all at once. Rows the table refuses for their content are
+    found at the barrier by writing the interval once in a transaction that is
+    rolled back, so their dead letters belong to the checkpoint like any
+    other output (this doubles the database work of the mode); a row refused
+    only at commit time (a unique key another writer took meanwhile) is
+    dead-lettered then, recorded in ``weirflow_sink_rejects`` for restores,
+    and after a job's final checkpoint reaches a dead-letter sink that
+    commits no more.
 
 ``exactly_once="two_phase"`` (needs ``max_prepared_transactions > 0``)
     Rows go into an open database transaction as they come; on barrier ``n``

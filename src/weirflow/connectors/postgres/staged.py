@@ -72,10 +72,21 @@ class StagedWriter(PostgresWriter):
         """The interval's rows as one msgpack blob: the checkpoint stores one bytes value
         instead of walking every row.
 
+        Steps: 1. write the rows in a transaction that is rolled back, and
+        dead-letter (now, before the barrier goes on, so the dead letters
+        belong to this checkpoint) the rows the table refuses for their
+        content; 2. stage the others.
+
         Raises:
             ConfigError: a value msgpack cannot hold (the message names its type).
         """
         staged, self._current = self._current, []
+        if staged:
+            bad = self._guarded("check rows", lambda conn: self._trial(conn, staged))
+            if bad:
+                refused = {i for i, _ in bad}
+                self._reject(staged, bad)
+                staged = [row for i, row in enumerate(staged) if i not in refused]
         try:
             return _encoder.encode(staged)
         except (TypeError, msgspec.EncodeError) as e:
@@ -83,6 +94,13 @@ class StagedWriter(PostgresWriter):
                 f"{self.name}: a row value cannot be staged in the checkpoint: {e}; encode= "
                 "it to str, int, float, bytes, datetime, Decimal or UUID"
             ) from e
+
+    def _trial(
+        self, conn: psycopg.Connection[Any], rows: list[Row]
+    ) -> list[tuple[int, RowRejectedError]]:
+        """Write ``rows`` in a transaction that is always rolled back; return the refused."""
+        with conn.transaction(force_rollback=True):
+            return self.statements.write(conn, rows)
 
     def _state(self, checkpoint_id: int, committables: list[tuple[int, Any]]) -> Any:
         """``{"version", "run", "staged": [[checkpoint_id, msgpack rows], ...]}``."""
