@@ -97,7 +97,7 @@ def test_exactly_once_commits_only_when_the_checkpoint_completes(
 ) -> None:
     """Pre-committed records stay out of the topic until ``commit``, which writes them in
     one transaction with its COMMIT marker and records the checkpoint in the sink's group."""
-    from weirflow.connectors.kafka_sink import progress_group
+    from weirflow.connectors.kafka.sink import progress_group
 
     topic = _topic(request, kafka_broker)
     w = _sink(kafka_broker, topic).create_writer("job", "out", 0, 1, None)

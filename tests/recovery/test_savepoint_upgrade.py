@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from chaos_helpers import JOB, committed_results, make_input, run_command, wait_for_checkpoints
-from weirflow.cli.jobs import load_dataflow
 
+from weirflow.api import load_dataflow
 from weirflow.checkpoint import CheckpointConfig, CheckpointStorage, resolve_job_key
 
 pytestmark = pytest.mark.slow

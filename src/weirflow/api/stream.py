@@ -123,14 +123,20 @@ class Stream:
         edges = tuple(s._edge() for s in (self, *others))
         return self._then("union", name, {}, inputs=edges)
 
-    def sink(self, sink: Sink, *, name: str | None = None) -> None:
-        """Write the stream to ``sink`` (a connector from :mod:`weirflow.connectors`)."""
+    def sink(self, sink: Sink, *, name: str | None = None) -> Stream:
+        """Write the stream to ``sink`` (a connector from :mod:`weirflow.connectors`).
+
+        Returns:
+            The sink's stream, whose only use is ``.dead_letters()``: the
+            records the external system refused (a sink that sets records
+            aside, such as ``PostgresSink``); it has no main output.
+        """
         if not callable(getattr(sink, "create_writer", None)):
             raise ConfigError(
                 f"{type(sink).__name__} is not a sink: it needs create_writer(); use a "
                 "connector from weirflow.connectors"
             )
-        self._then("sink", name, {"sink": sink})
+        return self._then("sink", name, {"sink": sink})
 
     def dead_letters(self) -> Stream:
         """The records this stream's operator could not process (``on_error='dead_letter'``).

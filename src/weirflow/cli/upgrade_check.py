@@ -21,9 +21,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from weirflow.api import load_dataflow
 from weirflow.checkpoint import CheckpointStorage, compare_operators, resolve_job_key
 from weirflow.cli.app import app
-from weirflow.cli.jobs import load_dataflow
 from weirflow.errors import WeirflowError
 from weirflow.graph import operator_signatures
 from weirflow.runtime import in_flight_items

@@ -6,6 +6,8 @@ from weirflow.connectors.base import (
     CommitTrackingSink,
     DecodeFailure,
     LaterCommits,
+    RejectedRecord,
+    RejectingWriter,
     Sink,
     SinkRestore,
     SinkWriter,
@@ -19,6 +21,7 @@ from weirflow.connectors.eventlog_dead_letters import DeadLetterEventLogSink
 from weirflow.connectors.files import FileSink, FileSinkError, FileSinkIOError
 from weirflow.connectors.iterable import CollectSink, IterableSource
 from weirflow.connectors.nexmark import NexmarkSource
+from weirflow.connectors.two_phase import TransactionStateError, TwoPhaseCommitWriter, TxnState
 
 __all__ = [
     "CollectSink",
@@ -33,32 +36,51 @@ __all__ = [
     "IterableSource",
     "LaterCommits",
     "NexmarkSource",
+    "RejectedRecord",
+    "RejectingWriter",
     "Sink",
     "SinkRestore",
     "SinkWriter",
     "Source",
     "SourceBatch",
     "SourceReader",
+    "TransactionStateError",
+    "TwoPhaseCommitWriter",
+    "TxnState",
     "default_encode",
     "refuse_commits_after",
 ]
 
-#: Names served from the Kafka connector, imported on first use so that the
-#: core needs no ``confluent-kafka`` (the ``kafka`` extra).
+#: Names served from the Kafka and PostgreSQL connectors, imported on first use so
+#: that the core needs neither ``confluent-kafka`` nor ``psycopg`` (their extras).
 _KAFKA_NAMES = frozenset(
     {"DeadLetterKafkaSink", "KafkaSink", "KafkaSinkOptions", "KafkaSource", "KafkaSourceOptions"}
 )
+_POSTGRES_NAMES = frozenset(
+    {"PostgresFencedError", "PostgresSink", "PostgresSinkError", "RowRejectedError"}
+)
+#: Retries and circuit breaker (``tenacity``, ``pybreaker``: the ``postgres`` extra).
+_RESILIENCE_NAMES = frozenset({"BreakerOpenError", "BreakerState", "CircuitBreaker", "Resilience"})
 
 
 def __getattr__(name: str) -> Any:
-    """Import the Kafka connector lazily (``weirflow.connectors.KafkaSource`` and friends).
+    """Import the Kafka or PostgreSQL connector lazily (``weirflow.connectors.KafkaSource``,
+    ``weirflow.connectors.PostgresSink`` and friends).
 
     Raises:
         AttributeError: an unknown name.
-        ConfigError: a Kafka name was asked for and ``confluent-kafka`` is missing.
+        ConfigError: a connector name was asked for and its library is missing.
     """
     if name in _KAFKA_NAMES:
         from weirflow.connectors import kafka
 
         return getattr(kafka, name)
+    if name in _POSTGRES_NAMES:
+        from weirflow.connectors import postgres
+
+        return getattr(postgres, name)
+    if name in _RESILIENCE_NAMES:
+        from weirflow.connectors import resilience
+
+        return getattr(resilience, name)
     raise AttributeError(f"module 'weirflow.connectors' has no attribute {name!r}")

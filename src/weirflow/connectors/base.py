@@ -201,6 +201,30 @@ class Sink(Protocol):
         ...
 
 
+class RejectedRecord(NamedTuple):
+    """A record an external system refused for its content; the sink operator dead-letters it.
+
+    Attributes:
+        value: the record as the sink wrote it (after the sink's ``encode``).
+        timestamp_ms: its event time, when known.
+        error: why it was refused (its message names the external system's
+            error code, e.g. a PostgreSQL SQLSTATE).
+    """
+
+    value: Any
+    timestamp_ms: int | None
+    error: Exception
+
+
+@runtime_checkable
+class RejectingWriter(Protocol):
+    """A sink writer that sets records aside instead of failing on them (optional ability)."""
+
+    def take_rejected(self) -> list[RejectedRecord]:
+        """Return and forget the records refused since the last call, in order."""
+        ...
+
+
 @dataclass(frozen=True)
 class LaterCommits:
     """Output one sink subtask committed for checkpoints after the one a job restores.

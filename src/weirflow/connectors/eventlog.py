@@ -35,6 +35,7 @@ from typing import Any, Literal
 import msgspec
 
 from weirflow.connectors.base import LaterCommits, SinkRestore, SourceBatch, decode_values
+from weirflow.connectors.two_phase import TwoPhaseCommitWriter
 from weirflow.errors import ConfigError
 from weirflow.eventlog import (
     EventLog,
@@ -313,8 +314,9 @@ def _transactional_ids(id_prefix: str, subtask: int, restored: Mapping[int, Any]
     return sorted({f"{id_prefix}.{subtask}"} | {f"{id_prefix}.{old}" for old in restored})
 
 
-class EventLogSinkWriter:
-    """One sink subtask's writer (see :class:`EventLogSink`)."""
+class EventLogSinkWriter(TwoPhaseCommitWriter[TransactionHandle]):
+    """One sink subtask's writer (see :class:`EventLogSink`); a committable is the
+    prepared transaction's :class:`~weirflow.eventlog.TransactionHandle`."""
 
     def __init__(
         self,
@@ -324,20 +326,19 @@ class EventLogSinkWriter:
         parallelism: int,
         restored: Mapping[int, Any] | None,
     ) -> None:
+        super().__init__(exactly_once=sink.guarantee == "exactly_once")
         self.sink = sink
         self.log = EventLog(sink.log_dir)
         self.log.partition_count(sink.topic)
+        self.id_prefix = id_prefix
+        self.subtask = subtask
         self.transactional_id = f"{id_prefix}.{subtask}"
-        self.pending: dict[int, TransactionHandle] = {}
         self.producer = None
-        self._open = False
-        if sink.guarantee == "exactly_once":
+        if self.exactly_once:
             self.producer = self.log.transactional_producer(self.transactional_id)
-            self._recover(id_prefix, subtask, parallelism, restored or {})
+            self.restore(restored or {})
 
-    def _recover(
-        self, id_prefix: str, subtask: int, parallelism: int, restored: Mapping[int, Any]
-    ) -> None:
+    def _restore(self, restored: Mapping[int, Any]) -> None:
         """Commit the restored committables, abort every other prepared transaction."""
         keep: set[tuple[str, int, int]] = set()
         for state in restored.values():
@@ -348,7 +349,7 @@ class EventLogSinkWriter:
                     self.log.commit_prepared(handle)
                 except UnknownTransactionError:
                     log.warning("committable %s is gone (retention?); skipping", handle)
-        for tid in _transactional_ids(id_prefix, subtask, restored):
+        for tid in _transactional_ids(self.id_prefix, self.subtask, restored):
             if tid != self.transactional_id:
                 self.log.transactional_producer(tid)  # fences a zombie of an old subtask
             for handle in self.log.list_prepared(tid):
@@ -370,37 +371,29 @@ class EventLogSinkWriter:
             out.append(Record(enc(v), k.encode() if type(k) is str else k, t))
         return out
 
-    def write(self, values: list[Any], timestamps: list[int] | None) -> None:
-        """Append (at-least-once) or stage in the open transaction (exactly-once)."""
-        records = self._records(values, timestamps)
-        if self.producer is None:
-            self.log.append(self.sink.topic, records)
-            return
-        if not self._open:
-            self.producer.begin()
-            self._open = True
-        self.producer.append(self.sink.topic, records)
+    def _write_direct(self, values: list[Any], timestamps: list[int] | None) -> None:
+        """At least once: append (durable on return)."""
+        self.log.append(self.sink.topic, self._records(values, timestamps))
 
-    def pre_commit(self, checkpoint_id: int) -> Any:
-        """Prepare the open transaction; return every prepared, uncommitted handle."""
-        if self.producer is None:
-            return None
-        if self._open:
-            self.pending[checkpoint_id] = self.producer.prepare(checkpoint_id)
-            self._open = False
-        return {"prepared": [h.to_dict() for _, h in sorted(self.pending.items())]}
+    def _begin(self) -> None:
+        assert self.producer is not None
+        self.producer.begin()
 
-    def commit(self, checkpoint_id: int) -> None:
-        """Commit every transaction prepared for checkpoints up to ``checkpoint_id``."""
-        for cid in sorted(self.pending):
-            if cid <= checkpoint_id:
-                self.log.commit_prepared(self.pending.pop(cid))
+    def _write(self, values: list[Any], timestamps: list[int] | None) -> None:
+        assert self.producer is not None
+        self.producer.append(self.sink.topic, self._records(values, timestamps))
 
-    def finish(self) -> None:
-        """End of input without checkpoints: commit the open transaction."""
-        if self.producer is not None and self._open:
-            self.producer.commit()
-            self._open = False
+    def _prepare(self, checkpoint_id: int) -> TransactionHandle:
+        assert self.producer is not None
+        return self.producer.prepare(checkpoint_id)
+
+    def _commit(self, checkpoint_id: int, due: list[tuple[int, TransactionHandle]]) -> None:
+        for _, handle in due:
+            self.log.commit_prepared(handle)
+
+    def _state(self, checkpoint_id: int, committables: list[tuple[int, TransactionHandle]]) -> Any:
+        """``{"prepared": [handle as dict, ...]}``: every prepared, uncommitted transaction."""
+        return {"prepared": [h.to_dict() for _, h in committables]}
 
     def close(self) -> None:
         """Close the log; an open transaction is left for fencing to abort."""

@@ -58,6 +58,7 @@ from weirflow.connectors.part_files import (
     final_of,
     pending_name,
 )
+from weirflow.connectors.two_phase import TwoPhaseCommitWriter
 from weirflow.errors import ConfigError
 
 log = logging.getLogger("weirflow.connectors")
@@ -162,7 +163,7 @@ class FileSink:
         return FileSinkWriter(self, subtask, parallelism, restored, operator)
 
 
-class FileSinkWriter:
+class FileSinkWriter(TwoPhaseCommitWriter[list[PartFile]]):
     """One sink subtask's writer (see :class:`FileSink` and the module docs).
 
     Args:
@@ -184,6 +185,7 @@ class FileSinkWriter:
         restored: Mapping[int, Any] | None,
         operator: str = "sink",
     ) -> None:
+        super().__init__()
         self.sink = sink
         self.name = f"{operator}[{subtask}/{parallelism}]"
         self.folder = sink.path
@@ -194,12 +196,10 @@ class FileSinkWriter:
         self._open: PartFile | None = None
         self._csv_columns: list[str] | None = None
         self._closed: list[PartFile] = []
-        self._pending: dict[int, list[PartFile]] = {}
-        self._last_checkpoint = -1
         self._prepare_folder()
         if restored is None:
             self._refuse_earlier_output()
-        self._recover(restored or {})
+        self.restore(restored or {})
 
     # -- opening and restore -------------------------------------------------
 
@@ -211,7 +211,7 @@ class FileSinkWriter:
         if not os.path.isdir(self.folder) or not os.access(self.folder, os.W_OK | os.X_OK):
             raise FileSinkError(f"the FileSink folder {self.folder} is not a writable folder")
 
-    def _recover(self, restored: Mapping[int, Any]) -> None:
+    def _restore(self, restored: Mapping[int, Any]) -> None:
         """Resolve what earlier attempts left behind.
 
         Steps:
@@ -242,7 +242,7 @@ class FileSinkWriter:
                 if os.path.exists(part.path):
                     log.info("%s: committing %s on restore", self.name, part.path)
                 part.move(PartState.COMMITTED, final)
-        self._last_checkpoint = newest
+        self.last_checkpoint_id = max(self.last_checkpoint_id, newest)
         self._fsync_folder()
 
     def _owned(self, subtask: int) -> bool:
@@ -281,7 +281,7 @@ class FileSinkWriter:
 
     # -- writing ------------------------------------------------------------
 
-    def write(self, values: list[Any], timestamps: list[int] | None) -> None:
+    def _write(self, values: list[Any], timestamps: list[int] | None) -> None:
         """Append records to the in-progress file, rolling to a new one when full.
 
         Args:
@@ -407,7 +407,7 @@ class FileSinkWriter:
 
     # -- two-phase commit -----------------------------------------------------
 
-    def pre_commit(self, checkpoint_id: int) -> dict[str, Any]:
+    def _prepare(self, checkpoint_id: int) -> list[PartFile]:
         """Close the interval's files and rename them to pending names.
 
         Steps:
@@ -415,36 +415,30 @@ class FileSinkWriter:
             2. rename every closed file of the interval to its pending name;
             3. fsync the folder, so the renames survive a crash.
 
-        Args:
-            checkpoint_id: the checkpoint whose barrier arrived.
-
-        Returns:
-            The committable: ``{"checkpoint": int, "pending": [committed name, ...]}``
-            listing every pending, uncommitted file (older intervals first).
-
         Raises:
             FileSinkIOError: a flush, rename or fsync failed.
         """
         self._close_open()
-        if self._closed:
-            parts = []
-            for k, part in enumerate(self._closed):
-                final = committed_name(self.subtask, checkpoint_id, k, self.ext)
-                part.move(PartState.PENDING, pending_name(final))
-                parts.append(part)
-            self._pending[checkpoint_id] = parts
-            self._closed = []
+        parts = []
+        for k, part in enumerate(self._closed):
+            final = committed_name(self.subtask, checkpoint_id, k, self.ext)
+            part.move(PartState.PENDING, pending_name(final))
+            parts.append(part)
+        self._closed = []
+        if parts:
             self._fsync_folder()
-        self._last_checkpoint = max(self._last_checkpoint, checkpoint_id)
+        return parts
+
+    def _state(self, checkpoint_id: int, committables: list[tuple[int, list[PartFile]]]) -> Any:
+        """The committable: ``{"checkpoint": int, "pending": [committed name, ...]}``
+        listing every pending, uncommitted file (older intervals first)."""
         return {
             "checkpoint": checkpoint_id,
-            "pending": [
-                final_of(p.name) for cid in sorted(self._pending) for p in self._pending[cid]
-            ],
+            "pending": [final_of(p.name) for _, parts in committables for p in parts],
         }
 
-    def commit(self, checkpoint_id: int) -> None:
-        """Rename every pending file up to ``checkpoint_id`` to its committed name.
+    def _commit(self, checkpoint_id: int, due: list[tuple[int, list[PartFile]]]) -> None:
+        """Rename every pending file of ``due`` to its committed name.
 
         Idempotent: a file already committed counts as done.
 
@@ -452,23 +446,10 @@ class FileSinkWriter:
             FileSinkError: a committed name holds another file.
             FileSinkIOError: a rename or the folder fsync failed.
         """
-        done = [cid for cid in sorted(self._pending) if cid <= checkpoint_id]
-        for cid in done:
-            for part in self._pending[cid]:
+        for _, parts in due:
+            for part in parts:
                 part.move(PartState.COMMITTED, final_of(part.name))
-            del self._pending[cid]
-        if done:
-            self._fsync_folder()
-
-    def finish(self) -> None:
-        """End of input without checkpoints: pre-commit and commit everything directly.
-
-        The files are named as a checkpoint one after the last seen (0 when
-        there was none).
-        """
-        checkpoint_id = self._last_checkpoint + 1
-        self.pre_commit(checkpoint_id)
-        self.commit(checkpoint_id)
+        self._fsync_folder()
 
     def close(self) -> None:
         """Close the in-progress file; it stays hidden until a restore deletes it."""

@@ -8,9 +8,22 @@ scheduler hook, and end-to-end latency is sampled with latency markers (see
 
 from weirflow.metrics import names
 from weirflow.metrics.checkpoints import CheckpointTracker, CoordinatorView
-from weirflow.metrics.collector import LagProbe, RuntimeCollector, TaskView
+from weirflow.metrics.collector import (
+    LagProbe,
+    ReportsConnectorStats,
+    RuntimeCollector,
+    TaskView,
+)
 from weirflow.metrics.exporter import DEFAULT_HOST, MetricsServer, serve_metrics
-from weirflow.metrics.model import CheckpointRecord, JobStatus, OperatorSample, TaskSample
+from weirflow.metrics.model import (
+    BREAKER_STATES,
+    CheckpointRecord,
+    ConnectorSample,
+    ConnectorStats,
+    JobStatus,
+    OperatorSample,
+    TaskSample,
+)
 from weirflow.metrics.progress import (
     JsonFormatter,
     ProgressReporter,
@@ -21,6 +34,7 @@ from weirflow.metrics.registry import JobRegistry
 from weirflow.metrics.watch import AlertCondition, AlertEvent, AlertState, AlertWatcher, Signal
 
 __all__ = [
+    "BREAKER_STATES",
     "DEFAULT_HOST",
     "AlertCondition",
     "AlertEvent",
@@ -28,6 +42,8 @@ __all__ = [
     "AlertWatcher",
     "CheckpointRecord",
     "CheckpointTracker",
+    "ConnectorSample",
+    "ConnectorStats",
     "CoordinatorView",
     "JobRegistry",
     "JobStatus",
@@ -36,6 +52,7 @@ __all__ = [
     "MetricsServer",
     "OperatorSample",
     "ProgressReporter",
+    "ReportsConnectorStats",
     "RuntimeCollector",
     "Signal",
     "TaskSample",

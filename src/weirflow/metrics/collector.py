@@ -19,10 +19,17 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from weirflow.metrics.checkpoints import CheckpointTracker, CoordinatorView
-from weirflow.metrics.model import JobStatus, OperatorSample, TaskSample
+from weirflow.metrics.model import (
+    BREAKER_STATES,
+    ConnectorSample,
+    ConnectorStats,
+    JobStatus,
+    OperatorSample,
+    TaskSample,
+)
 from weirflow.metrics.registry import JobRegistry
 
 #: ``source operator logic -> {split: records not read yet}``; ``None`` when it cannot tell.
@@ -49,6 +56,15 @@ class OperatorView(Protocol):
     @property
     def records_out(self) -> int:
         """Records emitted on the main output."""
+        ...
+
+
+@runtime_checkable
+class ReportsConnectorStats(Protocol):
+    """An operator (a sink) that reports on its external system (optional ability)."""
+
+    def connector_stats(self) -> ConnectorStats | None:
+        """Return the current stats, or ``None`` when its connector reports none."""
         ...
 
 
@@ -113,6 +129,7 @@ class RuntimeCollector:
         self._prev_steps: dict[str, tuple[int, int]] = {}
         self._observers: dict[tuple[str, int], _DeadLetterObserver] = {}
         self._seen_errors: dict[tuple[str, int, str], int] = {}
+        self._seen_connector: dict[tuple[str, int, str, str], int] = {}
         self._lock = threading.Lock()
         self._status = JobStatus(job=metrics.job, sampled_ms=0)
 
@@ -135,6 +152,7 @@ class RuntimeCollector:
         self._prev_steps = {}
         self._observers = {}
         self._seen_errors = {}
+        self._seen_connector = {}
         self._last_ms = None
         self.checkpoints.attach(coordinator)
         for t in self._tasks:
@@ -172,8 +190,13 @@ class RuntimeCollector:
         in_rate = out_rate = 0.0
         dead = 0
         watermarks: list[int] = []
+        connectors: list[ConnectorSample] = []
         for t in self._tasks:
             for op in t.chain:
+                if isinstance(op, ReportsConnectorStats):
+                    stats = op.connector_stats()
+                    if stats is not None:
+                        connectors.append(self._publish_connector(job, op.name, t.subtask, stats))
                 sample = self._sample_operator(job, t, op, elapsed_s)
                 ops.append(sample)
                 dead += sample.dead_lettered
@@ -205,10 +228,24 @@ class RuntimeCollector:
             watermark_ms=min(watermarks) if watermarks else None,
             last_checkpoint_id=self.checkpoints.last_completed_id,
             last_checkpoint_ms=self.checkpoints.last_completed_ms,
+            connectors=tuple(connectors),
         )
         with self._lock:
             self._status = status
         return status
+
+    def connectors_now(self) -> tuple[ConnectorSample, ...]:
+        """Read every reporting connector now, from any thread, without publishing.
+
+        The dashboard uses it: a sink blocked in a retry wait blocks its task's
+        thread, and with it the sampling hook, exactly when its breaker matters.
+        """
+        return tuple(
+            ConnectorSample(op.name, t.subtask, stats)
+            for t in list(self._tasks)
+            for op in t.chain
+            if isinstance(op, ReportsConnectorStats) and (stats := op.connector_stats())
+        )
 
     def status(self) -> JobStatus:
         """The latest sample (any thread)."""
@@ -256,6 +293,36 @@ class RuntimeCollector:
             in_rate=in_rate,
             out_rate=out_rate,
         )
+
+    def _publish_connector(
+        self, job: str, operator: str, subtask: int, stats: ConnectorStats
+    ) -> ConnectorSample:
+        """Set the breaker gauge and publish the growth of the connector's counts."""
+        m = self.metrics
+        labels = (job, operator, str(subtask))
+        m.breaker_state.labels(*labels).set(BREAKER_STATES.index(stats.breaker))
+        groups = (
+            ("retries", m.connector_retries, stats.retries),
+            ("rejected", m.rows_rejected, stats.rejected),
+            ("written", m.rows_written, {"": stats.rows_written}),
+            ("transactions", m.transactions, {"": stats.transactions}),
+        )
+        for kind, counter, counts in groups:
+            for code, count in counts.items():
+                key = (operator, subtask, kind, code)
+                seen = self._seen_connector.get(key, 0)
+                child = counter.labels(*labels, code) if code else counter.labels(*labels)
+                if count > seen:
+                    child.inc(count - seen)
+                    self._seen_connector[key] = count
+        key = (operator, subtask, "transaction_s", "")
+        # seconds are floats: remembered ×1e6 in the int-valued map of published counts
+        seen_us = self._seen_connector.get(key, 0)
+        now_us = int(stats.transaction_s * 1e6)
+        if now_us > seen_us:
+            m.transaction_time.labels(*labels).inc((now_us - seen_us) / 1e6)
+            self._seen_connector[key] = now_us
+        return ConnectorSample(operator, subtask, stats)
 
     def _sample_task(self, job: str, t: TaskView, now_ms: int) -> TaskSample:
         head = t.chain[0].name

@@ -40,6 +40,46 @@ class OperatorSample:
     out_rate: float
 
 
+#: Circuit breaker states, in the order of the ``weirflow_connector_breaker_state`` gauge.
+BREAKER_STATES = ("closed", "half-open", "open")
+
+
+@dataclass(frozen=True)
+class ConnectorStats:
+    """What a connector instance reports about its external system (counts since it opened).
+
+    Attributes:
+        breaker: ``closed``, ``half-open`` or ``open`` (one of :data:`BREAKER_STATES`).
+        retries: error class name → calls retried after it.
+        rows_written: rows committed to the external system.
+        rejected: the system's error code (a SQLSTATE) → rows refused for their content.
+        transactions: transactions ended in the external system.
+        transaction_s: seconds spent ending them (retries included).
+    """
+
+    breaker: str = "closed"
+    retries: dict[str, int] = field(default_factory=dict)
+    rows_written: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    transactions: int = 0
+    transaction_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ConnectorSample:
+    """One connector subtask's :class:`ConnectorStats` at a sample.
+
+    Attributes:
+        operator: the operator name.
+        subtask: subtask index.
+        stats: what it reported.
+    """
+
+    operator: str
+    subtask: int
+    stats: ConnectorStats
+
+
 @dataclass(frozen=True)
 class TaskSample:
     """One task's flow-control and event-time figures at a sample.
@@ -109,6 +149,7 @@ class JobStatus:
         watermark_ms: the lowest task watermark, or ``None``.
         last_checkpoint_id: newest completed checkpoint, or ``None``.
         last_checkpoint_ms: when it completed (ms since the epoch), or ``None``.
+        connectors: per connector subtask that reports :class:`ConnectorStats`.
     """
 
     job: str
@@ -125,6 +166,7 @@ class JobStatus:
     watermark_ms: int | None = None
     last_checkpoint_id: int | None = None
     last_checkpoint_ms: int | None = None
+    connectors: tuple[ConnectorSample, ...] = ()
 
     @property
     def total_split_lag(self) -> int:

@@ -26,6 +26,16 @@ DEAD_LETTERS_BY_ERROR = "weirflow_dead_letters_by_error"
 RECORDS_IN_RATE = "weirflow_records_in_per_second"
 RECORDS_OUT_RATE = "weirflow_records_out_per_second"
 
+# external connectors, per operator subtask (a sink behind a circuit breaker)
+CONNECTOR_CODE_LABELS = ("job", "operator", "subtask", "code")
+CONNECTOR_ERROR_LABELS = ("job", "operator", "subtask", "error_class")
+CONNECTOR_BREAKER_STATE = "weirflow_connector_breaker_state"
+CONNECTOR_RETRIES = "weirflow_connector_retries"
+SINK_ROWS_WRITTEN = "weirflow_sink_rows_written"
+SINK_ROWS_REJECTED = "weirflow_sink_rows_rejected"
+SINK_TRANSACTIONS = "weirflow_sink_transactions"
+SINK_TRANSACTION_TIME = "weirflow_sink_transaction_seconds"
+
 # backpressure and buffers, per task
 BACKPRESSURE_RATIO = "weirflow_task_backpressured_ratio"
 INPUT_BUFFER_USAGE = "weirflow_task_input_buffer_usage_ratio"

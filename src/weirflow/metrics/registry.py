@@ -48,6 +48,40 @@ class JobRegistry:
             n.DEAD_LETTER_LABELS,
             registry=r,
         )
+        self.breaker_state = Gauge(
+            n.CONNECTOR_BREAKER_STATE,
+            "Circuit breaker of the connector: 0 closed, 1 half-open, 2 open.",
+            op,
+            registry=r,
+        )
+        self.connector_retries = Counter(
+            n.CONNECTOR_RETRIES,
+            "Calls to the external system retried, by error class.",
+            n.CONNECTOR_ERROR_LABELS,
+            registry=r,
+        )
+        self.rows_written = Counter(
+            n.SINK_ROWS_WRITTEN, "Rows the sink committed to its external system.", op, registry=r
+        )
+        self.transactions = Counter(
+            n.SINK_TRANSACTIONS,
+            "Transactions the sink ended in its external system.",
+            op,
+            registry=r,
+        )
+        self.transaction_time = Counter(
+            n.SINK_TRANSACTION_TIME,
+            "Time spent ending those transactions, retries included (mean = this / count).",
+            op,
+            registry=r,
+        )
+        self.rows_rejected = Counter(
+            n.SINK_ROWS_REJECTED,
+            "Rows the external system refused for their content (dead-lettered), by its code "
+            "(SQLSTATE).",
+            n.CONNECTOR_CODE_LABELS,
+            registry=r,
+        )
         self.in_rate = Gauge(n.RECORDS_IN_RATE, "Records received per second.", op, registry=r)
         self.out_rate = Gauge(n.RECORDS_OUT_RATE, "Records emitted per second.", op, registry=r)
         self.backpressure = Gauge(

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from weirflow.metrics import names
+from weirflow.metrics import BREAKER_STATES, names
+from weirflow.runtime.control import ConnectorReport
 from weirflow.runtime.membership import WorkerStatus
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class ClusterCollector:
             CounterMetricFamily(name, text, labels=names.CLUSTER_OPERATOR_LABELS)
             for name, text in _RECORD_COUNTERS
         ]
+        connectors = _ConnectorFamilies()
         for w in list(c.workers.values()):
             if w.status is WorkerStatus.LOST:
                 continue
@@ -69,7 +71,10 @@ class ClusterCollector:
                 for subtask, values in per_subtask.items():
                     for family, value in zip(records, values, strict=False):
                         family.add_metric([job, operator, str(subtask), w.id], value)
-        yield from (up, slots, subtasks, *records)
+            for operator, reports in list(w.connectors.items()):
+                for subtask, report in reports.items():
+                    connectors.add([job, operator, str(subtask), w.id], report)
+        yield from (up, slots, subtasks, *records, *connectors.families())
         restarts = CounterMetricFamily(
             names.RESTARTS, "Restarts of the job.", labels=names.JOB_LABELS
         )
@@ -87,6 +92,55 @@ class ClusterCollector:
         )
         recovery.add_metric([job], c.recovery_ms[-1] / 1000 if c.recovery_ms else 0.0)
         yield recovery
+
+
+class _ConnectorFamilies:
+    """The connector metrics of one scrape (see ``metrics.names``), labelled by worker."""
+
+    def __init__(self) -> None:
+        op = names.CLUSTER_OPERATOR_LABELS
+        self.breaker = GaugeMetricFamily(
+            names.CONNECTOR_BREAKER_STATE,
+            "Circuit breaker of the connector: 0 closed, 1 half-open, 2 open.",
+            labels=op,
+        )
+        self.retries = CounterMetricFamily(
+            names.CONNECTOR_RETRIES, "Calls retried, by error class.", labels=(*op, "error_class")
+        )
+        self.written = CounterMetricFamily(names.SINK_ROWS_WRITTEN, "Rows committed.", labels=op)
+        self.rejected = CounterMetricFamily(
+            names.SINK_ROWS_REJECTED,
+            "Rows refused for their content, by code.",
+            labels=(*op, "code"),
+        )
+        self.transactions = CounterMetricFamily(
+            names.SINK_TRANSACTIONS, "Transactions ended.", labels=op
+        )
+        self.transaction_time = CounterMetricFamily(
+            names.SINK_TRANSACTION_TIME, "Time spent ending transactions.", labels=op
+        )
+
+    def add(self, labels: list[str], report: ConnectorReport) -> None:
+        """Add one connector subtask's report."""
+        self.breaker.add_metric(labels, BREAKER_STATES.index(report.breaker))
+        for error_class, n in report.retries.items():
+            self.retries.add_metric([*labels, error_class], n)
+        for code, n in report.rejected.items():
+            self.rejected.add_metric([*labels, code], n)
+        self.written.add_metric(labels, report.rows_written)
+        self.transactions.add_metric(labels, report.transactions)
+        self.transaction_time.add_metric(labels, report.transaction_s)
+
+    def families(self) -> tuple[Metric, ...]:
+        """Every family, for ``collect``."""
+        return (
+            self.breaker,
+            self.retries,
+            self.written,
+            self.rejected,
+            self.transactions,
+            self.transaction_time,
+        )
 
 
 def cluster_registry(coordinator: JobCoordinator) -> CollectorRegistry:

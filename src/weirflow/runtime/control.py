@@ -200,16 +200,40 @@ class Cancel(msgspec.Struct, tag=True, frozen=True):
     attempt: int
 
 
+class ConnectorReport(msgspec.Struct, frozen=True):
+    """A connector subtask's report on its external system (see ``metrics.ConnectorStats``).
+
+    Attributes:
+        breaker: ``closed``, ``half-open`` or ``open``.
+        retries: error class → calls retried.
+        rows_written: rows committed.
+        rejected: the system's error code → rows refused for their content.
+        transactions: transactions ended.
+        transaction_s: seconds spent ending them.
+    """
+
+    breaker: str
+    retries: dict[str, int]
+    rows_written: int
+    rejected: dict[str, int]
+    transactions: int
+    transaction_s: float
+
+
 class Heartbeat(msgspec.Struct, tag=True, frozen=True):
     """Liveness, every heartbeat interval, both ways.
 
     Attributes:
         counts: from a worker, its metrics sample: operator name → subtask →
             ``[in, out, filtered, late, dead_lettered]`` of the subtasks it runs.
+        connectors: from a worker, operator name → subtask → the report of
+            each connector of an external system it runs (read on the heartbeat
+            thread, so it stays current while a sink waits out an outage).
     """
 
     attempt: int
     counts: dict[str, dict[int, list[int]]] = {}
+    connectors: dict[str, dict[int, ConnectorReport]] = {}
 
 
 class Shutdown(msgspec.Struct, tag=True, frozen=True):

@@ -216,6 +216,7 @@ class JobCoordinator:
                     # metrics only: read by the metrics collector, not by the run
                     if message.attempt == self.attempt and entry.status is WorkerStatus.DEPLOYED:
                         entry.sample = message.counts
+                        entry.connectors = message.connectors
                     continue
                 self.events.put((entry.id, message))
         except (ConnectionClosedError, msgspec.DecodeError) as e:

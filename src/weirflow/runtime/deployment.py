@@ -26,6 +26,7 @@ from weirflow.checkpoint import CheckpointConfig, CheckpointStorage, open_job_st
 from weirflow.errors import ConfigError, WeirflowError, is_retriable
 from weirflow.faults import fault_point
 from weirflow.graph import LogicalGraph, compile_plan
+from weirflow.metrics import ReportsConnectorStats
 from weirflow.runtime import control
 from weirflow.runtime.build import RuntimeOptions, build_job
 from weirflow.runtime.dataplane import DataPlane
@@ -182,6 +183,24 @@ class Deployment:
                     op.late,
                     op.dead_lettered,
                 ]
+        return out
+
+    def connector_sample(self) -> dict[str, dict[int, control.ConnectorReport]]:
+        """Per-subtask connector reports, read from the heartbeat thread (their stats are
+        copied safely across threads)."""
+        out: dict[str, dict[int, control.ConnectorReport]] = {}
+        for task in list(self.tasks):
+            for op in task.chain:
+                stats = op.connector_stats() if isinstance(op, ReportsConnectorStats) else None
+                if stats is not None:
+                    out.setdefault(op.name, {})[task.subtask] = control.ConnectorReport(
+                        stats.breaker,
+                        stats.retries,
+                        stats.rows_written,
+                        stats.rejected,
+                        stats.transactions,
+                        stats.transaction_s,
+                    )
         return out
 
     def _finish(self, graph: LogicalGraph, built: Any) -> None:

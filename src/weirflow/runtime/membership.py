@@ -42,6 +42,8 @@ class WorkerEntry:
         self.subtasks: list[int] = []
         # operator name → subtask → counts, from the worker's latest heartbeat
         self.sample: dict[str, dict[int, list[int]]] = {}
+        # operator name → subtask → connector report, from the same heartbeat
+        self.connectors: dict[str, dict[int, control.ConnectorReport]] = {}
 
     def move(self, new: WorkerStatus) -> None:
         """Change status along an allowed transition (same status: no-op).
@@ -57,6 +59,7 @@ class WorkerEntry:
         if new is not WorkerStatus.DEPLOYED:
             self.subtasks = []
             self.sample = {}
+            self.connectors = {}
 
     def send(self, message: control.Message) -> None:
         """Send, ignoring a broken connection (its reader reports the loss)."""

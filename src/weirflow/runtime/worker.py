@@ -264,8 +264,14 @@ class CoordinatorSession:
     def _beat(self) -> None:
         while not self._closed.wait(self.heartbeat_interval_s):
             deployment = self.deployment
-            sample = deployment.sample() if deployment is not None else {}
-            self.send(control.Heartbeat(self.worker.attempt, sample))
+            if deployment is None:
+                self.send(control.Heartbeat(self.worker.attempt))
+                continue
+            self.send(
+                control.Heartbeat(
+                    self.worker.attempt, deployment.sample(), deployment.connector_sample()
+                )
+            )
 
     def check_coordinator(self) -> None:
         """Raise when the coordinator has been silent past the heartbeat timeout."""

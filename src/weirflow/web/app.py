@@ -9,6 +9,9 @@ Routes (all ``GET``):
   backpressure ratio and buffer usage of its task, its watermark;
 - ``/api/checkpoints``: the checkpoint history (id, status, duration, sizes);
 - ``/api/lag``: records not yet read per source split;
+- ``/api/connectors``: per connector subtask of an external system, read live
+  (a sink blocked in a retry wait still answers): circuit breaker state,
+  retries by error class, rows written, rows rejected by code;
 - ``/api/status``: the progress figures (events/s, watermark, lag, last checkpoint...).
 
 When a token is configured every request but the page's static script and
@@ -26,7 +29,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -41,7 +44,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from weirflow.errors import ConfigError
-from weirflow.metrics import JobStatus, progress_fields
+from weirflow.metrics import ConnectorSample, JobStatus, progress_fields
 from weirflow.web.observe import JobObserver
 
 STATIC = Path(__file__).parent / "static"
@@ -120,6 +123,12 @@ def operator_rows(status: JobStatus) -> list[dict[str, Any]]:
     return list(rows.values())
 
 
+def connector_rows(samples: Sequence[ConnectorSample]) -> list[dict[str, Any]]:
+    """One dict per connector subtask: ``operator``, ``subtask``, ``breaker`` (``closed``,
+    ``half-open``, ``open``), ``retries`` and ``rejected`` (code → count), ``rows_written``."""
+    return [{"operator": c.operator, "subtask": c.subtask, **asdict(c.stats)} for c in samples]
+
+
 def create_app(observer: JobObserver, token: str | None = None) -> Starlette:
     """Build the dashboard application for ``observer``.
 
@@ -147,6 +156,9 @@ def create_app(observer: JobObserver, token: str | None = None) -> Starlette:
     async def lag(request: Request) -> Response:
         return JSONResponse(observer.status().split_lag)
 
+    async def connectors(request: Request) -> Response:
+        return JSONResponse(connector_rows(observer.connectors()))
+
     async def status(request: Request) -> Response:
         return JSONResponse(progress_fields(observer.status(), observer.clock()))
 
@@ -158,6 +170,7 @@ def create_app(observer: JobObserver, token: str | None = None) -> Starlette:
             Route("/api/operators", operators),
             Route("/api/checkpoints", checkpoints),
             Route("/api/lag", lag),
+            Route("/api/connectors", connectors),
             Route("/api/status", status),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],

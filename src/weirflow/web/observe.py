@@ -16,7 +16,14 @@ from typing import Any
 
 from weirflow.checkpoint import CheckpointCoordinator, CompletedCheckpoint
 from weirflow.graph import LogicalGraph, compile_plan
-from weirflow.metrics import CheckpointTracker, JobRegistry, JobStatus, LagProbe, RuntimeCollector
+from weirflow.metrics import (
+    CheckpointTracker,
+    ConnectorSample,
+    JobRegistry,
+    JobStatus,
+    LagProbe,
+    RuntimeCollector,
+)
 from weirflow.runtime import LocalScheduler, RunListener, Task, TaskState
 
 
@@ -118,6 +125,10 @@ class JobObserver(RunListener):
     def status(self) -> JobStatus:
         """The latest sample (any thread)."""
         return self.collector.status()
+
+    def connectors(self) -> tuple[ConnectorSample, ...]:
+        """Every reporting connector read now (any thread; live while a sink is blocked)."""
+        return self.collector.connectors_now()
 
     def job_graph(self) -> dict[str, Any]:
         """The job graph: operators, edges (with partitioning and chaining) and chains.

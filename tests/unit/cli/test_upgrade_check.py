@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
-from weirflow.cli.jobs import load_dataflow
 
+from weirflow.api import load_dataflow
 from weirflow.checkpoint import CheckpointConfig, CheckpointStorage, resolve_job_key
 from weirflow.cli import app
 from weirflow.errors import ConfigError

@@ -6,8 +6,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from weirflow.cli.jobs import load_dataflow
 
+from weirflow.api import load_dataflow
 from weirflow.checkpoint import CheckpointConfig
 from weirflow.serde import StateSchemaError
 

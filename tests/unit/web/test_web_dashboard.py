@@ -178,3 +178,27 @@ def test_the_dashboard_serves_on_the_socket_it_bound(observed: tuple[JobObserver
             assert response.status == 200
     finally:
         server.close()
+
+
+def test_api_connectors_shows_an_open_breaker() -> None:
+    """Scenario: a sink reports its breaker open; /api/connectors says so, and the page has
+    the style that paints it red."""
+    from weirflow.metrics import ConnectorSample, ConnectorStats
+    from weirflow.web.app import connector_rows
+
+    stats = ConnectorStats("open", {"OperationalError": 3}, 120, {"23502": 2}, 4, 0.5)
+    rows = connector_rows([ConnectorSample("pg", 1, stats)])
+    assert rows == [
+        {
+            "operator": "pg",
+            "subtask": 1,
+            "breaker": "open",
+            "retries": {"OperationalError": 3},
+            "rows_written": 120,
+            "rejected": {"23502": 2},
+            "transactions": 4,
+            "transaction_s": 0.5,
+        }
+    ]
+    css = (Path(create_app.__code__.co_filename).parent / "static" / "style.css").read_text()
+    assert ".breaker-open" in css and "#c0262d" in css.split(".breaker-open")[1].split("}")[0]

@@ -13,6 +13,7 @@ from typing import Any
 from weirflow.connectors import (
     CommitTrackingSink,
     DecodeFailure,
+    RejectingWriter,
     Source,
     SourceReader,
     refuse_commits_after,
@@ -20,6 +21,7 @@ from weirflow.connectors import (
 from weirflow.errors import ConfigError, TimestampError
 from weirflow.faults import fault_point
 from weirflow.graph import LogicalGraph, OperatorSpec
+from weirflow.metrics import ConnectorStats, ReportsConnectorStats
 from weirflow.runtime.operators.base import OperatorContext, OperatorLogic
 from weirflow.runtime.operators.errors import (
     call_each,
@@ -260,6 +262,10 @@ class SourceLogic(OperatorLogic):
 class SinkLogic(OperatorLogic):
     """Hands batches to a :class:`~weirflow.connectors.SinkWriter`.
 
+    A writer that sets refused records aside (a
+    :class:`~weirflow.connectors.RejectingWriter`) has them routed to the
+    dead-letter output after each of its calls.
+
     ``spec.params``: ``sink`` (the connector).
     """
 
@@ -269,25 +275,41 @@ class SinkLogic(OperatorLogic):
             self.ctx.job, self.name, self.ctx.subtask, self.ctx.parallelism, restored
         )
 
+    def _route_rejected(self) -> None:
+        if isinstance(self.writer, RejectingWriter):
+            for r in self.writer.take_rejected():
+                dead_letter(self, r.value, r.timestamp_ms, r.error, 1)
+
     def process_batch(
         self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
     ) -> None:
         self.records_in += len(values)
+        self._route_rejected()
         self.writer.write(values, timestamps)
+        self._route_rejected()
 
     def snapshot_state(self, checkpoint_id: int) -> Any:
         """Pre-commit: the writer's committable for this checkpoint."""
         fault_point("pre_commit")
-        return self.writer.pre_commit(checkpoint_id)
+        state = self.writer.pre_commit(checkpoint_id)
+        self._route_rejected()
+        return state
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """Commit what was pre-committed for ``checkpoint_id``."""
         fault_point("sink_commit")
         self.writer.commit(checkpoint_id)
+        self._route_rejected()
 
     def finish(self) -> None:
         """End of input without checkpoints: commit everything."""
         self.writer.finish()
+        self._route_rejected()
+
+    def connector_stats(self) -> ConnectorStats | None:
+        """What the writer reports on its external system, if it reports (metrics)."""
+        writer = self.writer
+        return writer.connector_stats() if isinstance(writer, ReportsConnectorStats) else None
 
     def close(self) -> None:
         """Close the writer."""

@@ -96,6 +96,17 @@ function fill(id, rows) {
   }
 }
 
+function breaker(state) {
+  const span = document.createElement("span");
+  span.className = `breaker-${state}`;
+  span.textContent = state;
+  return span;
+}
+
+function counts(byKey) {
+  return Object.entries(byKey).map(([k, n]) => `${k}: ${num(n)}`).join(", ");
+}
+
 function status(s) {
   const span = document.createElement("span");
   span.className = s;
@@ -105,8 +116,9 @@ function status(s) {
 
 async function refresh() {
   try {
-    const [ops, cps, lag, st] = await Promise.all([
-      api("api/operators"), api("api/checkpoints"), api("api/lag"), api("api/status")]);
+    const [ops, cps, lag, st, conns] = await Promise.all([
+      api("api/operators"), api("api/checkpoints"), api("api/lag"), api("api/status"),
+      api("api/connectors")]);
     fill("operators", ops.map((o) => [o.operator, o.kind, o.parallelism, rate(o.in_rate),
       rate(o.out_rate), num(o.records_in), num(o.records_out), num(o.filtered), num(o.late),
       num(o.dead_lettered), pct(o.backpressured_ratio), pct(o.input_usage), pct(o.output_usage),
@@ -114,6 +126,9 @@ async function refresh() {
     fill("checkpoints", cps.slice(-15).reverse().map((c) => [c.checkpoint_id, status(c.status),
       ms(c.duration_ms), ms(c.alignment_ms), bytes(c.full_bytes), bytes(c.incremental_bytes)]));
     fill("lag", Object.entries(lag).map(([split, n]) => [split, num(n)]));
+    fill("connectors", conns.map((c) => [c.operator, c.subtask, breaker(c.breaker),
+      num(c.rows_written), counts(c.rejected), counts(c.retries), num(c.transactions),
+      c.transactions ? ms(Math.round(1000 * c.transaction_s / c.transactions)) : "-"]));
     const age = st.checkpoint_age_ms === null ? "" : ` (${(st.checkpoint_age_ms / 1000).toFixed(1)} s ago)`;
     document.getElementById("progress").textContent =
       `in ${rate(st.in_per_s)} · out ${rate(st.out_per_s)} · watermark ${num(st.watermark_ms)} · ` +

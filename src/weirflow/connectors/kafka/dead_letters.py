@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from weirflow.connectors.dead_letters import TRACEBACK, dead_letter_headers
-from weirflow.connectors.kafka_sink import Guarantee, KafkaSink, KafkaSinkOptions, encode_default
+from weirflow.connectors.kafka.sink import Guarantee, KafkaSink, KafkaSinkOptions, encode_default
 from weirflow.records import DeadLetter
 
 

@@ -38,7 +38,6 @@ The price is that a checkpoint holds the output records of its interval.
 
 from __future__ import annotations
 
-import enum
 import json
 import logging
 import os
@@ -48,12 +47,12 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from weirflow.connectors.base import LaterCommits, SinkRestore
-from weirflow.connectors.kafka import (
+from weirflow.connectors.kafka.client import (
     KafkaDeliveryError,
-    KafkaError,
     ck,
     wrap_kafka_exception,
 )
+from weirflow.connectors.two_phase import TwoPhaseCommitWriter
 from weirflow.errors import ConfigError
 from weirflow.faults import fault_point
 
@@ -217,64 +216,60 @@ class KafkaSink:
         return KafkaSinkWriter(self, prefix, subtask, restored or {})
 
 
-class _Txn(enum.Enum):
-    """Transaction state of an exactly-once writer's producer."""
-
-    IDLE = "idle"
-    OPEN = "open"
-
-
-_TXN_TRANSITIONS = {(_Txn.IDLE, _Txn.OPEN), (_Txn.OPEN, _Txn.IDLE)}
-
-
 def progress_group(transactional_id: str, run: str) -> str:
     """The sink-owned consumer group whose committed offset (on partition 0 of the sink's
     topic) is the last checkpoint id committed by ``transactional_id`` in run ``run``."""
     return f"weirflow-sink.{transactional_id}.{run}"
 
 
-class KafkaSinkWriter:
+class KafkaSinkWriter(TwoPhaseCommitWriter[list[KafkaRecord]]):
     """One sink subtask's writer (see :class:`KafkaSink` and the module docstring).
+
+    A committable is the list of records staged for its checkpoint.
 
     Attributes:
         transactional_id: the stable id (exactly-once), else ``None``.
-        staged: checkpoint id → records pre-committed for it and not committed yet.
         resent: records written again during recovery (for tests and logs).
     """
 
     def __init__(
         self, sink: KafkaSink, prefix: str, subtask: int, restored: Mapping[int, Any]
     ) -> None:
+        super().__init__(exactly_once=sink.guarantee == "exactly_once")
+        # Progress offsets count checkpoints from 1 (0 reads as "nothing committed").
+        self.last_checkpoint_id = 0
         self.sink = sink
         self.prefix = prefix
         self.subtask = subtask
         self.timeout_s = sink.options.timeout.total_seconds()
-        self.exactly_once = sink.guarantee == "exactly_once"
         self.transactional_id = f"{prefix}.{subtask}" if self.exactly_once else None
         self.current: list[KafkaRecord] = []
-        self.staged: dict[int, list[KafkaRecord]] = {}
         self.resent = 0
         self._errors: list[str] = []
-        self._txn = _Txn.IDLE
         own = restored.get(subtask) or {}
         self.run = own.get("run") or os.urandom(8).hex()
         self.producer = ck.Producer(sink.producer_config(self.transactional_id))
-        self._pending: dict[int, Mapping[str, Any]] = {}
+        self._restored: dict[int, Mapping[str, Any]] = {}
         self._old_producers: dict[int, Any] = {}
         if self.exactly_once:
             self._init_transactions(self.producer, self.transactional_id)  # type: ignore[arg-type]
-            for old, state in sorted(restored.items()):
-                if not state:
-                    continue
-                if state.get("version") != STATE_VERSION:
-                    raise ConfigError(f"unknown Kafka sink state version {state.get('version')!r}")
-                self._pending[old] = state
-                if old != subtask:
-                    # Fence now, so the old instance's open transaction ends early.
-                    tid = f"{prefix}.{old}"
-                    producer = ck.Producer(sink.producer_config(tid))
-                    self._init_transactions(producer, tid)
-                    self._old_producers[old] = producer
+            self.restore(restored)
+
+    def _restore(self, restored: Mapping[int, Any]) -> None:
+        """Fence the restored old subtasks' transactional ids; their committables are
+        written again at the first barrier or commit (:meth:`recover`)."""
+        for old, state in sorted(restored.items()):
+            if not state:
+                continue
+            if state.get("version") != STATE_VERSION:
+                raise ConfigError(f"unknown Kafka sink state version {state.get('version')!r}")
+            self._restored[old] = state
+            if old != self.subtask:
+                # Fence now, so the old instance's open transaction ends early.
+                tid = f"{self.prefix}.{old}"
+                producer = ck.Producer(self.sink.producer_config(tid))
+                self._init_transactions(producer, tid)
+                self._old_producers[old] = producer
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None and len(self._errors) < 10:
@@ -291,13 +286,6 @@ class KafkaSinkWriter:
             producer.init_transactions(self.timeout_s)
         except ck.KafkaException as e:
             raise wrap_kafka_exception(e, f"init transactions of {tid}") from e
-
-    def _to(self, state: _Txn) -> None:
-        if (self._txn, state) not in _TXN_TRANSITIONS:
-            raise KafkaError(
-                f"{self.transactional_id}: transaction {self._txn.value} -> {state.value}"
-            )
-        self._txn = state
 
     def _produce(self, producer: Any, records: list[KafkaRecord]) -> None:
         topic = self.sink.topic
@@ -317,7 +305,7 @@ class KafkaSinkWriter:
                 raise wrap_kafka_exception(e, f"produce to {topic}") from e
         producer.poll(0)
 
-    def _flush(self, producer: Any) -> None:
+    def _flush_producer(self, producer: Any) -> None:
         what = f"flush to {self.sink.topic}"
         try:
             left = producer.flush(self.timeout_s)
@@ -379,10 +367,10 @@ class KafkaSinkWriter:
         Raises:
             KafkaError: the broker refused the recovery transaction.
         """
-        while self._pending:
-            old = min(self._pending)
-            self._recover_one(old, self._pending[old])
-            del self._pending[old]
+        while self._restored:
+            old = min(self._restored)
+            self._recover_one(old, self._restored[old])
+            del self._restored[old]
             producer = self._old_producers.pop(old, None)
             if producer is not None:
                 producer.flush(self.timeout_s)
@@ -406,73 +394,68 @@ class KafkaSinkWriter:
         again = [c for c, _ in todo]
         log.info("%s: wrote checkpoints %s again (last committed: %d)", tid, again, done)
 
-    def write(self, values: list[Any], timestamps: list[int] | None) -> None:
-        """Stage the records (exactly-once) or produce them (at-least-once).
+    def _settle(self) -> None:
+        self.recover()
+
+    def _write_direct(self, values: list[Any], timestamps: list[int] | None) -> None:
+        """At least once: produce the records.
 
         Raises:
             KafkaDeliveryError: an earlier record was not delivered.
         """
-        records = self.sink.to_records(values, timestamps)
-        if self.exactly_once:
-            self.current.extend(records)
-            return
-        self._produce(self.producer, records)
+        self._produce(self.producer, self.sink.to_records(values, timestamps))
         self._check_delivery()
 
-    def pre_commit(self, checkpoint_id: int) -> Any:
-        """Barrier ``checkpoint_id``: flush (at-least-once) or stage (exactly-once).
-
-        Returns:
-            ``None`` (at-least-once), else ``{"version", "run", "staged":
-            [[checkpoint_id, records], ...]}`` — every pre-committed checkpoint
-            not committed yet, with its records.
+    def _flush(self) -> None:
+        """At least once, on a barrier or at the end: wait for every delivery.
 
         Raises:
-            KafkaDeliveryError: at-least-once records were not acknowledged.
-            KafkaError: recovery of restored committables failed.
+            KafkaDeliveryError: records were not acknowledged.
         """
-        if not self.exactly_once:
-            self._flush(self.producer)
-            return None
-        self.recover()
-        if self.current:
-            self.staged[checkpoint_id] = self.current
-            self.current = []
+        self._flush_producer(self.producer)
+
+    def _write(self, values: list[Any], timestamps: list[int] | None) -> None:
+        """Exactly once: stage the records in memory until their checkpoint completes."""
+        self.current.extend(self.sink.to_records(values, timestamps))
+
+    def _prepare(self, checkpoint_id: int) -> list[KafkaRecord]:
+        staged, self.current = self.current, []
+        return staged
+
+    def _state(self, checkpoint_id: int, committables: list[tuple[int, list[KafkaRecord]]]) -> Any:
+        """``{"version", "run", "staged": [[checkpoint_id, records], ...]}``: every
+        pre-committed checkpoint not committed yet, with its records."""
         return {
             "version": STATE_VERSION,
             "run": self.run,
-            "staged": [[c, self.staged[c]] for c in sorted(self.staged)],
+            "staged": [[c, recs] for c, recs in committables if recs],
         }
 
-    def commit(self, checkpoint_id: int) -> None:
-        """Checkpoint ``checkpoint_id`` completed: commit every staged checkpoint up to it.
+    def _commit(self, checkpoint_id: int, due: list[tuple[int, list[KafkaRecord]]]) -> None:
+        """Commit the staged records of ``due`` in one transaction.
 
         Steps: 1. begin a transaction; 2. produce the staged records of every
-        checkpoint up to ``checkpoint_id``; 3. record ``checkpoint_id`` in the
-        progress group and commit (:meth:`_commit_with_progress`).
+        checkpoint due; 3. record the newest checkpoint id in the progress
+        group and commit (:meth:`_commit_with_progress`).
 
         Raises:
             KafkaFencedError: a newer instance took over this transactional id.
             KafkaError: the commit failed (the task fails; recovery writes the
                 records again unless the progress group shows them committed).
         """
-        if not self.exactly_once:
-            return
-        self.recover()
-        due = sorted(c for c in self.staged if c <= checkpoint_id)
+        due = [(c, recs) for c, recs in due if recs]
         if not due:
             return
         try:
             self.producer.begin_transaction()
         except ck.KafkaException as e:
             raise wrap_kafka_exception(e, f"begin transaction of {self.transactional_id}") from e
-        self._to(_Txn.OPEN)
-        for c in due:
-            self._produce(self.producer, self.staged[c])
+        for _, recs in due:
+            self._produce(self.producer, recs)
         # Delivered before the offsets, so that (a) a delivery error aborts nothing
         # half-recorded and (b) the second "sink_commit" fault site below (the
         # first is just before commit()) kills with records in an open transaction.
-        self._flush(self.producer)
+        self._flush_producer(self.producer)
         fault_point("sink_commit")
         self._commit_with_progress(
             self.producer,
@@ -481,26 +464,6 @@ class KafkaSinkWriter:
             checkpoint_id,
             "commit",
         )
-        self._to(_Txn.IDLE)
-        for c in due:
-            del self.staged[c]
-
-    def finish(self) -> None:
-        """End of input in a run without checkpoints: make everything written visible.
-
-        Raises:
-            KafkaError: flush or commit failed.
-        """
-        if not self.exactly_once:
-            self._flush(self.producer)
-            return
-        self.recover()
-        if self.current:
-            last = max(self.staged, default=0) + 1
-            self.staged[last] = self.current
-            self.current = []
-        if self.staged:
-            self.commit(max(self.staged))
 
     def close(self) -> None:
         """Flush what the producer holds; an open transaction is left for fencing to end."""

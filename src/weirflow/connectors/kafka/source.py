@@ -43,7 +43,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from weirflow.connectors.base import SourceBatch, decode_values
-from weirflow.connectors.kafka import (
+from weirflow.connectors.kafka.client import (
     DEFAULT_TIMEOUT_S,
     KafkaError,
     ck,

@@ -1,13 +1,8 @@
-"""Kafka connector: shared pieces of :mod:`kafka_source` and :mod:`kafka_sink`.
+"""The Kafka client pieces the source and the sink share: the ``confluent-kafka``
+import, errors, split ids and the broker-error mapping.
 
-``KafkaSource`` and ``KafkaSink`` run on ``confluent-kafka`` (the ``kafka``
-extra); importing this package without it raises a :class:`ConfigError`
-naming the extra. Splits are ``"<topic>/<partition>"``, as for the event log.
-
-Public entry points: :class:`~weirflow.connectors.kafka_source.KafkaSource`,
-:class:`~weirflow.connectors.kafka_sink.KafkaSink` and
-:class:`~weirflow.connectors.kafka_dead_letters.DeadLetterKafkaSink`, re-exported
-here and (lazily) from :mod:`weirflow.connectors`.
+Importing this module without ``confluent-kafka`` (the ``kafka`` extra)
+raises a :class:`ConfigError` naming the extra.
 """
 
 from __future__ import annotations
@@ -84,24 +79,3 @@ def wrap_kafka_exception(e: Exception, what: str) -> KafkaError:
             return KafkaFencedError(f"{what}: fenced by a newer instance ({err.str()})")
         return KafkaError(f"{what}: {err.name()}: {err.str()}", retriable=err.retriable())
     return KafkaError(f"{what}: {e}")
-
-
-# Re-exports last: both modules import the helpers above from this module.
-from weirflow.connectors.kafka_dead_letters import (  # noqa: E402
-    DeadLetterKafkaSink,
-    dead_letter_headers,
-)
-from weirflow.connectors.kafka_sink import KafkaSink, KafkaSinkOptions  # noqa: E402
-from weirflow.connectors.kafka_source import KafkaSource, KafkaSourceOptions  # noqa: E402
-
-__all__ = [
-    "DeadLetterKafkaSink",
-    "KafkaDeliveryError",
-    "KafkaError",
-    "KafkaFencedError",
-    "KafkaSink",
-    "KafkaSinkOptions",
-    "KafkaSource",
-    "KafkaSourceOptions",
-    "dead_letter_headers",
-]

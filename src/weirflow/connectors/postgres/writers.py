@@ -1,0 +1,281 @@
+"""What the two sink writers of :class:`~weirflow.connectors.PostgresSink` share.
+
+The writers are :class:`~weirflow.connectors.postgres.staged.StagedWriter`
+(``transactional``, and ``at_least_once``) and
+:class:`~weirflow.connectors.postgres.prepared.PreparedWriter`
+(``two_phase``); ``sink.py`` says when each is used.
+Every database call runs through the sink's :class:`~weirflow.connectors.Resilience`
+guard, and every transaction is written so that running it again after an
+unanswered ``COMMIT`` (the link broke after the server committed) changes
+nothing: it first reads what the progress table already holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from weirflow.connectors.base import RejectedRecord
+from weirflow.connectors.postgres.deadline import CallDeadline
+from weirflow.connectors.postgres.errors import (
+    PostgresSinkError,
+    RowRejectedError,
+    is_transient,
+)
+from weirflow.connectors.postgres.tables import RowStatements
+from weirflow.connectors.resilience import StartupRamp
+from weirflow.connectors.two_phase import TwoPhaseCommitWriter
+from weirflow.errors import ConfigError
+from weirflow.metrics import ConnectorStats
+
+if TYPE_CHECKING:
+    from weirflow.connectors.postgres.sink import PostgresSink
+
+log = logging.getLogger("weirflow.connectors.postgres")
+
+STATE_VERSION = 1
+Row = list[Any]
+
+
+@dataclass(frozen=True)
+class WriterIdentity:
+    """Who writes: one sink subtask of one job.
+
+    Attributes:
+        job, sink, subtask: the keys of its progress and fence rows.
+        gid_prefix: the prefix of the sink's prepared-transaction ids (``wf:<digest>:``).
+    """
+
+    job: str
+    sink: str
+    subtask: int
+    gid_prefix: str
+
+    def of(self, subtask: int) -> WriterIdentity:
+        """The same sink's identity for another subtask (a restored old one)."""
+        return WriterIdentity(self.job, self.sink, subtask, self.gid_prefix)
+
+    def gid(self, epoch: int, checkpoint_id: int) -> str:
+        """The prepared-transaction id of ``checkpoint_id`` written at ``epoch``."""
+        return f"{self.gid_prefix}{self.subtask}:{epoch}:{checkpoint_id}"
+
+    def key(self) -> tuple[str, str, int]:
+        """``(job, sink, subtask)`` for queries."""
+        return (self.job, self.sink, self.subtask)
+
+
+def run_token(restored: Mapping[int, Any], subtask: int) -> str:
+    """The run token of a writer: its restored one, or a new one on a fresh start (so that a
+    new run of the same job never reads an earlier run's progress rows)."""
+    own = restored.get(subtask) or {}
+    return own.get("run") or os.urandom(8).hex()
+
+
+def last_committed(conn: psycopg.Connection[Any], who: WriterIdentity, run: str) -> int:
+    """The newest checkpoint id ``who`` committed in run ``run`` (-1 when none)."""
+    row = conn.execute(
+        "SELECT max(checkpoint_id) FROM weirflow_sink_progress "
+        "WHERE job = %s AND sink = %s AND subtask = %s AND run = %s",
+        (*who.key(), run),
+    ).fetchone()
+    return -1 if row is None or row[0] is None else int(row[0])
+
+
+def record_progress(
+    conn: psycopg.Connection[Any], who: WriterIdentity, run: str, checkpoint_id: int, rows: int
+) -> None:
+    """Insert the progress row of ``checkpoint_id``."""
+    conn.execute(
+        "INSERT INTO weirflow_sink_progress (job, sink, subtask, run, checkpoint_id, rows) "
+        "VALUES (%s, %s, %s, %s, %s, %s)",
+        (*who.key(), run, checkpoint_id, rows),
+    )
+
+
+def prune_progress(
+    conn: psycopg.Connection[Any], who: WriterIdentity, run: str, checkpoint_id: int
+) -> None:
+    """Delete the progress rows of ``who``/``run`` older than ``checkpoint_id``.
+
+    Never inside a transaction to be prepared: it would lock rows that the
+    next interval's transaction deletes too, and wait for a commit that only
+    this writer's own thread can make.
+    """
+    conn.execute(
+        "DELETE FROM weirflow_sink_progress WHERE job = %s AND sink = %s AND subtask = %s "
+        "AND run = %s AND checkpoint_id < %s",
+        (*who.key(), run, checkpoint_id),
+    )
+
+
+class PostgresWriter(TwoPhaseCommitWriter[Any]):
+    """What both writers share: the connection, row encoding, the guard, dead letters.
+
+    Attributes:
+        rows_written: rows that reached the table (committed).
+        rejected_by_sqlstate: SQLSTATE → rows dead-lettered.
+        transactions: transactions ended (committed, or prepared in two-phase mode).
+        transaction_s: seconds spent in the calls that ended them, retries included.
+    """
+
+    def __init__(
+        self,
+        sink: PostgresSink,
+        me: WriterIdentity,
+        name: str,
+        conn: psycopg.Connection[Any],
+        statements: RowStatements,
+        *,
+        exactly_once: bool,
+        restarted: bool,
+    ) -> None:
+        super().__init__(exactly_once=exactly_once)
+        self.sink = sink
+        self.me = me
+        self.name = name
+        self.statements = statements
+        self.guard = sink.resilience.guard(name, is_transient)
+        self._deadline = CallDeadline(name, sink.resilience.call_timeout.total_seconds())
+        # after a failure the input rate ramps up, when the sink's resilience asks for it
+        self._ramp: StartupRamp | None = sink.resilience.ramp() if restarted else None
+        self.rows_written = 0
+        self.rejected_by_sqlstate: dict[str, int] = {}
+        self.transactions = 0
+        self.transaction_s = 0.0
+        self._conns: dict[bool, psycopg.Connection[Any] | None] = {False: conn, True: None}
+        self._rejected: list[RejectedRecord] = []
+
+    # -- connection ---------------------------------------------------------
+
+    def connection(self, admin: bool = False) -> psycopg.Connection[Any]:
+        """The open data connection, or the admin one (outside the data connection's
+        transaction: ``COMMIT PREPARED`` and fencing); a new one when the last broke."""
+        conn = self._conns[admin]
+        if conn is None or conn.closed or conn.broken:
+            if conn is not None:
+                conn.close()
+            conn = self._conns[admin] = self.sink.connect()
+        return conn
+
+    def _drop_connection(self, admin: bool) -> None:
+        conn, self._conns[admin] = self._conns[admin], None
+        if conn is not None:
+            conn.close()
+
+    # -- rows ---------------------------------------------------------------
+
+    def write(self, values: list[Any], timestamps: list[int] | None) -> None:
+        """Write (or stage) a batch, at the startup ramp's pace after a restore."""
+        if self._ramp is not None:
+            self._ramp.admit(len(values))
+        super().write(values, timestamps)
+
+    def encode_rows(self, values: list[Any]) -> list[Row]:
+        """Turn records into rows in column order.
+
+        Raises:
+            ConfigError: a record has fields outside the columns, or the wrong length.
+        """
+        encode = self.sink.encode
+        width = len(self.statements.columns)
+        out = []
+        append = out.append
+        for v in values:
+            row = encode(v) if encode is not None else v
+            kind = type(row)
+            # exact types first: an ABC isinstance check per row costs more than the row
+            if (kind is tuple or kind is list) and len(row) == width:
+                append(list(row))
+            else:
+                append(self._encode_other(row))
+        return out
+
+    def _encode_other(self, row: Any) -> Row:
+        columns = self.statements.columns
+        if isinstance(row, Mapping):
+            extra = set(row) - set(columns)
+            if extra:
+                raise ConfigError(
+                    f"{self.name}: record has fields {sorted(map(str, extra))} that "
+                    f"{self.sink.where()} has no column for; its columns are {list(columns)}"
+                )
+            return [row.get(c) for c in columns]
+        if isinstance(row, Sequence) and not isinstance(row, str | bytes):
+            if len(row) != len(columns):
+                raise ConfigError(
+                    f"{self.name}: row of {len(row)} values for the {len(columns)} columns "
+                    f"{list(columns)}; fix encode= or columns="
+                )
+            return list(row)
+        raise ConfigError(
+            f"{self.name}: a record must encode to a sequence or a mapping, got "
+            f"{type(row).__name__}; pass encode="
+        )
+
+    def _reject(self, rows: Sequence[Row], refused: list[tuple[int, RowRejectedError]]) -> None:
+        for i, err in refused:
+            # a plain dict: dict() copies it atomically in another thread (connector_stats)
+            code = err.sqlstate or ""
+            self.rejected_by_sqlstate[code] = self.rejected_by_sqlstate.get(code, 0) + 1
+            self._rejected.append(RejectedRecord(rows[i], None, err))
+
+    def connector_stats(self) -> ConnectorStats:
+        """Breaker state, retries by error class, rows written and rejected by SQLSTATE.
+
+        Safe to call from another thread than the task's (the dashboard reads it while the
+        task may be blocked in a retry wait).
+        """
+        return ConnectorStats(
+            breaker=self.guard.state.value,
+            retries=self.guard.retries_by_class(),
+            rows_written=self.rows_written,
+            rejected=dict(self.rejected_by_sqlstate),
+            transactions=self.transactions,
+            transaction_s=self.transaction_s,
+        )
+
+    def take_rejected(self) -> list[RejectedRecord]:
+        """Rows refused for their content since the last call (``RejectingWriter``)."""
+        out, self._rejected = self._rejected, []
+        return out
+
+    def _guarded(
+        self, what: str, fn: Any, *, admin: bool = False, ends_transaction: bool = False
+    ) -> Any:
+        """Run ``fn(connection)`` behind the guard; a broken link drops the connection
+        before a retry. With ``ends_transaction`` the call's time, retries included, counts
+        as transaction time (metrics)."""
+
+        def attempt() -> Any:
+            conn = self.connection(admin)
+            try:
+                with self._deadline.armed(conn):
+                    return fn(conn)
+            except psycopg.Error as e:
+                if conn.broken:
+                    self._drop_connection(admin)
+                if is_transient(e):
+                    raise
+                raise PostgresSinkError(
+                    f"{self.name}: {what} on {self.sink.where()}: {e}".splitlines()[0],
+                    sqlstate=e.sqlstate,
+                ) from e
+
+        start = time.perf_counter()
+        result = self.guard.call(attempt)
+        if ends_transaction:
+            self.transactions += 1
+            self.transaction_s += time.perf_counter() - start
+        return result
+
+    def close(self) -> None:
+        """Close the connections; an open transaction is rolled back by the server."""
+        self._drop_connection(False)
+        self._drop_connection(True)
+        self._deadline.close()

@@ -1,0 +1,231 @@
+"""PostgresSink against the machine's PostgreSQL server (127.0.0.1:5432, database ``test``):
+dead-lettered poison rows, upsert, at-least-once, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+psycopg = pytest.importorskip("psycopg")
+
+from weirflow import CheckpointConfig, Dataflow, DeadLetter  # noqa: E402
+from weirflow.connectors import CollectSink, IterableSource, PostgresSink  # noqa: E402
+from weirflow.errors import ConfigError, WeirflowError  # noqa: E402
+
+DSN = "host=127.0.0.1 port=5432 dbname=test"
+
+
+@pytest.fixture
+def table(request: pytest.FixtureRequest) -> str:
+    """A fresh table ``(id int primary key, v int NOT NULL CHECK (v >= 0), s text)``."""
+    name = f"wf_pg_{os.getpid()}_{abs(hash(request.node.name)) % 10**8}"
+    try:
+        conn = psycopg.connect(DSN, autocommit=True, connect_timeout=3)
+    except psycopg.Error as e:
+        pytest.skip(f"no PostgreSQL at {DSN}: {e}")
+    with conn:
+        conn.execute(f"DROP TABLE IF EXISTS {name}")
+        conn.execute(
+            f"CREATE TABLE {name} (id int PRIMARY KEY, v int NOT NULL CHECK (v >= 0), s text)"
+        )
+    yield name
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def rows_of(table: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(DSN) as conn:
+        return conn.execute(f"SELECT id, v, s FROM {table} ORDER BY id").fetchall()
+
+
+def poison_input(n: int) -> tuple[list[dict[str, Any]], dict[int, str]]:
+    """``n`` records; some violate NOT NULL, the CHECK, or the integer type. Returns the
+    records and id → the SQLSTATE each poison record must be dead-lettered with."""
+    records, poison = [], {}
+    for i in range(n):
+        v: Any = i
+        if i % 50 == 7:
+            v, poison[i] = None, "23502"  # not_null_violation
+        elif i % 50 == 19:
+            v, poison[i] = -i, "23514"  # check_violation
+        elif i % 50 == 33:
+            v, poison[i] = f"x{i}", "22P02"  # invalid_text_representation
+        records.append({"id": i, "v": v, "s": f"s{i}"})
+    return records, poison
+
+
+def run_into(
+    table: str,
+    records: list[dict[str, Any]],
+    tmp_path: Path | None,
+    partitions: int = 3,
+    **sink_options: Any,
+) -> tuple[list[DeadLetter], Any]:
+    flow = Dataflow("pg_poison")
+    letters = CollectSink()
+    (
+        flow.source(IterableSource(records, partitions=partitions))
+        .sink(PostgresSink(DSN, table, batch_size=64, **sink_options), name="pg")
+        .dead_letters()
+        .sink(letters, name="letters")
+    )
+    options: dict[str, Any] = {}
+    if tmp_path is not None:
+        options["checkpoint"] = CheckpointConfig(
+            storage=str(tmp_path / "chk"), interval=timedelta(milliseconds=20)
+        )
+    result = flow.run(2, **options)
+    return letters.results, result
+
+
+@pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
+def test_poison_rows_are_dead_lettered_with_their_sqlstate(
+    table: str, tmp_path: Path, guarantee: str
+) -> None:
+    """Scenario: rows violating NOT NULL, a CHECK and the column type are dead-lettered with
+    their SQLSTATE; every other row is written exactly once; the counts balance."""
+    records, poison = poison_input(3000)
+    letters, result = run_into(table, records, tmp_path, guarantee=guarantee)
+
+    got = {d.value[0]: d.message[:5] for d in letters}
+    assert got == poison
+    assert all(d.operator == "pg" and "PostgresSink" not in d.message for d in letters)
+    written = rows_of(table)
+    assert written == [(i, i, f"s{i}") for i in range(3000) if i not in poison]
+    counts = result.operators["pg"]
+    assert counts.records_in == len(written) + counts.dead_lettered
+    assert counts.dead_lettered == len(poison)
+
+
+def test_upsert_replaces_rows_by_key(table: str) -> None:
+    """Scenario: ten records per key, in order in one split, are upserted; the last wins."""
+    records = [{"id": i % 100, "v": i, "s": "x"} for i in range(1000)]
+    letters, _ = run_into(table, records, None, partitions=1, mode="upsert", key_columns=("id",))
+    assert letters == []
+    assert rows_of(table) == [(k, 900 + k, "x") for k in range(100)]
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"dsn": "host=127.0.0.1 port=5432 dbname=no_such_db"}, "no_such_db"),
+        ({"dsn": "host=127.0.0.1 port=1 dbname=test"}, "Connection refused"),
+        ({"table": "no_such_table"}, "does not exist"),
+        ({"columns": ("id", "value")}, "has no column(s) ['value']"),
+        ({"mode": "upsert", "key_columns": ("s",)}, "no primary key or unique constraint"),
+        ({"exactly_once": "two_phase"}, "max_prepared_transactions"),
+    ],
+)
+def test_bad_input_fails_at_job_start_with_one_line(
+    table: str, options: dict[str, Any], problem: str
+) -> None:
+    """Scenario: a wrong DSN, a missing table, an unknown column, no key for upsert, or two
+    phase on a server without prepared transactions: a one-line error before any record."""
+    seen: list[Any] = []
+
+    def count(x: Any) -> Any:
+        seen.append(x)
+        return x
+
+    dsn = options.pop("dsn", DSN)
+    target = options.pop("table", table)
+    flow = Dataflow("pg_bad")
+    flow.source(IterableSource([{"id": 1, "v": 1, "s": "a"}])).map(count).sink(
+        PostgresSink(dsn, target, **options)
+    )
+    with pytest.raises(WeirflowError) as info:
+        flow.run(1)
+    message = str(info.value)
+    cause: BaseException | None = info.value
+    while cause is not None and not isinstance(cause, ConfigError):
+        cause = cause.__cause__
+    assert cause is not None, message
+    assert problem in str(cause) and "\n" not in str(cause), str(cause)
+    assert seen == []
+    assert rows_of(table) == []
+
+
+def test_bad_options_are_refused_when_the_sink_is_built() -> None:
+    """Scenario: inconsistent options fail when the sink is constructed, with one line each."""
+    with pytest.raises(ConfigError, match="key_columns"):
+        PostgresSink(DSN, "t", mode="upsert")
+    with pytest.raises(ConfigError, match="create_table=True needs columns"):
+        PostgresSink(DSN, "t", create_table=True)
+    with pytest.raises(ConfigError, match="exactly_once must be"):
+        PostgresSink(DSN, "t", exactly_once="xa")  # type: ignore[arg-type]
+
+
+def test_create_table_and_mismatched_record_fields(tmp_path: Path) -> None:
+    """Scenario: create_table makes the table from column types; a record with a field the
+    table has no column for fails the job with a message naming the field."""
+    name = f"wf_pg_created_{os.getpid()}"
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {name}")
+    try:
+        flow = Dataflow("pg_create")
+        flow.source(IterableSource([{"k": "a", "n": 1}, {"k": "b", "n": 2}])).sink(
+            PostgresSink(DSN, name, columns={"k": "text", "n": "bigint"}, create_table=True)
+        )
+        flow.run(1)
+        with psycopg.connect(DSN) as conn:
+            assert conn.execute(f"SELECT k, n FROM {name} ORDER BY k").fetchall() == [
+                ("a", 1),
+                ("b", 2),
+            ]
+        flow = Dataflow("pg_extra")
+        flow.source(IterableSource([{"k": "c", "n": 3, "oops": 1}])).sink(
+            PostgresSink(DSN, name)
+        )
+        with pytest.raises(WeirflowError, match="oops"):
+            flow.run(1)
+    finally:
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def test_metrics_count_rows_written_and_rejected_by_sqlstate(table: str) -> None:
+    """Scenario: a run with poison rows publishes rows written, rows rejected by SQLSTATE and
+    the breaker state (closed) of the sink."""
+    from weirflow.graph import compile_plan  # noqa: F401  (imported for the runtime's plan)
+    from weirflow.metrics import CheckpointTracker, JobRegistry, RuntimeCollector
+    from weirflow.runtime import RuntimeOptions, run_unchecked
+
+    records, poison = poison_input(500)
+    flow = Dataflow("pg_metrics")
+    flow.source(IterableSource(records, partitions=2)).sink(
+        PostgresSink(DSN, table, batch_size=64), name="pg"
+    )
+    metrics = JobRegistry("pg_metrics")
+    now = [1_000_000]
+    collector = RuntimeCollector(metrics, CheckpointTracker(metrics, lambda: now[0]), 500)
+    run_unchecked(
+        flow.graph,
+        2,
+        128,
+        RuntimeOptions(),
+        clock=lambda: now[0],
+        scheduler_hook=lambda s: collector.attach(s.tasks),
+    )
+    status = collector.sample(now[0])
+
+    def total(name: str, **labels: str) -> float:
+        return sum(
+            metrics.registry.get_sample_value(
+                name, {"job": "pg_metrics", "operator": "pg", "subtask": str(i), **labels}
+            )
+            or 0.0
+            for i in range(2)
+        )
+
+    assert total("weirflow_sink_rows_written_total") == 500 - len(poison)
+    for code in ("23502", "23514", "22P02"):
+        expected = sum(1 for c in poison.values() if c == code)
+        assert total("weirflow_sink_rows_rejected_total", code=code) == expected
+    assert total("weirflow_connector_breaker_state") == 0
+    assert total("weirflow_sink_transactions_total") >= 1
+    assert total("weirflow_sink_transaction_seconds_total") > 0
+    assert {c.stats.breaker for c in status.connectors} == {"closed"}
