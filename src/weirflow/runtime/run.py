@@ -8,6 +8,7 @@ guarantees; ``weirflow run`` uses the same pieces.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from typing import Any
@@ -23,6 +24,7 @@ from weirflow.runtime.job import run_unchecked, wall_clock_ms
 from weirflow.runtime.local import LocalScheduler
 from weirflow.runtime.local_cluster import run_on_local_workers
 from weirflow.runtime.restart import RestartStrategy
+from weirflow.state import StateBackend
 
 
 def run_job(
@@ -40,6 +42,7 @@ def run_job(
     guarantee: str = "exactly_once",
     workers: int = 1,
     job: str | None = None,
+    state_backend: StateBackend | None = None,
     **unknown: Any,
 ) -> JobResult:
     """Run ``graph`` in this process, or on ``workers`` local worker processes.
@@ -66,6 +69,9 @@ def run_job(
             this process, and ``listener`` sees attempts and checkpoints only.
         job: with ``workers > 1``, ``FILE.py:NAME`` where the worker processes
             import the dataflow from.
+        state_backend: where keyed state and timers live
+            (``MemoryStateBackend()``, the default, or ``RocksDBStateBackend(...)``);
+            overrides ``runtime.state_backend``.
 
     Returns:
         The job's :class:`~weirflow.records.JobResult`.
@@ -78,6 +84,13 @@ def run_job(
     """
     if unknown:
         raise ConfigError(f"unknown run() option(s): {', '.join(sorted(unknown))}")
+    if state_backend is not None:
+        if not isinstance(state_backend, StateBackend):
+            raise ConfigError(
+                f"state_backend= takes MemoryStateBackend() or RocksDBStateBackend(...), got "
+                f"{state_backend!r}"
+            )
+        runtime = dataclasses.replace(runtime or RuntimeOptions(), state_backend=state_backend)
     if type(workers) is not int or workers < 1:
         raise ConfigError(f"workers= takes a count >= 1, got {workers!r}")
     if workers > 1:

@@ -18,11 +18,15 @@ files, and is decoded on restore only when the storage verified its
 signature (``CheckpointStorage.authenticated``); otherwise restore refuses
 it, naming the file, before decoding anything.
 
-Redistribution on restore (any parallelism): keyed state by key group;
-source positions are merged (every subtask picks its own splits); the
-states of old sink subtask ``j`` go to new subtask ``j % parallelism``,
-which resolves their transactions; an operator's restored watermark is the
-minimum of the old subtasks' watermarks it takes key groups from.
+Snapshots are typed (:mod:`weirflow.state.snapshots`), and so is restore:
+the manifest records each operator entry's snapshot type (``kind``) and,
+for operator state, its :class:`~weirflow.state.Redistribution` rule.
+Redistribution on restore (any parallelism): keyed state by key group, into
+a :class:`~weirflow.state.KeyedRestore` whose watermark is the minimum of
+the old subtasks' watermarks it takes key groups from; operator state by
+its rule, as ``{old subtask: state}`` (union: sources, where every subtask
+picks its own splits; round robin: sinks, where old subtask ``j`` goes to
+new subtask ``j % parallelism``, which resolves its transactions).
 """
 
 from __future__ import annotations
@@ -50,7 +54,16 @@ from weirflow.serde import (
     is_pickled,
     is_plain,
 )
-from weirflow.state import KeyGroupRange, blob_uses_pickle, key_group_range_for_subtask
+from weirflow.state import (
+    KeyedOperatorSnapshot,
+    KeyedRestore,
+    KeyGroupRange,
+    OperatorSnapshot,
+    OperatorStateSnapshot,
+    Redistribution,
+    blob_uses_pickle,
+    key_group_range_for_subtask,
+)
 
 KEYED = "keyed"
 PLAIN = "plain"
@@ -87,9 +100,12 @@ class EncodedSnapshot:
 
 
 def encode_task_snapshot(
-    task_id: str, subtask: int, key_group_range: KeyGroupRange, states: Mapping[str, Any]
+    task_id: str,
+    subtask: int,
+    key_group_range: KeyGroupRange,
+    states: Mapping[str, OperatorSnapshot | None],
 ) -> EncodedSnapshot:
-    """Encode a chain's operator states (the synchronous part of a snapshot).
+    """Encode a chain's operator snapshots (the synchronous part of a snapshot).
 
     Keyed state is serialized here, on the task's thread: serialization is
     the copy that makes the snapshot immune to later in-place updates of
@@ -103,16 +119,17 @@ def encode_task_snapshot(
 
     Returns:
         An :class:`EncodedSnapshot`.
+
+    Raises:
+        TypeError: an operator returned something other than a typed snapshot.
     """
     files: dict[str, bytes] = {}
     ops: dict[str, Any] = {}
     pickled: set[str] = set()
     for name, st in states.items():
-        if st is None:
-            continue
-        if isinstance(st, dict) and "keyed" in st:
-            blobs = st["keyed"].to_bytes_per_key_group()
-            timers = st["timers"].to_bytes_per_key_group() if "timers" in st else {}
+        if isinstance(st, KeyedOperatorSnapshot):
+            blobs = st.state.to_bytes_per_key_group()
+            timers = st.timers.to_bytes_per_key_group() if st.timers is not None else {}
             files[name] = encode_plain({"state": blobs, "timers": timers})
             if any(blob_uses_pickle(b) for b in (*blobs.values(), *timers.values())):
                 pickled.add(name)
@@ -120,14 +137,23 @@ def encode_task_snapshot(
                 "kind": KEYED,
                 "key_groups": sorted(set(blobs) | set(timers)),
                 "key_group_range": [key_group_range.start, key_group_range.end],
-                "watermark": st.get("watermark"),
+                "watermark": st.watermark_ms,
             }
-        elif is_plain(st):
-            ops[name] = {"kind": PLAIN, "state": st}
-        else:
-            files[name] = encode(st)
-            pickled.add(name)
-            ops[name] = {"kind": PLAIN_FILE}
+        elif isinstance(st, OperatorStateSnapshot):
+            if st.state is None:
+                continue
+            rule = st.redistribution.value
+            if is_plain(st.state):
+                ops[name] = {"kind": PLAIN, "state": st.state, "redistribution": rule}
+            else:
+                files[name] = encode(st.state)
+                pickled.add(name)
+                ops[name] = {"kind": PLAIN_FILE, "redistribution": rule}
+        elif st is not None:
+            raise TypeError(
+                f"operator {name} in {task_id} returned a {type(st).__name__} from "
+                "snapshot_state; return a KeyedOperatorSnapshot or an OperatorStateSnapshot"
+            )
     meta = {"subtask": subtask, "operators": ops}
     return EncodedSnapshot(task_id, files, meta, frozenset(pickled))
 
@@ -217,8 +243,8 @@ def plan_restore(
         meta = snap.metadata
         for name, m in meta.get("operators", {}).items():
             entries.setdefault(name, []).append((meta["subtask"], m, snap.handles.get(name)))
-    known = {op.name: op for op in graph.operators}
-    unknown = sorted(set(entries) - set(known))
+    known = {op.name for op in graph.operators}
+    unknown = sorted(set(entries) - known)
     if unknown:
         raise ConfigError(
             f"checkpoint {manifest.checkpoint_id} holds state of operator(s) {unknown} that this "
@@ -226,35 +252,38 @@ def plan_restore(
         )
     restored: dict[str, dict[int, Any]] = {}
     for name, items in entries.items():
-        kind = known[name].kind
-        items = [
-            (j, {"kind": PLAIN, "state": _read_plain_file(storage, h, name, j)}, h)
-            if m["kind"] == PLAIN_FILE
-            else (j, m, h)
-            for j, m, h in items
-        ]
-        if items[0][1]["kind"] == KEYED:
+        kinds = {m["kind"] for _, m, _ in items}
+        if kinds == {KEYED}:
             restored[name] = _keyed(items, storage, parallelism, max_parallelism)
-        elif kind == "source":
-            restored[name] = _merged_source(items, parallelism)
+        elif kinds <= {PLAIN, PLAIN_FILE}:
+            restored[name] = _redistributed(name, items, storage, parallelism)
         else:
-            restored[name] = {
-                i: {j: m["state"] for j, m, _ in items if j % parallelism == i}
-                for i in range(parallelism)
-            }
+            raise CheckpointCorruptError(
+                f"chk-{manifest.checkpoint_id}",
+                f"operator {name} has state of unknown or mixed kinds {sorted(kinds)}",
+            )
     return restored
 
 
-def _merged_source(
-    items: list[tuple[int, dict[str, Any], StateHandle | None]], parallelism: int
-) -> dict[int, Any]:
-    positions: dict[str, Any] = {}
-    watermarks: dict[str, Any] = {}
-    for _, m, _ in items:
-        positions.update(m["state"]["positions"])
-        watermarks.update(m["state"]["watermarks"])
-    merged = {"positions": positions, "watermarks": watermarks}
-    return dict.fromkeys(range(parallelism), merged)
+def _redistributed(
+    name: str,
+    items: list[tuple[int, dict[str, Any], StateHandle | None]],
+    storage: CheckpointStorage,
+    parallelism: int,
+) -> dict[int, dict[int, Any]]:
+    """Operator state: new subtask → {old subtask: state}, by each entry's recorded rule."""
+    out: dict[int, dict[int, Any]] = {i: {} for i in range(parallelism)}
+    for old, m, handle in sorted(items, key=lambda item: item[0]):
+        try:
+            rule = Redistribution(m["redistribution"])
+        except (KeyError, ValueError) as e:
+            raise CheckpointError(
+                f"operator {name} subtask {old}: no known redistribution rule in the manifest"
+            ) from e
+        state = m["state"] if m["kind"] == PLAIN else _read_plain_file(storage, handle, name, old)
+        for i in rule.targets(old, parallelism):
+            out[i][old] = state
+    return out
 
 
 def _keyed(
@@ -262,9 +291,9 @@ def _keyed(
     storage: CheckpointStorage,
     parallelism: int,
     max_parallelism: int,
-) -> dict[int, Any]:
+) -> dict[int, KeyedRestore]:
     decoded: dict[int, dict[str, dict[int, bytes]]] = {}
-    out: dict[int, Any] = {}
+    out: dict[int, KeyedRestore] = {}
     for i in range(parallelism):
         r = key_group_range_for_subtask(max_parallelism, parallelism, i)
         state: list[tuple[int, bytes]] = []
@@ -285,11 +314,7 @@ def _keyed(
             content = decoded[old]
             state.extend((kg, b) for kg, b in content["state"].items() if kg in r)
             timers.extend((kg, b) for kg, b in content["timers"].items() if kg in r)
-        out[i] = {
-            "state": state,
-            "timers": timers,
-            "watermark": min(watermarks) if watermarks else None,
-        }
+        out[i] = KeyedRestore(state, timers, min(watermarks) if watermarks else None)
     return out
 
 

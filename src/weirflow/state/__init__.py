@@ -8,7 +8,12 @@ snapshot covers exactly the declared names. See :mod:`weirflow.state.backend`
 for the two-part (synchronous, asynchronous) snapshot contract.
 """
 
-from weirflow.state.backend import KeyedStateBackend, KeyedStateSnapshot
+from weirflow.state.backend import (
+    BackendScope,
+    KeyedStateBackend,
+    KeyedStateSnapshot,
+    StateBackend,
+)
 from weirflow.state.blob import FORMAT_VERSION, blob_uses_pickle
 from weirflow.state.descriptors import (
     ListStateDescriptor,
@@ -25,16 +30,33 @@ from weirflow.state.keygroups import (
     key_group_range_for_subtask,
     subtask_for_key_group,
 )
-from weirflow.state.memory import MemoryKeyedStateSnapshot, MemoryStateBackend
+from weirflow.state.memory import (
+    MemoryKeyedStateBackend,
+    MemoryKeyedStateSnapshot,
+    MemoryStateBackend,
+)
 from weirflow.state.primitives import ListState, MapState, ValueState
-from weirflow.state.table import KeyedTable
-from weirflow.state.timers import Timer, TimerService, TimerSnapshot
+from weirflow.state.rocksdb import RocksDBKeyedStateBackend, RocksDBStateBackend
+from weirflow.state.snapshots import (
+    KeyedOperatorSnapshot,
+    KeyedRestore,
+    OperatorSnapshot,
+    OperatorStateSnapshot,
+    PerKeyGroupSnapshot,
+    Redistribution,
+)
+from weirflow.state.table import KeyedTable, StateTable
+from weirflow.state.timers import InternalTimerService, Timer, TimerService, TimerSnapshot
 
 __all__ = [
     "DEFAULT_MAX_PARALLELISM",
     "FORMAT_VERSION",
+    "BackendScope",
     "CorruptStateError",
+    "InternalTimerService",
     "KeyGroupRange",
+    "KeyedOperatorSnapshot",
+    "KeyedRestore",
     "KeyedStateBackend",
     "KeyedStateSnapshot",
     "KeyedTable",
@@ -42,10 +64,19 @@ __all__ = [
     "ListStateDescriptor",
     "MapState",
     "MapStateDescriptor",
+    "MemoryKeyedStateBackend",
     "MemoryKeyedStateSnapshot",
     "MemoryStateBackend",
+    "OperatorSnapshot",
+    "OperatorStateSnapshot",
+    "PerKeyGroupSnapshot",
+    "Redistribution",
+    "RocksDBKeyedStateBackend",
+    "RocksDBStateBackend",
+    "StateBackend",
     "StateDescriptor",
     "StateKind",
+    "StateTable",
     "Timer",
     "TimerService",
     "TimerSnapshot",

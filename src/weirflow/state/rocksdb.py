@@ -1,0 +1,606 @@
+"""The RocksDB keyed state backend: state larger than memory, on local disk.
+
+Needs the ``rocksdb`` extra (``pip install 'weirflow[rocksdb]'``, which
+installs rocksdict); it is imported only when a RocksDB backend is created.
+
+Key layout (default column family; all integers big-endian)::
+
+    key group   2 bytes   fixed width, so one key group is one contiguous range
+    state id    2 bytes   the declared state name's number in this database
+    key         n bytes   weirflow.serde.encode(key): equal keys give equal bytes
+    -> value              weirflow.serde.encode(value)
+
+    0xFFFF "names"        -> encode({name: [state id, kind]})   (after every key group)
+
+Snapshots, restore and rescaling iterate key-group ranges. ``max_parallelism``
+is at most 65535, so the metadata prefix ``0xFFFF`` never collides with a key
+group. Keys are compared by their encoding: ``1``, ``1.0`` and ``True`` are
+three keys here (one in the memory backend); keep key types consistent.
+
+Hot path: a bounded write-back cache of recently used entries sits in front
+of RocksDB (LRU, ``cache_size_bytes`` at an estimated
+:data:`ENTRY_SIZE_ESTIMATE` bytes an entry). Writes go to the cache; a value
+read from it that is mutable (a list, dict or user object, which the caller
+may change in place) counts as written. Dirty entries reach RocksDB in one
+write batch when the cache evicts them and at every snapshot (the
+checkpoint's synchronous part), so a job whose hot keys fit in the cache
+touches RocksDB about once per key per checkpoint.
+
+Checkpoints are written in the same canonical per-key-group blobs as the
+memory backend (:func:`weirflow.state.blob.pack_keyed_state`), so a
+checkpoint of either backend restores into the other and at any parallelism.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import tempfile
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, MutableMapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from weirflow.errors import ConfigError, StateError
+from weirflow.serde import decode, encode
+from weirflow.state.backend import BackendScope, KeyedStateBackend
+from weirflow.state.blob import (
+    KeyedGroupState,
+    check_restored_kinds,
+    pack_keyed_state,
+    unpack_keyed_state,
+)
+from weirflow.state.descriptors import StateKind
+from weirflow.state.keyed_base import KeyedBackendBase
+from weirflow.state.keygroups import KeyGroupRange
+from weirflow.state.table import check_key_group
+
+if TYPE_CHECKING:
+    from weirflow.state.rocksdb_timers import RocksDBTimerService
+
+ENTRY_SIZE_ESTIMATE: Final = 256
+"""Bytes one cached entry is assumed to take when sizing the cache (key, value, bookkeeping)."""
+
+DEFAULT_CACHE_SIZE_BYTES: Final = 64 * 1024 * 1024
+MAX_KEY_GROUPS: Final = 0xFFFF
+
+_KG = struct.Struct(">H")
+_KG_SID = struct.Struct(">HH")
+_META: Final = b"\xff\xff"
+_NAMES_KEY: Final = _META + b"names"
+_MISS: Any = object()
+_ABSENT: Any = object()
+_IMMUTABLE: Final = frozenset({int, float, str, bytes, bool, type(None), frozenset})
+
+
+def _rocksdict() -> Any:
+    try:
+        import rocksdict
+    except ImportError as e:
+        raise ConfigError(
+            "the RocksDB state backend needs rocksdict: pip install 'weirflow[rocksdb]'"
+        ) from e
+    return rocksdict
+
+
+def _raw_options() -> Any:
+    options = _rocksdict().Options(raw_mode=True)
+    options.create_missing_column_families(True)
+    return options
+
+
+def open_fresh_db(directory: Path, column_families: tuple[str, ...]) -> Any:
+    """Open an empty RocksDB database at ``directory``, replacing an old one of this backend.
+
+    Writes skip RocksDB's write-ahead log: after a crash state comes back
+    from a checkpoint, never from the database's own log.
+
+    Args:
+        directory: the database directory (created, parents included).
+        column_families: column families to create besides ``default``.
+
+    Returns:
+        The open ``rocksdict.Rdict``.
+
+    Raises:
+        StateError: the directory is not writable, holds something that is
+            not a RocksDB database, or is locked by another live process.
+    """
+    rd = _rocksdict()
+    if directory.is_dir() and any(directory.iterdir()):
+        if not (directory / "CURRENT").exists():
+            raise StateError(
+                f"state directory {directory} exists and is not a RocksDB database; "
+                "point --state-dir at a directory of its own"
+            )
+        _close(_open(directory, tuple(rd.Rdict.list_cf(str(directory)))))
+        shutil.rmtree(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StateError(
+            f"state directory {directory} cannot be created ({e.strerror}); pass a writable "
+            "directory as --state-dir / RocksDBStateBackend(path=...)"
+        ) from e
+    db = _open(directory, column_families)
+    write_options = rd.WriteOptions()
+    write_options.disable_wal = True
+    db.set_write_options(write_options)
+    return db
+
+
+def _open(directory: Path, column_families: tuple[str, ...]) -> Any:
+    cfs = {n: _raw_options() for n in column_families if n != "default"}
+    try:
+        return _rocksdict().Rdict(str(directory), _raw_options(), column_families=cfs or None)
+    except Exception as e:
+        # rocksdict raises a bare Exception carrying RocksDB's status text.
+        text = str(e)
+        if "lock" in text.lower():
+            raise StateError(
+                f"RocksDB directory {directory} is locked by another live process (or another "
+                "run in this one); give each running job its own --state-dir"
+            ) from e
+        if "No space" in text or "Permission denied" in text or "Read-only" in text:
+            raise StateError(
+                f"RocksDB directory {directory} is not writable ({text}); pass a writable "
+                "directory with free space as --state-dir / RocksDBStateBackend(path=...)"
+            ) from e
+        raise StateError(f"cannot open RocksDB directory {directory}: {text}") from e
+
+
+def _close(db: Any) -> None:
+    db.close()
+
+
+def range_items(db: Any, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """Yield ``(key, value)`` of ``db`` (a database or column family) for ``start <= key < end``.
+
+    Iterates explicitly: this rocksdict's iterators ignore a snapshot's read
+    view, so callers read the live database and copy what they need.
+    """
+    it = db.iter()
+    it.seek(start)
+    while it.valid():
+        key = it.key()
+        if key >= end:
+            break
+        yield key, it.value()
+        it.next()
+
+
+class RocksDBStateBackend:
+    """Keep keyed state and timers in RocksDB on local disk (a ``StateBackend``).
+
+    Args:
+        path: the directory under which each operator subtask gets its
+            database (``<path>/<job>/<operator>-<subtask>``); ``None``: a new
+            temporary directory per subtask, removed when the subtask closes.
+        incremental: checkpoints upload only files the previous retained
+            checkpoints do not hold (RocksDB SST files). Reserved: checkpoints
+            are full canonical per-key-group files today.
+        cache_size_bytes: size of the write-back cache of hot entries per
+            subtask (estimated at :data:`ENTRY_SIZE_ESTIMATE` bytes an entry).
+
+    Raises:
+        ConfigError: ``cache_size_bytes`` is negative or not an int, or
+            rocksdict is not installed (on first use).
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        incremental: bool = True,
+        cache_size_bytes: int = DEFAULT_CACHE_SIZE_BYTES,
+    ) -> None:
+        if type(cache_size_bytes) is not int or cache_size_bytes < 0:
+            raise ConfigError(f"cache_size_bytes must be an int >= 0, got {cache_size_bytes!r}")
+        self.path = Path(path) if path is not None else None
+        self.incremental = incremental
+        self.cache_size_bytes = cache_size_bytes
+
+    @property
+    def cache_entries(self) -> int:
+        """The cache bound in entries (at least 16: one record's reads never evict each other)."""
+        return max(16, self.cache_size_bytes // ENTRY_SIZE_ESTIMATE)
+
+    def directory_for(self, scope: BackendScope) -> Path | None:
+        """Return the database directory of ``scope``, or ``None`` for a temporary one."""
+        if self.path is None:
+            return None
+        return self.path / _safe(scope.job) / f"{_safe(scope.operator)}-{scope.subtask}"
+
+    def create_keyed_backend(self, scope: BackendScope) -> RocksDBKeyedStateBackend:
+        """Open an empty RocksDB keyed backend for ``scope``.
+
+        Raises:
+            StateError: the directory is not writable or is locked by another live process.
+            ConfigError: rocksdict is missing, or max_parallelism exceeds 65535.
+        """
+        directory = self.directory_for(scope)
+        temporary = directory is None
+        if directory is None:
+            prefix = f"weirflow-{_safe(scope.operator)}-{scope.subtask}-"
+            directory = Path(tempfile.mkdtemp(prefix=prefix))
+        return RocksDBKeyedStateBackend(
+            directory,
+            scope.key_group_range,
+            scope.max_parallelism,
+            cache_entries=self.cache_entries,
+            remove_on_close=temporary,
+        )
+
+    def create_timer_service(
+        self, scope: BackendScope, keyed: KeyedStateBackend
+    ) -> RocksDBTimerService:
+        """Return a timer service stored in ``keyed``'s database (time-ordered)."""
+        from weirflow.state.rocksdb_timers import RocksDBTimerService
+
+        if not isinstance(keyed, RocksDBKeyedStateBackend):
+            raise TypeError("RocksDB timers need the RocksDB keyed backend of the same subtask")
+        return RocksDBTimerService(keyed)
+
+    def __repr__(self) -> str:
+        return (
+            f"RocksDBStateBackend(path={str(self.path) if self.path else None!r}, "
+            f"incremental={self.incremental}, cache_size_bytes={self.cache_size_bytes})"
+        )
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+class RocksDBKeyedStateSnapshot:
+    """Raw entries of one RocksDB keyed backend, copied at the synchronous part.
+
+    Args:
+        max_parallelism: the job's number of key groups.
+        names: state id -> (name, kind).
+        groups: key group -> [(state id, key bytes, value bytes)].
+    """
+
+    __slots__ = ("_groups", "_max_parallelism", "_names")
+
+    def __init__(
+        self,
+        max_parallelism: int,
+        names: dict[int, tuple[str, StateKind]],
+        groups: dict[int, list[tuple[int, bytes, bytes]]],
+    ) -> None:
+        self._max_parallelism = max_parallelism
+        self._names = names
+        self._groups = groups
+
+    def to_bytes_per_key_group(self) -> dict[int, bytes]:
+        """Encode one canonical blob per non-empty key group (as the memory backend does).
+
+        Raises:
+            SerdeError: a value can be neither msgpack-encoded nor pickled.
+        """
+        out = {}
+        for kg in sorted(self._groups):
+            states: KeyedGroupState = {}
+            for sid, key, value in self._groups[kg]:
+                name, kind = self._names[sid]
+                entries = states.setdefault(name, (kind, {}))[1]
+                entries[decode(key, allow_pickle=True)] = decode(value, allow_pickle=True)
+            out[kg] = pack_keyed_state(kg, self._max_parallelism, states)
+        return out
+
+
+class RocksDBKeyedStateBackend(KeyedBackendBase):
+    """Keyed state of one subtask in a RocksDB database (implements ``KeyedStateBackend``).
+
+    Args:
+        directory: the database directory; an old database there is replaced.
+        key_group_range: the key groups this subtask owns.
+        max_parallelism: the job's number of key groups (at most 65535).
+        cache_entries: bound of the write-back cache, in entries.
+        remove_on_close: delete ``directory`` on :meth:`close`.
+
+    Raises:
+        ConfigError: max_parallelism above 65535, or rocksdict missing.
+        StateError: the directory is not writable or is locked by a live process.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        key_group_range: KeyGroupRange,
+        max_parallelism: int,
+        *,
+        cache_entries: int = DEFAULT_CACHE_SIZE_BYTES // ENTRY_SIZE_ESTIMATE,
+        remove_on_close: bool = False,
+    ) -> None:
+        super().__init__(key_group_range, max_parallelism)
+        if max_parallelism > MAX_KEY_GROUPS:
+            raise ConfigError(
+                f"the RocksDB backend supports max_parallelism up to {MAX_KEY_GROUPS}, "
+                f"got {max_parallelism}"
+            )
+        self.directory = directory
+        self._remove_on_close = remove_on_close
+        self._db: Any = open_fresh_db(directory, ("timers", "timer_index"))
+        self._ids: dict[str, int] = {}
+        self._cache: OrderedDict[tuple[int, int, Any], Any] = OrderedDict()
+        self._dirty: set[tuple[int, int, Any]] = set()
+        self._capacity = max(16, cache_entries)
+
+    # -- raw access used by tables and timers ---------------------------------
+
+    def column_family(self, name: str) -> Any:
+        """Return the ``rocksdict`` view of column family ``name`` (timers use it)."""
+        return self._db.get_column_family(name)
+
+    def column_family_handle(self, name: str) -> Any:
+        """Return the handle of column family ``name``, for write batches."""
+        return self._db.get_column_family_handle(name)
+
+    def write_batch(self) -> Any:
+        """Return an empty raw-mode write batch for :meth:`write`."""
+        return _rocksdict().WriteBatch(raw_mode=True)
+
+    def write(self, batch: Any) -> None:
+        """Apply a write batch atomically."""
+        self._db.write(batch)
+
+    def _new_table(self, name: str) -> RocksDBTable:
+        sid = self._ids.get(name)
+        if sid is None:
+            sid = self._ids[name] = len(self._ids)
+            names = {n: [i, self._kinds[n]] for n, i in self._ids.items()}
+            self._db.put(_NAMES_KEY, encode(names))
+        return RocksDBTable(name, sid, self)
+
+    @staticmethod
+    def _db_key(ck: tuple[int, int, Any]) -> bytes:
+        sid, kg, key = ck
+        return _KG_SID.pack(kg, sid) + encode(key)
+
+    def _get(self, ck: tuple[int, int, Any]) -> Any:
+        cache = self._cache
+        v = cache.get(ck, _MISS)
+        if v is _MISS:
+            raw = self._db.get(self._db_key(ck))
+            v = _ABSENT if raw is None else decode(raw, allow_pickle=True)
+            cache[ck] = v
+            if len(cache) > self._capacity:
+                self._evict()
+        else:
+            cache.move_to_end(ck)
+        if v is not _ABSENT and type(v) not in _IMMUTABLE:
+            # the caller may change it in place: write it back at the next flush
+            self._dirty.add(ck)
+        return v
+
+    def _set(self, ck: tuple[int, int, Any], value: Any) -> None:
+        cache = self._cache
+        cache[ck] = value
+        cache.move_to_end(ck)
+        self._dirty.add(ck)
+        if len(cache) > self._capacity:
+            self._evict()
+
+    def _evict(self) -> None:
+        """Drop the least recently used eighth of the cache, writing back its dirty entries."""
+        cache, dirty = self._cache, self._dirty
+        batch = self.write_batch()
+        for _ in range(max(1, self._capacity // 8)):
+            ck, value = cache.popitem(last=False)
+            if ck in dirty:
+                dirty.discard(ck)
+                self._stage(batch, ck, value)
+        self._db.write(batch)
+
+    def _stage(self, batch: Any, ck: tuple[int, int, Any], value: Any) -> None:
+        if value is _ABSENT:
+            batch.delete(self._db_key(ck))
+        else:
+            batch.put(self._db_key(ck), encode(value))
+
+    def flush(self) -> None:
+        """Write every dirty cached entry to RocksDB in one batch (entries stay cached)."""
+        if not self._dirty:
+            return
+        batch = self.write_batch()
+        cache = self._cache
+        for ck in self._dirty:
+            self._stage(batch, ck, cache[ck])
+        self._dirty.clear()
+        self._db.write(batch)
+
+    def _range_items(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        return range_items(self._db, start, end)
+
+    # -- snapshot and restore ---------------------------------------------------
+
+    def snapshot(self) -> RocksDBKeyedStateSnapshot:
+        """Take the synchronous part of a checkpoint.
+
+        Flushes the cache, then copies the raw bytes of this subtask's key
+        groups (one range scan), so later updates never reach the snapshot.
+
+        Returns:
+            A :class:`RocksDBKeyedStateSnapshot`.
+        """
+        self.flush()
+        groups: dict[int, list[tuple[int, bytes, bytes]]] = {}
+        start, end = _KG.pack(self._range.start), _KG.pack(self._range.end)
+        for key, value in self._range_items(start, end):
+            kg, sid = _KG_SID.unpack_from(key)
+            groups.setdefault(kg, []).append((sid, key[_KG_SID.size :], value))
+        names = {sid: (name, self._kinds[name]) for name, sid in self._ids.items()}
+        return RocksDBKeyedStateSnapshot(self._max_parallelism, names, groups)
+
+    def restore(self, blobs: Iterable[tuple[int, bytes]]) -> None:
+        """Load canonical per-key-group blobs (of either backend) from one or many old subtasks.
+
+        Steps:
+
+        1. Skip blobs of key groups outside this backend's range.
+        2. Check and decode every remaining blob before changing anything.
+        3. Declare the restored names and write the entries in one batch.
+
+        Raises:
+            UnsupportedStateVersionError: a blob has an unknown format version.
+            CorruptStateError: a blob is corrupt or malformed.
+            StateError: a key group appears twice or already holds state, another
+                max_parallelism, or a kind conflict. Messages name the key group.
+        """
+        self.flush()
+        seen: set[int] = set()
+        decoded: list[tuple[int, KeyedGroupState]] = []
+        for kg, blob in blobs:
+            if kg not in self._range:
+                continue
+            if kg in seen or self._holds(kg):
+                raise StateError(f"key group {kg}: restored twice (two blobs, or state present)")
+            seen.add(kg)
+            states = unpack_keyed_state(kg, blob, self._max_parallelism)
+            check_restored_kinds(kg, states, self._kinds)
+            decoded.append((kg, states))
+        self._cache.clear()
+        batch = self.write_batch()
+        for kg, states in decoded:
+            for name, (kind, entries) in states.items():
+                self._declare(name, kind)
+                prefix = _KG_SID.pack(kg, self._ids[name])
+                for key, value in entries.items():
+                    batch.put(prefix + encode(key), encode(value))
+        self._db.write(batch)
+
+    def _holds(self, kg: int) -> bool:
+        return next(self._range_items(_KG.pack(kg), _KG.pack(kg + 1)), None) is not None
+
+    def is_empty(self) -> bool:
+        """Return whether no state name holds any entry."""
+        self.flush()
+        start, end = _KG.pack(self._range.start), _KG.pack(self._range.end)
+        return next(self._range_items(start, end), None) is None
+
+    def close(self) -> None:
+        """Close the database (dirty cache entries are dropped: state lives in checkpoints)."""
+        db, self._db = self._db, None
+        if db is None:
+            return
+        self._cache.clear()
+        self._dirty.clear()
+        _close(db)
+        if self._remove_on_close:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"RocksDBKeyedStateBackend({str(self.directory)!r}, range={self._range}, "
+            f"states={sorted(self._kinds)})"
+        )
+
+
+class RocksDBTable:
+    """One declared state name in a RocksDB keyed backend (a ``StateTable``).
+
+    Args:
+        name: the state name.
+        sid: its state id in the key layout.
+        backend: the owning backend (its cache and database).
+    """
+
+    __slots__ = ("_backend", "_parts", "_range", "name", "sid")
+
+    def __init__(self, name: str, sid: int, backend: RocksDBKeyedStateBackend) -> None:
+        self.name = name
+        self.sid = sid
+        self._backend = backend
+        self._range = backend.key_group_range
+        self._parts: dict[int, RocksDBPartition] = {}
+
+    def partition(self, key_group: int) -> RocksDBPartition:
+        """Return the mapping view of ``key_group``.
+
+        Raises:
+            StateError: the key group is outside the backend's range.
+        """
+        part = self._parts.get(key_group)
+        if part is None:
+            check_key_group(self.name, key_group, self._range)
+            part = self._parts[key_group] = RocksDBPartition(self, key_group)
+        return part
+
+    def get(self, key_group: int, key: Any, default: Any = None) -> Any:
+        """Return the value of ``key`` in ``key_group``, or ``default``."""
+        v = self._backend._get((self.sid, key_group, key))
+        return default if v is _ABSENT else v
+
+    def put(self, key_group: int, key: Any, value: Any) -> None:
+        """Set the value of ``key`` in ``key_group`` (StateError outside the range)."""
+        self.partition(key_group)[key] = value
+
+    def remove(self, key_group: int, key: Any) -> None:
+        """Delete ``key`` from ``key_group``; absent keys are ignored."""
+        self._backend._set((self.sid, key_group, key), _ABSENT)
+
+    def __repr__(self) -> str:
+        return f"RocksDBTable({self.name!r}, sid={self.sid})"
+
+
+class RocksDBPartition(MutableMapping[Any, Any]):
+    """One key group of one state name, as a mapping over the backend's cache and database.
+
+    Iteration and ``len`` flush the cache and scan the key group's range
+    (for tests and tools; operators use point reads and writes).
+    """
+
+    __slots__ = ("_backend", "_kg", "_sid")
+
+    def __init__(self, table: RocksDBTable, key_group: int) -> None:
+        self._backend = table._backend
+        self._sid = table.sid
+        self._kg = key_group
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        v = self._backend._get((self._sid, self._kg, key))
+        return default if v is _ABSENT else v
+
+    def __getitem__(self, key: Any) -> Any:
+        v = self._backend._get((self._sid, self._kg, key))
+        if v is _ABSENT:
+            raise KeyError(key)
+        return v
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._backend._set((self._sid, self._kg, key), value)
+
+    def __delitem__(self, key: Any) -> None:
+        ck = (self._sid, self._kg, key)
+        if self._backend._get(ck) is _ABSENT:
+            raise KeyError(key)
+        self._backend._set(ck, _ABSENT)
+
+    def pop(self, key: Any, default: Any = _MISS) -> Any:
+        ck = (self._sid, self._kg, key)
+        v = self._backend._get(ck)
+        if v is _ABSENT:
+            if default is _MISS:
+                raise KeyError(key)
+            return default
+        self._backend._set(ck, _ABSENT)
+        return v
+
+    def __contains__(self, key: object) -> bool:
+        return self._backend._get((self._sid, self._kg, key)) is not _ABSENT
+
+    def __iter__(self) -> Iterator[Any]:
+        backend = self._backend
+        backend.flush()
+        prefix = _KG_SID.pack(self._kg, self._sid)
+        end = _KG_SID.pack(self._kg, self._sid + 1)
+        keys = [
+            decode(k[len(prefix) :], allow_pickle=True)
+            for k, _ in backend._range_items(prefix, end)
+        ]
+        return iter(keys)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
