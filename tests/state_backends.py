@@ -28,13 +28,13 @@ ROCKSDB_TEST_CACHE_BYTES = 0
 _unique = itertools.count()
 
 
-def make_state_backend(kind: str, root: Path) -> StateBackend:
+def make_state_backend(
+    kind: str, root: Path, cache_size_bytes: int = ROCKSDB_TEST_CACHE_BYTES
+) -> StateBackend:
     """Return a fresh backend of ``kind``: ``"memory"``, or ``"rocksdb"`` under ``root``."""
     if kind == "memory":
         return MemoryStateBackend()
-    return RocksDBStateBackend(
-        root / f"run-{next(_unique)}", cache_size_bytes=ROCKSDB_TEST_CACHE_BYTES
-    )
+    return RocksDBStateBackend(root / f"run-{next(_unique)}", cache_size_bytes=cache_size_bytes)
 
 
 class BackendFactory:

@@ -56,10 +56,12 @@ from weirflow.cli.cluster import absolute_job_spec, read_secret, run_on_workers,
 from weirflow.cli.durations import parse_duration
 from weirflow.cli.jobs import load_dataflow
 from weirflow.cli.run_options import (
+    StateBackendKind,
     check_fresh_start,
     checkpoint_key_env,
     config_message,
     restore_option,
+    state_backend_option,
 )
 from weirflow.cli.run_surfaces import Surfaces, make_observer
 from weirflow.errors import ConfigError, WeirflowError, is_retriable
@@ -72,6 +74,7 @@ from weirflow.records import JobResult
 from weirflow.runtime import RestartStrategy, RunListener, control, wall_clock_ms
 from weirflow.runtime.local_cluster import resolve_workers
 from weirflow.runtime.run import run_job
+from weirflow.state import StateBackend
 
 _MAX_RESTARTS = "Restarts allowed (failure-rate: failures per interval)."
 EXIT_FAILED = 1
@@ -200,6 +203,7 @@ def _run_worker(
     guarantee: Guarantee,
     restore: str | None,
     surfaces: dict[str, Any],
+    backend: StateBackend,
 ) -> int:
     started_ms = wall_clock_ms()
     _die_with_parent()
@@ -218,6 +222,7 @@ def _run_worker(
                 guarantee=guarantee.value,
                 stop=stop,
                 listener=observer,
+                state_backend=backend,
             )
         else:
             result = flow.run(
@@ -226,6 +231,7 @@ def _run_worker(
                 restore=restore,
                 stop=stop,
                 listener=observer,
+                state_backend=backend,
             )
     finally:
         shown.close()
@@ -371,6 +377,13 @@ def run(
     heartbeat_timeout: Annotated[
         str, typer.Option(help="Silence after which a worker is given up (with --workers).")
     ] = "10s",
+    state_backend: Annotated[
+        StateBackendKind, typer.Option(help="Where keyed state lives: memory or rocksdb (disk).")
+    ] = StateBackendKind.memory,
+    state_dir: Annotated[
+        str | None,
+        typer.Option(help="RocksDB's local folder (default weirflow-data/state)."),
+    ] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
     worker: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
@@ -379,6 +392,7 @@ def run(
     try:
         interval = parse_duration(checkpoint_interval)
         restore = restore_option(restore, fresh)
+        backend = state_backend_option(state_backend, state_dir)
         config = (
             None
             if guarantee is Guarantee.at_most_once
@@ -407,7 +421,9 @@ def run(
             "log_format": log_format,
         }
         if worker:
-            raise typer.Exit(_run_worker(job, parallelism, config, guarantee, restore, surfaces))
+            raise typer.Exit(
+                _run_worker(job, parallelism, config, guarantee, restore, surfaces, backend)
+            )
         strategy = build_strategy(
             restart_strategy,
             max_restarts,
@@ -416,6 +432,12 @@ def run(
             parse_duration(failure_interval),
         )
         stop = threading.Event()
+        if state_backend is not StateBackendKind.memory and (
+            coordinator is not None or resolve_workers(workers, parallelism) > 1
+        ):
+            raise ConfigError(
+                "--state-backend rocksdb runs with --workers 1 for now (one worker process)"
+            )
         if config is not None and (
             coordinator is not None or resolve_workers(workers, parallelism) > 1
         ):
@@ -474,6 +496,8 @@ def run(
             f"--metrics-host={metrics_host}",
             f"--ui-host={ui_host}",
             f"--log-format={log_format.value}",
+            f"--state-backend={state_backend.value}",
+            *([f"--state-dir={state_dir}"] if state_dir is not None else []),
             *([f"--metrics-port={metrics_port}"] if metrics_port is not None else []),
             *([f"--ui-port={ui_port}"] if ui_port is not None else []),
         ] + (["--debug"] if debug else [])

@@ -165,7 +165,8 @@ def encode(value: Any) -> bytes:
             open file, a lock).
     """
     if is_plain(value):
-        return encode_plain(value)
+        # checked just now: skip encode_plain's second walk over the value
+        return bytes((TAG_MSGPACK,)) + _msgpack_encode(_to_msgpack_tree(value))
     try:
         return bytes((TAG_PICKLE,)) + pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     except (pickle.PicklingError, TypeError, AttributeError) as e:

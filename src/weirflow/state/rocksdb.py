@@ -326,6 +326,7 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         self._ids: dict[str, int] = {}
         self._cache: OrderedDict[tuple[int, int, Any], Any] = OrderedDict()
         self._dirty: set[tuple[int, int, Any]] = set()
+        self._key_bytes: dict[tuple[int, int, Any], bytes] = {}
         self._capacity = max(16, cache_entries)
 
     # -- raw access used by tables and timers ---------------------------------
@@ -354,10 +355,13 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
             self._db.put(_NAMES_KEY, encode(names))
         return RocksDBTable(name, sid, self)
 
-    @staticmethod
-    def _db_key(ck: tuple[int, int, Any]) -> bytes:
-        sid, kg, key = ck
-        return _KG_SID.pack(kg, sid) + encode(key)
+    def _db_key(self, ck: tuple[int, int, Any]) -> bytes:
+        # memoized while the entry is cached: encoding a key costs more than the lookup
+        db_key = self._key_bytes.get(ck)
+        if db_key is None:
+            sid, kg, key = ck
+            db_key = self._key_bytes[ck] = _KG_SID.pack(kg, sid) + encode(key)
+        return db_key
 
     def _get(self, ck: tuple[int, int, Any]) -> Any:
         cache = self._cache
@@ -392,6 +396,7 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
             if ck in dirty:
                 dirty.discard(ck)
                 self._stage(batch, ck, value)
+            self._key_bytes.pop(ck, None)
         self._db.write(batch)
 
     def _stage(self, batch: Any, ck: tuple[int, int, Any], value: Any) -> None:
@@ -462,6 +467,7 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
             check_restored_kinds(kg, states, self._kinds)
             decoded.append((kg, states))
         self._cache.clear()
+        self._key_bytes.clear()
         batch = self.write_batch()
         for kg, states in decoded:
             for name, (kind, entries) in states.items():
@@ -487,6 +493,7 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
             return
         self._cache.clear()
         self._dirty.clear()
+        self._key_bytes.clear()
         _close(db)
         if self._remove_on_close:
             shutil.rmtree(self.directory, ignore_errors=True)

@@ -80,6 +80,9 @@ class RocksDBTimerService:
         self._index_cf = keyed.column_family_handle("timer_index")
         self._seq = 0
         self._count = 0
+        # per domain, no pending timer is earlier than this: seeks start here and skip the
+        # tombstones of fired timers (fired ones are all earlier; a later registration lowers it)
+        self._low: list[int] = [-_BIAS, -_BIAS]
 
     @property
     def key_group_range(self) -> Any:
@@ -104,14 +107,13 @@ class RocksDBTimerService:
     ) -> None:
         seq = self._seq
         self._seq += 1
-        batch = self._keyed.write_batch()
-        batch.put(index_key, _SEQ.pack(seq), self._index_cf)
-        batch.put(
-            _QUEUE_KEY.pack(domain, ts + _BIAS, seq),
-            encode((key_group, key, namespace)),
-            self._queue_cf,
+        if ts < self._low[domain]:
+            self._low[domain] = ts
+        # plain puts, no batch: after a crash timers come back from a checkpoint, never from here
+        self._index.put(index_key, _SEQ.pack(seq))
+        self._queue.put(
+            _QUEUE_KEY.pack(domain, ts + _BIAS, seq), encode((key_group, key, namespace))
         )
-        self._keyed.write(batch)
         self._count += 1
 
     def _delete(self, domain: int, key_group: int, key: Any, namespace: Any, ts: int) -> None:
@@ -120,10 +122,8 @@ class RocksDBTimerService:
         if raw is None:
             return
         (seq,) = _SEQ.unpack(raw)
-        batch = self._keyed.write_batch()
-        batch.delete(index_key, self._index_cf)
-        batch.delete(_QUEUE_KEY.pack(domain, ts + _BIAS, seq), self._queue_cf)
-        self._keyed.write(batch)
+        self._index.delete(index_key)
+        self._queue.delete(_QUEUE_KEY.pack(domain, ts + _BIAS, seq))
         self._count -= 1
 
     def register_event_time_timer(
@@ -161,7 +161,7 @@ class RocksDBTimerService:
     def _queue_items(self, domain: int) -> Iterator[tuple[int, int, bytes]]:
         """Yield ``(timestamp_ms, sequence, value)`` of ``domain`` in firing order."""
         it = self._queue.iter()
-        it.seek(bytes((domain,)))
+        it.seek(_QUEUE_KEY.pack(domain, self._low[domain] + _BIAS, 0))
         while it.valid():
             key = it.key()
             if key[0] != domain:
@@ -183,6 +183,8 @@ class RocksDBTimerService:
         if fired:
             self._keyed.write(batch)
             self._count -= len(fired)
+        if time_ms >= self._low[domain]:
+            self._low[domain] = min(time_ms + 1, _BIAS - 1)
         return fired
 
     def advance_watermark(self, watermark_ms: int) -> list[Timer]:
