@@ -68,6 +68,7 @@ _KG = struct.Struct(">H")
 _KG_SID = struct.Struct(">HH")
 _META: Final = b"\xff\xff"
 _NAMES_KEY: Final = _META + b"names"
+_MARKER: Final = "WEIRFLOW-STATE"
 _MISS: Any = object()
 _ABSENT: Any = object()
 _IMMUTABLE: Final = frozenset({int, float, str, bytes, bool, type(None), frozenset})
@@ -103,20 +104,24 @@ def open_fresh_db(directory: Path, column_families: tuple[str, ...]) -> Any:
         The open ``rocksdict.Rdict``.
 
     Raises:
-        StateError: the directory is not writable, holds something that is
-            not a RocksDB database, or is locked by another live process.
+        StateError: the directory is not writable, holds something weirflow
+            did not make (no ``WEIRFLOW-STATE`` marker), or is locked by
+            another live process.
     """
     rd = _rocksdict()
     if directory.is_dir() and any(directory.iterdir()):
-        if not (directory / "CURRENT").exists():
+        if not (directory / _MARKER).exists():
             raise StateError(
-                f"state directory {directory} exists and is not a RocksDB database; "
+                f"state directory {directory} exists and was not made by weirflow; "
                 "point --state-dir at a directory of its own"
             )
-        _close(_open(directory, tuple(rd.Rdict.list_cf(str(directory)))))
+        if (directory / "CURRENT").exists():
+            # opening fails while another live process holds the database: never remove that
+            _close(_open(directory, tuple(rd.Rdict.list_cf(str(directory)))))
         shutil.rmtree(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        (directory / _MARKER).touch()
     except OSError as e:
         raise StateError(
             f"state directory {directory} cannot be created ({e.strerror}); pass a writable "
