@@ -37,7 +37,7 @@ import shutil
 import struct
 import tempfile
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -53,7 +53,8 @@ from weirflow.state.blob import (
 from weirflow.state.descriptors import StateKind
 from weirflow.state.keyed_base import KeyedBackendBase
 from weirflow.state.keygroups import KeyGroupRange
-from weirflow.state.table import check_key_group
+from weirflow.state.rocksdb_files import open_fresh_db, range_items, rocksdict_module
+from weirflow.state.rocksdb_table import ABSENT, KG_SID, MISS, RocksDBTable
 
 if TYPE_CHECKING:
     from weirflow.state.rocksdb_timers import RocksDBTimerService
@@ -65,113 +66,9 @@ DEFAULT_CACHE_SIZE_BYTES: Final = 64 * 1024 * 1024
 MAX_KEY_GROUPS: Final = 0xFFFF
 
 _KG = struct.Struct(">H")
-_KG_SID = struct.Struct(">HH")
 _META: Final = b"\xff\xff"
 _NAMES_KEY: Final = _META + b"names"
-_MARKER: Final = "WEIRFLOW-STATE"
-_MISS: Any = object()
-_ABSENT: Any = object()
 _IMMUTABLE: Final = frozenset({int, float, str, bytes, bool, type(None), frozenset})
-
-
-def _rocksdict() -> Any:
-    try:
-        import rocksdict
-    except ImportError as e:
-        raise ConfigError(
-            "the RocksDB state backend needs rocksdict: pip install 'weirflow[rocksdb]'"
-        ) from e
-    return rocksdict
-
-
-def _raw_options() -> Any:
-    options = _rocksdict().Options(raw_mode=True)
-    options.create_missing_column_families(True)
-    return options
-
-
-def open_fresh_db(directory: Path, column_families: tuple[str, ...]) -> Any:
-    """Open an empty RocksDB database at ``directory``, replacing an old one of this backend.
-
-    Writes skip RocksDB's write-ahead log: after a crash state comes back
-    from a checkpoint, never from the database's own log.
-
-    Args:
-        directory: the database directory (created, parents included).
-        column_families: column families to create besides ``default``.
-
-    Returns:
-        The open ``rocksdict.Rdict``.
-
-    Raises:
-        StateError: the directory is not writable, holds something weirflow
-            did not make (no ``WEIRFLOW-STATE`` marker), or is locked by
-            another live process.
-    """
-    rd = _rocksdict()
-    if directory.is_dir() and any(directory.iterdir()):
-        if not (directory / _MARKER).exists():
-            raise StateError(
-                f"state directory {directory} exists and was not made by weirflow; "
-                "point --state-dir at a directory of its own"
-            )
-        if (directory / "CURRENT").exists():
-            # opening fails while another live process holds the database: never remove that
-            _close(_open(directory, tuple(rd.Rdict.list_cf(str(directory)))))
-        shutil.rmtree(directory)
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / _MARKER).touch()
-    except OSError as e:
-        raise StateError(
-            f"state directory {directory} cannot be created ({e.strerror}); pass a writable "
-            "directory as --state-dir / RocksDBStateBackend(path=...)"
-        ) from e
-    db = _open(directory, column_families)
-    write_options = rd.WriteOptions()
-    write_options.disable_wal = True
-    db.set_write_options(write_options)
-    return db
-
-
-def _open(directory: Path, column_families: tuple[str, ...]) -> Any:
-    cfs = {n: _raw_options() for n in column_families if n != "default"}
-    try:
-        return _rocksdict().Rdict(str(directory), _raw_options(), column_families=cfs or None)
-    except Exception as e:
-        # rocksdict raises a bare Exception carrying RocksDB's status text.
-        text = str(e)
-        if "lock" in text.lower():
-            raise StateError(
-                f"RocksDB directory {directory} is locked by another live process (or another "
-                "run in this one); give each running job its own --state-dir"
-            ) from e
-        if "No space" in text or "Permission denied" in text or "Read-only" in text:
-            raise StateError(
-                f"RocksDB directory {directory} is not writable ({text}); pass a writable "
-                "directory with free space as --state-dir / RocksDBStateBackend(path=...)"
-            ) from e
-        raise StateError(f"cannot open RocksDB directory {directory}: {text}") from e
-
-
-def _close(db: Any) -> None:
-    db.close()
-
-
-def range_items(db: Any, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """Yield ``(key, value)`` of ``db`` (a database or column family) for ``start <= key < end``.
-
-    Iterates explicitly: this rocksdict's iterators ignore a snapshot's read
-    view, so callers read the live database and copy what they need.
-    """
-    it = db.iter()
-    it.seek(start)
-    while it.valid():
-        key = it.key()
-        if key >= end:
-            break
-        yield key, it.value()
-        it.next()
 
 
 class RocksDBStateBackend:
@@ -346,7 +243,7 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
 
     def write_batch(self) -> Any:
         """Return an empty raw-mode write batch for :meth:`write`."""
-        return _rocksdict().WriteBatch(raw_mode=True)
+        return rocksdict_module().WriteBatch(raw_mode=True)
 
     def write(self, batch: Any) -> None:
         """Apply a write batch atomically."""
@@ -365,21 +262,21 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         db_key = self._key_bytes.get(ck)
         if db_key is None:
             sid, kg, key = ck
-            db_key = self._key_bytes[ck] = _KG_SID.pack(kg, sid) + encode(key)
+            db_key = self._key_bytes[ck] = KG_SID.pack(kg, sid) + encode(key)
         return db_key
 
     def _get(self, ck: tuple[int, int, Any]) -> Any:
         cache = self._cache
-        v = cache.get(ck, _MISS)
-        if v is _MISS:
+        v = cache.get(ck, MISS)
+        if v is MISS:
             raw = self._db.get(self._db_key(ck))
-            v = _ABSENT if raw is None else decode(raw, allow_pickle=True)
+            v = ABSENT if raw is None else decode(raw, allow_pickle=True)
             cache[ck] = v
             if len(cache) > self._capacity:
                 self._evict()
         else:
             cache.move_to_end(ck)
-        if v is not _ABSENT and type(v) not in _IMMUTABLE:
+        if v is not ABSENT and type(v) not in _IMMUTABLE:
             # the caller may change it in place: write it back at the next flush
             self._dirty.add(ck)
         return v
@@ -405,7 +302,7 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         self._db.write(batch)
 
     def _stage(self, batch: Any, ck: tuple[int, int, Any], value: Any) -> None:
-        if value is _ABSENT:
+        if value is ABSENT:
             batch.delete(self._db_key(ck))
         else:
             batch.put(self._db_key(ck), encode(value))
@@ -439,8 +336,8 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         groups: dict[int, list[tuple[int, bytes, bytes]]] = {}
         start, end = _KG.pack(self._range.start), _KG.pack(self._range.end)
         for key, value in self._range_items(start, end):
-            kg, sid = _KG_SID.unpack_from(key)
-            groups.setdefault(kg, []).append((sid, key[_KG_SID.size :], value))
+            kg, sid = KG_SID.unpack_from(key)
+            groups.setdefault(kg, []).append((sid, key[KG_SID.size :], value))
         names = {sid: (name, self._kinds[name]) for name, sid in self._ids.items()}
         return RocksDBKeyedStateSnapshot(self._max_parallelism, names, groups)
 
@@ -477,7 +374,7 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         for kg, states in decoded:
             for name, (kind, entries) in states.items():
                 self._declare(name, kind)
-                prefix = _KG_SID.pack(kg, self._ids[name])
+                prefix = KG_SID.pack(kg, self._ids[name])
                 for key, value in entries.items():
                     batch.put(prefix + encode(key), encode(value))
         self._db.write(batch)
@@ -499,7 +396,7 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         self._cache.clear()
         self._dirty.clear()
         self._key_bytes.clear()
-        _close(db)
+        db.close()
         if self._remove_on_close:
             shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -508,111 +405,3 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
             f"RocksDBKeyedStateBackend({str(self.directory)!r}, range={self._range}, "
             f"states={sorted(self._kinds)})"
         )
-
-
-class RocksDBTable:
-    """One declared state name in a RocksDB keyed backend (a ``StateTable``).
-
-    Args:
-        name: the state name.
-        sid: its state id in the key layout.
-        backend: the owning backend (its cache and database).
-    """
-
-    __slots__ = ("_backend", "_parts", "_range", "name", "sid")
-
-    def __init__(self, name: str, sid: int, backend: RocksDBKeyedStateBackend) -> None:
-        self.name = name
-        self.sid = sid
-        self._backend = backend
-        self._range = backend.key_group_range
-        self._parts: dict[int, RocksDBPartition] = {}
-
-    def partition(self, key_group: int) -> RocksDBPartition:
-        """Return the mapping view of ``key_group``.
-
-        Raises:
-            StateError: the key group is outside the backend's range.
-        """
-        part = self._parts.get(key_group)
-        if part is None:
-            check_key_group(self.name, key_group, self._range)
-            part = self._parts[key_group] = RocksDBPartition(self, key_group)
-        return part
-
-    def get(self, key_group: int, key: Any, default: Any = None) -> Any:
-        """Return the value of ``key`` in ``key_group``, or ``default``."""
-        v = self._backend._get((self.sid, key_group, key))
-        return default if v is _ABSENT else v
-
-    def put(self, key_group: int, key: Any, value: Any) -> None:
-        """Set the value of ``key`` in ``key_group`` (StateError outside the range)."""
-        self.partition(key_group)[key] = value
-
-    def remove(self, key_group: int, key: Any) -> None:
-        """Delete ``key`` from ``key_group``; absent keys are ignored."""
-        self._backend._set((self.sid, key_group, key), _ABSENT)
-
-    def __repr__(self) -> str:
-        return f"RocksDBTable({self.name!r}, sid={self.sid})"
-
-
-class RocksDBPartition(MutableMapping[Any, Any]):
-    """One key group of one state name, as a mapping over the backend's cache and database.
-
-    Iteration and ``len`` flush the cache and scan the key group's range
-    (for tests and tools; operators use point reads and writes).
-    """
-
-    __slots__ = ("_backend", "_kg", "_sid")
-
-    def __init__(self, table: RocksDBTable, key_group: int) -> None:
-        self._backend = table._backend
-        self._sid = table.sid
-        self._kg = key_group
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        v = self._backend._get((self._sid, self._kg, key))
-        return default if v is _ABSENT else v
-
-    def __getitem__(self, key: Any) -> Any:
-        v = self._backend._get((self._sid, self._kg, key))
-        if v is _ABSENT:
-            raise KeyError(key)
-        return v
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._backend._set((self._sid, self._kg, key), value)
-
-    def __delitem__(self, key: Any) -> None:
-        ck = (self._sid, self._kg, key)
-        if self._backend._get(ck) is _ABSENT:
-            raise KeyError(key)
-        self._backend._set(ck, _ABSENT)
-
-    def pop(self, key: Any, default: Any = _MISS) -> Any:
-        ck = (self._sid, self._kg, key)
-        v = self._backend._get(ck)
-        if v is _ABSENT:
-            if default is _MISS:
-                raise KeyError(key)
-            return default
-        self._backend._set(ck, _ABSENT)
-        return v
-
-    def __contains__(self, key: object) -> bool:
-        return self._backend._get((self._sid, self._kg, key)) is not _ABSENT
-
-    def __iter__(self) -> Iterator[Any]:
-        backend = self._backend
-        backend.flush()
-        prefix = _KG_SID.pack(self._kg, self._sid)
-        end = _KG_SID.pack(self._kg, self._sid + 1)
-        keys = [
-            decode(k[len(prefix) :], allow_pickle=True)
-            for k, _ in backend._range_items(prefix, end)
-        ]
-        return iter(keys)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
