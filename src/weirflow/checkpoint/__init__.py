@@ -14,6 +14,7 @@ from weirflow.checkpoint.errors import (
     CheckpointTransitionError,
     NoCheckpointError,
 )
+from weirflow.checkpoint.fileformat import checksum_of
 from weirflow.checkpoint.handles import StateHandle, TaskSnapshot, is_safe_name, state_file_name
 from weirflow.checkpoint.jobkey import default_key_file, open_job_storage, resolve_job_key
 from weirflow.checkpoint.keys import (
@@ -27,6 +28,7 @@ from weirflow.checkpoint.keys import (
 from weirflow.checkpoint.lifecycle import CheckpointStats, CoordinatorState
 from weirflow.checkpoint.manifest import MANIFEST_FORMAT_VERSION, Manifest
 from weirflow.checkpoint.pending import CheckpointStatus, CompletedCheckpoint, PendingCheckpoint
+from weirflow.checkpoint.shared import collect_shared_files, referenced_shared_files
 from weirflow.checkpoint.storage import FRESH, MANIFEST_NAME, CheckpointStorage
 
 __all__ = [
@@ -55,12 +57,15 @@ __all__ = [
     "PendingCheckpoint",
     "StateHandle",
     "TaskSnapshot",
+    "checksum_of",
+    "collect_shared_files",
     "create_key_file",
     "default_key_file",
     "is_safe_name",
     "load_checkpoint_key",
     "open_job_storage",
     "read_key_file",
+    "referenced_shared_files",
     "resolve_job_key",
     "state_file_name",
     "to_ms",

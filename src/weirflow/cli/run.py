@@ -529,5 +529,3 @@ def run(
             raise
         err.print(f"[red]error:[/] {escape(str(e))}")
         raise typer.Exit(EXIT_FAILED) from None
-
-

@@ -39,6 +39,7 @@ from weirflow.checkpoint import (
     CheckpointStorage,
     CompletedCheckpoint,
     Manifest,
+    collect_shared_files,
     open_job_storage,
 )
 from weirflow.errors import (
@@ -57,7 +58,13 @@ from weirflow.runtime.local import LocalScheduler
 from weirflow.runtime.operators.source import refuse_duplicate_sink_output
 from weirflow.runtime.restart import RestartStrategy
 from weirflow.runtime.restore_points import RestorePoints
-from weirflow.runtime.snapshots import encode_task_snapshot, plan_restore, write_task_snapshot
+from weirflow.runtime.snapshot_files import local_copies_of
+from weirflow.runtime.snapshots import (
+    discard_downloads,
+    encode_task_snapshot,
+    plan_restore,
+    write_task_snapshot,
+)
 from weirflow.runtime.task import Task, TaskState
 
 log = logging.getLogger("weirflow.runtime")
@@ -115,7 +122,14 @@ class _Attempt:
         r = self.run
         plan = compile_plan(r.graph, r.parallelism, r.max_parallelism)
         restored = (
-            plan_restore(self.manifest, self.storage, r.graph, r.parallelism, r.max_parallelism)
+            plan_restore(
+                self.manifest,
+                self.storage,
+                r.graph,
+                r.parallelism,
+                r.max_parallelism,
+                local_copies_of(r.options.state_backend, r.graph.name),
+            )
             if self.manifest is not None
             else None
         )
@@ -128,9 +142,21 @@ class _Attempt:
                 self.manifest.checkpoint_id,
                 allow=r.config.allow_duplicates_after_fallback,
             )
-        self.built = build_job(
-            r.graph, plan, r.options, r.clock, r.sleep, self._on_snapshot, restored, r.config.mode
-        )
+        # nothing is in flight before the first checkpoint: orphans of a crash go now
+        collect_shared_files(self.storage)
+        try:
+            self.built = build_job(
+                r.graph,
+                plan,
+                r.options,
+                r.clock,
+                r.sleep,
+                self._on_snapshot,
+                restored,
+                r.config.mode,
+            )
+        finally:
+            discard_downloads(restored)
         last = max(
             [
                 *self.storage.completed_checkpoints(),

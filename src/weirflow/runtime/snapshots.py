@@ -31,7 +31,10 @@ new subtask ``j % parallelism``, which resolves its transactions).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from weirflow.checkpoint import (
@@ -46,6 +49,7 @@ from weirflow.checkpoint import (
 )
 from weirflow.errors import CheckpointError, ConfigError, SerdeError
 from weirflow.graph import LogicalGraph
+from weirflow.runtime.snapshot_files import download_files, files_of, upload_files
 from weirflow.serde import (
     PickleRefusedError,
     decode,
@@ -55,17 +59,23 @@ from weirflow.serde import (
     is_plain,
 )
 from weirflow.state import (
+    FilesSnapshot,
     KeyedOperatorSnapshot,
     KeyedRestore,
     KeyGroupRange,
     OperatorSnapshot,
     OperatorStateSnapshot,
     Redistribution,
+    RestoredFiles,
     blob_uses_pickle,
     key_group_range_for_subtask,
 )
 
+LocalCopies = Callable[[str, int, int], Path | None]
+"""``(operator, subtask, checkpoint id) -> local folder`` of a RocksDB checkpoint, or ``None``."""
+
 KEYED = "keyed"
+KEYED_FILES = "keyed-files"
 PLAIN = "plain"
 PLAIN_FILE = "plain-file"
 _NEEDS_KEY = (
@@ -81,10 +91,11 @@ class EncodedSnapshot:
         task_id: the task's name.
         files: operator name → encoded state file (written asynchronously).
         metadata: ``{"subtask": int, "operators": {name: {...}}}``, built-in data only.
-        pickled: names in ``files`` whose bytes hold a pickle.
+        pickled: names in ``files`` (or ``uploads``) whose bytes may hold a pickle.
+        uploads: operator name → local RocksDB checkpoint to upload incrementally.
     """
 
-    __slots__ = ("files", "metadata", "pickled", "task_id")
+    __slots__ = ("files", "metadata", "pickled", "task_id", "uploads")
 
     def __init__(
         self,
@@ -92,11 +103,13 @@ class EncodedSnapshot:
         files: dict[str, bytes],
         metadata: dict[str, Any],
         pickled: frozenset[str],
+        uploads: dict[str, FilesSnapshot] | None = None,
     ) -> None:
         self.task_id = task_id
         self.files = files
         self.metadata = metadata
         self.pickled = pickled
+        self.uploads = uploads or {}
 
 
 def encode_task_snapshot(
@@ -126,8 +139,18 @@ def encode_task_snapshot(
     files: dict[str, bytes] = {}
     ops: dict[str, Any] = {}
     pickled: set[str] = set()
+    uploads: dict[str, FilesSnapshot] = {}
     for name, st in states.items():
-        if isinstance(st, KeyedOperatorSnapshot):
+        if isinstance(st, KeyedOperatorSnapshot) and isinstance(st.state, FilesSnapshot):
+            uploads[name] = st.state
+            # the database's values are encoded like blobs: user objects are pickles
+            pickled.add(name)
+            ops[name] = {
+                "kind": KEYED_FILES,
+                "key_group_range": list(st.state.key_group_range),
+                "watermark": st.watermark_ms,
+            }
+        elif isinstance(st, KeyedOperatorSnapshot):
             blobs = st.state.to_bytes_per_key_group()
             timers = st.timers.to_bytes_per_key_group() if st.timers is not None else {}
             files[name] = encode_plain({"state": blobs, "timers": timers})
@@ -155,7 +178,7 @@ def encode_task_snapshot(
                 "snapshot_state; return a KeyedOperatorSnapshot or an OperatorStateSnapshot"
             )
     meta = {"subtask": subtask, "operators": ops}
-    return EncodedSnapshot(task_id, files, meta, frozenset(pickled))
+    return EncodedSnapshot(task_id, files, meta, frozenset(pickled), uploads)
 
 
 def write_task_snapshot(
@@ -184,14 +207,13 @@ def write_task_snapshot(
             "need pickle, and pickled checkpoint state must be signed to be restorable: "
             f"{_NEEDS_KEY}; or keep the state to built-in types (tuples, dicts, lists...)"
         )
+    prefix = f"{snap.task_id}@{attempt}" if attempt else snap.task_id
     handles = {
-        name: storage.write_state(
-            checkpoint_id,
-            state_file_name(f"{snap.task_id}@{attempt}" if attempt else snap.task_id, name),
-            data,
-        )
+        name: storage.write_state(checkpoint_id, state_file_name(prefix, name), data)
         for name, data in snap.files.items()
     }
+    for name, files in snap.uploads.items():
+        handles.update(upload_files(storage, checkpoint_id, prefix, name, files))
     return TaskSnapshot(
         task_id=snap.task_id,
         handles=handles,
@@ -206,6 +228,7 @@ def plan_restore(
     graph: LogicalGraph,
     parallelism: int,
     max_parallelism: int,
+    local_copies: LocalCopies | None = None,
 ) -> dict[str, dict[int, Any]]:
     """Redistribute a checkpoint's operator states over ``parallelism`` subtasks.
 
@@ -221,9 +244,14 @@ def plan_restore(
         graph: the job's logical graph.
         parallelism: the new parallelism.
         max_parallelism: the job's number of key groups.
+        local_copies: where a subtask of this host kept the files of a
+            RocksDB checkpoint (local recovery); those whose checksum matches
+            the manifest are not read from storage.
 
     Returns:
-        operator name → new subtask → state for that subtask's ``open``.
+        operator name → new subtask → state for that subtask's ``open``;
+        RocksDB checkpoint files are downloaded into a temporary folder that
+        :func:`discard_downloads` removes once the subtasks are open.
 
     Raises:
         ConfigError: different max parallelism, or state for an operator the
@@ -238,11 +266,20 @@ def plan_restore(
             f"checkpoint {manifest.checkpoint_id} was taken with max_parallelism="
             f"{manifest.max_parallelism}; restoring needs the same value (got {max_parallelism})"
         )
-    entries: dict[str, list[tuple[int, dict[str, Any], StateHandle | None]]] = {}
+    entries: dict[str, list[tuple[int, dict[str, Any], Any]]] = {}
     for snap in manifest.tasks.values():
         meta = snap.metadata
         for name, m in meta.get("operators", {}).items():
-            entries.setdefault(name, []).append((meta["subtask"], m, snap.handles.get(name)))
+            if m.get("kind") == KEYED_FILES:
+                if not storage.authenticated:
+                    raise CheckpointError(
+                        f"the RocksDB state of {name} in checkpoint {manifest.checkpoint_id} "
+                        f"can only be restored from signed files: {_NEEDS_KEY}"
+                    )
+                handles: Any = files_of(name, snap.handles)
+            else:
+                handles = snap.handles.get(name)
+            entries.setdefault(name, []).append((meta["subtask"], m, handles))
     known = {op.name for op in graph.operators}
     unknown = sorted(set(entries) - known)
     if unknown:
@@ -255,6 +292,9 @@ def plan_restore(
         kinds = {m["kind"] for _, m, _ in items}
         if kinds == {KEYED}:
             restored[name] = _keyed(items, storage, parallelism, max_parallelism)
+        elif kinds == {KEYED_FILES}:
+            local = _local_copies(local_copies, name, manifest.checkpoint_id)
+            restored[name] = _keyed_files(items, storage, parallelism, max_parallelism, local)
         elif kinds <= {PLAIN, PLAIN_FILE}:
             restored[name] = _redistributed(name, items, storage, parallelism)
         else:
@@ -263,6 +303,44 @@ def plan_restore(
                 f"operator {name} has state of unknown or mixed kinds {sorted(kinds)}",
             )
     return restored
+
+
+def _local_copies(
+    local_copies: LocalCopies | None, operator: str, checkpoint_id: int
+) -> Callable[[int], Path | None]:
+    if local_copies is None:
+        return lambda subtask: None
+    return lambda subtask: local_copies(operator, subtask, checkpoint_id)
+
+
+def _keyed_files(
+    items: list[tuple[int, dict[str, Any], Any]],
+    storage: CheckpointStorage,
+    parallelism: int,
+    max_parallelism: int,
+    local: Callable[[int], Path | None],
+) -> dict[int, KeyedRestore]:
+    """RocksDB checkpoints: each new subtask gets the old ones overlapping its key groups."""
+    root = Path(tempfile.mkdtemp(prefix="weirflow-restore-"))
+    fetched: dict[int, RestoredFiles] = {}
+    out: dict[int, KeyedRestore] = {}
+    for i in range(parallelism):
+        r = key_group_range_for_subtask(max_parallelism, parallelism, i)
+        files: list[RestoredFiles] = []
+        watermarks: list[int] = []
+        for old, m, handles in items:
+            start, end = m["key_group_range"]
+            if not (start < r.end and r.start < end):
+                continue
+            if m.get("watermark") is not None:
+                watermarks.append(m["watermark"])
+            if old not in fetched:
+                fetched[old] = download_files(
+                    storage, handles, (start, end), root / f"subtask-{old}", local(old)
+                )
+            files.append(fetched[old])
+        out[i] = KeyedRestore([], [], min(watermarks) if watermarks else None, files)
+    return out
 
 
 def _redistributed(
@@ -380,3 +458,12 @@ def _read_plain_file(
         return decode(data, allow_pickle=storage.authenticated)
     except PickleRefusedError:
         raise _refuse_pickle(handle, f"the state of operator {name}") from None
+
+
+def discard_downloads(restored: Mapping[str, Mapping[int, Any]] | None) -> None:
+    """Remove the temporary folders :func:`plan_restore` downloaded RocksDB checkpoints into."""
+    for states in (restored or {}).values():
+        for state in states.values():
+            if isinstance(state, KeyedRestore):
+                for files in state.files:
+                    shutil.rmtree(files.directory.parent, ignore_errors=True)

@@ -36,14 +36,17 @@ from weirflow.state.memory import (
     MemoryStateBackend,
 )
 from weirflow.state.primitives import ListState, MapState, ValueState
+from weirflow.state.restore import export_key_groups, restore_keyed
 from weirflow.state.rocksdb import RocksDBKeyedStateBackend, RocksDBStateBackend
 from weirflow.state.snapshots import (
+    FilesSnapshot,
     KeyedOperatorSnapshot,
     KeyedRestore,
     OperatorSnapshot,
     OperatorStateSnapshot,
     PerKeyGroupSnapshot,
     Redistribution,
+    RestoredFiles,
 )
 from weirflow.state.table import KeyedTable, StateTable
 from weirflow.state.timers import InternalTimerService, Timer, TimerService, TimerSnapshot
@@ -53,6 +56,7 @@ __all__ = [
     "FORMAT_VERSION",
     "BackendScope",
     "CorruptStateError",
+    "FilesSnapshot",
     "InternalTimerService",
     "KeyGroupRange",
     "KeyedOperatorSnapshot",
@@ -71,6 +75,7 @@ __all__ = [
     "OperatorStateSnapshot",
     "PerKeyGroupSnapshot",
     "Redistribution",
+    "RestoredFiles",
     "RocksDBKeyedStateBackend",
     "RocksDBStateBackend",
     "StateBackend",
@@ -84,7 +89,9 @@ __all__ = [
     "ValueState",
     "ValueStateDescriptor",
     "blob_uses_pickle",
+    "export_key_groups",
     "key_group_for_key",
     "key_group_range_for_subtask",
+    "restore_keyed",
     "subtask_for_key_group",
 ]

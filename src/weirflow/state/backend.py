@@ -33,6 +33,7 @@ from weirflow.state.descriptors import (
 )
 from weirflow.state.keygroups import KeyGroupRange
 from weirflow.state.primitives import ListState, MapState, ValueState
+from weirflow.state.snapshots import FilesSnapshot
 from weirflow.state.table import StateTable
 from weirflow.state.timers import InternalTimerService
 
@@ -93,8 +94,12 @@ class KeyedStateBackend(Protocol):
         """Declare (or look up) a raw table."""
         ...
 
-    def snapshot(self) -> KeyedStateSnapshot:
-        """Take the synchronous part of a checkpoint."""
+    def snapshot(self, checkpoint_id: int | None = None) -> KeyedStateSnapshot | FilesSnapshot:
+        """Take the synchronous part of checkpoint ``checkpoint_id``.
+
+        Per-key-group blobs, or (RocksDB, incremental) the files of a local
+        database checkpoint.
+        """
         ...
 
     def restore(self, blobs: Iterable[tuple[int, bytes]]) -> None:
@@ -107,6 +112,10 @@ class KeyedStateBackend(Protocol):
 
     def close(self) -> None:
         """Release files and handles; the backend is unusable afterwards."""
+        ...
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` completed (an incremental backend may reuse its files)."""
         ...
 
 

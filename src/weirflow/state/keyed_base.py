@@ -100,13 +100,14 @@ class KeyedBackendBase:
 
     def _declare(self, name: str, kind: StateKind) -> StateTable:
         known = self._kinds.get(name)
-        if known is None:
+        if known is not None and known != kind:
+            raise StateError(f"state {name!r} is declared as {known} state, not as {kind} state")
+        table = self._tables.get(name)
+        if table is None:
+            # a name a restored database brought has its kind but no table yet
             self._kinds[name] = kind
             table = self._tables[name] = self._new_table(name)
-            return table
-        if known != kind:
-            raise StateError(f"state {name!r} is declared as {known} state, not as {kind} state")
-        return self._tables[name]
+        return table
 
     @overload
     def get_state(self, descriptor: ValueStateDescriptor) -> ValueState: ...

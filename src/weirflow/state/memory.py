@@ -95,8 +95,11 @@ class MemoryKeyedStateBackend(KeyedBackendBase):
     def close(self) -> None:
         """Nothing to release: the dicts go with the object."""
 
-    def snapshot(self) -> MemoryKeyedStateSnapshot:
-        """Take the synchronous part of a checkpoint.
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Nothing to do: every checkpoint holds all the state."""
+
+    def snapshot(self, checkpoint_id: int | None = None) -> MemoryKeyedStateSnapshot:
+        """Take the synchronous part of a checkpoint (``checkpoint_id`` is not needed here).
 
         Copies every partition one level deep (and list/map containers one
         level more), so updates made afterwards do not reach the snapshot.

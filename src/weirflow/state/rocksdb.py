@@ -36,10 +36,11 @@ from __future__ import annotations
 import shutil
 import struct
 import tempfile
+import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from weirflow.errors import ConfigError, StateError
 from weirflow.serde import decode, encode
@@ -53,11 +54,23 @@ from weirflow.state.blob import (
 from weirflow.state.descriptors import StateKind
 from weirflow.state.keyed_base import KeyedBackendBase
 from weirflow.state.keygroups import KeyGroupRange
-from weirflow.state.rocksdb_files import open_fresh_db, range_items, rocksdict_module
+from weirflow.state.rocksdb_files import (
+    COLUMN_FAMILIES,
+    MARKER,
+    link_or_copy,
+    open_db,
+    open_fresh_db,
+    range_items,
+    rocksdict_module,
+)
 from weirflow.state.rocksdb_table import ABSENT, KG_SID, MISS, RocksDBTable
+from weirflow.state.snapshots import FilesSnapshot, RestoredFiles
 
 if TYPE_CHECKING:
     from weirflow.state.rocksdb_timers import RocksDBTimerService
+
+LOCAL_CHECKPOINTS_KEPT: Final = 3
+"""Local RocksDB checkpoints kept per subtask (one uploading, one for local recovery, spare)."""
 
 ENTRY_SIZE_ESTIMATE: Final = 256
 """Bytes one cached entry is assumed to take when sizing the cache (key, value, bookkeeping)."""
@@ -78,9 +91,10 @@ class RocksDBStateBackend:
         path: the directory under which each operator subtask gets its
             database (``<path>/<job>/<operator>-<subtask>``); ``None``: a new
             temporary directory per subtask, removed when the subtask closes.
-        incremental: checkpoints upload only files the previous retained
-            checkpoints do not hold (RocksDB SST files). Reserved: checkpoints
-            are full canonical per-key-group files today.
+        incremental: checkpoints are RocksDB checkpoints, and each uploads
+            only the SST files no earlier checkpoint of the database uploaded
+            (into the job's ``shared/`` folder); ``False``: every checkpoint
+            writes all state in the canonical per-key-group form.
         cache_size_bytes: size of the write-back cache of hot entries per
             subtask (estimated at :data:`ENTRY_SIZE_ESTIMATE` bytes an entry).
 
@@ -113,6 +127,18 @@ class RocksDBStateBackend:
             return None
         return self.path / _safe(scope.job) / f"{_safe(scope.operator)}-{scope.subtask}"
 
+    def local_checkpoint(
+        self, job: str, operator: str, subtask: int, checkpoint_id: int
+    ) -> Path | None:
+        """Return where the subtask kept checkpoint ``checkpoint_id``'s files on this host.
+
+        ``None`` without a ``path`` (temporary folders do not outlive their subtask).
+        """
+        if self.path is None:
+            return None
+        directory = self.path / _safe(job) / f"{_safe(operator)}-{subtask}"
+        return directory.with_name(directory.name + ".checkpoints") / f"chk-{checkpoint_id}"
+
     def create_keyed_backend(self, scope: BackendScope) -> RocksDBKeyedStateBackend:
         """Open an empty RocksDB keyed backend for ``scope``.
 
@@ -131,6 +157,7 @@ class RocksDBStateBackend:
             scope.max_parallelism,
             cache_entries=self.cache_entries,
             remove_on_close=temporary,
+            incremental=self.incremental,
         )
 
     def create_timer_service(
@@ -152,6 +179,37 @@ class RocksDBStateBackend:
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+class DatabaseUser(Protocol):
+    """Something holding views of a keyed backend's database (the timer service)."""
+
+    def release(self) -> None:
+        """Drop every view of the database."""
+        ...
+
+    def reload(self) -> None:
+        """Take new views of the (reopened) database and reread what is cached from it."""
+        ...
+
+
+def scan_state(
+    db: Any, key_group_range: KeyGroupRange
+) -> dict[int, list[tuple[int, bytes, bytes]]]:
+    """Copy the raw entries of ``key_group_range``: key group -> [(state id, key, value)]."""
+    groups: dict[int, list[tuple[int, bytes, bytes]]] = {}
+    start, end = _KG.pack(key_group_range.start), _KG.pack(key_group_range.end)
+    for key, value in range_items(db, start, end):
+        kg, sid = KG_SID.unpack_from(key)
+        groups.setdefault(kg, []).append((sid, key[KG_SID.size :], value))
+    return groups
+
+
+def read_state_names(db: Any) -> dict[int, tuple[str, StateKind]]:
+    """Return the state names a database holds: state id -> (name, kind)."""
+    raw = db.get(_NAMES_KEY)
+    names = {} if raw is None else decode(raw)
+    return {sid: (name, kind) for name, (sid, kind) in names.items()}
 
 
 class RocksDBKeyedStateSnapshot:
@@ -200,7 +258,9 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         key_group_range: the key groups this subtask owns.
         max_parallelism: the job's number of key groups (at most 65535).
         cache_entries: bound of the write-back cache, in entries.
-        remove_on_close: delete ``directory`` on :meth:`close`.
+        remove_on_close: delete ``directory`` (and its local checkpoints) on :meth:`close`.
+        incremental: snapshots with a checkpoint id are RocksDB checkpoints
+            (:class:`FilesSnapshot`) instead of copied key ranges.
 
     Raises:
         ConfigError: max_parallelism above 65535, or rocksdict missing.
@@ -215,6 +275,7 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         *,
         cache_entries: int = DEFAULT_CACHE_SIZE_BYTES // ENTRY_SIZE_ESTIMATE,
         remove_on_close: bool = False,
+        incremental: bool = False,
     ) -> None:
         super().__init__(key_group_range, max_parallelism)
         if max_parallelism > MAX_KEY_GROUPS:
@@ -223,8 +284,14 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
                 f"got {max_parallelism}"
             )
         self.directory = directory
+        self.local_checkpoints = directory.with_name(directory.name + ".checkpoints")
         self._remove_on_close = remove_on_close
-        self._db: Any = open_fresh_db(directory, ("timers", "timer_index"))
+        self._incremental = incremental
+        self._instance = uuid.uuid4().hex[:12]
+        self._uploaded: dict[str, Any] = {}
+        self._pending_uploads: dict[int, dict[str, Any]] = {}
+        self._users: list[DatabaseUser] = []
+        self._db: Any = open_fresh_db(directory, COLUMN_FAMILIES)
         self._ids: dict[str, int] = {}
         self._cache: OrderedDict[tuple[int, int, Any], Any] = OrderedDict()
         self._dirty: set[tuple[int, int, Any]] = set()
@@ -233,8 +300,16 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
 
     # -- raw access used by tables and timers ---------------------------------
 
+    def attach(self, user: DatabaseUser) -> None:
+        """Register ``user``: released before the database closes or reopens, then reloaded.
+
+        A column family view keeps a rocksdict database open (and locked)
+        even after ``close``, so every holder of one must drop it first.
+        """
+        self._users.append(user)
+
     def column_family(self, name: str) -> Any:
-        """Return the ``rocksdict`` view of column family ``name`` (timers use it)."""
+        """Return the ``rocksdict`` view of column family ``name`` (attached users only)."""
         return self._db.get_column_family(name)
 
     def column_family_handle(self, name: str) -> Any:
@@ -252,10 +327,13 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
     def _new_table(self, name: str) -> RocksDBTable:
         sid = self._ids.get(name)
         if sid is None:
-            sid = self._ids[name] = len(self._ids)
-            names = {n: [i, self._kinds[n]] for n, i in self._ids.items()}
-            self._db.put(_NAMES_KEY, encode(names))
+            sid = self._ids[name] = max(self._ids.values(), default=-1) + 1
+            self._write_names()
         return RocksDBTable(name, sid, self)
+
+    def _write_names(self) -> None:
+        names = {n: [i, self._kinds[n]] for n, i in self._ids.items()}
+        self._db.put(_NAMES_KEY, encode(names))
 
     def _db_key(self, ck: tuple[int, int, Any]) -> bytes:
         # memoized while the entry is cached: encoding a key costs more than the lookup
@@ -323,23 +401,132 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
 
     # -- snapshot and restore ---------------------------------------------------
 
-    def snapshot(self) -> RocksDBKeyedStateSnapshot:
+    @property
+    def incremental(self) -> bool:
+        """Whether checkpoints are RocksDB checkpoints whose files are uploaded incrementally."""
+        return self._incremental
+
+    def snapshot(
+        self, checkpoint_id: int | None = None
+    ) -> RocksDBKeyedStateSnapshot | FilesSnapshot:
         """Take the synchronous part of a checkpoint.
 
-        Flushes the cache, then copies the raw bytes of this subtask's key
-        groups (one range scan), so later updates never reach the snapshot.
+        Flushes the cache. Full mode (or without a checkpoint id): copies the
+        raw bytes of this subtask's key groups (one range scan). Incremental
+        mode: takes a RocksDB checkpoint (hard links of the immutable SST
+        files plus small metadata files, timers included) into
+        ``<directory>.checkpoints/chk-<id>``. Either way later updates never
+        reach the snapshot.
+
+        Args:
+            checkpoint_id: the checkpoint's id (names the local checkpoint folder).
 
         Returns:
-            A :class:`RocksDBKeyedStateSnapshot`.
+            A :class:`RocksDBKeyedStateSnapshot`, or a :class:`FilesSnapshot`.
         """
         self.flush()
-        groups: dict[int, list[tuple[int, bytes, bytes]]] = {}
-        start, end = _KG.pack(self._range.start), _KG.pack(self._range.end)
-        for key, value in self._range_items(start, end):
-            kg, sid = KG_SID.unpack_from(key)
-            groups.setdefault(kg, []).append((sid, key[KG_SID.size :], value))
+        if self._incremental and checkpoint_id is not None:
+            return self._files_snapshot(checkpoint_id)
         names = {sid: (name, self._kinds[name]) for name, sid in self._ids.items()}
+        groups = scan_state(self._db, self._range)
         return RocksDBKeyedStateSnapshot(self._max_parallelism, names, groups)
+
+    def _files_snapshot(self, checkpoint_id: int) -> FilesSnapshot:
+        target = self.local_checkpoints / f"chk-{checkpoint_id}"
+        if target.exists():
+            shutil.rmtree(target)
+        self.local_checkpoints.mkdir(parents=True, exist_ok=True)
+        rocksdict_module().Checkpoint(self._db).create_checkpoint(str(target))
+        files = {p.name: p.stat().st_size for p in target.iterdir() if p.is_file()}
+        shared = frozenset(n for n in files if n.endswith(".sst"))
+        uploaded = self._uploaded
+        self._prune_local_checkpoints()
+        pending = self._pending_uploads.setdefault(checkpoint_id, {})
+        return FilesSnapshot(
+            directory=target,
+            files=files,
+            shared=shared,
+            reused={n: uploaded[n] for n in shared if n in uploaded},
+            instance=self._instance,
+            key_group_range=(self._range.start, self._range.end),
+            on_uploaded=pending.__setitem__,
+        )
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Reuse the files checkpoint ``checkpoint_id`` uploaded in later checkpoints.
+
+        Only files of completed checkpoints are reused: a file uploaded for a
+        checkpoint that never completed is referenced by no manifest and may
+        be deleted as an orphan at any time.
+        """
+        for n in [n for n in self._pending_uploads if n <= checkpoint_id]:
+            done = self._pending_uploads.pop(n)
+            if n == checkpoint_id:
+                self._uploaded.update(done)
+
+    def _prune_local_checkpoints(self) -> None:
+        """Keep the newest few local checkpoints: one may still be uploading, one restored."""
+        found = sorted(
+            (int(p.name[4:]), p)
+            for p in self.local_checkpoints.iterdir()
+            if p.name.startswith("chk-") and p.name[4:].isdigit()
+        )
+        for _, path in found[:-LOCAL_CHECKPOINTS_KEPT]:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def adopt(self, files: RestoredFiles) -> None:
+        """Replace this (empty) database by a restored RocksDB checkpoint: no key is replayed.
+
+        SST files are hard-linked when the file system allows it (RocksDB
+        never changes them), the small metadata files copied. Names and kinds
+        of states come from the database; tables declared before keep working.
+
+        Args:
+            files: a checkpoint of a subtask with exactly this key-group range.
+
+        Raises:
+            StateError: the range differs, this backend already holds state,
+                or a restored name has another kind than declared here.
+        """
+        if files.key_group_range != (self._range.start, self._range.end):
+            raise StateError(
+                f"a RocksDB checkpoint of key groups {files.key_group_range} cannot be opened "
+                f"as key groups {self._range}"
+            )
+        self.flush()
+        if not self.is_empty():
+            raise StateError("a RocksDB checkpoint can only be opened by an empty backend")
+        self._cache.clear()
+        self._key_bytes.clear()
+        for user in self._users:
+            user.release()
+        self._db.close()
+        shutil.rmtree(self.directory)
+        self.directory.mkdir(parents=True)
+        (self.directory / MARKER).touch()
+        for source in files.directory.iterdir():
+            link_or_copy(source, self.directory / source.name, link=source.name.endswith(".sst"))
+        self._db = open_db(self.directory, COLUMN_FAMILIES)
+        self._instance = uuid.uuid4().hex[:12]
+        self._uploaded = dict(files.shared)
+        raw = self._db.get(_NAMES_KEY)
+        restored = {} if raw is None else decode(raw)
+        for name, (_, kind) in restored.items():
+            known = self._kinds.get(name)
+            if known is not None and known != kind:
+                raise StateError(
+                    f"state {name!r} was saved as {kind} state but is declared as {known} state"
+                )
+        declared = [n for n in self._ids if n not in restored]
+        self._ids = {name: sid for name, (sid, _) in restored.items()}
+        self._kinds.update({name: kind for name, (_, kind) in restored.items()})
+        for name in declared:
+            self._ids[name] = max(self._ids.values(), default=-1) + 1
+        self._write_names()
+        for name, table in self._tables.items():
+            table.rebind(self._ids[name])
+        for user in self._users:
+            user.reload()
 
     def restore(self, blobs: Iterable[tuple[int, bytes]]) -> None:
         """Load canonical per-key-group blobs (of either backend) from one or many old subtasks.
@@ -396,9 +583,12 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         self._cache.clear()
         self._dirty.clear()
         self._key_bytes.clear()
+        for user in self._users:
+            user.release()
         db.close()
         if self._remove_on_close:
             shutil.rmtree(self.directory, ignore_errors=True)
+            shutil.rmtree(self.local_checkpoints, ignore_errors=True)
 
     def __repr__(self) -> str:
         return (

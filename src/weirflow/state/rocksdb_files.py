@@ -8,6 +8,7 @@ without it is never touched.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,9 @@ from typing import Any, Final
 
 from weirflow.errors import ConfigError, StateError
 
-_MARKER: Final = "WEIRFLOW-STATE"
+MARKER: Final = "WEIRFLOW-STATE"
+COLUMN_FAMILIES: Final = ("timers", "timer_index")
+"""Column families besides ``default``: the timer queue and its index."""
 
 
 def rocksdict_module() -> Any:
@@ -59,7 +62,7 @@ def open_fresh_db(directory: Path, column_families: tuple[str, ...]) -> Any:
     """
     rd = rocksdict_module()
     if directory.is_dir() and any(directory.iterdir()):
-        if not (directory / _MARKER).exists():
+        if not (directory / MARKER).exists():
             raise StateError(
                 f"state directory {directory} exists and was not made by weirflow; "
                 "point --state-dir at a directory of its own"
@@ -70,17 +73,56 @@ def open_fresh_db(directory: Path, column_families: tuple[str, ...]) -> Any:
         shutil.rmtree(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / _MARKER).touch()
+        (directory / MARKER).touch()
     except OSError as e:
         raise StateError(
             f"state directory {directory} cannot be created ({e.strerror}); pass a writable "
             "directory as --state-dir / RocksDBStateBackend(path=...)"
         ) from e
+    return open_db(directory, column_families)
+
+
+def open_db(directory: Path, column_families: tuple[str, ...]) -> Any:
+    """Open the database at ``directory`` (created when missing) for writing without the WAL.
+
+    Raises:
+        StateError: locked by another live process, not writable, or unreadable.
+    """
     db = _open(directory, column_families)
-    write_options = rd.WriteOptions()
+    write_options = rocksdict_module().WriteOptions()
     write_options.disable_wal = True
     db.set_write_options(write_options)
     return db
+
+
+def open_read_only(directory: Path) -> Any:
+    """Open a RocksDB checkpoint folder read-only (its column families as they are).
+
+    Raises:
+        StateError: the folder does not hold a readable database.
+    """
+    rd = rocksdict_module()
+    try:
+        cfs = {n: _raw_options() for n in rd.Rdict.list_cf(str(directory)) if n != "default"}
+        return rd.Rdict(
+            str(directory),
+            _raw_options(),
+            column_families=cfs or None,
+            access_type=rd.AccessType.read_only(),
+        )
+    except Exception as e:
+        raise StateError(f"cannot read the RocksDB checkpoint in {directory}: {e}") from e
+
+
+def link_or_copy(source: Path, target: Path, *, link: bool) -> None:
+    """Hard-link ``source`` to ``target`` when ``link`` and the file system allows, else copy."""
+    if link:
+        try:
+            os.link(source, target)
+            return
+        except OSError:
+            pass
+    shutil.copyfile(source, target)
 
 
 def _open(directory: Path, column_families: tuple[str, ...]) -> Any:

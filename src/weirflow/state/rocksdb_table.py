@@ -41,6 +41,11 @@ class RocksDBTable:
         self._range = backend.key_group_range
         self._parts: dict[int, RocksDBPartition] = {}
 
+    def rebind(self, sid: int) -> None:
+        """Take state id ``sid`` (a restored database numbered the name so)."""
+        self.sid = sid
+        self._parts.clear()
+
     def partition(self, key_group: int) -> RocksDBPartition:
         """Return the mapping view of ``key_group``.
 

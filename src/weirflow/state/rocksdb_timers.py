@@ -36,6 +36,19 @@ _INDEX_HEAD = struct.Struct(">HBQ")
 _SEQ = struct.Struct(">Q")
 
 
+def scan_timer_index(
+    index: Any, key_group_range: Any
+) -> dict[int, list[tuple[int, int, int, bytes]]]:
+    """Copy the timer index of ``key_group_range``: key group -> [(domain, ts, seq, key+ns)]."""
+    groups: dict[int, list[tuple[int, int, int, bytes]]] = {}
+    start = key_group_range.start.to_bytes(2, "big")
+    for key, value in range_items(index, start, key_group_range.end.to_bytes(2, "big")):
+        kg, domain, biased = _INDEX_HEAD.unpack_from(key)
+        (seq,) = _SEQ.unpack(value)
+        groups.setdefault(kg, []).append((domain, biased - _BIAS, seq, key[_INDEX_HEAD.size :]))
+    return groups
+
+
 class RocksDBTimerSnapshot:
     """Raw index entries copied at the synchronous part.
 
@@ -74,15 +87,28 @@ class RocksDBTimerService:
     def __init__(self, keyed: RocksDBKeyedStateBackend) -> None:
         self._keyed = keyed
         self._range = keyed.key_group_range
+        self._seq = 0
+        self._count = 0
+        self.reload()
+        keyed.attach(self)
+
+    def release(self) -> None:
+        """Drop this service's handles on the database (before the keyed backend reopens it)."""
+        self._queue = self._index = self._queue_cf = self._index_cf = None
+
+    def reload(self) -> None:
+        """Bind to the keyed backend's (re)opened database and count the timers it holds."""
+        keyed = self._keyed
         self._queue = keyed.column_family("timers")
         self._index = keyed.column_family("timer_index")
         self._queue_cf = keyed.column_family_handle("timers")
         self._index_cf = keyed.column_family_handle("timer_index")
-        self._seq = 0
-        self._count = 0
         # per domain, no pending timer is earlier than this: seeks start here and skip the
         # tombstones of fired timers (fired ones are all earlier; a later registration lowers it)
         self._low: list[int] = [-_BIAS, -_BIAS]
+        self._count = sum(1 for _ in self._index_items(self._range.start, self._range.end))
+        last = [_QUEUE_KEY.unpack(k)[2] for k, _ in range_items(self._queue, b"", b"\xff\xff")]
+        self._seq = max([self._seq - 1, *last]) + 1
 
     @property
     def key_group_range(self) -> Any:
@@ -222,14 +248,16 @@ class RocksDBTimerService:
     def _index_items(self, kg_start: int, kg_end: int) -> Iterator[tuple[bytes, bytes]]:
         return range_items(self._index, kg_start.to_bytes(2, "big"), kg_end.to_bytes(2, "big"))
 
-    def snapshot(self) -> RocksDBTimerSnapshot:
-        """Copy this subtask's timer index (one range scan): the synchronous part."""
-        groups: dict[int, list[tuple[int, int, int, bytes]]] = {}
-        for key, value in self._index_items(self._range.start, self._range.end):
-            kg, domain, biased = _INDEX_HEAD.unpack_from(key)
-            (seq,) = _SEQ.unpack(value)
-            groups.setdefault(kg, []).append((domain, biased - _BIAS, seq, key[_INDEX_HEAD.size :]))
-        return RocksDBTimerSnapshot(groups)
+    def snapshot(self, checkpoint_id: int | None = None) -> RocksDBTimerSnapshot | None:
+        """Copy this subtask's timer index (one range scan): the synchronous part.
+
+        Returns:
+            ``None`` for a checkpoint of an incremental keyed backend: its
+            RocksDB checkpoint holds the timers already.
+        """
+        if self._keyed.incremental and checkpoint_id is not None:
+            return None
+        return RocksDBTimerSnapshot(scan_timer_index(self._index, self._range))
 
     def restore(self, blobs: Iterable[tuple[int, bytes]]) -> None:
         """Load canonical timer blobs (of either timer service) from one or many old subtasks.

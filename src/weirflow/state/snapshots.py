@@ -15,8 +15,10 @@ dict or on the operator's kind:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -62,16 +64,65 @@ class Redistribution(Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class FilesSnapshot:
+    """A snapshot that is a set of immutable local files (a RocksDB checkpoint), for upload.
+
+    The runtime uploads each file not in ``reused``: shared files (RocksDB's
+    SST files, which never change once written) once into the job's
+    ``shared/`` folder, where later checkpoints reference them again; the
+    other, small files into the checkpoint's own folder. It reports every
+    uploaded shared file through ``on_uploaded``, so that later snapshots
+    reuse it.
+
+    Attributes:
+        directory: the local folder holding the files (kept for local recovery).
+        files: file name -> size in bytes.
+        shared: the names in ``files`` that go to ``shared/`` (immutable files).
+        reused: shared file name -> the handle of an earlier upload of the same file.
+        instance: a name unique to the database that wrote the files (shared
+            file names are ``<instance>/<file>``).
+        key_group_range: ``(start, end)`` of the key groups the files hold.
+        on_uploaded: called with ``(file name, handle)`` after a shared file's upload.
+    """
+
+    directory: Path
+    files: dict[str, int]
+    shared: frozenset[str]
+    reused: dict[str, Any]
+    instance: str
+    key_group_range: tuple[int, int]
+    on_uploaded: Callable[[str, Any], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RestoredFiles:
+    """One old subtask's :class:`FilesSnapshot`, downloaded (or found locally) for a restore.
+
+    Attributes:
+        directory: a local folder with every file of the snapshot.
+        key_group_range: ``(start, end)`` of the key groups the files hold.
+        shared: shared file name -> its handle, so the restored database
+            can reference them again instead of uploading them anew.
+    """
+
+    directory: Path
+    key_group_range: tuple[int, int]
+    shared: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class KeyedOperatorSnapshot:
     """Keyed state, timers and watermark of one keyed operator subtask.
 
     Attributes:
-        state: the keyed state backend's synchronous snapshot.
-        timers: the timer service's synchronous snapshot, or ``None``.
+        state: the keyed state backend's synchronous snapshot: per-key-group
+            blobs, or the files of a RocksDB checkpoint (incremental).
+        timers: the timer service's synchronous snapshot, or ``None`` (no
+            timers, or timers inside the files of ``state``).
         watermark_ms: the operator's event-time watermark, or ``None``.
     """
 
-    state: PerKeyGroupSnapshot
+    state: PerKeyGroupSnapshot | FilesSnapshot
     timers: PerKeyGroupSnapshot | None = None
     watermark_ms: int | None = None
 
@@ -104,8 +155,12 @@ class KeyedRestore:
         timers: ``(key_group, blob)`` pairs of timers, likewise.
         watermark_ms: the minimum watermark of the old subtasks whose key
             groups this subtask takes, or ``None``.
+        files: RocksDB checkpoints of old subtasks whose key groups overlap
+            this subtask's (state and timers both); restore them with
+            :func:`weirflow.state.restore_keyed`.
     """
 
     state: list[tuple[int, bytes]]
     timers: list[tuple[int, bytes]]
     watermark_ms: int | None
+    files: list[RestoredFiles] = field(default_factory=list)

@@ -243,8 +243,8 @@ class InternalTimerService(Protocol):
         """Return whether no timer is pending."""
         ...
 
-    def snapshot(self) -> PerKeyGroupSnapshot:
-        """Take the synchronous part of a checkpoint."""
+    def snapshot(self, checkpoint_id: int | None = None) -> PerKeyGroupSnapshot | None:
+        """Take the synchronous part of a checkpoint; ``None``: the keyed snapshot holds them."""
         ...
 
     def restore(self, blobs: Iterable[tuple[int, bytes]]) -> None:
@@ -353,8 +353,8 @@ class TimerService:
         """Return whether no timer is pending in either time domain."""
         return len(self) == 0
 
-    def snapshot(self) -> TimerSnapshot:
-        """Take the synchronous part of a checkpoint (copies the buckets).
+    def snapshot(self, checkpoint_id: int | None = None) -> TimerSnapshot:
+        """Take the synchronous part of a checkpoint (copies the buckets; the id is not needed).
 
         Returns:
             A :class:`TimerSnapshot` unaffected by later registrations and firings.

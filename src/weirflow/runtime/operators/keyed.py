@@ -10,7 +10,7 @@ from weirflow.graph import OperatorSpec
 from weirflow.runtime.keycache import KeyGroupCache
 from weirflow.runtime.operators.base import OperatorContext, OperatorLogic
 from weirflow.runtime.operators.errors import call_each, call_with_policy
-from weirflow.state import KeyedOperatorSnapshot, KeyedRestore, StateDescriptor
+from weirflow.state import KeyedOperatorSnapshot, KeyedRestore, StateDescriptor, restore_keyed
 from weirflow.time import MIN_WATERMARK
 
 _MISSING = object()
@@ -27,13 +27,17 @@ class _KeyedBase(OperatorLogic):
         self._key_group = KeyGroupCache(ctx.max_parallelism)
 
     def open(self, restored: KeyedRestore | None) -> None:
-        """Restore the keyed state (blobs of this subtask's key groups)."""
+        """Restore the keyed state of this subtask's key groups."""
         if restored is not None:
-            self.backend.restore(restored.state)
+            restore_keyed(self.backend, None, restored)
 
     def snapshot_state(self, checkpoint_id: int) -> KeyedOperatorSnapshot:
         """The keyed state's synchronous snapshot."""
-        return KeyedOperatorSnapshot(self.backend.snapshot())
+        return KeyedOperatorSnapshot(self.backend.snapshot(checkpoint_id))
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Tell the keyed backend (incremental checkpoints reuse the completed one's files)."""
+        self.backend.notify_checkpoint_complete(checkpoint_id)
 
     def close(self) -> None:
         """Release the keyed backend (its files, for RocksDB)."""
@@ -172,9 +176,8 @@ class KeyedProcessLogic(_KeyedBase):
 
     def open(self, restored: KeyedRestore | None) -> None:
         """Restore state, timers and watermark, then call the function's ``open``."""
-        super().open(restored)
         if restored is not None:
-            self.timers.restore(restored.timers)
+            restore_keyed(self.backend, self.timers, restored)
             if restored.watermark_ms is not None:
                 self.watermark = restored.watermark_ms
         opener = getattr(self.fn, "open", None)
@@ -184,7 +187,9 @@ class KeyedProcessLogic(_KeyedBase):
     def snapshot_state(self, checkpoint_id: int) -> KeyedOperatorSnapshot:
         """Synchronous snapshots of keyed state and timers, and the watermark."""
         return KeyedOperatorSnapshot(
-            self.backend.snapshot(), self.timers.snapshot(), self.watermark
+            self.backend.snapshot(checkpoint_id),
+            self.timers.snapshot(checkpoint_id),
+            self.watermark,
         )
 
     def process_batch(

@@ -31,7 +31,7 @@ from weirflow.runtime.keycache import KeyGroupCache
 from weirflow.runtime.operators.accumulate import accumulation_for
 from weirflow.runtime.operators.base import OperatorContext, OperatorLogic
 from weirflow.runtime.operators.errors import call_each, call_with_policy
-from weirflow.state import KeyedOperatorSnapshot, KeyedRestore
+from weirflow.state import KeyedOperatorSnapshot, KeyedRestore, restore_keyed
 from weirflow.time import MIN_WATERMARK, SessionWindows, TumblingWindows
 
 LATE = "late"
@@ -68,8 +68,7 @@ class WindowLogic(OperatorLogic):
         """Restore keyed state and timers (blobs per key group) and the watermark."""
         if restored is None:
             return
-        self.backend.restore(restored.state)
-        self.timers.restore(restored.timers)
+        restore_keyed(self.backend, self.timers, restored)
         if restored.watermark_ms is not None:
             self.watermark = restored.watermark_ms
         self._bind_parts()
@@ -77,8 +76,14 @@ class WindowLogic(OperatorLogic):
     def snapshot_state(self, checkpoint_id: int) -> KeyedOperatorSnapshot:
         """Synchronous snapshots of state and timers; encoding happens later, off the hot path."""
         return KeyedOperatorSnapshot(
-            self.backend.snapshot(), self.timers.snapshot(), self.watermark
+            self.backend.snapshot(checkpoint_id),
+            self.timers.snapshot(checkpoint_id),
+            self.watermark,
         )
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Tell the keyed backend (incremental checkpoints reuse the completed one's files)."""
+        self.backend.notify_checkpoint_complete(checkpoint_id)
 
     def close(self) -> None:
         """Release the keyed backend (its files, for RocksDB)."""
