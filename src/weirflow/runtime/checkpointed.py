@@ -58,7 +58,7 @@ from weirflow.runtime.local import LocalScheduler
 from weirflow.runtime.operators.source import refuse_duplicate_sink_output
 from weirflow.runtime.restart import RestartStrategy
 from weirflow.runtime.restore_points import RestorePoints
-from weirflow.runtime.snapshot_files import local_copies_of
+from weirflow.runtime.snapshot_files import local_copies_of, local_verifier
 from weirflow.runtime.snapshots import (
     discard_downloads,
     encode_task_snapshot,
@@ -385,6 +385,8 @@ class CheckpointedRun:
         """
         tracker = self.restart.tracker()
         self.storage.check_writable()
+        local = local_copies_of(self.options.state_backend, self.graph.name)
+        self.storage.set_local_verifier(local_verifier(local))
         points = RestorePoints(self.storage, self.restore)
         manifest = points.first
         attempt_no = 0

@@ -20,13 +20,23 @@ once no retained checkpoint references them.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from weirflow.checkpoint import CheckpointStorage, StateHandle, checksum_of, state_file_name
-from weirflow.state import FilesSnapshot, RestoredFiles, RocksDBStateBackend, StateBackend
+from weirflow.checkpoint import (
+    CheckpointStorage,
+    StateHandle,
+    TaskSnapshot,
+    checksum_of,
+    state_file_name,
+)
+from weirflow.state import (
+    FilesSnapshot,
+    RestoredFiles,
+    RocksDBStateBackend,
+    StateBackend,
+    link_or_copy,
+)
 
 FILE_SEPARATOR = "#"
 """Between the operator's name and a file's name in a task's handle names."""
@@ -107,7 +117,8 @@ def download_files(
     local_hits = 0
     for name, handle in sorted(files.items()):
         if local_copy is not None and _matches(local_copy / name, handle):
-            _link_or_copy(local_copy / name, target / name)
+            # SST files never change once written: a hard link copies them for free
+            link_or_copy(local_copy / name, target / name, link=name.endswith(".sst"))
             local_hits += 1
             continue
         (target / name).write_bytes(storage.read_state(handle))
@@ -131,19 +142,28 @@ def _matches(path: Path, handle: StateHandle) -> bool:
     return checksum_of(data) == handle.checksum
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    # SST files never change once written: a hard link is a copy that costs nothing
-    if source.suffix == ".sst":
-        try:
-            os.link(source, target)
-            return
-        except OSError:
-            pass
-    shutil.copyfile(source, target)
-
-
 def local_copies_of(backend: StateBackend, job: str) -> Callable[[str, int, int], Path | None]:
     """Return where ``backend`` keeps local copies of checkpoints (local recovery), if anywhere."""
     if isinstance(backend, RocksDBStateBackend):
         return lambda operator, subtask, n: backend.local_checkpoint(job, operator, subtask, n)
     return lambda operator, subtask, n: None
+
+
+def local_verifier(
+    local_copies: Callable[[str, int, int], Path | None],
+) -> Callable[[int, TaskSnapshot, str, StateHandle], bool]:
+    """Return a check that a task's RocksDB file has a local copy with the manifest's checksum.
+
+    For ``CheckpointStorage.set_local_verifier``: choosing a checkpoint to
+    restore then reads none of the files local recovery will take locally.
+    """
+
+    def verified(checkpoint_id: int, task: TaskSnapshot, name: str, handle: StateHandle) -> bool:
+        operator, sep, file = name.partition(FILE_SEPARATOR)
+        subtask = task.metadata.get("subtask")
+        if not sep or type(subtask) is not int:
+            return False
+        local = local_copies(operator, subtask, checkpoint_id)
+        return local is not None and _matches(local / file, handle)
+
+    return verified

@@ -38,6 +38,7 @@ from weirflow.state.memory import (
 from weirflow.state.primitives import ListState, MapState, ValueState
 from weirflow.state.restore import export_key_groups, restore_keyed
 from weirflow.state.rocksdb import RocksDBKeyedStateBackend, RocksDBStateBackend
+from weirflow.state.rocksdb_files import link_or_copy
 from weirflow.state.snapshots import (
     FilesSnapshot,
     KeyedOperatorSnapshot,
@@ -92,6 +93,7 @@ __all__ = [
     "export_key_groups",
     "key_group_for_key",
     "key_group_range_for_subtask",
+    "link_or_copy",
     "restore_keyed",
     "subtask_for_key_group",
 ]
