@@ -63,12 +63,15 @@ def collect_shared_files(storage: CheckpointStorage) -> list[str]:
             (nothing is deleted).
         CheckpointError: a deletion failed.
     """
-    referenced = referenced_shared_files(storage)
     fs, root = storage.fs, storage.root
     try:
         found = fs.find(f"{root}/{SHARED}")
     except FileNotFoundError:
         return []
+    if not found:
+        # jobs without incremental state: no manifest needs reading
+        return []
+    referenced = referenced_shared_files(storage)
     doomed = []
     for path in found:
         relative = path[len(root) + 1 :] if path.startswith(root + "/") else path
