@@ -150,13 +150,11 @@ def _expect_same_output(straight_log: Path, log: Path) -> None:
         assert got == want, f"{topic}: missing {want - got}, extra {got - want}"
 
 
-@pytest.mark.parametrize(
-    "backends", [("rocksdb", "rocksdb", "rocksdb"), ("memory", "rocksdb", "memory")]
-)
-def test_rescale_2_3_1_across_state_backends(
-    tmp_path: Path, rocksdb_root: Path, backends: tuple[str, str, str]
+def test_rescale_2_3_1_from_rocksdb_checkpoints_and_across_backends(
+    tmp_path: Path, rocksdb_root: Path
 ) -> None:
-    """Scenario: run at 2, stop; resume at 3, stop; resume at 1 to the end, switching backends."""
+    """Scenario: RocksDB at 2, stop; resume on the memory backend at 3 from the RocksDB
+    checkpoint files, stop; resume on RocksDB at 1 from memory blobs, to the end: exact."""
     straight_log = tmp_path / "straight"
     _input(straight_log)
     _run(straight_log, tmp_path / "chk-straight", 1, None, None)
@@ -164,7 +162,9 @@ def test_rescale_2_3_1_across_state_backends(
     log, chk = tmp_path / "log", tmp_path / "chk"
     _input(log)
     # a cache of 256 entries: evictions happen, and the job runs in seconds
-    first, second, third = (make_state_backend(kind, rocksdb_root, 1 << 16) for kind in backends)
+    first, second, third = (
+        make_state_backend(kind, rocksdb_root, 1 << 16) for kind in ("rocksdb", "memory", "rocksdb")
+    )
     leg1 = _run(log, chk, 2, None, stop_after=30, backend=first)
     leg2 = _run(log, chk, 3, "latest", stop_after=30, backend=second)
     assert leg1.operators["in"].records_in + leg2.operators["in"].records_in < N

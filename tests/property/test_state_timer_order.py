@@ -63,7 +63,7 @@ def apply(service: InternalTimerService, ref: Reference, op: tuple) -> None:
 
 
 @pytest.mark.parametrize("kind", STATE_BACKENDS)
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(ops)
 def test_fires_due_timers_once_in_order(
     kind: str, rocksdb_root: Path, operations: list[tuple]
