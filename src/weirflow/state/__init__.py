@@ -37,7 +37,8 @@ from weirflow.state.memory import (
 )
 from weirflow.state.primitives import ListState, MapState, ValueState
 from weirflow.state.restore import export_key_groups, restore_keyed
-from weirflow.state.rocksdb import RocksDBKeyedStateBackend, RocksDBStateBackend
+from weirflow.state.rocksdb import RocksDBKeyedStateBackend
+from weirflow.state.rocksdb_config import RocksDBStateBackend
 from weirflow.state.rocksdb_files import link_or_copy
 from weirflow.state.snapshots import (
     FilesSnapshot,

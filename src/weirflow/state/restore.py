@@ -19,13 +19,9 @@ from pathlib import Path
 
 from weirflow.state.backend import KeyedStateBackend
 from weirflow.state.keygroups import KeyGroupRange
-from weirflow.state.rocksdb import (
-    RocksDBKeyedStateBackend,
-    RocksDBKeyedStateSnapshot,
-    read_state_names,
-    scan_state,
-)
+from weirflow.state.rocksdb import RocksDBKeyedStateBackend
 from weirflow.state.rocksdb_files import open_read_only
+from weirflow.state.rocksdb_snapshot import RocksDBKeyedStateSnapshot, read_state_names, scan_state
 from weirflow.state.rocksdb_timers import (
     RocksDBTimerService,
     RocksDBTimerSnapshot,

@@ -26,16 +26,23 @@ write batch when the cache evicts them and at every snapshot (the
 checkpoint's synchronous part), so a job whose hot keys fit in the cache
 touches RocksDB about once per key per checkpoint.
 
-Checkpoints are written in the same canonical per-key-group blobs as the
-memory backend (:func:`weirflow.state.blob.pack_keyed_state`), so a
-checkpoint of either backend restores into the other and at any parallelism.
+Checkpoints: incremental (the default) takes a RocksDB checkpoint (hard
+links of the immutable SST files, timers included) into
+``<directory>.checkpoints/chk-<id>``, whose new files the runtime uploads
+(:mod:`weirflow.runtime.snapshot_files`); a restore of the same key groups
+opens those files (:meth:`RocksDBKeyedStateBackend.adopt`), any other reads
+its key groups out of them (:func:`weirflow.state.export_key_groups`).
+``incremental=False`` writes the same canonical per-key-group blobs as the
+memory backend (:func:`weirflow.state.blob.pack_keyed_state`). Either way a
+checkpoint of either backend restores into the other, at any parallelism.
+
+Values are decoded with pickle allowed: the database is this subtask's own,
+and restored files were verified under the checkpoint key first.
 """
 
 from __future__ import annotations
 
 import shutil
-import struct
-import tempfile
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -44,14 +51,11 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from weirflow.errors import ConfigError, StateError
 from weirflow.serde import decode, encode
-from weirflow.state.backend import BackendScope, KeyedStateBackend
 from weirflow.state.blob import (
     KeyedGroupState,
     check_restored_kinds,
-    pack_keyed_state,
     unpack_keyed_state,
 )
-from weirflow.state.descriptors import StateKind
 from weirflow.state.keyed_base import KeyedBackendBase
 from weirflow.state.keygroups import KeyGroupRange
 from weirflow.state.rocksdb_files import (
@@ -63,11 +67,17 @@ from weirflow.state.rocksdb_files import (
     range_items,
     rocksdict_module,
 )
+from weirflow.state.rocksdb_snapshot import (
+    KG,
+    NAMES_KEY,
+    RocksDBKeyedStateSnapshot,
+    scan_state,
+)
 from weirflow.state.rocksdb_table import ABSENT, KG_SID, MISS, RocksDBTable
 from weirflow.state.snapshots import FilesSnapshot, RestoredFiles
 
 if TYPE_CHECKING:
-    from weirflow.state.rocksdb_timers import RocksDBTimerService
+    pass
 
 LOCAL_CHECKPOINTS_KEPT: Final = 3
 """Local RocksDB checkpoints kept per subtask (one uploading, one for local recovery, spare)."""
@@ -78,107 +88,7 @@ ENTRY_SIZE_ESTIMATE: Final = 256
 DEFAULT_CACHE_SIZE_BYTES: Final = 64 * 1024 * 1024
 MAX_KEY_GROUPS: Final = 0xFFFF
 
-_KG = struct.Struct(">H")
-_META: Final = b"\xff\xff"
-_NAMES_KEY: Final = _META + b"names"
 _IMMUTABLE: Final = frozenset({int, float, str, bytes, bool, type(None), frozenset})
-
-
-class RocksDBStateBackend:
-    """Keep keyed state and timers in RocksDB on local disk (a ``StateBackend``).
-
-    Args:
-        path: the directory under which each operator subtask gets its
-            database (``<path>/<job>/<operator>-<subtask>``); ``None``: a new
-            temporary directory per subtask, removed when the subtask closes.
-        incremental: checkpoints are RocksDB checkpoints, and each uploads
-            only the SST files no earlier checkpoint of the database uploaded
-            (into the job's ``shared/`` folder); ``False``: every checkpoint
-            writes all state in the canonical per-key-group form.
-        cache_size_bytes: size of the write-back cache of hot entries per
-            subtask (estimated at :data:`ENTRY_SIZE_ESTIMATE` bytes an entry).
-
-    Raises:
-        ConfigError: ``cache_size_bytes`` is negative or not an int, or
-            rocksdict is not installed (on first use).
-    """
-
-    def __init__(
-        self,
-        path: str | Path | None = None,
-        *,
-        incremental: bool = True,
-        cache_size_bytes: int = DEFAULT_CACHE_SIZE_BYTES,
-    ) -> None:
-        if type(cache_size_bytes) is not int or cache_size_bytes < 0:
-            raise ConfigError(f"cache_size_bytes must be an int >= 0, got {cache_size_bytes!r}")
-        self.path = Path(path) if path is not None else None
-        self.incremental = incremental
-        self.cache_size_bytes = cache_size_bytes
-
-    @property
-    def cache_entries(self) -> int:
-        """The cache bound in entries (at least 16: one record's reads never evict each other)."""
-        return max(16, self.cache_size_bytes // ENTRY_SIZE_ESTIMATE)
-
-    def directory_for(self, scope: BackendScope) -> Path | None:
-        """Return the database directory of ``scope``, or ``None`` for a temporary one."""
-        if self.path is None:
-            return None
-        return self.path / _safe(scope.job) / f"{_safe(scope.operator)}-{scope.subtask}"
-
-    def local_checkpoint(
-        self, job: str, operator: str, subtask: int, checkpoint_id: int
-    ) -> Path | None:
-        """Return where the subtask kept checkpoint ``checkpoint_id``'s files on this host.
-
-        ``None`` without a ``path`` (temporary folders do not outlive their subtask).
-        """
-        if self.path is None:
-            return None
-        directory = self.path / _safe(job) / f"{_safe(operator)}-{subtask}"
-        return directory.with_name(directory.name + ".checkpoints") / f"chk-{checkpoint_id}"
-
-    def create_keyed_backend(self, scope: BackendScope) -> RocksDBKeyedStateBackend:
-        """Open an empty RocksDB keyed backend for ``scope``.
-
-        Raises:
-            StateError: the directory is not writable or is locked by another live process.
-            ConfigError: rocksdict is missing, or max_parallelism exceeds 65535.
-        """
-        directory = self.directory_for(scope)
-        temporary = directory is None
-        if directory is None:
-            prefix = f"weirflow-{_safe(scope.operator)}-{scope.subtask}-"
-            directory = Path(tempfile.mkdtemp(prefix=prefix))
-        return RocksDBKeyedStateBackend(
-            directory,
-            scope.key_group_range,
-            scope.max_parallelism,
-            cache_entries=self.cache_entries,
-            remove_on_close=temporary,
-            incremental=self.incremental,
-        )
-
-    def create_timer_service(
-        self, scope: BackendScope, keyed: KeyedStateBackend
-    ) -> RocksDBTimerService:
-        """Return a timer service stored in ``keyed``'s database (time-ordered)."""
-        from weirflow.state.rocksdb_timers import RocksDBTimerService
-
-        if not isinstance(keyed, RocksDBKeyedStateBackend):
-            raise TypeError("RocksDB timers need the RocksDB keyed backend of the same subtask")
-        return RocksDBTimerService(keyed)
-
-    def __repr__(self) -> str:
-        return (
-            f"RocksDBStateBackend(path={str(self.path) if self.path else None!r}, "
-            f"incremental={self.incremental}, cache_size_bytes={self.cache_size_bytes})"
-        )
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 class DatabaseUser(Protocol):
@@ -191,63 +101,6 @@ class DatabaseUser(Protocol):
     def reload(self) -> None:
         """Take new views of the (reopened) database and reread what is cached from it."""
         ...
-
-
-def scan_state(
-    db: Any, key_group_range: KeyGroupRange
-) -> dict[int, list[tuple[int, bytes, bytes]]]:
-    """Copy the raw entries of ``key_group_range``: key group -> [(state id, key, value)]."""
-    groups: dict[int, list[tuple[int, bytes, bytes]]] = {}
-    start, end = _KG.pack(key_group_range.start), _KG.pack(key_group_range.end)
-    for key, value in range_items(db, start, end):
-        kg, sid = KG_SID.unpack_from(key)
-        groups.setdefault(kg, []).append((sid, key[KG_SID.size :], value))
-    return groups
-
-
-def read_state_names(db: Any) -> dict[int, tuple[str, StateKind]]:
-    """Return the state names a database holds: state id -> (name, kind)."""
-    raw = db.get(_NAMES_KEY)
-    names = {} if raw is None else decode(raw)
-    return {sid: (name, kind) for name, (sid, kind) in names.items()}
-
-
-class RocksDBKeyedStateSnapshot:
-    """Raw entries of one RocksDB keyed backend, copied at the synchronous part.
-
-    Args:
-        max_parallelism: the job's number of key groups.
-        names: state id -> (name, kind).
-        groups: key group -> [(state id, key bytes, value bytes)].
-    """
-
-    __slots__ = ("_groups", "_max_parallelism", "_names")
-
-    def __init__(
-        self,
-        max_parallelism: int,
-        names: dict[int, tuple[str, StateKind]],
-        groups: dict[int, list[tuple[int, bytes, bytes]]],
-    ) -> None:
-        self._max_parallelism = max_parallelism
-        self._names = names
-        self._groups = groups
-
-    def to_bytes_per_key_group(self) -> dict[int, bytes]:
-        """Encode one canonical blob per non-empty key group (as the memory backend does).
-
-        Raises:
-            SerdeError: a value can be neither msgpack-encoded nor pickled.
-        """
-        out = {}
-        for kg in sorted(self._groups):
-            states: KeyedGroupState = {}
-            for sid, key, value in self._groups[kg]:
-                name, kind = self._names[sid]
-                entries = states.setdefault(name, (kind, {}))[1]
-                entries[decode(key, allow_pickle=True)] = decode(value, allow_pickle=True)
-            out[kg] = pack_keyed_state(kg, self._max_parallelism, states)
-        return out
 
 
 class RocksDBKeyedStateBackend(KeyedBackendBase):
@@ -333,7 +186,7 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
 
     def _write_names(self) -> None:
         names = {n: [i, self._kinds[n]] for n, i in self._ids.items()}
-        self._db.put(_NAMES_KEY, encode(names))
+        self._db.put(NAMES_KEY, encode(names))
 
     def _db_key(self, ck: tuple[int, int, Any]) -> bytes:
         # memoized while the entry is cached: encoding a key costs more than the lookup
@@ -509,7 +362,7 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         self._db = open_db(self.directory, COLUMN_FAMILIES)
         self._instance = uuid.uuid4().hex[:12]
         self._uploaded = dict(files.shared)
-        raw = self._db.get(_NAMES_KEY)
+        raw = self._db.get(NAMES_KEY)
         restored = {} if raw is None else decode(raw)
         for name, (_, kind) in restored.items():
             known = self._kinds.get(name)
@@ -567,12 +420,12 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         self._db.write(batch)
 
     def _holds(self, kg: int) -> bool:
-        return next(self._range_items(_KG.pack(kg), _KG.pack(kg + 1)), None) is not None
+        return next(self._range_items(KG.pack(kg), KG.pack(kg + 1)), None) is not None
 
     def is_empty(self) -> bool:
         """Return whether no state name holds any entry."""
         self.flush()
-        start, end = _KG.pack(self._range.start), _KG.pack(self._range.end)
+        start, end = KG.pack(self._range.start), KG.pack(self._range.end)
         return next(self._range_items(start, end), None) is None
 
     def close(self) -> None:
