@@ -98,6 +98,15 @@ def expected(data: dict[Any, tuple]) -> dict[Any, tuple]:
     return {k: (v, list(items), dict(mp), raw) for k, (v, items, mp, raw) in data.items()}
 
 
+ROCKSDB_SHARE = 0.4
+"""Share of the examples the RocksDB variants run: each example opens several databases."""
+
+
+def examples(kind: str, memory_examples: int) -> int:
+    """Return how many examples ``kind`` runs (all of them for the memory backend)."""
+    return memory_examples if kind == "memory" else max(10, int(memory_examples * ROCKSDB_SHARE))
+
+
 def backends_for(f: BackendFactory, parallelism: int) -> list[KeyedStateBackend]:
     return [
         f.keyed(key_group_range_for_subtask(DEFAULT_MAX_PARALLELISM, parallelism, i))
@@ -106,69 +115,72 @@ def backends_for(f: BackendFactory, parallelism: int) -> list[KeyedStateBackend]
 
 
 @pytest.mark.parametrize("kind", STATE_BACKENDS)
-@settings(max_examples=80, deadline=None)
-@given(datasets)
-def test_round_trip_at_same_parallelism(
-    kind: str, rocksdb_root: Path, data: dict[Any, tuple]
-) -> None:
-    with opened(kind, rocksdb_root) as f:
-        src = f.keyed(KeyGroupRange(0, DEFAULT_MAX_PARALLELISM))
-        fill(src, data)
-        blobs = src.snapshot().to_bytes_per_key_group()
-        dst = f.keyed(KeyGroupRange(0, DEFAULT_MAX_PARALLELISM))
-        dst.restore(blobs.items())
-        got = read([dst], list(data))
-        assert same(got, expected(data))
-        assert dst.is_empty() == src.is_empty()
-        assert set(dst.snapshot().to_bytes_per_key_group()) == set(blobs)
+def test_round_trip_at_same_parallelism(kind: str, rocksdb_root: Path) -> None:
+    @settings(max_examples=examples(kind, 80), deadline=None)
+    @given(datasets)
+    def check(data: dict[Any, tuple]) -> None:
+        with opened(kind, rocksdb_root) as f:
+            src = f.keyed(KeyGroupRange(0, DEFAULT_MAX_PARALLELISM))
+            fill(src, data)
+            blobs = src.snapshot().to_bytes_per_key_group()
+            dst = f.keyed(KeyGroupRange(0, DEFAULT_MAX_PARALLELISM))
+            dst.restore(blobs.items())
+            got = read([dst], list(data))
+            assert same(got, expected(data))
+            assert dst.is_empty() == src.is_empty()
+            assert set(dst.snapshot().to_bytes_per_key_group()) == set(blobs)
+
+    check()
 
 
 @pytest.mark.parametrize("kind", STATE_BACKENDS)
-@settings(max_examples=40, deadline=None)
-@given(datasets, st.sampled_from([(1, 3), (4, 2), (3, 1), (2, 5)]))
-def test_round_trip_across_rescaling(
-    kind: str, rocksdb_root: Path, data: dict[Any, tuple], scaling: tuple[int, int]
-) -> None:
-    with opened(kind, rocksdb_root) as f:
-        old_p, new_p = scaling
-        old = backends_for(f, old_p)
-        by_owner: dict[int, dict[Any, tuple]] = {}
-        for key, state in data.items():
-            by_owner.setdefault(owner(key, old_p), {})[key] = state
-        for i, backend in enumerate(old):
-            fill(backend, by_owner.get(i, {}))
-        all_blobs: list[tuple[int, bytes]] = []
-        for backend in old:
-            all_blobs.extend(backend.snapshot().to_bytes_per_key_group().items())
+def test_round_trip_across_rescaling(kind: str, rocksdb_root: Path) -> None:
+    @settings(max_examples=examples(kind, 40), deadline=None)
+    @given(datasets, st.sampled_from([(1, 3), (4, 2), (3, 1), (2, 5)]))
+    def check(data: dict[Any, tuple], scaling: tuple[int, int]) -> None:
+        with opened(kind, rocksdb_root) as f:
+            old_p, new_p = scaling
+            old = backends_for(f, old_p)
+            by_owner: dict[int, dict[Any, tuple]] = {}
+            for key, state in data.items():
+                by_owner.setdefault(owner(key, old_p), {})[key] = state
+            for i, backend in enumerate(old):
+                fill(backend, by_owner.get(i, {}))
+            all_blobs: list[tuple[int, bytes]] = []
+            for backend in old:
+                all_blobs.extend(backend.snapshot().to_bytes_per_key_group().items())
 
-        new = backends_for(f, new_p)
-        for backend in new:
-            backend.restore(iter(all_blobs))
-        for backend in new:
-            held = set(backend.snapshot().to_bytes_per_key_group())
-            assert held <= set(backend.key_group_range)
-            assert held == {kg for kg, _ in all_blobs if kg in backend.key_group_range}
-        assert same(read(new, list(data)), expected(data))
+            new = backends_for(f, new_p)
+            for backend in new:
+                backend.restore(iter(all_blobs))
+            for backend in new:
+                held = set(backend.snapshot().to_bytes_per_key_group())
+                assert held <= set(backend.key_group_range)
+                assert held == {kg for kg, _ in all_blobs if kg in backend.key_group_range}
+            assert same(read(new, list(data)), expected(data))
+
+    check()
 
 
 @pytest.mark.parametrize("kind", STATE_BACKENDS)
-@settings(max_examples=60, deadline=None)
-@given(datasets, datasets)
-def test_snapshot_is_not_changed_by_later_updates(
-    kind: str, rocksdb_root: Path, data: dict[Any, tuple], later: dict
-) -> None:
-    with opened(kind, rocksdb_root) as f:
-        backend = f.keyed(KeyGroupRange(0, DEFAULT_MAX_PARALLELISM))
-        fill(backend, data)
-        snap = backend.snapshot()
-        before = f.keyed(KeyGroupRange(0, DEFAULT_MAX_PARALLELISM))
-        fill(before, data)
-        reference = before.snapshot().to_bytes_per_key_group()
+def test_snapshot_is_not_changed_by_later_updates(kind: str, rocksdb_root: Path) -> None:
+    @settings(max_examples=examples(kind, 60), deadline=None)
+    @given(datasets, datasets)
+    def check(data: dict[Any, tuple], later: dict) -> None:
+        with opened(kind, rocksdb_root) as f:
+            backend = f.keyed(KeyGroupRange(0, DEFAULT_MAX_PARALLELISM))
+            fill(backend, data)
+            snap = backend.snapshot()
+            before = f.keyed(KeyGroupRange(0, DEFAULT_MAX_PARALLELISM))
+            fill(before, data)
+            reference = before.snapshot().to_bytes_per_key_group()
 
-        fill(backend, later)
-        for key in list(data)[:3]:
-            backend.set_current_key(key)
-            backend.get_state(LIST).add("late")
-            backend.get_state(MAP).put("late", 1)
-            backend.get_state(VALUE).clear()
-        assert snap.to_bytes_per_key_group() == reference
+            fill(backend, later)
+            for key in list(data)[:3]:
+                backend.set_current_key(key)
+                backend.get_state(LIST).add("late")
+                backend.get_state(MAP).put("late", 1)
+                backend.get_state(VALUE).clear()
+            assert snap.to_bytes_per_key_group() == reference
+
+    check()
