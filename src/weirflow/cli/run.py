@@ -71,7 +71,7 @@ from weirflow.metrics import (
     names,
 )
 from weirflow.records import JobResult
-from weirflow.runtime import RestartStrategy, RunListener, control, wall_clock_ms
+from weirflow.runtime import RestartStrategy, RunListener, RuntimeOptions, control, wall_clock_ms
 from weirflow.runtime.local_cluster import resolve_workers
 from weirflow.runtime.run import run_job
 from weirflow.state import StateBackend
@@ -432,11 +432,10 @@ def run(
             parse_duration(failure_interval),
         )
         stop = threading.Event()
-        if state_backend is not StateBackendKind.memory and (
-            coordinator is not None or resolve_workers(workers, parallelism) > 1
-        ):
+        if state_backend is not StateBackendKind.memory and coordinator is not None:
             raise ConfigError(
-                "--state-backend rocksdb runs with --workers 1 for now (one worker process)"
+                "--state-backend rocksdb cannot be submitted to a --coordinator yet; run the "
+                "job with --workers"
             )
         if config is not None and (
             coordinator is not None or resolve_workers(workers, parallelism) > 1
@@ -473,6 +472,7 @@ def run(
                     "guarantee": guarantee.value,
                     "restore": restore,
                     "restart": strategy,
+                    "options": RuntimeOptions(state_backend=backend),
                 },
                 parse_duration(heartbeat_timeout).total_seconds(),
                 _PrintingListener(),

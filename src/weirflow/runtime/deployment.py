@@ -35,7 +35,13 @@ from weirflow.runtime.lifecycle import AttemptLifecycle, AttemptState
 from weirflow.runtime.local import LocalScheduler
 from weirflow.runtime.operators import SinkLogic
 from weirflow.runtime.operators.source import refuse_duplicate_sink_output
-from weirflow.runtime.snapshots import encode_task_snapshot, plan_restore, write_task_snapshot
+from weirflow.runtime.snapshot_files import local_copies_of, local_verifier
+from weirflow.runtime.snapshots import (
+    discard_downloads,
+    encode_task_snapshot,
+    plan_restore,
+    write_task_snapshot,
+)
 from weirflow.runtime.task import Task, TaskState
 
 if TYPE_CHECKING:
@@ -90,6 +96,7 @@ class Deployment:
                     "file must be importable at the same path on every worker)"
                 ) from e
             plan = compile_plan(graph, d.parallelism, d.max_parallelism)
+            backend = d.state_backend.build()
             restored = None
             if d.checkpoint_dir is not None:
                 if d.storage_probe is not None:
@@ -98,9 +105,11 @@ class Deployment:
                     CheckpointConfig(storage=d.checkpoint_dir), graph.name
                 )
                 if d.restore is not None:
+                    local = local_copies_of(backend, graph.name)
+                    self.storage.set_local_verifier(local_verifier(local))
                     manifest = self.storage.load_savepoint(d.restore)
                     restored = plan_restore(
-                        manifest, self.storage, graph, d.parallelism, d.max_parallelism
+                        manifest, self.storage, graph, d.parallelism, d.max_parallelism, local
                     )
                     refuse_duplicate_sink_output(
                         graph,
@@ -111,19 +120,24 @@ class Deployment:
                     )
             plane = DataPlane(w.connect_peers(d))
             w._plane = plane
-            options = RuntimeOptions(d.source_batch_size, d.buffer_size, d.channel_capacity)
-            built = build_job(
-                graph,
-                plan,
-                options,
-                wall_clock_ms,
-                time.sleep,
-                self._on_snapshot,
-                restored,
-                d.mode,
-                subtasks=d.subtasks,
-                remote=RemoteEnds(d.owners, w.worker_id, plane),
+            options = RuntimeOptions(
+                d.source_batch_size, d.buffer_size, d.channel_capacity, backend
             )
+            try:
+                built = build_job(
+                    graph,
+                    plan,
+                    options,
+                    wall_clock_ms,
+                    time.sleep,
+                    self._on_snapshot,
+                    restored,
+                    d.mode,
+                    subtasks=d.subtasks,
+                    remote=RemoteEnds(d.owners, w.worker_id, plane),
+                )
+            finally:
+                discard_downloads(restored)
             self.tasks = built.tasks
             self.plane = plane
             self.session.send(control.Running(self.attempt))

@@ -24,7 +24,7 @@ from weirflow.runtime.job import run_unchecked, wall_clock_ms
 from weirflow.runtime.local import LocalScheduler
 from weirflow.runtime.local_cluster import run_on_local_workers
 from weirflow.runtime.restart import RestartStrategy
-from weirflow.state import MemoryStateBackend, StateBackend
+from weirflow.state import StateBackend
 
 
 def run_job(
@@ -94,11 +94,6 @@ def run_job(
     if type(workers) is not int or workers < 1:
         raise ConfigError(f"workers= takes a count >= 1, got {workers!r}")
     if workers > 1:
-        if runtime is not None and not isinstance(runtime.state_backend, MemoryStateBackend):
-            raise ConfigError(
-                "workers > 1 runs with the memory state backend for now; run RocksDB state "
-                "with workers=1"
-            )
         if job is None:
             raise ConfigError("workers > 1 needs job='FILE.py:NAME' for the worker processes")
         if checkpoint is not None and not isinstance(checkpoint, CheckpointConfig):

@@ -37,7 +37,7 @@ from weirflow.state.memory import (
 )
 from weirflow.state.primitives import ListState, MapState, ValueState
 from weirflow.state.restore import export_key_groups, restore_keyed
-from weirflow.state.rocksdb import RocksDBKeyedStateBackend
+from weirflow.state.rocksdb import DEFAULT_CACHE_SIZE_BYTES, RocksDBKeyedStateBackend
 from weirflow.state.rocksdb_config import RocksDBStateBackend
 from weirflow.state.rocksdb_files import link_or_copy
 from weirflow.state.snapshots import (
@@ -54,6 +54,7 @@ from weirflow.state.table import KeyedTable, StateTable
 from weirflow.state.timers import InternalTimerService, Timer, TimerService, TimerSnapshot
 
 __all__ = [
+    "DEFAULT_CACHE_SIZE_BYTES",
     "DEFAULT_MAX_PARALLELISM",
     "FORMAT_VERSION",
     "BackendScope",
