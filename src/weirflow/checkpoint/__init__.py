@@ -28,7 +28,11 @@ from weirflow.checkpoint.keys import (
 from weirflow.checkpoint.lifecycle import CheckpointStats, CoordinatorState
 from weirflow.checkpoint.manifest import MANIFEST_FORMAT_VERSION, Manifest
 from weirflow.checkpoint.pending import CheckpointStatus, CompletedCheckpoint, PendingCheckpoint
-from weirflow.checkpoint.shared import collect_shared_files, referenced_shared_files
+from weirflow.checkpoint.shared import (
+    collect_shared_files,
+    collect_shared_files_or_warn,
+    referenced_shared_files,
+)
 from weirflow.checkpoint.storage import FRESH, MANIFEST_NAME, CheckpointStorage
 
 __all__ = [
@@ -59,6 +63,7 @@ __all__ = [
     "TaskSnapshot",
     "checksum_of",
     "collect_shared_files",
+    "collect_shared_files_or_warn",
     "create_key_file",
     "default_key_file",
     "is_safe_name",

@@ -32,7 +32,7 @@ from weirflow.checkpoint.handles import TaskSnapshot
 from weirflow.checkpoint.lifecycle import STATE_TRANSITIONS, CheckpointStats, CoordinatorState
 from weirflow.checkpoint.manifest import Manifest, check_metadata
 from weirflow.checkpoint.pending import CheckpointStatus, CompletedCheckpoint, PendingCheckpoint
-from weirflow.checkpoint.shared import collect_shared_files
+from weirflow.checkpoint.shared import collect_shared_files_or_warn
 from weirflow.checkpoint.storage import CheckpointStorage
 from weirflow.errors import CheckpointError, ConfigError, SerdeError
 
@@ -363,10 +363,7 @@ class CheckpointCoordinator:
             log.debug("retention deleted checkpoints %s of job %s", deleted, self.storage.job)
         if not self._pending:
             # no checkpoint in flight: every live shared file is named by a retained manifest
-            try:
-                collect_shared_files(self.storage)
-            except CheckpointError as e:
-                log.warning("collecting shared files of job %s failed: %s", self.storage.job, e)
+            collect_shared_files_or_warn(self.storage)
 
     def _write_savepoint(
         self, pending: PendingCheckpoint, manifest: Manifest

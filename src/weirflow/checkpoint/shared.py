@@ -87,3 +87,12 @@ def collect_shared_files(storage: CheckpointStorage) -> list[str]:
     if doomed:
         log.debug("deleted %d unreferenced shared files of job %s", len(doomed), storage.job)
     return sorted(doomed)
+
+
+def collect_shared_files_or_warn(storage: CheckpointStorage) -> None:
+    """:func:`collect_shared_files`, logging instead of raising: a failed collection only
+    postpones deleting garbage (an unreadable manifest, a failed deletion)."""
+    try:
+        collect_shared_files(storage)
+    except CheckpointError as e:
+        log.warning("collecting shared files of job %s failed: %s", storage.job, e)

@@ -39,7 +39,7 @@ from weirflow.checkpoint import (
     CheckpointStorage,
     CompletedCheckpoint,
     Manifest,
-    collect_shared_files,
+    collect_shared_files_or_warn,
     open_job_storage,
 )
 from weirflow.errors import (
@@ -143,7 +143,7 @@ class _Attempt:
                 allow=r.config.allow_duplicates_after_fallback,
             )
         # nothing is in flight before the first checkpoint: orphans of a crash go now
-        collect_shared_files(self.storage)
+        collect_shared_files_or_warn(self.storage)
         try:
             self.built = build_job(
                 r.graph,

@@ -43,7 +43,7 @@ from weirflow.checkpoint import (
     CheckpointConfig,
     CheckpointCorruptError,
     CheckpointStorage,
-    collect_shared_files,
+    collect_shared_files_or_warn,
     open_job_storage,
 )
 from weirflow.errors import ConfigError, JobFailedError, WeirflowError
@@ -334,7 +334,7 @@ class JobCoordinator:
         points = self._restore_points()
         if self.storage is not None:
             # nothing is in flight before the first attempt: orphans of a crash go now
-            collect_shared_files(self.storage)
+            collect_shared_files_or_warn(self.storage)
         restore_url = self._first_url(points)
         while True:
             self.attempt += 1

@@ -129,7 +129,14 @@ def download_files(
             local_hits,
             len(files),
         )
-    shared = {name: h for name, h in files.items() if h.path.split("/")[-3:-2] == ["shared"]}
+    # only files in this job's own shared/ folder are referenced again by later checkpoints
+    # (not those of a savepoint, whose folder the job does not own)
+    own = storage.root_url + "/shared/"
+    shared = {
+        name: h
+        for name, h in files.items()
+        if h.path.startswith(own) or h.path.startswith("shared/")
+    }
     return RestoredFiles(target, key_group_range, shared)
 
 
