@@ -34,6 +34,7 @@ _BIAS: Final = 1 << 63
 _QUEUE_KEY = struct.Struct(">BQQ")
 _INDEX_HEAD = struct.Struct(">HBQ")
 _SEQ = struct.Struct(">Q")
+_UNKNOWN: Any = object()
 
 
 def scan_timer_index(
@@ -106,6 +107,9 @@ class RocksDBTimerService:
         # per domain, no pending timer is earlier than this: seeks start here and skip the
         # tombstones of fired timers (fired ones are all earlier; a later registration lowers it)
         self._low: list[int] = [-_BIAS, -_BIAS]
+        # per domain, the earliest pending timestamp (None: no timer) or _UNKNOWN: most
+        # watermarks then fire nothing without touching RocksDB
+        self._head: list[Any] = [_UNKNOWN, _UNKNOWN]
         self._count = sum(1 for _ in self._index_items(self._range.start, self._range.end))
         last = [_QUEUE_KEY.unpack(k)[2] for k, _ in range_items(self._queue, b"", b"\xff\xff")]
         self._seq = max([self._seq - 1, *last]) + 1
@@ -135,6 +139,9 @@ class RocksDBTimerService:
         self._seq += 1
         if ts < self._low[domain]:
             self._low[domain] = ts
+        head = self._head[domain]
+        if head is None or (head is not _UNKNOWN and ts < head):
+            self._head[domain] = ts
         # plain puts, no batch: after a crash timers come back from a checkpoint, never from here
         self._index.put(index_key, _SEQ.pack(seq))
         self._queue.put(
@@ -148,6 +155,8 @@ class RocksDBTimerService:
         if raw is None:
             return
         (seq,) = _SEQ.unpack(raw)
+        if self._head[domain] == ts:
+            self._head[domain] = _UNKNOWN
         self._index.delete(index_key)
         self._queue.delete(_QUEUE_KEY.pack(domain, ts + _BIAS, seq))
         self._count -= 1
@@ -197,10 +206,15 @@ class RocksDBTimerService:
             it.next()
 
     def _fire_until(self, domain: int, time_ms: int) -> list[Timer]:
+        head = self._head[domain]
+        if head is None or (head is not _UNKNOWN and head > time_ms):
+            return []
         fired: list[Timer] = []
         batch = self._keyed.write_batch()
+        self._head[domain] = None
         for ts, seq, value in self._queue_items(domain):
             if ts > time_ms:
+                self._head[domain] = ts
                 break
             kg, key, ns = decode(value, allow_pickle=True)
             fired.append((ts, kg, key, ns))
@@ -227,8 +241,10 @@ class RocksDBTimerService:
         return self._fire_until(PROCESSING, now_ms)
 
     def _peek(self, domain: int) -> int | None:
-        first = next(self._queue_items(domain), None)
-        return None if first is None else first[0]
+        if self._head[domain] is _UNKNOWN:
+            first = next(self._queue_items(domain), None)
+            self._head[domain] = None if first is None else first[0]
+        return self._head[domain]
 
     def next_event_time_timer(self) -> int | None:
         """Return the earliest pending event-time timestamp, or ``None``."""
