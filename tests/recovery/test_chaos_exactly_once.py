@@ -103,13 +103,13 @@ def test_at_least_once_loses_nothing(tmp_path: Path, chaos_seed: int) -> None:
     )
 
 
-ROCKSDB_KILLS = 12
+ROCKSDB_KILLS = 16
 
 
 def test_exactly_once_sessions_on_rocksdb_under_worker_kills(
     tmp_path: Path, chaos_seed: int
 ) -> None:
-    """Scenario: session windows in RocksDB, the worker SIGKILLed 12 times: output exact."""
+    """Scenario: session windows in RocksDB, the worker SIGKILLed 16 times: output exact."""
     expected, got, info = _run(
         tmp_path,
         chaos_seed,
@@ -118,7 +118,7 @@ def test_exactly_once_sessions_on_rocksdb_under_worker_kills(
         guarantee="exactly_once",
         parallelism=2,
         extra=("--state-backend=rocksdb", f"--state-dir={tmp_path / 'state'}"),
-        n=60_000,
+        n=80_000,
         session_gap_ms=100,
         # late enough after each start that most attempts restore a RocksDB checkpoint
         delays_s=(1.5, 3.0),
