@@ -44,7 +44,9 @@ def restore_keyed(
     Raises:
         StateError: a checkpoint folder cannot be read, or the state conflicts
             with what the backend declared (see ``KeyedStateBackend.restore``).
-        UnsupportedStateVersionError, CorruptStateError: a bad blob.
+        UnsupportedStateVersionError: a blob, or a RocksDB checkpoint's key
+            layout, of a version this build does not read.
+        CorruptStateError: a bad blob.
     """
     state = list(restored.state)
     timer_blobs = list(restored.timers)
@@ -86,10 +88,11 @@ def export_key_groups(
 
     Raises:
         StateError: the folder does not hold a readable database.
+        UnsupportedStateVersionError: its key layout has another version.
     """
     db = open_read_only(directory)
     try:
-        names = read_state_names(db)
+        names = read_state_names(db, str(directory))
         state = RocksDBKeyedStateSnapshot(max_parallelism, names, scan_state(db, key_group_range))
         index = scan_timer_index(db.get_column_family("timer_index"), key_group_range)
         return state.to_bytes_per_key_group(), RocksDBTimerSnapshot(index).to_bytes_per_key_group()

@@ -11,6 +11,7 @@ Key layout (default column family; all integers big-endian)::
     -> value              weirflow.serde.encode(value)
 
     0xFFFF "names"        -> encode({name: [state id, kind]})   (after every key group)
+    0xFFFF "layout"       -> encode(1), the version of this layout; a restore refuses others
 
 Snapshots, restore and rescaling iterate key-group ranges. ``max_parallelism``
 is at most 65535, so the metadata prefix ``0xFFFF`` never collides with a key
@@ -69,8 +70,11 @@ from weirflow.state.rocksdb_files import (
 )
 from weirflow.state.rocksdb_snapshot import (
     KG,
+    LAYOUT_KEY,
+    LAYOUT_VERSION,
     NAMES_KEY,
     RocksDBKeyedStateSnapshot,
+    read_state_names,
     scan_state,
 )
 from weirflow.state.rocksdb_table import ABSENT, KG_SID, MISS, RocksDBTable
@@ -145,6 +149,7 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         self._pending_uploads: dict[int, dict[str, Any]] = {}
         self._users: list[DatabaseUser] = []
         self._db: Any = open_fresh_db(directory, COLUMN_FAMILIES)
+        self._db.put(LAYOUT_KEY, encode(LAYOUT_VERSION))
         self._ids: dict[str, int] = {}
         self._cache: OrderedDict[tuple[int, int, Any], Any] = OrderedDict()
         self._dirty: set[tuple[int, int, Any]] = set()
@@ -362,8 +367,10 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         self._db = open_db(self.directory, COLUMN_FAMILIES)
         self._instance = uuid.uuid4().hex[:12]
         self._uploaded = dict(files.shared)
-        raw = self._db.get(NAMES_KEY)
-        restored = {} if raw is None else decode(raw)
+        restored = {
+            name: (sid, kind)
+            for sid, (name, kind) in read_state_names(self._db, str(files.directory)).items()
+        }
         for name, (_, kind) in restored.items():
             known = self._kinds.get(name)
             if known is not None and known != kind:

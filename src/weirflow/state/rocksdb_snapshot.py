@@ -8,9 +8,11 @@ from __future__ import annotations
 import struct
 from typing import Any, Final
 
-from weirflow.serde import decode
+from weirflow.errors import UnsupportedFormatVersionError
+from weirflow.serde import check_format_version, decode
 from weirflow.state.blob import KeyedGroupState, pack_keyed_state
 from weirflow.state.descriptors import StateKind
+from weirflow.state.errors import UnsupportedStateVersionError
 from weirflow.state.keygroups import KeyGroupRange
 from weirflow.state.rocksdb_files import range_items
 from weirflow.state.rocksdb_table import KG_SID
@@ -19,6 +21,10 @@ KG = struct.Struct(">H")
 """The key-group prefix of every state key."""
 NAMES_KEY: Final = b"\xff\xff" + b"names"
 """Where a database records its state names (after every key group: 0xFFFF is no key group)."""
+LAYOUT_KEY: Final = b"\xff\xff" + b"layout"
+"""Where a database records the version of its key layout."""
+LAYOUT_VERSION: Final = 1
+"""The key layout version this build writes and reads (see :mod:`weirflow.state.rocksdb`)."""
 
 
 def scan_state(
@@ -33,8 +39,27 @@ def scan_state(
     return groups
 
 
-def read_state_names(db: Any) -> dict[int, tuple[str, StateKind]]:
-    """Return the state names a database holds: state id -> (name, kind)."""
+def read_state_names(db: Any, where: str) -> dict[int, tuple[str, StateKind]]:
+    """Return the state names a database holds: state id -> (name, kind).
+
+    Args:
+        db: the open database.
+        where: its folder, for messages.
+
+    Raises:
+        UnsupportedStateVersionError: the database has another key layout
+            version than :data:`LAYOUT_VERSION` (or none).
+    """
+    raw_version = db.get(LAYOUT_KEY)
+    try:
+        check_format_version(
+            None if raw_version is None else decode(raw_version),
+            LAYOUT_VERSION,
+            f"RocksDB state in {where}",
+            oldest=LAYOUT_VERSION,
+        )
+    except UnsupportedFormatVersionError as e:
+        raise UnsupportedStateVersionError(str(e)) from e
     raw = db.get(NAMES_KEY)
     names = {} if raw is None else decode(raw)
     return {sid: (name, kind) for name, (sid, kind) in names.items()}

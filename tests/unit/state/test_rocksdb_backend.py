@@ -3,21 +3,30 @@ write-back cache, and the time-ordered timer layout."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from rocksdict import Options, Rdict
 
 from weirflow.errors import ConfigError, StateError
+from weirflow.serde import encode
 from weirflow.state import (
     BackendScope,
+    FilesSnapshot,
     KeyGroupRange,
     ListStateDescriptor,
     MemoryKeyedStateBackend,
+    RestoredFiles,
     RocksDBStateBackend,
+    UnsupportedStateVersionError,
+    export_key_groups,
 )
+from weirflow.state.rocksdb_files import COLUMN_FAMILIES
+from weirflow.state.rocksdb_snapshot import LAYOUT_KEY
 
 FULL = KeyGroupRange(0, 128)
 SCOPE = BackendScope("job", "op", 0, FULL, 128)
@@ -123,3 +132,31 @@ def test_a_temporary_directory_is_removed_on_close() -> None:
     keyed.close()
     keyed.close()
     assert not directory.exists()
+
+
+def test_a_checkpoint_with_an_unknown_key_layout_version_is_refused(tmp_path: Path) -> None:
+    """Scenario: a RocksDB checkpoint written by a newer weirflow (key layout version 2)."""
+    keyed = RocksDBStateBackend(tmp_path / "a").create_keyed_backend(SCOPE)
+    keyed.table("t").put(3, "k", 1)
+    files = keyed.snapshot(1)
+    assert isinstance(files, FilesSnapshot)
+    keyed.close()
+    newer = tmp_path / "newer"
+    shutil.copytree(files.directory, newer)
+    db = Rdict(str(newer), _options(), column_families={n: _options() for n in COLUMN_FAMILIES})
+    db.put(LAYOUT_KEY, encode(2))
+    db.close()
+    with pytest.raises(UnsupportedStateVersionError, match=r"format version 2.*newer weirflow"):
+        export_key_groups(newer, FULL, 128)
+    target = RocksDBStateBackend(tmp_path / "b").create_keyed_backend(SCOPE)
+    try:
+        with pytest.raises(UnsupportedStateVersionError, match="version 2"):
+            target.adopt(RestoredFiles(newer, (0, 128), {}))
+    finally:
+        target.close()
+
+
+def _options() -> Options:
+    options = Options(raw_mode=True)
+    options.create_missing_column_families(True)
+    return options
