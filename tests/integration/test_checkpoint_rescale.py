@@ -1,4 +1,5 @@
-"""Stop with a final checkpoint, restore at another parallelism, finish: the output is exact."""
+"""Stop with a final checkpoint, restore at another parallelism (and on another state
+backend), finish: the output is exact."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from state_backends import make_state_backend
 from weirflow import CheckpointConfig, Dataflow, KeyedProcessFunction, WatermarkStrategy
 from weirflow.connectors import EventLogSink, EventLogSource
 from weirflow.eventlog import EventLog, Record
 from weirflow.runtime import CheckpointedRun, RuntimeOptions, wall_clock_ms
-from weirflow.state import ValueStateDescriptor
+from weirflow.state import MemoryStateBackend, StateBackend, ValueStateDescriptor
 from weirflow.windows import SessionWindows, SlidingWindows, TumblingWindows
 
 N = 20_000
@@ -89,7 +91,14 @@ def _read(log_dir: Path, topic: str) -> Counter:
     return out
 
 
-def _run(log_dir: Path, chk: Path, parallelism: int, restore: str | None, stop_after: int | None):
+def _run(
+    log_dir: Path,
+    chk: Path,
+    parallelism: int,
+    restore: str | None,
+    stop_after: int | None,
+    backend: StateBackend | None = None,
+):
     stop = threading.Event()
     run = CheckpointedRun(
         _flow(log_dir).graph,
@@ -97,7 +106,7 @@ def _run(log_dir: Path, chk: Path, parallelism: int, restore: str | None, stop_a
         128,
         CheckpointConfig(storage=str(chk), interval=timedelta(milliseconds=50)),
         restore=restore,
-        options=RuntimeOptions(source_batch_size=64),
+        options=RuntimeOptions(source_batch_size=64, state_backend=backend or MemoryStateBackend()),
         clock=wall_clock_ms,
         sleep=time.sleep,
         stop=stop,
@@ -131,7 +140,34 @@ def test_restore_at_another_parallelism_equals_a_straight_run(
     assert first.operators["in"].records_in < N, "the first run must stop before the end"
     second = _run(log, tmp_path / "chk", after, "latest", None)
     assert second.checkpoints_completed >= 1
+    _expect_same_output(straight_log, log)
+
+
+def _expect_same_output(straight_log: Path, log: Path) -> None:
     for topic in ("tumbling", "sliding", "sessions", "totals"):
         want, got = _read(straight_log, topic), _read(log, topic)
         assert sum(want.values()) > 0
         assert got == want, f"{topic}: missing {want - got}, extra {got - want}"
+
+
+def test_rescale_2_3_1_from_rocksdb_checkpoints_and_across_backends(
+    tmp_path: Path, rocksdb_root: Path
+) -> None:
+    """Scenario: RocksDB at 2, stop; resume on the memory backend at 3 from the RocksDB
+    checkpoint files, stop; resume on RocksDB at 1 from memory blobs, to the end: exact."""
+    straight_log = tmp_path / "straight"
+    _input(straight_log)
+    _run(straight_log, tmp_path / "chk-straight", 1, None, None)
+
+    log, chk = tmp_path / "log", tmp_path / "chk"
+    _input(log)
+    # a cache of 256 entries: evictions happen, and the job runs in seconds
+    first, second, third = (
+        make_state_backend(kind, rocksdb_root, 1 << 16) for kind in ("rocksdb", "memory", "rocksdb")
+    )
+    leg1 = _run(log, chk, 2, None, stop_after=30, backend=first)
+    leg2 = _run(log, chk, 3, "latest", stop_after=30, backend=second)
+    assert leg1.operators["in"].records_in + leg2.operators["in"].records_in < N
+    leg3 = _run(log, chk, 1, "latest", None, backend=third)
+    assert leg3.checkpoints_completed >= 1
+    _expect_same_output(straight_log, log)

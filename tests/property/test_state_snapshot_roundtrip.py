@@ -1,17 +1,20 @@
-"""Snapshot -> restore round-trips every state kind exactly, also across rescaling."""
+"""Snapshot -> restore round-trips every state kind exactly, also across rescaling, on both
+keyed backends (memory and RocksDB)."""
 
+from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from state_backends import STATE_BACKENDS, BackendFactory, opened
 from weirflow.state import (
     DEFAULT_MAX_PARALLELISM,
     KeyedStateBackend,
     KeyGroupRange,
     ListStateDescriptor,
     MapStateDescriptor,
-    MemoryStateBackend,
     ValueStateDescriptor,
     key_group_for_key,
     key_group_range_for_subtask,
@@ -65,7 +68,7 @@ def owner(key: Any, parallelism: int) -> int:
     )
 
 
-def read(backends: list[MemoryStateBackend], keys_: list[Any]) -> dict[Any, tuple]:
+def read(backends: list[KeyedStateBackend], keys_: list[Any]) -> dict[Any, tuple]:
     out = {}
     for key in keys_:
         backend = backends[owner(key, len(backends))]
@@ -95,65 +98,89 @@ def expected(data: dict[Any, tuple]) -> dict[Any, tuple]:
     return {k: (v, list(items), dict(mp), raw) for k, (v, items, mp, raw) in data.items()}
 
 
-def backends_for(parallelism: int) -> list[MemoryStateBackend]:
+ROCKSDB_SHARE = 0.4
+"""Share of the examples the RocksDB variants run: each example opens several databases."""
+
+
+def examples(kind: str, memory_examples: int) -> int:
+    """Return how many examples ``kind`` runs (all of them for the memory backend)."""
+    return memory_examples if kind == "memory" else max(10, int(memory_examples * ROCKSDB_SHARE))
+
+
+def backends_for(f: BackendFactory, parallelism: int) -> list[KeyedStateBackend]:
     return [
-        MemoryStateBackend(key_group_range_for_subtask(DEFAULT_MAX_PARALLELISM, parallelism, i))
+        f.keyed(key_group_range_for_subtask(DEFAULT_MAX_PARALLELISM, parallelism, i))
         for i in range(parallelism)
     ]
 
 
-@settings(max_examples=80, deadline=None)
-@given(datasets)
-def test_round_trip_at_same_parallelism(data: dict[Any, tuple]) -> None:
-    src = MemoryStateBackend(KeyGroupRange(0, DEFAULT_MAX_PARALLELISM))
-    fill(src, data)
-    blobs = src.snapshot().to_bytes_per_key_group()
-    dst = MemoryStateBackend(KeyGroupRange(0, DEFAULT_MAX_PARALLELISM))
-    dst.restore(blobs.items())
-    got = read([dst], list(data))
-    assert same(got, expected(data))
-    assert dst.is_empty() == src.is_empty()
-    assert set(dst.snapshot().to_bytes_per_key_group()) == set(blobs)
+@pytest.mark.parametrize("kind", STATE_BACKENDS)
+def test_round_trip_at_same_parallelism(kind: str, rocksdb_root: Path) -> None:
+    @settings(max_examples=examples(kind, 80), deadline=None)
+    @given(datasets)
+    def check(data: dict[Any, tuple]) -> None:
+        with opened(kind, rocksdb_root) as f:
+            src = f.keyed(KeyGroupRange(0, DEFAULT_MAX_PARALLELISM))
+            fill(src, data)
+            blobs = src.snapshot().to_bytes_per_key_group()
+            dst = f.keyed(KeyGroupRange(0, DEFAULT_MAX_PARALLELISM))
+            dst.restore(blobs.items())
+            got = read([dst], list(data))
+            assert same(got, expected(data))
+            assert dst.is_empty() == src.is_empty()
+            assert set(dst.snapshot().to_bytes_per_key_group()) == set(blobs)
+
+    check()
 
 
-@settings(max_examples=40, deadline=None)
-@given(datasets, st.sampled_from([(1, 3), (4, 2), (3, 1), (2, 5)]))
-def test_round_trip_across_rescaling(data: dict[Any, tuple], scaling: tuple[int, int]) -> None:
-    old_p, new_p = scaling
-    old = backends_for(old_p)
-    by_owner: dict[int, dict[Any, tuple]] = {}
-    for key, state in data.items():
-        by_owner.setdefault(owner(key, old_p), {})[key] = state
-    for i, backend in enumerate(old):
-        fill(backend, by_owner.get(i, {}))
-    all_blobs: list[tuple[int, bytes]] = []
-    for backend in old:
-        all_blobs.extend(backend.snapshot().to_bytes_per_key_group().items())
+@pytest.mark.parametrize("kind", STATE_BACKENDS)
+def test_round_trip_across_rescaling(kind: str, rocksdb_root: Path) -> None:
+    @settings(max_examples=examples(kind, 40), deadline=None)
+    @given(datasets, st.sampled_from([(1, 3), (4, 2), (3, 1), (2, 5)]))
+    def check(data: dict[Any, tuple], scaling: tuple[int, int]) -> None:
+        with opened(kind, rocksdb_root) as f:
+            old_p, new_p = scaling
+            old = backends_for(f, old_p)
+            by_owner: dict[int, dict[Any, tuple]] = {}
+            for key, state in data.items():
+                by_owner.setdefault(owner(key, old_p), {})[key] = state
+            for i, backend in enumerate(old):
+                fill(backend, by_owner.get(i, {}))
+            all_blobs: list[tuple[int, bytes]] = []
+            for backend in old:
+                all_blobs.extend(backend.snapshot().to_bytes_per_key_group().items())
 
-    new = backends_for(new_p)
-    for backend in new:
-        backend.restore(iter(all_blobs))
-    for backend in new:
-        held = set(backend.snapshot().to_bytes_per_key_group())
-        assert held <= set(backend.key_group_range)
-        assert held == {kg for kg, _ in all_blobs if kg in backend.key_group_range}
-    assert same(read(new, list(data)), expected(data))
+            new = backends_for(f, new_p)
+            for backend in new:
+                backend.restore(iter(all_blobs))
+            for backend in new:
+                held = set(backend.snapshot().to_bytes_per_key_group())
+                assert held <= set(backend.key_group_range)
+                assert held == {kg for kg, _ in all_blobs if kg in backend.key_group_range}
+            assert same(read(new, list(data)), expected(data))
+
+    check()
 
 
-@settings(max_examples=60, deadline=None)
-@given(datasets, datasets)
-def test_snapshot_is_not_changed_by_later_updates(data: dict[Any, tuple], later: dict) -> None:
-    backend = MemoryStateBackend(KeyGroupRange(0, DEFAULT_MAX_PARALLELISM))
-    fill(backend, data)
-    snap = backend.snapshot()
-    before = MemoryStateBackend(KeyGroupRange(0, DEFAULT_MAX_PARALLELISM))
-    fill(before, data)
-    reference = before.snapshot().to_bytes_per_key_group()
+@pytest.mark.parametrize("kind", STATE_BACKENDS)
+def test_snapshot_is_not_changed_by_later_updates(kind: str, rocksdb_root: Path) -> None:
+    @settings(max_examples=examples(kind, 60), deadline=None)
+    @given(datasets, datasets)
+    def check(data: dict[Any, tuple], later: dict) -> None:
+        with opened(kind, rocksdb_root) as f:
+            backend = f.keyed(KeyGroupRange(0, DEFAULT_MAX_PARALLELISM))
+            fill(backend, data)
+            snap = backend.snapshot()
+            before = f.keyed(KeyGroupRange(0, DEFAULT_MAX_PARALLELISM))
+            fill(before, data)
+            reference = before.snapshot().to_bytes_per_key_group()
 
-    fill(backend, later)
-    for key in list(data)[:3]:
-        backend.set_current_key(key)
-        backend.get_state(LIST).add("late")
-        backend.get_state(MAP).put("late", 1)
-        backend.get_state(VALUE).clear()
-    assert snap.to_bytes_per_key_group() == reference
+            fill(backend, later)
+            for key in list(data)[:3]:
+                backend.set_current_key(key)
+                backend.get_state(LIST).add("late")
+                backend.get_state(MAP).put("late", 1)
+                backend.get_state(VALUE).clear()
+            assert snap.to_bytes_per_key_group() == reference
+
+    check()

@@ -5,7 +5,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from weirflow.state import KeyGroupRange, MapStateDescriptor, MemoryStateBackend
+from weirflow.state import KeyGroupRange, MapStateDescriptor, MemoryKeyedStateBackend
 from weirflow.time import MergingWindowSet, TimeWindow, merge_session_windows
 
 timestamp_sets = st.lists(st.integers(-200, 200), min_size=1, max_size=25)
@@ -33,7 +33,7 @@ def test_pure_merge_matches_reference(timestamps: list[int], gap: int, rnd: Any)
 
 def run_window_set(order: list[int], gap: int) -> dict[TimeWindow, list[int]]:
     """Feed records through a MergingWindowSet, keeping accumulators the way an operator would."""
-    backend = MemoryStateBackend(KeyGroupRange(0, 128))
+    backend = MemoryKeyedStateBackend(KeyGroupRange(0, 128))
     backend.set_current_key("k")
     window_set = MergingWindowSet(backend.get_state(MapStateDescriptor("sessions")))
     accumulators: dict[TimeWindow, list[int]] = {}

@@ -18,13 +18,16 @@ JOB = str(Path(__file__).parent / "jobs" / "windowed_sum.py")
 
 
 def make_input(
-    log_dir: Path, n: int, seed: int, disorder_ms: int = 500
+    log_dir: Path, n: int, seed: int, disorder_ms: int = 500, session_gap_ms: int | None = None
 ) -> Counter[tuple[str, int, int, int, int]]:
     """Write ``n`` events into topic ``events`` (3 partitions) and return the expected results.
 
     Event time advances 1 ms per event with up to ``disorder_ms`` (< 1000) of
     disorder, so with a 1 s watermark bound no event is late and the answer is
     deterministic. With ``disorder_ms=0`` each partition is in time order.
+
+    Args:
+        session_gap_ms: expect session windows of this gap instead of 1 s tumbling windows.
 
     Returns:
         Multiset of ``(user, window_start, window_end, count, sum)``.
@@ -51,7 +54,30 @@ def make_input(
         lg.create_topic("results", 2)
         for s in range(0, n, 10_000):
             lg.append("events", records[s : s + 10_000])
+    if session_gap_ms is not None:
+        return _sessions(records, session_gap_ms)
     return Counter((u, s, s + 1000, c, t) for (u, s), (c, t) in windows.items())
+
+
+def _sessions(records: list[Record], gap_ms: int) -> Counter[tuple[str, int, int, int, int]]:
+    """Batch sessions: per user, events at most ``gap_ms`` apart share a session."""
+    by_user: dict[str, list[tuple[int, int]]] = {}
+    for r in records:
+        e = json.loads(r.value)
+        by_user.setdefault(e["user"], []).append((r.timestamp_ms, e["amount"]))
+    out: Counter[tuple[str, int, int, int, int]] = Counter()
+    for user, events in by_user.items():
+        events.sort()
+        start, last, count, total = events[0][0], events[0][0], 0, 0
+        for ts, amount in events:
+            if ts > last + gap_ms:
+                out[(user, start, last + gap_ms, count, total)] += 1
+                start, count, total = ts, 0, 0
+            last = max(last, ts)
+            count += 1
+            total += amount
+        out[(user, start, last + gap_ms, count, total)] += 1
+    return out
 
 
 def committed_results(log_dir: Path) -> Counter[tuple[str, int, int, int, int]]:

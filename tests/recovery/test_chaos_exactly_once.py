@@ -25,15 +25,21 @@ def _run(
     guarantee: str,
     parallelism: int,
     faults: str = "",
+    extra: tuple[str, ...] = (),
+    n: int = N,
+    session_gap_ms: int | None = None,
+    delays_s: tuple[float, float] = (0.4, 1.5),
 ) -> tuple[Counter, Counter, str]:
     log_dir = tmp_path / "log"
-    expected = make_input(log_dir, N, seed)
+    expected = make_input(log_dir, n, seed, session_gap_ms=session_gap_ms)
     env = dict(
         os.environ,
         WF_LOG_DIR=str(log_dir),
         WF_THROTTLE_US="40",
         WF_SINK_GUARANTEE="exactly_once" if guarantee == "exactly_once" else "at_least_once",
     )
+    if session_gap_ms is not None:
+        env["WF_SESSION_GAP_MS"] = str(session_gap_ms)
     if faults:
         env["WEIRFLOW_FAULTS"] = faults
         env["WEIRFLOW_FAULT_SEED"] = str(seed)
@@ -47,8 +53,9 @@ def _run(
             "--restart-strategy=fixed-delay",
             "--max-restarts=200",
             "--restart-delay=50ms",
+            *extra,
         ],
-        ChaosConfig(kills=kills, seed=seed, target=target),  # type: ignore[arg-type]
+        ChaosConfig(kills, seed, target, min_delay_s=delays_s[0], max_delay_s=delays_s[1]),  # type: ignore[arg-type]
         log_path=tmp_path / "chaos.log",
         env=env,
     )
@@ -94,3 +101,28 @@ def test_at_least_once_loses_nothing(tmp_path: Path, chaos_seed: int) -> None:
     assert set(got) == set(expected), (
         f"missing {set(expected) - set(got)}; wrong {set(got) - set(expected)}; {info}"
     )
+
+
+ROCKSDB_KILLS = 16
+
+
+def test_exactly_once_sessions_on_rocksdb_under_worker_kills(
+    tmp_path: Path, chaos_seed: int
+) -> None:
+    """Scenario: session windows in RocksDB, the worker SIGKILLed 16 times: output exact."""
+    expected, got, info = _run(
+        tmp_path,
+        chaos_seed,
+        target="worker",
+        kills=ROCKSDB_KILLS,
+        guarantee="exactly_once",
+        parallelism=2,
+        extra=("--state-backend=rocksdb", f"--state-dir={tmp_path / 'state'}"),
+        n=80_000,
+        session_gap_ms=100,
+        # late enough after each start that most attempts restore a RocksDB checkpoint
+        delays_s=(1.5, 3.0),
+    )
+    assert got == expected, f"missing {expected - got}, extra {got - expected}; {info}"
+    restores = (tmp_path / "chaos.log").read_text().count("starting from checkpoint")
+    assert restores >= ROCKSDB_KILLS // 3, f"only {restores} restores from a checkpoint; {info}"

@@ -92,14 +92,25 @@ def test_more_parallelism_than_slots_fails_with_the_fix(tmp_path: Path) -> None:
     out = (tmp_path / "cluster.log").open("ab")
     procs = [
         subprocess.Popen(
-            [*CLI, "coordinator", "--listen", address, "--token-file", str(token),
-             "--worker-wait", "2s"],
-            env=env, stdout=out, stderr=out,
+            [
+                *CLI,
+                "coordinator",
+                "--listen",
+                address,
+                "--token-file",
+                str(token),
+                "--worker-wait",
+                "2s",
+            ],
+            env=env,
+            stdout=out,
+            stderr=out,
         ),
         subprocess.Popen(
-            [*CLI, "worker", "--coordinator", address, "--token-file", str(token),
-             "--slots", "2"],
-            env=env, stdout=out, stderr=out,
+            [*CLI, "worker", "--coordinator", address, "--token-file", str(token), "--slots", "2"],
+            env=env,
+            stdout=out,
+            stderr=out,
         ),
     ]
     try:

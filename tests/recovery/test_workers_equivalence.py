@@ -27,12 +27,15 @@ def run_job(tmp_path: Path, log_dir: Path, *args: str) -> subprocess.CompletedPr
 
 
 @pytest.mark.parametrize(
-    ("parallelism", "workers"), [(4, 1), (4, 2), (3, 3), (2, 2)], ids=lambda v: str(v)
+    ("parallelism", "workers", "backend"),
+    [(4, 1, "memory"), (4, 2, "memory"), (3, 3, "memory"), (2, 2, "memory"), (3, 2, "rocksdb")],
+    ids=lambda v: str(v),
 )
 def test_output_equals_the_batch_answer_on_any_number_of_workers(
-    tmp_path: Path, parallelism: int, workers: int
+    tmp_path: Path, parallelism: int, workers: int, backend: str
 ) -> None:
-    """Scenario: the same input through 1, 2 or 3 worker processes; committed output is exact."""
+    """Scenario: the same input through 1, 2 or 3 worker processes (state in memory, or in
+    RocksDB in each worker); committed output is exact."""
     log_dir = tmp_path / "log"
     expected = make_input(log_dir, 30_000, seed=5)
     done = run_job(
@@ -42,8 +45,13 @@ def test_output_equals_the_batch_answer_on_any_number_of_workers(
         f"--workers={workers}",
         f"--checkpoint-dir={tmp_path / 'chk'}",
         "--checkpoint-interval=100ms",
+        f"--state-backend={backend}",
+        *([f"--state-dir={tmp_path / 'state'}"] if backend == "rocksdb" else []),
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    if backend == "rocksdb":
+        databases = {p.name for p in (tmp_path / "state" / "windowed_sum").iterdir()}
+        assert {f"per_user-{i}" for i in range(parallelism)} <= databases
     got = committed_results(log_dir)
     missing, extra = expected - got, got - expected
     assert not missing and not extra, (

@@ -14,6 +14,7 @@ from weirflow.checkpoint.errors import (
     CheckpointTransitionError,
     NoCheckpointError,
 )
+from weirflow.checkpoint.fileformat import checksum_of
 from weirflow.checkpoint.handles import StateHandle, TaskSnapshot, is_safe_name, state_file_name
 from weirflow.checkpoint.jobkey import default_key_file, open_job_storage, resolve_job_key
 from weirflow.checkpoint.keys import (
@@ -27,6 +28,11 @@ from weirflow.checkpoint.keys import (
 from weirflow.checkpoint.lifecycle import CheckpointStats, CoordinatorState
 from weirflow.checkpoint.manifest import MANIFEST_FORMAT_VERSION, Manifest
 from weirflow.checkpoint.pending import CheckpointStatus, CompletedCheckpoint, PendingCheckpoint
+from weirflow.checkpoint.shared import (
+    collect_shared_files,
+    collect_shared_files_or_warn,
+    referenced_shared_files,
+)
 from weirflow.checkpoint.storage import FRESH, MANIFEST_NAME, CheckpointStorage
 from weirflow.checkpoint.upgrade import (
     Incompatibility,
@@ -63,6 +69,9 @@ __all__ = [
     "StateHandle",
     "TaskSnapshot",
     "UpgradeReport",
+    "checksum_of",
+    "collect_shared_files",
+    "collect_shared_files_or_warn",
     "compare_operators",
     "create_key_file",
     "default_key_file",
@@ -70,6 +79,7 @@ __all__ = [
     "load_checkpoint_key",
     "open_job_storage",
     "read_key_file",
+    "referenced_shared_files",
     "resolve_job_key",
     "state_file_name",
     "to_ms",

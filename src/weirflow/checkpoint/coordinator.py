@@ -32,6 +32,7 @@ from weirflow.checkpoint.handles import TaskSnapshot
 from weirflow.checkpoint.lifecycle import STATE_TRANSITIONS, CheckpointStats, CoordinatorState
 from weirflow.checkpoint.manifest import Manifest, check_metadata
 from weirflow.checkpoint.pending import CheckpointStatus, CompletedCheckpoint, PendingCheckpoint
+from weirflow.checkpoint.shared import collect_shared_files_or_warn
 from weirflow.checkpoint.storage import CheckpointStorage
 from weirflow.errors import CheckpointError, ConfigError, SerdeError
 
@@ -364,6 +365,9 @@ class CheckpointCoordinator:
             return
         if deleted:
             log.debug("retention deleted checkpoints %s of job %s", deleted, self.storage.job)
+        if not self._pending:
+            # no checkpoint in flight: every live shared file is named by a retained manifest
+            collect_shared_files_or_warn(self.storage)
 
     def _write_savepoint(
         self, pending: PendingCheckpoint, manifest: Manifest

@@ -2,7 +2,7 @@
 
 On disk it is JSON::
 
-    {"format_version": 2, "sha256": "<hex>", "hmac": "<hex>" or null, "manifest": {...}}
+    {"format_version": 3, "sha256": "<hex>", "hmac": "<hex>" or null, "manifest": {...}}
 
 ``sha256`` and ``hmac`` (HMAC-SHA256 under the checkpoint key) are taken of
 the body in canonical form (sorted keys, no spaces). The sha256 catches
@@ -15,8 +15,11 @@ A manifest is pure data and is read without running code, with or without
 a key: task metadata values JSON cannot hold exactly (bytes, tuples, sets,
 int-keyed dicts) are stored as ``{"$msgpack": "<base64>"}`` through
 :func:`weirflow.serde.encode_plain`, which never pickles, and are read back
-with pickle refused. Version 1 manifests (which could hold pickles) are
-refused with a clear message.
+with pickle refused. Version 3 records every operator's snapshot type and
+redistribution rule in the task metadata (``kind``: ``keyed``, ``plain`` or
+``plain-file``; ``redistribution`` for the last two); older manifests
+(version 1 could hold pickles, version 2 left the rule to be guessed from
+the operator's kind) are refused with a clear message.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from weirflow.checkpoint.keys import sign, verify
 from weirflow.errors import SerdeError, UnsupportedFormatVersionError
 from weirflow.serde import check_format_version, decode, encode_plain
 
-MANIFEST_FORMAT_VERSION = 2
+MANIFEST_FORMAT_VERSION = 3
 _MSGPACK_KEY = "$msgpack"
 
 

@@ -37,7 +37,7 @@ from weirflow.checkpoint.errors import (
 )
 from weirflow.checkpoint.fileformat import checksum_of, frame, unframe
 from weirflow.checkpoint.fs import open_fs, protocol_of, put_exclusive, write_durable
-from weirflow.checkpoint.handles import StateHandle, is_safe_name
+from weirflow.checkpoint.handles import StateHandle, TaskSnapshot, is_safe_name
 from weirflow.checkpoint.manifest import Manifest
 from weirflow.errors import CheckpointError
 
@@ -51,6 +51,10 @@ _JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=+@-]*")
 
 OnCorrupt = Callable[[str, Exception], None]
 """Called with ``(path, error)`` for each checkpoint skipped as unusable."""
+
+
+LocalVerifier = Callable[[int, TaskSnapshot, str, StateHandle], bool]
+"""Whether a state file of a checkpoint has a verified local copy (see ``set_local_verifier``)."""
 
 
 class CheckpointStorage:
@@ -89,6 +93,7 @@ class CheckpointStorage:
         self.fs, base = open_fs(url, self._options)
         self.root = f"{base}/{job}"
         self._key = key
+        self._local_verifier: LocalVerifier | None = None
 
     @property
     def authenticated(self) -> bool:
@@ -309,11 +314,28 @@ class CheckpointStorage:
     def verify(self, manifest: Manifest) -> None:
         """Read and verify every state file of ``manifest``.
 
+        A file the local verifier (:meth:`set_local_verifier`) confirms is not
+        read: restore takes it from the local copy, which matched its checksum.
+
         Raises:
             CheckpointCorruptError: a state file is missing or fails verification.
         """
-        for handle in manifest.handles():
-            self.read_state(handle)
+        for task in manifest.tasks.values():
+            for name, handle in task.handles.items():
+                if self._local_verifier is None or not self._local_verifier(
+                    manifest.checkpoint_id, task, name, handle
+                ):
+                    self.read_state(handle)
+
+    def set_local_verifier(self, verifier: LocalVerifier | None) -> None:
+        """Let ``verifier`` vouch for files kept locally (local recovery).
+
+        Args:
+            verifier: ``(checkpoint id, task snapshot, handle name, handle) ->
+                bool``: whether a local copy of the file has the checksum the
+                manifest records; ``None`` reads every file again.
+        """
+        self._local_verifier = verifier
 
     def completed_checkpoints(self) -> list[int]:
         """Return the ids of checkpoints that have a manifest, ascending."""

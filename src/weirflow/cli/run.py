@@ -57,6 +57,7 @@ from weirflow.cli.run_autoscale import Autoscaler, parse_autoscale
 from weirflow.cli.run_options import (
     Guarantee,
     LogFormat,
+    StateBackendKind,
     Strategy,
     alert_watch,
     build_strategy,
@@ -64,6 +65,7 @@ from weirflow.cli.run_options import (
     checkpoint_key_env,
     config_message,
     restore_option,
+    state_backend_option,
 )
 from weirflow.cli.run_ray import RayPlacement, ray_cluster_option, run_on_ray_cluster
 from weirflow.cli.run_surfaces import Surfaces, make_observer, print_summary
@@ -80,9 +82,10 @@ from weirflow.metrics import (
     JsonFormatter,
 )
 from weirflow.metrics.autoscale import AutoscaleConfig
-from weirflow.runtime import RunListener, control, in_flight_items, wall_clock_ms
+from weirflow.runtime import RunListener, RuntimeOptions, control, in_flight_items, wall_clock_ms
 from weirflow.runtime.local_cluster import resolve_workers
 from weirflow.runtime.run import run_job
+from weirflow.state import StateBackend
 
 _MAX_RESTARTS = "Restarts allowed (failure-rate: failures per interval)."
 _PR_SET_PDEATHSIG = 1
@@ -142,6 +145,7 @@ def _run_worker(
     restore: str | None,
     surfaces: dict[str, Any],
     autoscale: AutoscaleConfig | None,
+    backend: StateBackend,
 ) -> int:
     started_ms = wall_clock_ms()
     _die_with_parent()
@@ -164,6 +168,7 @@ def _run_worker(
                 guarantee=guarantee.value,
                 stop=stop,
                 listener=observer,
+                state_backend=backend,
             )
         else:
             result = flow.run(
@@ -173,6 +178,7 @@ def _run_worker(
                 stop=stop,
                 listener=observer,
                 savepoints=savepoints,
+                state_backend=backend,
             )
     finally:
         shown.close()
@@ -321,6 +327,13 @@ def run(
             "(stop with a final checkpoint, restore at the new parallelism)."
         ),
     ] = None,
+    state_backend: Annotated[
+        StateBackendKind, typer.Option(help="Where keyed state lives: memory or rocksdb (disk).")
+    ] = StateBackendKind.memory,
+    state_dir: Annotated[
+        str | None,
+        typer.Option(help="RocksDB's local folder (default weirflow-data/state)."),
+    ] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
     worker: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
@@ -329,6 +342,7 @@ def run(
     try:
         interval = parse_duration(checkpoint_interval)
         restore = restore_option(restore, fresh)
+        backend = state_backend_option(state_backend, state_dir)
         config = (
             None
             if guarantee is Guarantee.at_most_once
@@ -370,7 +384,9 @@ def run(
         }
         if worker:
             raise typer.Exit(
-                _run_worker(job, parallelism, config, guarantee, restore, surfaces, scaling)
+                _run_worker(
+                    job, parallelism, config, guarantee, restore, surfaces, scaling, backend
+                )
             )
         strategy = build_strategy(
             restart_strategy,
@@ -388,6 +404,11 @@ def run(
                 "--coordinator use the Prometheus rules of `weirflow ops alerts`"
             )
         stop = threading.Event()
+        if state_backend is not StateBackendKind.memory and coordinator is not None:
+            raise ConfigError(
+                "--state-backend rocksdb cannot be submitted to a --coordinator yet; run the "
+                "job with --workers"
+            )
         if config is not None and elsewhere:
             # workers find the key as this process does: through the environment they inherit
             os.environ.update(
@@ -417,6 +438,7 @@ def run(
             "guarantee": guarantee.value,
             "restore": restore,
             "restart": strategy,
+            "options": RuntimeOptions(state_backend=backend),
         }
         if ray is not None:
             result = run_on_ray_cluster(
@@ -470,6 +492,8 @@ def run(
             f"--metrics-host={metrics_host}",
             f"--ui-host={ui_host}",
             f"--log-format={log_format.value}",
+            f"--state-backend={state_backend.value}",
+            *([f"--state-dir={state_dir}"] if state_dir is not None else []),
             *([f"--metrics-port={metrics_port}"] if metrics_port is not None else []),
             *([f"--ui-port={ui_port}"] if ui_port is not None else []),
             *[f"--alert={a}" for a in alert or []],
@@ -514,5 +538,3 @@ def run(
             raise
         err.print(f"[red]error:[/] {escape(str(e))}")
         raise typer.Exit(EXIT_FAILED) from None
-
-

@@ -1,12 +1,14 @@
 """``weirflow run``'s option types and the options that need more than parsing: the checkpoint
-key, restore, restart strategy, alert conditions, messages."""
+key, restore, restart strategy, alert conditions, the state backend, messages."""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from datetime import timedelta
 from enum import StrEnum
+from pathlib import Path
 
 import typer
 
@@ -22,6 +24,7 @@ from weirflow.cli.durations import parse_duration
 from weirflow.errors import CheckpointError, ConfigError
 from weirflow.metrics import AlertCondition, Signal
 from weirflow.runtime import RestartStrategy
+from weirflow.state import MemoryStateBackend, RocksDBStateBackend, StateBackend
 
 log = logging.getLogger("weirflow.cli")
 _ALERT = re.compile(r"\s*([a-z_]+)\s*>\s*(\S+)\s*")
@@ -164,3 +167,43 @@ def config_message(e: ConfigError) -> str:
             "--restore PATH"
         )
     return str(e)
+
+
+class StateBackendKind(StrEnum):
+    """Where keyed state lives (``--state-backend``)."""
+
+    memory = "memory"
+    rocksdb = "rocksdb"
+
+
+DEFAULT_STATE_DIR = "weirflow-data/state"
+
+
+def state_backend_option(kind: StateBackendKind, state_dir: str | None) -> StateBackend:
+    """Build the state backend of ``--state-backend`` and ``--state-dir``.
+
+    Args:
+        kind: memory or rocksdb.
+        state_dir: RocksDB's local folder (default ``weirflow-data/state``); only with rocksdb.
+
+    Returns:
+        The :class:`~weirflow.state.StateBackend`.
+
+    Raises:
+        ConfigError: ``--state-dir`` without rocksdb, or a folder that cannot be
+            created or written.
+    """
+    if kind is StateBackendKind.memory:
+        if state_dir is not None:
+            raise ConfigError("--state-dir needs --state-backend rocksdb")
+        return MemoryStateBackend()
+    path = Path(state_dir or DEFAULT_STATE_DIR)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(
+            f"--state-dir {path} cannot be created ({e.strerror}); give a writable folder"
+        ) from e
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"--state-dir {path} is not writable; give a writable folder")
+    return RocksDBStateBackend(path)

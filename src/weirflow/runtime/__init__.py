@@ -16,10 +16,12 @@ from weirflow.runtime.local import LocalScheduler
 from weirflow.runtime.ray_cluster import RayCluster
 from weirflow.runtime.restart import RestartStrategy, RestartTracker
 from weirflow.runtime.run import run_job
+from weirflow.runtime.snapshot_files import FILE_SEPARATOR
 from weirflow.runtime.snapshots import state_file_uses_pickle
 from weirflow.runtime.task import Task, TaskState
 
 __all__ = [
+    "FILE_SEPARATOR",
     "Batch",
     "BuiltJob",
     "Channel",

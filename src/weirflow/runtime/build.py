@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from weirflow.graph import LogicalGraph, PhysicalPlan
@@ -11,22 +11,24 @@ from weirflow.runtime.channel import Channel
 from weirflow.runtime.operators import OperatorContext, OperatorLogic, build_logic
 from weirflow.runtime.partitioners import RecordWriter
 from weirflow.runtime.task import SnapshotCallback, Task
-from weirflow.state import key_group_range_for_subtask
+from weirflow.state import MemoryStateBackend, StateBackend, key_group_range_for_subtask
 
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """Sizes of the runtime's bounded pieces.
+    """How the runtime runs subtasks: sizes of its bounded pieces, and the state backend.
 
     Attributes:
         source_batch_size: records a source subtask reads per step.
         buffer_size: records per network buffer.
         channel_capacity: buffers a channel holds (the credit per channel).
+        state_backend: where keyed operators keep state and timers.
     """
 
     source_batch_size: int = 1024
     buffer_size: int = 1024
     channel_capacity: int = 4
+    state_backend: StateBackend = field(default_factory=MemoryStateBackend)
 
 
 class RemoteEnds(Protocol):
@@ -115,6 +117,7 @@ def build_job(
                     clock=clock,
                     sleep=sleep,
                     guarantee=guarantee,
+                    state_backend=options.state_backend,
                 ),
             )
             for i in sorted(local)

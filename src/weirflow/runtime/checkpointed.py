@@ -39,6 +39,7 @@ from weirflow.checkpoint import (
     CheckpointStorage,
     CompletedCheckpoint,
     Manifest,
+    collect_shared_files_or_warn,
     open_job_storage,
 )
 from weirflow.errors import (
@@ -60,7 +61,13 @@ from weirflow.runtime.operators.source import refuse_duplicate_sink_output
 from weirflow.runtime.restart import RestartStrategy
 from weirflow.runtime.restore_points import RestorePoints, fit_to_job
 from weirflow.runtime.savepoint_requests import SavepointRequests, SavepointWaiters
-from weirflow.runtime.snapshots import encode_task_snapshot, plan_restore, write_task_snapshot
+from weirflow.runtime.snapshot_files import local_copies_of, local_verifier
+from weirflow.runtime.snapshots import (
+    discard_downloads,
+    encode_task_snapshot,
+    plan_restore,
+    write_task_snapshot,
+)
 from weirflow.runtime.task import Task, TaskState
 
 log = logging.getLogger("weirflow.runtime")
@@ -119,7 +126,14 @@ class _Attempt:
         r = self.run
         plan = compile_plan(r.graph, r.parallelism, r.max_parallelism)
         restored = (
-            plan_restore(self.manifest, self.storage, r.graph, r.parallelism, r.max_parallelism)
+            plan_restore(
+                self.manifest,
+                self.storage,
+                r.graph,
+                r.parallelism,
+                r.max_parallelism,
+                local_copies_of(r.options.state_backend, r.graph.name),
+            )
             if self.manifest is not None
             else None
         )
@@ -132,9 +146,21 @@ class _Attempt:
                 self.manifest.checkpoint_id,
                 allow=r.config.allow_duplicates_after_fallback,
             )
-        self.built = build_job(
-            r.graph, plan, r.options, r.clock, r.sleep, self._on_snapshot, restored, r.config.mode
-        )
+        # nothing is in flight before the first checkpoint: orphans of a crash go now
+        collect_shared_files_or_warn(self.storage)
+        try:
+            self.built = build_job(
+                r.graph,
+                plan,
+                r.options,
+                r.clock,
+                r.sleep,
+                self._on_snapshot,
+                restored,
+                r.config.mode,
+            )
+        finally:
+            discard_downloads(restored)
         if self.manifest is not None:
             in_flight = plan_in_flight(
                 self.manifest, self.storage, r.parallelism, [t.name for t in self.built.tasks]
@@ -410,6 +436,8 @@ class CheckpointedRun:
         """
         tracker = self.restart.tracker()
         self.storage.check_writable()
+        local = local_copies_of(self.options.state_backend, self.graph.name)
+        self.storage.set_local_verifier(local_verifier(local))
         points = RestorePoints(self.storage, self.restore)
         manifest = points.first
         if manifest is not None:

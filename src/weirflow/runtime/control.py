@@ -20,7 +20,14 @@ from __future__ import annotations
 import msgspec
 
 from weirflow.checkpoint import CheckpointConfig
+from weirflow.errors import ConfigError
 from weirflow.runtime.restart import RestartStrategy
+from weirflow.state import (
+    DEFAULT_CACHE_SIZE_BYTES,
+    MemoryStateBackend,
+    RocksDBStateBackend,
+    StateBackend,
+)
 
 
 class Register(msgspec.Struct, tag=True, frozen=True):
@@ -56,6 +63,44 @@ class Welcome(msgspec.Struct, tag=True, frozen=True):
     heartbeat_timeout_ms: int
 
 
+class StateBackendSpec(msgspec.Struct, frozen=True):
+    """A job's state backend as it travels to the workers.
+
+    Attributes:
+        kind: ``memory`` or ``rocksdb``.
+        path: RocksDB's folder on each worker's host, or ``None`` (temporary folders).
+        incremental: RocksDB checkpoints upload only new files.
+        cache_size_bytes: RocksDB's write-back cache per subtask.
+    """
+
+    kind: str = "memory"
+    path: str | None = None
+    incremental: bool = True
+    cache_size_bytes: int = DEFAULT_CACHE_SIZE_BYTES
+
+    @classmethod
+    def of(cls, backend: StateBackend) -> StateBackendSpec:
+        """Describe ``backend``.
+
+        Raises:
+            ConfigError: a backend other than the memory and RocksDB ones.
+        """
+        if isinstance(backend, MemoryStateBackend):
+            return cls()
+        if isinstance(backend, RocksDBStateBackend):
+            path = str(backend.path.resolve()) if backend.path is not None else None
+            return cls("rocksdb", path, backend.incremental, backend.cache_size_bytes)
+        raise ConfigError(f"state backend {backend!r} cannot be sent to workers")
+
+    def build(self) -> StateBackend:
+        """Return the backend this spec describes."""
+        if self.kind == "rocksdb":
+            return RocksDBStateBackend(
+                self.path, incremental=self.incremental, cache_size_bytes=self.cache_size_bytes
+            )
+        return MemoryStateBackend()
+
+
 class Deploy(msgspec.Struct, tag=True, frozen=True):
     """Run ``subtasks`` of every chain of the job, as attempt ``attempt``.
 
@@ -83,6 +128,7 @@ class Deploy(msgspec.Struct, tag=True, frozen=True):
             the attempt (the folder is not shared).
         unaligned_after_ms: when checkpoint barriers may overtake records
             (``CheckpointConfig.unaligned_after_ms``); ``None``: aligned.
+        state_backend: where the subtasks keep keyed state.
     """
 
     attempt: int
@@ -102,6 +148,7 @@ class Deploy(msgspec.Struct, tag=True, frozen=True):
     storage_probe: str | None = None
     unaligned_after_ms: int | None = None
     allow_non_restored_state: bool = False
+    state_backend: StateBackendSpec = StateBackendSpec()
 
 
 SHARED_PROBE = "_shared-probe"

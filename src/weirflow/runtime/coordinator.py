@@ -43,6 +43,7 @@ from weirflow.checkpoint import (
     CheckpointConfig,
     CheckpointCorruptError,
     CheckpointStorage,
+    collect_shared_files_or_warn,
     open_job_storage,
 )
 from weirflow.errors import ConfigError, JobFailedError, WeirflowError
@@ -339,6 +340,9 @@ class JobCoordinator:
         assert spec is not None
         tracker = spec.restart.tracker()
         points = self._restore_points()
+        if self.storage is not None:
+            # nothing is in flight before the first attempt: orphans of a crash go now
+            collect_shared_files_or_warn(self.storage)
         restore_url = self._first_url(points)
         while True:
             self.attempt += 1
@@ -517,6 +521,7 @@ class JobCoordinator:
                     unaligned_after_ms=(
                         spec.checkpoint.unaligned_after_ms if spec.checkpoint is not None else None
                     ),
+                    state_backend=control.StateBackendSpec.of(spec.options.state_backend),
                     allow_duplicates_after_fallback=(
                         spec.checkpoint is not None
                         and spec.checkpoint.allow_duplicates_after_fallback

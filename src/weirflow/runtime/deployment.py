@@ -38,7 +38,13 @@ from weirflow.runtime.local import LocalScheduler
 from weirflow.runtime.operators import SinkLogic
 from weirflow.runtime.operators.source import refuse_duplicate_sink_output
 from weirflow.runtime.restore_points import fit_to_job
-from weirflow.runtime.snapshots import encode_task_snapshot, plan_restore, write_task_snapshot
+from weirflow.runtime.snapshot_files import local_copies_of, local_verifier
+from weirflow.runtime.snapshots import (
+    discard_downloads,
+    encode_task_snapshot,
+    plan_restore,
+    write_task_snapshot,
+)
 from weirflow.runtime.task import Task, TaskState
 
 if TYPE_CHECKING:
@@ -93,6 +99,7 @@ class Deployment:
                     "file must be importable at the same path on every worker)"
                 ) from e
             plan = compile_plan(graph, d.parallelism, d.max_parallelism)
+            backend = d.state_backend.build()
             restored = None
             manifest = None
             if d.checkpoint_dir is not None:
@@ -102,11 +109,13 @@ class Deployment:
                     CheckpointConfig(storage=d.checkpoint_dir), graph.name
                 )
                 if d.restore is not None:
+                    local = local_copies_of(backend, graph.name)
+                    self.storage.set_local_verifier(local_verifier(local))
                     manifest = fit_to_job(
                         self.storage.load_savepoint(d.restore), graph, d.allow_non_restored_state
                     )
                     restored = plan_restore(
-                        manifest, self.storage, graph, d.parallelism, d.max_parallelism
+                        manifest, self.storage, graph, d.parallelism, d.max_parallelism, local
                     )
                     refuse_duplicate_sink_output(
                         graph,
@@ -117,19 +126,24 @@ class Deployment:
                     )
             plane = DataPlane(w.connect_peers(d))
             w._plane = plane
-            options = RuntimeOptions(d.source_batch_size, d.buffer_size, d.channel_capacity)
-            built = build_job(
-                graph,
-                plan,
-                options,
-                wall_clock_ms,
-                time.sleep,
-                self._on_snapshot,
-                restored,
-                d.mode,
-                subtasks=d.subtasks,
-                remote=RemoteEnds(d.owners, w.worker_id, plane),
+            options = RuntimeOptions(
+                d.source_batch_size, d.buffer_size, d.channel_capacity, backend
             )
+            try:
+                built = build_job(
+                    graph,
+                    plan,
+                    options,
+                    wall_clock_ms,
+                    time.sleep,
+                    self._on_snapshot,
+                    restored,
+                    d.mode,
+                    subtasks=d.subtasks,
+                    remote=RemoteEnds(d.owners, w.worker_id, plane),
+                )
+            finally:
+                discard_downloads(restored)
             if manifest is not None and self.storage is not None:
                 in_flight = plan_in_flight(
                     manifest, self.storage, d.parallelism, [t.name for t in built.tasks]

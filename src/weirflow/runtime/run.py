@@ -9,6 +9,7 @@ All keep the same guarantees; ``weirflow run`` uses the same pieces.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from weirflow.runtime.local_cluster import run_on_local_workers
 from weirflow.runtime.ray_cluster import RayCluster, run_on_ray
 from weirflow.runtime.restart import RestartStrategy
 from weirflow.runtime.savepoint_requests import SavepointRequests
+from weirflow.state import StateBackend
 
 
 def run_job(
@@ -47,6 +49,7 @@ def run_job(
     cluster: RayCluster | None = None,
     load_graph: Callable[[str], LogicalGraph] | None = None,
     savepoints: SavepointRequests | None = None,
+    state_backend: StateBackend | None = None,
     **unknown: Any,
 ) -> JobResult:
     """Run ``graph`` in this process, or on ``workers`` local worker processes.
@@ -79,6 +82,9 @@ def run_job(
         savepoints: where other threads ask the running job for savepoints
             (:class:`~weirflow.runtime.savepoint_requests.SavepointRequests`);
             needs ``checkpoint``.
+        state_backend: where keyed state and timers live
+            (``MemoryStateBackend()``, the default, or ``RocksDBStateBackend(...)``);
+            overrides ``runtime.state_backend``.
 
     Returns:
         The job's :class:`~weirflow.records.JobResult`.
@@ -91,6 +97,13 @@ def run_job(
     """
     if unknown:
         raise ConfigError(f"unknown run() option(s): {', '.join(sorted(unknown))}")
+    if state_backend is not None:
+        if not isinstance(state_backend, StateBackend):
+            raise ConfigError(
+                f"state_backend= takes MemoryStateBackend() or RocksDBStateBackend(...), got "
+                f"{state_backend!r}"
+            )
+        runtime = dataclasses.replace(runtime or RuntimeOptions(), state_backend=state_backend)
     if type(workers) is not int or workers < 1:
         raise ConfigError(f"workers= takes a count >= 1, got {workers!r}")
     if cluster is not None and not isinstance(cluster, RayCluster):

@@ -18,16 +18,23 @@ files, and is decoded on restore only when the storage verified its
 signature (``CheckpointStorage.authenticated``); otherwise restore refuses
 it, naming the file, before decoding anything.
 
-Redistribution on restore (any parallelism): keyed state by key group;
-source positions are merged (every subtask picks its own splits); the
-states of old sink subtask ``j`` go to new subtask ``j % parallelism``,
-which resolves their transactions; an operator's restored watermark is the
-minimum of the old subtasks' watermarks it takes key groups from.
+Snapshots are typed (:mod:`weirflow.state.snapshots`), and so is restore:
+the manifest records each operator entry's snapshot type (``kind``) and,
+for operator state, its :class:`~weirflow.state.Redistribution` rule.
+Redistribution on restore (any parallelism): keyed state by key group, into
+a :class:`~weirflow.state.KeyedRestore` whose watermark is the minimum of
+the old subtasks' watermarks it takes key groups from; operator state by
+its rule, as ``{old subtask: state}`` (union: sources, where every subtask
+picks its own splits; round robin: sinks, where old subtask ``j`` goes to
+new subtask ``j % parallelism``, which resolves its transactions).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from weirflow.checkpoint import (
@@ -42,6 +49,7 @@ from weirflow.checkpoint import (
 )
 from weirflow.errors import CheckpointError, ConfigError, SerdeError
 from weirflow.graph import LogicalGraph
+from weirflow.runtime.snapshot_files import download_files, files_of, upload_files
 from weirflow.serde import (
     PickleRefusedError,
     decode,
@@ -50,9 +58,24 @@ from weirflow.serde import (
     is_pickled,
     is_plain,
 )
-from weirflow.state import KeyGroupRange, blob_uses_pickle, key_group_range_for_subtask
+from weirflow.state import (
+    FilesSnapshot,
+    KeyedOperatorSnapshot,
+    KeyedRestore,
+    KeyGroupRange,
+    OperatorSnapshot,
+    OperatorStateSnapshot,
+    Redistribution,
+    RestoredFiles,
+    blob_uses_pickle,
+    key_group_range_for_subtask,
+)
+
+LocalCopies = Callable[[str, int, int], Path | None]
+"""``(operator, subtask, checkpoint id) -> local folder`` of a RocksDB checkpoint, or ``None``."""
 
 KEYED = "keyed"
+KEYED_FILES = "keyed-files"
 PLAIN = "plain"
 PLAIN_FILE = "plain-file"
 _NEEDS_KEY = (
@@ -68,10 +91,11 @@ class EncodedSnapshot:
         task_id: the task's name.
         files: operator name → encoded state file (written asynchronously).
         metadata: ``{"subtask": int, "operators": {name: {...}}}``, built-in data only.
-        pickled: names in ``files`` whose bytes hold a pickle.
+        pickled: names in ``files`` (or ``uploads``) whose bytes may hold a pickle.
+        uploads: operator name → local RocksDB checkpoint to upload incrementally.
     """
 
-    __slots__ = ("files", "metadata", "pickled", "task_id")
+    __slots__ = ("files", "metadata", "pickled", "task_id", "uploads")
 
     def __init__(
         self,
@@ -79,17 +103,22 @@ class EncodedSnapshot:
         files: dict[str, bytes],
         metadata: dict[str, Any],
         pickled: frozenset[str],
+        uploads: dict[str, FilesSnapshot] | None = None,
     ) -> None:
         self.task_id = task_id
         self.files = files
         self.metadata = metadata
         self.pickled = pickled
+        self.uploads = uploads or {}
 
 
 def encode_task_snapshot(
-    task_id: str, subtask: int, key_group_range: KeyGroupRange, states: Mapping[str, Any]
+    task_id: str,
+    subtask: int,
+    key_group_range: KeyGroupRange,
+    states: Mapping[str, OperatorSnapshot | None],
 ) -> EncodedSnapshot:
-    """Encode a chain's operator states (the synchronous part of a snapshot).
+    """Encode a chain's operator snapshots (the synchronous part of a snapshot).
 
     Keyed state is serialized here, on the task's thread: serialization is
     the copy that makes the snapshot immune to later in-place updates of
@@ -103,16 +132,27 @@ def encode_task_snapshot(
 
     Returns:
         An :class:`EncodedSnapshot`.
+
+    Raises:
+        TypeError: an operator returned something other than a typed snapshot.
     """
     files: dict[str, bytes] = {}
     ops: dict[str, Any] = {}
     pickled: set[str] = set()
+    uploads: dict[str, FilesSnapshot] = {}
     for name, st in states.items():
-        if st is None:
-            continue
-        if isinstance(st, dict) and "keyed" in st:
-            blobs = st["keyed"].to_bytes_per_key_group()
-            timers = st["timers"].to_bytes_per_key_group() if "timers" in st else {}
+        if isinstance(st, KeyedOperatorSnapshot) and isinstance(st.state, FilesSnapshot):
+            uploads[name] = st.state
+            # the database's values are encoded like blobs: user objects are pickles
+            pickled.add(name)
+            ops[name] = {
+                "kind": KEYED_FILES,
+                "key_group_range": list(st.state.key_group_range),
+                "watermark": st.watermark_ms,
+            }
+        elif isinstance(st, KeyedOperatorSnapshot):
+            blobs = st.state.to_bytes_per_key_group()
+            timers = st.timers.to_bytes_per_key_group() if st.timers is not None else {}
             files[name] = encode_plain({"state": blobs, "timers": timers})
             if any(blob_uses_pickle(b) for b in (*blobs.values(), *timers.values())):
                 pickled.add(name)
@@ -120,16 +160,25 @@ def encode_task_snapshot(
                 "kind": KEYED,
                 "key_groups": sorted(set(blobs) | set(timers)),
                 "key_group_range": [key_group_range.start, key_group_range.end],
-                "watermark": st.get("watermark"),
+                "watermark": st.watermark_ms,
             }
-        elif is_plain(st):
-            ops[name] = {"kind": PLAIN, "state": st}
-        else:
-            files[name] = encode(st)
-            pickled.add(name)
-            ops[name] = {"kind": PLAIN_FILE}
+        elif isinstance(st, OperatorStateSnapshot):
+            if st.state is None:
+                continue
+            rule = st.redistribution.value
+            if is_plain(st.state):
+                ops[name] = {"kind": PLAIN, "state": st.state, "redistribution": rule}
+            else:
+                files[name] = encode(st.state)
+                pickled.add(name)
+                ops[name] = {"kind": PLAIN_FILE, "redistribution": rule}
+        elif st is not None:
+            raise TypeError(
+                f"operator {name} in {task_id} returned a {type(st).__name__} from "
+                "snapshot_state; return a KeyedOperatorSnapshot or an OperatorStateSnapshot"
+            )
     meta = {"subtask": subtask, "operators": ops}
-    return EncodedSnapshot(task_id, files, meta, frozenset(pickled))
+    return EncodedSnapshot(task_id, files, meta, frozenset(pickled), uploads)
 
 
 def write_task_snapshot(
@@ -158,14 +207,13 @@ def write_task_snapshot(
             "need pickle, and pickled checkpoint state must be signed to be restorable: "
             f"{_NEEDS_KEY}; or keep the state to built-in types (tuples, dicts, lists...)"
         )
+    prefix = f"{snap.task_id}@{attempt}" if attempt else snap.task_id
     handles = {
-        name: storage.write_state(
-            checkpoint_id,
-            state_file_name(f"{snap.task_id}@{attempt}" if attempt else snap.task_id, name),
-            data,
-        )
+        name: storage.write_state(checkpoint_id, state_file_name(prefix, name), data)
         for name, data in snap.files.items()
     }
+    for name, files in snap.uploads.items():
+        handles.update(upload_files(storage, checkpoint_id, prefix, name, files))
     return TaskSnapshot(
         task_id=snap.task_id,
         handles=handles,
@@ -180,6 +228,7 @@ def plan_restore(
     graph: LogicalGraph,
     parallelism: int,
     max_parallelism: int,
+    local_copies: LocalCopies | None = None,
 ) -> dict[str, dict[int, Any]]:
     """Redistribute a checkpoint's operator states over ``parallelism`` subtasks.
 
@@ -195,9 +244,14 @@ def plan_restore(
         graph: the job's logical graph.
         parallelism: the new parallelism.
         max_parallelism: the job's number of key groups.
+        local_copies: where a subtask of this host kept the files of a
+            RocksDB checkpoint (local recovery); those whose checksum matches
+            the manifest are not read from storage.
 
     Returns:
-        operator name → new subtask → state for that subtask's ``open``.
+        operator name → new subtask → state for that subtask's ``open``;
+        RocksDB checkpoint files are downloaded into a temporary folder that
+        :func:`discard_downloads` removes once the subtasks are open.
 
     Raises:
         ConfigError: different max parallelism, or state for an operator the
@@ -212,13 +266,22 @@ def plan_restore(
             f"checkpoint {manifest.checkpoint_id} was taken with max_parallelism="
             f"{manifest.max_parallelism}; restoring needs the same value (got {max_parallelism})"
         )
-    entries: dict[str, list[tuple[int, dict[str, Any], StateHandle | None]]] = {}
+    entries: dict[str, list[tuple[int, dict[str, Any], Any]]] = {}
     for snap in manifest.tasks.values():
         meta = snap.metadata
         for name, m in meta.get("operators", {}).items():
-            entries.setdefault(name, []).append((meta["subtask"], m, snap.handles.get(name)))
-    known = {op.state_id: op for op in graph.operators}
-    unknown = sorted(set(entries) - set(known))
+            if m.get("kind") == KEYED_FILES:
+                if not storage.authenticated:
+                    raise CheckpointError(
+                        f"the RocksDB state of {name} in checkpoint {manifest.checkpoint_id} "
+                        f"can only be restored from signed files: {_NEEDS_KEY}"
+                    )
+                handles: Any = files_of(name, snap.handles)
+            else:
+                handles = snap.handles.get(name)
+            entries.setdefault(name, []).append((meta["subtask"], m, handles))
+    known = {op.state_id for op in graph.operators}
+    unknown = sorted(set(entries) - known)
     if unknown:
         raise ConfigError(
             f"checkpoint {manifest.checkpoint_id} holds state of operator(s) {unknown} that this "
@@ -226,35 +289,79 @@ def plan_restore(
         )
     restored: dict[str, dict[int, Any]] = {}
     for name, items in entries.items():
-        kind = known[name].kind
-        items = [
-            (j, {"kind": PLAIN, "state": _read_plain_file(storage, h, name, j)}, h)
-            if m["kind"] == PLAIN_FILE
-            else (j, m, h)
-            for j, m, h in items
-        ]
-        if items[0][1]["kind"] == KEYED:
+        kinds = {m["kind"] for _, m, _ in items}
+        if kinds == {KEYED}:
             restored[name] = _keyed(items, storage, parallelism, max_parallelism)
-        elif kind == "source":
-            restored[name] = _merged_source(items, parallelism)
+        elif kinds == {KEYED_FILES}:
+            local = _local_copies(local_copies, name, manifest.checkpoint_id)
+            restored[name] = _keyed_files(items, storage, parallelism, max_parallelism, local)
+        elif kinds <= {PLAIN, PLAIN_FILE}:
+            restored[name] = _redistributed(name, items, storage, parallelism)
         else:
-            restored[name] = {
-                i: {j: m["state"] for j, m, _ in items if j % parallelism == i}
-                for i in range(parallelism)
-            }
+            raise CheckpointCorruptError(
+                f"chk-{manifest.checkpoint_id}",
+                f"operator {name} has state of unknown or mixed kinds {sorted(kinds)}",
+            )
     return restored
 
 
-def _merged_source(
-    items: list[tuple[int, dict[str, Any], StateHandle | None]], parallelism: int
-) -> dict[int, Any]:
-    positions: dict[str, Any] = {}
-    watermarks: dict[str, Any] = {}
-    for _, m, _ in items:
-        positions.update(m["state"]["positions"])
-        watermarks.update(m["state"]["watermarks"])
-    merged = {"positions": positions, "watermarks": watermarks}
-    return dict.fromkeys(range(parallelism), merged)
+def _local_copies(
+    local_copies: LocalCopies | None, operator: str, checkpoint_id: int
+) -> Callable[[int], Path | None]:
+    if local_copies is None:
+        return lambda subtask: None
+    return lambda subtask: local_copies(operator, subtask, checkpoint_id)
+
+
+def _keyed_files(
+    items: list[tuple[int, dict[str, Any], Any]],
+    storage: CheckpointStorage,
+    parallelism: int,
+    max_parallelism: int,
+    local: Callable[[int], Path | None],
+) -> dict[int, KeyedRestore]:
+    """RocksDB checkpoints: each new subtask gets the old ones overlapping its key groups."""
+    root = Path(tempfile.mkdtemp(prefix="weirflow-restore-"))
+    fetched: dict[int, RestoredFiles] = {}
+    out: dict[int, KeyedRestore] = {}
+    for i in range(parallelism):
+        r = key_group_range_for_subtask(max_parallelism, parallelism, i)
+        files: list[RestoredFiles] = []
+        watermarks: list[int] = []
+        for old, m, handles in items:
+            start, end = m["key_group_range"]
+            if not (start < r.end and r.start < end):
+                continue
+            if m.get("watermark") is not None:
+                watermarks.append(m["watermark"])
+            if old not in fetched:
+                fetched[old] = download_files(
+                    storage, handles, (start, end), root / f"subtask-{old}", local(old)
+                )
+            files.append(fetched[old])
+        out[i] = KeyedRestore([], [], min(watermarks) if watermarks else None, files)
+    return out
+
+
+def _redistributed(
+    name: str,
+    items: list[tuple[int, dict[str, Any], StateHandle | None]],
+    storage: CheckpointStorage,
+    parallelism: int,
+) -> dict[int, dict[int, Any]]:
+    """Operator state: new subtask → {old subtask: state}, by each entry's recorded rule."""
+    out: dict[int, dict[int, Any]] = {i: {} for i in range(parallelism)}
+    for old, m, handle in sorted(items, key=lambda item: item[0]):
+        try:
+            rule = Redistribution(m["redistribution"])
+        except (KeyError, ValueError) as e:
+            raise CheckpointError(
+                f"operator {name} subtask {old}: no known redistribution rule in the manifest"
+            ) from e
+        state = m["state"] if m["kind"] == PLAIN else _read_plain_file(storage, handle, name, old)
+        for i in rule.targets(old, parallelism):
+            out[i][old] = state
+    return out
 
 
 def _keyed(
@@ -262,9 +369,9 @@ def _keyed(
     storage: CheckpointStorage,
     parallelism: int,
     max_parallelism: int,
-) -> dict[int, Any]:
+) -> dict[int, KeyedRestore]:
     decoded: dict[int, dict[str, dict[int, bytes]]] = {}
-    out: dict[int, Any] = {}
+    out: dict[int, KeyedRestore] = {}
     for i in range(parallelism):
         r = key_group_range_for_subtask(max_parallelism, parallelism, i)
         state: list[tuple[int, bytes]] = []
@@ -285,11 +392,7 @@ def _keyed(
             content = decoded[old]
             state.extend((kg, b) for kg, b in content["state"].items() if kg in r)
             timers.extend((kg, b) for kg, b in content["timers"].items() if kg in r)
-        out[i] = {
-            "state": state,
-            "timers": timers,
-            "watermark": min(watermarks) if watermarks else None,
-        }
+        out[i] = KeyedRestore(state, timers, min(watermarks) if watermarks else None)
     return out
 
 
@@ -414,3 +517,10 @@ def decode_state_blob(storage: CheckpointStorage, handle: StateHandle, blob: byt
         return decode(blob, allow_pickle=storage.authenticated)
     except PickleRefusedError:
         raise _refuse_pickle(handle, "in-flight data") from None
+def discard_downloads(restored: Mapping[str, Mapping[int, Any]] | None) -> None:
+    """Remove the temporary folders :func:`plan_restore` downloaded RocksDB checkpoints into."""
+    for states in (restored or {}).values():
+        for state in states.values():
+            if isinstance(state, KeyedRestore):
+                for files in state.files:
+                    shutil.rmtree(files.directory.parent, ignore_errors=True)

@@ -42,6 +42,7 @@ _UINT64_MAX = 2**64 - 1
 _SCALARS = (type(None), bool, float, str, bytes)
 _MAP_KEYS = (str, int, bytes)
 _msgpack_encode = msgspec.msgpack.Encoder().encode
+_MSGPACK_PREFIX = bytes((TAG_MSGPACK,))
 
 
 class PickleRefusedError(SerdeError):
@@ -168,8 +169,12 @@ def encode(value: Any) -> bytes:
         SerdeError: the value is neither plain nor picklable (a lambda, an
             open file, a lock).
     """
+    if type(value) in _SCALARS:
+        # the commonest keys and values: msgpack holds them as they are
+        return _MSGPACK_PREFIX + _msgpack_encode(value)
     if is_plain(value):
-        return encode_plain(value)
+        # checked just now: skip encode_plain's second walk over the value
+        return _MSGPACK_PREFIX + _msgpack_encode(_to_msgpack_tree(value))
     try:
         out = io.BytesIO()
         out.write(bytes((TAG_PICKLE,)))

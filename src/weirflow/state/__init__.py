@@ -8,7 +8,12 @@ snapshot covers exactly the declared names. See :mod:`weirflow.state.backend`
 for the two-part (synchronous, asynchronous) snapshot contract.
 """
 
-from weirflow.state.backend import KeyedStateBackend, KeyedStateSnapshot
+from weirflow.state.backend import (
+    BackendScope,
+    KeyedStateBackend,
+    KeyedStateSnapshot,
+    StateBackend,
+)
 from weirflow.state.blob import FORMAT_VERSION, blob_uses_pickle
 from weirflow.state.descriptors import (
     ListStateDescriptor,
@@ -25,16 +30,40 @@ from weirflow.state.keygroups import (
     key_group_range_for_subtask,
     subtask_for_key_group,
 )
-from weirflow.state.memory import MemoryKeyedStateSnapshot, MemoryStateBackend
+from weirflow.state.memory import (
+    MemoryKeyedStateBackend,
+    MemoryKeyedStateSnapshot,
+    MemoryStateBackend,
+)
 from weirflow.state.primitives import ListState, MapState, ValueState
-from weirflow.state.table import KeyedTable
-from weirflow.state.timers import Timer, TimerService, TimerSnapshot
+from weirflow.state.restore import export_key_groups, restore_keyed
+from weirflow.state.rocksdb import DEFAULT_CACHE_SIZE_BYTES, RocksDBKeyedStateBackend
+from weirflow.state.rocksdb_config import RocksDBStateBackend
+from weirflow.state.rocksdb_files import link_or_copy
+from weirflow.state.snapshots import (
+    FilesSnapshot,
+    KeyedOperatorSnapshot,
+    KeyedRestore,
+    OperatorSnapshot,
+    OperatorStateSnapshot,
+    PerKeyGroupSnapshot,
+    Redistribution,
+    RestoredFiles,
+)
+from weirflow.state.table import KeyedTable, StateTable
+from weirflow.state.timers import InternalTimerService, Timer, TimerService, TimerSnapshot
 
 __all__ = [
+    "DEFAULT_CACHE_SIZE_BYTES",
     "DEFAULT_MAX_PARALLELISM",
     "FORMAT_VERSION",
+    "BackendScope",
     "CorruptStateError",
+    "FilesSnapshot",
+    "InternalTimerService",
     "KeyGroupRange",
+    "KeyedOperatorSnapshot",
+    "KeyedRestore",
     "KeyedStateBackend",
     "KeyedStateSnapshot",
     "KeyedTable",
@@ -42,10 +71,20 @@ __all__ = [
     "ListStateDescriptor",
     "MapState",
     "MapStateDescriptor",
+    "MemoryKeyedStateBackend",
     "MemoryKeyedStateSnapshot",
     "MemoryStateBackend",
+    "OperatorSnapshot",
+    "OperatorStateSnapshot",
+    "PerKeyGroupSnapshot",
+    "Redistribution",
+    "RestoredFiles",
+    "RocksDBKeyedStateBackend",
+    "RocksDBStateBackend",
+    "StateBackend",
     "StateDescriptor",
     "StateKind",
+    "StateTable",
     "Timer",
     "TimerService",
     "TimerSnapshot",
@@ -53,7 +92,10 @@ __all__ = [
     "ValueState",
     "ValueStateDescriptor",
     "blob_uses_pickle",
+    "export_key_groups",
     "key_group_for_key",
     "key_group_range_for_subtask",
+    "link_or_copy",
+    "restore_keyed",
     "subtask_for_key_group",
 ]

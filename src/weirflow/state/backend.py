@@ -1,9 +1,11 @@
 """The keyed state backend interface.
 
-A backend holds the keyed state of one subtask: every declared state name,
-for every key in the subtask's key-group range. The memory backend keeps
-plain dicts; a RocksDB backend (extra ``rocksdb``) can implement the same
-Protocol.
+A :class:`StateBackend` is the job's choice of where keyed state lives
+(``MemoryStateBackend()``, the default, or ``RocksDBStateBackend(...)``);
+the runtime hands it to every operator through the operator's context, and
+the operator asks it for one :class:`KeyedStateBackend` and one timer
+service per subtask. A keyed backend holds the keyed state of one subtask:
+every declared state name, for every key in the subtask's key-group range.
 
 Checkpoint contract, in two parts as in Flink's snapshot strategies:
 
@@ -21,6 +23,7 @@ rescaling), keeps the key groups in its own range and ignores the rest.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol, overload, runtime_checkable
 
 from weirflow.state.descriptors import (
@@ -30,7 +33,9 @@ from weirflow.state.descriptors import (
 )
 from weirflow.state.keygroups import KeyGroupRange
 from weirflow.state.primitives import ListState, MapState, ValueState
-from weirflow.state.table import KeyedTable
+from weirflow.state.snapshots import FilesSnapshot
+from weirflow.state.table import StateTable
+from weirflow.state.timers import InternalTimerService
 
 
 @runtime_checkable
@@ -85,12 +90,16 @@ class KeyedStateBackend(Protocol):
         """Declare (or look up) a state and return it bound to the current key."""
         ...
 
-    def table(self, name: str) -> KeyedTable:
+    def table(self, name: str) -> StateTable:
         """Declare (or look up) a raw table."""
         ...
 
-    def snapshot(self) -> KeyedStateSnapshot:
-        """Take the synchronous part of a checkpoint."""
+    def snapshot(self, checkpoint_id: int | None = None) -> KeyedStateSnapshot | FilesSnapshot:
+        """Take the synchronous part of checkpoint ``checkpoint_id``.
+
+        Per-key-group blobs, or (RocksDB, incremental) the files of a local
+        database checkpoint.
+        """
         ...
 
     def restore(self, blobs: Iterable[tuple[int, bytes]]) -> None:
@@ -99,4 +108,51 @@ class KeyedStateBackend(Protocol):
 
     def is_empty(self) -> bool:
         """Return whether no state name holds any entry."""
+        ...
+
+    def close(self) -> None:
+        """Release files and handles; the backend is unusable afterwards."""
+        ...
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` completed (an incremental backend may reuse its files)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BackendScope:
+    """Which operator subtask a keyed backend is for.
+
+    Attributes:
+        job: the job name.
+        operator: the operator's name.
+        subtask: the subtask index.
+        key_group_range: the key groups the subtask owns.
+        max_parallelism: the job's number of key groups.
+    """
+
+    job: str
+    operator: str
+    subtask: int
+    key_group_range: KeyGroupRange
+    max_parallelism: int
+
+
+@runtime_checkable
+class StateBackend(Protocol):
+    """Where a job keeps keyed state; creates the per-subtask pieces."""
+
+    def create_keyed_backend(self, scope: BackendScope) -> KeyedStateBackend:
+        """Return an empty keyed backend for ``scope``.
+
+        Raises:
+            StateError: the backend cannot hold state there (a directory not
+                writable, or locked by another live process).
+        """
+        ...
+
+    def create_timer_service(
+        self, scope: BackendScope, keyed: KeyedStateBackend
+    ) -> InternalTimerService:
+        """Return an empty timer service for ``scope``, stored next to ``keyed``."""
         ...

@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from weirflow.errors import SerdeError, StateError, UnsupportedFormatVersionError
 from weirflow.serde import StateSchemaError, check_format_version, decode, encode, is_pickled
+from weirflow.state.descriptors import STATE_KINDS, StateKind
 from weirflow.state.errors import CorruptStateError, UnsupportedStateVersionError
 
 KEYED_STATE_MAGIC: Final = b"WFKS"
@@ -127,3 +128,82 @@ def blob_uses_pickle(blob: bytes | memoryview) -> bool:
         ``True`` when the payload's codec tag is pickle.
     """
     return is_pickled(memoryview(blob)[_HEADER.size :])
+
+
+KeyedGroupState = dict[str, tuple[StateKind, dict[Any, Any]]]
+"""One key group's keyed state: state name -> (kind, key -> value)."""
+
+
+def pack_keyed_state(key_group: int, max_parallelism: int, states: KeyedGroupState) -> bytes:
+    """Encode one key group's keyed state in the canonical form every backend writes.
+
+    Args:
+        key_group: the key group.
+        max_parallelism: the job's number of key groups, recorded so that a
+            restore under another value is refused.
+        states: state name -> (kind, entries).
+
+    Returns:
+        A :data:`KEYED_STATE_MAGIC` blob whose content is
+        ``{"max_parallelism": int, "states": {name: {"kind": str, "entries": dict}}}``.
+
+    Raises:
+        SerdeError: a key or value can be neither msgpack-encoded nor pickled.
+    """
+    content = {
+        "max_parallelism": max_parallelism,
+        "states": {
+            name: {"kind": kind, "entries": entries} for name, (kind, entries) in states.items()
+        },
+    }
+    return pack_blob(KEYED_STATE_MAGIC, key_group, content)
+
+
+def unpack_keyed_state(key_group: int, blob: bytes, max_parallelism: int) -> KeyedGroupState:
+    """Check and decode a blob written by :func:`pack_keyed_state`.
+
+    Args:
+        key_group: the key group the blob belongs to.
+        blob: its bytes.
+        max_parallelism: the restoring job's number of key groups.
+
+    Returns:
+        State name -> (kind, entries).
+
+    Raises:
+        UnsupportedStateVersionError: unknown format version.
+        CorruptStateError: corrupt or malformed blob.
+        StateError: written under another ``max_parallelism``. Messages name the key group.
+    """
+    content = unpack_blob(KEYED_STATE_MAGIC, key_group, blob)
+    try:
+        found = content["max_parallelism"]
+        parsed = {name: (st["kind"], st["entries"]) for name, st in content["states"].items()}
+    except (TypeError, KeyError, AttributeError) as e:
+        raise CorruptStateError(f"key group {key_group}: malformed state blob content") from e
+    if found != max_parallelism:
+        raise StateError(
+            f"key group {key_group}: state was written with max_parallelism {found}, this job "
+            f"uses {max_parallelism}; keys would land in other key groups"
+        )
+    for name, (kind, entries) in parsed.items():
+        if kind not in STATE_KINDS or not isinstance(entries, dict):
+            raise CorruptStateError(f"key group {key_group}: malformed entries for state {name!r}")
+    return parsed
+
+
+def check_restored_kinds(
+    key_group: int, states: KeyedGroupState, declared: dict[str, StateKind]
+) -> None:
+    """Refuse restored state whose kind differs from the kind already declared under its name.
+
+    Raises:
+        StateError: a name is restored as one kind but declared as another.
+    """
+    for name, (kind, _) in states.items():
+        known = declared.get(name)
+        if known is not None and known != kind:
+            raise StateError(
+                f"key group {key_group}: state {name!r} was saved as {kind} state but is "
+                f"declared as {known} state"
+            )

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, overload
+from typing import Any
 
-from weirflow.errors import ConfigError, StateError
-from weirflow.state.blob import KEYED_STATE_MAGIC, pack_blob, unpack_blob
-from weirflow.state.context import NO_KEY, KeyContext
-from weirflow.state.descriptors import (
-    STATE_KINDS,
-    ListStateDescriptor,
-    MapStateDescriptor,
-    StateKind,
-    ValueStateDescriptor,
+from weirflow.errors import StateError
+from weirflow.state.backend import BackendScope, KeyedStateBackend
+from weirflow.state.blob import (
+    KeyedGroupState,
+    check_restored_kinds,
+    pack_keyed_state,
+    unpack_keyed_state,
 )
-from weirflow.state.errors import CorruptStateError
-from weirflow.state.keygroups import DEFAULT_MAX_PARALLELISM, KeyGroupRange, key_group_for_key
-from weirflow.state.primitives import ListState, MapState, ValueState
+from weirflow.state.context import NO_KEY
+from weirflow.state.descriptors import (
+    StateKind,
+)
+from weirflow.state.keyed_base import KeyedBackendBase
 from weirflow.state.table import KeyedTable
+from weirflow.state.timers import TimerService
 
 
 class MemoryKeyedStateSnapshot:
@@ -56,18 +57,13 @@ class MemoryKeyedStateSnapshot:
         Raises:
             SerdeError: a state value can be neither msgpack-encoded nor pickled.
         """
-        by_group: dict[int, dict[str, Any]] = {}
+        by_group: dict[int, KeyedGroupState] = {}
         for name, parts in self._partitions.items():
             kind = self._kinds[name]
             for kg, entries in parts.items():
-                by_group.setdefault(kg, {})[name] = {"kind": kind, "entries": entries}
+                by_group.setdefault(kg, {})[name] = (kind, entries)
         return {
-            kg: pack_blob(
-                KEYED_STATE_MAGIC,
-                kg,
-                {"max_parallelism": self._max_parallelism, "states": by_group[kg]},
-            )
-            for kg in sorted(by_group)
+            kg: pack_keyed_state(kg, self._max_parallelism, by_group[kg]) for kg in sorted(by_group)
         }
 
 
@@ -80,7 +76,7 @@ def _copy_partitions(kind: StateKind, table: KeyedTable) -> dict[int, dict[Any, 
     return parts
 
 
-class MemoryStateBackend:
+class MemoryKeyedStateBackend(KeyedBackendBase):
     """Keyed state of one subtask held in dicts (implements ``KeyedStateBackend``).
 
     Args:
@@ -91,130 +87,19 @@ class MemoryStateBackend:
         ConfigError: the range does not fit in ``[0, max_parallelism)``.
     """
 
-    def __init__(
-        self, key_group_range: KeyGroupRange, max_parallelism: int = DEFAULT_MAX_PARALLELISM
-    ) -> None:
-        if max_parallelism < 1 or key_group_range.end > max_parallelism:
-            raise ConfigError(
-                f"key-group range {key_group_range} does not fit max_parallelism {max_parallelism}"
-            )
-        self._range = key_group_range
-        self._max_parallelism = max_parallelism
-        self._ctx = KeyContext()
-        self._kinds: dict[str, StateKind] = {}
-        self._tables: dict[str, KeyedTable] = {}
+    _tables: dict[str, KeyedTable]
 
-    @property
-    def key_group_range(self) -> KeyGroupRange:
-        """The key groups this backend owns."""
-        return self._range
+    def _new_table(self, name: str) -> KeyedTable:
+        return KeyedTable(name, self._range)
 
-    @property
-    def max_parallelism(self) -> int:
-        """The job's number of key groups."""
-        return self._max_parallelism
+    def close(self) -> None:
+        """Nothing to release: the dicts go with the object."""
 
-    def set_current_key(self, key: Any, key_group: int | None = None) -> None:
-        """Make ``key`` the key that bound state objects act on.
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Nothing to do: every checkpoint holds all the state."""
 
-        Args:
-            key: the key of the record or timer being processed.
-            key_group: its key group if the caller already knows it (the
-                partitioner computed it); computed from ``key`` when ``None``.
-
-        Raises:
-            StateError: the key's group is outside this backend's range (the
-                record was routed to the wrong subtask).
-        """
-        if key_group is None:
-            key_group = key_group_for_key(key, self._max_parallelism)
-        if not self._range.start <= key_group < self._range.end:
-            raise StateError(
-                f"key {key!r} belongs to key group {key_group}, outside this backend's range "
-                f"{self._range}; the record reached the wrong subtask"
-            )
-        ctx = self._ctx
-        ctx.key = key
-        ctx.key_group = key_group
-
-    @property
-    def current_key(self) -> Any:
-        """The current key.
-
-        Raises:
-            StateError: no key has been set.
-        """
-        return self._ctx.require("the current key")[1]
-
-    @property
-    def current_key_group(self) -> int:
-        """The current key's group.
-
-        Raises:
-            StateError: no key has been set.
-        """
-        return self._ctx.require("the current key group")[0]
-
-    def _declare(self, name: str, kind: StateKind) -> KeyedTable:
-        known = self._kinds.get(name)
-        if known is None:
-            self._kinds[name] = kind
-            table = self._tables[name] = KeyedTable(name, self._range)
-            return table
-        if known != kind:
-            raise StateError(f"state {name!r} is declared as {known} state, not as {kind} state")
-        return self._tables[name]
-
-    @overload
-    def get_state(self, descriptor: ValueStateDescriptor) -> ValueState: ...
-    @overload
-    def get_state(self, descriptor: ListStateDescriptor) -> ListState: ...
-    @overload
-    def get_state(self, descriptor: MapStateDescriptor) -> MapState: ...
-    def get_state(
-        self, descriptor: ValueStateDescriptor | ListStateDescriptor | MapStateDescriptor
-    ) -> ValueState | ListState | MapState:
-        """Declare a state (or look it up) and return it bound to the current key.
-
-        A key need not be current yet; each call on the returned object needs
-        one. Objects are cheap: fetch once, use for every record.
-
-        Args:
-            descriptor: the state's descriptor.
-
-        Returns:
-            :class:`ValueState`, :class:`ListState` or :class:`MapState`.
-
-        Raises:
-            StateError: the name is already declared with another kind.
-        """
-        table = self._declare(descriptor.name, descriptor.kind)
-        if isinstance(descriptor, ValueStateDescriptor):
-            return ValueState(table, self._ctx, descriptor.default)
-        if isinstance(descriptor, ListStateDescriptor):
-            return ListState(table, self._ctx)
-        return MapState(table, self._ctx)
-
-    def table(self, name: str) -> KeyedTable:
-        """Declare a raw table (or look it up).
-
-        Args:
-            name: state name; shares the namespace with descriptor states.
-
-        Returns:
-            The :class:`KeyedTable`.
-
-        Raises:
-            StateError: the name is already declared as a value, list or map state.
-        """
-        return self._declare(name, "table")
-
-    def state_kinds(self) -> dict[str, StateKind]:
-        """Return every declared (or restored) state name and its kind."""
-        return dict(self._kinds)
-
-    def snapshot(self) -> MemoryKeyedStateSnapshot:
-        """Take the synchronous part of a checkpoint.
+    def snapshot(self, checkpoint_id: int | None = None) -> MemoryKeyedStateSnapshot:
+        """Take the synchronous part of a checkpoint (``checkpoint_id`` is not needed here).
 
         Copies every partition one level deep (and list/map containers one
         level more), so updates made afterwards do not reach the snapshot.
@@ -256,9 +141,7 @@ class MemoryStateBackend:
             for name, (kind, entries) in states.items():
                 self._declare(name, kind).load_partition(kg, entries)
 
-    def _decode_own(
-        self, blobs: Iterable[tuple[int, bytes]]
-    ) -> list[tuple[int, dict[str, tuple[StateKind, dict[Any, Any]]]]]:
+    def _decode_own(self, blobs: Iterable[tuple[int, bytes]]) -> list[tuple[int, KeyedGroupState]]:
         seen: set[int] = set()
         held = {kg for table in self._tables.values() for kg in table.key_groups()}
         out = []
@@ -268,33 +151,10 @@ class MemoryStateBackend:
             if kg in seen or kg in held:
                 raise StateError(f"key group {kg}: restored twice (two blobs, or state present)")
             seen.add(kg)
-            out.append((kg, self._parse(kg, unpack_blob(KEYED_STATE_MAGIC, kg, blob))))
+            out.append((kg, unpack_keyed_state(kg, blob, self._max_parallelism)))
         for kg, states in out:
-            for name, (kind, _) in states.items():
-                known = self._kinds.get(name)
-                if known is not None and known != kind:
-                    raise StateError(
-                        f"key group {kg}: state {name!r} was saved as {kind} state but is "
-                        f"declared as {known} state"
-                    )
+            check_restored_kinds(kg, states, self._kinds)
         return out
-
-    def _parse(self, kg: int, content: Any) -> dict[str, tuple[StateKind, dict[Any, Any]]]:
-        try:
-            max_p = content["max_parallelism"]
-            states = content["states"]
-            parsed = {name: (st["kind"], st["entries"]) for name, st in states.items()}
-        except (TypeError, KeyError, AttributeError) as e:
-            raise CorruptStateError(f"key group {kg}: malformed state blob content") from e
-        if max_p != self._max_parallelism:
-            raise StateError(
-                f"key group {kg}: state was written with max_parallelism {max_p}, this job "
-                f"uses {self._max_parallelism}; keys would land in other key groups"
-            )
-        for name, (kind, entries) in parsed.items():
-            if kind not in STATE_KINDS or not isinstance(entries, dict):
-                raise CorruptStateError(f"key group {kg}: malformed entries for state {name!r}")
-        return parsed
 
     def is_empty(self) -> bool:
         """Return whether no state name holds any entry."""
@@ -304,6 +164,25 @@ class MemoryStateBackend:
         key = self._ctx.key
         current = "none" if key is NO_KEY else repr(key)
         return (
-            f"MemoryStateBackend(range={self._range}, max_parallelism={self._max_parallelism}, "
+            f"MemoryKeyedStateBackend(range={self._range}, "
+            f"max_parallelism={self._max_parallelism}, "
             f"states={sorted(self._kinds)}, current_key={current})"
         )
+
+
+class MemoryStateBackend:
+    """Keep keyed state and timers in dicts on the heap (the default ``StateBackend``).
+
+    Fast while the state fits in memory; every checkpoint writes all of it.
+    """
+
+    def create_keyed_backend(self, scope: BackendScope) -> MemoryKeyedStateBackend:
+        """Return an empty in-memory keyed backend for ``scope``."""
+        return MemoryKeyedStateBackend(scope.key_group_range, scope.max_parallelism)
+
+    def create_timer_service(self, scope: BackendScope, keyed: KeyedStateBackend) -> TimerService:
+        """Return an empty heap timer service for ``scope``."""
+        return TimerService(scope.key_group_range)
+
+    def __repr__(self) -> str:
+        return "MemoryStateBackend()"

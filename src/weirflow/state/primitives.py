@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from weirflow.state.context import KeyContext
-from weirflow.state.table import KeyedTable
+from weirflow.state.table import StateTable
 
 
 class ValueState:
@@ -27,7 +27,7 @@ class ValueState:
 
     __slots__ = ("_ctx", "_default", "_table")
 
-    def __init__(self, table: KeyedTable, context: KeyContext, default: Any = None) -> None:
+    def __init__(self, table: StateTable, context: KeyContext, default: Any = None) -> None:
         self._table = table
         self._ctx = context
         self._default = default
@@ -73,7 +73,7 @@ class ListState:
 
     __slots__ = ("_ctx", "_table")
 
-    def __init__(self, table: KeyedTable, context: KeyContext) -> None:
+    def __init__(self, table: StateTable, context: KeyContext) -> None:
         self._table = table
         self._ctx = context
 
@@ -154,7 +154,7 @@ class MapState:
 
     __slots__ = ("_ctx", "_table")
 
-    def __init__(self, table: KeyedTable, context: KeyContext) -> None:
+    def __init__(self, table: StateTable, context: KeyContext) -> None:
         self._table = table
         self._ctx = context
 

@@ -5,7 +5,7 @@ window and keyed-process operators read and write the inner dicts directly on
 their hot path, which is why the table hands out live dicts instead of
 wrapping every access.
 
-Snapshot contract: :meth:`MemoryStateBackend.snapshot` copies each inner dict
+Snapshot contract: :meth:`MemoryKeyedStateBackend.snapshot` copies each inner dict
 (one level). A value stored in a table must therefore be replaced, not mutated
 in place, once a snapshot may hold it: ``part[key] = count + 1`` is right,
 ``part[key].append(x)`` on a list a snapshot still references is not.
@@ -15,11 +15,53 @@ containers are copied at snapshot time).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, MutableMapping
+from typing import Any, Protocol
 
 from weirflow.errors import StateError
 from weirflow.state.keygroups import KeyGroupRange
+
+
+def check_key_group(name: str, key_group: int, key_group_range: KeyGroupRange) -> None:
+    """Refuse a partition outside the backend's range.
+
+    Raises:
+        StateError: ``key_group`` is not in ``key_group_range`` (names the state).
+    """
+    if key_group not in key_group_range:
+        raise StateError(
+            f"state {name!r}: key group {key_group} is outside this backend's "
+            f"range {key_group_range}"
+        )
+
+
+class StateTable(Protocol):
+    """Per-key-group storage of one state name, as operators and bound states use it.
+
+    ``partition`` returns a mapping the caller reads and writes directly on
+    its hot path: a dict for the memory backend, a view over a write-back
+    cache for RocksDB. A value read from a partition may be mutated in place
+    and the change is kept (both backends treat a read mutable value as
+    written).
+    """
+
+    name: str
+
+    def partition(self, key_group: int) -> MutableMapping[Any, Any]:
+        """Return the mapping of ``key_group`` (StateError outside the range)."""
+        ...
+
+    def get(self, key_group: int, key: Any, default: Any = None) -> Any:
+        """Return the value of ``key`` in ``key_group``, or ``default``."""
+        ...
+
+    def put(self, key_group: int, key: Any, value: Any) -> None:
+        """Set the value of ``key`` in ``key_group`` (StateError outside the range)."""
+        ...
+
+    def remove(self, key_group: int, key: Any) -> None:
+        """Delete ``key`` from ``key_group``; absent keys are ignored."""
+        ...
 
 
 class KeyedTable:
@@ -52,11 +94,7 @@ class KeyedTable:
         """
         part = self._parts.get(key_group)
         if part is None:
-            if key_group not in self._range:
-                raise StateError(
-                    f"state {self.name!r}: key group {key_group} is outside this backend's "
-                    f"range {self._range}"
-                )
+            check_key_group(self.name, key_group, self._range)
             part = self._parts[key_group] = {}
         return part
 

@@ -18,13 +18,14 @@ with their key group).
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, runtime_checkable
 
 from weirflow.errors import StateError
 from weirflow.state.blob import TIMERS_MAGIC, pack_blob, unpack_blob
 from weirflow.state.errors import CorruptStateError
 from weirflow.state.keygroups import KeyGroupRange
+from weirflow.state.snapshots import PerKeyGroupSnapshot
 
 Timer = tuple[int, int, Any, Any]
 """A fired timer: ``(timestamp_ms, key_group, key, namespace)``."""
@@ -96,6 +97,68 @@ def _group_by_key_group(buckets: _Buckets) -> dict[int, list[list[Any]]]:
     return out
 
 
+SavedTimer = tuple[int, int, int, Any, Any]
+"""A restored timer: ``(timestamp_ms, saved sequence, key_group, key, namespace)``."""
+
+
+def pack_timers(key_group: int, event: list[list[Any]], processing: list[list[Any]]) -> bytes:
+    """Encode one key group's timers in the canonical form every timer service writes.
+
+    Args:
+        key_group: the key group.
+        event: ``[ts_ms, seq, key, namespace]`` lists, sorted by timestamp then sequence.
+        processing: likewise for processing-time timers.
+
+    Returns:
+        A :data:`TIMERS_MAGIC` blob (see :mod:`weirflow.state.blob`).
+
+    Raises:
+        SerdeError: a key or namespace can be neither msgpack-encoded nor pickled.
+    """
+    return pack_blob(TIMERS_MAGIC, key_group, {"event": event, "processing": processing})
+
+
+def decode_timer_blobs(
+    blobs: Iterable[tuple[int, bytes]],
+    key_group_range: KeyGroupRange,
+    holds: Callable[[int], bool],
+) -> tuple[list[SavedTimer], list[SavedTimer]]:
+    """Check and decode timer blobs of the key groups in ``key_group_range``.
+
+    Args:
+        blobs: ``(key_group, blob)`` pairs; other key groups are skipped undecoded.
+        key_group_range: the restoring subtask's key groups.
+        holds: whether a key group already holds timers (restoring it is refused).
+
+    Returns:
+        Event-time and processing-time timers, each sorted by (timestamp,
+        saved sequence, blob order), the order they must fire in.
+
+    Raises:
+        UnsupportedStateVersionError: a blob has an unknown format version.
+        CorruptStateError: a blob is corrupt or malformed.
+        StateError: a key group appears twice or already holds timers.
+    """
+    seen: set[int] = set()
+    event: list[SavedTimer] = []
+    processing: list[SavedTimer] = []
+    for kg, blob in blobs:
+        if kg not in key_group_range:
+            continue
+        if kg in seen or holds(kg):
+            raise StateError(f"key group {kg}: timers restored twice")
+        seen.add(kg)
+        content = unpack_blob(TIMERS_MAGIC, kg, blob)
+        try:
+            event.extend((ts, seq, kg, key, ns) for ts, seq, key, ns in content["event"])
+            processing.extend((ts, seq, kg, key, ns) for ts, seq, key, ns in content["processing"])
+        except (TypeError, KeyError, ValueError) as e:
+            raise CorruptStateError(f"key group {kg}: malformed timer blob content") from e
+    event.sort(key=lambda t: (t[0], t[1]))
+    processing.sort(key=lambda t: (t[0], t[1]))
+    return event, processing
+
+
 class TimerSnapshot:
     """The synchronous part of a timer-service checkpoint (copied buckets).
 
@@ -124,13 +187,69 @@ class TimerSnapshot:
         event = _group_by_key_group(self._event)
         processing = _group_by_key_group(self._processing)
         return {
-            kg: pack_blob(
-                TIMERS_MAGIC,
-                kg,
-                {"event": event.get(kg, []), "processing": processing.get(kg, [])},
-            )
+            kg: pack_timers(kg, event.get(kg, []), processing.get(kg, []))
             for kg in sorted(event.keys() | processing.keys())
         }
+
+
+@runtime_checkable
+class InternalTimerService(Protocol):
+    """The timer service operators use; the state backend decides where timers live.
+
+    Implemented by :class:`TimerService` (heap) and the RocksDB timer service.
+    """
+
+    def register_event_time_timer(
+        self, key_group: int, key: Any, namespace: Any, timestamp_ms: int
+    ) -> None:
+        """Register an event-time timer; again for the same timer does nothing."""
+        ...
+
+    def delete_event_time_timer(
+        self, key_group: int, key: Any, namespace: Any, timestamp_ms: int
+    ) -> None:
+        """Delete an event-time timer; an absent timer is ignored."""
+        ...
+
+    def register_processing_time_timer(
+        self, key_group: int, key: Any, namespace: Any, timestamp_ms: int
+    ) -> None:
+        """Register a processing-time timer."""
+        ...
+
+    def delete_processing_time_timer(
+        self, key_group: int, key: Any, namespace: Any, timestamp_ms: int
+    ) -> None:
+        """Delete a processing-time timer; an absent timer is ignored."""
+        ...
+
+    def advance_watermark(self, watermark_ms: int) -> list[Timer]:
+        """Fire and return event-time timers with ``ts <= watermark_ms``, in firing order."""
+        ...
+
+    def advance_processing_time(self, now_ms: int) -> list[Timer]:
+        """Fire and return processing-time timers with ``ts <= now_ms``, in firing order."""
+        ...
+
+    def next_event_time_timer(self) -> int | None:
+        """Return the earliest pending event-time timestamp, or ``None``."""
+        ...
+
+    def next_processing_time_timer(self) -> int | None:
+        """Return the earliest pending processing-time timestamp, or ``None``."""
+        ...
+
+    def is_empty(self) -> bool:
+        """Return whether no timer is pending."""
+        ...
+
+    def snapshot(self, checkpoint_id: int | None = None) -> PerKeyGroupSnapshot | None:
+        """Take the synchronous part of a checkpoint; ``None``: the keyed snapshot holds them."""
+        ...
+
+    def restore(self, blobs: Iterable[tuple[int, bytes]]) -> None:
+        """Load canonical per-key-group timer blobs."""
+        ...
 
 
 class TimerService:
@@ -234,8 +353,8 @@ class TimerService:
         """Return whether no timer is pending in either time domain."""
         return len(self) == 0
 
-    def snapshot(self) -> TimerSnapshot:
-        """Take the synchronous part of a checkpoint (copies the buckets).
+    def snapshot(self, checkpoint_id: int | None = None) -> TimerSnapshot:
+        """Take the synchronous part of a checkpoint (copies the buckets; the id is not needed).
 
         Returns:
             A :class:`TimerSnapshot` unaffected by later registrations and firings.
@@ -261,25 +380,8 @@ class TimerService:
             StateError: a key group appears twice or already holds timers.
         """
         held = self._event.key_groups() | self._processing.key_groups()
-        seen: set[int] = set()
-        event: list[tuple[int, int, int, Any, Any]] = []
-        processing: list[tuple[int, int, int, Any, Any]] = []
-        for kg, blob in blobs:
-            if kg not in self._range:
-                continue
-            if kg in seen or kg in held:
-                raise StateError(f"key group {kg}: timers restored twice")
-            seen.add(kg)
-            content = unpack_blob(TIMERS_MAGIC, kg, blob)
-            try:
-                event.extend((ts, seq, kg, key, ns) for ts, seq, key, ns in content["event"])
-                processing.extend(
-                    (ts, seq, kg, key, ns) for ts, seq, key, ns in content["processing"]
-                )
-            except (TypeError, KeyError, ValueError) as e:
-                raise CorruptStateError(f"key group {kg}: malformed timer blob content") from e
+        event, processing = decode_timer_blobs(blobs, self._range, held.__contains__)
         for queue, timers in ((self._event, event), (self._processing, processing)):
-            timers.sort(key=lambda t: (t[0], t[1]))
             for ts, _, kg, key, ns in timers:
                 queue.register((kg, key, ns), ts, self._seq)
                 self._seq += 1

@@ -2,7 +2,8 @@
 (count, sum) of the amounts, between a source and a sink each job chooses.
 
 ``WF_THROTTLE_US`` sets a per-record pause in the parsing map (microseconds), so
-that a test's random kills land while the job runs.
+that a test's random kills land while the job runs. ``WF_SESSION_GAP_MS=N`` makes
+the windows session windows with a gap of N ms instead.
 """
 
 import json
@@ -12,9 +13,10 @@ from datetime import timedelta
 from typing import Any
 
 from weirflow import Dataflow, WatermarkStrategy
-from weirflow.windows import TumblingWindows
+from weirflow.windows import SessionWindows, TumblingWindows
 
 THROTTLE_S = int(os.environ.get("WF_THROTTLE_US", "0")) / 1e6
+SESSION_GAP_MS = int(os.environ.get("WF_SESSION_GAP_MS", "0"))
 
 
 def parse(raw: bytes) -> tuple[str, int]:
@@ -65,7 +67,11 @@ def windowed_sum(name: str, source: Any, sink: Any) -> Dataflow:
     flow = Dataflow(name)
     (
         user_amounts(flow, source)
-        .window(TumblingWindows(size=timedelta(seconds=1)))
+        .window(
+            SessionWindows(gap=timedelta(milliseconds=SESSION_GAP_MS))
+            if SESSION_GAP_MS
+            else TumblingWindows(size=timedelta(seconds=1))
+        )
         .aggregate(CountSum(), name="per_user")
         .sink(sink, name="results")
     )

@@ -146,7 +146,7 @@ def test_manifest_refuses_metadata_that_needs_pickle() -> None:
         _manifest({"x": [_Boom()]}).to_bytes(KEY)
 
 
-@pytest.mark.parametrize(("version", "reason"), [(1, "older weirflow"), (3, "newer weirflow")])
+@pytest.mark.parametrize(("version", "reason"), [(2, "older weirflow"), (4, "newer weirflow")])
 def test_manifest_refuses_other_versions(version: int, reason: str) -> None:
     doc = json.loads(_manifest({}).to_bytes(KEY))
     doc["format_version"] = version

@@ -158,3 +158,27 @@ def test_summary_after_sigterm_says_stopped(tmp_path: Path) -> None:
     assert proc.returncode == 0, stderr
     assert "job cli_job: stopped" in stderr
     assert "finished" not in stderr
+
+
+def test_unwritable_state_dir_fails_at_start(tmp_path: Path) -> None:
+    """Scenario: --state-dir that cannot be created: exit 2, one line, no worker started."""
+    folder = "/proc/weirflow-state" if os.geteuid() == 0 else str(tmp_path / "ro" / "state")
+    if os.geteuid() != 0:
+        (tmp_path / "ro").mkdir(mode=0o500)
+    out = _run(tmp_path, "--state-backend=rocksdb", f"--state-dir={folder}")
+    assert out.returncode == 2
+    assert "--state-dir" in _one_line(out.stderr)
+    assert _attempts(tmp_path) == 0
+
+
+def test_state_dir_without_rocksdb_is_one_line(tmp_path: Path) -> None:
+    out = _run(tmp_path, f"--state-dir={tmp_path / 'state'}")
+    assert out.returncode == 2
+    assert "--state-dir needs --state-backend rocksdb" in _one_line(out.stderr)
+
+
+def test_rocksdb_submitted_to_a_coordinator_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Scenario: --state-backend rocksdb with --coordinator, whose submission cannot carry it."""
+    out = _run(tmp_path, "--state-backend=rocksdb", "--coordinator=127.0.0.1:9")
+    assert out.returncode == 2
+    assert "cannot be submitted to a --coordinator" in _one_line(out.stderr)

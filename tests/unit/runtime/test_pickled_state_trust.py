@@ -136,7 +136,10 @@ def test_sink_state_that_needs_pickle_goes_to_a_signed_file(url: str) -> None:
     (manifest,) = fs.glob(f"{url}/receipts/chk-*/_manifest")[-1:]
     doc = json.loads(fs.cat_file(manifest))
     (task,) = doc["manifest"]["tasks"].values()
-    assert task["metadata"]["operators"]["out"] == {"kind": "plain-file"}
+    assert task["metadata"]["operators"]["out"] == {
+        "kind": "plain-file",
+        "redistribution": "round_robin",
+    }
     assert task["pickled_states"] == ["out"]
     with pytest.raises(CheckpointError, match=r"\.out: the state of operator out holds pickled"):
         receipts(ReceiptSink(), 0).run(1, checkpoint=config(url, None), restore="latest")

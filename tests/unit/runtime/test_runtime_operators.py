@@ -1,5 +1,6 @@
 """Operators through small real jobs: rolling reduce, keyed process functions with state and
-timers, count windows, union, flat_map, broadcast, and the counts in ``JobResult``."""
+timers, count windows, union, flat_map, broadcast, and the counts in ``JobResult``. Every
+keyed operator runs on both state backends (memory and RocksDB)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,12 @@ from weirflow import (
 from weirflow import WatermarkStrategy as WS
 from weirflow.connectors import CollectSink, IterableSource
 from weirflow.runtime import RuntimeOptions, run_unchecked
-from weirflow.state import ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor
+from weirflow.state import (
+    ListStateDescriptor,
+    MapStateDescriptor,
+    StateBackend,
+    ValueStateDescriptor,
+)
 from weirflow.windows import CountWindows, SessionWindows, SlidingWindows, TumblingWindows
 
 ROWS = [(f"k{i % 3}", i * 10, i) for i in range(30)]  # (key, ts ms, value)
@@ -35,13 +41,15 @@ def timed_source(flow: Dataflow, rows: list[Any], partitions: int = 1) -> Any:
 
 
 @pytest.mark.parametrize("parallelism", [1, 2])
-def test_rolling_reduce_emits_the_running_value_per_key(parallelism: int) -> None:
+def test_rolling_reduce_emits_the_running_value_per_key(
+    parallelism: int, state_backend: StateBackend
+) -> None:
     flow = Dataflow("rolling")
     out = CollectSink()
     timed_source(flow, ROWS).key_by(lambda r: r[0]).reduce(
         lambda a, b: (a[0], b[1], a[2] + b[2])
     ).sink(out)
-    flow.run(parallelism)
+    flow.run(parallelism, state_backend=state_backend)
     per_key: dict[str, list[int]] = {}
     for key, _, total in out.results:
         per_key.setdefault(key, []).append(total)
@@ -82,12 +90,12 @@ class Sessionizer(KeyedProcessFunction[tuple[str, int, int], tuple[Any, ...]]):
 
 @pytest.mark.parametrize("parallelism", [1, 3])
 def test_keyed_process_function_with_value_list_map_state_and_event_timers(
-    parallelism: int,
+    parallelism: int, state_backend: StateBackend
 ) -> None:
     flow = Dataflow("process")
     out = CollectSink()
     timed_source(flow, ROWS).key_by(lambda r: r[0]).process(Sessionizer()).sink(out)
-    flow.run(parallelism, runtime=RuntimeOptions(source_batch_size=1))
+    flow.run(parallelism, runtime=RuntimeOptions(source_batch_size=1, state_backend=state_backend))
     # one record per batch: after a record with timestamp ts the watermark is ts - 1
     state: dict[str, dict[str, Any]] = {}
     timers: list[tuple[int, str]] = []
@@ -128,7 +136,7 @@ class ProcessingTimeAlarm(KeyedProcessFunction[tuple[str, int, int], tuple[str, 
         return [(ctx.current_key, timestamp_ms)]
 
 
-def test_processing_time_timers_follow_the_injected_clock() -> None:
+def test_processing_time_timers_follow_the_injected_clock(state_backend: StateBackend) -> None:
     now = {"ms": 5_000}
 
     def clock() -> int:
@@ -141,19 +149,20 @@ def test_processing_time_timers_follow_the_injected_clock() -> None:
     flow.source(IterableSource(rows)).key_by(lambda r: r[0]).process(ProcessingTimeAlarm()).sink(
         out
     )
-    run_unchecked(flow.graph, 1, 128, RuntimeOptions(source_batch_size=1), clock=clock)
+    options = RuntimeOptions(source_batch_size=1, state_backend=state_backend)
+    run_unchecked(flow.graph, 1, 128, options, clock=clock)
     fired = dict(out.results)
     assert set(fired) == {"a", "b"}
     assert all(t > 5_000 + 1000 for t in fired.values())
 
 
-def test_count_windows_tumbling_and_sliding() -> None:
+def test_count_windows_tumbling_and_sliding(state_backend: StateBackend) -> None:
     flow = Dataflow("counts")
     tumbling, sliding = CollectSink(), CollectSink()
     keyed = timed_source(flow, ROWS).key_by(lambda r: r[0])
     keyed.window(CountWindows(4)).process(lambda k, w, rs: [r[2] for r in rs]).sink(tumbling)
     keyed.window(CountWindows(3, slide=2)).count().sink(sliding)
-    flow.run(2)
+    flow.run(2, state_backend=state_backend)
     for key in ("k0", "k1", "k2"):
         values = [r[2] for r in ROWS if r[0] == key]  # 10 per key
         mine = sorted(r.value for r in tumbling.results if r.key == key)
@@ -189,7 +198,7 @@ def test_broadcast_sends_every_record_to_every_subtask() -> None:
     assert result.operators["map_1"].records_in == 6
 
 
-def test_job_result_counts() -> None:
+def test_job_result_counts(state_backend: StateBackend) -> None:
     flow = Dataflow("counted")
     rows = [("k", ts, 1) for ts in [10, 20, 30, 5, 40, 1000, 15, 2000]]
     windowed = (
@@ -207,7 +216,8 @@ def test_job_result_counts() -> None:
     out, late = CollectSink(), CollectSink()
     windowed.sink(out, name="out")
     windowed.late_records().sink(late, name="late_out")
-    result = flow.run(1, runtime=RuntimeOptions(source_batch_size=1))
+    options = RuntimeOptions(source_batch_size=1, state_backend=state_backend)
+    result = flow.run(1, runtime=options)
     assert result.job == "counted"
     assert result.parallelism == 1
     ops = result.operators
@@ -258,7 +268,7 @@ class FlakyCount(AggregateFunction[Any, int, int]):
     ],
 )
 def test_a_window_whose_first_record_needed_a_retry_still_fires(
-    assigner: Any, windows_per_key: int
+    assigner: Any, windows_per_key: int, state_backend: StateBackend
 ) -> None:
     """Scenario: the aggregate's add raises a transient error on the very first record."""
     flow = Dataflow("retry_window")
@@ -272,20 +282,22 @@ def test_a_window_whose_first_record_needed_a_retry_still_fires(
     windowed.sink(out)
     windowed.dead_letters().sink(dead)
     sleeps: list[float] = []
-    run_unchecked(flow.graph, 1, 128, RuntimeOptions(), sleep=sleeps.append)
+    run_unchecked(
+        flow.graph, 1, 128, RuntimeOptions(state_backend=state_backend), sleep=sleeps.append
+    )
     assert dead.results == []
     assert len(sleeps) == 1
     expected = [(k, 10) for k in ("k0", "k1", "k2") for _ in range(windows_per_key)]
     assert sorted((r.key, r.value) for r in out.results) == expected
 
 
-def test_a_failing_window_function_fails_the_job_by_default() -> None:
+def test_a_failing_window_function_fails_the_job_by_default(state_backend: StateBackend) -> None:
     """Scenario: the session reduce function raises IndexError under the default policy."""
     flow = Dataflow("failing_window")
     timed_source(flow, ROWS).key_by(lambda r: r[0]).window(
         SessionWindows(gap=timedelta(milliseconds=100))
     ).reduce(lambda a, b: a[5], name="win").sink(CollectSink())
     with pytest.raises(OperatorError) as info:
-        flow.run(1)
+        flow.run(1, state_backend=state_backend)
     assert info.value.operator == "win"
     assert isinstance(info.value.__cause__, IndexError)

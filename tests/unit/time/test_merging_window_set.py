@@ -3,14 +3,14 @@
 import pytest
 
 from weirflow.errors import StateError
-from weirflow.state import KeyGroupRange, MapStateDescriptor, MemoryStateBackend
+from weirflow.state import KeyGroupRange, MapStateDescriptor, MemoryKeyedStateBackend
 from weirflow.time import MergingWindowSet, TimeWindow, WindowMerge, merge_session_windows
 
 SESSIONS = MapStateDescriptor("sessions")
 
 
-def window_set() -> tuple[MemoryStateBackend, MergingWindowSet]:
-    backend = MemoryStateBackend(KeyGroupRange(0, 128))
+def window_set() -> tuple[MemoryKeyedStateBackend, MergingWindowSet]:
+    backend = MemoryKeyedStateBackend(KeyGroupRange(0, 128))
     backend.set_current_key("user-1")
     return backend, MergingWindowSet(backend.get_state(SESSIONS))
 
@@ -60,7 +60,7 @@ def test_window_set_is_in_the_snapshot_per_key() -> None:
     sessions.add_window(TimeWindow(5, 20))
     snap = backend.snapshot()
     sessions.add_window(TimeWindow(100, 110))
-    restored = MemoryStateBackend(KeyGroupRange(0, 128))
+    restored = MemoryKeyedStateBackend(KeyGroupRange(0, 128))
     restored.restore(snap.to_bytes_per_key_group().items())
     restored.set_current_key("user-1")
     again = MergingWindowSet(restored.get_state(SESSIONS))
@@ -71,7 +71,7 @@ def test_window_set_is_in_the_snapshot_per_key() -> None:
 
 
 def test_needs_current_key() -> None:
-    backend = MemoryStateBackend(KeyGroupRange(0, 128))
+    backend = MemoryKeyedStateBackend(KeyGroupRange(0, 128))
     sessions = MergingWindowSet(backend.get_state(SESSIONS))
     with pytest.raises(StateError):
         sessions.add_window(TimeWindow(0, 1))

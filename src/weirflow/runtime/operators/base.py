@@ -21,7 +21,13 @@ from typing import Any
 from weirflow.graph import OperatorSpec
 from weirflow.runtime.events import Watermark
 from weirflow.runtime.partitioners import RecordWriter
-from weirflow.state import KeyGroupRange
+from weirflow.state import (
+    BackendScope,
+    KeyGroupRange,
+    MemoryStateBackend,
+    OperatorSnapshot,
+    StateBackend,
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,7 @@ class OperatorContext:
         sleep: blocking wait in seconds, used only by retry backoff (injected).
         guarantee: the job's delivery guarantee; at ``at_most_once`` sources
             commit their positions as they read.
+        state_backend: where keyed operators keep their state and timers.
     """
 
     job: str
@@ -48,6 +55,13 @@ class OperatorContext:
     clock: Callable[[], int]
     sleep: Callable[[float], None] = field(default=lambda s: None)
     guarantee: str = "exactly_once"
+    state_backend: StateBackend = field(default_factory=MemoryStateBackend)
+
+    def backend_scope(self, operator: str) -> BackendScope:
+        """Return the scope of ``operator``'s keyed backend in this subtask."""
+        return BackendScope(
+            self.job, operator, self.subtask, self.key_group_range, self.max_parallelism
+        )
 
 
 class OutputTargets:
@@ -160,7 +174,9 @@ class OperatorLogic:
         """Prepare to run, from the state ``snapshot_state`` returned at the restored checkpoint.
 
         Args:
-            restored: ``None`` on a fresh start.
+            restored: ``None`` on a fresh start; a
+                :class:`~weirflow.state.KeyedRestore` for a keyed snapshot;
+                ``{old subtask: state}`` for an operator-state snapshot.
         """
 
     def process_batch(
@@ -176,7 +192,7 @@ class OperatorLogic:
     def on_processing_time(self, now_ms: int) -> None:
         """Processing time advanced to ``now_ms`` (fires processing-time timers)."""
 
-    def snapshot_state(self, checkpoint_id: int) -> Any | None:
+    def snapshot_state(self, checkpoint_id: int) -> OperatorSnapshot | None:
         """Return this subtask's state for checkpoint ``checkpoint_id`` (synchronous part).
 
         The returned object must not change afterwards; ``None`` means no state.

@@ -10,7 +10,7 @@ from weirflow.graph import OperatorSpec
 from weirflow.runtime.keycache import KeyGroupCache
 from weirflow.runtime.operators.base import OperatorContext, OperatorLogic
 from weirflow.runtime.operators.errors import call_each, call_with_policy
-from weirflow.state import MemoryStateBackend, StateDescriptor, TimerService
+from weirflow.state import KeyedOperatorSnapshot, KeyedRestore, StateDescriptor, restore_keyed
 from weirflow.time import MIN_WATERMARK
 
 _MISSING = object()
@@ -22,17 +22,26 @@ class _KeyedBase(OperatorLogic):
     def __init__(self, spec: OperatorSpec, ctx: OperatorContext) -> None:
         super().__init__(spec, ctx)
         self.key_fn = spec.key_fn
-        self.backend = MemoryStateBackend(ctx.key_group_range, ctx.max_parallelism)
+        self.scope = ctx.backend_scope(spec.name)
+        self.backend = ctx.state_backend.create_keyed_backend(self.scope)
         self._key_group = KeyGroupCache(ctx.max_parallelism)
 
-    def open(self, restored: Any | None) -> None:
-        """Restore the keyed state (blobs of this subtask's key groups)."""
-        if restored:
-            self.backend.restore(restored["state"])
+    def open(self, restored: KeyedRestore | None) -> None:
+        """Restore the keyed state of this subtask's key groups."""
+        if restored is not None:
+            restore_keyed(self.backend, None, restored)
 
-    def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
-        """A synchronous copy of the keyed state."""
-        return {"keyed": self.backend.snapshot()}
+    def snapshot_state(self, checkpoint_id: int) -> KeyedOperatorSnapshot:
+        """The keyed state's synchronous snapshot."""
+        return KeyedOperatorSnapshot(self.backend.snapshot(checkpoint_id))
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Tell the keyed backend (incremental checkpoints reuse the completed one's files)."""
+        self.backend.notify_checkpoint_complete(checkpoint_id)
+
+    def close(self) -> None:
+        """Release the keyed backend (its files, for RocksDB)."""
+        self.backend.close()
 
     def _with_keys(
         self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
@@ -161,28 +170,27 @@ class KeyedProcessLogic(_KeyedBase):
     def __init__(self, spec: OperatorSpec, ctx: OperatorContext) -> None:
         super().__init__(spec, ctx)
         self.fn = copy.deepcopy(spec.params["fn"])
-        self.timers = TimerService(ctx.key_group_range)
+        self.timers = ctx.state_backend.create_timer_service(self.scope, self.backend)
         self.watermark = MIN_WATERMARK
         self.context = TimerContext(self)
 
-    def open(self, restored: Any | None) -> None:
+    def open(self, restored: KeyedRestore | None) -> None:
         """Restore state, timers and watermark, then call the function's ``open``."""
-        super().open(restored)
-        if restored:
-            self.timers.restore(restored["timers"])
-            if restored.get("watermark") is not None:
-                self.watermark = restored["watermark"]
+        if restored is not None:
+            restore_keyed(self.backend, self.timers, restored)
+            if restored.watermark_ms is not None:
+                self.watermark = restored.watermark_ms
         opener = getattr(self.fn, "open", None)
         if opener is not None:
             opener(RuntimeContext(self))
 
-    def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
-        """Synchronous copies of keyed state and timers, and the watermark."""
-        return {
-            "keyed": self.backend.snapshot(),
-            "timers": self.timers.snapshot(),
-            "watermark": self.watermark,
-        }
+    def snapshot_state(self, checkpoint_id: int) -> KeyedOperatorSnapshot:
+        """Synchronous snapshots of keyed state and timers, and the watermark."""
+        return KeyedOperatorSnapshot(
+            self.backend.snapshot(checkpoint_id),
+            self.timers.snapshot(checkpoint_id),
+            self.watermark,
+        )
 
     def process_batch(
         self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None

@@ -30,6 +30,7 @@ from weirflow.runtime.operators.errors import (
     describe_function,
     operator_error,
 )
+from weirflow.state import OperatorStateSnapshot, Redistribution
 from weirflow.time import (
     MAX_WATERMARK,
     WatermarkGenerator,
@@ -82,9 +83,18 @@ class SourceLogic(OperatorLogic):
         self.align = strategy is not None and len(self.splits) > 1
         self.idleness = strategy is not None and strategy.idleness_ms is not None
 
-    def open(self, restored: Any | None) -> None:
-        """Create the reader at the restored positions and watermark generator states."""
-        positions = dict(restored["positions"]) if restored else {}
+    def open(self, restored: Mapping[int, Any] | None) -> None:
+        """Create the reader at the restored positions and watermark generator states.
+
+        Args:
+            restored: ``{old subtask: state}`` of every old subtask (union
+                redistribution): each subtask picks the entries of its own splits.
+        """
+        positions: dict[str, Any] = {}
+        watermarks: dict[str, Any] = {}
+        for state in (restored or {}).values():
+            positions.update(state["positions"])
+            watermarks.update(state["watermarks"])
         self.commit_on_read = self.ctx.guarantee == "at_most_once"
         if self.commit_on_read:
             committed = getattr(self.source, "committed_positions", None)
@@ -99,8 +109,8 @@ class SourceLogic(OperatorLogic):
         if self.strategy is not None:
             for s in self.splits:
                 gen = self.strategy.create_generator()
-                if restored and s in restored.get("watermarks", {}):
-                    gen.restore(restored["watermarks"][s])
+                if s in watermarks:
+                    gen.restore(watermarks[s])
                 self.generators[s] = gen
 
     def poll(self, max_records: int) -> int:
@@ -234,13 +244,14 @@ class SourceLogic(OperatorLogic):
         """Whether the reader exhausted every split."""
         return self.reader is not None and self.reader.finished()
 
-    def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
-        """Split positions and watermark generator states (plain data)."""
+    def snapshot_state(self, checkpoint_id: int) -> OperatorStateSnapshot:
+        """Split positions and watermark generator states (plain data, union redistribution)."""
         assert self.reader is not None
-        return {
+        state = {
             "positions": self.reader.positions(),
             "watermarks": {s: g.snapshot() for s, g in self.generators.items()},
         }
+        return OperatorStateSnapshot(state, Redistribution.UNION)
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """Tell the reader (event-log and Kafka readers update consumer groups for lag)."""
@@ -288,12 +299,12 @@ class SinkLogic(OperatorLogic):
         self.writer.write(values, timestamps)
         self._route_rejected()
 
-    def snapshot_state(self, checkpoint_id: int) -> Any:
-        """Pre-commit: the writer's committable for this checkpoint."""
+    def snapshot_state(self, checkpoint_id: int) -> OperatorStateSnapshot:
+        """Pre-commit: the writer's committable for this checkpoint (round-robin redistribution)."""
         fault_point("pre_commit")
         state = self.writer.pre_commit(checkpoint_id)
         self._route_rejected()
-        return state
+        return OperatorStateSnapshot(state, Redistribution.ROUND_ROBIN)
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """Commit what was pre-committed for ``checkpoint_id``."""

@@ -31,7 +31,7 @@ from weirflow.runtime.keycache import KeyGroupCache
 from weirflow.runtime.operators.accumulate import accumulation_for
 from weirflow.runtime.operators.base import OperatorContext, OperatorLogic
 from weirflow.runtime.operators.errors import call_each, call_with_policy
-from weirflow.state import MemoryStateBackend, TimerService
+from weirflow.state import KeyedOperatorSnapshot, KeyedRestore, restore_keyed
 from weirflow.time import MIN_WATERMARK, SessionWindows, TumblingWindows
 
 LATE = "late"
@@ -51,11 +51,12 @@ class WindowLogic(OperatorLogic):
         self.lateness = int(spec.params.get("allowed_lateness_ms", 0))
         self.acc = accumulation_for(spec.params["function"], spec.params.get("fn"))
         self.key_fn = spec.key_fn
-        self.backend = MemoryStateBackend(ctx.key_group_range, ctx.max_parallelism)
+        scope = ctx.backend_scope(spec.name)
+        self.backend = ctx.state_backend.create_keyed_backend(scope)
         self.windows = self.backend.table("windows")
         self.sessions = self.backend.table("sessions")
         self.firings = self.backend.table("firings")
-        self.timers = TimerService(ctx.key_group_range)
+        self.timers = ctx.state_backend.create_timer_service(scope, self.backend)
         self.watermark = MIN_WATERMARK
         self._key_group = KeyGroupCache(ctx.max_parallelism)
         self._kg = self._key_group.groups
@@ -63,23 +64,30 @@ class WindowLogic(OperatorLogic):
 
     # -- state ---------------------------------------------------------------
 
-    def open(self, restored: Any | None) -> None:
+    def open(self, restored: KeyedRestore | None) -> None:
         """Restore keyed state and timers (blobs per key group) and the watermark."""
-        if not restored:
+        if restored is None:
             return
-        self.backend.restore(restored["state"])
-        self.timers.restore(restored["timers"])
-        if restored.get("watermark") is not None:
-            self.watermark = restored["watermark"]
+        restore_keyed(self.backend, self.timers, restored)
+        if restored.watermark_ms is not None:
+            self.watermark = restored.watermark_ms
         self._bind_parts()
 
-    def snapshot_state(self, checkpoint_id: int) -> dict[str, Any]:
-        """Synchronous copies of state and timers; encoding happens later, off the hot path."""
-        return {
-            "keyed": self.backend.snapshot(),
-            "timers": self.timers.snapshot(),
-            "watermark": self.watermark,
-        }
+    def snapshot_state(self, checkpoint_id: int) -> KeyedOperatorSnapshot:
+        """Synchronous snapshots of state and timers; encoding happens later, off the hot path."""
+        return KeyedOperatorSnapshot(
+            self.backend.snapshot(checkpoint_id),
+            self.timers.snapshot(checkpoint_id),
+            self.watermark,
+        )
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Tell the keyed backend (incremental checkpoints reuse the completed one's files)."""
+        self.backend.notify_checkpoint_complete(checkpoint_id)
+
+    def close(self) -> None:
+        """Release the keyed backend (its files, for RocksDB)."""
+        self.backend.close()
 
     # -- records -------------------------------------------------------------
 

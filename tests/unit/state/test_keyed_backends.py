@@ -1,9 +1,11 @@
-"""Unit tests of the memory state backend: state kinds, namespaces, errors, restore faults."""
+"""Unit tests of the keyed state backends (memory and RocksDB, each test on both): state
+kinds, namespaces, errors, restore faults."""
 
 import struct
 
 import pytest
 
+from state_backends import BackendFactory
 from weirflow.errors import ConfigError, StateError, UnsupportedFormatVersionError
 from weirflow.state import (
     CorruptStateError,
@@ -11,8 +13,8 @@ from weirflow.state import (
     KeyGroupRange,
     ListStateDescriptor,
     MapStateDescriptor,
-    MemoryStateBackend,
-    TimerService,
+    MemoryKeyedStateBackend,
+    RocksDBKeyedStateBackend,
     UnsupportedStateVersionError,
     ValueStateDescriptor,
     key_group_for_key,
@@ -21,8 +23,8 @@ from weirflow.state import (
 FULL = KeyGroupRange(0, 128)
 
 
-def backend_with_state() -> tuple[MemoryStateBackend, dict[int, bytes]]:
-    backend = MemoryStateBackend(FULL)
+def backend_with_state(backends: BackendFactory) -> tuple[KeyedStateBackend, dict[int, bytes]]:
+    backend = backends.keyed()
     value = backend.get_state(ValueStateDescriptor("count", default=0))
     for key in ["a", "b", "c"]:
         backend.set_current_key(key)
@@ -30,15 +32,16 @@ def backend_with_state() -> tuple[MemoryStateBackend, dict[int, bytes]]:
     return backend, backend.snapshot().to_bytes_per_key_group()
 
 
-def test_memory_backend_has_every_protocol_member() -> None:
+@pytest.mark.parametrize("cls", [MemoryKeyedStateBackend, RocksDBKeyedStateBackend])
+def test_backends_have_every_protocol_member(cls: type) -> None:
     members = [name for name in vars(KeyedStateBackend) if not name.startswith("_")]
-    assert {"snapshot", "restore", "get_state", "table", "set_current_key"} <= set(members)
+    assert {"snapshot", "restore", "get_state", "table", "set_current_key", "close"} <= set(members)
     for name in members:
-        assert hasattr(MemoryStateBackend, name), name
+        assert hasattr(cls, name), name
 
 
-def test_value_state_default_update_and_clear() -> None:
-    backend = MemoryStateBackend(FULL)
+def test_value_state_default_update_and_clear(backends: BackendFactory) -> None:
+    backend = backends.keyed()
     state = backend.get_state(ValueStateDescriptor("v", default=7))
     backend.set_current_key("k")
     assert state.value() == 7
@@ -52,8 +55,8 @@ def test_value_state_default_update_and_clear() -> None:
     assert backend.is_empty()
 
 
-def test_list_state_get_returns_a_copy() -> None:
-    backend = MemoryStateBackend(FULL)
+def test_list_state_get_returns_a_copy(backends: BackendFactory) -> None:
+    backend = backends.keyed()
     state = backend.get_state(ListStateDescriptor("l"))
     backend.set_current_key("k")
     state.add(1)
@@ -68,8 +71,8 @@ def test_list_state_get_returns_a_copy() -> None:
     assert backend.is_empty()
 
 
-def test_map_state_operations_and_empty_map_is_dropped() -> None:
-    backend = MemoryStateBackend(FULL)
+def test_map_state_operations_and_empty_map_is_dropped(backends: BackendFactory) -> None:
+    backend = backends.keyed()
     state = backend.get_state(MapStateDescriptor("m"))
     backend.set_current_key(("k", 1))
     assert state.is_empty()
@@ -88,8 +91,8 @@ def test_map_state_operations_and_empty_map_is_dropped() -> None:
     assert backend.is_empty()
 
 
-def test_states_are_scoped_by_current_key() -> None:
-    backend = MemoryStateBackend(FULL)
+def test_states_are_scoped_by_current_key(backends: BackendFactory) -> None:
+    backend = backends.keyed()
     state = backend.get_state(ValueStateDescriptor("v"))
     backend.set_current_key("a")
     state.update(1)
@@ -103,7 +106,7 @@ def test_states_are_scoped_by_current_key() -> None:
 
 
 def test_raw_table_partitions_are_live_dicts() -> None:
-    backend = MemoryStateBackend(KeyGroupRange(4, 8))
+    backend = MemoryKeyedStateBackend(KeyGroupRange(4, 8))
     table = backend.table("counts")
     part = table.partition(5)
     part["k"] = 1
@@ -116,8 +119,8 @@ def test_raw_table_partitions_are_live_dicts() -> None:
     assert backend.table("counts") is table
 
 
-def test_no_current_key_raises_state_error() -> None:
-    backend = MemoryStateBackend(FULL)
+def test_no_current_key_raises_state_error(backends: BackendFactory) -> None:
+    backend = backends.keyed()
     value = backend.get_state(ValueStateDescriptor("v"))
     lst = backend.get_state(ListStateDescriptor("l"))
     mp = backend.get_state(MapStateDescriptor("m"))
@@ -130,8 +133,8 @@ def test_no_current_key_raises_state_error() -> None:
         _ = backend.current_key_group
 
 
-def test_none_is_a_valid_key() -> None:
-    backend = MemoryStateBackend(FULL)
+def test_none_is_a_valid_key(backends: BackendFactory) -> None:
+    backend = backends.keyed()
     state = backend.get_state(ValueStateDescriptor("v"))
     backend.set_current_key(None)
     state.update(1)
@@ -139,9 +142,9 @@ def test_none_is_a_valid_key() -> None:
     assert state.value() == 1
 
 
-def test_key_outside_range_raises_state_error() -> None:
+def test_key_outside_range_raises_state_error(backends: BackendFactory) -> None:
     kg = key_group_for_key("a", 128)
-    backend = MemoryStateBackend(KeyGroupRange(kg + 1, 128) if kg < 127 else KeyGroupRange(0, kg))
+    backend = backends.keyed(KeyGroupRange(kg + 1, 128) if kg < 127 else KeyGroupRange(0, kg))
     with pytest.raises(StateError, match=f"key group {kg}"):
         backend.set_current_key("a")
     with pytest.raises(StateError, match="outside"):
@@ -150,8 +153,8 @@ def test_key_outside_range_raises_state_error() -> None:
         backend.table("t").partition(kg)
 
 
-def test_same_name_with_another_kind_raises_state_error() -> None:
-    backend = MemoryStateBackend(FULL)
+def test_same_name_with_another_kind_raises_state_error(backends: BackendFactory) -> None:
+    backend = backends.keyed()
     backend.get_state(ValueStateDescriptor("x"))
     with pytest.raises(StateError, match="declared as value state"):
         backend.get_state(ListStateDescriptor("x"))
@@ -162,101 +165,101 @@ def test_same_name_with_another_kind_raises_state_error() -> None:
         backend.get_state(MapStateDescriptor("t"))
 
 
-def test_range_must_fit_max_parallelism() -> None:
+def test_range_must_fit_max_parallelism(backends: BackendFactory) -> None:
     with pytest.raises(ConfigError):
-        MemoryStateBackend(KeyGroupRange(0, 129), max_parallelism=128)
+        backends.keyed(KeyGroupRange(0, 129), max_parallelism=128)
     with pytest.raises(ConfigError):
         KeyGroupRange(5, 4)
 
 
-def test_restore_skips_foreign_key_groups_and_declares_kinds() -> None:
-    _, blobs = backend_with_state()
+def test_restore_skips_foreign_key_groups_and_declares_kinds(backends: BackendFactory) -> None:
+    _, blobs = backend_with_state(backends)
     kg_a = key_group_for_key("a", 128)
-    only_a = MemoryStateBackend(KeyGroupRange(kg_a, kg_a + 1))
+    only_a = backends.keyed(KeyGroupRange(kg_a, kg_a + 1))
     only_a.restore(blobs.items())
     only_a.set_current_key("a")
     assert only_a.get_state(ValueStateDescriptor("count")).value() == 1
     assert only_a.state_kinds() == {"count": "value"}
     with pytest.raises(StateError, match="saved as value state"):
-        bad = MemoryStateBackend(FULL)
+        bad = backends.keyed()
         bad.table("count")
         bad.restore(blobs.items())
 
 
-def test_corrupt_blob_raises_state_error_naming_key_group() -> None:
+def test_corrupt_blob_raises_state_error_naming_key_group(backends: BackendFactory) -> None:
     """Scenario: one byte of a checkpointed state blob flipped on disk."""
-    _, blobs = backend_with_state()
+    _, blobs = backend_with_state(backends)
     kg, blob = next(iter(blobs.items()))
     flipped = bytearray(blob)
     flipped[-1] ^= 0xFF
-    target = MemoryStateBackend(FULL)
+    target = backends.keyed()
     with pytest.raises(CorruptStateError, match=f"key group {kg}: state blob checksum mismatch"):
         target.restore([(kg, bytes(flipped))])
     assert target.is_empty()
 
 
-def test_truncated_blob_raises_state_error() -> None:
+def test_truncated_blob_raises_state_error(backends: BackendFactory) -> None:
     """Scenario: a state blob was cut short by a crash during upload."""
-    _, blobs = backend_with_state()
+    _, blobs = backend_with_state(backends)
     kg, blob = next(iter(blobs.items()))
     for cut in (blob[:5], blob[:-3], b""):
         with pytest.raises(CorruptStateError, match=f"key group {kg}"):
-            MemoryStateBackend(FULL).restore([(kg, cut)])
+            backends.keyed().restore([(kg, cut)])
 
 
-def test_blob_handed_to_wrong_key_group_or_kind_is_refused() -> None:
+def test_blob_handed_to_wrong_key_group_or_kind_is_refused(backends: BackendFactory) -> None:
     """Scenario: a state handle points at another key group's blob, or at a timer blob."""
-    _, blobs = backend_with_state()
+    _, blobs = backend_with_state(backends)
     (kg1, blob1), (kg2, _) = list(blobs.items())[:2]
     with pytest.raises(CorruptStateError, match=f"belongs to key group {kg1}"):
-        MemoryStateBackend(FULL).restore([(kg2, blob1)])
-    timers = TimerService(FULL)
+        backends.keyed().restore([(kg2, blob1)])
+    timers = backends.timers()
     timers.register_event_time_timer(kg1, "a", None, 10)
     timer_blob = timers.snapshot().to_bytes_per_key_group()[kg1]
     with pytest.raises(CorruptStateError, match="not a WFKS blob"):
-        MemoryStateBackend(FULL).restore([(kg1, timer_blob)])
+        backends.keyed().restore([(kg1, timer_blob)])
 
 
-def test_unknown_format_version_is_refused() -> None:
+def test_unknown_format_version_is_refused(backends: BackendFactory) -> None:
     """Scenario: a checkpoint written by a newer weirflow with state format version 3."""
-    _, blobs = backend_with_state()
+    _, blobs = backend_with_state(backends)
     kg, blob = next(iter(blobs.items()))
     newer = blob[:4] + struct.pack(">H", 3) + blob[6:]
-    target = MemoryStateBackend(FULL)
+    target = backends.keyed()
     with pytest.raises(UnsupportedStateVersionError, match=f"key group {kg}.*version 3"):
         target.restore([(kg, newer)])
     with pytest.raises(UnsupportedFormatVersionError):
         target.restore([(kg, newer)])
 
 
-def test_version_1_blob_is_refused_as_older() -> None:
+def test_version_1_blob_is_refused_as_older(backends: BackendFactory) -> None:
     """Scenario: a checkpoint written by an older weirflow (state format 1, tuples pickled)."""
-    _, blobs = backend_with_state()
+    _, blobs = backend_with_state(backends)
     kg, blob = next(iter(blobs.items()))
     older = blob[:4] + struct.pack(">H", 1) + blob[6:]
     with pytest.raises(UnsupportedStateVersionError, match=f"key group {kg}.*older weirflow"):
-        MemoryStateBackend(FULL).restore([(kg, older)])
+        backends.keyed().restore([(kg, older)])
 
 
-def test_bad_blob_leaves_backend_unchanged() -> None:
+def test_bad_blob_leaves_backend_unchanged(backends: BackendFactory) -> None:
     """Scenario: the last of several blobs is corrupt; nothing is half-restored."""
-    _, blobs = backend_with_state()
+    _, blobs = backend_with_state(backends)
     items = list(blobs.items())
     last_kg, last_blob = items[-1]
-    target = MemoryStateBackend(FULL)
+    target = backends.keyed()
     with pytest.raises(CorruptStateError):
         target.restore([*items[:-1], (last_kg, last_blob[:-1])])
     assert target.is_empty()
     assert target.state_kinds() == {}
 
 
-def test_other_max_parallelism_and_duplicates_are_refused() -> None:
+def test_other_max_parallelism_and_duplicates_are_refused(backends: BackendFactory) -> None:
     """Scenario: restoring a checkpoint taken with another max_parallelism, or twice."""
-    _, blobs = backend_with_state()
+    _, blobs = backend_with_state(backends)
     kg = min(blobs)
     with pytest.raises(StateError, match="max_parallelism 128"):
-        MemoryStateBackend(FULL, max_parallelism=256).restore([(kg, blobs[kg])])
-    target = MemoryStateBackend(FULL)
+        backends.keyed(FULL, max_parallelism=256).restore([(kg, blobs[kg])])
+    target = backends.keyed()
     with pytest.raises(StateError, match="restored twice"):
         target.restore([(kg, blobs[kg]), (kg, blobs[kg])])
     target.restore([(kg, blobs[kg])])
@@ -264,8 +267,8 @@ def test_other_max_parallelism_and_duplicates_are_refused() -> None:
         target.restore([(kg, blobs[kg])])
 
 
-def test_snapshot_only_holds_non_empty_key_groups() -> None:
-    backend = MemoryStateBackend(FULL)
+def test_snapshot_only_holds_non_empty_key_groups(backends: BackendFactory) -> None:
+    backend = backends.keyed()
     state = backend.get_state(ListStateDescriptor("l"))
     backend.set_current_key("a")
     state.add(1)
