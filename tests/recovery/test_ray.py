@@ -78,13 +78,17 @@ def ray_ns() -> Iterator[RayInNamespace]:
 class Job:
     """One ``weirflow run --ray`` of the windowed job over seeded input, and its log."""
 
-    def __init__(self, ns: RayInNamespace, work: Path, n: int, seed: int, throttle_us: int):
+    def __init__(
+        self, ns: RayInNamespace, work: Path, n: int, seed: int, throttle_us: int, *extra: str
+    ) -> None:
         self.ns = ns
         self.work = work
         self.throttle_us = throttle_us
         self.expected = make_input(work / "log", n, seed=seed)
         self.log_path = work / "client.log"
-        self.submit()
+        # a detached job's checkpoints go on after its client returned
+        self.watch_client = "--ray-detached" not in extra
+        self.submit(*extra)
 
     def submit(self, *extra: str) -> None:
         """Start (again) ``weirflow run`` of the job; its output goes to the log."""
@@ -104,7 +108,7 @@ class Job:
         while time.monotonic() < deadline:
             if max(completed_checkpoints(chk), default=0) > before:
                 return True
-            if self.client.poll() is not None:
+            if self.watch_client and self.client.poll() is not None:
                 return False
             time.sleep(0.05)
         raise AssertionError(f"no new checkpoint within {timeout_s} s\n{self.text()[-3000:]}")
@@ -219,6 +223,33 @@ def test_sigkill_of_worker_actor_then_of_driver_gives_batch_answer(
         time.sleep(0.2)
     job.submit("--restore", "latest")
     job.check_exact()
+
+
+def test_detached_coordinator_outlives_its_client_and_sigkill_of_it_is_recovered(
+    ray_ns: RayInNamespace, tmp_path: Path
+) -> None:
+    """Scenario: ``--ray-detached`` returns once the job runs and the job checkpoints on
+    without its client; the detached coordinator actor's process is SIGKILLed (its worker
+    actors end with it), and the job is resubmitted with ``--restore latest``, waited for."""
+    job = Job(ray_ns, tmp_path, 14_000, 27, 500, "--ray-detached")
+    try:
+        assert job.client.wait(timeout=120) == 0, job.text()[-3000:]
+        assert "runs under detached Ray actor weirflow-job-" in job.text(), job.text()[-3000:]
+        assert job.wait_for_new_checkpoint() and job.wait_for_new_checkpoint()
+        coordinators = ray_ns.actor_pids("DetachedCoordinator")
+        assert len(coordinators) == 1, coordinators
+        os.kill(coordinators[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while ray_ns.worker_actor_pids():
+            assert time.monotonic() < deadline, "worker actors outlived their coordinator"
+            time.sleep(0.2)
+        job.watch_client = True
+        job.submit("--ray-detached", "--ray-wait", "--restore", "latest")
+        job.check_exact()
+    finally:
+        # a failed run must not leave a job running into the other tests
+        for pid in ray_ns.actor_pids("DetachedCoordinator"):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _refused(proc: subprocess.Popen[bytes], words: str) -> None:
