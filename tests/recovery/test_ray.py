@@ -78,17 +78,15 @@ def ray_ns() -> Iterator[RayInNamespace]:
 class Job:
     """One ``weirflow run --ray`` of the windowed job over seeded input, and its log."""
 
-    def __init__(
-        self, ns: RayInNamespace, work: Path, n: int, seed: int, throttle_us: int, *extra: str
-    ) -> None:
+    def __init__(self, ns: RayInNamespace, work: Path, n: int, seed: int, throttle_us: int):
         self.ns = ns
         self.work = work
         self.throttle_us = throttle_us
         self.expected = make_input(work / "log", n, seed=seed)
         self.log_path = work / "client.log"
-        # a detached job's checkpoints go on after its client returned
-        self.watch_client = "--ray-detached" not in extra
-        self.submit(*extra)
+        # False: the job goes on after its client returned (a detached coordinator)
+        self.watch_client = True
+        self.submit()
 
     def submit(self, *extra: str) -> None:
         """Start (again) ``weirflow run`` of the job; its output goes to the log."""
@@ -197,59 +195,56 @@ def test_node_loss_gives_batch_answer(ray_ns: RayInNamespace, tmp_path: Path) ->
     assert removed == NODE_LOSSES, f"the job ended after {removed} node losses"
 
 
-def test_sigkill_of_worker_actor_then_of_driver_gives_batch_answer(
+def test_sigkill_of_worker_actor_driver_and_detached_coordinator_gives_batch_answer(
     ray_ns: RayInNamespace, tmp_path: Path
 ) -> None:
     """Scenario: one worker actor's process is SIGKILLed while the job runs; after the
     restart the driver (with the coordinator) is SIGKILLed, and the job is resubmitted with
-    ``--restore latest``."""
-    job = Job(ray_ns, tmp_path, 14_000, seed=23, throttle_us=500)
-    assert job.wait_for_new_checkpoint() and job.wait_for_new_checkpoint()
-    pids = ray_ns.worker_actor_pids()
-    assert len(pids) == 2, pids
-    os.kill(random.Random(23).choice(pids), signal.SIGKILL)
-    lost_at = time.monotonic()
-    assert job.wait_for_new_checkpoint(120), job.text()[-3000:]
-    print(f"first checkpoint after SIGKILL: {time.monotonic() - lost_at:.1f} s")
-    assert "ActorDiedError" in job.text()
-
-    assert job.wait_for_new_checkpoint(), "the job ended before the driver could be killed"
-    os.kill(job.client.pid, signal.SIGKILL)
-    job.client.wait(timeout=30)
-    # the job stops with its driver: Ray ends the driver's actors, nothing runs on
-    deadline = time.monotonic() + 60
-    while ray_ns.worker_actor_pids():
-        assert time.monotonic() < deadline, "worker actors outlived their driver"
-        time.sleep(0.2)
-    job.submit("--restore", "latest")
-    job.check_exact()
-
-
-def test_detached_coordinator_outlives_its_client_and_sigkill_of_it_is_recovered(
-    ray_ns: RayInNamespace, tmp_path: Path
-) -> None:
-    """Scenario: ``--ray-detached`` returns once the job runs and the job checkpoints on
-    without its client; the detached coordinator actor's process is SIGKILLed (its worker
-    actors end with it), and the job is resubmitted with ``--restore latest``, waited for."""
-    job = Job(ray_ns, tmp_path, 14_000, 27, 500, "--ray-detached")
+    ``--restore latest --ray-detached``: the client returns once the job runs, and the job
+    checkpoints on without it; then the detached coordinator actor's process is SIGKILLed
+    (its worker actors end with it), and the job is resubmitted with ``--restore latest``
+    and waited for (``--ray-wait``)."""
+    job = Job(ray_ns, tmp_path, 20_000, seed=23, throttle_us=500)
     try:
+        assert job.wait_for_new_checkpoint() and job.wait_for_new_checkpoint()
+        pids = ray_ns.worker_actor_pids()
+        assert len(pids) == 2, pids
+        os.kill(random.Random(23).choice(pids), signal.SIGKILL)
+        lost_at = time.monotonic()
+        assert job.wait_for_new_checkpoint(120), job.text()[-3000:]
+        print(f"first checkpoint after SIGKILL: {time.monotonic() - lost_at:.1f} s")
+        assert "ActorDiedError" in job.text()
+
+        assert job.wait_for_new_checkpoint(), "the job ended before the driver could be killed"
+        os.kill(job.client.pid, signal.SIGKILL)
+        job.client.wait(timeout=30)
+        # the job stops with its driver: Ray ends the driver's actors, nothing runs on
+        _wait_for_no_worker_actors(ray_ns, "their driver")
+
+        job.submit("--restore", "latest", "--ray-detached")
         assert job.client.wait(timeout=120) == 0, job.text()[-3000:]
         assert "runs under detached Ray actor weirflow-job-" in job.text(), job.text()[-3000:]
-        assert job.wait_for_new_checkpoint() and job.wait_for_new_checkpoint()
+        job.watch_client = False
+        assert job.wait_for_new_checkpoint(), job.text()[-3000:]
         coordinators = ray_ns.actor_pids("DetachedCoordinator")
         assert len(coordinators) == 1, coordinators
         os.kill(coordinators[0], signal.SIGKILL)
-        deadline = time.monotonic() + 60
-        while ray_ns.worker_actor_pids():
-            assert time.monotonic() < deadline, "worker actors outlived their coordinator"
-            time.sleep(0.2)
+        _wait_for_no_worker_actors(ray_ns, "their detached coordinator")
+
         job.watch_client = True
-        job.submit("--ray-detached", "--ray-wait", "--restore", "latest")
+        job.submit("--restore", "latest", "--ray-detached", "--ray-wait")
         job.check_exact()
     finally:
         # a failed run must not leave a job running into the other tests
         for pid in ray_ns.actor_pids("DetachedCoordinator"):
             os.kill(pid, signal.SIGKILL)
+
+
+def _wait_for_no_worker_actors(ray_ns: RayInNamespace, owner: str) -> None:
+    deadline = time.monotonic() + 60
+    while ray_ns.worker_actor_pids():
+        assert time.monotonic() < deadline, f"worker actors outlived {owner}"
+        time.sleep(0.2)
 
 
 def _refused(proc: subprocess.Popen[bytes], words: str) -> None:
