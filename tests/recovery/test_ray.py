@@ -139,7 +139,8 @@ class Job:
 
 def _python_driver(ray_ns: RayInNamespace, tmp_path: Path) -> subprocess.Popen[str]:
     """Start a Python driver in the namespace that runs the job with
-    ``flow.run(cluster=RayCluster(...))``."""
+    ``flow.run(cluster=RayCluster(..., detached=True))``: under a detached coordinator
+    actor, waited for."""
     code = (
         "import sys; from datetime import timedelta\n"
         f"sys.path.insert(0, {str(HERE / 'jobs')!r})\n"
@@ -150,7 +151,8 @@ def _python_driver(ray_ns: RayInNamespace, tmp_path: Path) -> subprocess.Popen[s
         f"    checkpoint=CheckpointConfig(storage={str(tmp_path / 'chk')!r},\n"
         "                                interval=timedelta(milliseconds=200)),\n"
         f"    cluster=RayCluster(address={ray_ns.address!r}, workers=2,\n"
-        f"        runtime_env={{'env_vars': {{'WF_LOG_DIR': {str(tmp_path / 'log')!r}}}}}),\n"
+        f"        runtime_env={{'env_vars': {{'WF_LOG_DIR': {str(tmp_path / 'log')!r}}}}},\n"
+        "        detached=True),\n"
         ")\n"
         "print('events in:', result.operators['events'].records_in)\n"
     )
@@ -165,7 +167,8 @@ def test_windowed_job_on_three_node_ray_cluster_gives_batch_answer(
     ray_ns: RayInNamespace, tmp_path: Path
 ) -> None:
     """Scenario: the windowed job with 2 worker actors spread over the 2 worker nodes, run
-    by ``weirflow run --ray`` and, at the same time, from Python with ``flow.run(cluster=...)``."""
+    by ``weirflow run --ray`` and, at the same time, from Python with
+    ``flow.run(cluster=RayCluster(detached=True))``."""
     api_expected = make_input(tmp_path / "api" / "log", 5_000, seed=26)
     driver = _python_driver(ray_ns, tmp_path / "api")
     job = Job(ray_ns, tmp_path / "cli", 20_000, seed=21, throttle_us=0)
