@@ -399,6 +399,11 @@ def run(
             )
         if (ray_detached and ray is None) or (ray_wait and not ray_detached):
             raise ConfigError("--ray-detached goes with --ray ADDRESS, --ray-wait with both")
+        if ray_detached and metrics_port is not None:
+            raise ConfigError(
+                "--metrics-port is served by a coordinator in this process: not with "
+                "--ray-detached"
+            )
         stop = threading.Event()
         if config is not None and elsewhere:
             # workers find the key as this process does: through the environment they inherit
