@@ -243,10 +243,10 @@ def test_sigkill_of_worker_actor_driver_and_detached_coordinator_gives_batch_ans
 ) -> None:
     """Scenario: one worker actor's process is SIGKILLed while the job runs; after the
     restart the driver (with the coordinator) is SIGKILLed, and the job is resubmitted with
-    ``--restore latest --ray-detached``: the client returns once the job runs, and the job
-    checkpoints on without it; then the detached coordinator actor's process is SIGKILLed
-    (its worker actors end with it), and the job is resubmitted with ``--restore latest``
-    and waited for (``--ray-wait``)."""
+    ``--restore latest --ray-detached``: the client returns once the job runs, a second
+    submission is refused, and the job checkpoints on without it; then the detached
+    coordinator actor's process is SIGKILLed (its worker actors end with it), and the job
+    is resubmitted with ``--restore latest`` and waited for (``--ray-wait``)."""
     job = Job(ray_ns, tmp_path, 20_000, seed=23, throttle_us=500)
     try:
         assert job.wait_for_new_checkpoint() and job.wait_for_new_checkpoint()
@@ -268,6 +268,11 @@ def test_sigkill_of_worker_actor_driver_and_detached_coordinator_gives_batch_ans
         assert job.client.wait(timeout=120) == 0, job.text()[-3000:]
         assert "runs under detached Ray actor weirflow-job-" in job.text(), job.text()[-3000:]
         job.watch_client = False
+        # a job runs once: a second submission while its coordinator lives is refused
+        _refused(
+            weirflow_run(ray_ns, tmp_path, "--restore", "latest", "--ray-detached"),
+            "runs already under detached Ray actor weirflow-job-",
+        )
         assert job.wait_for_new_checkpoint(), job.text()[-3000:]
         coordinators = ray_ns.actor_pids("DetachedCoordinator")
         assert len(coordinators) == 1, coordinators
