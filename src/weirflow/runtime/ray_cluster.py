@@ -60,7 +60,8 @@ class RayCluster:
             job file's folder and, when given, must contain the job file.
         detached: run the coordinator in a detached Ray actor named after the
             job, so the job outlives the process that submitted it;
-            :func:`run_on_ray` still waits for its end.
+            :func:`run_on_ray` still waits for its end, and its ``stop``,
+            ``listener``, ``savepoints`` and ``metrics`` do not reach the actor.
 
     Raises:
         ConfigError: a field out of range.

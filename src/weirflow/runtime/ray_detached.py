@@ -97,7 +97,7 @@ class DetachedCoordinator:
     def _serve(self) -> None:
         try:
             self._result = self._run(self._spec, stop=self._stop)
-            log.warning("detached job %s ended: %s", self._spec.graph.name, self._result)
+            log.info("detached job %s ended: %s", self._spec.graph.name, self._result)
         except BaseException as e:  # handed to whoever waits; the actor ends either way
             log.exception("detached job %s failed", self._spec.graph.name)
             self._error = e
