@@ -304,6 +304,16 @@ def run(
             '"pip": [...]} (working_dir: the job file\'s folder).'
         ),
     ] = None,
+    ray_detached: Annotated[
+        bool,
+        typer.Option(
+            help="Run the coordinator as a detached Ray actor named after the job: the job "
+            "outlives this command, which returns once the job runs (unless --ray-wait)."
+        ),
+    ] = False,
+    ray_wait: Annotated[
+        bool, typer.Option(help="With --ray-detached: wait for the job's end and its counts.")
+    ] = False,
     alert: Annotated[
         list[str] | None,
         typer.Option(
@@ -403,6 +413,13 @@ def run(
                 "--alert and --autoscale work on a one-process job; with --workers or "
                 "--coordinator use the Prometheus rules of `weirflow ops alerts`"
             )
+        if (ray_detached and ray is None) or (ray_wait and not ray_detached):
+            raise ConfigError("--ray-detached goes with --ray ADDRESS, --ray-wait with both")
+        if ray_detached and metrics_port is not None:
+            raise ConfigError(
+                "--metrics-port is served by a coordinator in this process: not with "
+                "--ray-detached"
+            )
         stop = threading.Event()
         if state_backend is not StateBackendKind.memory and coordinator is not None:
             raise ConfigError(
@@ -449,14 +466,17 @@ def run(
                     ray_placement,
                     parse_duration(worker_wait),
                     ray_runtime_env_json,
+                    ray_detached,
                 ),
                 spec_args,
                 parse_duration(heartbeat_timeout).total_seconds(),
                 _PrintingListener(),
                 stop,
                 (metrics_port, metrics_host),
+                wait=ray_wait or not ray_detached,
             )
-            print_summary(result, log_format, stop.is_set())
+            if result is not None:
+                print_summary(result, log_format, stop.is_set())
             raise typer.Exit(0)
         if processes > 1:
             savepoints = stop_with_savepoint_on_signal(stop, config is not None)

@@ -1,8 +1,10 @@
 """``weirflow run --ray ADDRESS``: a job's workers as actors of a Ray cluster.
 
-The coordinator runs in this process (the Ray driver) and the job's folder
-travels to the nodes with the actors (see :mod:`weirflow.runtime.ray_cluster`).
-SIGTERM or Ctrl-C stops the job with a stop checkpoint.
+The coordinator runs in this process (the Ray driver), or with
+``--ray-detached`` in a detached Ray actor that outlives this process; the
+job's folder travels to the nodes with the actors (see
+:mod:`weirflow.runtime.ray_cluster`). SIGTERM or Ctrl-C stops a job whose
+coordinator runs here with a stop checkpoint; a detached job goes on.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from weirflow.errors import ConfigError
 from weirflow.records import JobResult
 from weirflow.runtime import RunListener
 from weirflow.runtime.coordinator import JobSpec
-from weirflow.runtime.ray_cluster import RayCluster, run_on_ray
+from weirflow.runtime.ray_cluster import RayCluster, run_on_ray, submit_on_ray
 
 LOCAL = "local"
 
@@ -40,8 +42,12 @@ def run_on_ray_cluster(
     listener: RunListener,
     stop: threading.Event,
     metrics: tuple[int | None, str] = (None, "127.0.0.1"),
-) -> JobResult:
+    wait: bool = True,
+) -> JobResult | None:
     """Run ``job`` on ``cluster`` until it ends or SIGTERM stops it.
+
+    With ``cluster.detached`` the job is submitted to a detached coordinator
+    actor; ``listener``, ``stop`` and ``metrics`` then do not apply.
 
     Args:
         job: ``JOB.py[:NAME]``.
@@ -51,18 +57,23 @@ def run_on_ray_cluster(
         listener: progress callbacks.
         stop: set by SIGTERM or Ctrl-C (the job then stops with a stop checkpoint).
         metrics: ``(port, host)`` of the coordinator's ``/metrics`` (port ``None``: off).
+        wait: (detached) wait for the job's end rather than return once it runs.
 
     Returns:
-        The job's result.
+        The job's result; ``None`` for a detached job not waited for.
 
     Raises:
         ConfigError: bad options, Ray missing, the cluster unreachable or too small.
         JobFailedError: the job failed for good.
     """
     flow = load_dataflow(job)
+    spec = JobSpec(job=absolute_job_spec(job), graph=flow.graph, **spec_args)
+    if cluster.detached:
+        return submit_on_ray(
+            spec, cluster, load_graph, wait=wait, heartbeat_timeout_s=heartbeat_timeout_s
+        )
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    spec = JobSpec(job=absolute_job_spec(job), graph=flow.graph, **spec_args)
     return run_on_ray(
         spec,
         cluster,
@@ -80,6 +91,7 @@ def ray_cluster_option(
     placement: RayPlacement,
     worker_wait: timedelta,
     runtime_env_json: str | None,
+    detached: bool = False,
 ) -> RayCluster:
     """The :class:`RayCluster` of ``--ray ADDRESS`` (``local``: a Ray instance started here).
 
@@ -98,4 +110,5 @@ def ray_cluster_option(
         placement=placement.value,  # type: ignore[arg-type]
         worker_wait=worker_wait,
         runtime_env=runtime_env,
+        detached=detached,
     )

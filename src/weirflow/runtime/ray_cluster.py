@@ -1,7 +1,9 @@
 """Running a job on a Ray cluster: :class:`RayCluster` says where, :func:`run_on_ray` runs it.
 
-The coordinator runs in this process (the Ray driver); the workers are Ray
-actors that :class:`~weirflow.runtime.ray_launcher.RayLauncher` starts. The
+The coordinator runs in this process (the Ray driver), or with
+``detached=True`` in a detached Ray actor (:mod:`weirflow.runtime.ray_detached`)
+that :func:`submit_on_ray` starts; the workers are Ray actors that
+:class:`~weirflow.runtime.ray_launcher.RayLauncher` starts. The
 job's folder travels to the nodes as the actors' ``working_dir``, so the job
 file and the modules beside it import there as they do here.
 
@@ -11,6 +13,7 @@ when a job runs on Ray.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -55,6 +58,10 @@ class RayCluster:
         runtime_env: more of the actors' Ray ``runtime_env`` (``pip``,
             ``py_modules``, ``env_vars``); ``working_dir`` defaults to the
             job file's folder and, when given, must contain the job file.
+        detached: run the coordinator in a detached Ray actor named after the
+            job, so the job outlives the process that submitted it;
+            :func:`run_on_ray` still waits for its end, and its ``stop``,
+            ``listener``, ``savepoints`` and ``metrics`` do not reach the actor.
 
     Raises:
         ConfigError: a field out of range.
@@ -66,6 +73,7 @@ class RayCluster:
     placement: Placement = "spread"
     worker_wait: timedelta = timedelta(seconds=60)
     runtime_env: Mapping[str, Any] = field(default_factory=dict)
+    detached: bool = False
 
     def __post_init__(self) -> None:
         if type(self.workers) is not int or self.workers < 1:
@@ -104,12 +112,72 @@ def job_files(job: str, runtime_env: Mapping[str, Any]) -> tuple[str, str]:
     return str(folder), f"{path.relative_to(folder)}{sep}{name}"
 
 
-def _import_ray_modules() -> tuple[Any, Any]:
+def _import_ray_modules() -> tuple[Any, Any, Any]:
     try:
-        from weirflow.runtime import ray_launcher, ray_preflight
+        from weirflow.runtime import ray_detached, ray_launcher, ray_preflight
     except ImportError as e:
         raise ConfigError(INSTALL_HINT) from e
-    return ray_launcher, ray_preflight
+    return ray_launcher, ray_preflight, ray_detached
+
+
+def submit_on_ray(
+    spec: JobSpec,
+    cluster: RayCluster,
+    load_graph: Callable[[str], LogicalGraph],
+    *,
+    wait: bool,
+    heartbeat_timeout_s: float = 10.0,
+) -> JobResult | None:
+    """Run ``spec`` under a detached coordinator actor on the cluster (see :mod:`ray_detached`).
+
+    The actor, named ``weirflow-job-NAME`` in Ray namespace ``weirflow``, runs
+    :func:`run_on_ray` there; the job goes on when this process ends.
+
+    Args:
+        spec: the job; ``spec.job`` is ``/abs/path/JOB.py[:NAME]``.
+        cluster: where and how the workers run (``detached`` is not consulted).
+        load_graph: ``JOB.py[:NAME]`` → logical graph, run in the actors.
+        wait: wait for the job's end (and return its result), or return once
+            the coordinator actor runs.
+        heartbeat_timeout_s: silence after which a worker is given up (s).
+
+    Returns:
+        The job's result when ``wait``, else ``None``.
+
+    Raises:
+        ConfigError: Ray is not installed, the cluster is unreachable, a job of
+            the same name runs already, or the coordinator actor did not start.
+        JobFailedError: (with ``wait``) the job failed for good, or the
+            coordinator actor died (submit again with ``restore="latest"``).
+    """
+    _, preflight, ray_detached = _import_ray_modules()
+    working_dir, worker_job = job_files(spec.job, cluster.runtime_env)
+    connected = preflight.connect(
+        cluster.address, {**cluster.runtime_env, "working_dir": working_dir}
+    )
+    try:
+        key = None
+        if spec.checkpoint is not None:
+            key = resolve_job_key(
+                spec.checkpoint.key, spec.checkpoint.storage, spec.graph.name, create=False
+            ).key
+        # in the actor the job's files are its working_dir, already in effect
+        inside = replace(cluster, detached=False, runtime_env={
+            k: v for k, v in cluster.runtime_env.items() if k != "working_dir"
+        })  # fmt: skip
+        run = functools.partial(
+            run_on_ray, cluster=inside, load_graph=load_graph,
+            heartbeat_timeout_s=heartbeat_timeout_s,
+        )  # fmt: skip
+        job, actor = ray_detached.submit(replace(spec, job=worker_job), run, load_graph, key)
+        log.info(
+            "job %s runs under detached Ray actor %s (namespace %s, pid %d on node %s)",
+            spec.graph.name, job.name, ray_detached.NAMESPACE, job.pid, job.node[:12],
+        )  # fmt: skip
+        return ray_detached.wait(job, actor) if wait else None
+    finally:
+        if connected:
+            preflight.disconnect()
 
 
 def run_on_ray(
@@ -152,7 +220,11 @@ def run_on_ray(
             small, or the checkpoint folder is not shared.
         JobFailedError: the job failed and the restart strategy gave up.
     """
-    ray_launcher, preflight = _import_ray_modules()
+    if cluster.detached:
+        return submit_on_ray(
+            spec, cluster, load_graph, wait=True, heartbeat_timeout_s=heartbeat_timeout_s
+        )
+    ray_launcher, preflight, _ = _import_ray_modules()
     working_dir, worker_job = job_files(spec.job, cluster.runtime_env)
     connected = preflight.connect(
         cluster.address, {**cluster.runtime_env, "working_dir": working_dir}

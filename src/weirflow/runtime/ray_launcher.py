@@ -46,6 +46,17 @@ log = logging.getLogger("weirflow.launcher")
 _NAMED_RESOURCES = {"GPU": "num_gpus", "memory": "memory"}
 
 
+def adopt_checkpoint_key(checkpoint_key: bytes | None) -> None:
+    """Hand an actor's process the job's checkpoint key as any worker's environment does.
+
+    Args:
+        checkpoint_key: the key, or ``None`` (none configured: nothing changes).
+    """
+    if checkpoint_key is not None:
+        os.environ[KEY_ENV] = checkpoint_key.hex()
+        os.environ.pop(KEY_FILE_ENV, None)
+
+
 class WorkerActor:
     """A Ray actor's body: one weirflow worker in the actor's process.
 
@@ -56,11 +67,7 @@ class WorkerActor:
 
     def __init__(self, secret: bytes, checkpoint_key: bytes | None) -> None:
         self._secret = secret
-        if checkpoint_key is not None:
-            # the actor's process is its own: the key reaches the checkpoint code as the
-            # environment of any worker does
-            os.environ[KEY_ENV] = checkpoint_key.hex()
-            os.environ.pop(KEY_FILE_ENV, None)
+        adopt_checkpoint_key(checkpoint_key)
 
     def where(self) -> tuple[int, str, str]:
         """``(process id, Ray node id, node IP)`` of this actor."""

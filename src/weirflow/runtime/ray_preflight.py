@@ -66,6 +66,8 @@ def connect(address: str | None, runtime_env: Mapping[str, Any]) -> bool:
         ConfigError: nothing answers at ``address``, or Ray refuses to connect.
     """
     if ray.is_initialized():
+        if ray.get_runtime_context().get_actor_id() is not None:
+            return False  # a detached coordinator: its job's files are its own working_dir
         log.warning(
             "this process is connected to Ray already: the workers get the runtime_env it "
             "connected with, not %s",

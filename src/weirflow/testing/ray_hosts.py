@@ -94,10 +94,14 @@ class RayInNamespace:
 
     def worker_actor_pids(self) -> list[int]:
         """Process ids of the weirflow worker actors in the namespace."""
+        return self.actor_pids("WorkerActor")
+
+    def actor_pids(self, actor_class: str) -> list[int]:
+        """Process ids of the Ray actors of class ``actor_class`` in the namespace."""
         pids = []
         for pid in self.pids():
             with contextlib.suppress(OSError):
-                if b"WorkerActor" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                if f"ray::{actor_class}".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
                     pids.append(pid)
         return pids
 

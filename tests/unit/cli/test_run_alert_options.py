@@ -1,5 +1,5 @@
-"""`weirflow run --alert` and `--autoscale`: bad values are refused in one line, before
-anything runs."""
+"""`weirflow run --alert` and `--autoscale` (bad values) and `--ray-detached` and `--ray-wait`
+(misplaced): refused in one line, before anything runs."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ from weirflow.metrics import Signal
         (["--autoscale=min=2,max=4,target-lag=5s"], "outside --autoscale min=2 max=4"),
         (["--autoscale=min=1,max=2,target-lag=5s", "--guarantee=at_most_once"], "at_most_once"),
         (["--autoscale=lots"], "write min=1,max=N,target-lag=30s"),
+        (["--ray-detached"], "--ray-detached goes with --ray ADDRESS"),
+        (["--ray=auto", "--ray-wait"], "--ray-wait with both"),
+        (["--ray=auto", "--ray-detached", "--metrics-port=9100"], "not with --ray-detached"),
     ],
 )
 def test_bad_alert_and_autoscale_options_are_refused_in_one_line(
