@@ -28,16 +28,13 @@ not retriable".
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
-import signal
 import threading
-import time
 import traceback
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -53,7 +50,7 @@ from weirflow.checkpoint import (
 from weirflow.cli.app import app
 from weirflow.cli.cluster import absolute_job_spec, read_secret, run_on_workers, submit_job
 from weirflow.cli.durations import parse_duration
-from weirflow.cli.run_autoscale import Autoscaler, parse_autoscale
+from weirflow.cli.run_autoscale import parse_autoscale
 from weirflow.cli.run_options import (
     Guarantee,
     LogFormat,
@@ -68,7 +65,8 @@ from weirflow.cli.run_options import (
     state_backend_option,
 )
 from weirflow.cli.run_ray import RayPlacement, ray_cluster_option, run_on_ray_cluster
-from weirflow.cli.run_surfaces import Surfaces, make_observer, print_summary
+from weirflow.cli.run_surfaces import print_summary
+from weirflow.cli.run_worker import PrintingListener, configure_logging, run_worker
 from weirflow.cli.savepoints import (
     job_endpoint,
     launch_env,
@@ -79,113 +77,15 @@ from weirflow.cli.supervisor import EXIT_CONFIG, EXIT_FAILED, EXIT_NOT_RETRIABLE
 from weirflow.errors import ConfigError, WeirflowError, is_retriable
 from weirflow.metrics import (
     DEFAULT_HOST,
-    JsonFormatter,
 )
-from weirflow.metrics.autoscale import AutoscaleConfig
-from weirflow.runtime import RunListener, RuntimeOptions, control, in_flight_items, wall_clock_ms
+from weirflow.runtime import RuntimeOptions, control
 from weirflow.runtime.local_cluster import resolve_workers
-from weirflow.runtime.run import run_job
-from weirflow.state import StateBackend
 
 _MAX_RESTARTS = "Restarts allowed (failure-rate: failures per interval)."
-_PR_SET_PDEATHSIG = 1
 # also in weirflow.web.app, which needs the web extra: the CLI checks before importing it
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 err = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger("weirflow.cli")
-
-
-class _PrintingListener(RunListener):
-    def attempt_started(self, attempt: int, restored_from: int | None) -> None:
-        where = f"checkpoint {restored_from}" if restored_from is not None else "a fresh start"
-        log.info("worker %d: starting from %s", os.getpid(), where)
-
-    def checkpoint_completed(self, completed: Any) -> None:
-        m = completed.manifest
-        in_flight = in_flight_items(m)
-        log.info(
-            "checkpoint %d completed (%d ms, %d bytes)%s",
-            m.checkpoint_id,
-            m.duration_ms,
-            m.size,
-            f" with {in_flight} in-flight buffers" if in_flight else "",
-        )
-
-
-def _configure_logging(log_format: LogFormat) -> None:
-    if log_format is LogFormat.json:
-        handler = logging.StreamHandler()
-        handler.setFormatter(JsonFormatter())
-        logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    else:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent (the supervisor) dies."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        parent = os.getppid()
-
-        def watch() -> None:
-            while os.getppid() == parent:
-                time.sleep(0.2)
-            os.kill(os.getpid(), signal.SIGKILL)
-
-        threading.Thread(target=watch, daemon=True, name="weirflow-parent-watch").start()
-
-
-def _run_worker(
-    job: str,
-    parallelism: int,
-    config: CheckpointConfig | None,
-    guarantee: Guarantee,
-    restore: str | None,
-    surfaces: dict[str, Any],
-    autoscale: AutoscaleConfig | None,
-    backend: StateBackend,
-) -> int:
-    started_ms = wall_clock_ms()
-    _die_with_parent()
-    stop = threading.Event()
-    flow = load_dataflow(job)
-    savepoints = stop_with_savepoint_on_signal(stop, config is not None)
-    observer = make_observer(flow, parallelism, started_ms, _PrintingListener())
-    if autoscale is not None:
-        Autoscaler(
-            autoscale, parallelism, observer.status, observer.metrics, wall_clock_ms, stop
-        ).start()
-    shown = Surfaces(observer, **surfaces)
-    endpoint = job_endpoint(savepoints, config, flow.name)
-    try:
-        if config is None:
-            result = run_job(
-                flow.graph,
-                parallelism,
-                128,
-                guarantee=guarantee.value,
-                stop=stop,
-                listener=observer,
-                state_backend=backend,
-            )
-        else:
-            result = flow.run(
-                parallelism,
-                checkpoint=config,
-                restore=restore,
-                stop=stop,
-                listener=observer,
-                savepoints=savepoints,
-                state_backend=backend,
-            )
-    finally:
-        shown.close()
-        if endpoint is not None:
-            endpoint.close()
-    print_summary(result, surfaces["log_format"], stop.is_set() or savepoints.stop_submitted)
-    return 0
 
 
 @app.command("run")
@@ -348,7 +248,7 @@ def run(
     worker: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
     """Run a job under a supervisor that restarts it from its latest checkpoint."""
-    _configure_logging(log_format)
+    configure_logging(log_format)
     try:
         interval = parse_duration(checkpoint_interval)
         restore = restore_option(restore, fresh)
@@ -394,7 +294,7 @@ def run(
         }
         if worker:
             raise typer.Exit(
-                _run_worker(
+                run_worker(
                     job, parallelism, config, guarantee, restore, surfaces, scaling, backend
                 )
             )
@@ -470,7 +370,7 @@ def run(
                 ),
                 spec_args,
                 parse_duration(heartbeat_timeout).total_seconds(),
-                _PrintingListener(),
+                PrintingListener(),
                 stop,
                 (metrics_port, metrics_host),
                 wait=ray_wait or not ray_detached,
@@ -487,7 +387,7 @@ def run(
                     processes,
                     spec_args,
                     parse_duration(heartbeat_timeout).total_seconds(),
-                    _PrintingListener(),
+                    PrintingListener(),
                     stop,
                     (metrics_port, metrics_host),
                     savepoints,
