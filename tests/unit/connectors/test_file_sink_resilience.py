@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -18,6 +19,9 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parents[3]))
+
+from breakers import heal_once_open
 from weirflow.connectors import CircuitBreaker, FileSink, Resilience
 from weirflow.retry import RetryPolicy
 
@@ -69,21 +73,7 @@ def test_read_only_folder_opens_the_breaker_holds_the_writer_and_resumes(folder:
     writer.pre_commit(1)
     writer.commit(1)
     _remount(folder, "ro")
-    seen: list[str] = []
-
-    def watch_then_heal() -> None:
-        # heal only once the breaker has been seen open (event driven, no sleeps to tune)
-        for _ in range(4000):
-            stats = writer.connector_stats()
-            assert stats is not None
-            seen.append(stats.breaker)
-            if stats.breaker == "open":
-                break
-            threading.Event().wait(0.005)
-        _remount(folder, "rw")
-
-    healer = threading.Thread(target=watch_then_heal)
-    healer.start()
+    healer, seen = heal_once_open(writer.connector_stats, lambda: _remount(folder, "rw"))
     writer.write(list(range(10, 20)), None)  # a new part file: blocked until writable
     healer.join()
     writer.pre_commit(2)

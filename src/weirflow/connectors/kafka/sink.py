@@ -32,6 +32,16 @@ the Java client's internals), so recovery does not depend on one:
 
 The price is that a checkpoint holds the output records of its interval.
 
+Every transaction runs behind the sink's :class:`~weirflow.connectors.Resilience`
+(retries with backoff, a circuit breaker), retrying only what is safe
+(:meth:`KafkaSinkWriter._transaction`): a commit that failed with a
+retriable error is committed again (the broker ends an already committed
+transaction once); any other failure inside the transaction aborts it and
+writes the whole transaction again in a new one, never producing into an
+aborted transaction; a fenced producer or a fatal error is not retried.
+While the breaker is open the commit waits, so the sink takes no new input
+and backpressure holds the sources.
+
 ``at_least_once`` uses an idempotent producer (``enable.idempotence``,
 ``acks=all``) and flushes on every barrier; a delivery error fails the task.
 """
@@ -41,6 +51,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -49,9 +60,11 @@ from typing import Any, Literal
 from weirflow.connectors.base import LaterCommits, SinkRestore
 from weirflow.connectors.kafka.client import (
     KafkaDeliveryError,
+    KafkaError,
     ck,
     wrap_kafka_exception,
 )
+from weirflow.connectors.resilience import Resilience
 from weirflow.connectors.two_phase import TwoPhaseCommitWriter
 from weirflow.errors import ConfigError
 from weirflow.faults import fault_point
@@ -86,12 +99,15 @@ class KafkaSinkOptions:
         timeout: upper bound of one blocking producer call (flush,
             transaction step).
         client_config: extra ``librdkafka`` producer settings.
+        resilience: retries and circuit breaker of the transactions (default:
+            :class:`Resilience`); its ``startup_ramp`` paces a restored writer.
     """
 
     transactional_id_prefix: str | None = None
     headers: Callable[[Any], Sequence[tuple[str, bytes]]] | None = None
     timeout: timedelta = timedelta(seconds=30)
     client_config: Mapping[str, Any] = field(default_factory=dict)
+    resilience: Resilience = field(default_factory=Resilience)
 
 
 class KafkaSink:
@@ -222,6 +238,18 @@ def progress_group(transactional_id: str, run: str) -> str:
     return f"weirflow-sink.{transactional_id}.{run}"
 
 
+@dataclass(frozen=True)
+class _Txn:
+    """One transaction to write: what a failed attempt writes again in full."""
+
+    producer: Any
+    tid: str
+    run: str
+    checkpoint_id: int
+    records: list[list[KafkaRecord]]
+    what: str
+
+
 class KafkaSinkWriter(TwoPhaseCommitWriter[list[KafkaRecord]]):
     """One sink subtask's writer (see :class:`KafkaSink` and the module docstring).
 
@@ -235,7 +263,12 @@ class KafkaSinkWriter(TwoPhaseCommitWriter[list[KafkaRecord]]):
     def __init__(
         self, sink: KafkaSink, prefix: str, subtask: int, restored: Mapping[int, Any]
     ) -> None:
-        super().__init__(exactly_once=sink.guarantee == "exactly_once")
+        resilience = sink.options.resilience
+        super().__init__(
+            exactly_once=sink.guarantee == "exactly_once",
+            guard=resilience.guard(f"{prefix}.{subtask}", _not_retriable),
+            ramp=resilience.ramp() if restored else None,
+        )
         # Progress offsets count checkpoints from 1 (0 reads as "nothing committed").
         self.last_checkpoint_id = 0
         self.sink = sink
@@ -243,9 +276,12 @@ class KafkaSinkWriter(TwoPhaseCommitWriter[list[KafkaRecord]]):
         self.subtask = subtask
         self.timeout_s = sink.options.timeout.total_seconds()
         self.transactional_id = f"{prefix}.{subtask}" if self.exactly_once else None
+        # producers with a transaction begun and not yet committed or aborted
+        self._open_txn: set[int] = set()
         self.current: list[KafkaRecord] = []
         self.resent = 0
         self._errors: list[str] = []
+        self._fatal_delivery = False
         own = restored.get(subtask) or {}
         self.run = own.get("run") or os.urandom(8).hex()
         self.producer = ck.Producer(sink.producer_config(self.transactional_id))
@@ -272,13 +308,20 @@ class KafkaSinkWriter(TwoPhaseCommitWriter[list[KafkaRecord]]):
                 self._old_producers[old] = producer
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
-        if err is not None and len(self._errors) < 10:
+        if err is None:
+            return
+        if err.fatal() or not err.retriable():
+            self._fatal_delivery = True
+        if len(self._errors) < 10:
             self._errors.append(f"{msg.topic()}/{msg.partition()}: {err.name()}: {err.str()}")
 
     def _check_delivery(self) -> None:
         if self._errors:
             errors, self._errors = self._errors, []
-            raise KafkaDeliveryError(f"{self.sink.topic}: records not delivered: {errors}")
+            retriable, self._fatal_delivery = not self._fatal_delivery, False
+            raise KafkaDeliveryError(
+                f"{self.sink.topic}: records not delivered: {errors}", retriable=retriable
+            )
 
     def _init_transactions(self, producer: Any, tid: str) -> None:
         """Register ``tid``: fences older instances and ends their open transaction."""
@@ -325,25 +368,85 @@ class KafkaSinkWriter(TwoPhaseCommitWriter[list[KafkaRecord]]):
                 retriable=True,
             )
 
-    def _commit_with_progress(
-        self, producer: Any, tid: str, run: str, checkpoint_id: int, what: str
-    ) -> None:
-        """Record ``checkpoint_id`` in ``tid``'s progress group in the open transaction; commit."""
-        meta = json.dumps({"run": run, "checkpoint": checkpoint_id})
-        offsets = [ck.TopicPartition(self.sink.topic, 0, checkpoint_id, metadata=meta)]
+    def _transaction(self, txn: _Txn) -> None:
+        """Write ``txn.records`` and record ``txn.checkpoint_id`` in ``txn.tid``'s progress
+        group in one transaction, behind the guard.
+
+        Steps (each guarded call is safe to run again): 1. abort what a failed
+        attempt left open, begin, produce, flush, send the progress offset; a
+        failure there is retried from the start (after the abort); 2. commit; a
+        retriable failure commits again, one that needs an abort aborts and
+        goes back to step 1.
+
+        Raises:
+            KafkaFencedError: a newer instance took over ``tid`` (not retried).
+            KafkaError: a fatal or non-retriable error, or the retries ran out.
+            BreakerOpenError: the breaker stayed open through every attempt.
+        """
+        for _ in range(self.sink.options.resilience.retry.max_attempts):
+            self._call_guarded(lambda: self._write_transaction(txn))
+            if self._call_guarded(lambda: self._end_transaction(txn)):
+                return
+        raise KafkaError(f"{txn.what} of {txn.tid}: aborted on every attempt")
+
+    def _write_transaction(self, txn: _Txn) -> None:
+        producer, tid, what = txn.producer, txn.tid, txn.what
+        self._abort_leftover(producer, tid)
+        self._errors, self._fatal_delivery = [], False
+        try:
+            producer.begin_transaction()
+        except ck.KafkaException as e:
+            raise wrap_kafka_exception(e, f"begin {what} transaction of {tid}") from e
+        self._open_txn.add(id(producer))
+        for recs in txn.records:
+            self._produce(producer, recs)
+        # Delivered before the offsets, so that (a) a delivery error aborts nothing
+        # half-recorded and (b) the second "sink_commit" fault site below (the
+        # first is just before commit()) kills with records in an open transaction.
+        self._flush_producer(producer)
+        fault_point("sink_commit")
+        meta = json.dumps({"run": txn.run, "checkpoint": txn.checkpoint_id})
+        offsets = [ck.TopicPartition(self.sink.topic, 0, txn.checkpoint_id, metadata=meta)]
         group = ck.Consumer(
-            {"bootstrap.servers": self.sink.bootstrap_servers, "group.id": progress_group(tid, run)}
+            {
+                "bootstrap.servers": self.sink.bootstrap_servers,
+                "group.id": progress_group(tid, txn.run),
+            }
         )
         try:
             producer.send_offsets_to_transaction(
                 offsets, group.consumer_group_metadata(), self.timeout_s
             )
-            producer.commit_transaction(self.timeout_s)
         except ck.KafkaException as e:
-            raise wrap_kafka_exception(e, f"{what} of {tid}") from e
+            raise wrap_kafka_exception(e, f"{what} offsets of {tid}") from e
         finally:
             group.close()
+
+    def _abort_leftover(self, producer: Any, tid: str) -> None:
+        # A failed attempt's transaction is aborted before anything is produced again.
+        if id(producer) not in self._open_txn:
+            return
+        try:
+            producer.abort_transaction(self.timeout_s)
+        except ck.KafkaException as e:
+            raise wrap_kafka_exception(e, f"abort transaction of {tid}") from e
+        self._open_txn.discard(id(producer))
+
+    def _end_transaction(self, txn: _Txn) -> bool:
+        """Commit the open transaction; ``False`` when it had to be aborted instead."""
+        producer, tid, what = txn.producer, txn.tid, txn.what
+        try:
+            producer.commit_transaction(self.timeout_s)
+        except ck.KafkaException as e:
+            err: Any = e.args[0] if e.args else None
+            if isinstance(err, ck.KafkaError) and err.txn_requires_abort():
+                log.warning("%s: %s needs an abort (%s); writing it again", tid, what, err.str())
+                self._abort_leftover(producer, tid)
+                return False
+            raise wrap_kafka_exception(e, f"{what} of {tid}") from e
+        self._open_txn.discard(id(producer))
         self._check_delivery()
+        return True
 
     def last_committed(self, tid: str, run: str) -> int:
         """:meth:`KafkaSink.last_committed`."""
@@ -383,14 +486,9 @@ class KafkaSinkWriter(TwoPhaseCommitWriter[list[KafkaRecord]]):
         todo = [(int(c), recs) for c, recs in state["staged"] if int(c) > done]
         if not todo:
             return
-        try:
-            producer.begin_transaction()
-        except ck.KafkaException as e:
-            raise wrap_kafka_exception(e, f"begin recovery transaction of {tid}") from e
-        for _, recs in todo:
-            self._produce(producer, recs)
-            self.resent += len(recs)
-        self._commit_with_progress(producer, tid, run, todo[-1][0], "recovery commit")
+        recs = [r for _, r in todo]
+        self._transaction(_Txn(producer, tid, run, todo[-1][0], recs, "recovery commit"))
+        self.resent += sum(map(len, recs))
         again = [c for c, _ in todo]
         log.info("%s: wrote checkpoints %s again (last committed: %d)", tid, again, done)
 
@@ -434,9 +532,8 @@ class KafkaSinkWriter(TwoPhaseCommitWriter[list[KafkaRecord]]):
     def _commit(self, checkpoint_id: int, due: list[tuple[int, list[KafkaRecord]]]) -> None:
         """Commit the staged records of ``due`` in one transaction.
 
-        Steps: 1. begin a transaction; 2. produce the staged records of every
-        checkpoint due; 3. record the newest checkpoint id in the progress
-        group and commit (:meth:`_commit_with_progress`).
+        One transaction (:meth:`_transaction`) holds the staged records of every
+        checkpoint due and the newest checkpoint id in the progress group.
 
         Raises:
             KafkaFencedError: a newer instance took over this transactional id.
@@ -446,25 +543,19 @@ class KafkaSinkWriter(TwoPhaseCommitWriter[list[KafkaRecord]]):
         due = [(c, recs) for c, recs in due if recs]
         if not due:
             return
-        try:
-            self.producer.begin_transaction()
-        except ck.KafkaException as e:
-            raise wrap_kafka_exception(e, f"begin transaction of {self.transactional_id}") from e
-        for _, recs in due:
-            self._produce(self.producer, recs)
-        # Delivered before the offsets, so that (a) a delivery error aborts nothing
-        # half-recorded and (b) the second "sink_commit" fault site below (the
-        # first is just before commit()) kills with records in an open transaction.
-        self._flush_producer(self.producer)
-        fault_point("sink_commit")
-        self._commit_with_progress(
-            self.producer,
-            self.transactional_id,  # type: ignore[arg-type]
-            self.run,
-            checkpoint_id,
-            "commit",
-        )
+        start = time.perf_counter()
+        records = [recs for _, recs in due]
+        tid: str = self.transactional_id  # type: ignore[assignment]
+        self._transaction(_Txn(self.producer, tid, self.run, checkpoint_id, records, "commit"))
+        self.rows_written += sum(map(len, records))
+        self.transactions += 1
+        self.transaction_s += time.perf_counter() - start
 
     def close(self) -> None:
         """Flush what the producer holds; an open transaction is left for fencing to end."""
         self.producer.flush(min(self.timeout_s, 5.0))
+
+
+def _not_retriable(error: BaseException) -> bool:
+    # KafkaError carries the broker's own verdict as ``retriable``; the policy reads it.
+    return False
