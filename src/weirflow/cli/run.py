@@ -80,7 +80,7 @@ from weirflow.metrics import (
     JsonFormatter,
 )
 from weirflow.metrics.autoscale import AutoscaleConfig
-from weirflow.runtime import RunListener, control, in_flight_items, wall_clock_ms
+from weirflow.runtime import RunListener, RuntimeOptions, control, in_flight_items, wall_clock_ms
 from weirflow.runtime.local_cluster import resolve_workers
 from weirflow.runtime.run import run_job
 
@@ -142,6 +142,7 @@ def _run_worker(
     restore: str | None,
     surfaces: dict[str, Any],
     autoscale: AutoscaleConfig | None,
+    runtime: RuntimeOptions,
 ) -> int:
     started_ms = wall_clock_ms()
     _die_with_parent()
@@ -164,6 +165,7 @@ def _run_worker(
                 guarantee=guarantee.value,
                 stop=stop,
                 listener=observer,
+                runtime=runtime,
             )
         else:
             result = flow.run(
@@ -173,6 +175,7 @@ def _run_worker(
                 stop=stop,
                 listener=observer,
                 savepoints=savepoints,
+                runtime=runtime,
             )
     finally:
         shown.close()
@@ -321,6 +324,16 @@ def run(
             "(stop with a final checkpoint, restore at the new parallelism)."
         ),
     ] = None,
+    startup_ramp: Annotated[
+        str | None,
+        typer.Option(
+            help="After a restart, ramp each source's read rate up to full speed over this "
+            "long, e.g. 2m (doubling every tenth), so recovering systems get no burst."
+        ),
+    ] = None,
+    ramp_start_rate: Annotated[
+        int, typer.Option(min=1, help="Records/s per source subtask a --startup-ramp starts at.")
+    ] = 1000,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
     worker: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
@@ -368,9 +381,17 @@ def run(
             "ui_token": ui_token,
             "log_format": log_format,
         }
+        runtime = RuntimeOptions(
+            startup_ramp_s=(
+                parse_duration(startup_ramp).total_seconds() if startup_ramp is not None else None
+            ),
+            ramp_start_rate=ramp_start_rate,
+        )
         if worker:
             raise typer.Exit(
-                _run_worker(job, parallelism, config, guarantee, restore, surfaces, scaling)
+                _run_worker(
+                    job, parallelism, config, guarantee, restore, surfaces, scaling, runtime
+                )
             )
         strategy = build_strategy(
             restart_strategy,
@@ -417,6 +438,7 @@ def run(
             "guarantee": guarantee.value,
             "restore": restore,
             "restart": strategy,
+            "options": runtime,
         }
         if ray is not None:
             result = run_on_ray_cluster(
@@ -475,6 +497,8 @@ def run(
             *[f"--alert={a}" for a in alert or []],
             f"--alert-every={alert_every}",
             *([f"--autoscale={autoscale}"] if autoscale is not None else []),
+            *([f"--startup-ramp={startup_ramp}"] if startup_ramp is not None else []),
+            f"--ramp-start-rate={ramp_start_rate}",
         ] + (["--debug"] if debug else [])
         if allow_duplicates_after_fallback:
             argv.append("--allow-duplicates-after-fallback")

@@ -117,7 +117,13 @@ class Deployment:
                     )
             plane = DataPlane(w.connect_peers(d))
             w._plane = plane
-            options = RuntimeOptions(d.source_batch_size, d.buffer_size, d.channel_capacity)
+            options = RuntimeOptions(
+                d.source_batch_size,
+                d.buffer_size,
+                d.channel_capacity,
+                d.startup_ramp_s,
+                d.ramp_start_rate,
+            )
             built = build_job(
                 graph,
                 plan,
