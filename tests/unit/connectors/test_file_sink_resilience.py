@@ -8,18 +8,20 @@ share that drops would.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[3]))
+sys.path.insert(0, str(Path(__file__).parents[2]))
 
 from breakers import heal_once_open
 from weirflow.connectors import CircuitBreaker, FileSink, Resilience
@@ -38,7 +40,9 @@ def folder(tmp_path: Path) -> Iterator[Path]:
     try:
         yield out
     finally:
-        subprocess.run(["umount", str(out)], check=False)
+        # twice: an outage a failed test left mounted, then the bind mount
+        for _ in range(2):
+            subprocess.run(["umount", str(out)], check=False, capture_output=True)
 
 
 def _remount(folder: Path, mode: str) -> None:
@@ -102,3 +106,66 @@ def test_read_only_folder_at_commit_is_retried_and_the_commit_completes(folder: 
     stats = writer.connector_stats()
     assert stats is not None and sum(stats.retries.values()) >= 1
     assert _committed(folder) == list(range(5))
+
+
+class _BreakerOpened(logging.Handler):
+    """Sets ``opened`` when the guard logs a retry with its breaker open."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "breaker open" in record.getMessage():
+            self.opened.set()
+
+
+def test_a_job_rides_out_a_read_only_folder_without_a_restart(folder: Path) -> None:
+    """Scenario: a running job's output folder becomes unusable after its first committed
+    part file, until the sink's breaker has opened. The job is not restarted, and the
+    committed output is every record once."""
+    from weirflow import CheckpointConfig, Dataflow
+    from weirflow.connectors import IterableSource
+
+    n = 3000
+
+    def paced(x: int) -> int:
+        time.sleep(0.0005)  # keeps the job running while the folder is read-only
+        return x
+
+    flow = Dataflow("ro_folder")
+    flow.source(IterableSource(list(range(n))), name="src").map(paced).sink(
+        FileSink(folder, resilience=_resilience())
+    )
+    watcher = _BreakerOpened()
+    logging.getLogger("weirflow.connectors.resilience").addHandler(watcher)
+
+    done = threading.Event()
+
+    def outage() -> None:
+        while not any(not name.startswith(".") for name in os.listdir(folder)):
+            if done.wait(0.01):
+                return  # the job ended first: the assertions below say so
+        # Remounting read-only is refused while a part file is open for writing, so the
+        # outage hides the folder under an empty read-only file system instead (a network
+        # share that dropped): new files and renames fail until it is unmounted.
+        hide = ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)]
+        subprocess.run(hide, check=True)
+        watcher.opened.wait(30)
+        subprocess.run(["umount", str(folder)], check=True)
+
+    chaos = threading.Thread(target=outage)
+    chaos.start()
+    try:
+        result = flow.run(
+            checkpoint=CheckpointConfig(
+                storage=str(folder.parent / "chk"), interval=timedelta(milliseconds=100)
+            )
+        )
+    finally:
+        done.set()
+        chaos.join()
+        logging.getLogger("weirflow.connectors.resilience").removeHandler(watcher)
+    assert watcher.opened.is_set()
+    assert result.restarts == 0
+    assert sorted(_committed(folder)) == list(range(n))
