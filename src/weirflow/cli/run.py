@@ -244,6 +244,16 @@ def run(
         str | None,
         typer.Option(help="RocksDB's local folder (default weirflow-data/state)."),
     ] = None,
+    startup_ramp: Annotated[
+        str | None,
+        typer.Option(
+            help="After a restart, ramp each source's read rate up to full speed over this "
+            "long, e.g. 2m (doubling every tenth), so recovering systems get no burst."
+        ),
+    ] = None,
+    ramp_start_rate: Annotated[
+        int, typer.Option(min=1, help="Records/s per source subtask a --startup-ramp starts at.")
+    ] = 1000,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
     worker: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
@@ -292,10 +302,17 @@ def run(
             "ui_token": ui_token,
             "log_format": log_format,
         }
+        runtime = RuntimeOptions(
+            startup_ramp_s=(
+                parse_duration(startup_ramp).total_seconds() if startup_ramp is not None else None
+            ),
+            ramp_start_rate=ramp_start_rate,
+            state_backend=backend,
+        )
         if worker:
             raise typer.Exit(
                 run_worker(
-                    job, parallelism, config, guarantee, restore, surfaces, scaling, backend
+                    job, parallelism, config, guarantee, restore, surfaces, scaling, runtime
                 )
             )
         strategy = build_strategy(
@@ -355,7 +372,7 @@ def run(
             "guarantee": guarantee.value,
             "restore": restore,
             "restart": strategy,
-            "options": RuntimeOptions(state_backend=backend),
+            "options": runtime,
         }
         if ray is not None:
             result = run_on_ray_cluster(
@@ -419,6 +436,8 @@ def run(
             *[f"--alert={a}" for a in alert or []],
             f"--alert-every={alert_every}",
             *([f"--autoscale={autoscale}"] if autoscale is not None else []),
+            *([f"--startup-ramp={startup_ramp}"] if startup_ramp is not None else []),
+            f"--ramp-start-rate={ramp_start_rate}",
         ] + (["--debug"] if debug else [])
         if allow_duplicates_after_fallback:
             argv.append("--allow-duplicates-after-fallback")

@@ -23,9 +23,8 @@ from weirflow.cli.run_surfaces import Surfaces, make_observer, print_summary
 from weirflow.cli.savepoints import job_endpoint, stop_with_savepoint_on_signal
 from weirflow.metrics import JsonFormatter
 from weirflow.metrics.autoscale import AutoscaleConfig
-from weirflow.runtime import RunListener, in_flight_items, wall_clock_ms
+from weirflow.runtime import RunListener, RuntimeOptions, in_flight_items, wall_clock_ms
 from weirflow.runtime.run import run_job
-from weirflow.state import StateBackend
 
 _PR_SET_PDEATHSIG = 1
 log = logging.getLogger("weirflow.cli")
@@ -85,7 +84,7 @@ def run_worker(
     restore: str | None,
     surfaces: dict[str, Any],
     autoscale: AutoscaleConfig | None,
-    backend: StateBackend,
+    runtime: RuntimeOptions,
 ) -> int:
     """Run the job in this worker process (``weirflow run --worker``) until it ends or stops.
 
@@ -98,7 +97,7 @@ def run_worker(
         surfaces: the metrics, dashboard, alert and log settings of
             :class:`~weirflow.cli.run_surfaces.Surfaces`.
         autoscale: rescale on lag, or ``None``.
-        backend: where keyed state lives.
+        runtime: the state backend, buffer sizes and the startup ramp.
 
     Returns:
         The exit status: 0 (finished, or stopped with a final checkpoint).
@@ -127,7 +126,7 @@ def run_worker(
                 guarantee=guarantee.value,
                 stop=stop,
                 listener=observer,
-                state_backend=backend,
+                runtime=runtime,
             )
         else:
             result = flow.run(
@@ -137,7 +136,7 @@ def run_worker(
                 stop=stop,
                 listener=observer,
                 savepoints=savepoints,
-                state_backend=backend,
+                runtime=runtime,
             )
     finally:
         shown.close()

@@ -21,9 +21,18 @@ from weirflow.connectors.eventlog_dead_letters import DeadLetterEventLogSink
 from weirflow.connectors.files import FileSink, FileSinkError, FileSinkIOError
 from weirflow.connectors.iterable import CollectSink, IterableSource
 from weirflow.connectors.nexmark import NexmarkSource
+from weirflow.connectors.resilience import (
+    BreakerOpenError,
+    BreakerState,
+    CircuitBreaker,
+    Resilience,
+)
 from weirflow.connectors.two_phase import TransactionStateError, TwoPhaseCommitWriter, TxnState
 
 __all__ = [
+    "BreakerOpenError",
+    "BreakerState",
+    "CircuitBreaker",
     "CollectSink",
     "CommitTrackingSink",
     "DeadLetterEventLogSink",
@@ -38,6 +47,7 @@ __all__ = [
     "NexmarkSource",
     "RejectedRecord",
     "RejectingWriter",
+    "Resilience",
     "Sink",
     "SinkRestore",
     "SinkWriter",
@@ -59,8 +69,6 @@ _KAFKA_NAMES = frozenset(
 _POSTGRES_NAMES = frozenset(
     {"PostgresFencedError", "PostgresSink", "PostgresSinkError", "RowRejectedError"}
 )
-#: Retries and circuit breaker (``tenacity``, ``pybreaker``: the ``postgres`` extra).
-_RESILIENCE_NAMES = frozenset({"BreakerOpenError", "BreakerState", "CircuitBreaker", "Resilience"})
 
 
 def __getattr__(name: str) -> Any:
@@ -79,8 +87,4 @@ def __getattr__(name: str) -> Any:
         from weirflow.connectors import postgres
 
         return getattr(postgres, name)
-    if name in _RESILIENCE_NAMES:
-        from weirflow.connectors import resilience
-
-        return getattr(resilience, name)
     raise AttributeError(f"module 'weirflow.connectors' has no attribute {name!r}")

@@ -30,6 +30,16 @@ every subtask ``s`` with ``s % p == i`` (the runtime hands the checkpointed
 state of old subtask ``s`` to new subtask ``s % p``), which makes restores
 at another parallelism clean up after every old subtask.
 
+The calls that create, rename and sync files run behind the sink's
+:class:`~weirflow.connectors.Resilience` (retries with backoff, a circuit
+breaker): a folder that becomes unwritable for a while (a network share
+that drops, a read-only remount) holds the job back until it is writable
+again, instead of failing it. Only steps that are safe to run again are
+retried: opening a new part file, one rename (a rename whose target already
+exists counts as done), the folder fsync. Appending bytes to an open file is
+not retried (a partial append run again would duplicate bytes): it fails
+the task, and the restore deletes the in-progress file.
+
 One folder holds the output of one sink; object stores are not supported
 yet (the protocol relies on the local file system's atomic rename and fsync).
 """
@@ -40,6 +50,7 @@ import csv
 import io
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -58,6 +69,7 @@ from weirflow.connectors.part_files import (
     final_of,
     pending_name,
 )
+from weirflow.connectors.resilience import Resilience
 from weirflow.connectors.two_phase import TwoPhaseCommitWriter
 from weirflow.errors import ConfigError
 
@@ -88,6 +100,9 @@ class FileSink:
             first row of each part file (rows must then be mappings).
         rolling_records: start a new part file after this many records
             (≥ 1); ``None``: one file per subtask and checkpoint interval.
+        resilience: retries and circuit breaker of the file system calls
+            (default: :class:`Resilience`); its ``startup_ramp`` paces a
+            restored writer.
 
     Raises:
         ConfigError: an unknown format, ``columns`` with ``jsonl``, or
@@ -101,6 +116,7 @@ class FileSink:
         encode: Callable[[Any], Any] | None = None,
         columns: Sequence[str] | None = None,
         rolling_records: int | None = None,
+        resilience: Resilience | None = None,
     ) -> None:
         if format not in ("jsonl", "csv"):
             raise ConfigError(f"FileSink format must be 'jsonl' or 'csv', got {format!r}")
@@ -113,6 +129,7 @@ class FileSink:
         self.encode = encode
         self.columns = list(columns) if columns is not None else None
         self.rolling_records = rolling_records
+        self.resilience = resilience or Resilience()
 
     def commits_after(self, at: SinkRestore) -> LaterCommits | None:
         """Find the committed part files of checkpoints after ``at.checkpoint_id`` that
@@ -185,9 +202,13 @@ class FileSinkWriter(TwoPhaseCommitWriter[list[PartFile]]):
         restored: Mapping[int, Any] | None,
         operator: str = "sink",
     ) -> None:
-        super().__init__()
+        name = f"{operator}[{subtask}/{parallelism}]"
+        super().__init__(
+            guard=sink.resilience.guard(name, _not_retriable),
+            ramp=sink.resilience.ramp() if restored is not None else None,
+        )
         self.sink = sink
-        self.name = f"{operator}[{subtask}/{parallelism}]"
+        self.name = name
         self.folder = sink.path
         self.subtask = subtask
         self.parallelism = parallelism
@@ -310,10 +331,14 @@ class FileSinkWriter(TwoPhaseCommitWriter[list[PartFile]]):
         name = f".part-{self.subtask}-{self._seq}.{self.ext}.inprogress"
         self._seq += 1
         part = PartFile(self.folder, name, PartState.IN_PROGRESS)
-        try:
-            part.handle = open(part.path, "xb")  # noqa: SIM115  (closed in _close_open)
-        except OSError as e:
-            raise FileSinkIOError(f"cannot create part file {part.path}: {e}") from e
+
+        def create() -> None:
+            try:
+                part.handle = open(part.path, "xb")  # noqa: SIM115  (closed in _close_open)
+            except OSError as e:
+                raise FileSinkIOError(f"cannot create part file {part.path}: {e}") from e
+
+        self._call_guarded(create)
         self._open = part
         if self.ext == "csv":
             self._csv_columns = self._columns_for(first, part)
@@ -422,7 +447,7 @@ class FileSinkWriter(TwoPhaseCommitWriter[list[PartFile]]):
         parts = []
         for k, part in enumerate(self._closed):
             final = committed_name(self.subtask, checkpoint_id, k, self.ext)
-            part.move(PartState.PENDING, pending_name(final))
+            self._move(part, PartState.PENDING, pending_name(final))
             parts.append(part)
         self._closed = []
         if parts:
@@ -446,10 +471,18 @@ class FileSinkWriter(TwoPhaseCommitWriter[list[PartFile]]):
             FileSinkError: a committed name holds another file.
             FileSinkIOError: a rename or the folder fsync failed.
         """
+        start = time.perf_counter()
         for _, parts in due:
             for part in parts:
-                part.move(PartState.COMMITTED, final_of(part.name))
+                self._move(part, PartState.COMMITTED, final_of(part.name))
+                self.rows_written += part.records
         self._fsync_folder()
+        self.transactions += 1
+        self.transaction_s += time.perf_counter() - start
+
+    def _move(self, part: PartFile, to: PartState, new_name: str) -> None:
+        # Safe to run again: a rename whose target exists and source is gone is done.
+        self._call_guarded(lambda: part.move(to, new_name))
 
     def close(self) -> None:
         """Close the in-progress file; it stays hidden until a restore deletes it."""
@@ -462,11 +495,21 @@ class FileSinkWriter(TwoPhaseCommitWriter[list[PartFile]]):
             part.handle = None
 
     def _fsync_folder(self) -> None:
-        try:
-            fd = os.open(self.folder, os.O_RDONLY)
+        def sync() -> None:
             try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as e:
-            raise FileSinkIOError(f"cannot fsync the FileSink folder {self.folder}: {e}") from e
+                fd = os.open(self.folder, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                raise FileSinkIOError(
+                    f"cannot fsync the FileSink folder {self.folder}: {e}"
+                ) from e
+
+        self._call_guarded(sync)
+
+
+def _not_retriable(error: BaseException) -> bool:
+    # The policy's own verdict (OSError, ``retriable = True`` as FileSinkIOError) suffices.
+    return False

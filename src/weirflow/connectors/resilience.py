@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -279,6 +280,37 @@ class StartupRamp:
             return None
         return self.start_rate * 2.0 ** (10 * elapsed_s / self.duration_s)
 
+    def allowance(self, elapsed_s: float) -> float:
+        """Records allowed in the ramp's first ``elapsed_s`` seconds: the integral of
+        :meth:`rate` (the bucket accrues exactly this, so a reader never gets ahead of it)."""
+        x = min(elapsed_s, self.duration_s)
+        k = 10 * math.log(2) / self.duration_s
+        return self.start_rate * math.expm1(k * x) / k
+
+    def _refill(self, now: float, cap: float) -> None:
+        gained = self.allowance(now - self._start) - self.allowance(self._last - self._start)
+        self._tokens = min(self._tokens + gained, cap)
+        self._last = now
+
+    def acquire(self, most: int) -> int:
+        """Wait until at least one record is allowed, then take up to ``most`` (≥ 1)
+        allowances at once; ``most`` at once when the ramp is over.
+
+        Returns:
+            How many records the caller may read now (1 … ``most``).
+        """
+        while True:
+            now = self._clock()
+            rate = self.rate(now - self._start)
+            if rate is None:
+                return most
+            self._refill(now, max(rate, 1.0))
+            if self._tokens >= 1:
+                take = min(most, int(self._tokens))
+                self._tokens -= take
+                return take
+            self._sleep(min((1 - self._tokens) / rate, 0.5))
+
     def admit(self, records: int) -> None:
         """Wait until ``records`` more records are allowed (at once when the ramp is over)."""
         while True:
@@ -286,8 +318,7 @@ class StartupRamp:
             rate = self.rate(now - self._start)
             if rate is None:
                 return
-            self._tokens = min(self._tokens + (now - self._last) * rate, max(rate, records))
-            self._last = now
+            self._refill(now, max(rate, records))
             if self._tokens >= records:
                 self._tokens -= records
                 return

@@ -20,19 +20,30 @@ Invariants:
 
 The scheme is Flink's ``TwoPhaseCommitSinkFunction``, see also
 ``docs/architecture.md``, "Exactly-once output".
+
+Every writer carries its connector's :class:`~weirflow.connectors.resilience.Guard`
+(retries and circuit breaker) and, after a restore, its
+:class:`~weirflow.connectors.resilience.StartupRamp`; the base applies the
+ramp to every batch and reports the guard's state (:meth:`connector_stats`).
+Which external calls go through :meth:`TwoPhaseCommitWriter._call_guarded` is
+the subclass's choice, because only a call that is safe to run again may be
+retried (a commit is, by the contract of :meth:`_commit`).
 """
 
 from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from weirflow.connectors.resilience import Guard, StartupRamp
 from weirflow.errors import WeirflowError
+from weirflow.metrics import ConnectorStats
 
 C = TypeVar("C")
+T = TypeVar("T")
 
 
 class TxnState(enum.Enum):
@@ -98,22 +109,45 @@ class TwoPhaseCommitWriter(ABC, Generic[C]):
     go straight out (:meth:`_write_direct`), a barrier flushes
     (:meth:`_flush`) and nothing is pending.
 
+    Args:
+        exactly_once: whether records go through transactions.
+        guard: the connector's retries and breaker (``None``: calls run once, unguarded).
+        ramp: the write-rate ramp after a restore (``None``: full speed).
+
     Attributes:
         exactly_once: whether records go through transactions.
         pending: checkpoint id → its pre-committed transaction, not committed yet.
         last_checkpoint_id: the newest checkpoint pre-committed or restored (-1: none).
+        guard: as given.
+        rows_written: records made visible (committed, or written at least once).
+        transactions: transactions ended in the external system (counted by subclasses).
+        transaction_s: seconds spent ending them, retries included.
     """
 
-    def __init__(self, *, exactly_once: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        exactly_once: bool = True,
+        guard: Guard | None = None,
+        ramp: StartupRamp | None = None,
+    ) -> None:
         self.exactly_once = exactly_once
         self.pending: dict[int, Transaction[C]] = {}
         self.last_checkpoint_id = -1
+        self.guard = guard
+        self.rows_written = 0
+        self.transactions = 0
+        self.transaction_s = 0.0
+        self._ramp = ramp
         self._txn: Transaction[C] | None = None
 
     # -- the SinkWriter interface -------------------------------------------
 
     def write(self, values: list[Any], timestamps: list[int] | None) -> None:
-        """Stage a batch in the open transaction (opened on first use), or write it directly."""
+        """Stage a batch in the open transaction (opened on first use), or write it directly,
+        at the startup ramp's pace after a restore."""
+        if self._ramp is not None:
+            self._ramp.admit(len(values))
         if not self.exactly_once:
             self._write_direct(values, timestamps)
             return
@@ -180,6 +214,32 @@ class TwoPhaseCommitWriter(ABC, Generic[C]):
                 restored checkpoint (empty on a fresh start).
         """
         self._restore(restored)
+
+    def connector_stats(self) -> ConnectorStats | None:
+        """Breaker state, retries by error class, rows written and transactions, or
+        ``None`` for a writer without a guard. Safe to call from another thread (the
+        dashboard reads it while the task may wait out an open breaker)."""
+        if self.guard is None:
+            return None
+        return ConnectorStats(
+            breaker=self.guard.state.value,
+            retries=self.guard.retries_by_class(),
+            rows_written=self.rows_written,
+            transactions=self.transactions,
+            transaction_s=self.transaction_s,
+        )
+
+    def _call_guarded(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` behind the guard (retried while retriable, refused while the breaker
+        is open), or once without a guard. ``fn`` must be safe to run again after it failed.
+
+        Raises:
+            BreakerOpenError: the breaker stayed open through every attempt.
+            Exception: what ``fn`` raised, when not retriable or out of attempts.
+        """
+        if self.guard is None:
+            return fn()
+        return self.guard.call(fn)
 
     # -- what subclasses provide --------------------------------------------
 

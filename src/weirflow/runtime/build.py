@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any, Protocol
 
-from weirflow.graph import LogicalGraph, PhysicalPlan
+from weirflow.connectors.ramped import RampedSource
+from weirflow.graph import LogicalGraph, OperatorSpec, PhysicalPlan
 from weirflow.runtime.channel import Channel
 from weirflow.runtime.operators import OperatorContext, OperatorLogic, build_logic
 from weirflow.runtime.partitioners import RecordWriter
@@ -23,12 +25,18 @@ class RuntimeOptions:
         buffer_size: records per network buffer.
         channel_capacity: buffers a channel holds (the credit per channel).
         state_backend: where keyed operators keep state and timers.
+        startup_ramp_s: after a restore, seconds over which each source
+            subtask ramps its read rate up to full speed (``None``: at once;
+            :class:`~weirflow.connectors.ramped.RampedSource`).
+        ramp_start_rate: records/s a source subtask's ramp starts from.
     """
 
     source_batch_size: int = 1024
     buffer_size: int = 1024
     channel_capacity: int = 4
     state_backend: StateBackend = field(default_factory=MemoryStateBackend)
+    startup_ramp_s: float | None = None
+    ramp_start_rate: int = 1000
 
 
 class RemoteEnds(Protocol):
@@ -105,9 +113,10 @@ def build_job(
         raise ValueError("building part of a plan needs remote channel ends")
     logic: dict[int, dict[int, OperatorLogic]] = {}
     for op in graph.operators:
+        spec = _ramped(op, options) if restored is not None else op
         logic[op.id] = {
             i: build_logic(
-                op,
+                spec,
                 OperatorContext(
                     job=plan.job,
                     subtask=i,
@@ -188,3 +197,11 @@ def build_job(
             else {}
         )
     return BuiltJob(tasks=tasks, channels=channels, logic=logic)
+
+
+def _ramped(op: OperatorSpec, options: RuntimeOptions) -> OperatorSpec:
+    # A restored source reads through the startup ramp, when the run asks for one.
+    if op.kind != "source" or options.startup_ramp_s is None:
+        return op
+    source = RampedSource(op.params["source"], options.startup_ramp_s, options.ramp_start_rate)
+    return replace(op, params=MappingProxyType({**op.params, "source": source}))

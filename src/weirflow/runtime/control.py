@@ -118,6 +118,9 @@ class Deploy(msgspec.Struct, tag=True, frozen=True):
         source_batch_size: records a source reads per step.
         buffer_size: records per buffer.
         channel_capacity: buffers per channel (its credit).
+        startup_ramp_s: after a restore, seconds over which sources ramp up
+            their read rate (``None``: at once).
+        ramp_start_rate: records/s a source subtask's ramp starts from.
         allow_duplicates_after_fallback: restore even when a sink committed
             output of a newer checkpoint (see ``CheckpointConfig``).
         allow_non_restored_state: leave state of operators the job lacks
@@ -144,6 +147,8 @@ class Deploy(msgspec.Struct, tag=True, frozen=True):
     source_batch_size: int = 1024
     buffer_size: int = 1024
     channel_capacity: int = 4
+    startup_ramp_s: float | None = None
+    ramp_start_rate: int = 1000
     allow_duplicates_after_fallback: bool = False
     storage_probe: str | None = None
     unaligned_after_ms: int | None = None

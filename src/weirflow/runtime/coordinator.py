@@ -517,6 +517,8 @@ class JobCoordinator:
                     source_batch_size=spec.options.source_batch_size,
                     buffer_size=spec.options.buffer_size,
                     channel_capacity=spec.options.channel_capacity,
+                    startup_ramp_s=spec.options.startup_ramp_s,
+                    ramp_start_rate=spec.options.ramp_start_rate,
                     storage_probe=probe,
                     unaligned_after_ms=(
                         spec.checkpoint.unaligned_after_ms if spec.checkpoint is not None else None

@@ -127,7 +127,12 @@ class Deployment:
             plane = DataPlane(w.connect_peers(d))
             w._plane = plane
             options = RuntimeOptions(
-                d.source_batch_size, d.buffer_size, d.channel_capacity, backend
+                source_batch_size=d.source_batch_size,
+                buffer_size=d.buffer_size,
+                channel_capacity=d.channel_capacity,
+                state_backend=backend,
+                startup_ramp_s=d.startup_ramp_s,
+                ramp_start_rate=d.ramp_start_rate,
             )
             try:
                 built = build_job(

@@ -2,8 +2,8 @@
 
 Importing this package without it raises a :class:`ConfigError` naming the
 extra. Splits are ``"<topic>/<partition>"``, as for the event log. Modules:
-``client`` (shared errors and helpers), ``source``, ``sink`` and
-``dead_letters``; each imports only ``client`` and the ones before it, so
+``client`` (shared errors and helpers), ``source``, ``sink_writer``, ``sink``
+and ``dead_letters``; each imports only ``client`` and the ones before it, so
 there is no import cycle. The public names are re-exported here and
 (lazily) from :mod:`weirflow.connectors`.
 """

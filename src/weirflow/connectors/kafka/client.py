@@ -70,12 +70,15 @@ def wrap_kafka_exception(e: Exception, what: str) -> KafkaError:
 
     Returns:
         :class:`KafkaFencedError` for a fenced producer, else :class:`KafkaError`
-        with ``retriable`` from the broker error.
+        with ``retriable`` from the broker error (also true when it only asks for
+        the transaction to be aborted: the sink writes it again in a new one).
     """
     err: Any = e.args[0] if e.args else None
     if isinstance(err, ck.KafkaError):
         code = err.code()
         if code in (ck.KafkaError._FENCED, ck.KafkaError.PRODUCER_FENCED):
             return KafkaFencedError(f"{what}: fenced by a newer instance ({err.str()})")
-        return KafkaError(f"{what}: {err.name()}: {err.str()}", retriable=err.retriable())
+        # an error that only needs the transaction aborted is worth another (new) transaction
+        retriable = err.retriable() or err.txn_requires_abort()
+        return KafkaError(f"{what}: {err.name()}: {err.str()}", retriable=retriable)
     return KafkaError(f"{what}: {e}")

@@ -32,6 +32,16 @@ the Java client's internals), so recovery does not depend on one:
 
 The price is that a checkpoint holds the output records of its interval.
 
+Every transaction runs behind the sink's :class:`~weirflow.connectors.Resilience`
+(retries with backoff, a circuit breaker), retrying only what is safe
+(:meth:`KafkaSinkWriter._transaction`): a commit that failed with a
+retriable error is committed again (the broker ends an already committed
+transaction once); any other failure inside the transaction aborts it and
+writes the whole transaction again in a new one, never producing into an
+aborted transaction; a fenced producer or a fatal error is not retried.
+While the breaker is open the commit waits, so the sink takes no new input
+and backpressure holds the sources.
+
 ``at_least_once`` uses an idempotent producer (``enable.idempotence``,
 ``acks=all``) and flushes on every barrier; a delivery error fails the task.
 """
@@ -39,30 +49,18 @@ The price is that a checkpoint holds the output records of its interval.
 from __future__ import annotations
 
 import json
-import logging
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
 from weirflow.connectors.base import LaterCommits, SinkRestore
-from weirflow.connectors.kafka.client import (
-    KafkaDeliveryError,
-    ck,
-    wrap_kafka_exception,
-)
-from weirflow.connectors.two_phase import TwoPhaseCommitWriter
+from weirflow.connectors.kafka.client import ck, wrap_kafka_exception
+from weirflow.connectors.kafka.sink_writer import KafkaRecord, KafkaSinkWriter, progress_group
+from weirflow.connectors.resilience import Resilience
 from weirflow.errors import ConfigError
-from weirflow.faults import fault_point
-
-log = logging.getLogger("weirflow.connectors.kafka")
 
 Guarantee = Literal["exactly_once", "at_least_once"]
-#: One Kafka record as kept in checkpoints: ``[key, value, timestamp_ms, headers]``.
-KafkaRecord = list[Any]
-#: Format version of the writer's checkpointed state.
-STATE_VERSION = 1
 
 
 def encode_default(value: Any) -> bytes:
@@ -86,12 +84,15 @@ class KafkaSinkOptions:
         timeout: upper bound of one blocking producer call (flush,
             transaction step).
         client_config: extra ``librdkafka`` producer settings.
+        resilience: retries and circuit breaker of the transactions (default:
+            :class:`Resilience`); its ``startup_ramp`` paces a restored writer.
     """
 
     transactional_id_prefix: str | None = None
     headers: Callable[[Any], Sequence[tuple[str, bytes]]] | None = None
     timeout: timedelta = timedelta(seconds=30)
     client_config: Mapping[str, Any] = field(default_factory=dict)
+    resilience: Resilience = field(default_factory=Resilience)
 
 
 class KafkaSink:
@@ -216,255 +217,4 @@ class KafkaSink:
         return KafkaSinkWriter(self, prefix, subtask, restored or {})
 
 
-def progress_group(transactional_id: str, run: str) -> str:
-    """The sink-owned consumer group whose committed offset (on partition 0 of the sink's
-    topic) is the last checkpoint id committed by ``transactional_id`` in run ``run``."""
-    return f"weirflow-sink.{transactional_id}.{run}"
-
-
-class KafkaSinkWriter(TwoPhaseCommitWriter[list[KafkaRecord]]):
-    """One sink subtask's writer (see :class:`KafkaSink` and the module docstring).
-
-    A committable is the list of records staged for its checkpoint.
-
-    Attributes:
-        transactional_id: the stable id (exactly-once), else ``None``.
-        resent: records written again during recovery (for tests and logs).
-    """
-
-    def __init__(
-        self, sink: KafkaSink, prefix: str, subtask: int, restored: Mapping[int, Any]
-    ) -> None:
-        super().__init__(exactly_once=sink.guarantee == "exactly_once")
-        # Progress offsets count checkpoints from 1 (0 reads as "nothing committed").
-        self.last_checkpoint_id = 0
-        self.sink = sink
-        self.prefix = prefix
-        self.subtask = subtask
-        self.timeout_s = sink.options.timeout.total_seconds()
-        self.transactional_id = f"{prefix}.{subtask}" if self.exactly_once else None
-        self.current: list[KafkaRecord] = []
-        self.resent = 0
-        self._errors: list[str] = []
-        own = restored.get(subtask) or {}
-        self.run = own.get("run") or os.urandom(8).hex()
-        self.producer = ck.Producer(sink.producer_config(self.transactional_id))
-        self._restored: dict[int, Mapping[str, Any]] = {}
-        self._old_producers: dict[int, Any] = {}
-        if self.exactly_once:
-            self._init_transactions(self.producer, self.transactional_id)  # type: ignore[arg-type]
-            self.restore(restored)
-
-    def _restore(self, restored: Mapping[int, Any]) -> None:
-        """Fence the restored old subtasks' transactional ids; their committables are
-        written again at the first barrier or commit (:meth:`recover`)."""
-        for old, state in sorted(restored.items()):
-            if not state:
-                continue
-            if state.get("version") != STATE_VERSION:
-                raise ConfigError(f"unknown Kafka sink state version {state.get('version')!r}")
-            self._restored[old] = state
-            if old != self.subtask:
-                # Fence now, so the old instance's open transaction ends early.
-                tid = f"{self.prefix}.{old}"
-                producer = ck.Producer(self.sink.producer_config(tid))
-                self._init_transactions(producer, tid)
-                self._old_producers[old] = producer
-
-    def _on_delivery(self, err: Any, msg: Any) -> None:
-        if err is not None and len(self._errors) < 10:
-            self._errors.append(f"{msg.topic()}/{msg.partition()}: {err.name()}: {err.str()}")
-
-    def _check_delivery(self) -> None:
-        if self._errors:
-            errors, self._errors = self._errors, []
-            raise KafkaDeliveryError(f"{self.sink.topic}: records not delivered: {errors}")
-
-    def _init_transactions(self, producer: Any, tid: str) -> None:
-        """Register ``tid``: fences older instances and ends their open transaction."""
-        try:
-            producer.init_transactions(self.timeout_s)
-        except ck.KafkaException as e:
-            raise wrap_kafka_exception(e, f"init transactions of {tid}") from e
-
-    def _produce(self, producer: Any, records: list[KafkaRecord]) -> None:
-        topic = self.sink.topic
-        for k, v, t, h in records:
-            kwargs: dict[str, Any] = {"key": k, "value": v, "on_delivery": self._on_delivery}
-            if t is not None:
-                kwargs["timestamp"] = t
-            if h:
-                kwargs["headers"] = [(n, b) for n, b in h]
-            try:
-                producer.produce(topic, **kwargs)
-            except BufferError:
-                # The local queue is full: wait for deliveries (bounded), then retry once.
-                producer.flush(self.timeout_s)
-                producer.produce(topic, **kwargs)
-            except ck.KafkaException as e:
-                raise wrap_kafka_exception(e, f"produce to {topic}") from e
-        producer.poll(0)
-
-    def _flush_producer(self, producer: Any) -> None:
-        what = f"flush to {self.sink.topic}"
-        try:
-            left = producer.flush(self.timeout_s)
-        except ck.KafkaException as e:
-            raise wrap_kafka_exception(e, what) from e
-        except SystemError as e:
-            # confluent-kafka runs the delivery callback while a fatal error (a fenced
-            # producer) is already raised, and reports that as SystemError caused by it.
-            cause = e.__cause__ or e.__context__
-            if isinstance(cause, ck.KafkaException):
-                raise wrap_kafka_exception(cause, what) from e
-            raise
-        self._check_delivery()
-        if left:
-            raise KafkaDeliveryError(
-                f"{self.sink.topic}: {left} record(s) not acknowledged within {self.timeout_s} s",
-                retriable=True,
-            )
-
-    def _commit_with_progress(
-        self, producer: Any, tid: str, run: str, checkpoint_id: int, what: str
-    ) -> None:
-        """Record ``checkpoint_id`` in ``tid``'s progress group in the open transaction; commit."""
-        meta = json.dumps({"run": run, "checkpoint": checkpoint_id})
-        offsets = [ck.TopicPartition(self.sink.topic, 0, checkpoint_id, metadata=meta)]
-        group = ck.Consumer(
-            {"bootstrap.servers": self.sink.bootstrap_servers, "group.id": progress_group(tid, run)}
-        )
-        try:
-            producer.send_offsets_to_transaction(
-                offsets, group.consumer_group_metadata(), self.timeout_s
-            )
-            producer.commit_transaction(self.timeout_s)
-        except ck.KafkaException as e:
-            raise wrap_kafka_exception(e, f"{what} of {tid}") from e
-        finally:
-            group.close()
-        self._check_delivery()
-
-    def last_committed(self, tid: str, run: str) -> int:
-        """:meth:`KafkaSink.last_committed`."""
-        return self.sink.last_committed(tid, run)
-
-    def recover(self) -> None:
-        """Write again the restored committables newer than each old subtask's last commit.
-
-        Runs once, at the first ``pre_commit``/``commit``/``finish`` after a
-        restore rather than in the constructor: by then every sink subtask has
-        initialised its transactional id, so no dead instance's transaction is
-        still open, and none of this attempt is open yet (transactions live only
-        inside ``commit``). Some brokers (Tansu 0.6.0) hold back offsets
-        committed in a transaction while another transaction is open on the
-        same partition, so reading progress earlier could see an old value.
-
-        Steps per restored subtask: 1. read its last committed checkpoint from
-        its progress group; 2. write the newer staged records and record the
-        newest as committed, in one transaction.
-
-        Raises:
-            KafkaError: the broker refused the recovery transaction.
-        """
-        while self._restored:
-            old = min(self._restored)
-            self._recover_one(old, self._restored[old])
-            del self._restored[old]
-            producer = self._old_producers.pop(old, None)
-            if producer is not None:
-                producer.flush(self.timeout_s)
-
-    def _recover_one(self, old: int, state: Mapping[str, Any]) -> None:
-        tid = f"{self.prefix}.{old}"
-        producer = self._old_producers.get(old, self.producer)
-        run = state["run"]
-        done = self.last_committed(tid, run)
-        todo = [(int(c), recs) for c, recs in state["staged"] if int(c) > done]
-        if not todo:
-            return
-        try:
-            producer.begin_transaction()
-        except ck.KafkaException as e:
-            raise wrap_kafka_exception(e, f"begin recovery transaction of {tid}") from e
-        for _, recs in todo:
-            self._produce(producer, recs)
-            self.resent += len(recs)
-        self._commit_with_progress(producer, tid, run, todo[-1][0], "recovery commit")
-        again = [c for c, _ in todo]
-        log.info("%s: wrote checkpoints %s again (last committed: %d)", tid, again, done)
-
-    def _settle(self) -> None:
-        self.recover()
-
-    def _write_direct(self, values: list[Any], timestamps: list[int] | None) -> None:
-        """At least once: produce the records.
-
-        Raises:
-            KafkaDeliveryError: an earlier record was not delivered.
-        """
-        self._produce(self.producer, self.sink.to_records(values, timestamps))
-        self._check_delivery()
-
-    def _flush(self) -> None:
-        """At least once, on a barrier or at the end: wait for every delivery.
-
-        Raises:
-            KafkaDeliveryError: records were not acknowledged.
-        """
-        self._flush_producer(self.producer)
-
-    def _write(self, values: list[Any], timestamps: list[int] | None) -> None:
-        """Exactly once: stage the records in memory until their checkpoint completes."""
-        self.current.extend(self.sink.to_records(values, timestamps))
-
-    def _prepare(self, checkpoint_id: int) -> list[KafkaRecord]:
-        staged, self.current = self.current, []
-        return staged
-
-    def _state(self, checkpoint_id: int, committables: list[tuple[int, list[KafkaRecord]]]) -> Any:
-        """``{"version", "run", "staged": [[checkpoint_id, records], ...]}``: every
-        pre-committed checkpoint not committed yet, with its records."""
-        return {
-            "version": STATE_VERSION,
-            "run": self.run,
-            "staged": [[c, recs] for c, recs in committables if recs],
-        }
-
-    def _commit(self, checkpoint_id: int, due: list[tuple[int, list[KafkaRecord]]]) -> None:
-        """Commit the staged records of ``due`` in one transaction.
-
-        Steps: 1. begin a transaction; 2. produce the staged records of every
-        checkpoint due; 3. record the newest checkpoint id in the progress
-        group and commit (:meth:`_commit_with_progress`).
-
-        Raises:
-            KafkaFencedError: a newer instance took over this transactional id.
-            KafkaError: the commit failed (the task fails; recovery writes the
-                records again unless the progress group shows them committed).
-        """
-        due = [(c, recs) for c, recs in due if recs]
-        if not due:
-            return
-        try:
-            self.producer.begin_transaction()
-        except ck.KafkaException as e:
-            raise wrap_kafka_exception(e, f"begin transaction of {self.transactional_id}") from e
-        for _, recs in due:
-            self._produce(self.producer, recs)
-        # Delivered before the offsets, so that (a) a delivery error aborts nothing
-        # half-recorded and (b) the second "sink_commit" fault site below (the
-        # first is just before commit()) kills with records in an open transaction.
-        self._flush_producer(self.producer)
-        fault_point("sink_commit")
-        self._commit_with_progress(
-            self.producer,
-            self.transactional_id,  # type: ignore[arg-type]
-            self.run,
-            checkpoint_id,
-            "commit",
-        )
-
-    def close(self) -> None:
-        """Flush what the producer holds; an open transaction is left for fencing to end."""
-        self.producer.flush(min(self.timeout_s, 5.0))
+__all__ = ["Guarantee", "KafkaSink", "KafkaSinkOptions", "encode_default", "progress_group"]

@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -29,7 +29,6 @@ from weirflow.connectors.postgres.errors import (
     is_transient,
 )
 from weirflow.connectors.postgres.tables import RowStatements
-from weirflow.connectors.resilience import StartupRamp
 from weirflow.connectors.two_phase import TwoPhaseCommitWriter
 from weirflow.errors import ConfigError
 from weirflow.metrics import ConnectorStats
@@ -135,19 +134,18 @@ class PostgresWriter(TwoPhaseCommitWriter[Any]):
         exactly_once: bool,
         restarted: bool,
     ) -> None:
-        super().__init__(exactly_once=exactly_once)
+        # after a failure the input rate ramps up, when the sink's resilience asks for it
+        super().__init__(
+            exactly_once=exactly_once,
+            guard=sink.resilience.guard(name, is_transient),
+            ramp=sink.resilience.ramp() if restarted else None,
+        )
         self.sink = sink
         self.me = me
         self.name = name
         self.statements = statements
-        self.guard = sink.resilience.guard(name, is_transient)
         self._deadline = CallDeadline(name, sink.resilience.call_timeout.total_seconds())
-        # after a failure the input rate ramps up, when the sink's resilience asks for it
-        self._ramp: StartupRamp | None = sink.resilience.ramp() if restarted else None
-        self.rows_written = 0
         self.rejected_by_sqlstate: dict[str, int] = {}
-        self.transactions = 0
-        self.transaction_s = 0.0
         self._conns: dict[bool, psycopg.Connection[Any] | None] = {False: conn, True: None}
         self._rejected: list[RejectedRecord] = []
 
@@ -169,12 +167,6 @@ class PostgresWriter(TwoPhaseCommitWriter[Any]):
             conn.close()
 
     # -- rows ---------------------------------------------------------------
-
-    def write(self, values: list[Any], timestamps: list[int] | None) -> None:
-        """Write (or stage) a batch, at the startup ramp's pace after a restore."""
-        if self._ramp is not None:
-            self._ramp.admit(len(values))
-        super().write(values, timestamps)
 
     def encode_rows(self, values: list[Any]) -> list[Row]:
         """Turn records into rows in column order.
@@ -226,19 +218,13 @@ class PostgresWriter(TwoPhaseCommitWriter[Any]):
             self._rejected.append(RejectedRecord(rows[i], None, err))
 
     def connector_stats(self) -> ConnectorStats:
-        """Breaker state, retries by error class, rows written and rejected by SQLSTATE.
+        """The base's stats with the rows rejected by SQLSTATE.
 
         Safe to call from another thread than the task's (the dashboard reads it while the
         task may be blocked in a retry wait).
         """
-        return ConnectorStats(
-            breaker=self.guard.state.value,
-            retries=self.guard.retries_by_class(),
-            rows_written=self.rows_written,
-            rejected=dict(self.rejected_by_sqlstate),
-            transactions=self.transactions,
-            transaction_s=self.transaction_s,
-        )
+        stats = super().connector_stats() or ConnectorStats()
+        return replace(stats, rejected=dict(self.rejected_by_sqlstate))
 
     def take_rejected(self) -> list[RejectedRecord]:
         """Rows refused for their content since the last call (``RejectingWriter``)."""
@@ -268,7 +254,7 @@ class PostgresWriter(TwoPhaseCommitWriter[Any]):
                 ) from e
 
         start = time.perf_counter()
-        result = self.guard.call(attempt)
+        result = self._call_guarded(attempt)
         if ends_transaction:
             self.transactions += 1
             self.transaction_s += time.perf_counter() - start
