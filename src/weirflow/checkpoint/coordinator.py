@@ -9,6 +9,11 @@ Apache Flink's checkpoint coordinator runs it: the runtime injects barrier
 acknowledgement commits the manifest, which alone makes ``n`` completed.
 Afterwards older pending checkpoints are subsumed and retention runs.
 
+What it remembers of finished checkpoints (statuses, statistics, failures
+in a row) is kept by :class:`~.history.CheckpointHistory`; retention,
+savepoint copies and deleting the files of failed checkpoints are
+:mod:`.housekeeping`'s.
+
 Invariants: ids strictly increase (also across restarts, through
 ``first_checkpoint_id``); periodic triggers never leave more than
 ``max_concurrent`` checkpoints pending; a checkpoint is COMPLETED exactly when
@@ -19,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict, deque
 from collections.abc import Callable, Collection, Mapping
 
 from weirflow.checkpoint.config import CheckpointConfig
@@ -29,19 +33,15 @@ from weirflow.checkpoint.errors import (
     CheckpointTransitionError,
 )
 from weirflow.checkpoint.handles import TaskSnapshot
+from weirflow.checkpoint.history import CheckpointHistory
+from weirflow.checkpoint.housekeeping import copy_savepoint, delete_files, retain
 from weirflow.checkpoint.lifecycle import STATE_TRANSITIONS, CheckpointStats, CoordinatorState
 from weirflow.checkpoint.manifest import Manifest, check_metadata
 from weirflow.checkpoint.pending import CheckpointStatus, CompletedCheckpoint, PendingCheckpoint
-from weirflow.checkpoint.shared import collect_shared_files_or_warn
 from weirflow.checkpoint.storage import CheckpointStorage
 from weirflow.errors import CheckpointError, ConfigError, SerdeError
 
 log = logging.getLogger(__name__)
-
-# Statuses of finished checkpoints are kept (no snapshots) for late acknowledgements
-# and status queries, at most this many while no checkpoint completes.
-_FINISHED_HISTORY = 1000
-_RECENT_DURATIONS = 32
 
 
 class CheckpointCoordinator:
@@ -97,19 +97,10 @@ class CheckpointCoordinator:
         self._next_id = first_checkpoint_id
         self._operators = dict(operators or {})
         self._pending: dict[int, PendingCheckpoint] = {}
-        # Only the status of a finished checkpoint is kept: its task snapshots are in its
-        # manifest on storage, and nothing here reads them again.
-        self._finished: OrderedDict[int, CheckpointStatus] = OrderedDict()
+        self._history = CheckpointHistory()
         self._savepoint_targets: dict[int, str | None] = {}
         # The first interval counts from start, so a job is not checkpointed at t=0.
         self._last_trigger_ms = clock()
-        self._last_completion_ms: int | None = None
-        self._latest_completed: int | None = None
-        self._counts = {"triggered": 0, "completed": 0, "failed": 0, "subsumed": 0}
-        self._latest_size = 0
-        self._durations: deque[int] = deque(maxlen=_RECENT_DURATIONS)
-        self._consecutive_failures = 0
-        self._last_failure = ""
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -200,10 +191,8 @@ class CheckpointCoordinator:
             return False
         if now - self._last_trigger_ms < self.config.interval_ms:
             return False
-        return (
-            self._last_completion_ms is None
-            or now - self._last_completion_ms >= self.config.min_pause_ms
-        )
+        last = self._history.last_completion_ms
+        return last is None or now - last >= self.config.min_pause_ms
 
     def trigger_now(self, savepoint: bool = False, target: str | None = None) -> int:
         """Trigger a checkpoint at once, ignoring interval, min pause and max concurrent.
@@ -239,7 +228,7 @@ class CheckpointCoordinator:
         if savepoint:
             self._savepoint_targets[checkpoint_id] = target
         self._last_trigger_ms = now
-        self._counts["triggered"] += 1
+        self._history.triggered()
         return checkpoint_id
 
     # -- acknowledgements -------------------------------------------------------
@@ -283,7 +272,7 @@ class CheckpointCoordinator:
             return self._complete(pending)
 
     def _ignore_late(self, checkpoint_id: int, task_id: str) -> None:
-        finished = self._finished.get(checkpoint_id)
+        finished = self._history.status(checkpoint_id)
         status = finished.name if finished else "unknown"
         log.info(
             "ignoring acknowledgement of %s checkpoint %d by %s", status, checkpoint_id, task_id
@@ -292,15 +281,21 @@ class CheckpointCoordinator:
             CheckpointStatus.FAILED,
             CheckpointStatus.SUBSUMED,
         ):
-            self._delete_files(checkpoint_id)
+            delete_files(self.storage, checkpoint_id)
 
     def _complete(self, pending: PendingCheckpoint) -> CompletedCheckpoint:
         manifest = self._build_manifest(pending)
         self._commit(pending, manifest)
         self._mark_completed(pending, manifest)
         self._subsume_older(pending.checkpoint_id)
-        self._retain()
-        savepoint_url, savepoint_error = self._write_savepoint(pending, manifest)
+        retain(self.storage, self.config.retained, self._pending.keys())
+        savepoint_url, savepoint_error = (
+            copy_savepoint(
+                self.storage, manifest, self._savepoint_targets.pop(pending.checkpoint_id, None)
+            )
+            if pending.is_savepoint
+            else (None, None)
+        )
         return CompletedCheckpoint(pending.checkpoint_id, manifest, savepoint_url, savepoint_error)
 
     def _build_manifest(self, pending: PendingCheckpoint) -> Manifest:
@@ -339,13 +334,7 @@ class CheckpointCoordinator:
     def _mark_completed(self, pending: PendingCheckpoint, manifest: Manifest) -> None:
         pending.transition(CheckpointStatus.COMPLETED)
         self._finish(pending)
-        self._counts["completed"] += 1
-        self._last_completion_ms = manifest.completed_timestamp_ms
-        if self._latest_completed is None or pending.checkpoint_id > self._latest_completed:
-            self._latest_completed = pending.checkpoint_id
-            self._latest_size = manifest.size
-        self._durations.append(manifest.duration_ms)
-        self._consecutive_failures = 0
+        self._history.completed(pending.checkpoint_id, manifest)
 
     def _subsume_older(self, checkpoint_id: int) -> None:
         for older in [p for n, p in self._pending.items() if n < checkpoint_id]:
@@ -353,36 +342,8 @@ class CheckpointCoordinator:
                 continue
             older.transition(CheckpointStatus.SUBSUMED, f"checkpoint {checkpoint_id} completed")
             self._finish(older)
-            self._counts["subsumed"] += 1
-            self._delete_files(older.checkpoint_id)
-
-    def _retain(self) -> None:
-        try:
-            deleted = self.storage.apply_retention(self.config.retained, keep=self._pending.keys())
-        except CheckpointError as e:
-            # The checkpoint is complete; a failed cleanup is retried after the next one.
-            log.warning("retention for job %s failed: %s", self.storage.job, e)
-            return
-        if deleted:
-            log.debug("retention deleted checkpoints %s of job %s", deleted, self.storage.job)
-        if not self._pending:
-            # no checkpoint in flight: every live shared file is named by a retained manifest
-            collect_shared_files_or_warn(self.storage)
-
-    def _write_savepoint(
-        self, pending: PendingCheckpoint, manifest: Manifest
-    ) -> tuple[str | None, str | None]:
-        if not pending.is_savepoint:
-            return None, None
-        target = self._savepoint_targets.pop(pending.checkpoint_id, None)
-        url = target or self.storage.default_savepoint_url(pending.checkpoint_id)
-        try:
-            return self.storage.write_savepoint(manifest, url), None
-        except CheckpointError as e:
-            # The checkpoint itself completed and tasks must still be notified,
-            # so the copy's failure is reported, not raised.
-            log.warning("savepoint of checkpoint %d failed: %s", pending.checkpoint_id, e)
-            return None, str(e)
+            self._history.subsumed()
+            delete_files(self.storage, older.checkpoint_id)
 
     # -- failures ------------------------------------------------------------
 
@@ -435,9 +396,10 @@ class CheckpointCoordinator:
                 checkpoints failed in a row; the message gives the last reason.
         """
         with self._lock:
-            if self._consecutive_failures > self.config.tolerable_failures:
+            history = self._history
+            if history.consecutive_failures > self.config.tolerable_failures:
                 raise CheckpointFailuresExceededError(
-                    self.storage.job, self._consecutive_failures, self._last_failure
+                    self.storage.job, history.consecutive_failures, history.last_failure
                 )
 
     def _fail_all(self, reason: str) -> list[int]:
@@ -452,28 +414,16 @@ class CheckpointCoordinator:
         pending.transition(CheckpointStatus.FAILED, reason)
         self._finish(pending)
         self._savepoint_targets.pop(pending.checkpoint_id, None)
-        self._counts["failed"] += 1
-        if counted:
-            self._consecutive_failures += 1
-            self._last_failure = f"checkpoint {pending.checkpoint_id}: {reason}"
+        self._history.failed(pending.checkpoint_id, reason, counted=counted)
         log.warning(
             "checkpoint %d of job %s failed: %s", pending.checkpoint_id, self.storage.job, reason
         )
         if delete:
-            self._delete_files(pending.checkpoint_id)
+            delete_files(self.storage, pending.checkpoint_id)
 
     def _finish(self, pending: PendingCheckpoint) -> None:
         del self._pending[pending.checkpoint_id]
-        self._finished[pending.checkpoint_id] = pending.status
-        while len(self._finished) > _FINISHED_HISTORY:
-            self._finished.popitem(last=False)
-
-    def _delete_files(self, checkpoint_id: int) -> None:
-        try:
-            self.storage.abort_checkpoint(checkpoint_id)
-        except CheckpointError as e:
-            # Left-over folders without a manifest are removed by a later retention.
-            log.warning("cannot delete files of checkpoint %d: %s", checkpoint_id, e)
+        self._history.finished(pending.checkpoint_id, pending.status)
 
     # -- views -----------------------------------------------------------------
 
@@ -487,20 +437,15 @@ class CheckpointCoordinator:
         more than the last 1,000 finished checkpoints, of which only the status is kept)."""
         with self._lock:
             pending = self._pending.get(checkpoint_id)
-            return pending.status if pending is not None else self._finished.get(checkpoint_id)
+            return pending.status if pending is not None else self._history.status(checkpoint_id)
 
     @property
     def latest_completed_id(self) -> int | None:
         """Id of the newest checkpoint this coordinator completed, or ``None``."""
-        return self._latest_completed
+        return self._history.latest_completed
 
     @property
     def stats(self) -> CheckpointStats:
         """A snapshot of the counters and recent durations."""
         with self._lock:
-            return CheckpointStats(
-                **self._counts,
-                latest_completed_id=self._latest_completed,
-                latest_size_bytes=self._latest_size,
-                recent_durations_ms=tuple(self._durations),
-            )
+            return self._history.stats()

@@ -166,7 +166,7 @@ def run_on_workers(
     Args:
         job: ``JOB.py[:NAME]``.
         workers: worker processes.
-        spec_args: the other fields of :class:`~weirflow.runtime.coordinator.JobSpec`.
+        spec_args: the other fields of :class:`~weirflow.runtime.jobspec.JobSpec`.
         heartbeat_timeout_s: silence after which a worker is given up (s).
         listener: progress callbacks.
         stop: set by SIGTERM or Ctrl-C (the job then stops with a stop checkpoint).

@@ -21,7 +21,7 @@ from weirflow.cli.cluster import absolute_job_spec
 from weirflow.errors import ConfigError
 from weirflow.records import JobResult
 from weirflow.runtime import RunListener
-from weirflow.runtime.coordinator import JobSpec
+from weirflow.runtime.jobspec import JobSpec
 from weirflow.runtime.ray_cluster import RayCluster, run_on_ray, submit_on_ray
 
 LOCAL = "local"
@@ -52,7 +52,7 @@ def run_on_ray_cluster(
     Args:
         job: ``JOB.py[:NAME]``.
         cluster: where the workers run (address ``None``: a local Ray instance).
-        spec_args: the other fields of :class:`~weirflow.runtime.coordinator.JobSpec`.
+        spec_args: the other fields of :class:`~weirflow.runtime.jobspec.JobSpec`.
         heartbeat_timeout_s: silence after which a worker is given up (s).
         listener: progress callbacks.
         stop: set by SIGTERM or Ctrl-C (the job then stops with a stop checkpoint).

@@ -25,7 +25,8 @@ from weirflow.eventlog.errors import (
     UnknownTopicError,
     UnknownTransactionError,
 )
-from weirflow.eventlog.log import EventLog, Isolation
+from weirflow.eventlog.log import EventLog
+from weirflow.eventlog.reading import Isolation
 from weirflow.eventlog.records import (
     CommitsAfter,
     ConsumedRecord,

@@ -1,4 +1,4 @@
-"""Topic lookup and record routing (which partition a record goes to).
+"""Topics: creating, describing and looking them up, and routing records to partitions.
 
 Topics are never deleted and their partition count never changes, so a
 topic, once found, is cached for the life of the ``EventLog``; a miss asks
@@ -16,9 +16,10 @@ from weirflow.eventlog.db import Database
 from weirflow.eventlog.errors import (
     InvalidArgumentError,
     PartitionOutOfRangeError,
+    TopicExistsError,
     UnknownTopicError,
 )
-from weirflow.eventlog.records import Record
+from weirflow.eventlog.records import PartitionDescription, Record, TopicDescription
 from weirflow.serde import stable_hash
 
 _TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -52,7 +53,7 @@ def check_topic_name(name: object) -> str:
 
 
 class Catalog:
-    """Resolves topic names and routes records to partitions.
+    """Creates, describes and resolves topics, and routes records to partitions.
 
     Args:
         db: the open database.
@@ -62,6 +63,60 @@ class Catalog:
         self._db = db
         self._topics: dict[str, TopicInfo] = {}
         self._round_robin: dict[str, int] = {}
+
+    def create(
+        self,
+        name: str,
+        partitions: int,
+        retention_ms: int | None,
+        retention_bytes: int | None,
+        exist_ok: bool,
+    ) -> None:
+        """Create a topic (arguments checked; see ``EventLog.create_topic``).
+
+        Raises:
+            TopicExistsError: the topic exists and ``exist_ok`` is false, or
+                it exists with another partition count.
+            LogBusyError: the write lock was not obtained within the busy timeout.
+        """
+        with self._db.write() as conn:
+            existing = self.lookup(conn, name)
+            if existing is not None:
+                if exist_ok and existing.partitions == partitions:
+                    return
+                raise TopicExistsError(
+                    f"topic {name!r} already exists with {existing.partitions} partition(s)"
+                )
+            (topic_id,) = conn.execute(
+                "INSERT INTO topics(name, partitions, retention_ms, retention_bytes, created_ms) "
+                "VALUES (?, ?, ?, ?, ?) RETURNING topic_id",
+                (name, partitions, retention_ms, retention_bytes, self._db.clock()),
+            ).fetchone()
+            conn.executemany(
+                "INSERT INTO partitions(topic_id, part, start_offset, next_offset, start_pos, "
+                "end_pos) VALUES (?, ?, 0, 0, 0, 0)",
+                [(topic_id, p) for p in range(partitions)],
+            )
+
+    def describe(self, name: str) -> TopicDescription:
+        """Describe a topic: retention settings and, per partition, offsets, count and bytes.
+
+        Raises:
+            UnknownTopicError: there is no such topic.
+        """
+        info = self.get(name)
+        with self._db.read() as conn:
+            retention_ms, retention_bytes = conn.execute(
+                "SELECT retention_ms, retention_bytes FROM topics WHERE topic_id = ?",
+                (info.topic_id,),
+            ).fetchone()
+            rows = conn.execute(
+                "SELECT part, start_offset, next_offset, end_pos - start_pos FROM partitions "
+                "WHERE topic_id = ? ORDER BY part",
+                (info.topic_id,),
+            ).fetchall()
+        parts = [PartitionDescription(p, s, e, e - s, b) for p, s, e, b in rows]
+        return TopicDescription(info.name, parts, retention_ms, retention_bytes)
 
     def lookup(self, conn: sqlite3.Connection, name: str) -> TopicInfo | None:
         """Return the topic named ``name`` (cached or read with ``conn``), or ``None``."""

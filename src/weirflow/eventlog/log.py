@@ -1,5 +1,10 @@
 """The :class:`EventLog`: topics, atomic appends, reads by offset, consumer groups, retention.
 
+The class checks arguments and delegates: topics to :mod:`.catalog`, appends
+to :mod:`.appending`, reads to :mod:`.reading`, transactions to
+:mod:`.transactions`, consumer groups to :mod:`.groups` and retention to
+:mod:`.retention`.
+
 Invariants (each partition):
 
 * offsets are dense: every offset in ``start_offset .. end_offset - 1`` has
@@ -14,31 +19,23 @@ Invariants (each partition):
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
 
+from weirflow.eventlog.appending import append_records
 from weirflow.eventlog.catalog import Catalog, check_topic_name
 from weirflow.eventlog.db import Clock, Database, Durability, system_clock_ms
-from weirflow.eventlog.errors import (
-    InvalidArgumentError,
-    OffsetOutOfRangeError,
-    TopicExistsError,
-)
+from weirflow.eventlog.errors import InvalidArgumentError
 from weirflow.eventlog.groups import commit_offsets, committed_offset, group_lag
-from weirflow.eventlog.reading import partition_bounds, read_staged, staged_count
+from weirflow.eventlog.reading import Isolation, partition_bounds, read_records, staged_count
 from weirflow.eventlog.records import (
     CommitsAfter,
     ConsumedRecord,
-    PartitionDescription,
     Record,
     TopicDescription,
     TransactionHandle,
-    decode_headers,
-    encode_headers,
 )
 from weirflow.eventlog.retention import apply_retention
 from weirflow.eventlog.transactions import (
@@ -47,17 +44,6 @@ from weirflow.eventlog.transactions import (
     commits_after,
     list_prepared,
     resolve_prepared,
-)
-
-Isolation = Literal["read_committed", "read_uncommitted"]
-
-_INSERT_RECORD = (
-    "INSERT INTO records(topic_id, part, off, key, value, timestamp_ms, headers, append_ms, "
-    "pos_end) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_READ_RECORDS = (
-    "SELECT off, key, value, timestamp_ms, headers, pos_end FROM records "
-    "WHERE topic_id = ? AND part = ? AND off >= ? AND off < ? ORDER BY off"
 )
 
 
@@ -183,24 +169,7 @@ class EventLog:
         for what, value in (("retention_ms", retention_ms), ("retention_bytes", retention_bytes)):
             if value is not None:
                 _check_count(what, value, 0)
-        with self._db.write() as conn:
-            existing = self._catalog.lookup(conn, name)
-            if existing is not None:
-                if exist_ok and existing.partitions == partitions:
-                    return
-                raise TopicExistsError(
-                    f"topic {name!r} already exists with {existing.partitions} partition(s)"
-                )
-            (topic_id,) = conn.execute(
-                "INSERT INTO topics(name, partitions, retention_ms, retention_bytes, created_ms) "
-                "VALUES (?, ?, ?, ?, ?) RETURNING topic_id",
-                (name, partitions, retention_ms, retention_bytes, self._db.clock()),
-            ).fetchone()
-            conn.executemany(
-                "INSERT INTO partitions(topic_id, part, start_offset, next_offset, start_pos, "
-                "end_pos) VALUES (?, ?, 0, 0, 0, 0)",
-                [(topic_id, p) for p in range(partitions)],
-            )
+        self._catalog.create(name, partitions, retention_ms, retention_bytes, exist_ok)
 
     def list_topics(self) -> list[str]:
         """Return the names of all topics, sorted."""
@@ -221,19 +190,7 @@ class EventLog:
         Raises:
             UnknownTopicError: there is no such topic.
         """
-        info = self._catalog.get(topic)
-        with self._db.read() as conn:
-            retention_ms, retention_bytes = conn.execute(
-                "SELECT retention_ms, retention_bytes FROM topics WHERE topic_id = ?",
-                (info.topic_id,),
-            ).fetchone()
-            rows = conn.execute(
-                "SELECT part, start_offset, next_offset, end_pos - start_pos FROM partitions "
-                "WHERE topic_id = ? ORDER BY part",
-                (info.topic_id,),
-            ).fetchall()
-        parts = [PartitionDescription(p, s, e, e - s, b) for p, s, e, b in rows]
-        return TopicDescription(topic, parts, retention_ms, retention_bytes)
+        return self._catalog.describe(topic)
 
     # Appends and reads
 
@@ -259,47 +216,7 @@ class EventLog:
         parts = self._catalog.route(info, records)
         if not records:
             return []
-        topic_id = info.topic_id
-        out: list[tuple[int, int]] = []
-        with self._db.write() as conn:
-            nxt = [0] * info.partitions
-            pos = [0] * info.partitions
-            for p, next_offset, end_pos in conn.execute(
-                "SELECT part, next_offset, end_pos FROM partitions WHERE topic_id = ?",
-                (topic_id,),
-            ):
-                nxt[p] = next_offset
-                pos[p] = end_pos
-            now = self._db.clock()
-            rows = []
-            try:
-                for r, p in zip(records, parts, strict=True):
-                    k = r.key
-                    v = r.value
-                    h = r.headers
-                    hb = encode_headers(h) if h else None
-                    size = len(v) if v is not None else 0
-                    if k is not None:
-                        size += len(k)
-                    if hb is not None:
-                        size += len(hb)
-                    off = nxt[p]
-                    nxt[p] = off + 1
-                    pe = pos[p] = pos[p] + size
-                    rows.append((topic_id, p, off, k, v, r.timestamp_ms, hb, now, pe))
-                    out.append((p, off))
-                conn.executemany(_INSERT_RECORD, rows)
-            except (TypeError, OverflowError, sqlite3.IntegrityError) as e:
-                raise InvalidArgumentError(
-                    f"cannot append to {topic!r}: {e} (a record needs bytes-or-None key and "
-                    "value and an int timestamp_ms); nothing was appended"
-                ) from e
-            conn.executemany(
-                "UPDATE partitions SET next_offset = ?, end_pos = ? WHERE topic_id = ? "
-                "AND part = ?",
-                [(nxt[p], pos[p], topic_id, p) for p in set(parts)],
-            )
-        return out
+        return append_records(self._db, info, records, parts)
 
     def read(
         self,
@@ -342,41 +259,15 @@ class EventLog:
         _check_count("max_records", max_records, 1)
         _check_count("max_bytes", max_bytes, 0)
         _check_isolation(isolation)
-        topic_id = info.topic_id
-        with self._db.read() as conn:
-            rows = conn.execute(
-                _READ_RECORDS, (topic_id, partition, from_offset, from_offset + max_records)
-            ).fetchall()
-            if not rows or rows[0][0] != from_offset:
-                start, end = partition_bounds(conn, topic_id, partition)
-                limit = end + (
-                    staged_count(conn, topic_id, partition)
-                    if isolation == "read_uncommitted"
-                    else 0
-                )
-                if not start <= from_offset <= limit:
-                    raise OffsetOutOfRangeError(
-                        f"offset {from_offset} out of range for {topic!r} partition "
-                        f"{partition}: valid offsets are {start}..{limit}"
-                    )
-            out: list[ConsumedRecord] = []
-            used = 0
-            if rows:
-                _, k, v, _, h, pe = rows[0]
-                base = pe - len(k or b"") - len(v or b"") - len(h or b"")
-                limit_pos = base + max_bytes
-                for off, k, v, ts, h, pe in rows:
-                    if out and pe > limit_pos:
-                        return out
-                    out.append(
-                        ConsumedRecord(
-                            topic, partition, off, k, v, ts, decode_headers(h) if h else ()
-                        )
-                    )
-                used = pe - base
-            if isolation == "read_uncommitted" and len(out) < max_records:
-                read_staged(conn, info, partition, from_offset, out, max_records, max_bytes - used)
-        return out
+        return read_records(
+            self._db,
+            info,
+            partition,
+            from_offset,
+            max_records,
+            max_bytes,
+            isolation == "read_uncommitted",
+        )
 
     def start_offset(self, topic: str, partition: int) -> int:
         """Return the lowest offset still stored in the partition (raised by retention).

@@ -62,12 +62,8 @@ from weirflow.runtime.restart import RestartStrategy
 from weirflow.runtime.restore_points import RestorePoints, fit_to_job
 from weirflow.runtime.savepoint_requests import SavepointRequests, SavepointWaiters
 from weirflow.runtime.snapshot_files import local_copies_of, local_verifier
-from weirflow.runtime.snapshots import (
-    discard_downloads,
-    encode_task_snapshot,
-    plan_restore,
-    write_task_snapshot,
-)
+from weirflow.runtime.snapshots import encode_task_snapshot, write_task_snapshot
+from weirflow.runtime.state_restore import discard_downloads, plan_restore
 from weirflow.runtime.task import Task, TaskState
 
 log = logging.getLogger("weirflow.runtime")

@@ -2,8 +2,10 @@
 
 It owns the plan, the placement of subtasks on the workers' slots, the
 checkpoint coordinator (and so the manifests), and the restart strategy.
-Workers register over authenticated control connections; the coordinator
-deploys attempts on them:
+Workers register over authenticated control connections (accepted,
+heartbeated and given up by its base, :class:`~.worker_pool.WorkerPool`);
+what to run comes as a :class:`~.jobspec.JobSpec`. The coordinator deploys
+attempts on the workers:
 
 1. wait until the registered workers offer enough free slots (the launcher,
    if any, replaces workers that exited);
@@ -29,101 +31,47 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
-
-import msgspec
 
 from weirflow.checkpoint import (
-    CheckpointConfig,
     CheckpointCorruptError,
     CheckpointStorage,
     collect_shared_files_or_warn,
     open_job_storage,
 )
-from weirflow.errors import ConfigError, JobFailedError, WeirflowError
-from weirflow.graph import LogicalGraph, compile_plan
+from weirflow.errors import ConfigError, JobFailedError
+from weirflow.graph import compile_plan
 from weirflow.records import JobResult, OperatorCounts
 from weirflow.runtime import control
 from weirflow.runtime.attempt import AttemptFailedError, AttemptRun
-from weirflow.runtime.build import RuntimeOptions
 from weirflow.runtime.checkpointed import RunListener
+from weirflow.runtime.jobspec import JobSpec
 from weirflow.runtime.launcher import Launcher
 from weirflow.runtime.membership import WorkerEntry, WorkerStatus
 from weirflow.runtime.placement import place
-from weirflow.runtime.restart import RestartStrategy
 from weirflow.runtime.restore_points import RestorePoints, fit_to_job
 from weirflow.runtime.savepoint_requests import SavepointRequests
-from weirflow.runtime.wire import (
-    ConnectionClosedError,
-    FramedConnection,
-    PeerAuthenticationError,
-    authenticate_listener,
-    parse_address,
-)
+from weirflow.runtime.worker_pool import WorkerPool
 
 log = logging.getLogger("weirflow.coordinator")
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """What to run.
-
-    Attributes:
-        job: ``JOB.py[:NAME]``, importable on every worker.
-        graph: the job's logical graph (loaded here too, for names and checks).
-        parallelism: subtasks per operator.
-        max_parallelism: number of key groups.
-        checkpoint: checkpoint configuration, or ``None`` (no checkpoints).
-        guarantee: the delivery guarantee (``at_most_once`` runs without checkpoints).
-        restore: ``None``, ``"latest"``, ``"latest-or-fresh"`` or a checkpoint path.
-        restart: the restart strategy.
-        options: runtime sizes.
-    """
-
-    job: str
-    graph: LogicalGraph
-    parallelism: int
-    max_parallelism: int = 128
-    checkpoint: CheckpointConfig | None = None
-    guarantee: str = "exactly_once"
-    restore: str | None = None
-    restart: RestartStrategy = field(default_factory=RestartStrategy.none)
-    options: RuntimeOptions = field(default_factory=RuntimeOptions)
-
-
-class _Joined:
-    def __init__(self, entry: WorkerEntry) -> None:
-        self.entry = entry
-
-
-class _Lost:
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
 
 
 class _StoppedWhileRecovering(Exception):
     """A stop was requested during a restart's backoff or while waiting for free slots."""
 
 
-class JobCoordinator:
+class JobCoordinator(WorkerPool):
     """Runs jobs on registered workers (see the module docs for the steps).
 
     Call :meth:`start` once, then :meth:`run` for a job (or :meth:`serve`
     to run jobs that clients submit), then :meth:`close`.
 
     Args:
-        secret: the job's secret; workers and clients must hold it.
-        listen: ``HOST:PORT`` for worker connections (port 0: any free port).
-        launcher: starts and replaces workers; ``None`` when they are started
-            by hand (``weirflow worker``).
-        heartbeat_interval_s: how often heartbeats go both ways (s).
-        heartbeat_timeout_s: silence after which a worker is given up (s).
+        secret, listen, launcher, heartbeat_interval_s, heartbeat_timeout_s:
+            the worker pool's (see :class:`~weirflow.runtime.worker_pool.WorkerPool`).
         worker_wait_s: how long an attempt waits for enough free slots (s).
         clock: processing time in ms.
 
@@ -142,20 +90,11 @@ class JobCoordinator:
         worker_wait_s: float = 60.0,
         clock: Callable[[], int] | None = None,
     ) -> None:
-        self.secret = secret
-        self.launcher = launcher
-        self.heartbeat_interval_s = heartbeat_interval_s
-        self.heartbeat_timeout_s = heartbeat_timeout_s
+        super().__init__(secret, listen, launcher, heartbeat_interval_s, heartbeat_timeout_s)
         self.worker_wait_s = worker_wait_s
         self.stop = threading.Event()
         self.listener = RunListener()
         self.clock = clock or (lambda: time.time_ns() // 1_000_000)
-        host, port = parse_address(listen)
-        self._server = socket.create_server((host, port))
-        self.address = f"{host}:{self._server.getsockname()[1]}"
-        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
-        self.workers: dict[str, WorkerEntry] = {}
-        self.attempt = 0
         self.restarts = 0
         self.checkpoints_completed = 0
         self.recovery_ms: list[int] = []
@@ -165,98 +104,13 @@ class JobCoordinator:
         self.task_ids: list[str] = []
         self.storage: CheckpointStorage | None = None
         self.savepoint_requests = SavepointRequests()
-        self.submissions: queue.Queue[tuple[control.Submit, FramedConnection]] = queue.Queue()
-        self._closed = threading.Event()
-
-    # -- connections (threads) ---------------------------------------------------
-
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                sock, addr = self._server.accept()
-            except OSError:
-                return
-            threading.Thread(
-                target=self._admit, args=(sock, addr), name="weirflow-admit", daemon=True
-            ).start()
-
-    def _admit(self, sock: socket.socket, addr: Any) -> None:
-        try:
-            authenticate_listener(sock, self.secret)
-            conn = FramedConnection(sock, f"peer at {addr[0]}:{addr[1]}")
-            first = control.decode_message(conn.recv())
-        except (PeerAuthenticationError, OSError, WeirflowError, msgspec.DecodeError) as e:
-            log.warning("refused a connection from %s:%s: %s", addr[0], addr[1], e)
-            sock.close()
-            return
-        if isinstance(first, control.Register):
-            self._serve_worker(first, conn)
-        elif isinstance(first, control.StatusRequest):
-            with contextlib.suppress(ConnectionClosedError):
-                conn.send(control.encode_message(self.status()))
-            conn.close()
-        elif isinstance(first, control.Submit):
-            self.submissions.put((first, conn))
-        else:
-            log.warning("refused a connection that opened with %s", type(first).__name__)
-            conn.close()
-
-    def _serve_worker(self, register: control.Register, conn: FramedConnection) -> None:
-        entry = WorkerEntry(register, conn)
-        entry.send(
-            control.Welcome(
-                int(self.heartbeat_interval_s * 1000), int(self.heartbeat_timeout_s * 1000)
-            )
-        )
-        self.events.put((entry.id, _Joined(entry)))
-        try:
-            while True:
-                message = control.decode_message(conn.recv())
-                entry.last_heard = time.monotonic()
-                if isinstance(message, control.Heartbeat):
-                    # metrics only: read by the metrics collector, not by the run
-                    if message.attempt == self.attempt and entry.status is WorkerStatus.DEPLOYED:
-                        entry.sample = message.counts
-                        entry.connectors = message.connectors
-                    continue
-                self.events.put((entry.id, message))
-        except (ConnectionClosedError, msgspec.DecodeError) as e:
-            self.events.put((entry.id, _Lost(f"its connection ended ({e})")))
-
-    def _heartbeats(self) -> None:
-        while not self._closed.wait(self.heartbeat_interval_s):
-            now = time.monotonic()
-            for entry in list(self.workers.values()):
-                if entry.status is WorkerStatus.LOST:
-                    continue
-                entry.send(control.Heartbeat(self.attempt))
-                silent = now - entry.last_heard
-                if silent > self.heartbeat_timeout_s:
-                    self.events.put(
-                        (
-                            entry.id,
-                            _Lost(
-                                f"no heartbeat for {silent:.1f} s (timeout "
-                                f"{self.heartbeat_timeout_s:.1f} s)"
-                            ),
-                        )
-                    )
 
     # -- the run -----------------------------------------------------------------
-
-    def start(self) -> None:
-        """Accept workers and clients, send heartbeats, and start the launcher's workers."""
-        threading.Thread(target=self._accept, name="weirflow-accept", daemon=True).start()
-        threading.Thread(target=self._heartbeats, name="weirflow-heartbeats", daemon=True).start()
-        if self.launcher is not None:
-            self.launcher.start(self.address)
 
     def status(self) -> control.Status:
         """What ``weirflow status`` shows: workers, slots, subtasks, checkpoints, restarts."""
         workers = [
-            control.WorkerInfo(
-                w.id, w.host, w.slots, w.status.value, list(w.subtasks), w.location
-            )
+            control.WorkerInfo(w.id, w.host, w.slots, w.status.value, list(w.subtasks), w.location)
             for w in list(self.workers.values())
             if w.status is not WorkerStatus.LOST
         ]
@@ -414,40 +268,7 @@ class JobCoordinator:
                 return
             self._membership(wid, event)
 
-    def _membership(self, wid: str, event: Any) -> WorkerEntry | None:
-        """Apply joins and losses; return the worker a message came from (``None``: unknown)."""
-        if isinstance(event, _Joined):
-            self.workers[event.entry.id] = event.entry
-            log.info(
-                "worker %s joined from %s%s with %d slot(s)",
-                event.entry.id,
-                event.entry.host,
-                f" ({event.entry.location})" if event.entry.location else "",
-                event.entry.slots,
-            )
-            return None
-        entry = self.workers.get(wid)
-        if entry is None or entry.status is WorkerStatus.LOST:
-            return None
-        if isinstance(event, _Lost):
-            self._give_up(entry, event.reason)
-            return None
-        return entry
-
-    def _give_up(self, entry: WorkerEntry, reason: str) -> None:
-        was = entry.status
-        entry.move(WorkerStatus.LOST)
-        entry.conn.close()
-        log.warning("worker %s lost: %s", entry.id, reason)
-        if self.launcher is not None:
-            self.launcher.release(entry.pid)
-        if was is WorkerStatus.DEPLOYED:
-            raise AttemptFailedError(f"worker {entry.id} was lost: {reason}")
-
     # -- one attempt ---------------------------------------------------------------
-
-    def _free_workers(self) -> list[WorkerEntry]:
-        return [w for w in self.workers.values() if w.status is WorkerStatus.IDLE]
 
     def _await_slots(self) -> list[WorkerEntry]:
         assert self.spec is not None
@@ -554,33 +375,3 @@ class JobCoordinator:
             if w.status is WorkerStatus.DEPLOYED:
                 w.send(control.Cancel(self.attempt))
                 w.move(WorkerStatus.IDLE)
-
-    def drain_membership(self) -> None:
-        """Apply the joins and losses that arrived while no job runs."""
-        while True:
-            try:
-                wid, event = self.events.get_nowait()
-            except queue.Empty:
-                return
-            with contextlib.suppress(AttemptFailedError):
-                self._membership(wid, event)
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called."""
-        return self._closed.is_set()
-
-    def close(self) -> None:
-        """Shut every worker down (they exit), stop the launcher, close the listener."""
-        self._closed.set()
-        for w in self.workers.values():
-            if w.status is not WorkerStatus.LOST:
-                w.send(control.Shutdown("the job ended"))
-        if self.launcher is not None:
-            self.launcher.close()
-        for w in self.workers.values():
-            w.conn.close()
-        # close() alone leaves a thread blocked in accept() listening on the port
-        with contextlib.suppress(OSError):
-            self._server.shutdown(socket.SHUT_RDWR)
-        self._server.close()

@@ -37,9 +37,9 @@ from weirflow.runtime.snapshots import (
     CHANNEL_STATE,
     IN_FLIGHT_ITEMS,
     EncodedSnapshot,
-    decode_state_blob,
     with_channel_state,
 )
+from weirflow.runtime.state_restore import decode_state_blob
 from weirflow.serde import check_format_version, decode, encode, encode_plain, is_pickled
 
 FORMAT_VERSION = 1

@@ -9,7 +9,7 @@ import threading
 from weirflow.errors import ConfigError
 from weirflow.records import JobResult
 from weirflow.runtime.checkpointed import RunListener
-from weirflow.runtime.coordinator import JobSpec
+from weirflow.runtime.jobspec import JobSpec
 from weirflow.runtime.launched import CoordinatorOptions, run_with_launcher
 from weirflow.runtime.launcher import LocalLauncher
 from weirflow.runtime.savepoint_requests import SavepointRequests

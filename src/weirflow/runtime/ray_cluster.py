@@ -28,7 +28,7 @@ from weirflow.errors import ConfigError
 from weirflow.graph import LogicalGraph
 from weirflow.records import JobResult
 from weirflow.runtime.checkpointed import RunListener
-from weirflow.runtime.coordinator import JobSpec
+from weirflow.runtime.jobspec import JobSpec
 from weirflow.runtime.launched import CoordinatorOptions, run_with_launcher
 from weirflow.runtime.savepoint_requests import SavepointRequests
 from weirflow.runtime.wire import new_secret

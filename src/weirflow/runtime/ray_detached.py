@@ -10,7 +10,7 @@ restart it (``max_restarts=0``): after its process died, submitting the job
 again with ``restore="latest"`` continues from the latest checkpoint.
 
 The actor gets only the job's name in its files, the fields of its
-:class:`~weirflow.runtime.coordinator.JobSpec` and its checkpoint key (through
+:class:`~weirflow.runtime.jobspec.JobSpec` and its checkpoint key (through
 Ray's control plane, as worker actors do); it loads the graph itself. Records
 never pass through Ray.
 """
@@ -29,7 +29,7 @@ import ray
 from weirflow.errors import ConfigError, JobFailedError
 from weirflow.graph import LogicalGraph
 from weirflow.records import JobResult
-from weirflow.runtime.coordinator import JobSpec
+from weirflow.runtime.jobspec import JobSpec
 from weirflow.runtime.ray_launcher import adopt_checkpoint_key
 
 log = logging.getLogger("weirflow.ray")

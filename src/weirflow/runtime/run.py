@@ -21,8 +21,8 @@ from weirflow.graph import LogicalGraph
 from weirflow.records import JobResult
 from weirflow.runtime.build import RuntimeOptions
 from weirflow.runtime.checkpointed import CheckpointedRun, RunListener
-from weirflow.runtime.coordinator import JobSpec
 from weirflow.runtime.job import run_unchecked, wall_clock_ms
+from weirflow.runtime.jobspec import JobSpec
 from weirflow.runtime.local import LocalScheduler
 from weirflow.runtime.local_cluster import run_on_local_workers
 from weirflow.runtime.ray_cluster import RayCluster, run_on_ray
