@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from chaos_helpers import JOB, committed_results, make_input, run_command, wait_
 
 from weirflow.api import load_dataflow
 from weirflow.checkpoint import CheckpointConfig, CheckpointStorage, resolve_job_key
+from weirflow.testing.hosts import write_token
 
 pytestmark = pytest.mark.slow
 
@@ -157,3 +159,68 @@ def _proc_state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
     except OSError:
         return "Z"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_line(path: Path, text: str) -> None:
+    deadline = time.monotonic() + 30
+    while text not in path.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"{text!r} not in {path}"
+        time.sleep(0.05)
+
+
+def test_stop_with_savepoint_a_job_submitted_to_a_coordinator_and_resume(tmp_path: Path) -> None:
+    """Scenario: a job submitted to a standalone `weirflow coordinator` (one worker, 2 slots)
+    is stopped with a savepoint through the endpoint the coordinator opened for it: the stop
+    and the submitting client exit 0 with every sink committed; the job submitted again from
+    the savepoint ends with the batch answer, nothing missing, nothing twice."""
+    log_dir, chk = tmp_path / "log", tmp_path / "chk"
+    expected = make_input(log_dir, 40_000, 9)
+    env = _env(log_dir)
+    token, address = write_token(tmp_path / "token"), f"127.0.0.1:{_free_port()}"
+    cli = [sys.executable, "-m", "weirflow.cli"]
+    join = ["--coordinator", address, "--token-file", str(token)]
+    with open(tmp_path / "cluster.log", "wb") as log:
+        cluster = [
+            subprocess.Popen(
+                [*cli, "coordinator", "--listen", address, "--token-file", str(token)],
+                env=env, stdout=log, stderr=log,
+            ),
+            subprocess.Popen([*cli, "worker", *join, "--slots=2"], env=env, stdout=log, stderr=log),
+        ]  # fmt: skip
+        try:
+            _wait_for_line(tmp_path / "cluster.log", "joined")
+            client = subprocess.Popen(
+                [*run_command(chk), *join], env=env, stdout=log, stderr=log
+            )
+            try:
+                wait_for_checkpoints(chk, 2)
+                stopped = _weirflow(
+                    "stop", "windowed_sum", f"--checkpoint-dir={chk}", "--savepoint",
+                    f"--into={tmp_path / 'sp'}", env=env,
+                )  # fmt: skip
+                assert stopped.returncode == 0, stopped.stderr
+                assert _folder(stopped.stdout.strip()) == tmp_path / "sp"
+                assert client.wait(timeout=60) == 0, (tmp_path / "cluster.log").read_text()[-3000:]
+            finally:
+                if client.poll() is None:
+                    client.kill()
+            assert "windowed_sum: stopped" in (tmp_path / "cluster.log").read_text()
+            before = committed_results(log_dir)
+            assert before - expected == Counter(), "a wrong or duplicate result committed"
+            assert sum(before.values()) < sum(expected.values()), "the stop came too late"
+            resumed = subprocess.run(
+                [*run_command(chk, f"--restore={tmp_path / 'sp'}"), *join],
+                env=env, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert resumed.returncode == 0, resumed.stderr[-3000:]
+        finally:
+            for proc in cluster:
+                proc.terminate()
+                proc.wait(timeout=30)
+    assert committed_results(log_dir) == expected

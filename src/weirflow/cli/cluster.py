@@ -290,7 +290,8 @@ def submit_job(
         address: the coordinator's ``HOST:PORT``.
         secret: the job's secret.
         submit: the job.
-        stop: set by SIGTERM or Ctrl-C, which also ask the job to stop.
+        stop: set by SIGTERM or Ctrl-C, which also ask the job to stop; set at the end
+            when the job was stopped otherwise (a stop with a savepoint).
 
     Returns:
         The job's result.
@@ -327,6 +328,8 @@ def submit_job(
         error = JobFailedError(message.error)
         error.retriable = message.retriable
         raise error
+    if message.stopped:
+        stop.set()
     return JobResult(
         job=message.job,
         parallelism=submit.parallelism,

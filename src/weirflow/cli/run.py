@@ -360,6 +360,7 @@ def run(
                     guarantee=guarantee.value,
                     restore=restore,
                     restart=strategy,
+                    launch=this_launch(),
                 ),
                 stop,
             )

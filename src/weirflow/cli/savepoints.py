@@ -138,11 +138,14 @@ def _alive(pid: int) -> bool:
 
 
 def _wait_for_exit(info: EndpointInfo) -> None:
+    pid = info.launch.pid
+    if pid is None:
+        return
     deadline = time.monotonic() + _EXIT_WAIT_S
-    while _alive(info.launch.pid):
+    while _alive(pid):
         if time.monotonic() > deadline:
             raise ConfigError(
-                f"job {info.job!r} took its stop savepoint but process {info.launch.pid} "
+                f"job {info.job!r} took its stop savepoint but process {pid} "
                 f"still runs after {_EXIT_WAIT_S:.0f} s"
             )
         time.sleep(_POLL_S)

@@ -21,6 +21,7 @@ import msgspec
 
 from weirflow.checkpoint import CheckpointConfig
 from weirflow.errors import ConfigError
+from weirflow.runtime.endpoint import Launch
 from weirflow.runtime.restart import RestartStrategy
 from weirflow.state import (
     DEFAULT_CACHE_SIZE_BYTES,
@@ -305,6 +306,8 @@ class Submit(msgspec.Struct, tag=True, frozen=True):
         guarantee: the delivery guarantee.
         restore: ``None``, ``latest``, ``latest-or-fresh`` or a checkpoint path.
         restart: the restart strategy.
+        launch: how the client was launched (``weirflow rescale`` submits again with its
+            arguments), ``None`` from a client that does not say.
     """
 
     job: str
@@ -314,6 +317,7 @@ class Submit(msgspec.Struct, tag=True, frozen=True):
     guarantee: str
     restore: str | None
     restart: RestartStrategy
+    launch: Launch | None = None
 
 
 class StopJob(msgspec.Struct, tag=True, frozen=True):
@@ -338,6 +342,8 @@ class JobDone(msgspec.Struct, tag=True, frozen=True):
         checkpoints_completed: checkpoints completed during the run.
         restarts: attempts restarted.
         duration_ms: wall time of the run.
+        stopped: whether it was stopped (by the client, or with a savepoint through its
+            control endpoint) rather than finished.
     """
 
     ok: bool
@@ -348,6 +354,7 @@ class JobDone(msgspec.Struct, tag=True, frozen=True):
     checkpoints_completed: int = 0
     restarts: int = 0
     duration_ms: int = 0
+    stopped: bool = False
 
 
 class StatusRequest(msgspec.Struct, tag=True, frozen=True):

@@ -1,7 +1,8 @@
 """A running job's local control endpoint: savepoints and stops asked from the command line.
 
-The process that runs a job's checkpoints (``weirflow run``'s worker, or the
-coordinator of ``--workers N``) listens on a loopback port and writes an
+The process that runs a job's checkpoints (``weirflow run``'s worker, the
+coordinator of ``--workers N``, or a standalone ``weirflow coordinator`` for
+each job submitted to it) listens on a loopback port and writes an
 *endpoint file* that names the job, the address, a fresh random token, the
 process to wait for when the job ends, and the arguments it was launched
 with (``weirflow rescale`` relaunches with them). The file is created with
@@ -14,7 +15,10 @@ whoever may read the key may also control the job:
 A client opens a connection, proves it holds the token with the same mutual
 HMAC challenge as the cluster's connections (:mod:`weirflow.runtime.wire`),
 sends one :class:`AskSavepoint` and waits for :class:`SavepointWritten` or
-:class:`AskFailed`. Messages are msgspec JSON, never pickles.
+:class:`AskFailed`. The answer to a stop comes when the job's run ended (its
+sinks committed the savepoint), so a client needs no process to wait for when
+the job's runner outlives the job (a standalone coordinator). Messages are
+msgspec JSON, never pickles.
 """
 
 from __future__ import annotations
@@ -60,12 +64,13 @@ class Launch(msgspec.Struct, frozen=True):
         argv: the arguments of ``weirflow run`` (without the command itself),
             empty when unknown (a job started from Python).
         cwd: the working directory they are relative to.
-        pid: the process that ends when the job ends (``weirflow run``'s supervisor).
+        pid: the process that ends when the job ends (``weirflow run``'s supervisor), or
+            ``None`` when none does on this host (a job submitted to a coordinator).
     """
 
     argv: list[str]
     cwd: str
-    pid: int
+    pid: int | None
 
 
 class EndpointInfo(msgspec.Struct, frozen=True):
@@ -211,6 +216,9 @@ class ControlEndpoint:
                 reply = AskFailed(f"no savepoint within {SAVEPOINT_WAIT_S:.0f} s")
             except WeirflowError as e:
                 reply = AskFailed(str(e))
+            if ask.stop and isinstance(reply, SavepointWritten):
+                # answer a stop once the run ended: its sinks then committed the savepoint
+                self._closed.wait(SAVEPOINT_WAIT_S)
             conn.send(msgspec.json.encode(reply))
         except (ConnectionClosedError, msgspec.DecodeError) as e:
             log.warning("control connection ended: %s", e)

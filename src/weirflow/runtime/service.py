@@ -6,6 +6,12 @@ receives :class:`~weirflow.runtime.control.JobEvent` progress lines, and at
 the end one :class:`~weirflow.runtime.control.JobDone`. A
 :class:`~weirflow.runtime.control.StopJob`, or the client going away, stops
 the job with a stop checkpoint. Jobs run one at a time.
+
+A job with checkpoints gets a control endpoint
+(:class:`~weirflow.runtime.endpoint.ControlEndpoint`) on this host while it
+runs, as one started by ``weirflow run`` does: ``weirflow savepoint``,
+``stop --savepoint`` and ``rescale`` reach it by the job's name and
+checkpoint storage.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from weirflow.graph import LogicalGraph
 from weirflow.runtime import control
 from weirflow.runtime.checkpointed import RunListener
 from weirflow.runtime.coordinator import JobCoordinator, JobSpec
+from weirflow.runtime.endpoint import ControlEndpoint, Launch
+from weirflow.runtime.savepoint_requests import SavepointRequests
 from weirflow.runtime.wire import ConnectionClosedError, FramedConnection
 
 
@@ -72,7 +80,15 @@ def _run_submitted(
             restore=submit.restore,
             restart=submit.restart,
         )
-        result = coordinator.run(spec, stop=stop, listener=_ClientListener(client))
+        savepoints = SavepointRequests()
+        endpoint = _endpoint(savepoints, submit, spec.graph.name)
+        try:
+            result = coordinator.run(
+                spec, stop=stop, listener=_ClientListener(client), savepoints=savepoints
+            )
+        finally:
+            if endpoint is not None:
+                endpoint.close()
         done = control.JobDone(
             ok=True,
             job=result.job,
@@ -80,6 +96,7 @@ def _run_submitted(
             checkpoints_completed=result.checkpoints_completed,
             restarts=result.restarts,
             duration_ms=result.duration_ms,
+            stopped=stop.is_set() or savepoints.stop_submitted,
         )
     except WeirflowError as e:
         done = control.JobDone(ok=False, error=str(e), retriable=e.retriable)
@@ -89,6 +106,21 @@ def _run_submitted(
         client.send(control.encode_message(done))
     client.close()
     coordinator.spec = None
+
+
+def _endpoint(
+    savepoints: SavepointRequests, submit: control.Submit, job: str
+) -> ControlEndpoint | None:
+    if submit.checkpoint is None:
+        return None
+    # the submitting client's process may live on another host: the answer to a stop,
+    # which comes when the run ended, is what a stop waits for
+    argv, cwd = (submit.launch.argv, submit.launch.cwd) if submit.launch else ([], "")
+    endpoint = ControlEndpoint(
+        savepoints, submit.checkpoint.storage, job, Launch(argv, cwd, pid=None)
+    )
+    endpoint.start()
+    return endpoint
 
 
 class _ClientListener(RunListener):

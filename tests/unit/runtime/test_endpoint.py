@@ -22,14 +22,22 @@ from weirflow.runtime.endpoint import (
 from weirflow.runtime.savepoint_requests import SavepointRequests
 
 
-def _answer(requests: SavepointRequests, result: str | Exception, stop: threading.Event) -> None:
-    """Stand in for the job's round hook: answer each request as it comes."""
+def _answer(
+    requests: SavepointRequests,
+    result: str | Exception,
+    stop: threading.Event,
+    endpoint: ControlEndpoint | None = None,
+) -> None:
+    """Stand in for the job's round hook: answer each request as it comes, and end the run
+    (close ``endpoint``) after a stop."""
     while not stop.wait(0.01):
         for request in requests.take():
             if isinstance(result, Exception):
                 request.done.set_exception(result)
             else:
                 request.done.set_result(f"{result}:{request.target}:{request.stop}")
+            if request.stop and endpoint is not None:
+                endpoint.close()
 
 
 @pytest.fixture
@@ -49,10 +57,10 @@ def test_the_endpoint_file_is_private_and_names_the_job(running) -> None:  # typ
     assert read_endpoint(str(chk), "shop").address == endpoint.address
 
 
-def test_a_savepoint_request_is_answered(running) -> None:  # type: ignore[no-untyped-def]
-    requests, _, chk = running
+def test_a_stop_savepoint_is_answered_when_the_run_ended(running) -> None:  # type: ignore[no-untyped-def]
+    requests, endpoint, chk = running
     stop = threading.Event()
-    threading.Thread(target=_answer, args=(requests, "url", stop), daemon=True).start()
+    threading.Thread(target=_answer, args=(requests, "url", stop, endpoint), daemon=True).start()
     try:
         url = ask_savepoint(read_endpoint(str(chk), "shop"), "sp", stop=True)
     finally:
