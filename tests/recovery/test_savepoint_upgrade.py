@@ -21,6 +21,7 @@ from weirflow.testing.hosts import write_token
 pytestmark = pytest.mark.slow
 
 N = 60_000
+JOB_V1 = str(Path(JOB).parent / "windowed_sum_v1.py")
 JOB_V2 = str(Path(JOB).parent / "windowed_sum_v2.py")
 DROPPED = frozenset(f"u{i}" for i in range(10))
 
@@ -45,13 +46,16 @@ def _folder(url: str) -> Path:
 
 def test_stop_with_savepoint_then_upgrade_from_a_copy_at_parallelism_3(tmp_path: Path) -> None:
     """Scenario: savepoint of a running job, then stop with a savepoint; the job's next
-    version (a filter added after the windows) restores a copy of it elsewhere at
-    parallelism 3: output = old output + new code's output from the switch point on."""
+    version (a filter added after the windows, its window state's Struct gaining a field
+    with a default) restores a copy of it elsewhere at parallelism 3: output = old output +
+    new code's output from the switch point on."""
     log_dir, chk = tmp_path / "log", tmp_path / "chk"
     expected = make_input(log_dir, N, 5)
     env = _env(log_dir)
     with open(tmp_path / "run.log", "wb") as log:
-        sup = subprocess.Popen(run_command(chk, "--unaligned"), env=env, stdout=log, stderr=log)
+        v1 = run_command(chk, "--unaligned")
+        v1[v1.index(JOB)] = JOB_V1
+        sup = subprocess.Popen(v1, env=env, stdout=log, stderr=log)
         try:
             wait_for_checkpoints(chk, 2)
             taken = _weirflow("savepoint", "windowed_sum", f"--checkpoint-dir={chk}", env=env)
@@ -86,7 +90,9 @@ def test_stop_with_savepoint_then_upgrade_from_a_copy_at_parallelism_3(tmp_path:
     cmd = run_command(chk, f"--restore={moved}")
     cmd[cmd.index(JOB)] = JOB_V2
     cmd[cmd.index("--parallelism=2")] = "--parallelism=3"
-    upgraded = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    upgraded = subprocess.run(
+        cmd, env=dict(env, WF_STATE_VERSION="2"), capture_output=True, text=True, timeout=120
+    )
     assert upgraded.returncode == 0, upgraded.stderr[-3000:]
     after = committed_results(log_dir) - before
     want = Counter({r: n for r, n in (expected - before).items() if r[0] not in DROPPED})

@@ -1,11 +1,13 @@
-"""The next version of :mod:`windowed_sum`, for upgrade tests: the same job with one
+"""The next version of :mod:`windowed_sum_v1`, for upgrade tests: the same job with one
 operator added after the windows, a filter that drops the results of the users in
-``DROPPED``. Configured as :mod:`windowed_sum` is."""
+``DROPPED``; run with ``WF_STATE_VERSION=2``, its window state's Struct gains a field
+(:mod:`upgrade_state`). Configured as :mod:`windowed_sum` is."""
 
 import os
 from datetime import timedelta
 
-from windowed_sum_core import CountSum, user_amounts
+from upgrade_state import CountTotals
+from windowed_sum_core import user_amounts
 
 from weirflow import Dataflow
 from weirflow.connectors import EventLogSink, EventLogSource
@@ -18,7 +20,7 @@ flow = Dataflow("windowed_sum")
 (
     user_amounts(flow, EventLogSource(LOG_DIR, "events", group="windowed_sum"))
     .window(TumblingWindows(size=timedelta(seconds=1)))
-    .aggregate(CountSum(), name="per_user")
+    .aggregate(CountTotals(), name="per_user")
     .filter(lambda result: result[0] not in DROPPED, name="drop_users")
     .sink(EventLogSink(LOG_DIR, "results"), name="results")
 )
