@@ -4,7 +4,9 @@ State maps to operators by name. Comparing the operators a manifest holds
 state of with the operators of the job to start gives:
 
 * **matched**: in both; their recorded signatures must agree on the key
-  type (when both declare one), the window assigner and the state type;
+  type (when both declare one), the window assigner and the state type, and
+  a recorded state value class must restore into the new one
+  (:func:`weirflow.serde.schema_check.schema_changes`);
 * **added**: stateful operators the manifest has no state of; they start empty;
 * **dropped**: operators the manifest holds state of that the job no longer
   has; refused unless the caller allows non-restored state (Flink's
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 
 from weirflow.checkpoint.handles import TaskSnapshot
 from weirflow.checkpoint.manifest import Manifest
+from weirflow.serde.schema_check import schema_changes
 
 Signatures = Mapping[str, Mapping[str, str | None]]
 _COMPARED = (("kind", "kind"), ("key_type", "key type"), ("window", "window assigner"),
@@ -119,6 +122,8 @@ def compare_operators(
                 continue
             if before != after:
                 incompatible.append(Incompatibility(name, f"{what} changed: {before} -> {after}"))
+        for change in schema_changes(old.get("state_schema"), new.get("state_schema")):
+            incompatible.append(Incompatibility(name, change))
     return UpgradeReport(
         matched=sorted(holders & set(operators)),
         added=sorted(set(signatures) - holders),

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import inspect
 import re
+import typing
 from typing import Any
 
 from weirflow.graph.logical import LogicalGraph, OperatorSpec
+from weirflow.serde.schema_check import schema_record
 
 #: The operator kinds that hold keyed state.
 STATEFUL_KINDS = frozenset({"rolling_reduce", "keyed_process", "window"})
@@ -47,6 +49,18 @@ def _state_type(op: OperatorSpec) -> str:
     return f"{kind}:{_type_name(type(fn))}"
 
 
+def _state_schema(op: OperatorSpec) -> str | None:
+    """The schema record of an aggregate's accumulator class, from the return annotation of
+    its ``create_accumulator`` (``None`` when undeclared or not a Struct or dataclass)."""
+    if op.params.get("function") != "aggregate":
+        return None
+    try:
+        hints = typing.get_type_hints(op.params["fn"].create_accumulator)
+    except (NameError, TypeError, AttributeError):
+        return None
+    return schema_record(hints.get("return"))
+
+
 def is_named(op: OperatorSpec) -> bool:
     """Whether the job gave the operator a ``uid`` or a name (not the default ``<kind>_<id>``)."""
     return op.uid is not None or re.fullmatch(rf"{re.escape(op.kind)}_\d+", op.name) is None
@@ -58,7 +72,9 @@ def operator_signatures(graph: LogicalGraph) -> dict[str, dict[str, str | None]]
     A signature has ``kind``; ``key_type`` (the key selector's declared return
     type, ``None`` if undeclared); ``window`` (the window assigner and its
     parameters, for windows); ``state_type`` (the window function or the
-    keyed process function's class); ``named`` (``"yes"``/``"no"``).
+    keyed process function's class); ``state_schema`` (the schema record of an
+    aggregate's accumulator class, :func:`~weirflow.serde.schema_check.schema_record`);
+    ``named`` (``"yes"``/``"no"``).
     """
     out: dict[str, dict[str, str | None]] = {}
     for op in graph.operators:
@@ -70,6 +86,7 @@ def operator_signatures(graph: LogicalGraph) -> dict[str, dict[str, str | None]]
             "key_type": _key_type(op),
             "window": repr(assigner) if assigner is not None else None,
             "state_type": _state_type(op),
+            "state_schema": _state_schema(op),
             "named": "yes" if is_named(op) else "no",
         }
     return out

@@ -17,23 +17,29 @@ from weirflow.errors import ConfigError
 # The job's first version; each case below edits one line of it.
 BASE = """
 from datetime import timedelta
-from weirflow import Dataflow
+import msgspec
+from weirflow import Dataflow, StateMigration, StateSchema
 from weirflow.connectors import CollectSink, IterableSource
 from weirflow.windows import TumblingWindows
 
 
+class Acc(msgspec.Struct):
+    count: int
+    total: int
+
+
 class CountSum:
-    def create_accumulator(self):
-        return (0, 0)
+    def create_accumulator(self) -> Acc:
+        return Acc(0, 0)
 
     def add(self, value, acc):
-        return (acc[0] + 1, acc[1] + value[1])
+        return Acc(acc.count + 1, acc.total + value[1])
 
     def merge(self, a, b):
-        return (a[0] + b[0], a[1] + b[1])
+        return Acc(a.count + b.count, a.total + b.total)
 
     def get_result(self, acc):
-        return acc
+        return (acc.count, acc.total)
 
 
 class Totals(CountSum):
@@ -59,6 +65,8 @@ keyed.reduce(lambda a, b: (a[0], a[1] + b[1]), name="running").sink(CollectSink(
 AGG = '    CountSum(), name="per_user"'
 RUNNING = 'keyed.reduce(lambda a, b: (a[0], a[1] + b[1]), name="running")'
 FILTERED = 'keyed = events.filter(lambda r: r[1] > 3, name="big").key_by(user)'
+TOTAL = "    total: int"
+TO_FLOAT = "StateMigration(1, 2, lambda f: {**f, 'total': float(f['total'])})"
 
 CASES = [
     # (case, (old line, new line), extra options, exit status, text in the output)
@@ -90,6 +98,18 @@ CASES = [
     ("renamed without a uid", (AGG, AGG.replace('"per_user"', '"counts"')), [], 1, "'per_user'"),
     ("unnamed stateful operator", (', name="running")', ")"), ["--allow-non-restored-state"], 1,
      "operator 'rolling_reduce_"),
+    ("state field added with a default", (TOTAL, f"{TOTAL}\n    largest: int = 0"), [], 0,
+     "a restore would succeed"),
+    ("state field added without a default", (TOTAL, f"{TOTAL}\n    largest: int"), [], 1,
+     "state value class Acc: field 'largest' added without a default"),
+    ("state field type changed", (TOTAL, "    total: float"), [], 1,
+     "state value class Acc: field 'total' changed type int -> float"),
+    ("state field type changed, with a migration",
+     (TOTAL, f"    total: float\n    __weirflow_schema__ = StateSchema(2, [{TO_FLOAT}])"), [], 0,
+     "a restore would succeed"),
+    ("state schema version raised without a migration",
+     (TOTAL, f"{TOTAL}\n    __weirflow_schema__ = StateSchema(2)"), [], 1,
+     "without a StateMigration from 1"),
 ]  # fmt: skip
 
 
