@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -152,12 +153,16 @@ def test_rescale_a_job_on_two_workers_from_2_to_3(tmp_path: Path) -> None:
                 sup.kill()
     assert "rescaled to parallelism 3" in rescaled.stdout and "downtime" in rescaled.stdout
     assert "windowed_sum: stopped" in (tmp_path / "run.log").read_text(), "rescaled too late"
-    pid = int(rescaled.stdout.split("process ")[1].split()[0])
+    _wait_for_exit(int(rescaled.stdout.split("process ")[1].split()[0]))
+    assert committed_results(log_dir) == expected
+
+
+def _wait_for_exit(pid: int) -> None:
+    """Wait for the relaunched job's process (not this process's child) to end."""
     deadline = time.monotonic() + 60
     while Path(f"/proc/{pid}").exists() and "Z" not in _proc_state(pid):
-        assert time.monotonic() < deadline, "the rescaled job did not finish"
+        assert time.monotonic() < deadline, f"the relaunched job's process {pid} did not end"
         time.sleep(0.05)
-    assert committed_results(log_dir) == expected
 
 
 def _proc_state(pid: int) -> str:
@@ -180,17 +185,19 @@ def _wait_for_line(path: Path, text: str) -> None:
         time.sleep(0.05)
 
 
-def test_stop_with_savepoint_a_job_submitted_to_a_coordinator_and_resume(tmp_path: Path) -> None:
+def test_rescale_and_stop_a_job_submitted_to_a_coordinator_then_resume(tmp_path: Path) -> None:
     """Scenario: a job submitted to a standalone `weirflow coordinator` (one worker, 2 slots)
-    is stopped with a savepoint through the endpoint the coordinator opened for it: the stop
-    and the submitting client exit 0 with every sink committed; the job submitted again from
-    the savepoint ends with the batch answer, nothing missing, nothing twice."""
+    is rescaled 2 -> 1 and then stopped with a savepoint, both through the endpoint the
+    coordinator opens for each job: each client exits 0 with every sink committed; the job
+    submitted again from the savepoint ends with the batch answer, nothing missing, nothing
+    twice."""
     log_dir, chk = tmp_path / "log", tmp_path / "chk"
-    expected = make_input(log_dir, 40_000, 9)
+    expected = make_input(log_dir, N, 9)
     env = _env(log_dir)
     token, address = write_token(tmp_path / "token"), f"127.0.0.1:{_free_port()}"
     cli = [sys.executable, "-m", "weirflow.cli"]
     join = ["--coordinator", address, "--token-file", str(token)]
+    relaunched: int | None = None
     with open(tmp_path / "cluster.log", "wb") as log:
         cluster = [
             subprocess.Popen(
@@ -206,17 +213,26 @@ def test_stop_with_savepoint_a_job_submitted_to_a_coordinator_and_resume(tmp_pat
             )
             try:
                 wait_for_checkpoints(chk, 2)
-                stopped = _weirflow(
-                    "stop", "windowed_sum", f"--checkpoint-dir={chk}", "--savepoint",
-                    f"--into={tmp_path / 'sp'}", env=env,
+                rescaled = _weirflow(
+                    "rescale", "windowed_sum", "--parallelism=1", f"--checkpoint-dir={chk}",
+                    env=env,
                 )  # fmt: skip
-                assert stopped.returncode == 0, stopped.stderr
-                assert _folder(stopped.stdout.strip()) == tmp_path / "sp"
+                assert rescaled.returncode == 0, rescaled.stderr
+                relaunched = int(rescaled.stdout.split("process ")[1].split()[0])
                 assert client.wait(timeout=60) == 0, (tmp_path / "cluster.log").read_text()[-3000:]
             finally:
                 if client.poll() is None:
                     client.kill()
             assert "windowed_sum: stopped" in (tmp_path / "cluster.log").read_text()
+            rescaled_from = int(rescaled.stdout.split("savepoint-")[1].split(";")[0])
+            wait_for_checkpoints(chk, rescaled_from + 1)
+            stopped = _weirflow(
+                "stop", "windowed_sum", f"--checkpoint-dir={chk}", "--savepoint",
+                f"--into={tmp_path / 'sp'}", env=env,
+            )  # fmt: skip
+            assert stopped.returncode == 0, stopped.stderr
+            assert _folder(stopped.stdout.strip()) == tmp_path / "sp"
+            _wait_for_exit(relaunched)
             before = committed_results(log_dir)
             assert before - expected == Counter(), "a wrong or duplicate result committed"
             assert sum(before.values()) < sum(expected.values()), "the stop came too late"
@@ -226,6 +242,8 @@ def test_stop_with_savepoint_a_job_submitted_to_a_coordinator_and_resume(tmp_pat
             )  # fmt: skip
             assert resumed.returncode == 0, resumed.stderr[-3000:]
         finally:
+            if relaunched is not None and _proc_state(relaunched) != "Z":
+                os.kill(relaunched, signal.SIGKILL)
             for proc in cluster:
                 proc.terminate()
                 proc.wait(timeout=30)
