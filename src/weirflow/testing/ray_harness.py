@@ -8,7 +8,7 @@ line on stdin, with one JSON line on stdout:
 
 - ``replace-node PID``: remove (as a crash: no graceful exit) the node whose
   raylet started process ``PID``, then add a fresh node;
-  ``{"removed": NODE_ID or null}``.
+  ``{"removed": NODE_ID or null}`` (Ray's node id, hex).
 
 End of input shuts the cluster down.
 """
@@ -91,7 +91,7 @@ def main() -> None:
             if node is not None:
                 cluster.remove_node(node, allow_graceful=False)
                 add_node(cluster)
-            removed = node.unique_id if node is not None else None
+            removed = node.node_id if node is not None else None
             print(json.dumps({"removed": removed}), flush=True)
     finally:
         cluster.shutdown()
