@@ -30,6 +30,15 @@ HEALTH_CHECKS = json.dumps(
 )  # fmt: skip
 
 
+def parent_pid(pid: int) -> int:
+    """The parent process id of ``pid`` (0: it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
 class RayInNamespace:
     """A network namespace with only loopback, a Ray test cluster in it, and what runs there.
 
@@ -86,14 +95,14 @@ class RayInNamespace:
         self.harness.stdin.flush()
         return self._reply()["removed"]
 
-    def silence(self, pid: int) -> list[int]:
-        """Drop every packet to or from the TCP ports process ``pid`` holds now, as a
+    def silence(self, pids: list[int]) -> list[int]:
+        """Drop every packet to or from the TCP ports the processes ``pids`` hold now, as a
         machine that crashed sends nothing more, not even the close of its connections
         (the harness's nodes share one kernel, which closes a dead process's connections).
         Undone by :meth:`unsilence`.
 
         Returns:
-            the ports silenced (empty: ``pid`` holds no TCP socket; nothing changes).
+            the ports silenced (empty: ``pids`` hold no TCP socket; nothing changes).
 
         Raises:
             subprocess.CalledProcessError: ``nft`` failed.
@@ -106,7 +115,7 @@ class RayInNamespace:
             {
                 int(line.split()[3].rpartition(":")[2])
                 for line in out.splitlines()
-                if f"pid={pid}," in line
+                if any(f"pid={pid}," in line for pid in pids)
             }
         )
         if ports:
@@ -140,6 +149,12 @@ class RayInNamespace:
     def worker_actor_pids(self) -> list[int]:
         """Process ids of the weirflow worker actors in the namespace."""
         return self.actor_pids("WorkerActor")
+
+    def worker_actors_beside(self, pid: int) -> list[int]:
+        """Process ids of the worker actors on the node of worker actor ``pid`` (with it):
+        those its raylet started."""
+        raylet = parent_pid(pid)
+        return [p for p in self.worker_actor_pids() if parent_pid(p) == raylet]
 
     def actor_pids(self, actor_class: str) -> list[int]:
         """Process ids of the Ray actors of class ``actor_class`` in the namespace."""
