@@ -39,9 +39,9 @@ SRC = HERE.parents[1] / "src"
 # beside its own file, which on a Ray node is a copy elsewhere: Ray's processes get it here)
 NEXMARK = HERE.parents[1] / "benchmarks" / "nexmark"
 Q5_EVENTS = 12_000  # 1.2 s of event time: several q5 sliding windows
-# The issue asks for 5; 3 is what fits this module's share of the suite's time on 2 cores
-# (each loss costs ~10 s: a fresh node, a new worker process, a restore). 5 pass as well.
-NODE_LOSSES = 3
+# each loss costs ~7 s (a fresh node, a new worker process, a restore); the job's input
+# (30 000 records at 500 µs each) lasts long enough for all of them
+NODE_LOSSES = 5
 
 
 def weirflow_run(
@@ -227,11 +227,11 @@ def test_nexmark_q5_on_three_node_ray_cluster_gives_batch_answer(
 
 def test_node_loss_gives_batch_answer(ray_ns: RayInNamespace, tmp_path: Path) -> None:
     """Scenario: a node hosting a worker actor crashes (removed without a graceful exit) at a
-    random moment after a checkpoint, 3 times, a fresh node added each time. The ports of its
+    random moment after a checkpoint, 5 times, a fresh node added each time. The ports of its
     worker actors are silenced first: a crashed machine closes no connection, so only Ray's
     report of the dead node (the heartbeat timeout is 120 s) can end the attempt."""
     rng = random.Random(22)
-    job = Job(ray_ns, tmp_path, 20_000, 22, 500, ("--heartbeat-timeout", "120s"))
+    job = Job(ray_ns, tmp_path, 30_000, 22, 500, ("--heartbeat-timeout", "120s"))
     removed: list[str] = []
     recovery_s = []
     while len(removed) < NODE_LOSSES and job.wait_for_new_checkpoint():
