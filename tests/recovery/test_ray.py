@@ -39,9 +39,9 @@ SRC = HERE.parents[1] / "src"
 # beside its own file, which on a Ray node is a copy elsewhere: Ray's processes get it here)
 NEXMARK = HERE.parents[1] / "benchmarks" / "nexmark"
 Q5_EVENTS = 12_000  # 1.2 s of event time: several q5 sliding windows
-# The issue asks for 5; 3 is what fits this module's share of the suite's time on 2 cores
-# (each loss costs ~10 s: a fresh node, a new worker process, a restore). 5 pass as well.
-NODE_LOSSES = 3
+# each loss costs ~7 s (a fresh node, a new worker process, a restore); the job's input
+# (30 000 records at 500 µs each) lasts long enough for all of them
+NODE_LOSSES = 5
 
 
 def weirflow_run(
@@ -87,10 +87,20 @@ def ray_ns() -> Iterator[RayInNamespace]:
 
 
 class Job:
-    """One ``weirflow run --ray`` of the windowed job over seeded input, and its log."""
+    """One ``weirflow run --ray`` of the windowed job over seeded input, and its log;
+    ``args``: further ``weirflow run`` options (a repeated option: the last one counts)."""
 
-    def __init__(self, ns: RayInNamespace, work: Path, n: int, seed: int, throttle_us: int):
+    def __init__(
+        self,
+        ns: RayInNamespace,
+        work: Path,
+        n: int,
+        seed: int,
+        throttle_us: int,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.ns = ns
+        self.args = args
         self.work = work
         self.throttle_us = throttle_us
         self.expected = make_input(work / "log", n, seed=seed)
@@ -103,7 +113,7 @@ class Job:
         """Start (again) ``weirflow run`` of the job; its output goes to the log."""
         with self.log_path.open("ab") as log:
             self.client = weirflow_run(
-                self.ns, self.work, *extra, log=log, throttle_us=self.throttle_us
+                self.ns, self.work, *self.args, *extra, log=log, throttle_us=self.throttle_us
             )
 
     def text(self) -> str:
@@ -217,25 +227,36 @@ def test_nexmark_q5_on_three_node_ray_cluster_gives_batch_answer(
 
 def test_node_loss_gives_batch_answer(ray_ns: RayInNamespace, tmp_path: Path) -> None:
     """Scenario: a node hosting a worker actor crashes (removed without a graceful exit) at a
-    random moment after a checkpoint, 3 times, a fresh node added each time."""
+    random moment after a checkpoint, 5 times, a fresh node added each time. The ports of its
+    worker actors are silenced first: a crashed machine closes no connection, so only Ray's
+    report of the dead node (the heartbeat timeout is 120 s) can end the attempt."""
     rng = random.Random(22)
-    job = Job(ray_ns, tmp_path, 20_000, seed=22, throttle_us=500)
-    removed, recovery_s = 0, []
-    while removed < NODE_LOSSES and job.wait_for_new_checkpoint():
+    job = Job(ray_ns, tmp_path, 30_000, 22, 500, ("--heartbeat-timeout", "120s"))
+    removed: list[str] = []
+    recovery_s = []
+    while len(removed) < NODE_LOSSES and job.wait_for_new_checkpoint():
         # within the checkpoint interval: before, at or after the next barrier
         time.sleep(rng.uniform(0.0, 0.4))
         pids = ray_ns.worker_actor_pids()
         if not pids or job.client.poll() is not None:
             break
+        crashed = rng.choice(pids)
+        ray_ns.silence(ray_ns.worker_actors_beside(crashed))
         lost_at = time.monotonic()
-        if ray_ns.replace_node_of(rng.choice(pids)) is None:
-            continue
-        removed += 1
-        if job.wait_for_new_checkpoint(120):
-            recovery_s.append(round(time.monotonic() - lost_at, 1))
-    print(f"node losses: {removed}; first checkpoint after each (s): {recovery_s}")
+        node = ray_ns.replace_node_of(crashed)
+        if node is not None:
+            removed.append(node)
+            if job.wait_for_new_checkpoint(120):
+                recovery_s.append(round(time.monotonic() - lost_at, 1))
+        # the crashed process is gone: its ports may serve new processes
+        ray_ns.unsilence()
+    print(f"node losses: {len(removed)}; first checkpoint after each (s): {recovery_s}")
     job.check_exact()
-    assert removed == NODE_LOSSES, f"the job ended after {removed} node losses"
+    assert len(removed) == NODE_LOSSES, f"the job ended after {len(removed)} node losses"
+    text = job.text()
+    for node in removed:
+        assert f"lost: Ray reports its node {node[:12]} at " in text, text[-4000:]
+    assert "its connection ended" not in text and "no heartbeat for" not in text, text[-4000:]
 
 
 def test_sigkill_of_worker_actor_driver_and_detached_coordinator_gives_batch_answer(

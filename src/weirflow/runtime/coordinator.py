@@ -279,6 +279,8 @@ class JobCoordinator(WorkerPool):
                 raise _StoppedWhileRecovering
             if self.launcher is not None:
                 self.launcher.replace_exited()
+                # the workers it reported lost must not be picked below
+                self.drain_membership()
             free = self._free_workers()
             if sum(w.slots for w in free) >= need:
                 return free

@@ -19,6 +19,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 log = logging.getLogger("weirflow.launcher")
@@ -27,8 +29,33 @@ SECRET_ENV = "WEIRFLOW_CLUSTER_SECRET"
 _PR_SET_PDEATHSIG = 1
 
 
+@dataclass(frozen=True)
+class LostProcess:
+    """A worker process that its launcher knows is gone before its connections tell.
+
+    A crashed machine closes no connection: without this report the
+    coordinator would learn of the loss only from the heartbeat timeout.
+
+    Attributes:
+        pid: the worker's process id.
+        host: the address the worker's data plane binds (its machine's address).
+        reason: why it is gone, for the coordinator's log and the attempt's failure.
+    """
+
+    pid: int
+    host: str
+    reason: str
+
+
 class Launcher(Protocol):
     """Starts and replaces workers for a coordinator."""
+
+    def watch(self, report: Callable[[LostProcess], None]) -> None:
+        """Call ``report`` (from any thread) for each worker the launcher learns is lost.
+
+        Called once, before :meth:`start`.
+        """
+        ...
 
     def start(self, coordinator: str) -> None:
         """Start the initial workers, which dial ``coordinator`` (``HOST:PORT``)."""
@@ -87,6 +114,9 @@ class LocalLauncher:
         # PDEATHSIG fires when the spawning thread ends: the coordinator spawns from its
         # main thread, which lives as long as the job.
         return subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
+
+    def watch(self, report: Callable[[LostProcess], None]) -> None:
+        """Nothing to report: a local worker's exit closes its connections at once."""
 
     def start(self, coordinator: str) -> None:
         """Start the workers."""

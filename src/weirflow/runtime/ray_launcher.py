@@ -14,6 +14,12 @@ connections to its peers, exactly as a worker started by hand does.
   or the actor died: ``ActorDiedError``) is killed for good and replaced in
   the same bundle. When the bundle's node died, Ray places the bundle again on
   a node with free resources, and the replacement waits for it there.
+- A node that Ray reports dead (its health checks failed: ``ray.nodes()``
+  says it is not alive) takes its worker actors with it: a thread reports
+  each to the coordinator as lost at once (:class:`LostProcess`), so the
+  attempt fails even when the crashed machine closed no connection and the
+  heartbeat timeout is long. An actor found ended by :meth:`RayLauncher.replace_exited`
+  is reported the same way before it is replaced.
 - The actors run in the driver's job ``runtime_env``, whose ``working_dir``
   carries the job's files to the nodes.
 - The job's secret and checkpoint key reach the actor as arguments of its
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +45,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from weirflow.checkpoint import KEY_ENV, KEY_FILE_ENV
 from weirflow.errors import ConfigError
 from weirflow.graph import LogicalGraph
+from weirflow.runtime.launcher import LostProcess
 from weirflow.runtime.worker import Worker
 
 log = logging.getLogger("weirflow.launcher")
@@ -106,6 +114,7 @@ class _Placed:
     actor: Any
     serving: Any  # ObjectRef of the long-running serve call
     where: Any  # ObjectRef of (pid, node id, node ip)
+    reported: bool = False  # its node's death was reported to the coordinator
 
 
 @dataclass(frozen=True)
@@ -155,6 +164,7 @@ class RayLauncher:
         checkpoint_key: the job's checkpoint key, handed to every actor.
         pack: pack the bundles onto as few nodes as possible (default: spread).
         ready_timeout_s: how long :meth:`start` waits for Ray to place the bundles (s).
+        node_poll_s: how often Ray's view of the nodes is read for dead ones (s).
     """
 
     def __init__(
@@ -167,6 +177,7 @@ class RayLauncher:
         checkpoint_key: bytes | None = None,
         pack: bool = False,
         ready_timeout_s: float = 60.0,
+        node_poll_s: float = 0.5,
     ) -> None:
         self.workers = workers
         self.shape = shape
@@ -179,6 +190,16 @@ class RayLauncher:
         self._group: Any = None
         self._coordinator = ""
         self.placed: list[_Placed] = []
+        self._node_poll_s = node_poll_s
+        self._report: Callable[[LostProcess], None] | None = None
+        self._closing = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def watch(self, report: Callable[[LostProcess], None]) -> None:
+        """From :meth:`start` on, report to ``report`` each worker actor whose node Ray
+        declares dead (from a thread of this launcher) or whose ``serve`` call ended (from
+        :meth:`replace_exited`)."""
+        self._report = report
 
     def start(self, coordinator: str) -> None:
         """Reserve the placement group, then start one worker actor per bundle.
@@ -201,6 +222,41 @@ class RayLauncher:
                 "--parallelism, add nodes, or wait longer (--worker-wait)"
             )
         self.placed = [self._spawn(k) for k in range(self.workers)]
+        if self._report is not None:
+            self._watcher = threading.Thread(
+                target=self._watch_nodes, name="weirflow-ray-nodes", daemon=True
+            )
+            self._watcher.start()
+
+    def _watch_nodes(self) -> None:
+        while not self._closing.wait(self._node_poll_s):
+            dead = self._dead_nodes()
+            # a copy: the coordinator's thread replaces entries
+            for placed in list(self.placed):
+                self._report_lost(placed, dead, None)
+
+    def _dead_nodes(self) -> set[str]:
+        try:
+            return {n["NodeID"] for n in ray.nodes() if not n["Alive"]}
+        except ray.exceptions.RayError as e:
+            log.warning("cannot read Ray's nodes (%s)", e)
+            return set()
+
+    def _report_lost(self, placed: _Placed, dead: set[str], ended: str | None) -> None:
+        """Report ``placed``'s worker lost (once) if its node is in ``dead`` or its ``serve``
+        call ``ended`` (how, for the reason; ``None``: it runs)."""
+        where = self._where(placed)
+        if self._report is None or placed.reported or where is None:
+            return
+        pid, node, ip = where
+        if node in dead:
+            reason = f"Ray reports its node {node[:12]} at {ip} dead"
+        elif ended is not None:
+            reason = f"its Ray actor on node {node[:12]} at {ip} ended ({ended})"
+        else:
+            return
+        placed.reported = True
+        self._report(LostProcess(pid, ip, reason))
 
     def _spawn(self, bundle: int) -> _Placed:
         strategy = PlacementGroupSchedulingStrategy(
@@ -216,13 +272,15 @@ class RayLauncher:
         )
 
     def replace_exited(self) -> int:
-        """Replace every worker actor whose ``serve`` call ended; return how many."""
+        """Replace every worker actor whose ``serve`` call ended, reporting its worker lost
+        first; return how many."""
         if not self.placed:
             return 0
         done, _ = ray.wait(
             [p.serving for p in self.placed], num_returns=len(self.placed), timeout=0
         )
         ended = set(done)
+        dead = self._dead_nodes() if ended else set()
         started = 0
         for k, placed in enumerate(self.placed):
             if placed.serving not in ended:
@@ -232,31 +290,38 @@ class RayLauncher:
             except ray.exceptions.RayError as e:
                 outcome = f"{type(e).__name__}: {str(e).splitlines()[0]}"
             log.warning("worker actor of bundle %d ended (%s); starting another", k, outcome)
+            self._report_lost(placed, dead, outcome)
             ray.kill(placed.actor, no_restart=True)
             self.placed[k] = self._spawn(k)
             started += 1
         return started
 
-    def _pid(self, placed: _Placed) -> int | None:
-        # An actor that has not answered yet has not started, so it cannot be the worker the
-        # coordinator gave up on: never wait for it (the coordinator's loop is calling).
+    def _where(self, placed: _Placed) -> tuple[int, str, str] | None:
+        # An actor that has not answered yet has not started, so it cannot be a worker the
+        # coordinator knows: never wait for it (the coordinator's loop may be calling).
         ready, _ = ray.wait([placed.where], timeout=0)
         if not ready:
             return None
         try:
-            return int(ray.get(placed.where)[0])
+            pid, node, ip = ray.get(placed.where)
         except ray.exceptions.RayError:
-            return None  # dead already
+            return None  # died before it answered
+        return int(pid), str(node), str(ip)
 
     def release(self, pid: int) -> None:
         """Kill the worker actor whose process is ``pid`` (the coordinator gave it up)."""
         for placed in self.placed:
-            if self._pid(placed) == pid:
+            where = self._where(placed)
+            if where is not None and where[0] == pid:
                 ray.kill(placed.actor, no_restart=True)
 
     def close(self, grace_s: float = 5.0) -> None:
         """Wait up to ``grace_s`` seconds for the workers to end, then kill the actors and
         remove the placement group."""
+        self._closing.set()
+        if self._watcher is not None:
+            self._watcher.join()
+            self._watcher = None
         if self.placed:
             ray.wait(
                 [p.serving for p in self.placed], num_returns=len(self.placed), timeout=grace_s

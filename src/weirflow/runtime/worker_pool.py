@@ -27,7 +27,7 @@ import msgspec
 from weirflow.errors import WeirflowError
 from weirflow.runtime import control
 from weirflow.runtime.attempt import AttemptFailedError
-from weirflow.runtime.launcher import Launcher
+from weirflow.runtime.launcher import Launcher, LostProcess
 from weirflow.runtime.membership import WorkerEntry, WorkerStatus
 from weirflow.runtime.wire import (
     ConnectionClosedError,
@@ -96,7 +96,12 @@ class WorkerPool(abc.ABC):
         threading.Thread(target=self._accept, name="weirflow-accept", daemon=True).start()
         threading.Thread(target=self._heartbeats, name="weirflow-heartbeats", daemon=True).start()
         if self.launcher is not None:
+            self.launcher.watch(self._launcher_lost)
             self.launcher.start(self.address)
+
+    def _launcher_lost(self, lost: LostProcess) -> None:
+        # the launcher knows the process, not the worker id: resolved on the coordinator's thread
+        self.events.put(("", lost))
 
     def _accept(self) -> None:
         while not self._closed.is_set():
@@ -182,6 +187,11 @@ class WorkerPool(abc.ABC):
                 event.entry.slots,
             )
             return None
+        if isinstance(event, LostProcess):
+            entry = self._worker_of(event)
+            if entry is not None:
+                self._give_up(entry, event.reason)
+            return None
         entry = self.workers.get(wid)
         if entry is None or entry.status is WorkerStatus.LOST:
             return None
@@ -189,6 +199,16 @@ class WorkerPool(abc.ABC):
             self._give_up(entry, event.reason)
             return None
         return entry
+
+    def _worker_of(self, lost: LostProcess) -> WorkerEntry | None:
+        for entry in self.workers.values():
+            if (
+                entry.status is not WorkerStatus.LOST
+                and entry.pid == lost.pid
+                and parse_address(entry.data_address)[0] == lost.host
+            ):
+                return entry
+        return None
 
     def _give_up(self, entry: WorkerEntry, reason: str) -> None:
         was = entry.status

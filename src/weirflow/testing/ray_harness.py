@@ -8,7 +8,7 @@ line on stdin, with one JSON line on stdout:
 
 - ``replace-node PID``: remove (as a crash: no graceful exit) the node whose
   raylet started process ``PID``, then add a fresh node;
-  ``{"removed": NODE_ID or null}``.
+  ``{"removed": NODE_ID or null}`` (Ray's node id, hex).
 
 End of input shuts the cluster down.
 """
@@ -18,10 +18,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from ray.cluster_utils import Cluster
+
+from weirflow.testing.ray_hosts import parent_pid
 
 OBJECT_STORE_BYTES = 80 * 1024 * 1024
 NODE_ARGS = {"num_cpus": 2, "object_store_memory": OBJECT_STORE_BYTES}
@@ -57,11 +58,6 @@ def start_cluster() -> Cluster:
     return cluster
 
 
-def _parent(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
 def node_of(cluster: Cluster, pid: int) -> Any:
     """The harness node whose raylet started process ``pid`` (``None``: not found)."""
     raylets = {
@@ -70,11 +66,8 @@ def node_of(cluster: Cluster, pid: int) -> Any:
         for info in node.all_processes.get("raylet", [])
     }
     chain = [pid]
-    try:
-        while chain[-1] > 1 and chain[-1] not in raylets and len(chain) < 10:
-            chain.append(_parent(chain[-1]))
-    except OSError:
-        return None
+    while chain[-1] > 1 and chain[-1] not in raylets and len(chain) < 10:
+        chain.append(parent_pid(chain[-1]))
     return raylets.get(chain[-1])
 
 
@@ -91,7 +84,7 @@ def main() -> None:
             if node is not None:
                 cluster.remove_node(node, allow_graceful=False)
                 add_node(cluster)
-            removed = node.unique_id if node is not None else None
+            removed = node.node_id if node is not None else None
             print(json.dumps({"removed": removed}), flush=True)
     finally:
         cluster.shutdown()

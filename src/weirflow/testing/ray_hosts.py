@@ -30,6 +30,15 @@ HEALTH_CHECKS = json.dumps(
 )  # fmt: skip
 
 
+def parent_pid(pid: int) -> int:
+    """The parent process id of ``pid`` (0: it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
 class RayInNamespace:
     """A network namespace with only loopback, a Ray test cluster in it, and what runs there.
 
@@ -78,12 +87,57 @@ class RayInNamespace:
         return json.loads(line)
 
     def replace_node_of(self, pid: int) -> str | None:
-        """Remove the Ray node that runs process ``pid`` and add a fresh one; its id."""
+        """Remove the Ray node that runs process ``pid`` and add a fresh one; the removed
+        node's Ray id (hex), ``None``: no node runs ``pid``."""
         if self.harness is None or self.harness.stdin is None:
             raise RuntimeError("the Ray test cluster is closed")
         self.harness.stdin.write(f"replace-node {pid}\n")
         self.harness.stdin.flush()
         return self._reply()["removed"]
+
+    def silence(self, pids: list[int]) -> list[int]:
+        """Drop every packet to or from the TCP ports the processes ``pids`` hold now, as a
+        machine that crashed sends nothing more, not even the close of its connections
+        (the harness's nodes share one kernel, which closes a dead process's connections).
+        Undone by :meth:`unsilence`.
+
+        Returns:
+            the ports silenced (empty: ``pids`` hold no TCP socket; nothing changes).
+
+        Raises:
+            subprocess.CalledProcessError: ``nft`` failed.
+        """
+        out = subprocess.run(
+            [*self.prefix(), "ss", "-Htanp"], capture_output=True, text=True, timeout=30,
+            check=True,
+        ).stdout  # fmt: skip
+        ports = sorted(
+            {
+                int(line.split()[3].rpartition(":")[2])
+                for line in out.splitlines()
+                if any(f"pid={pid}," in line for pid in pids)
+            }
+        )
+        if ports:
+            listed = ", ".join(map(str, ports))
+            script = (
+                "table inet wfsilence {\n"
+                "  chain out { type filter hook output priority 0; "
+                f"tcp sport {{ {listed} }} drop; tcp dport {{ {listed} }} drop; }}\n"
+                "}\n"
+            )
+            subprocess.run(
+                [*self.prefix(), "nft", "-f", "-"],
+                input=script, check=True, capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+        return ports
+
+    def unsilence(self) -> None:
+        """Let every port silenced by :meth:`silence` speak again (none: nothing changes)."""
+        subprocess.run(
+            [*self.prefix(), "nft", "delete", "table", "inet", "wfsilence"],
+            capture_output=True, timeout=30,
+        )  # fmt: skip
 
     def pids(self) -> list[int]:
         """Process ids of every process in the namespace."""
@@ -95,6 +149,12 @@ class RayInNamespace:
     def worker_actor_pids(self) -> list[int]:
         """Process ids of the weirflow worker actors in the namespace."""
         return self.actor_pids("WorkerActor")
+
+    def worker_actors_beside(self, pid: int) -> list[int]:
+        """Process ids of the worker actors on the node of worker actor ``pid`` (with it):
+        those its raylet started."""
+        raylet = parent_pid(pid)
+        return [p for p in self.worker_actor_pids() if parent_pid(p) == raylet]
 
     def actor_pids(self, actor_class: str) -> list[int]:
         """Process ids of the Ray actors of class ``actor_class`` in the namespace."""
