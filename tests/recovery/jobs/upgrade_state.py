@@ -23,6 +23,11 @@ if os.environ.get("WF_STATE_VERSION", "1") == "2":
         def plus(self, amount: int) -> "Totals":
             return Totals(self.count + 1, self.total + amount, max(self.largest, amount))
 
+        def merged(self, other: "Totals") -> "Totals":
+            return Totals(
+                self.count + other.count, self.total + other.total, max(self.largest, other.largest)
+            )
+
 else:
 
     class Totals(msgspec.Struct, frozen=True):  # type: ignore[no-redef]
@@ -33,6 +38,9 @@ else:
 
         def plus(self, amount: int) -> "Totals":
             return Totals(self.count + 1, self.total + amount)
+
+        def merged(self, other: "Totals") -> "Totals":
+            return Totals(self.count + other.count, self.total + other.total)
 
 
 class CountTotals:
@@ -45,7 +53,7 @@ class CountTotals:
         return acc.plus(value[1])
 
     def merge(self, a: Totals, b: Totals) -> Totals:
-        raise NotImplementedError("tumbling windows merge no accumulators")
+        return a.merged(b)
 
     def get_result(self, acc: Totals) -> list[int]:
         return [acc.count, acc.total]
