@@ -132,6 +132,23 @@ def wait_for_checkpoints(chk: Path, n: int, timeout_s: float = 60) -> None:
     raise AssertionError(f"no checkpoint {n} within {timeout_s} s")
 
 
+def supervised_args(
+    chk: Path, parallelism: int, guarantee: str = "exactly_once", *extra: str
+) -> list[str]:
+    """``weirflow run`` options of a chaos run under the supervisor: checkpoints every 100 ms
+    under ``chk``, up to 200 restarts 50 ms apart."""
+    return [
+        f"--parallelism={parallelism}",
+        f"--checkpoint-dir={chk}",
+        "--checkpoint-interval=100ms",
+        f"--guarantee={guarantee}",
+        "--restart-strategy=fixed-delay",
+        "--max-restarts=200",
+        "--restart-delay=50ms",
+        *extra,
+    ]
+
+
 def two_worker_args(chk: Path, parallelism: int, *extra: str) -> list[str]:
     """``weirflow run`` options of a chaos run on 2 worker processes: checkpoints every
     100 ms under ``chk``, restarts without limit after 20 ms, workers given up after 5 s."""

@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from chaos_helpers import JOB, committed_results, make_input
+from chaos_helpers import JOB, committed_results, make_input, supervised_args
 
 from weirflow.testing import ChaosConfig, run_under_chaos
 
@@ -45,16 +45,7 @@ def _run(
         env["WEIRFLOW_FAULT_SEED"] = str(seed)
     report = run_under_chaos(
         JOB,
-        [
-            f"--parallelism={parallelism}",
-            f"--checkpoint-dir={tmp_path / 'chk'}",
-            "--checkpoint-interval=100ms",
-            f"--guarantee={guarantee}",
-            "--restart-strategy=fixed-delay",
-            "--max-restarts=200",
-            "--restart-delay=50ms",
-            *extra,
-        ],
+        supervised_args(tmp_path / "chk", parallelism, guarantee, *extra),
         ChaosConfig(kills, seed, target, min_delay_s=delays_s[0], max_delay_s=delays_s[1]),  # type: ignore[arg-type]
         log_path=tmp_path / "chaos.log",
         env=env,

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from chaos_helpers import make_input
+from chaos_helpers import make_input, supervised_args
 
 from weirflow.testing import ChaosConfig, ChaosReport, run_under_chaos
 
@@ -49,15 +49,7 @@ def _run(
         env["WEIRFLOW_FAULT_SEED"] = str(seed)
     report = run_under_chaos(
         JOB,
-        [
-            f"--parallelism={parallelism}",
-            f"--checkpoint-dir={tmp_path / 'chk'}",
-            "--checkpoint-interval=100ms",
-            "--guarantee=exactly_once",
-            "--restart-strategy=fixed-delay",
-            "--max-restarts=200",
-            "--restart-delay=50ms",
-        ],
+        supervised_args(tmp_path / "chk", parallelism),
         ChaosConfig(kills=kills, seed=seed, target="worker", min_delay_s=0.8, max_delay_s=2.0),
         log_path=tmp_path / "chaos.log",
         env=env,

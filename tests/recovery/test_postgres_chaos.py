@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from chaos_helpers import make_input
+from chaos_helpers import make_input, supervised_args
 from prometheus_client.parser import text_string_to_metric_families
 
 from weirflow.eventlog import EventLog
@@ -126,16 +126,7 @@ def _run(
         during.start()
     report = run_under_chaos(
         JOB,
-        [
-            "--parallelism=2",
-            f"--checkpoint-dir={tmp_path / 'chk'}",
-            "--checkpoint-interval=100ms",
-            "--guarantee=exactly_once",
-            "--restart-strategy=fixed-delay",
-            "--max-restarts=200",
-            "--restart-delay=50ms",
-            *extra_args,
-        ],
+        supervised_args(tmp_path / "chk", 2, "exactly_once", *extra_args),
         ChaosConfig(kills=kills, seed=seed, target="worker", min_delay_s=2.8, max_delay_s=4.0),
         log_path=tmp_path / "chaos.log",
         env=env,
