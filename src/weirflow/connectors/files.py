@@ -46,17 +46,20 @@ yet (the protocol relies on the local file system's atomic rename and fsync).
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
-
-import msgspec
+from typing import Any
 
 from weirflow.connectors.base import LaterCommits, SinkRestore
+from weirflow.connectors.file_formats import (
+    FileFormat,
+    csv_bytes,
+    csv_columns,
+    csv_lines,
+    jsonl_bytes,
+)
 from weirflow.connectors.part_files import (
     COMMITTED,
     HIDDEN,
@@ -74,9 +77,6 @@ from weirflow.connectors.two_phase import TwoPhaseCommitWriter
 from weirflow.errors import ConfigError
 
 log = logging.getLogger("weirflow.connectors")
-
-FileFormat = Literal["jsonl", "csv"]
-_json = msgspec.json.Encoder()
 
 
 class FileSink:
@@ -341,14 +341,16 @@ class FileSinkWriter(TwoPhaseCommitWriter[list[PartFile]]):
         self._call_guarded(create)
         self._open = part
         if self.ext == "csv":
-            self._csv_columns = self._columns_for(first, part)
-            self._write_bytes(part, self._csv_lines([self._csv_columns]))
+            self._csv_columns = csv_columns(self.sink.columns, self.sink.encode, first, part.path)
+            self._write_bytes(part, csv_lines([self._csv_columns]))
         return part
 
     def _append(self, part: PartFile, values: list[Any]) -> None:
-        data = (
-            self._csv_bytes(part, values) if self.ext == "csv" else self._jsonl_bytes(part, values)
-        )
+        if self.ext == "csv":
+            assert self._csv_columns is not None
+            data = csv_bytes(values, self._csv_columns, self.sink.encode, part.path)
+        else:
+            data = jsonl_bytes(values, self.sink.encode, part.path)
         self._write_bytes(part, data)
         part.records += len(values)
 
@@ -358,61 +360,6 @@ class FileSinkWriter(TwoPhaseCommitWriter[list[PartFile]]):
             part.handle.write(data)
         except OSError as e:
             raise FileSinkIOError(f"cannot write part file {part.path}: {e}") from e
-
-    def _jsonl_bytes(self, part: PartFile, values: list[Any]) -> bytes:
-        encode = self.sink.encode or _json.encode
-        lines = []
-        for v in values:
-            line = encode(v)
-            if type(line) is str:
-                line = line.encode()
-            if b"\n" in line:
-                raise FileSinkError(
-                    f"part file {part.path}: the encoded record {line[:80]!r} holds a newline; "
-                    "a jsonl line must not"
-                )
-            lines.append(line)
-        lines.append(b"")
-        return b"\n".join(lines)
-
-    def _columns_for(self, first: Any, part: PartFile) -> list[str]:
-        if self.sink.columns is not None:
-            return self.sink.columns
-        row = self.sink.encode(first) if self.sink.encode else first
-        if not isinstance(row, Mapping):
-            raise FileSinkError(
-                f"part file {part.path}: csv rows must be mappings when FileSink has no columns=, "
-                f"got {type(row).__name__}"
-            )
-        return [str(k) for k in row]
-
-    def _csv_bytes(self, part: PartFile, values: list[Any]) -> bytes:
-        columns = self._csv_columns
-        assert columns is not None
-        rows = []
-        for v in values:
-            row = self.sink.encode(v) if self.sink.encode else v
-            if isinstance(row, Mapping):
-                extra = set(row) - set(columns)
-                if extra:
-                    raise FileSinkError(
-                        f"part file {part.path}: row has fields {sorted(map(str, extra))} "
-                        f"outside the header {columns}"
-                    )
-                rows.append([row.get(c, "") for c in columns])
-            elif len(row) != len(columns):
-                raise FileSinkError(
-                    f"part file {part.path}: row of {len(row)} values for {len(columns)} columns"
-                )
-            else:
-                rows.append(list(row))
-        return self._csv_lines(rows)
-
-    @staticmethod
-    def _csv_lines(rows: list[list[Any]]) -> bytes:
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows(rows)
-        return buf.getvalue().encode()
 
     def _close_open(self) -> None:
         part = self._open
