@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from weirflow.connectors.dead_letters import TRACEBACK, dead_letter_headers
+from weirflow.connectors.dead_letters import TRACEBACK, dead_letter_headers, own_headers
 from weirflow.connectors.kafka.sink import Guarantee, KafkaSink, KafkaSinkOptions, encode_default
 from weirflow.records import DeadLetter
 
@@ -42,4 +42,8 @@ def _letter_value(letter: DeadLetter) -> bytes:
 
 
 def _letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
-    return [*dead_letter_headers(letter), (TRACEBACK, letter.traceback.encode())]
+    return [
+        *own_headers(letter.headers),
+        *dead_letter_headers(letter),
+        (TRACEBACK, letter.traceback.encode()),
+    ]

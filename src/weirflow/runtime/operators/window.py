@@ -99,8 +99,14 @@ class WindowLogic(OperatorLogic):
         ]
 
     def process_batch(
-        self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
+        self,
+        values: list[Any],
+        timestamps: list[int] | None,
+        keys: list[Any] | None,
+        headers: list[Any] | None = None,
     ) -> None:
+        """Assign records to windows; a window's result is a new record that carries no
+        input's headers (the span of each input buffer links its records' traces)."""
         self.records_in += len(values)
         if timestamps is None:
             raise OperatorError(
@@ -113,7 +119,7 @@ class WindowLogic(OperatorLogic):
             )
         if keys is None:
             assert self.key_fn is not None
-            keys, kept = call_each(self, self.key_fn, values, timestamps)
+            keys, kept = call_each(self, self.key_fn, values, timestamps, headers)
             if kept is not None:
                 values = [values[i] for i in kept]
                 timestamps = [timestamps[i] for i in kept]

@@ -1,0 +1,174 @@
+"""Traces through the pipeline: a trace id on input records comes out on the sink's records
+and on dead letters, with one span per batch and operator (OpenTelemetry's in-memory exporter).
+
+The job reads JSON events with a ``traceparent`` header from the event log,
+maps them (poison events raise and become dead letters), filters some out,
+and keys them by user into a rolling count (a network channel at parallelism 2),
+then writes to another topic. Every input record's trace id is compared with
+the one on the record that came out of it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from weirflow import Dataflow
+from weirflow.connectors import DeadLetterEventLogSink, EventLogSink, EventLogSource
+from weirflow.eventlog import EventLog, Record
+
+pytest.importorskip("opentelemetry.sdk")
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
+    InMemorySpanExporter,
+)
+
+N = 240
+POISON = {5, 77, 150}
+TRACES = 6
+BATCH = 16
+
+
+@pytest.fixture(scope="module")
+def exporter() -> InMemorySpanExporter:
+    """An in-memory exporter on this process's tracer provider (installed once)."""
+    found = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    provider.add_span_processor(SimpleSpanProcessor(found))
+    return found
+
+
+def trace_id(i: int) -> str:
+    return f"{i % TRACES + 1:032x}"
+
+
+def parent_span_id(i: int) -> str:
+    return f"{i + 1:016x}"
+
+
+def make_input(log_dir: Path) -> None:
+    """``N`` events over 2 partitions, event ``i`` in trace ``i % TRACES``, child of span ``i``."""
+    records = []
+    for i in range(N):
+        value = json.dumps({"id": i, "user": f"u{i % 5}"}).encode()
+        tp = f"00-{trace_id(i)}-{parent_span_id(i)}-01".encode()
+        headers = (("traceparent", tp), ("x", b"y"))
+        records.append(Record(value, timestamp_ms=i, headers=headers, partition=i % 2))
+    with EventLog(log_dir) as lg:
+        lg.create_topic("events", 2)
+        lg.create_topic("out", 2)
+        lg.create_topic("dead", 1)
+        lg.append("events", records)
+
+
+def build(log_dir: Path) -> Dataflow:
+    flow = Dataflow("traced")
+
+    def shape(e: dict[str, Any]) -> list[Any]:
+        if e["id"] in POISON:
+            raise ValueError(f"poison {e['id']}")
+        return [e["id"], e["user"], 1]
+
+    shaped = flow.source(
+        EventLogSource(log_dir, "events", decode=json.loads), name="events"
+    ).map(shape, name="shape", on_error="dead_letter")
+    shaped.dead_letters().sink(DeadLetterEventLogSink(log_dir, "dead"), name="dead")
+    (
+        shaped.filter(lambda r: r[0] % 4 != 3, name="some")
+        .key_by(lambda r: r[1])
+        .reduce(lambda a, b: [b[0], b[1], a[2] + b[2]], name="count")
+        .sink(EventLogSink(log_dir, "out"), name="out")
+    )
+    return flow
+
+
+def topic(log_dir: Path, name: str) -> list[Any]:
+    with EventLog(log_dir) as lg:
+        out = []
+        for p in range(lg.partition_count(name)):
+            out += lg.read(name, p, 0, max_records=10_000)
+        return out
+
+
+def headers_of(record: Any) -> dict[str, bytes]:
+    return dict(record.headers)
+
+
+def test_trace_ids_of_input_records_come_out_on_sink_records_and_dead_letters(
+    tmp_path: Path, exporter: InMemorySpanExporter
+) -> None:
+    """Scenario: traced events through map (with poison), filter, key_by, rolling reduce."""
+    make_input(tmp_path)
+    exporter.clear()
+    build(tmp_path).run(2, tracing=True, runtime=_small_batches())
+    spans = exporter.get_finished_spans()
+
+    out = topic(tmp_path, "out")
+    expected = [i for i in range(N) if i not in POISON and i % 4 != 3]
+    assert sorted(json.loads(r.value)[0] for r in out) == expected
+    by_id = {s.context.span_id: s for s in spans}
+    for r in out:
+        i = json.loads(r.value)[0]
+        h = headers_of(r)
+        assert h["x"] == b"y", "a record keeps its own headers"
+        _, tid, sid, _ = h["traceparent"].decode().split("-")
+        assert tid == trace_id(i)
+        if sid != parent_span_id(i):
+            # pointed at the sink's span of this record's trace
+            span = by_id[int(sid, 16)]
+            assert span.name == "out"
+            assert f"{span.context.trace_id:032x}" == tid
+
+    dead = topic(tmp_path, "dead")
+    assert len(dead) == len(POISON)
+    for r in dead:
+        i = json.loads(r.value)["id"]
+        assert headers_of(r)["traceparent"].decode().split("-")[1] == trace_id(i)
+
+    names = {s.name for s in spans}
+    assert {"events", "shape", "some", "count", "out"} <= names
+    per_operator = {n: sum(1 for s in spans if s.name == n) for n in names}
+    assert per_operator["shape"] < N, "one span per batch, not per record"
+    for s in spans:
+        if s.name == "events":
+            # continues the first traced record of its batch: a remote parent from the headers
+            assert s.parent is not None and s.parent.is_remote
+            assert f"{s.context.trace_id:032x}" in {trace_id(i) for i in range(TRACES)}
+        elif s.name in ("shape", "some"):
+            parent = by_id[s.parent.span_id]  # type: ignore[union-attr]
+            assert parent.name == ("events" if s.name == "shape" else "shape")
+        elif s.name == "count":
+            # the first operator of a task behind a key_by channel: from the records' headers
+            assert s.parent is not None and s.parent.is_remote
+        elif s.name == "out":
+            assert by_id[s.parent.span_id].name == "count"  # type: ignore[union-attr]
+    linked = [s for s in spans if s.name == "events" and s.links]
+    assert linked, "a batch mixing traces links the other traces"
+
+
+def test_without_tracing_nothing_is_added(tmp_path: Path, exporter: InMemorySpanExporter) -> None:
+    """Scenario: the same job without tracing: no spans, no headers on sink records."""
+    make_input(tmp_path)
+    exporter.clear()
+    build(tmp_path).run(2, runtime=_small_batches())
+    assert exporter.get_finished_spans() == ()
+    out = topic(tmp_path, "out")
+    assert out and all(r.headers == () for r in out)
+    dead = topic(tmp_path, "dead")
+    assert len(dead) == len(POISON)
+    assert all("traceparent" not in headers_of(r) for r in dead)
+
+
+def _small_batches() -> Any:
+    from weirflow.runtime import RuntimeOptions
+
+    return RuntimeOptions(source_batch_size=BATCH, buffer_size=BATCH)
