@@ -11,11 +11,15 @@ the one on the record that came out of it.
 from __future__ import annotations
 
 import json
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from kafka_broker import Broker, create_topic, kafka_broker, raw_fetch
 from weirflow import Dataflow
 from weirflow.connectors import DeadLetterEventLogSink, EventLogSink, EventLogSource
 from weirflow.eventlog import EventLog, Record
@@ -28,6 +32,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
+
+__all__ = ["kafka_broker"]
 
 N = 240
 POISON = {5, 77, 150}
@@ -166,6 +172,61 @@ def test_without_tracing_nothing_is_added(tmp_path: Path, exporter: InMemorySpan
     dead = topic(tmp_path, "dead")
     assert len(dead) == len(POISON)
     assert all("traceparent" not in headers_of(r) for r in dead)
+
+
+def test_kafka_headers_carry_the_trace_to_the_sink_and_dead_letters(
+    kafka_broker: Broker, exporter: InMemorySpanExporter
+) -> None:
+    """Scenario: traced events in Kafka through a map with poison, into Kafka and a Kafka DLQ."""
+    ck = pytest.importorskip("confluent_kafka")
+    from weirflow.connectors import DeadLetterKafkaSink, KafkaSink, KafkaSource
+
+    suffix = time.monotonic_ns()
+    topics = {name: f"tracing-{name}-{suffix}" for name in ("in", "out", "dead")}
+    for name in topics.values():
+        create_topic(kafka_broker.bootstrap, name, 1)
+    producer = ck.Producer({"bootstrap.servers": kafka_broker.bootstrap, "linger.ms": 5})
+    n = 60
+    for i in range(n):
+        tp = f"00-{trace_id(i)}-{parent_span_id(i)}-01".encode()
+        value = json.dumps({"id": i, "user": f"u{i % 5}"}).encode()
+        headers = [("traceparent", tp)]
+        producer.produce(topics["in"], value, partition=0, timestamp=i, headers=headers)
+    assert producer.flush(10) == 0
+
+    def shape(e: dict[str, Any]) -> bytes:
+        if e["id"] in POISON:
+            raise ValueError(f"poison {e['id']}")
+        return str(e["id"]).encode()
+
+    flow = Dataflow("traced_kafka")
+    shaped = flow.source(
+        KafkaSource(kafka_broker.bootstrap, [topics["in"]], decode=json.loads, bounded=True),
+        name="events",
+    ).map(shape, name="shape", on_error="dead_letter")
+    shaped.sink(
+        KafkaSink(kafka_broker.bootstrap, topics["out"], guarantee="at_least_once"), name="out"
+    )
+    shaped.dead_letters().sink(
+        DeadLetterKafkaSink(kafka_broker.bootstrap, topics["dead"], guarantee="at_least_once"),
+        name="dead",
+    )
+    exporter.clear()
+    flow.run(1, tracing=True, runtime=_small_batches())
+
+    out = raw_fetch(kafka_broker.bootstrap, topics["out"], 0)
+    assert sorted(int(r.value) for r in out) == [i for i in range(n) if i not in POISON]  # type: ignore[union-attr]
+    sink_spans = {s.context.span_id for s in exporter.get_finished_spans() if s.name == "out"}
+    for r in out:
+        i = int(r.value)  # type: ignore[union-attr]
+        _, tid, sid, _ = dict(r.headers)["traceparent"].decode().split("-")  # type: ignore[union-attr]
+        assert tid == trace_id(i)
+        assert sid == parent_span_id(i) or int(sid, 16) in sink_spans
+    dead = raw_fetch(kafka_broker.bootstrap, topics["dead"], 0)
+    assert len(dead) == len([i for i in POISON if i < n])
+    for r in dead:
+        i = json.loads(r.value)["id"]  # type: ignore[union-attr]
+        assert dict(r.headers)["traceparent"].decode().split("-")[1] == trace_id(i)  # type: ignore[union-attr]
 
 
 def _small_batches() -> Any:

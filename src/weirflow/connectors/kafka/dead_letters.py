@@ -11,8 +11,9 @@ class DeadLetterKafkaSink(KafkaSink):
     """A :class:`KafkaSink` for ``dead_letters()`` streams.
 
     The Kafka value is the original record (bytes as is, ``str`` as UTF-8,
-    else JSON, ``repr`` for what JSON cannot hold); the headers come from
-    :func:`dead_letter_headers`, plus ``weirflow.traceback``. Arguments as
+    else JSON, ``repr`` for what JSON cannot hold); the headers are the
+    record's own (those a job with tracing passed along, its ``traceparent``
+    included), then :func:`dead_letter_headers` and ``weirflow.traceback``. Arguments as
     :class:`KafkaSink` (no ``key``/``encode``/``headers``: records are
     unkeyed, and the rest is fixed).
     """
