@@ -11,6 +11,8 @@ the one on the record that came out of it.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,9 +21,10 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
+from jobs.traced_pipeline import POISON, build
+
 from kafka_broker import Broker, create_topic, kafka_broker, raw_fetch
 from weirflow import Dataflow
-from weirflow.connectors import DeadLetterEventLogSink, EventLogSink, EventLogSource
 from weirflow.eventlog import EventLog, Record
 
 pytest.importorskip("opentelemetry.sdk")
@@ -36,7 +39,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 __all__ = ["kafka_broker"]
 
 N = 240
-POISON = {5, 77, 150}
 TRACES = 6
 BATCH = 16
 
@@ -76,27 +78,6 @@ def make_input(log_dir: Path) -> None:
         lg.append("events", records)
 
 
-def build(log_dir: Path) -> Dataflow:
-    flow = Dataflow("traced")
-
-    def shape(e: dict[str, Any]) -> list[Any]:
-        if e["id"] in POISON:
-            raise ValueError(f"poison {e['id']}")
-        return [e["id"], e["user"], 1]
-
-    shaped = flow.source(
-        EventLogSource(log_dir, "events", decode=json.loads), name="events"
-    ).map(shape, name="shape", on_error="dead_letter")
-    shaped.dead_letters().sink(DeadLetterEventLogSink(log_dir, "dead"), name="dead")
-    (
-        shaped.filter(lambda r: r[0] % 4 != 3, name="some")
-        .key_by(lambda r: r[1])
-        .reduce(lambda a, b: [b[0], b[1], a[2] + b[2]], name="count")
-        .sink(EventLogSink(log_dir, "out"), name="out")
-    )
-    return flow
-
-
 def topic(log_dir: Path, name: str) -> list[Any]:
     with EventLog(log_dir) as lg:
         out = []
@@ -107,6 +88,11 @@ def topic(log_dir: Path, name: str) -> list[Any]:
 
 def headers_of(record: Any) -> dict[str, bytes]:
     return dict(record.headers)
+
+
+def trace_of(record: Any) -> str:
+    """The trace id in a stored record's ``traceparent`` header."""
+    return str(headers_of(record)["traceparent"].decode().split("-")[1])
 
 
 def test_trace_ids_of_input_records_come_out_on_sink_records_and_dead_letters(
@@ -138,7 +124,7 @@ def test_trace_ids_of_input_records_come_out_on_sink_records_and_dead_letters(
     assert len(dead) == len(POISON)
     for r in dead:
         i = json.loads(r.value)["id"]
-        assert headers_of(r)["traceparent"].decode().split("-")[1] == trace_id(i)
+        assert trace_of(r) == trace_id(i)
 
     names = {s.name for s in spans}
     assert {"events", "shape", "some", "count", "out"} <= names
@@ -172,6 +158,40 @@ def test_without_tracing_nothing_is_added(tmp_path: Path, exporter: InMemorySpan
     dead = topic(tmp_path, "dead")
     assert len(dead) == len(POISON)
     assert all("traceparent" not in headers_of(r) for r in dead)
+
+
+def test_otel_flag_traces_a_job_on_two_worker_processes(tmp_path: Path) -> None:
+    """Scenario: `weirflow run --otel --workers 2`: records cross processes with their headers."""
+    make_input(tmp_path)
+    job = Path(__file__).parent / "jobs" / "traced_pipeline.py"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "weirflow.cli",
+            "run",
+            str(job),
+            "--parallelism=2",
+            "--workers=2",
+            f"--checkpoint-dir={tmp_path / 'chk'}",
+            "--otel",
+        ],
+        env=dict(os.environ, WF_LOG_DIR=str(tmp_path), OTEL_TRACES_EXPORTER="none"),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = topic(tmp_path, "out")
+    assert sorted(json.loads(r.value)[0] for r in out) == [
+        i for i in range(N) if i not in POISON and i % 4 != 3
+    ]
+    for r in out:
+        assert trace_of(r) == trace_id(json.loads(r.value)[0])
+    dead = topic(tmp_path, "dead")
+    assert sorted(json.loads(r.value)["id"] for r in dead) == sorted(POISON)
+    for r in dead:
+        assert trace_of(r) == trace_id(json.loads(r.value)["id"])
 
 
 def test_kafka_headers_carry_the_trace_to_the_sink_and_dead_letters(
@@ -226,7 +246,7 @@ def test_kafka_headers_carry_the_trace_to_the_sink_and_dead_letters(
     assert len(dead) == len([i for i in POISON if i < n])
     for r in dead:
         i = json.loads(r.value)["id"]  # type: ignore[union-attr]
-        assert dict(r.headers)["traceparent"].decode().split("-")[1] == trace_id(i)  # type: ignore[union-attr]
+        assert trace_of(r) == trace_id(i)
 
 
 def _small_batches() -> Any:
