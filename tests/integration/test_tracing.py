@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,10 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from jobs.traced_pipeline import POISON, build
 
 from kafka_broker import Broker, create_topic, kafka_broker, raw_fetch
-from weirflow import Dataflow
+from weirflow import Dataflow, WatermarkStrategy
+from weirflow.connectors import DeadLetterEventLogSink, EventLogSink, EventLogSource
 from weirflow.eventlog import EventLog, Record
+from weirflow.windows import TumblingWindows
 
 pytest.importorskip("opentelemetry.sdk")
 
@@ -145,6 +148,48 @@ def test_trace_ids_of_input_records_come_out_on_sink_records_and_dead_letters(
             assert by_id[s.parent.span_id].name == "count"  # type: ignore[union-attr]
     linked = [s for s in spans if s.name == "events" and s.links]
     assert linked, "a batch mixing traces links the other traces"
+
+
+def test_a_window_links_its_inputs_and_its_failures_keep_their_trace(
+    tmp_path: Path, exporter: InMemorySpanExporter
+) -> None:
+    """Scenario: a tumbling window whose reduce fails on poison events: the dead letters keep
+    the events' traces, the results carry no headers, the window's spans link the inputs."""
+    make_input(tmp_path)
+
+    def add(a: list[Any], b: list[Any]) -> list[Any]:
+        if b[0] in POISON:
+            raise ValueError(f"poison {b[0]}")
+        return [a[0], a[1], a[2] + b[2]]
+
+    flow = Dataflow("traced_window")
+    counts = (
+        flow.source(
+            EventLogSource(tmp_path, "events", decode=json.loads),
+            name="events",
+            watermarks=WatermarkStrategy.bounded_out_of_orderness(timedelta(0)),
+        )
+        .map(lambda e: [e["id"], e["user"], 1], name="shape")
+        .key_by(lambda r: r[1])
+        .window(TumblingWindows(timedelta(milliseconds=40)))
+        .reduce(add, name="window", on_error="dead_letter")
+    )
+    counts.sink(EventLogSink(tmp_path, "out"), name="out")
+    counts.dead_letters().sink(DeadLetterEventLogSink(tmp_path, "dead"), name="dead")
+    exporter.clear()
+    flow.run(2, tracing=True, runtime=_small_batches())
+
+    out = topic(tmp_path, "out")
+    dead = topic(tmp_path, "dead")
+    # reduce calls the function from a window's second record on: a poison first one passes
+    assert dead and {json.loads(r.value)[0] for r in dead} <= POISON
+    assert sum(json.loads(r.value)[3][2] for r in out) + len(dead) == N  # WindowResult.value
+    assert all(r.headers == () for r in out), "a window result is a new record"
+    for r in dead:
+        assert trace_of(r) == trace_id(json.loads(r.value)[0])
+    window_spans = [s for s in exporter.get_finished_spans() if s.name == "window"]
+    assert window_spans and all(s.parent is not None for s in window_spans)
+    assert any(s.links for s in window_spans)
 
 
 def test_without_tracing_nothing_is_added(tmp_path: Path, exporter: InMemorySpanExporter) -> None:

@@ -31,7 +31,7 @@ from weirflow.metrics.progress import (
     progress_text,
 )
 from weirflow.metrics.registry import JobRegistry
-from weirflow.metrics.tracing import BatchTracer, configure_from_env, trace_id_of
+from weirflow.metrics.tracing import BatchTracer, configure_from_env
 from weirflow.metrics.watch import AlertCondition, AlertEvent, AlertState, AlertWatcher, Signal
 
 __all__ = [
@@ -64,5 +64,4 @@ __all__ = [
     "progress_fields",
     "progress_text",
     "serve_metrics",
-    "trace_id_of",
 ]

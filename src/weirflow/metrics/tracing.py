@@ -184,12 +184,11 @@ class BatchTracer:
             return list(headers)
         carrier: dict[str, str] = {}
         self._propagator.inject(carrier)
-        ours = f"{ctx.trace_id:032x}".encode()
+        ours = f"{ctx.trace_id:032x}"
         mine = carrier[TRACEPARENT].encode()
         out: list[RecordHeaders] = []
         for h in headers:
-            value = traceparent_of(h)
-            if value is None or value.split(b"-")[1:2] != [ours]:
+            if trace_id_of(h) != ours:
                 out.append(h)
             else:
                 out.append(tuple((n, mine if n == TRACEPARENT else v) for n, v in h))
