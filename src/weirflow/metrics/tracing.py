@@ -7,7 +7,8 @@ operator (never one per record):
 
 1. a task's first operator continues the trace context of the first record
    of the buffer that carries a ``traceparent`` header, and links the other
-   trace contexts of the buffer (at most :data:`MAX_LINKS`);
+   trace contexts of the buffer (at most :data:`MAX_LINKS`); a buffer
+   without one starts a trace (never a child of a span current in the thread);
 2. a chained operator's span is a child of the span of the operator that
    called it (they run nested, in one call);
 3. a sink writes each record's headers with its ``traceparent`` pointing at
@@ -102,6 +103,18 @@ def configure_from_env() -> None:
     trace.set_tracer_provider(provider)
 
 
+def _distinct_traceparents(headers: Sequence[RecordHeaders]) -> list[bytes]:
+    """The buffer's distinct ``traceparent`` values in order, at most ``MAX_LINKS + 1``."""
+    found: dict[bytes, None] = {}
+    for h in headers:
+        value = traceparent_of(h)
+        if value is not None and value not in found:
+            found[value] = None
+            if len(found) > MAX_LINKS:
+                break
+    return list(found)
+
+
 class BatchTracer:
     """Opens the spans of one subtask's operators, and stamps trace context into headers.
 
@@ -114,12 +127,13 @@ class BatchTracer:
 
     def __init__(self, job: str) -> None:
         try:
-            from opentelemetry import trace
+            from opentelemetry import context, trace
             from opentelemetry.trace.propagation.tracecontext import (
                 TraceContextTextMapPropagator,
             )
         except ImportError as e:
             raise ConfigError(_INSTALL_HINT) from e
+        self._context = context
         self._trace = trace
         self._propagator = TraceContextTextMapPropagator()
         self.tracer = trace.get_tracer("weirflow")
@@ -127,40 +141,41 @@ class BatchTracer:
 
     @contextmanager
     def batch_span(
-        self, task_name: str, subtask: int, headers: Sequence[RecordHeaders]
+        self, operator: str, subtask: int, headers: Sequence[RecordHeaders], *, chained: bool
     ) -> Iterator[Any]:
         """Open the span of one buffer of ``len(headers)`` records at one operator.
 
+        A chained operator's span is a child of the current span (the calling
+        operator's); a task's first operator's span continues the buffer's
+        first trace context and links the others, or starts a trace when the
+        buffer has none (see the module docstring).
+
         Args:
-            task_name: ``operator[subtask/parallelism]``; the span's name is the operator's.
+            operator: the operator's name (the span's name).
             subtask: the subtask index (an attribute).
             headers: the headers of each record of the buffer.
+            chained: whether the operator was called by the operator before it.
 
         Yields:
             The span, current while the operator processes the buffer.
         """
-        parents: dict[bytes, Any] = {}
-        for h in headers:
-            value = traceparent_of(h)
-            if value is not None and value not in parents:
-                parents[value] = None
-                if len(parents) > MAX_LINKS:
-                    break
-        contexts = [self._extract(v) for v in parents]
-        current = self._trace.get_current_span().get_span_context()
-        parent = None if current.is_valid or not contexts else contexts.pop(0)
-        links = [
-            self._trace.Link(self._trace.get_current_span(c).get_span_context())
-            for c in contexts[:MAX_LINKS]
-        ]
+        parent = None
+        links = []
+        if not chained:
+            contexts = [self._extract(v) for v in _distinct_traceparents(headers)]
+            parent = contexts[0] if contexts else self._context.Context()
+            links = [
+                self._trace.Link(self._trace.get_current_span(c).get_span_context())
+                for c in contexts[1:]
+            ]
         attributes = {
             "weirflow.job": self.job,
-            "weirflow.operator": task_name.split("[", 1)[0],
+            "weirflow.operator": operator,
             "weirflow.subtask": subtask,
             "weirflow.records": len(headers),
         }
         with self.tracer.start_as_current_span(
-            task_name.split("[", 1)[0], context=parent, links=links, attributes=attributes
+            operator, context=parent, links=links, attributes=attributes
         ) as span:
             yield span
 

@@ -246,7 +246,9 @@ class Task:
             if item.headers is None:  # type: ignore[attr-defined]
                 self.head.process_batch(item.values, item.timestamps, item.keys)  # type: ignore[attr-defined]
             else:
-                deliver(self.head, item.values, item.timestamps, item.keys, item.headers)  # type: ignore[attr-defined]
+                deliver(  # type: ignore[attr-defined]
+                    self.head, item.values, item.timestamps, item.keys, item.headers, chained=False
+                )
         elif t is Watermark:
             self._on_watermark(i, item)  # type: ignore[arg-type]
         elif t is CheckpointBarrier:

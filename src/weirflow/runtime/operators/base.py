@@ -96,7 +96,7 @@ class OutputTargets:
                 w.write(values, timestamps)
             return
         for op in self.chained:
-            deliver(op, values, timestamps, None, headers)
+            deliver(op, values, timestamps, None, headers, chained=True)
         for w in self.writers:
             w.write(values, timestamps, headers)
 
@@ -135,18 +135,15 @@ class Output:
         """Emit on the main output."""
         self.main.emit(values, timestamps, headers)
 
-    def emit_side(
-        self,
-        name: str,
-        values: list[Any],
-        timestamps: list[int] | None,
-        headers: list[Any] | None = None,
-    ) -> None:
-        """Emit on side output ``name``; without receivers the records are only counted."""
+    def emit_side(self, name: str, values: list[Any], timestamps: list[int] | None) -> None:
+        """Emit on side output ``name``; without receivers the records are only counted.
+
+        Side outputs carry no headers: a dead letter keeps its record's headers itself.
+        """
         t = self.side.get(name)
         if t is None:
             return
-        t.emit(values, timestamps, headers)
+        t.emit(values, timestamps)
 
     def emit_watermark(self, watermark_ms: int) -> None:
         """Send a watermark on every output, main and side."""
@@ -245,6 +242,8 @@ def deliver(
     timestamps: list[int] | None,
     keys: list[Any] | None,
     headers: list[Any],
+    *,
+    chained: bool,
 ) -> None:
     """Hand a buffer that carries headers to ``op``, inside its span when it traces.
 
@@ -254,10 +253,12 @@ def deliver(
         timestamps: their event times, or ``None``.
         keys: their keys from a key_by channel, or ``None``.
         headers: their headers, one tuple per record.
+        chained: ``op`` is called by the operator before it in its chain (its span is
+            then a child of that operator's), not handed a buffer from a channel.
     """
     tracer = op.ctx.tracer
     if tracer is None:
         op.process_batch(values, timestamps, keys, headers)
         return
-    with tracer.batch_span(op.task_name, op.ctx.subtask, headers):
+    with tracer.batch_span(op.name, op.ctx.subtask, headers, chained=chained):
         op.process_batch(values, timestamps, keys, headers)

@@ -137,10 +137,7 @@ class SourceLogic(OperatorLogic):
             return 0
         values = batch.values
         timestamps = batch.timestamps
-        headers = batch.headers
         tracer = self.ctx.tracer
-        if tracer is not None and headers is None:
-            headers = [()] * len(values)
         self.records_in += len(values)
         if self.commit_on_read:
             self.reader.commit_read_positions()  # type: ignore[attr-defined]
@@ -151,9 +148,11 @@ class SourceLogic(OperatorLogic):
             values, timestamps, _ = self._stamp(values, timestamps, None)
             self.output.emit(values, timestamps)
         else:
-            with tracer.batch_span(self.task_name, self.ctx.subtask, headers):  # type: ignore[arg-type]
-                values, timestamps, headers = self._stamp(values, timestamps, headers)
-                self.output.emit(values, timestamps, headers)
+            # a connector without headers: its records still travel with (empty) headers
+            headers = batch.headers if batch.headers is not None else [()] * len(values)
+            with tracer.batch_span(self.name, self.ctx.subtask, headers, chained=False):
+                values, timestamps, kept = self._stamp(values, timestamps, headers)
+                self.output.emit(values, timestamps, kept)
         gen = self.generators.get(batch.split)
         if gen is not None and timestamps:
             gen.on_timestamps(timestamps, self.ctx.clock())
