@@ -347,6 +347,8 @@ def run(
                 "--ray-detached"
             )
         stop = threading.Event()
+        if otel and coordinator is not None:
+            raise ConfigError("--otel cannot be submitted to a --coordinator yet; use --workers")
         if state_backend is not StateBackendKind.memory and coordinator is not None:
             raise ConfigError(
                 "--state-backend rocksdb cannot be submitted to a --coordinator yet; run the "
