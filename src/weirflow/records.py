@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+#: a record's headers: ``(name, value)`` pairs, names ``str``, values ``bytes``
+#: (what event-log and Kafka records carry; a ``traceparent`` among them is
+#: the W3C trace context that tracing continues)
+RecordHeaders = tuple[tuple[str, bytes], ...]
+
 
 class WindowResult(NamedTuple):
     """The result of one firing of one window.
@@ -64,6 +69,8 @@ class DeadLetter(NamedTuple):
         position: where the source read the record: a :class:`LogPosition`
             for a record that an event-log or Kafka source could not decode
             (``value`` is then its raw bytes), else ``None``.
+        headers: the record's headers when the job runs with tracing (its
+            ``traceparent`` names the trace the record belongs to), else ``()``.
     """
 
     value: Any
@@ -75,6 +82,7 @@ class DeadLetter(NamedTuple):
     attempts: int
     timestamp_ms: int | None
     position: Any = None
+    headers: RecordHeaders = ()
 
 
 class LateRecord(NamedTuple):

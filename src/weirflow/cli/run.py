@@ -75,9 +75,7 @@ from weirflow.cli.savepoints import (
 )
 from weirflow.cli.supervisor import EXIT_CONFIG, EXIT_FAILED, EXIT_NOT_RETRIABLE, supervise
 from weirflow.errors import ConfigError, WeirflowError, is_retriable
-from weirflow.metrics import (
-    DEFAULT_HOST,
-)
+from weirflow.metrics import DEFAULT_HOST, configure_from_env
 from weirflow.runtime import RuntimeOptions, control
 from weirflow.runtime.local_cluster import resolve_workers
 
@@ -254,6 +252,14 @@ def run(
     ramp_start_rate: Annotated[
         int, typer.Option(min=1, help="Records/s per source subtask a --startup-ramp starts at.")
     ] = 1000,
+    otel: Annotated[
+        bool,
+        typer.Option(
+            help="Trace records: continue the W3C trace context of record headers, one span "
+            "per batch and operator, sampled and exported as the OTEL_* environment says "
+            "(pip install 'weirflow[otel]')."
+        ),
+    ] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
     worker: Annotated[bool, typer.Option(hidden=True)] = False,
 ) -> None:
@@ -308,7 +314,10 @@ def run(
             ),
             ramp_start_rate=ramp_start_rate,
             state_backend=backend,
+            tracing=otel,
         )
+        if otel:
+            configure_from_env()
         if worker:
             raise typer.Exit(
                 run_worker(
@@ -338,6 +347,8 @@ def run(
                 "--ray-detached"
             )
         stop = threading.Event()
+        if otel and coordinator is not None:
+            raise ConfigError("--otel cannot be submitted to a --coordinator yet; use --workers")
         if state_backend is not StateBackendKind.memory and coordinator is not None:
             raise ConfigError(
                 "--state-backend rocksdb cannot be submitted to a --coordinator yet; run the "
@@ -439,7 +450,7 @@ def run(
             *([f"--autoscale={autoscale}"] if autoscale is not None else []),
             *([f"--startup-ramp={startup_ramp}"] if startup_ramp is not None else []),
             f"--ramp-start-rate={ramp_start_rate}",
-        ] + (["--debug"] if debug else [])
+        ] + (["--debug"] if debug else []) + (["--otel"] if otel else [])
         if allow_duplicates_after_fallback:
             argv.append("--allow-duplicates-after-fallback")
         if unaligned:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from weirflow.errors import DuplicateOutputError
-from weirflow.records import LogPosition
+from weirflow.records import LogPosition, RecordHeaders
 
 log = logging.getLogger("weirflow.connectors")
 
@@ -38,12 +38,14 @@ class DecodeFailure(NamedTuple):
         position: where it was read.
         timestamp_ms: the record's timestamp in the log, ms since the epoch.
         error: what ``decode`` raised.
+        headers: the record's headers when the source was asked for them, else ``()``.
     """
 
     raw: bytes | None
     position: LogPosition
     timestamp_ms: int | None
     error: Exception
+    headers: RecordHeaders = ()
 
 
 class SourceBatch(NamedTuple):
@@ -56,12 +58,15 @@ class SourceBatch(NamedTuple):
             it (an event-log record's ``timestamp_ms``), else ``None``.
         failures: records of the same read that ``decode`` refused; they are
             not in ``values``, and the split's position is past them.
+        headers: each record's headers (parallel to ``values``) from a
+            connector whose records have headers (event log, Kafka), else ``None``.
     """
 
     split: str
     values: list[Any]
     timestamps: list[int] | None
     failures: Sequence[DecodeFailure] = ()
+    headers: list[RecordHeaders] | None = None
 
 
 def decode_values(
@@ -69,7 +74,8 @@ def decode_values(
     raws: list[Any],
     timestamps: list[int],
     position: Callable[[int], LogPosition],
-) -> tuple[list[Any], list[int], list[DecodeFailure]]:
+    headers: list[RecordHeaders] | None = None,
+) -> tuple[list[Any], list[int], list[DecodeFailure], list[RecordHeaders] | None]:
     """Decode a batch of raw values; calls ``decode`` exactly once per value.
 
     Args:
@@ -78,29 +84,37 @@ def decode_values(
         timestamps: their timestamps in ms (parallel to ``raws``).
         position: index into ``raws`` → the record's :class:`LogPosition`
             (asked only for records that fail).
+        headers: their headers (parallel to ``raws``), or ``None``.
 
     Returns:
-        ``(values, timestamps, failures)``: the decoded records with their
-        timestamps, and the records whose decoding raised.
+        ``(values, timestamps, failures, headers)``: the decoded records with
+        their timestamps and headers (``None`` when none were given), and the
+        records whose decoding raised.
     """
     values: list[Any] = []
     append = values.append
     try:
         for raw in raws:
             append(decode(raw))
-        return values, timestamps, []
+        return values, timestamps, [], headers
     except Exception as e:
         failed, error = len(values), e
     kept = timestamps[:failed]
+    kept_headers = headers[:failed] if headers is not None else None
     failures = []
     while True:
-        failures.append(DecodeFailure(raws[failed], position(failed), timestamps[failed], error))
+        h = headers[failed] if headers is not None else ()
+        failures.append(
+            DecodeFailure(raws[failed], position(failed), timestamps[failed], error, h)
+        )
         try:
             for j in range(failed + 1, len(raws)):
                 failed = j
                 append(decode(raws[j]))
                 kept.append(timestamps[j])
-            return values, kept, failures
+                if kept_headers is not None:
+                    kept_headers.append(headers[j])  # type: ignore[index]
+            return values, kept, failures, kept_headers
         except Exception as e:
             error = e
 
@@ -132,6 +146,19 @@ class SourceReader(Protocol):
 
     def close(self) -> None:
         """Release connections and files."""
+        ...
+
+
+@runtime_checkable
+class ReadsHeaders(Protocol):
+    """A source reader that can hand out its records' headers (optional ability).
+
+    Tracing turns it on; until then the reader leaves ``SourceBatch.headers``
+    ``None`` and spends nothing on headers.
+    """
+
+    def include_headers(self) -> None:
+        """Put each record's headers into the batches read from now on."""
         ...
 
 
@@ -198,6 +225,21 @@ class Sink(Protocol):
                 for this subtask (``None`` on a fresh start); a two-phase-commit
                 writer commits the committables it holds and aborts anything newer.
         """
+        ...
+
+
+@runtime_checkable
+class HeaderWriter(Protocol):
+    """A sink writer that stores record headers (optional ability: event log, Kafka).
+
+    With tracing on, the sink operator hands it each record's headers, their
+    ``traceparent`` pointing at the sink's span; other writers get the records only.
+    """
+
+    def write_with_headers(
+        self, values: list[Any], timestamps: list[int] | None, headers: list[RecordHeaders]
+    ) -> None:
+        """Write (or stage) a batch of records with their headers (parallel to ``values``)."""
         ...
 
 

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import msgspec
 
 from weirflow.connectors.base import LaterCommits, SinkRestore, SourceBatch, decode_values
-from weirflow.connectors.two_phase import TwoPhaseCommitWriter
+from weirflow.connectors.two_phase import StoresHeaders, TwoPhaseCommitWriter
 from weirflow.errors import ConfigError
 from weirflow.eventlog import (
     EventLog,
@@ -138,6 +138,7 @@ class EventLogSourceReader:
     Attributes:
         newly_finished: bounded splits that reached their end since the
             source operator last looked (it releases their watermark).
+        with_headers: batches carry each record's headers (see :meth:`include_headers`).
     """
 
     def __init__(
@@ -170,6 +171,11 @@ class EventLogSourceReader:
         self._snapshot: dict[str, int] = {}
         self._done: set[str] = set()
         self.newly_finished: list[str] = []
+        self.with_headers = False
+
+    def include_headers(self) -> None:
+        """Hand out each record's headers in the batches from now on (tracing)."""
+        self.with_headers = True
 
     def poll(self, max_records: int, order: Sequence[str] | None = None) -> SourceBatch | None:
         """Return the next batch of one partition that has records, or ``None``.
@@ -209,14 +215,19 @@ class EventLogSourceReader:
         """Decode ``records`` of ``split``; records ``decode`` refuses become failures."""
         values = [r.value for r in records]
         timestamps = [r.timestamp_ms for r in records]
+        headers = [r.headers for r in records] if self.with_headers else None
         decode = self.source.decode
         if decode is None:
-            return SourceBatch(split, values, timestamps)
+            return SourceBatch(split, values, timestamps, (), headers)
         topic, partition = self.source.topic, self.partition[split]
-        values, timestamps, failures = decode_values(
-            decode, values, timestamps, lambda i: LogPosition(topic, partition, records[i].offset)
+        values, timestamps, failures, headers = decode_values(
+            decode,
+            values,
+            timestamps,
+            lambda i: LogPosition(topic, partition, records[i].offset),
+            headers,
         )
-        return SourceBatch(split, values, timestamps, failures)
+        return SourceBatch(split, values, timestamps, failures, headers)
 
     def finished(self) -> bool:
         """Bounded: every partition reached its end offset at start."""
@@ -309,12 +320,20 @@ class EventLogSink:
         return EventLogSinkWriter(self, f"{job}.{operator}", subtask, parallelism, restored)
 
 
+def _key_bytes(key: Callable[[Any], bytes | str | None] | None, value: Any) -> bytes | None:
+    """The partitioning key of ``value`` as bytes (``None``: no key function, or no key)."""
+    if key is None:
+        return None
+    k = key(value)
+    return k.encode() if type(k) is str else k
+
+
 def _transactional_ids(id_prefix: str, subtask: int, restored: Mapping[int, Any]) -> list[str]:
     """The subtask's own transactional id and those of the old subtasks whose state it restored."""
     return sorted({f"{id_prefix}.{subtask}"} | {f"{id_prefix}.{old}" for old in restored})
 
 
-class EventLogSinkWriter(TwoPhaseCommitWriter[TransactionHandle]):
+class EventLogSinkWriter(StoresHeaders, TwoPhaseCommitWriter[TransactionHandle]):
     """One sink subtask's writer (see :class:`EventLogSink`); a committable is the
     prepared transaction's :class:`~weirflow.eventlog.TransactionHandle`."""
 
@@ -359,29 +378,36 @@ class EventLogSinkWriter(TwoPhaseCommitWriter[TransactionHandle]):
                     except TransactionStateError as e:
                         log.error("cannot abort %s: %s", handle, e)
 
-    def _records(self, values: list[Any], timestamps: list[int] | None) -> list[Record]:
+    def _records(
+        self, values: list[Any], timestamps: list[int] | None, headers: list[Any] | None = None
+    ) -> list[Record]:
         enc = self.sink.encode
         key = self.sink.key
         ts = timestamps or [0] * len(values)
+        if headers is not None:
+            return [
+                Record(enc(v), _key_bytes(key, v), t, h)
+                for v, t, h in zip(values, ts, headers, strict=True)
+            ]
         if key is None:
             return [Record(enc(v), timestamp_ms=t) for v, t in zip(values, ts, strict=True)]
-        out = []
-        for v, t in zip(values, ts, strict=True):
-            k = key(v)
-            out.append(Record(enc(v), k.encode() if type(k) is str else k, t))
-        return out
+        return [Record(enc(v), _key_bytes(key, v), t) for v, t in zip(values, ts, strict=True)]
 
-    def _write_direct(self, values: list[Any], timestamps: list[int] | None) -> None:
+    def _write_direct(
+        self, values: list[Any], timestamps: list[int] | None, headers: list[Any] | None = None
+    ) -> None:
         """At least once: append (durable on return)."""
-        self.log.append(self.sink.topic, self._records(values, timestamps))
+        self.log.append(self.sink.topic, self._records(values, timestamps, headers))
 
     def _begin(self) -> None:
         assert self.producer is not None
         self.producer.begin()
 
-    def _write(self, values: list[Any], timestamps: list[int] | None) -> None:
+    def _write(
+        self, values: list[Any], timestamps: list[int] | None, headers: list[Any] | None = None
+    ) -> None:
         assert self.producer is not None
-        self.producer.append(self.sink.topic, self._records(values, timestamps))
+        self.producer.append(self.sink.topic, self._records(values, timestamps, headers))
 
     def _prepare(self, checkpoint_id: int) -> TransactionHandle:
         assert self.producer is not None

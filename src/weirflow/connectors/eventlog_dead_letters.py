@@ -3,8 +3,9 @@
 Each :class:`~weirflow.records.DeadLetter` becomes one record of the
 dead-letter topic: the value is the record that failed (encoded as
 :func:`~weirflow.connectors.eventlog.default_encode` does: raw bytes for a
-record a source could not decode), the headers come from
-:func:`~weirflow.connectors.dead_letters.dead_letter_headers` plus the
+record a source could not decode), the headers are the record's own (those
+a job with tracing passed along, its ``traceparent`` included) followed by
+:func:`~weirflow.connectors.dead_letters.dead_letter_headers` and the
 traceback.
 
 When the letter knows where its source read it (a
@@ -59,7 +60,10 @@ class DeadLetterEventLogSink(EventLogSink):
 
 
 class _DeadLetterWriter(EventLogSinkWriter):
-    def _records(self, values: list[Any], timestamps: list[int] | None) -> list[Record]:
+    def _records(
+        self, values: list[Any], timestamps: list[int] | None, headers: list[Any] | None = None
+    ) -> list[Record]:
+        # a letter carries the failed record's headers itself
         return [self._letter(v) for v in values]
 
     def _letter(self, letter: object) -> Record:
@@ -70,7 +74,7 @@ class _DeadLetterWriter(EventLogSinkWriter):
             )
         original = self._original(letter.position)
         if original is None:
-            headers = dead_letter_headers(letter)
+            headers = [*own_headers(letter.headers), *dead_letter_headers(letter)]
             return Record(
                 default_encode(letter.value),
                 timestamp_ms=letter.timestamp_ms or 0,

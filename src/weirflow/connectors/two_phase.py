@@ -143,18 +143,26 @@ class TwoPhaseCommitWriter(ABC, Generic[C]):
 
     # -- the SinkWriter interface -------------------------------------------
 
-    def write(self, values: list[Any], timestamps: list[int] | None) -> None:
+    def write(
+        self, values: list[Any], timestamps: list[int] | None, headers: list[Any] | None = None
+    ) -> None:
         """Stage a batch in the open transaction (opened on first use), or write it directly,
-        at the startup ramp's pace after a restore."""
+        at the startup ramp's pace after a restore.
+
+        ``headers`` (one tuple per record) are given only to a subclass that stores
+        them (a :class:`~weirflow.connectors.HeaderWriter`): its ``_write`` and
+        ``_write_direct`` then take them as a third argument.
+        """
         if self._ramp is not None:
             self._ramp.admit(len(values))
+        args = (values, timestamps) if headers is None else (values, timestamps, headers)
         if not self.exactly_once:
-            self._write_direct(values, timestamps)
+            self._write_direct(*args)
             return
         if self._txn is None:
             self._begin()
             self._txn = Transaction()
-        self._write(values, timestamps)
+        self._write(*args)
 
     def pre_commit(self, checkpoint_id: int) -> Any:
         """Barrier ``checkpoint_id``: prepare the open transaction as that checkpoint's.
@@ -279,3 +287,14 @@ class TwoPhaseCommitWriter(ABC, Generic[C]):
 
     def _flush(self) -> None:
         """At least once: make sure every record written so far is durable (default: none)."""
+
+
+class StoresHeaders:
+    """Makes a :class:`TwoPhaseCommitWriter` whose ``_write`` and ``_write_direct`` take
+    headers as a third argument a :class:`~weirflow.connectors.HeaderWriter`."""
+
+    def write_with_headers(
+        self, values: list[Any], timestamps: list[int] | None, headers: list[Any]
+    ) -> None:
+        """Write records with their headers (tracing on; see ``TwoPhaseCommitWriter.write``)."""
+        self.write(values, timestamps, headers)  # type: ignore[attr-defined]

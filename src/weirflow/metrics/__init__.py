@@ -31,6 +31,7 @@ from weirflow.metrics.progress import (
     progress_text,
 )
 from weirflow.metrics.registry import JobRegistry
+from weirflow.metrics.tracing import BatchTracer, configure_from_env
 from weirflow.metrics.watch import AlertCondition, AlertEvent, AlertState, AlertWatcher, Signal
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "AlertEvent",
     "AlertState",
     "AlertWatcher",
+    "BatchTracer",
     "CheckpointRecord",
     "CheckpointTracker",
     "ConnectorSample",
@@ -57,6 +59,7 @@ __all__ = [
     "Signal",
     "TaskSample",
     "TaskView",
+    "configure_from_env",
     "names",
     "progress_fields",
     "progress_text",

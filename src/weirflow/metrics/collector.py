@@ -90,7 +90,9 @@ class _DeadLetterObserver:
     def __init__(self) -> None:
         self.by_error: Counter[str] = Counter()
 
-    def process_batch(self, values: list[Any], timestamps: Any, keys: Any) -> None:
+    def process_batch(
+        self, values: list[Any], timestamps: Any, keys: Any, headers: Any = None
+    ) -> None:
         for v in values:
             self.by_error[getattr(v, "error_type", type(v).__name__)] += 1
 

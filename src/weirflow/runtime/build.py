@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from weirflow.connectors.ramped import RampedSource
 from weirflow.graph import LogicalGraph, OperatorSpec, PhysicalPlan
+from weirflow.metrics import BatchTracer
 from weirflow.runtime.channel import Channel
 from weirflow.runtime.operators import OperatorContext, OperatorLogic, build_logic
 from weirflow.runtime.partitioners import RecordWriter
@@ -29,6 +30,9 @@ class RuntimeOptions:
             subtask ramps its read rate up to full speed (``None``: at once;
             :class:`~weirflow.connectors.ramped.RampedSource`).
         ramp_start_rate: records/s a source subtask's ramp starts from.
+        tracing: continue W3C trace contexts found in record headers, with one
+            span per buffer of records and operator (needs ``weirflow[otel]``;
+            :mod:`weirflow.metrics.tracing`). Off, records carry no headers.
     """
 
     source_batch_size: int = 1024
@@ -37,6 +41,7 @@ class RuntimeOptions:
     state_backend: StateBackend = field(default_factory=MemoryStateBackend)
     startup_ramp_s: float | None = None
     ramp_start_rate: int = 1000
+    tracing: bool = False
 
 
 class RemoteEnds(Protocol):
@@ -112,6 +117,7 @@ def build_job(
     if remote is None and len(local) < p:
         raise ValueError("building part of a plan needs remote channel ends")
     logic: dict[int, dict[int, OperatorLogic]] = {}
+    tracer = BatchTracer(plan.job) if options.tracing else None
     for op in graph.operators:
         spec = _ramped(op, options) if restored is not None else op
         logic[op.id] = {
@@ -127,6 +133,7 @@ def build_job(
                     sleep=sleep,
                     guarantee=guarantee,
                     state_backend=options.state_backend,
+                    tracer=tracer,
                 ),
             )
             for i in sorted(local)

@@ -133,6 +133,8 @@ class Deploy(msgspec.Struct, tag=True, frozen=True):
         unaligned_after_ms: when checkpoint barriers may overtake records
             (``CheckpointConfig.unaligned_after_ms``); ``None``: aligned.
         state_backend: where the subtasks keep keyed state.
+        tracing: continue trace contexts of record headers, spans per buffer
+            and operator (the worker configures OpenTelemetry from ``OTEL_*``).
     """
 
     attempt: int
@@ -155,6 +157,7 @@ class Deploy(msgspec.Struct, tag=True, frozen=True):
     unaligned_after_ms: int | None = None
     allow_non_restored_state: bool = False
     state_backend: StateBackendSpec = StateBackendSpec()
+    tracing: bool = False
 
 
 SHARED_PROBE = "_shared-probe"

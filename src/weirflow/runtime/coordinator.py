@@ -342,6 +342,7 @@ class JobCoordinator(WorkerPool):
                     channel_capacity=spec.options.channel_capacity,
                     startup_ramp_s=spec.options.startup_ramp_s,
                     ramp_start_rate=spec.options.ramp_start_rate,
+                    tracing=spec.options.tracing,
                     storage_probe=probe,
                     unaligned_after_ms=(
                         spec.checkpoint.unaligned_after_ms if spec.checkpoint is not None else None

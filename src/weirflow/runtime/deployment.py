@@ -26,7 +26,7 @@ from weirflow.checkpoint import CheckpointConfig, CheckpointStorage, open_job_st
 from weirflow.errors import ConfigError, WeirflowError, is_retriable
 from weirflow.faults import fault_point
 from weirflow.graph import LogicalGraph, compile_plan
-from weirflow.metrics import ReportsConnectorStats
+from weirflow.metrics import ReportsConnectorStats, configure_from_env
 from weirflow.runtime import control
 from weirflow.runtime.build import RuntimeOptions, build_job
 from weirflow.runtime.dataplane import DataPlane
@@ -129,7 +129,10 @@ class Deployment:
                 state_backend=backend,
                 startup_ramp_s=d.startup_ramp_s,
                 ramp_start_rate=d.ramp_start_rate,
+                tracing=d.tracing,
             )
+            if d.tracing:
+                configure_from_env()
             try:
                 built = build_job(
                     graph,

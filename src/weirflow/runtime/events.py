@@ -12,7 +12,8 @@ from typing import Any, NamedTuple
 
 
 class Batch:
-    """A buffer of records: parallel lists of values, event timestamps and (optionally) keys.
+    """A buffer of records: parallel lists of values, event timestamps and (optionally)
+    keys and headers.
 
     Attributes:
         values: the records.
@@ -20,16 +21,23 @@ class Batch:
             stream carries no event time.
         keys: the key of each record when a ``key_by`` partitioner already
             computed it, else ``None``.
+        headers: the headers of each record (a tuple of ``(name, bytes)``
+            pairs) when the job runs with tracing, else ``None``.
     """
 
-    __slots__ = ("keys", "timestamps", "values")
+    __slots__ = ("headers", "keys", "timestamps", "values")
 
     def __init__(
-        self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None = None
+        self,
+        values: list[Any],
+        timestamps: list[int] | None,
+        keys: list[Any] | None = None,
+        headers: list[Any] | None = None,
     ) -> None:
         self.values = values
         self.timestamps = timestamps
         self.keys = keys
+        self.headers = headers
 
     def __len__(self) -> int:
         return len(self.values)

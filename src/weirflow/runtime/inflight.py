@@ -54,7 +54,9 @@ def encode_item(item: object) -> bytes:
         TypeError: ``item`` is neither a :class:`Batch` nor a :class:`Watermark`.
     """
     if type(item) is Batch:
-        return encode((_BATCH, item.values, item.timestamps, item.keys))
+        if item.headers is None:
+            return encode((_BATCH, item.values, item.timestamps, item.keys))
+        return encode((_BATCH, item.values, item.timestamps, item.keys, item.headers))
     if type(item) is Watermark:
         return encode((_WATERMARK, item.timestamp_ms, item.idle))
     raise TypeError(f"only buffers and watermarks are in-flight data, got {type(item).__name__}")
@@ -66,8 +68,9 @@ def decode_item(content: Any) -> object:
     Raises:
         CheckpointError: the value is not an encoded item.
     """
-    if type(content) is tuple and content and content[0] == _BATCH and len(content) == 4:
-        return Batch(content[1], content[2], content[3])
+    if type(content) is tuple and content and content[0] == _BATCH and len(content) in (4, 5):
+        headers = content[4] if len(content) == 5 else None
+        return Batch(content[1], content[2], content[3], headers)
     if type(content) is tuple and content and content[0] == _WATERMARK and len(content) == 3:
         return Watermark(content[1], content[2])
     raise CheckpointError("in-flight data holds an item that is neither a buffer nor a watermark")

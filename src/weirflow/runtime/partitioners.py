@@ -68,27 +68,38 @@ class RecordWriter:
         self._target_of_key: dict[Any, int] = {}
         self.blocked_flushes = 0
 
-    def write(self, values: list[Any], timestamps: list[int] | None) -> None:
-        """Partition a batch of records into pending buffers (no credit needed)."""
+    def write(
+        self, values: list[Any], timestamps: list[int] | None, headers: list[Any] | None = None
+    ) -> None:
+        """Partition a batch of records (and their headers, if any) into pending buffers
+        (no credit needed)."""
         if not values:
             return
         p = self.partitioning
         n = len(self.channels)
         if p == "forward" or (n == 1 and p != "key_by"):
-            self._enqueue(0, values, timestamps, None)
+            self._enqueue(0, values, timestamps, None, headers)
         elif p == "broadcast":
             for t in range(n):
-                self._enqueue(t, values, timestamps, None)
+                self._enqueue(t, values, timestamps, None, headers)
         elif p == "rebalance":
             start = self._rr
             for t in range(n):
                 k = (start + t) % n
-                self._enqueue(k, values[t::n], timestamps[t::n] if timestamps else None, None)
+                self._enqueue(
+                    k,
+                    values[t::n],
+                    timestamps[t::n] if timestamps else None,
+                    None,
+                    headers[t::n] if headers is not None else None,
+                )
             self._rr = (start + len(values)) % n
         else:
-            self._write_keyed(values, timestamps)
+            self._write_keyed(values, timestamps, headers)
 
-    def _write_keyed(self, values: list[Any], timestamps: list[int] | None) -> None:
+    def _write_keyed(
+        self, values: list[Any], timestamps: list[int] | None, headers: list[Any] | None
+    ) -> None:
         key_fn = self.key_fn
         assert key_fn is not None
         keys = [key_fn(v) for v in values]
@@ -99,6 +110,7 @@ class RecordWriter:
         vals: list[list[Any]] = [[] for _ in range(n)]
         kss: list[list[Any]] = [[] for _ in range(n)]
         tss: list[list[int]] | None = [[] for _ in range(n)] if timestamps is not None else None
+        hss: list[list[Any]] | None = [[] for _ in range(n)] if headers is not None else None
         maxp = self.max_parallelism
         for i, k in enumerate(keys):
             t = cache.get(k)
@@ -109,19 +121,32 @@ class RecordWriter:
             kss[t].append(k)
             if tss is not None:
                 tss[t].append(timestamps[i])  # type: ignore[index]
+            if hss is not None:
+                hss[t].append(headers[i])  # type: ignore[index]
         for t in range(n):
             if vals[t]:
-                self._enqueue(t, vals[t], tss[t] if tss is not None else None, kss[t])
+                self._enqueue(
+                    t,
+                    vals[t],
+                    tss[t] if tss is not None else None,
+                    kss[t],
+                    hss[t] if hss is not None else None,
+                )
 
     def _enqueue(
-        self, target: int, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
+        self,
+        target: int,
+        values: list[Any],
+        timestamps: list[int] | None,
+        keys: list[Any] | None,
+        headers: list[Any] | None,
     ) -> None:
         if not values:
             return
         size = self.buffer_size
         q = self._pending[target]
         if len(values) <= size:
-            q.append(Batch(values, timestamps, keys))
+            q.append(Batch(values, timestamps, keys, headers))
             self._pending_count += 1
             return
         for s in range(0, len(values), size):
@@ -130,6 +155,7 @@ class RecordWriter:
                     values[s : s + size],
                     timestamps[s : s + size] if timestamps is not None else None,
                     keys[s : s + size] if keys is not None else None,
+                    headers[s : s + size] if headers is not None else None,
                 )
             )
             self._pending_count += 1

@@ -18,6 +18,7 @@ from typing import Any
 from weirflow.checkpoint import CheckpointConfig
 from weirflow.errors import ConfigError
 from weirflow.graph import LogicalGraph
+from weirflow.metrics import configure_from_env
 from weirflow.records import JobResult
 from weirflow.runtime.build import RuntimeOptions
 from weirflow.runtime.checkpointed import CheckpointedRun, RunListener
@@ -50,6 +51,7 @@ def run_job(
     load_graph: Callable[[str], LogicalGraph] | None = None,
     savepoints: SavepointRequests | None = None,
     state_backend: StateBackend | None = None,
+    tracing: bool = False,
     **unknown: Any,
 ) -> JobResult:
     """Run ``graph`` in this process, or on ``workers`` local worker processes.
@@ -85,6 +87,12 @@ def run_job(
         state_backend: where keyed state and timers live
             (``MemoryStateBackend()``, the default, or ``RocksDBStateBackend(...)``);
             overrides ``runtime.state_backend``.
+        tracing: continue W3C trace contexts found in record headers through
+            the job, one span per buffer of records and operator, and write
+            them into the headers of what event-log and Kafka sinks write
+            (needs ``weirflow[otel]``; sampling and export follow the
+            ``OTEL_*`` environment; a tracer provider this process already
+            installed is used as it is). Overrides ``runtime.tracing``.
 
     Returns:
         The job's :class:`~weirflow.records.JobResult`.
@@ -104,6 +112,9 @@ def run_job(
                 f"{state_backend!r}"
             )
         runtime = dataclasses.replace(runtime or RuntimeOptions(), state_backend=state_backend)
+    if tracing:
+        configure_from_env()
+        runtime = dataclasses.replace(runtime or RuntimeOptions(), tracing=True)
     if type(workers) is not int or workers < 1:
         raise ConfigError(f"workers= takes a count >= 1, got {workers!r}")
     if cluster is not None and not isinstance(cluster, RayCluster):

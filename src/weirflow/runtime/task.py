@@ -48,7 +48,7 @@ from weirflow.runtime.events import (
     Watermark,
 )
 from weirflow.runtime.inflight import InFlightCapture, InFlightData
-from weirflow.runtime.operators import OperatorLogic, SourceLogic
+from weirflow.runtime.operators import OperatorLogic, SourceLogic, deliver
 from weirflow.runtime.partitioners import RecordWriter
 from weirflow.time import MAX_WATERMARK, MIN_WATERMARK, WatermarkValve
 
@@ -243,7 +243,12 @@ class Task:
         if t is Batch:
             if self.valve.is_idle(i):
                 self.valve.on_active(i)
-            self.head.process_batch(item.values, item.timestamps, item.keys)  # type: ignore[attr-defined]
+            if item.headers is None:  # type: ignore[attr-defined]
+                self.head.process_batch(item.values, item.timestamps, item.keys)  # type: ignore[attr-defined]
+            else:
+                deliver(  # type: ignore[attr-defined]
+                    self.head, item.values, item.timestamps, item.keys, item.headers, chained=False
+                )
         elif t is Watermark:
             self._on_watermark(i, item)  # type: ignore[arg-type]
         elif t is CheckpointBarrier:

@@ -16,6 +16,8 @@ from weirflow.runtime.events import Batch, Watermark
 from weirflow.runtime.inflight import (
     ChannelState,
     InFlightCapture,
+    decode_item,
+    encode_item,
     plan_in_flight,
     submit_when_captured,
 )
@@ -101,3 +103,12 @@ def test_empty_capture_adds_no_file(url: str) -> None:
     manifest = _manifest(storage, InFlightCapture(7, [[[]]], set()), 2)
     assert manifest.tasks["relay[0/2]"].handles == {}
     assert plan_in_flight(manifest, storage, 3, ["relay[0/3]"]) == {}
+
+
+def test_in_flight_buffers_keep_their_headers() -> None:
+    headers = [(("traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01"),), ()]
+    for batch in (Batch([1, 2], [5, 6], None, headers), Batch([1, 2], [5, 6])):
+        back = decode_item(decode(encode_item(batch)))
+        assert isinstance(back, Batch)
+        assert back.values == [1, 2] and back.timestamps == [5, 6]
+        assert back.headers == batch.headers

@@ -134,3 +134,26 @@ def test_rebalance_over_many_batches_is_balanced() -> None:
     counts = Counter({i: ch.buffered_records for i, ch in enumerate(channels)})
     assert sum(counts.values()) == 1002
     assert max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_key_by_keeps_each_records_headers_with_it() -> None:
+    channels = [Channel(1000) for _ in range(3)]
+    writer = RecordWriter(channels, "key_by", lambda r: r % 7, 128, buffer_size=5)
+    values = list(range(100))
+    writer.write(values, None, [(("traceparent", str(v).encode()),) for v in values])
+    assert writer.flush()
+    seen = 0
+    for ch in channels:
+        for item in drain(ch):
+            assert isinstance(item, Batch) and item.headers is not None
+            assert item.headers == [(("traceparent", str(v).encode()),) for v in item.values]
+            seen += len(item)
+    assert seen == 100
+
+
+def test_without_headers_buffers_carry_none() -> None:
+    channels = [Channel(1000) for _ in range(2)]
+    writer = RecordWriter(channels, "rebalance", None, 128, buffer_size=5)
+    writer.write(list(range(20)), None)
+    assert writer.flush()
+    assert all(item.headers is None for ch in channels for item in drain(ch))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from weirflow.connectors.dead_letters import TRACEBACK, dead_letter_headers
+from weirflow.connectors.dead_letters import TRACEBACK, dead_letter_headers, own_headers
 from weirflow.connectors.kafka.sink import Guarantee, KafkaSink, KafkaSinkOptions, encode_default
 from weirflow.records import DeadLetter
 
@@ -11,8 +11,9 @@ class DeadLetterKafkaSink(KafkaSink):
     """A :class:`KafkaSink` for ``dead_letters()`` streams.
 
     The Kafka value is the original record (bytes as is, ``str`` as UTF-8,
-    else JSON, ``repr`` for what JSON cannot hold); the headers come from
-    :func:`dead_letter_headers`, plus ``weirflow.traceback``. Arguments as
+    else JSON, ``repr`` for what JSON cannot hold); the headers are the
+    record's own (those a job with tracing passed along, its ``traceparent``
+    included), then :func:`dead_letter_headers` and ``weirflow.traceback``. Arguments as
     :class:`KafkaSink` (no ``key``/``encode``/``headers``: records are
     unkeyed, and the rest is fixed).
     """
@@ -42,4 +43,8 @@ def _letter_value(letter: DeadLetter) -> bytes:
 
 
 def _letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
-    return [*dead_letter_headers(letter), (TRACEBACK, letter.traceback.encode())]
+    return [
+        *own_headers(letter.headers),
+        *dead_letter_headers(letter),
+        (TRACEBACK, letter.traceback.encode()),
+    ]

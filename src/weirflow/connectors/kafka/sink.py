@@ -59,6 +59,7 @@ from weirflow.connectors.kafka.client import ck, wrap_kafka_exception
 from weirflow.connectors.kafka.sink_writer import KafkaRecord, KafkaSinkWriter, progress_group
 from weirflow.connectors.resilience import Resilience
 from weirflow.errors import ConfigError
+from weirflow.records import RecordHeaders
 
 Guarantee = Literal["exactly_once", "at_least_once"]
 
@@ -133,16 +134,27 @@ class KafkaSink:
         self.guarantee = guarantee
         self.options = options or KafkaSinkOptions()
 
-    def to_records(self, values: list[Any], timestamps: list[int] | None) -> list[KafkaRecord]:
-        """Encode ``values`` as ``[key, value, timestamp_ms, headers]`` lists (plain data)."""
+    def to_records(
+        self,
+        values: list[Any],
+        timestamps: list[int] | None,
+        headers: list[RecordHeaders] | None = None,
+    ) -> list[KafkaRecord]:
+        """Encode ``values`` as ``[key, value, timestamp_ms, headers]`` lists (plain data).
+
+        ``headers`` (tracing on) are each record's own headers; those of
+        ``options.headers`` follow them.
+        """
         enc, keyf, hdrf = self.encode, self.key, self.options.headers
         ts = timestamps or [None] * len(values)
         out = []
-        for v, t in zip(values, ts, strict=True):
+        for i, (v, t) in enumerate(zip(values, ts, strict=True)):
             k = keyf(v) if keyf is not None else None
             if type(k) is str:
                 k = k.encode()
             h = [[n, b] for n, b in hdrf(v)] if hdrf is not None else None
+            if headers is not None and headers[i]:
+                h = [[n, b] for n, b in headers[i]] + (h or [])
             out.append([k, enc(v), t, h])
         return out
 

@@ -21,7 +21,7 @@ from weirflow.connectors.kafka.client import (
     ck,
     wrap_kafka_exception,
 )
-from weirflow.connectors.two_phase import TwoPhaseCommitWriter
+from weirflow.connectors.two_phase import StoresHeaders, TwoPhaseCommitWriter
 from weirflow.errors import ConfigError
 from weirflow.faults import fault_point
 
@@ -54,7 +54,7 @@ class _Txn:
     what: str
 
 
-class KafkaSinkWriter(TwoPhaseCommitWriter[list[KafkaRecord]]):
+class KafkaSinkWriter(StoresHeaders, TwoPhaseCommitWriter[list[KafkaRecord]]):
     """One sink subtask's writer (see :class:`KafkaSink` and :mod:`weirflow.connectors.kafka.sink`).
 
     A committable is the list of records staged for its checkpoint.
@@ -299,13 +299,15 @@ class KafkaSinkWriter(TwoPhaseCommitWriter[list[KafkaRecord]]):
     def _settle(self) -> None:
         self.recover()
 
-    def _write_direct(self, values: list[Any], timestamps: list[int] | None) -> None:
+    def _write_direct(
+        self, values: list[Any], timestamps: list[int] | None, headers: list[Any] | None = None
+    ) -> None:
         """At least once: produce the records.
 
         Raises:
             KafkaDeliveryError: an earlier record was not delivered.
         """
-        self._produce(self.producer, self.sink.to_records(values, timestamps))
+        self._produce(self.producer, self.sink.to_records(values, timestamps, headers))
         self._check_delivery()
 
     def _flush(self) -> None:
@@ -316,9 +318,11 @@ class KafkaSinkWriter(TwoPhaseCommitWriter[list[KafkaRecord]]):
         """
         self._flush_producer(self.producer)
 
-    def _write(self, values: list[Any], timestamps: list[int] | None) -> None:
+    def _write(
+        self, values: list[Any], timestamps: list[int] | None, headers: list[Any] | None = None
+    ) -> None:
         """Exactly once: stage the records in memory until their checkpoint completes."""
-        self.current.extend(self.sink.to_records(values, timestamps))
+        self.current.extend(self.sink.to_records(values, timestamps, headers))
 
     def _prepare(self, checkpoint_id: int) -> list[KafkaRecord]:
         staged, self.current = self.current, []

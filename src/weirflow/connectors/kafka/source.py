@@ -250,6 +250,7 @@ class KafkaSourceReader:
     Attributes:
         newly_finished: bounded splits that reached their end since the
             source operator last looked (it releases their watermark).
+        with_headers: batches carry each record's headers (see :meth:`include_headers`).
     """
 
     def __init__(
@@ -262,6 +263,7 @@ class KafkaSourceReader:
         self.end: dict[str, int] = {}
         self.buffers: dict[str, deque[Any]] = {}
         self.newly_finished: list[str] = []
+        self.with_headers = False
         self._done: set[str] = set()
         self._snapshot: dict[str, int] = {}
         self._buffered = 0
@@ -282,6 +284,11 @@ class KafkaSourceReader:
         )
         self._last_discovery_ms = source.options.clock()
         self._assign(self.splits, positions)
+
+    def include_headers(self) -> None:
+        """Hand out each record's headers in the batches from now on (tracing); a header
+        without a value becomes empty bytes."""
+        self.with_headers = True
 
     def _start_offsets(self, splits: list[str], positions: Mapping[str, Any]) -> dict[str, int]:
         """Offsets to start ``splits`` at: checkpointed positions, else ``options.start``."""
@@ -421,13 +428,18 @@ class KafkaSourceReader:
             return None
         values = [m.value() for m in messages]
         timestamps = [m.timestamp()[1] for m in messages]
+        headers = (
+            [tuple((n, v or b"") for n, v in m.headers() or ()) for m in messages]
+            if self.with_headers
+            else None
+        )
         decode = self.source.decode
         if decode is None:
-            return SourceBatch(split, values, timestamps)
-        values, timestamps, failures = decode_values(
-            decode, values, timestamps, lambda i: _position(messages[i])
+            return SourceBatch(split, values, timestamps, (), headers)
+        values, timestamps, failures, headers = decode_values(
+            decode, values, timestamps, lambda i: _position(messages[i]), headers
         )
-        return SourceBatch(split, values, timestamps, failures)
+        return SourceBatch(split, values, timestamps, failures, headers)
 
     def _check_finished(self, split: str) -> None:
         if not self.source.bounded or split in self._done:

@@ -9,6 +9,7 @@ from weirflow.runtime.operators.base import (
     OperatorLogic,
     Output,
     OutputTargets,
+    deliver,
 )
 from weirflow.runtime.operators.basic import FilterLogic, FlatMapLogic, MapLogic, UnionLogic
 from weirflow.runtime.operators.count_window import CountWindowLogic
@@ -53,4 +54,5 @@ __all__ = [
     "SinkLogic",
     "SourceLogic",
     "build_logic",
+    "deliver",
 ]

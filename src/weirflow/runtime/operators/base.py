@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from weirflow.graph import OperatorSpec
+from weirflow.metrics import BatchTracer
 from weirflow.runtime.events import Watermark
 from weirflow.runtime.partitioners import RecordWriter
 from weirflow.state import (
@@ -45,6 +46,8 @@ class OperatorContext:
         guarantee: the job's delivery guarantee; at ``at_most_once`` sources
             commit their positions as they read.
         state_backend: where keyed operators keep their state and timers.
+        tracer: opens the spans of this subtask's operators when the job runs
+            with tracing (sources then attach record headers); ``None`` without.
     """
 
     job: str
@@ -56,6 +59,7 @@ class OperatorContext:
     sleep: Callable[[float], None] = field(default=lambda s: None)
     guarantee: str = "exactly_once"
     state_backend: StateBackend = field(default_factory=MemoryStateBackend)
+    tracer: BatchTracer | None = None
 
     def backend_scope(self, operator: str) -> BackendScope:
         """Return the scope of ``operator``'s keyed backend in this subtask."""
@@ -74,15 +78,27 @@ class OutputTargets:
         self.writers: list[RecordWriter] = []
         self.records = 0
 
-    def emit(self, values: list[Any], timestamps: list[int] | None) -> None:
-        """Hand a batch to every chained operator and network writer of this output."""
+    def emit(
+        self, values: list[Any], timestamps: list[int] | None, headers: list[Any] | None = None
+    ) -> None:
+        """Hand a batch to every chained operator and network writer of this output.
+
+        ``headers`` (one tuple per record) travel with the records when the job runs
+        with tracing; without, they are ``None`` and nothing else happens per batch.
+        """
         if not values:
             return
         self.records += len(values)
+        if headers is None:
+            for op in self.chained:
+                op.process_batch(values, timestamps, None)
+            for w in self.writers:
+                w.write(values, timestamps)
+            return
         for op in self.chained:
-            op.process_batch(values, timestamps, None)
+            deliver(op, values, timestamps, None, headers, chained=True)
         for w in self.writers:
-            w.write(values, timestamps)
+            w.write(values, timestamps, headers)
 
     def emit_watermark(self, watermark_ms: int) -> None:
         """Pass a watermark to every receiver; chained operators decide what to forward."""
@@ -113,12 +129,17 @@ class Output:
             self.side[name] = OutputTargets()
         return self.side[name]
 
-    def emit(self, values: list[Any], timestamps: list[int] | None) -> None:
+    def emit(
+        self, values: list[Any], timestamps: list[int] | None, headers: list[Any] | None = None
+    ) -> None:
         """Emit on the main output."""
-        self.main.emit(values, timestamps)
+        self.main.emit(values, timestamps, headers)
 
     def emit_side(self, name: str, values: list[Any], timestamps: list[int] | None) -> None:
-        """Emit on side output ``name``; without receivers the records are only counted."""
+        """Emit on side output ``name``; without receivers the records are only counted.
+
+        Side outputs carry no headers: a dead letter keeps its record's headers itself.
+        """
         t = self.side.get(name)
         if t is None:
             return
@@ -180,9 +201,15 @@ class OperatorLogic:
         """
 
     def process_batch(
-        self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
+        self,
+        values: list[Any],
+        timestamps: list[int] | None,
+        keys: list[Any] | None,
+        headers: list[Any] | None = None,
     ) -> None:
-        """Process a buffer of records (parallel lists; ``keys`` only from a key_by channel)."""
+        """Process a buffer of records (parallel lists; ``keys`` only from a key_by channel,
+        ``headers`` only when the job runs with tracing). An operator that emits one
+        output per kept input passes the inputs' headers on with them."""
         raise NotImplementedError  # abstract
 
     def on_watermark(self, watermark_ms: int) -> int | None:
@@ -207,3 +234,31 @@ class OperatorLogic:
 
     def close(self) -> None:
         """Release resources; called once, also after a failure."""
+
+
+def deliver(
+    op: OperatorLogic,
+    values: list[Any],
+    timestamps: list[int] | None,
+    keys: list[Any] | None,
+    headers: list[Any],
+    *,
+    chained: bool,
+) -> None:
+    """Hand a buffer that carries headers to ``op``, inside its span when it traces.
+
+    Args:
+        op: the receiving operator.
+        values: the records.
+        timestamps: their event times, or ``None``.
+        keys: their keys from a key_by channel, or ``None``.
+        headers: their headers, one tuple per record.
+        chained: ``op`` is called by the operator before it in its chain (its span is
+            then a child of that operator's), not handed a buffer from a channel.
+    """
+    tracer = op.ctx.tracer
+    if tracer is None:
+        op.process_batch(values, timestamps, keys, headers)
+        return
+    with tracer.batch_span(op.name, op.ctx.subtask, headers, chained=chained):
+        op.process_batch(values, timestamps, keys, headers)

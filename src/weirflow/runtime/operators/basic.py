@@ -15,20 +15,28 @@ from weirflow.runtime.operators.base import OperatorLogic
 from weirflow.runtime.operators.errors import call_each
 
 
-def _subset(timestamps: list[int] | None, kept: list[int]) -> list[int] | None:
-    return [timestamps[i] for i in kept] if timestamps is not None else None
+def _subset(column: list[Any] | None, kept: list[int]) -> list[Any] | None:
+    """The entries of a parallel list (timestamps, headers) at the ``kept`` indices."""
+    return [column[i] for i in kept] if column is not None else None
 
 
 class MapLogic(OperatorLogic):
     """``map(fn)``: one output per input."""
 
     def process_batch(
-        self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
+        self,
+        values: list[Any],
+        timestamps: list[int] | None,
+        keys: list[Any] | None,
+        headers: list[Any] | None = None,
     ) -> None:
         self.records_in += len(values)
         fn: Callable[[Any], Any] = self.spec.params["fn"]
-        out, kept = call_each(self, fn, values, timestamps)
-        self.output.emit(out, timestamps if kept is None else _subset(timestamps, kept))
+        out, kept = call_each(self, fn, values, timestamps, headers)
+        if kept is not None:
+            timestamps = _subset(timestamps, kept)
+            headers = _subset(headers, kept)
+        self.output.emit(out, timestamps, headers)
 
 
 class FilterLogic(OperatorLogic):
@@ -38,19 +46,26 @@ class FilterLogic(OperatorLogic):
     """
 
     def process_batch(
-        self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
+        self,
+        values: list[Any],
+        timestamps: list[int] | None,
+        keys: list[Any] | None,
+        headers: list[Any] | None = None,
     ) -> None:
         self.records_in += len(values)
         fn: Callable[[Any], Any] = self.spec.params["fn"]
-        keep, kept = call_each(self, fn, values, timestamps)
+        keep, kept = call_each(self, fn, values, timestamps, headers)
         if kept is not None:
             values = [values[i] for i in kept]
             timestamps = _subset(timestamps, kept)
+            headers = _subset(headers, kept)
         passed = [bool(k) for k in keep]
         self.filtered += len(passed) - sum(passed)
         out = list(compress(values, passed))
         self.output.emit(
-            out, list(compress(timestamps, passed)) if timestamps is not None else None
+            out,
+            list(compress(timestamps, passed)) if timestamps is not None else None,
+            list(compress(headers, passed)) if headers is not None else None,
         )
 
 
@@ -58,26 +73,38 @@ class FlatMapLogic(OperatorLogic):
     """``flat_map(fn)``: each item of the iterable ``fn`` returns is an output."""
 
     def process_batch(
-        self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
+        self,
+        values: list[Any],
+        timestamps: list[int] | None,
+        keys: list[Any] | None,
+        headers: list[Any] | None = None,
     ) -> None:
         self.records_in += len(values)
         fn: Callable[[Any], Iterable[Any]] = self.spec.params["fn"]
         # materialised inside the call, so an error while iterating is this record's error
-        produced, kept = call_each(self, lambda v: list(fn(v)), values, timestamps)
+        produced, kept = call_each(self, lambda v: list(fn(v)), values, timestamps, headers)
         out: list[Any] = []
         out_ts: list[int] | None = [] if timestamps is not None else None
+        out_h: list[Any] | None = [] if headers is not None else None
         for j, items in enumerate(produced):
             out.extend(items)
+            i = j if kept is None else kept[j]
             if out_ts is not None:
-                out_ts.extend([timestamps[j if kept is None else kept[j]]] * len(items))  # type: ignore[index]
-        self.output.emit(out, out_ts)
+                out_ts.extend([timestamps[i]] * len(items))  # type: ignore[index]
+            if out_h is not None:
+                out_h.extend([headers[i]] * len(items))  # type: ignore[index]
+        self.output.emit(out, out_ts, out_h)
 
 
 class UnionLogic(OperatorLogic):
     """``union(...)``: passes every input through unchanged."""
 
     def process_batch(
-        self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
+        self,
+        values: list[Any],
+        timestamps: list[int] | None,
+        keys: list[Any] | None,
+        headers: list[Any] | None = None,
     ) -> None:
         self.records_in += len(values)
-        self.output.emit(values, timestamps)
+        self.output.emit(values, timestamps, headers)

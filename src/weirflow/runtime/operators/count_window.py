@@ -30,10 +30,15 @@ class CountWindowLogic(_KeyedBase):
         self.buffers = self.backend.table("buffers")
 
     def process_batch(
-        self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
+        self,
+        values: list[Any],
+        timestamps: list[int] | None,
+        keys: list[Any] | None,
+        headers: list[Any] | None = None,
     ) -> None:
+        """Count windows: a result is a new record and carries no input's headers."""
         self.records_in += len(values)
-        values, timestamps, keys = self._with_keys(values, timestamps, keys)
+        values, timestamps, keys, _ = self._with_keys(values, timestamps, keys, headers)
         size = self.assigner.size
         out: list[WindowResult] = []
         out_ts: list[int] = []

@@ -39,6 +39,7 @@ def call_with_policy(
     value: Any,
     timestamp_ms: int | None,
     first_error: Exception | None = None,
+    headers: tuple[tuple[str, bytes], ...] = (),
 ) -> tuple[bool, Any]:
     """Call ``fn(value)`` under ``op``'s error policy.
 
@@ -49,6 +50,7 @@ def call_with_policy(
         timestamp_ms: the record's event time, for the dead letter.
         first_error: what a first call of ``fn(value)``, already made by the
             caller, raised; that call counts as attempt 1 and is not repeated.
+        headers: the record's headers (tracing on), kept by its dead letter.
 
     Returns:
         ``(True, result)`` when a call succeeded; ``(False, None)`` when the
@@ -83,7 +85,7 @@ def call_with_policy(
             "bad records to dead_letters()",
             value,
         ) from error
-    dead_letter(op, value, timestamp_ms, error, attempts)
+    dead_letter(op, value, timestamp_ms, error, attempts, headers=headers)
     return False, None
 
 
@@ -92,6 +94,7 @@ def call_each(
     fn: Callable[[Any], Any],
     values: list[Any],
     timestamps: list[int] | None,
+    headers: list[Any] | None = None,
 ) -> tuple[list[Any], list[int] | None]:
     """Call ``fn`` once per record; failing records go through :func:`call_with_policy`.
 
@@ -100,6 +103,7 @@ def call_each(
         fn: the user function, ``record -> result``.
         values: the batch's records.
         timestamps: their event times (for dead letters), or ``None``.
+        headers: their headers (for dead letters), or ``None``.
 
     Returns:
         ``(results, kept)``: the results of the records that were not
@@ -121,7 +125,8 @@ def call_each(
     kept = list(range(failed))
     while True:
         ts = timestamps[failed] if timestamps is not None else None
-        ok, result = call_with_policy(op, fn, values[failed], ts, first_error=error)
+        h = headers[failed] if headers is not None else ()
+        ok, result = call_with_policy(op, fn, values[failed], ts, first_error=error, headers=h)
         if ok:
             append(result)
             kept.append(failed)
@@ -171,10 +176,13 @@ def dead_letter(
     attempts: int,
     *,
     position: Any = None,
+    headers: tuple[tuple[str, bytes], ...] = (),
 ) -> None:
     """Route one record to ``op``'s dead-letter output and count it.
 
-    ``position`` is where the source read it (a :class:`~weirflow.records.LogPosition`), if known.
+    ``position`` is where the source read it (a :class:`~weirflow.records.LogPosition`), if
+    known; ``headers`` are its headers when the job runs with tracing (the dead letter keeps
+    them, so its trace id).
     """
     op.dead_lettered += 1
     letter = DeadLetter(
@@ -187,5 +195,7 @@ def dead_letter(
         attempts=attempts,
         timestamp_ms=timestamp_ms,
         position=position,
+        headers=headers,
     )
+    # the letter carries the headers itself: dead-letter sinks write them as the record's own
     op.output.emit_side(DEAD_LETTER, [letter], [timestamp_ms] if timestamp_ms is not None else None)

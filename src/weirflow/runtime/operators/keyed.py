@@ -44,17 +44,24 @@ class _KeyedBase(OperatorLogic):
         self.backend.close()
 
     def _with_keys(
-        self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
-    ) -> tuple[list[Any], list[int] | None, list[Any]]:
+        self,
+        values: list[Any],
+        timestamps: list[int] | None,
+        keys: list[Any] | None,
+        headers: list[Any] | None,
+    ) -> tuple[list[Any], list[int] | None, list[Any], list[Any] | None]:
+        """Key the records not keyed by a channel; those whose key selector fails follow
+        the error policy and leave the parallel lists."""
         if keys is not None:
-            return values, timestamps, keys
+            return values, timestamps, keys, headers
         key_fn = self.key_fn
         assert key_fn is not None
-        keys, kept = call_each(self, key_fn, values, timestamps)
+        keys, kept = call_each(self, key_fn, values, timestamps, headers)
         if kept is None:
-            return values, timestamps, keys
+            return values, timestamps, keys, headers
         ts = [timestamps[i] for i in kept] if timestamps is not None else None
-        return [values[i] for i in kept], ts, keys
+        hs = [headers[i] for i in kept] if headers is not None else None
+        return [values[i] for i in kept], ts, keys, hs
 
 
 class RollingReduceLogic(_KeyedBase):
@@ -68,13 +75,18 @@ class RollingReduceLogic(_KeyedBase):
         self.values = self.backend.table("values")
 
     def process_batch(
-        self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
+        self,
+        values: list[Any],
+        timestamps: list[int] | None,
+        keys: list[Any] | None,
+        headers: list[Any] | None = None,
     ) -> None:
         self.records_in += len(values)
-        values, timestamps, keys = self._with_keys(values, timestamps, keys)
+        values, timestamps, keys, headers = self._with_keys(values, timestamps, keys, headers)
         fn = self.spec.params["fn"]
         out: list[Any] = []
         out_ts: list[int] | None = [] if timestamps is not None else None
+        out_h: list[Any] | None = [] if headers is not None else None
         for i, v in enumerate(values):
             k = keys[i]
             part = self.values.partition(self._key_group(k))
@@ -86,14 +98,19 @@ class RollingReduceLogic(_KeyedBase):
                 try:
                     new = fn(acc, v)
                 except Exception as e:
-                    ok, new = call_with_policy(self, lambda x, a=acc: fn(a, x), v, t, first_error=e)
+                    h = headers[i] if headers is not None else ()
+                    ok, new = call_with_policy(
+                        self, lambda x, a=acc: fn(a, x), v, t, first_error=e, headers=h
+                    )
                     if not ok:
                         continue
             part[k] = new
             out.append(new)
             if out_ts is not None:
                 out_ts.append(t)  # type: ignore[arg-type]
-        self.output.emit(out, out_ts)
+            if out_h is not None:
+                out_h.append(headers[i])  # type: ignore[index]
+        self.output.emit(out, out_ts, out_h)
 
 
 class TimerContext:
@@ -193,10 +210,14 @@ class KeyedProcessLogic(_KeyedBase):
         )
 
     def process_batch(
-        self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
+        self,
+        values: list[Any],
+        timestamps: list[int] | None,
+        keys: list[Any] | None,
+        headers: list[Any] | None = None,
     ) -> None:
         self.records_in += len(values)
-        values, timestamps, keys = self._with_keys(values, timestamps, keys)
+        values, timestamps, keys, headers = self._with_keys(values, timestamps, keys, headers)
         ctx = self.context
         backend = self.backend
         process = self.fn.process_element
@@ -206,6 +227,7 @@ class KeyedProcessLogic(_KeyedBase):
 
         out: list[Any] = []
         out_ts: list[int] | None = [] if timestamps is not None else None
+        out_h: list[Any] | None = [] if headers is not None else None
         for i, v in enumerate(values):
             k = keys[i]
             kg = self._key_group(k)
@@ -214,12 +236,15 @@ class KeyedProcessLogic(_KeyedBase):
             ctx._kg = kg
             t = timestamps[i] if timestamps is not None else None
             ctx.timestamp = t
-            ok, produced = call_with_policy(self, run, v, t)
+            h = headers[i] if headers is not None else ()
+            ok, produced = call_with_policy(self, run, v, t, headers=h)
             if ok and produced:
                 out.extend(produced)
                 if out_ts is not None:
                     out_ts.extend([t] * len(produced))  # type: ignore[list-item]
-        self.output.emit(out, out_ts)
+                if out_h is not None:
+                    out_h.extend([h] * len(produced))
+        self.output.emit(out, out_ts, out_h)
 
     def _run_timers(self, fired: list[tuple[int, int, Any, Any]]) -> None:
         on_timer = getattr(self.fn, "on_timer", None)

@@ -13,6 +13,8 @@ from typing import Any
 from weirflow.connectors import (
     CommitTrackingSink,
     DecodeFailure,
+    HeaderWriter,
+    ReadsHeaders,
     RejectingWriter,
     Source,
     SourceReader,
@@ -106,6 +108,8 @@ class SourceLogic(OperatorLogic):
                 )
             positions = committed(self.splits)
         self.reader = self.source.create_reader(self.splits, positions)
+        if self.ctx.tracer is not None and isinstance(self.reader, ReadsHeaders):
+            self.reader.include_headers()
         if self.strategy is not None:
             for s in self.splits:
                 gen = self.strategy.create_generator()
@@ -133,20 +137,22 @@ class SourceLogic(OperatorLogic):
             return 0
         values = batch.values
         timestamps = batch.timestamps
+        tracer = self.ctx.tracer
         self.records_in += len(values)
         if self.commit_on_read:
             self.reader.commit_read_positions()  # type: ignore[attr-defined]
         if batch.failures:
             self.records_in += len(batch.failures)
             self._reject_undecodable(batch.failures)
-        fn = self.timestamp_fn
-        if fn is not None:
-            timestamps, kept = call_each(self, fn, values, None)
-            if kept is not None:
-                values = [values[i] for i in kept]
-            if not all_ints(timestamps):
-                values, timestamps = self._check_timestamps(values, timestamps)
-        self.output.emit(values, timestamps)
+        if tracer is None:
+            values, timestamps, _ = self._stamp(values, timestamps, None)
+            self.output.emit(values, timestamps)
+        else:
+            # a connector without headers: its records still travel with (empty) headers
+            headers = batch.headers if batch.headers is not None else [()] * len(values)
+            with tracer.batch_span(self.name, self.ctx.subtask, headers, chained=False):
+                values, timestamps, kept = self._stamp(values, timestamps, headers)
+                self.output.emit(values, timestamps, kept)
         gen = self.generators.get(batch.split)
         if gen is not None and timestamps:
             gen.on_timestamps(timestamps, self.ctx.clock())
@@ -162,29 +168,54 @@ class SourceLogic(OperatorLogic):
             self._check_idleness()
         return len(batch.values) + len(batch.failures)
 
+    def _stamp(
+        self, values: list[Any], timestamps: list[int] | None, headers: list[Any] | None
+    ) -> tuple[list[Any], list[int] | None, list[Any] | None]:
+        """Apply the timestamp function, if any; records it fails on follow ``on_error``.
+
+        Returns:
+            The kept records, their timestamps and headers (parallel lists).
+        """
+        fn = self.timestamp_fn
+        if fn is None:
+            return values, timestamps, headers
+        stamps, kept = call_each(self, fn, values, None, headers)
+        if kept is not None:
+            values = [values[i] for i in kept]
+            headers = [headers[i] for i in kept] if headers is not None else None
+        if not all_ints(stamps):
+            return self._check_timestamps(values, stamps, headers)
+        return values, stamps, headers
+
     def _check_timestamps(
-        self, values: list[Any], stamps: list[Any]
-    ) -> tuple[list[Any], list[int]]:
+        self, values: list[Any], stamps: list[Any], headers: list[Any] | None
+    ) -> tuple[list[Any], list[int], list[Any] | None]:
         """Turn what the timestamp function returned into int ms; a record whose value
         :func:`~weirflow.time.check_timestamp_ms` refuses follows ``on_error``.
 
         Returns:
-            The kept records and their timestamps (parallel lists).
+            The kept records, their timestamps and headers (parallel lists).
         """
         origin = self._timestamp_origin
         kept: list[Any] = []
         out: list[int] = []
-        for v, t in zip(values, stamps, strict=True):
+        kept_headers: list[Any] | None = [] if headers is not None else None
+        for i, (v, t) in enumerate(zip(values, stamps, strict=True)):
+            h = headers[i] if headers is not None else ()
             if type(t) is not int:
                 try:
                     t = check_timestamp_ms(t, origin)
                 except TimestampError as e:
-                    ok, t = call_with_policy(self, self._checked_timestamp, v, None, first_error=e)
+                    ok, t = call_with_policy(
+                        self, self._checked_timestamp, v, None, first_error=e, headers=h
+                    )
                     if not ok:
                         continue
             kept.append(v)
             out.append(t)
-        return kept, out
+            if kept_headers is not None:
+                kept_headers.append(h)
+        return kept, out, kept_headers
 
     def _checked_timestamp(self, value: Any) -> int:
         """The timestamp function and the check together (what a retry calls)."""
@@ -216,7 +247,9 @@ class SourceLogic(OperatorLogic):
                 f.position,
             ) from f.error
         for f in failures:
-            dead_letter(self, f.raw, f.timestamp_ms, f.error, 1, position=f.position)
+            dead_letter(
+                self, f.raw, f.timestamp_ms, f.error, 1, position=f.position, headers=f.headers
+            )
 
     def _release_finished(self) -> None:
         """A finished split holds no watermark back any more (it will send nothing)."""
@@ -259,7 +292,11 @@ class SourceLogic(OperatorLogic):
             self.reader.notify_checkpoint_complete(checkpoint_id)
 
     def process_batch(
-        self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
+        self,
+        values: list[Any],
+        timestamps: list[int] | None,
+        keys: list[Any] | None,
+        headers: list[Any] | None = None,
     ) -> None:
         """Sources have no input."""
         raise TypeError(f"{self.task_name} is a source and has no input")
@@ -292,11 +329,21 @@ class SinkLogic(OperatorLogic):
                 dead_letter(self, r.value, r.timestamp_ms, r.error, 1)
 
     def process_batch(
-        self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
+        self,
+        values: list[Any],
+        timestamps: list[int] | None,
+        keys: list[Any] | None,
+        headers: list[Any] | None = None,
     ) -> None:
+        """Write a batch; with headers (tracing on), a writer that stores headers gets
+        them with each ``traceparent`` pointing at this operator's span."""
         self.records_in += len(values)
         self._route_rejected()
-        self.writer.write(values, timestamps)
+        tracer = self.ctx.tracer
+        if headers is None or tracer is None or not isinstance(self.writer, HeaderWriter):
+            self.writer.write(values, timestamps)
+        else:
+            self.writer.write_with_headers(values, timestamps, tracer.stamp(headers))
         self._route_rejected()
 
     def snapshot_state(self, checkpoint_id: int) -> OperatorStateSnapshot:

@@ -99,8 +99,14 @@ class WindowLogic(OperatorLogic):
         ]
 
     def process_batch(
-        self, values: list[Any], timestamps: list[int] | None, keys: list[Any] | None
+        self,
+        values: list[Any],
+        timestamps: list[int] | None,
+        keys: list[Any] | None,
+        headers: list[Any] | None = None,
     ) -> None:
+        """Assign records to windows; a window's result is a new record that carries no
+        input's headers (the span of each input buffer links its records' traces)."""
         self.records_in += len(values)
         if timestamps is None:
             raise OperatorError(
@@ -113,18 +119,25 @@ class WindowLogic(OperatorLogic):
             )
         if keys is None:
             assert self.key_fn is not None
-            keys, kept = call_each(self, self.key_fn, values, timestamps)
+            keys, kept = call_each(self, self.key_fn, values, timestamps, headers)
             if kept is not None:
                 values = [values[i] for i in kept]
                 timestamps = [timestamps[i] for i in kept]
+                headers = [headers[i] for i in kept] if headers is not None else None
         if type(self.assigner) is TumblingWindows:
-            self._tumbling(values, timestamps, keys)
+            self._tumbling(values, timestamps, keys, headers)
         elif isinstance(self.assigner, SessionWindows):
-            self._sessions(values, timestamps, keys)
+            self._sessions(values, timestamps, keys, headers)
         else:
-            self._sliding(values, timestamps, keys)
+            self._sliding(values, timestamps, keys, headers)
 
-    def _tumbling(self, values: list[Any], timestamps: list[int], keys: list[Any]) -> None:
+    def _tumbling(
+        self,
+        values: list[Any],
+        timestamps: list[int],
+        keys: list[Any],
+        headers: list[Any] | None,
+    ) -> None:
         size = self.assigner.size_ms
         offset = self.assigner.offset_ms
         lateness = self.lateness
@@ -161,7 +174,8 @@ class WindowLogic(OperatorLogic):
                 else:
                     part[wk] = add(acc, values[i])
             except Exception as e:
-                self._function_failed(part, wk, acc, values[i], t, e)
+                h = headers[i] if headers is not None else ()
+                self._function_failed(part, wk, acc, values[i], t, e, h)
             if last <= wm:
                 if refire is None:
                     refire = []
@@ -171,7 +185,13 @@ class WindowLogic(OperatorLogic):
         if refire:
             self._fire(refire, late_firing=True)
 
-    def _sliding(self, values: list[Any], timestamps: list[int], keys: list[Any]) -> None:
+    def _sliding(
+        self,
+        values: list[Any],
+        timestamps: list[int],
+        keys: list[Any],
+        headers: list[Any] | None,
+    ) -> None:
         lateness = self.lateness
         wm = self.watermark
         first, add = self.acc.first, self.acc.add
@@ -208,7 +228,8 @@ class WindowLogic(OperatorLogic):
                     else:
                         part[wk] = add(acc, values[i])
                 except Exception as e:
-                    self._function_failed(part, wk, acc, values[i], t, e)
+                    h = headers[i] if headers is not None else ()
+                    self._function_failed(part, wk, acc, values[i], t, e, h)
                 if last <= wm:
                     refire.append((kg, k, start))
         if late:
@@ -216,7 +237,13 @@ class WindowLogic(OperatorLogic):
         if refire:
             self._fire(refire, late_firing=True)
 
-    def _sessions(self, values: list[Any], timestamps: list[int], keys: list[Any]) -> None:
+    def _sessions(
+        self,
+        values: list[Any],
+        timestamps: list[int],
+        keys: list[Any],
+        headers: list[Any] | None,
+    ) -> None:
         gap = self.assigner.gap_ms
         lateness = self.lateness
         first, add, merge = self.acc.first, self.acc.add, self.acc.merge
@@ -249,7 +276,8 @@ class WindowLogic(OperatorLogic):
                 acc = first(values[i]) if acc is _MISSING else add(acc, values[i])
             except Exception as e:
                 fn = first if acc is _MISSING else (lambda v, a=acc: add(a, v))
-                ok, new = call_with_policy(self, fn, values[i], t, first_error=e)
+                h = headers[i] if headers is not None else ()
+                ok, new = call_with_policy(self, fn, values[i], t, first_error=e, headers=h)
                 if ok:
                     acc = new
                 elif acc is _MISSING:
@@ -272,11 +300,19 @@ class WindowLogic(OperatorLogic):
     # -- errors and side outputs --------------------------------------------
 
     def _function_failed(
-        self, part: dict, wk: Any, acc: Any, value: Any, t: int, error: Exception
+        self,
+        part: dict,
+        wk: Any,
+        acc: Any,
+        value: Any,
+        t: int,
+        error: Exception,
+        headers: tuple[tuple[str, bytes], ...],
     ) -> None:
-        """The window function raised on ``value``: retry, dead-letter or fail per policy."""
+        """The window function raised on ``value``: retry, dead-letter (with the record's
+        ``headers``) or fail per policy."""
         fn = self.acc.first if acc is _MISSING else (lambda v: self.acc.add(acc, v))
-        ok, new = call_with_policy(self, fn, value, t, first_error=error)
+        ok, new = call_with_policy(self, fn, value, t, first_error=error, headers=headers)
         if ok:
             part[wk] = new
 
