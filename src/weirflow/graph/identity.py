@@ -16,6 +16,8 @@ import re
 import typing
 from typing import Any
 
+import msgspec
+
 from weirflow.graph.logical import LogicalGraph, OperatorSpec
 from weirflow.serde.schema_check import TypedState, schema_records
 
@@ -73,6 +75,15 @@ def _state_schema(op: OperatorSpec) -> str | None:
     return schema_records(roots)
 
 
+def _states(op: OperatorSpec) -> str | None:
+    """A keyed process function's declared states, a JSON object of name → kind (``None``
+    when it holds no descriptor as an attribute)."""
+    if op.kind != "keyed_process":
+        return None
+    found = {d.name: d.kind for d in _declared_states(op.params.get("fn"))}
+    return msgspec.json.encode(dict(sorted(found.items()))).decode() if found else None
+
+
 def is_named(op: OperatorSpec) -> bool:
     """Whether the job gave the operator a ``uid`` or a name (not the default ``<kind>_<id>``)."""
     return op.uid is not None or re.fullmatch(rf"{re.escape(op.kind)}_\d+", op.name) is None
@@ -87,6 +98,7 @@ def operator_signatures(graph: LogicalGraph) -> dict[str, dict[str, str | None]]
     keyed process function's class); ``state_schema`` (the schema records of the
     state value classes, nested ones included: an aggregate's accumulator, a process
     function's descriptors' ``value_type``, :func:`~weirflow.serde.schema_check.schema_records`);
+    ``states`` (a keyed process function's descriptors held as attributes: name → kind, JSON);
     ``named`` (``"yes"``/``"no"``).
     """
     out: dict[str, dict[str, str | None]] = {}
@@ -100,6 +112,7 @@ def operator_signatures(graph: LogicalGraph) -> dict[str, dict[str, str | None]]
             "window": repr(assigner) if assigner is not None else None,
             "state_type": _state_type(op),
             "state_schema": _state_schema(op),
+            "states": _states(op),
             "named": "yes" if is_named(op) else "no",
         }
     return out

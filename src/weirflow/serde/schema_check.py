@@ -47,11 +47,15 @@ class TypedState(Protocol):
 
     Attributes:
         name: the state's name.
+        kind: what it holds per key (``value``, ``list``, ``map``).
         value_type: the class of its values, or ``None`` when undeclared.
     """
 
     name: str
     value_type: type | None
+
+    @property
+    def kind(self) -> str: ...
 
 
 def _required(cls: type) -> list[str]:
