@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 from upgrade_helpers import run_to_savepoint
 
+from state_backends import STATE_BACKENDS, make_state_backend
 from weirflow.api import load_dataflow
 from weirflow.checkpoint import CheckpointConfig, resolve_job_key
 from weirflow.cli import app
@@ -195,20 +196,27 @@ def test_upgrade_check_of_nested_and_process_state(
             run(2, checkpoint=_config(chk, tmp_path), restore=str(root / "sp"))
 
 
+@pytest.mark.parametrize("backend", STATE_BACKENDS)
 def test_a_migration_on_the_descriptor_converts_restored_values(
-    savepoint: tuple[Path, Path], tmp_path: Path
+    savepoint: tuple[Path, Path], tmp_path: Path, backend: str
 ) -> None:
     """Scenario: the next job version keeps cart totals in cents (Cart.total int -> float,
     prices x100) with the StateMigration on the ValueState descriptor; it restores the
-    savepoint and reads 100 more records: every running total equals the batch answer in
-    cents, so each restored Cart went through the migration once."""
+    savepoint (into either state backend: RocksDB decodes values when read) and reads 100
+    more records: every running total equals the batch answer in cents, so each restored
+    Cart went through the migration once."""
     root, chk = savepoint
     job = _job(
         tmp_path,
         [(TOTAL, "    total: float"), (CART, CART_V2), ("PRICE = 1", "PRICE = 100"),
          ("N = 100", "N = 200")],
     )  # fmt: skip
-    load_dataflow(str(job)).run(2, checkpoint=_config(chk, tmp_path), restore=str(root / "sp"))
+    load_dataflow(str(job)).run(
+        2,
+        checkpoint=_config(chk, tmp_path),
+        restore=str(root / "sp"),
+        state_backend=make_state_backend(backend, tmp_path),
+    )
     got = sorted(r[:3] for r in sys.modules["weirflow_job_shop"].SINK.results)
     want = [
         (f"u{i % 5}", i, 100 * sum(j for j in range(0, i + 1) if j % 5 == i % 5))
