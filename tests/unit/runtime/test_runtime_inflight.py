@@ -13,12 +13,8 @@ from weirflow.checkpoint import CheckpointStorage, Manifest
 from weirflow.errors import CheckpointError, ConfigError
 from weirflow.runtime import state_file_uses_pickle
 from weirflow.runtime.events import Batch, Watermark
-from weirflow.runtime.inflight import (
-    ChannelState,
-    InFlightCapture,
-    plan_in_flight,
-    submit_when_captured,
-)
+from weirflow.runtime.inflight import ChannelState, InFlightCapture, submit_when_captured
+from weirflow.runtime.inflight_restore import plan_in_flight
 from weirflow.runtime.snapshots import EncodedSnapshot, write_task_snapshot
 from weirflow.serde import decode
 
