@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from weirflow import CheckpointConfig, Dataflow, KeyedProcessFunction
-from weirflow.checkpoint import CheckpointStatus, CompletedCheckpoint
+from weirflow.checkpoint import CheckpointStatus, CheckpointStorage, CompletedCheckpoint
 from weirflow.connectors import IterableSource
 from weirflow.errors import ConfigError
 from weirflow.runtime import (
@@ -29,6 +29,7 @@ from weirflow.runtime import (
     RuntimeOptions,
     Task,
     in_flight_items,
+    rescale_refusal,
 )
 from weirflow.state import ValueStateDescriptor
 
@@ -299,6 +300,12 @@ def test_under_backpressure_unaligned_checkpoints_complete_where_aligned_ones_wa
             restore="latest",
             parallelism=1,
         )
+    # upgrade-check's rule is the restore's
+    storage = CheckpointStorage(str(tmp_path / "unaligned" / "chk"), "unaligned", key=b"k" * 32)
+    latest = storage.load_manifest(storage.completed_checkpoints()[-1])
+    graph = _flow(1, clock, SlowTxSink(clock)).graph
+    assert "chained at parallelism 1" in (rescale_refusal(graph, latest, 1) or "")
+    assert rescale_refusal(graph, latest, 3) is None
 
 
 @pytest.mark.parametrize(("before", "after"), [(2, 3), (3, 2)], ids=["2->3", "3->2"])
