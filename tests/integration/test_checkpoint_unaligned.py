@@ -1,4 +1,4 @@
-"""Unaligned checkpoints in one process: under backpressure, after a failure, and rescaling.
+"""Unaligned checkpoints in one process: under backpressure, after a failure, and rescaled.
 
 The job: a source of 2 splits → a map → ``key_by`` → a keyed running count
 (parallelism 2: each subtask reads 2 channels) → a slow two-phase-commit
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from weirflow import CheckpointConfig, Dataflow, KeyedProcessFunction
-from weirflow.checkpoint import CheckpointStatus, CompletedCheckpoint
+from weirflow.checkpoint import CheckpointStatus, CheckpointStorage, CompletedCheckpoint
 from weirflow.connectors import IterableSource
 from weirflow.errors import ConfigError
 from weirflow.runtime import (
@@ -29,6 +29,7 @@ from weirflow.runtime import (
     RuntimeOptions,
     Task,
     in_flight_items,
+    rescale_refusal,
 )
 from weirflow.state import ValueStateDescriptor
 
@@ -288,17 +289,52 @@ def test_under_backpressure_unaligned_checkpoints_complete_where_aligned_ones_wa
         f"every unaligned one held in-flight data: {fast.in_flight}"
     )
 
-    # restoring that checkpoint at another parallelism is refused, naming the fix
+    # at parallelism 1 every edge is chained: its in-flight records have nowhere to go
     clock = ManualClock()
-    with pytest.raises(ConfigError, match=r"unaligned checkpoint .* aligned checkpoint"):
+    with pytest.raises(ConfigError, match=r"chained at parallelism 1\): restore at parallelism 2"):
         _run(
             tmp_path,
             _flow(1_000_000, clock, SlowTxSink(clock)),
             clock,
             _config(tmp_path / "unaligned", **unaligned),
             restore="latest",
-            parallelism=3,
+            parallelism=1,
         )
+    # upgrade-check's rule is the restore's
+    storage = CheckpointStorage(str(tmp_path / "unaligned" / "chk"), "unaligned", key=b"k" * 32)
+    latest = storage.load_manifest(storage.completed_checkpoints()[-1])
+    graph = _flow(1, clock, SlowTxSink(clock)).graph
+    assert "chained at parallelism 1" in (rescale_refusal(graph, latest, 1) or "")
+    assert rescale_refusal(graph, latest, 3) is None
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 3), (3, 2)], ids=["2->3", "3->2"])
+def test_rescaling_redistributes_in_flight_records_by_key_group(
+    tmp_path: Path, before: int, after: int
+) -> None:
+    """Scenario: the job runs at full backpressure until unaligned checkpoints with
+    in-flight records completed and is then cut off; the latest one is restored at another
+    parallelism: each in-flight record goes to the subtask owning its key group, replayed
+    before new input; committed output equals the batch answer (each key's running count
+    has every value once)."""
+    n = 20_000
+    clock = ManualClock()
+    sink = SlowTxSink(clock)
+    first, second = Checkpoints(), Checkpoints()
+    config = _config(tmp_path, unaligned=True)
+    _run(
+        tmp_path, _flow(n, clock, sink), clock, config, rounds=300, parallelism=before,
+        listener=first,
+    )  # fmt: skip
+    last = max(first.in_flight)
+    assert first.in_flight[last] > 0, f"no in-flight data in the last one: {first.in_flight}"
+    _run(
+        tmp_path, _flow(n, clock, sink), clock, config, restore="latest", parallelism=after,
+        listener=second,
+    )  # fmt: skip
+    assert second.restored_from[0] == last
+    got, want = sink.output(), _expected(n)
+    assert got == want, f"missing {sum((want - got).values())}, extra {sum((got - want).values())}"
 
 
 def test_failure_restores_state_and_in_flight_records_exactly_once(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -10,7 +11,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 from chaos_helpers import JOB, committed_results, make_input, run_command, wait_for_checkpoints
@@ -185,19 +188,13 @@ def _wait_for_line(path: Path, text: str) -> None:
         time.sleep(0.05)
 
 
-def test_rescale_and_stop_a_job_submitted_to_a_coordinator_then_resume(tmp_path: Path) -> None:
-    """Scenario: a job submitted to a standalone `weirflow coordinator` (one worker, 2 slots)
-    is rescaled 2 -> 1 and then stopped with a savepoint, both through the endpoint the
-    coordinator opens for each job: each client exits 0 with every sink committed; the job
-    submitted again from the savepoint ends with the batch answer, nothing missing, nothing
-    twice."""
-    log_dir, chk = tmp_path / "log", tmp_path / "chk"
-    expected = make_input(log_dir, N, 9)
-    env = _env(log_dir)
+@contextlib.contextmanager
+def _standalone_cluster(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[list[str], IO]]:
+    """A `weirflow coordinator` and one worker with 2 slots, logging to ``cluster.log``;
+    yields the options that submit to it and the open log; terminates both at the end."""
     token, address = write_token(tmp_path / "token"), f"127.0.0.1:{_free_port()}"
     cli = [sys.executable, "-m", "weirflow.cli"]
     join = ["--coordinator", address, "--token-file", str(token)]
-    relaunched: int | None = None
     with open(tmp_path / "cluster.log", "wb") as log:
         cluster = [
             subprocess.Popen(
@@ -208,9 +205,38 @@ def test_rescale_and_stop_a_job_submitted_to_a_coordinator_then_resume(tmp_path:
         ]  # fmt: skip
         try:
             _wait_for_line(tmp_path / "cluster.log", "joined")
-            client = subprocess.Popen(
-                [*run_command(chk), *join], env=env, stdout=log, stderr=log
-            )
+            yield join, log
+        finally:
+            for proc in cluster:
+                proc.terminate()
+                proc.wait(timeout=30)
+
+
+def _resume_after_stop(
+    log_dir: Path, expected: Counter, resume: list[str], join: list[str], env: dict[str, str]
+) -> None:
+    """Check what the stopped run committed (a part of ``expected``, nothing twice), then
+    submit ``resume`` (a ``weirflow run`` restoring the stop's savepoint) to the cluster."""
+    before = committed_results(log_dir)
+    assert before - expected == Counter(), "a wrong or duplicate result committed"
+    assert sum(before.values()) < sum(expected.values()), "the stop came too late"
+    resumed = subprocess.run([*resume, *join], env=env, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+
+def test_rescale_and_stop_a_job_submitted_to_a_coordinator_then_resume(tmp_path: Path) -> None:
+    """Scenario: a job submitted to a standalone `weirflow coordinator` (one worker, 2 slots)
+    is rescaled 2 -> 1 and then stopped with a savepoint, both through the endpoint the
+    coordinator opens for each job: each client exits 0 with every sink committed; the job
+    submitted again from the savepoint ends with the batch answer, nothing missing, nothing
+    twice."""
+    log_dir, chk = tmp_path / "log", tmp_path / "chk"
+    expected = make_input(log_dir, N, 9)
+    env = _env(log_dir)
+    relaunched: int | None = None
+    with _standalone_cluster(tmp_path, env) as (join, log):
+        try:
+            client = subprocess.Popen([*run_command(chk), *join], env=env, stdout=log, stderr=log)
             try:
                 wait_for_checkpoints(chk, 2)
                 rescaled = _weirflow(
@@ -233,18 +259,41 @@ def test_rescale_and_stop_a_job_submitted_to_a_coordinator_then_resume(tmp_path:
             assert stopped.returncode == 0, stopped.stderr
             assert _folder(stopped.stdout.strip()) == tmp_path / "sp"
             _wait_for_exit(relaunched)
-            before = committed_results(log_dir)
-            assert before - expected == Counter(), "a wrong or duplicate result committed"
-            assert sum(before.values()) < sum(expected.values()), "the stop came too late"
-            resumed = subprocess.run(
-                [*run_command(chk, f"--restore={tmp_path / 'sp'}"), *join],
-                env=env, capture_output=True, text=True, timeout=120,
-            )  # fmt: skip
-            assert resumed.returncode == 0, resumed.stderr[-3000:]
+            _resume_after_stop(
+                log_dir, expected, run_command(chk, f"--restore={tmp_path / 'sp'}"), join, env
+            )
         finally:
             if relaunched is not None and _proc_state(relaunched) != "Z":
                 os.kill(relaunched, signal.SIGKILL)
-            for proc in cluster:
-                proc.terminate()
-                proc.wait(timeout=30)
+    assert committed_results(log_dir) == expected
+
+
+def test_sigterm_to_a_coordinator_client_stops_with_a_savepoint_then_resume(
+    tmp_path: Path,
+) -> None:
+    """Scenario: SIGTERM to the client that submitted a job with checkpoints to a standalone
+    coordinator stops the job with a savepoint into the default folder (as under `weirflow
+    run`'s supervisor): the client exits 0 and names the folder; the job submitted again
+    from that savepoint ends with the batch answer, nothing missing, nothing twice."""
+    log_dir, chk = tmp_path / "log", tmp_path / "chk"
+    expected = make_input(log_dir, N, 11)
+    env = _env(log_dir)
+    with _standalone_cluster(tmp_path, env) as (join, _):
+        with open(tmp_path / "client.log", "wb") as client_log:
+            client = subprocess.Popen(
+                [*run_command(chk), *join], env=env, stdout=client_log, stderr=client_log
+            )
+        try:
+            wait_for_checkpoints(chk, 2)
+            client.send_signal(signal.SIGTERM)
+            assert client.wait(timeout=60) == 0, (tmp_path / "client.log").read_text()[-3000:]
+        finally:
+            if client.poll() is None:
+                client.kill()
+        said = (tmp_path / "client.log").read_text()
+        assert "stop savepoint written to " in said, said[-3000:]
+        folder = _folder(said.split("stop savepoint written to ")[1].split()[0])
+        assert folder.parent == chk / "windowed_sum" / "savepoints"
+        assert (folder / "_manifest").is_file()
+        _resume_after_stop(log_dir, expected, run_command(chk, f"--restore={folder}"), join, env)
     assert committed_results(log_dir) == expected

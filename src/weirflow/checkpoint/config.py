@@ -65,8 +65,10 @@ class CheckpointConfig:
             and those in-flight records become part of the checkpoint, so a
             checkpoint completes quickly under backpressure. Needs
             ``mode="exactly_once"`` and ``max_concurrent=1``. A checkpoint
-            holding in-flight records is restored only at the parallelism it
-            was taken at (rescale from an aligned checkpoint or a savepoint).
+            holding in-flight records restored at another parallelism gives
+            each record to the subtask owning its key group; not at
+            parallelism 1, nor with a ``broadcast`` edge (rescale from an
+            aligned checkpoint or a savepoint then).
         alignment_timeout: with ``unaligned=True``, start each checkpoint
             aligned and let its barrier overtake (unaligned) once this long
             passed since the checkpoint's trigger, as Flink's

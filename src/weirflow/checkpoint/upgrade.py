@@ -4,8 +4,9 @@ State maps to operators by name. Comparing the operators a manifest holds
 state of with the operators of the job to start gives:
 
 * **matched**: in both; their recorded signatures must agree on the key
-  type (when both declare one), the window assigner and the state type, and
-  a recorded state value class must restore into the new one
+  type (when both declare one), the window assigner, the state type and the
+  kind of each state descriptor both declare, and a recorded state value
+  class must restore into the new one
   (:func:`weirflow.serde.schema_check.schema_changes`);
 * **added**: stateful operators the manifest has no state of; they start empty;
 * **dropped**: operators the manifest holds state of that the job no longer
@@ -22,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+
+import msgspec
 
 from weirflow.checkpoint.handles import TaskSnapshot
 from weirflow.checkpoint.manifest import Manifest
@@ -122,6 +125,10 @@ def compare_operators(
                 continue
             if before != after:
                 incompatible.append(Incompatibility(name, f"{what} changed: {before} -> {after}"))
+        for state, (before, after) in _kinds_changed(old.get("states"), new.get("states")):
+            incompatible.append(
+                Incompatibility(name, f"state descriptor {state!r} changed: {before} -> {after}")
+            )
         for change in schema_changes(old.get("state_schema"), new.get("state_schema")):
             incompatible.append(Incompatibility(name, change))
     return UpgradeReport(
@@ -131,6 +138,15 @@ def compare_operators(
         incompatible=incompatible,
         signatures_recorded=bool(saved),
     )
+
+
+def _kinds_changed(old: str | None, new: str | None) -> list[tuple[str, tuple[str, str]]]:
+    """States both signatures declare whose kind (value, list, map) differs, sorted by name."""
+    if not old or not new:
+        return []
+    before = msgspec.json.decode(old, type=dict[str, str])
+    after = msgspec.json.decode(new, type=dict[str, str])
+    return [(n, (k, after[n])) for n, k in sorted(before.items()) if after.get(n, k) != k]
 
 
 def without_operators(manifest: Manifest, dropped: Collection[str]) -> Manifest:

@@ -283,8 +283,9 @@ def submit_job(
 ) -> JobResult:
     """Submit a job to a running coordinator and follow it to its end.
 
-    Progress lines are logged; SIGTERM or Ctrl-C asks the job to stop with a
-    stop checkpoint.
+    Progress lines are logged; SIGTERM or Ctrl-C asks the job to stop: with a
+    savepoint into the job's default savepoint folder when it takes checkpoints
+    (as under ``weirflow run``'s supervisor), else with a stop checkpoint.
 
     Args:
         address: the coordinator's ``HOST:PORT``.
@@ -308,7 +309,9 @@ def submit_job(
     def ask_stop(*_: object) -> None:
         stop.set()
         with contextlib.suppress(ConnectionClosedError):
-            conn.send(control.encode_message(control.StopJob()))
+            conn.send(
+                control.encode_message(control.StopJob(savepoint=submit.checkpoint is not None))
+            )
 
     signal.signal(signal.SIGTERM, ask_stop)
     signal.signal(signal.SIGINT, ask_stop)

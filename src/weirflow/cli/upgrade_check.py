@@ -6,7 +6,8 @@ stateful operators that start empty (added), the operators whose state has
 no operator any more (dropped, refused unless ``--allow-non-restored-state``),
 and every incompatible change, naming the operator and the change: key type,
 window assigner, state type, a stateful operator without a stable name, a
-changed number of key groups, a rescale of in-flight data.
+changed number of key groups, in-flight data of an unaligned checkpoint that
+cannot be redistributed to the new parallelism.
 
 Exit status: 0 a restore would succeed; 1 it would be refused; 2 bad
 arguments, or the savepoint cannot be read (missing, corrupt: the message
@@ -26,7 +27,7 @@ from weirflow.checkpoint import CheckpointStorage, compare_operators, resolve_jo
 from weirflow.cli.app import app
 from weirflow.errors import WeirflowError
 from weirflow.graph import operator_signatures
-from weirflow.runtime import in_flight_items
+from weirflow.runtime import rescale_refusal
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -67,12 +68,9 @@ def upgrade_check(
             f"the savepoint has {manifest.max_parallelism} key groups, the job "
             f"{_MAX_PARALLELISM}: the number of key groups cannot change"
         )
-    target = parallelism or manifest.parallelism
-    if target != manifest.parallelism and in_flight_items(manifest):
-        problems.append(
-            f"checkpoint {manifest.checkpoint_id} holds in-flight records (unaligned) and restores "
-            f"only at parallelism {manifest.parallelism}: rescale from a savepoint"
-        )
+    rescaled = rescale_refusal(graph, manifest, parallelism or manifest.parallelism)
+    if rescaled is not None:
+        problems.append(f"checkpoint {manifest.checkpoint_id}: {rescaled}")
     kind = "savepoint" if manifest.is_savepoint else "checkpoint"
     out.print(f"{kind} {manifest.checkpoint_id} of job {manifest.job} -> {job}", highlight=False)
     for label, names in (
@@ -88,4 +86,3 @@ def upgrade_check(
             err.print(f"[red]incompatible:[/] {escape(p)}")
         raise typer.Exit(1)
     out.print("a restore would succeed", highlight=False)
-

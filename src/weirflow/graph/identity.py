@@ -10,13 +10,16 @@ signatures recorded in the checkpoint with the job's (see
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 import typing
 from typing import Any
 
+import msgspec
+
 from weirflow.graph.logical import LogicalGraph, OperatorSpec
-from weirflow.serde.schema_check import schema_record
+from weirflow.serde.schema_check import TypedState, schema_records
 
 #: The operator kinds that hold keyed state.
 STATEFUL_KINDS = frozenset({"rolling_reduce", "keyed_process", "window"})
@@ -49,16 +52,36 @@ def _state_type(op: OperatorSpec) -> str:
     return f"{kind}:{_type_name(type(fn))}"
 
 
+def _declared_states(fn: Any) -> list[TypedState]:
+    """The state descriptors a function holds as attributes, its own or its classes'."""
+    found = list(getattr(fn, "__dict__", {}).values())
+    for klass in type(fn).__mro__:
+        found += vars(klass).values()
+    return [d for d in found if isinstance(d, TypedState)]
+
+
 def _state_schema(op: OperatorSpec) -> str | None:
-    """The schema record of an aggregate's accumulator class, from the return annotation of
-    its ``create_accumulator`` (``None`` when undeclared or not a Struct or dataclass)."""
-    if op.params.get("function") != "aggregate":
+    """The schema records of the operator's state value classes and of the classes nested in
+    them (:func:`~weirflow.serde.schema_check.schema_records`): an aggregate's accumulator
+    class, from the return annotation of its ``create_accumulator``; a keyed process
+    function's descriptors' ``value_type``. ``None`` when it declares none."""
+    fn = op.params.get("fn")
+    roots: list[object] = []
+    if op.params.get("function") == "aggregate":
+        with contextlib.suppress(NameError, TypeError, AttributeError):
+            roots.append(typing.get_type_hints(fn.create_accumulator).get("return"))
+    elif op.kind == "keyed_process":
+        roots += [d.value_type for d in _declared_states(fn) if d.value_type is not None]
+    return schema_records(roots)
+
+
+def _states(op: OperatorSpec) -> str | None:
+    """A keyed process function's declared states, a JSON object of name → kind (``None``
+    when it holds no descriptor as an attribute)."""
+    if op.kind != "keyed_process":
         return None
-    try:
-        hints = typing.get_type_hints(op.params["fn"].create_accumulator)
-    except (NameError, TypeError, AttributeError):
-        return None
-    return schema_record(hints.get("return"))
+    found = {d.name: d.kind for d in _declared_states(op.params.get("fn"))}
+    return msgspec.json.encode(dict(sorted(found.items()))).decode() if found else None
 
 
 def is_named(op: OperatorSpec) -> bool:
@@ -72,8 +95,10 @@ def operator_signatures(graph: LogicalGraph) -> dict[str, dict[str, str | None]]
     A signature has ``kind``; ``key_type`` (the key selector's declared return
     type, ``None`` if undeclared); ``window`` (the window assigner and its
     parameters, for windows); ``state_type`` (the window function or the
-    keyed process function's class); ``state_schema`` (the schema record of an
-    aggregate's accumulator class, :func:`~weirflow.serde.schema_check.schema_record`);
+    keyed process function's class); ``state_schema`` (the schema records of the
+    state value classes, nested ones included: an aggregate's accumulator, a process
+    function's descriptors' ``value_type``, :func:`~weirflow.serde.schema_check.schema_records`);
+    ``states`` (a keyed process function's descriptors held as attributes: name → kind, JSON);
     ``named`` (``"yes"``/``"no"``).
     """
     out: dict[str, dict[str, str | None]] = {}
@@ -87,6 +112,7 @@ def operator_signatures(graph: LogicalGraph) -> dict[str, dict[str, str | None]]
             "window": repr(assigner) if assigner is not None else None,
             "state_type": _state_type(op),
             "state_schema": _state_schema(op),
+            "states": _states(op),
             "named": "yes" if is_named(op) else "no",
         }
     return out

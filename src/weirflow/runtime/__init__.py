@@ -11,6 +11,7 @@ from weirflow.runtime.events import (
     Watermark,
 )
 from weirflow.runtime.inflight import in_flight_items
+from weirflow.runtime.inflight_restore import rescale_refusal
 from weirflow.runtime.job import run_unchecked, wall_clock_ms
 from weirflow.runtime.local import LocalScheduler
 from weirflow.runtime.ray_cluster import RayCluster
@@ -39,6 +40,7 @@ __all__ = [
     "Watermark",
     "build_job",
     "in_flight_items",
+    "rescale_refusal",
     "run_job",
     "run_unchecked",
     "state_file_uses_pickle",

@@ -54,7 +54,8 @@ from weirflow.graph import LogicalGraph, compile_plan, operator_signatures
 from weirflow.records import JobResult
 from weirflow.runtime.build import BuiltJob, RuntimeOptions, build_job
 from weirflow.runtime.events import CheckpointBarrier
-from weirflow.runtime.inflight import plan_in_flight, submit_when_captured
+from weirflow.runtime.inflight import submit_when_captured
+from weirflow.runtime.inflight_restore import plan_in_flight
 from weirflow.runtime.job import counts
 from weirflow.runtime.local import LocalScheduler
 from weirflow.runtime.operators.source import refuse_duplicate_sink_output
@@ -159,7 +160,11 @@ class _Attempt:
             discard_downloads(restored)
         if self.manifest is not None:
             in_flight = plan_in_flight(
-                self.manifest, self.storage, r.parallelism, [t.name for t in self.built.tasks]
+                self.manifest,
+                self.storage,
+                r.parallelism,
+                [t.name for t in self.built.tasks],
+                r.graph,
             )
             for task in self.built.tasks:
                 if task.name in in_flight:

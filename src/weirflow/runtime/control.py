@@ -324,7 +324,14 @@ class Submit(msgspec.Struct, tag=True, frozen=True):
 
 
 class StopJob(msgspec.Struct, tag=True, frozen=True):
-    """The client asks the running job to stop (a stop checkpoint, then the end)."""
+    """The client asks the running job to stop (a stop checkpoint, then the end).
+
+    Attributes:
+        savepoint: make the stop checkpoint a savepoint in the job's default
+            savepoint folder (for a job with checkpoints; others stop as usual).
+    """
+
+    savepoint: bool = False
 
 
 class JobEvent(msgspec.Struct, tag=True, frozen=True):

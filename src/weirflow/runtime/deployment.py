@@ -31,7 +31,8 @@ from weirflow.runtime import control
 from weirflow.runtime.build import RuntimeOptions, build_job
 from weirflow.runtime.dataplane import DataPlane
 from weirflow.runtime.events import CheckpointBarrier
-from weirflow.runtime.inflight import plan_in_flight, submit_when_captured
+from weirflow.runtime.inflight import submit_when_captured
+from weirflow.runtime.inflight_restore import plan_in_flight
 from weirflow.runtime.job import counts, wall_clock_ms
 from weirflow.runtime.lifecycle import AttemptLifecycle, AttemptState
 from weirflow.runtime.local import LocalScheduler
@@ -150,7 +151,7 @@ class Deployment:
                 discard_downloads(restored)
             if manifest is not None and self.storage is not None:
                 in_flight = plan_in_flight(
-                    manifest, self.storage, d.parallelism, [t.name for t in built.tasks]
+                    manifest, self.storage, d.parallelism, [t.name for t in built.tasks], graph
                 )
                 for task in built.tasks:
                     if task.name in in_flight:

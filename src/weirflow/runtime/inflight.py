@@ -30,16 +30,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from weirflow.checkpoint import CheckpointStorage, Manifest
-from weirflow.errors import CheckpointError, ConfigError
+from weirflow.checkpoint import Manifest
+from weirflow.errors import CheckpointError
 from weirflow.runtime.events import Batch, CheckpointBarrier, Watermark
 from weirflow.runtime.snapshots import (
-    CHANNEL_STATE,
     IN_FLIGHT_ITEMS,
     EncodedSnapshot,
     with_channel_state,
 )
-from weirflow.runtime.state_restore import decode_state_blob
 from weirflow.serde import check_format_version, decode, encode, encode_plain, is_pickled
 
 FORMAT_VERSION = 1
@@ -272,46 +270,3 @@ def submit_when_captured(
 def in_flight_items(manifest: Manifest) -> int:
     """Buffers and watermarks in flight that checkpoint ``manifest`` holds (0: aligned)."""
     return sum(int(t.metadata.get(IN_FLIGHT_ITEMS, 0)) for t in manifest.tasks.values())
-
-
-def plan_in_flight(
-    manifest: Manifest, storage: CheckpointStorage, parallelism: int, task_names: Iterable[str]
-) -> dict[str, InFlightData]:
-    """Read the in-flight data of a checkpoint for the tasks that replay it.
-
-    Args:
-        manifest: the checkpoint to restore.
-        storage: where its files are (signatures verified on read).
-        parallelism: the parallelism restored at.
-        task_names: the tasks of the restored job that run here.
-
-    Returns:
-        task name → its in-flight data (tasks without any are left out).
-
-    Raises:
-        ConfigError: the checkpoint holds in-flight data and is restored at
-            another parallelism.
-        CheckpointCorruptError: a file fails verification.
-        CheckpointError: a file holds pickled records and the storage has no
-            key to authenticate it.
-    """
-    holding = {t: s for t, s in manifest.tasks.items() if CHANNEL_STATE in s.handles}
-    if not holding:
-        return {}
-    if manifest.parallelism != parallelism:
-        raise ConfigError(
-            f"checkpoint {manifest.checkpoint_id} is an unaligned checkpoint with in-flight "
-            f"records in {len(holding)} task(s), taken at parallelism {manifest.parallelism}; "
-            f"in-flight records cannot be redistributed to parallelism {parallelism}. Restore it "
-            f"at parallelism {manifest.parallelism}, take an aligned checkpoint "
-            "(CheckpointConfig(unaligned=False)) or a savepoint, and rescale from that"
-        )
-    wanted = set(task_names)
-    out: dict[str, InFlightData] = {}
-    for name, snap in sorted(holding.items()):
-        if name not in wanted:
-            continue  # another worker's task
-        handle = snap.handles[CHANNEL_STATE]
-        state = ChannelState.from_bytes(storage.read_state(handle), handle.path)
-        out[name] = state.decoded(lambda blob, h=handle: decode_state_blob(storage, h, blob))
-    return out

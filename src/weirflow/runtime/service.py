@@ -4,8 +4,9 @@ A client (``weirflow run JOB.py --coordinator HOST:PORT``) opens an
 authenticated connection, sends :class:`~weirflow.runtime.control.Submit`,
 receives :class:`~weirflow.runtime.control.JobEvent` progress lines, and at
 the end one :class:`~weirflow.runtime.control.JobDone`. A
-:class:`~weirflow.runtime.control.StopJob`, or the client going away, stops
-the job with a stop checkpoint. Jobs run one at a time.
+:class:`~weirflow.runtime.control.StopJob` stops the job with a savepoint
+when it asks for one (SIGTERM to the client of a job with checkpoints), else
+with a stop checkpoint, as the client going away does. Jobs run one at a time.
 
 A job with checkpoints gets a control endpoint
 (:class:`~weirflow.runtime.endpoint.ControlEndpoint`) on this host while it
@@ -20,6 +21,7 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import msgspec
@@ -58,15 +60,24 @@ def _run_submitted(
     load_graph: Callable[[str], LogicalGraph],
 ) -> None:
     stop = threading.Event()
+    savepoints = SavepointRequests()
+    listener = _ClientListener(client)
 
     def watch_client() -> None:
-        # A StopJob, or the client going away, stops the job with a stop checkpoint.
+        # A StopJob stops the job with a savepoint when it asks for one and the job takes
+        # checkpoints, as SIGTERM to `weirflow run` does; else, and when the client goes
+        # away, with a stop checkpoint.
         try:
-            while not isinstance(control.decode_message(client.recv()), control.StopJob):
-                pass
+            message = control.decode_message(client.recv())
+            while not isinstance(message, control.StopJob):
+                message = control.decode_message(client.recv())
         except (ConnectionClosedError, msgspec.DecodeError):
-            pass
-        stop.set()
+            stop.set()
+            return
+        if message.savepoint and submit.checkpoint is not None:
+            savepoints.submit(None, stop=True).add_done_callback(listener.stop_savepoint_done)
+        else:
+            stop.set()
 
     threading.Thread(target=watch_client, name="weirflow-client", daemon=True).start()
     try:
@@ -80,12 +91,9 @@ def _run_submitted(
             restore=submit.restore,
             restart=submit.restart,
         )
-        savepoints = SavepointRequests()
         endpoint = _endpoint(savepoints, submit, spec.graph.name)
         try:
-            result = coordinator.run(
-                spec, stop=stop, listener=_ClientListener(client), savepoints=savepoints
-            )
+            result = coordinator.run(spec, stop=stop, listener=listener, savepoints=savepoints)
         finally:
             if endpoint is not None:
                 endpoint.close()
@@ -132,6 +140,14 @@ class _ClientListener(RunListener):
     def _say(self, text: str) -> None:
         with contextlib.suppress(ConnectionClosedError):
             self.client.send(control.encode_message(control.JobEvent(text)))
+
+    def stop_savepoint_done(self, done: Future[str]) -> None:
+        """Tell the client where the stop savepoint went, or why there is none."""
+        error = done.exception()
+        self._say(
+            f"stop savepoint written to {done.result()}" if error is None
+            else f"no stop savepoint: {error}"
+        )
 
     def attempt_started(self, attempt: int, restored_from: int | None) -> None:
         where = f"checkpoint {restored_from}" if restored_from is not None else "a fresh start"

@@ -19,7 +19,7 @@ from weirflow.serde.codec import (
     is_plain,
 )
 from weirflow.serde.hashing import key_bytes, stable_hash
-from weirflow.serde.schema import StateMigration, StateSchema, StateSchemaError
+from weirflow.serde.schema import StateMigration, StateSchema, StateSchemaError, declare_schema
 
 __all__ = [
     "TAG_MSGPACK",
@@ -29,6 +29,7 @@ __all__ = [
     "StateSchema",
     "StateSchemaError",
     "check_format_version",
+    "declare_schema",
     "decode",
     "encode",
     "encode_plain",

@@ -14,14 +14,23 @@ job defines now:
    a field whose declared type changed, refuses the restore with a
    :class:`StateSchemaError` naming the class, the field and the fix.
 
-A class declares its version and migrations with a class attribute::
+The state descriptor that holds the values declares their version and
+migrations (the class is the descriptor's ``value_type``)::
+
+    CART = ValueStateDescriptor(
+        "cart", value_type=Cart, schema=StateSchema(2, [StateMigration(1, 2, add_total)])
+    )
+
+or the class declares them itself, with a class attribute::
 
     class Cart(msgspec.Struct):
         items: int
         total_cents: int = 0
         __weirflow_schema__ = StateSchema(2, [StateMigration(1, 2, add_total)])
 
-Without one its version is 1. The rules follow Avro's schema resolution as
+Both end in :func:`schema_of`, the one place the rules read a class's
+schema from; a descriptor and the class may not declare different ones.
+Without either the version is 1. The rules follow Avro's schema resolution as
 Flink's POJO and Avro serializers apply it (fields matched by name, new
 fields need a default, removed fields are skipped) and Kafka Streams' advice
 to version state explicitly; a type change needs a migration, as in Flink.
@@ -33,6 +42,7 @@ import dataclasses
 import functools
 import importlib
 import typing
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -96,11 +106,55 @@ class StateSchema:
                 f"version {version}"
             )
 
+    def steps(self) -> list[tuple[int, int]]:
+        """``(from_version, to_version)`` of each migration, sorted."""
+        return sorted((m.from_version, m.to_version) for m in self.migrations.values())
+
+
+# schemas that state descriptors declare for their value classes; weak, so that a job module
+# loaded again (a new class object) starts afresh
+_DECLARED: weakref.WeakKeyDictionary[type, StateSchema] = weakref.WeakKeyDictionary()
+
+
+def _own_schema(cls: type) -> StateSchema | None:
+    declared = getattr(cls, _ATTRIBUTE, None)
+    return declared if isinstance(declared, StateSchema) else None
+
+
+def declare_schema(cls: type, schema: StateSchema) -> None:
+    """Record the schema a state descriptor declares for its value class ``cls``.
+
+    Values are rebuilt by class (a pickle names no descriptor), so every
+    declaration of a class must agree: the same version and migration steps.
+
+    Args:
+        cls: a ``msgspec.Struct`` or dataclass class.
+        schema: its schema.
+
+    Raises:
+        SerdeError: ``cls`` is not a Struct or dataclass class, or it already
+            has another schema (its ``__weirflow_schema__`` or another descriptor's).
+    """
+    if not isinstance(cls, type) or not (
+        issubclass(cls, msgspec.Struct) or dataclasses.is_dataclass(cls)
+    ):
+        raise SerdeError(
+            f"a state schema applies to a msgspec.Struct or dataclass value class, not {cls!r}"
+        )
+    known = _DECLARED.get(cls) or _own_schema(cls)
+    if known is not None and (known.version, known.steps()) != (schema.version, schema.steps()):
+        raise SerdeError(
+            f"{cls.__qualname__} is declared with schema version {known.version} "
+            f"{known.steps()} and version {schema.version} {schema.steps()}: state values are "
+            "rebuilt by class, so declare one schema per class"
+        )
+    _DECLARED[cls] = schema
+
 
 def schema_of(cls: type) -> StateSchema:
-    """The class's declared :class:`StateSchema`, else version 1 without migrations."""
-    declared = getattr(cls, _ATTRIBUTE, None)
-    return declared if isinstance(declared, StateSchema) else StateSchema(1)
+    """The :class:`StateSchema` a descriptor or the class declares, else version 1 without
+    migrations."""
+    return _DECLARED.get(cls) or _own_schema(cls) or StateSchema(1)
 
 
 def _fields_of(value: Any) -> dict[str, Any] | None:
@@ -191,8 +245,8 @@ def rebuild(
         if step is None:
             raise StateSchemaError(
                 f"state of {qualname} has schema version {version} and the class version "
-                f"{schema.version}, with no StateMigration from {version}: add one to its "
-                "__weirflow_schema__"
+                f"{schema.version}, with no StateMigration from {version}: add one to the "
+                "schema of its state descriptor or class"
             )
         fields = step.fn(dict(fields))
         version = step.to_version

@@ -1,9 +1,11 @@
 """Whether state values restore into changed classes, judged from recorded schemas alone.
 
 A checkpoint's manifest records, for a stateful operator whose state values
-have a declared class (a ``msgspec.Struct`` or dataclass), that class's
-:class:`SchemaRecord`: its name, schema version, field types, the fields
-without a default and its migration steps. ``weirflow upgrade-check`` and the
+have a declared class (a ``msgspec.Struct`` or dataclass), the
+:class:`SchemaRecord` of that class and of every Struct or dataclass its
+fields' declared types name, at any depth (``list[Item]``, ``dict[str, Item]``,
+``Item | None``): its name, schema version, field types, the fields without
+a default and its migration steps. ``weirflow upgrade-check`` and the
 restore compare the recorded one with the new code's class by the rules
 :func:`weirflow.serde.schema.rebuild` applies to each value, without decoding
 any state (which may hold pickles).
@@ -12,6 +14,9 @@ any state (which may hold pickles).
 from __future__ import annotations
 
 import dataclasses
+import typing
+from collections.abc import Iterable
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
@@ -36,54 +41,121 @@ class SchemaRecord(msgspec.Struct, frozen=True):
     migrations: list[tuple[int, int]]
 
 
+@runtime_checkable
+class TypedState(Protocol):
+    """A state declaration that names the class of its values (the state layer's descriptors).
+
+    Attributes:
+        name: the state's name.
+        kind: what it holds per key (``value``, ``list``, ``map``).
+        value_type: the class of its values, or ``None`` when undeclared.
+    """
+
+    name: str
+    value_type: type | None
+
+    @property
+    def kind(self) -> str: ...
+
+
 def _required(cls: type) -> list[str]:
     if issubclass(cls, msgspec.Struct):
         return [f.name for f in msgspec.structs.fields(cls) if f.required]
     return [
         f.name
         for f in dataclasses.fields(cls)
-        if f.init
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
+        if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     ]
+
+
+def _is_value_class(cls: object) -> bool:
+    return isinstance(cls, type) and (
+        issubclass(cls, msgspec.Struct) or dataclasses.is_dataclass(cls)
+    )
+
+
+def _record(cls: type) -> SchemaRecord:
+    schema = schema_of(cls)
+    return SchemaRecord(
+        cls.__qualname__, schema.version, field_types(cls), _required(cls), schema.steps()
+    )
 
 
 def schema_record(cls: object) -> str | None:
     """The :class:`SchemaRecord` of ``cls`` as JSON text, ``None`` unless it is a Struct or
     dataclass class (other values carry no schema)."""
-    if not isinstance(cls, type) or not (
-        issubclass(cls, msgspec.Struct) or dataclasses.is_dataclass(cls)
-    ):
+    if not _is_value_class(cls):
         return None
-    schema = schema_of(cls)
-    record = SchemaRecord(
-        cls.__qualname__,
-        schema.version,
-        field_types(cls),
-        _required(cls),
-        sorted((m.from_version, m.to_version) for m in schema.migrations.values()),
-    )
-    return msgspec.json.encode(record).decode()
+    assert isinstance(cls, type)
+    return msgspec.json.encode(_record(cls)).decode()
+
+
+def _classes_in(tp: Any) -> Iterable[type]:
+    """The Struct and dataclass classes a declared type names (``list[Item] | None``: Item)."""
+    if _is_value_class(tp):
+        yield tp
+    for arg in typing.get_args(tp):
+        yield from _classes_in(arg)
+
+
+def value_classes(roots: Iterable[object]) -> list[type]:
+    """``roots`` that are Struct or dataclass classes, and every such class their fields'
+    declared types name, at any depth; each once, in the order found."""
+    found: dict[type, None] = {}
+    todo = [c for r in roots for c in _classes_in(r)]
+    while todo:
+        cls = todo.pop(0)
+        if cls in found:
+            continue
+        found[cls] = None
+        try:
+            hints = typing.get_type_hints(cls)
+        except (NameError, TypeError):
+            continue
+        todo += [c for hint in hints.values() for c in _classes_in(hint)]
+    return list(found)
+
+
+def schema_records(roots: Iterable[object]) -> str | None:
+    """The :class:`SchemaRecord` of each class :func:`value_classes` finds, as one JSON list
+    (``None`` when it finds none)."""
+    records = [_record(cls) for cls in value_classes(roots)]
+    return msgspec.json.encode(records).decode() if records else None
+
+
+def _decode(text: str) -> list[SchemaRecord]:
+    # a manifest written before nested classes were recorded holds one record, not a list
+    if text.lstrip().startswith("{"):
+        return [msgspec.json.decode(text, type=SchemaRecord)]
+    return msgspec.json.decode(text, type=list[SchemaRecord])
 
 
 def schema_changes(recorded: str | None, now: str | None) -> list[str]:
-    """The changes from the recorded class to the new one that refuse a restore.
+    """The changes from the recorded classes to the new ones that refuse a restore.
 
     Args:
-        recorded: the manifest's :func:`schema_record` text, or ``None``.
+        recorded: the manifest's :func:`schema_records` (or :func:`schema_record`) text,
+            or ``None``.
         now: the new code's, or ``None``.
 
     Returns:
         One line per refused change, naming the class, the field and the fix;
-        empty when the restore would rebuild every value, or when either side
-        records nothing or the classes differ (nothing to compare).
+        empty when the restore would rebuild every value. A class is compared
+        with the new class of the same name; a class only one side records
+        is not compared.
     """
     if recorded is None or now is None:
         return []
-    old = msgspec.json.decode(recorded, type=SchemaRecord)
-    new = msgspec.json.decode(now, type=SchemaRecord)
-    if old.name != new.name:
-        return []
+    new = {r.name: r for r in _decode(now)}
+    return [
+        change
+        for old in _decode(recorded)
+        if old.name in new
+        for change in _record_changes(old, new[old.name])
+    ]
+
+
+def _record_changes(old: SchemaRecord, new: SchemaRecord) -> list[str]:
     what = f"state value class {new.name}"
     if old.version > new.version:
         return [f"{what}: schema version lowered {old.version} -> {new.version}"]
@@ -94,7 +166,8 @@ def schema_changes(recorded: str | None, now: str | None) -> list[str]:
             if version not in steps:
                 return [
                     f"{what}: schema version {old.version} -> {new.version} without a "
-                    f"StateMigration from {version}: add one to its __weirflow_schema__"
+                    f"StateMigration from {version}: add one to the schema of its state "
+                    "descriptor or class"
                 ]
             version = steps[version]
         return []

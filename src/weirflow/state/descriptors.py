@@ -3,12 +3,24 @@
 An operator declares every piece of state it uses by descriptor (or by raw
 table name), so a snapshot covers exactly what was declared. A name has one
 kind for the life of a backend; using it with another kind is an error.
+
+A descriptor may name the class of its values (``value_type=``, a
+``msgspec.Struct`` or dataclass) and their :class:`~weirflow.serde.StateSchema`
+(``schema=``: the schema version and the migrations from older versions),
+so that state written by an older job version restores into a changed class
+(:mod:`weirflow.serde.schema`). Keep such a descriptor where the job's code
+finds it before state is restored: as an attribute of the process function's
+class (or module), not built inside ``open``; ``weirflow upgrade-check``
+reads the schemas of the descriptors it finds there.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
+
+from weirflow.errors import StateError
+from weirflow.serde import StateSchema, declare_schema
 
 StateKind = Literal["value", "list", "map", "table"]
 """The kind a state name is declared with; ``table`` is a raw :class:`KeyedTable`."""
@@ -17,16 +29,45 @@ STATE_KINDS: Final[frozenset[str]] = frozenset({"value", "list", "map", "table"}
 
 
 @dataclass(frozen=True, slots=True)
-class ValueStateDescriptor:
-    """Declares a single value per key.
+class _Typed:
+    """What every descriptor may say of its values: their class and its schema.
 
     Attributes:
         name: state name, unique within the backend.
+        value_type: the class of the values (a ``msgspec.Struct`` or
+            dataclass), needed with ``schema``.
+        schema: the values' schema version and the migrations from older versions.
+
+    Raises:
+        StateError: a ``schema`` without ``value_type``.
+        SerdeError: ``value_type`` is not a Struct or dataclass, or has another schema.
+    """
+
+    name: str
+    value_type: type | None = field(default=None, kw_only=True)
+    schema: StateSchema | None = field(default=None, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.schema is None:
+            return
+        if self.value_type is None:
+            raise StateError(
+                f"state {self.name!r} declares a schema without value_type=: name the Struct "
+                "or dataclass class its values are"
+            )
+        declare_schema(self.value_type, self.schema)
+
+
+@dataclass(frozen=True, slots=True)
+class ValueStateDescriptor(_Typed):
+    """Declares a single value per key (``value_type=`` and ``schema=`` as for every
+    descriptor, see :class:`_Typed`).
+
+    Attributes:
         default: returned by ``ValueState.value()`` when the key holds no value.
             It is returned as is, so it should be immutable.
     """
 
-    name: str
     default: Any = None
 
     @property
@@ -36,14 +77,9 @@ class ValueStateDescriptor:
 
 
 @dataclass(frozen=True, slots=True)
-class ListStateDescriptor:
-    """Declares a list of values per key.
-
-    Attributes:
-        name: state name, unique within the backend.
-    """
-
-    name: str
+class ListStateDescriptor(_Typed):
+    """Declares a list of values per key (``name``, ``value_type=``, ``schema=``:
+    :class:`_Typed`)."""
 
     @property
     def kind(self) -> StateKind:
@@ -52,14 +88,9 @@ class ListStateDescriptor:
 
 
 @dataclass(frozen=True, slots=True)
-class MapStateDescriptor:
-    """Declares a map (user key -> value) per key.
-
-    Attributes:
-        name: state name, unique within the backend.
-    """
-
-    name: str
+class MapStateDescriptor(_Typed):
+    """Declares a map (user key -> value) per key (``name``, ``value_type=``, ``schema=``:
+    :class:`_Typed`)."""
 
     @property
     def kind(self) -> StateKind:

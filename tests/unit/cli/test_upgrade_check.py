@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
+from upgrade_helpers import run_to_savepoint
 
 from weirflow.api import load_dataflow
-from weirflow.checkpoint import CheckpointConfig, CheckpointStorage, resolve_job_key
+from weirflow.checkpoint import CheckpointConfig, resolve_job_key
 from weirflow.cli import app
 from weirflow.errors import ConfigError
 
@@ -119,13 +120,7 @@ def savepoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("upgrade")
     (root / "base.py").write_text(BASE)
     chk = root / "chk"
-    load_dataflow(str(root / "base.py")).run(
-        2, checkpoint=CheckpointConfig(storage=str(chk)), restore="none"
-    )
-    key = resolve_job_key(None, str(chk), "shop", create=False).key
-    storage = CheckpointStorage(str(chk), "shop", key=key)
-    last = storage.completed_checkpoints()[-1]
-    storage.write_savepoint(storage.load_manifest(last), str(root / "sp"))
+    run_to_savepoint(root / "base.py", chk, root / "sp")
     return root, chk
 
 

@@ -30,6 +30,7 @@ MESSAGES = [
     control.Submit("/j.py", 2, 128, CheckpointConfig(storage="/chk", interval=timedelta(
         milliseconds=200)), "exactly_once", "latest", RestartStrategy.fixed_delay(3)),
     control.StopJob(),
+    control.StopJob(savepoint=True),
     control.JobEvent("checkpoint 1 completed"),
     control.JobDone(True, job="j", counts={"map": [1, 1, 0, 0, 0]}),
     control.StatusRequest(),

@@ -18,9 +18,9 @@ from weirflow.runtime.inflight import (
     InFlightCapture,
     decode_item,
     encode_item,
-    plan_in_flight,
     submit_when_captured,
 )
+from weirflow.runtime.inflight_restore import plan_in_flight
 from weirflow.runtime.snapshots import EncodedSnapshot, write_task_snapshot
 from weirflow.serde import decode
 
