@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Collection, Iterable, Iterator, Mapping
-from typing import Any
 
 from weirflow.checkpoint import CheckpointStorage, Manifest
 from weirflow.errors import ConfigError
@@ -210,22 +209,32 @@ def rescale_in_flight(
 
 
 def _by_key_group(batch: Batch, parallelism: int, max_parallelism: int) -> dict[int, Batch]:
-    """Split a keyed buffer by the subtask that owns each record's key group."""
-    parts: dict[int, tuple[list[Any], list[int] | None, list[Any]]] = {}
+    """Split a keyed buffer by the subtask that owns each record's key group.
+
+    Each record keeps its timestamp and, when the job traces, its headers.
+    """
+    parts: dict[int, Batch] = {}
     keys = batch.keys
     assert keys is not None
     for i, key in enumerate(keys):
         owner = subtask_for_key_group(
             max_parallelism, parallelism, key_group_for_key(key, max_parallelism)
         )
-        values, timestamps, part_keys = parts.setdefault(
-            owner, ([], [] if batch.timestamps is not None else None, [])
-        )
-        values.append(batch.values[i])
-        part_keys.append(key)
-        if timestamps is not None:
-            timestamps.append(batch.timestamps[i])  # type: ignore[index]
-    return {s: Batch(v, t, k) for s, (v, t, k) in parts.items()}
+        part = parts.get(owner)
+        if part is None:
+            part = parts[owner] = Batch(
+                [],
+                [] if batch.timestamps is not None else None,
+                [],
+                [] if batch.headers is not None else None,
+            )
+        part.values.append(batch.values[i])
+        part.keys.append(key)  # type: ignore[union-attr]
+        if part.timestamps is not None:
+            part.timestamps.append(batch.timestamps[i])  # type: ignore[index]
+        if part.headers is not None:
+            part.headers.append(batch.headers[i])  # type: ignore[index]
+    return parts
 
 
 def plan_in_flight(

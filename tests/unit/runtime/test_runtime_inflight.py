@@ -112,3 +112,25 @@ def test_in_flight_buffers_keep_their_headers() -> None:
         assert isinstance(back, Batch)
         assert back.values == [1, 2] and back.timestamps == [5, 6]
         assert back.headers == batch.headers
+
+
+def test_rescaled_in_flight_records_keep_their_timestamps_and_headers() -> None:
+    from weirflow.runtime.inflight_restore import _by_key_group
+    from weirflow.state import key_group_for_key, subtask_for_key_group
+
+    keys = [f"k{i}" for i in range(40)]
+    headers = [(("traceparent", f"{i:02d}".encode()),) for i in range(40)]
+    batch = Batch(list(range(40)), [1000 + i for i in range(40)], keys, headers)
+    parts = _by_key_group(batch, 3, 128)
+    seen = []
+    for subtask, part in parts.items():
+        assert part.keys is not None and part.timestamps is not None and part.headers is not None
+        for value, ts, key, header in zip(
+            part.values, part.timestamps, part.keys, part.headers, strict=True
+        ):
+            assert subtask_for_key_group(128, 3, key_group_for_key(key, 128)) == subtask
+            assert (ts, key, header) == (1000 + value, keys[value], headers[value])
+            seen.append(value)
+    assert sorted(seen) == list(range(40))
+    untraced = _by_key_group(Batch([1, 2], None, ["a", "b"]), 3, 128)
+    assert all(p.headers is None and p.timestamps is None for p in untraced.values())
