@@ -5,22 +5,24 @@ Two exactly-once modes (both two-phase-commit writers, see
 
 ``exactly_once="transactional"`` (default; any server)
     The rows of checkpoint interval ``n`` are staged in memory and go into
-    checkpoint ``n`` (they are its committable). When ``n`` completes they
-    are written, with a row of ``weirflow_sink_progress`` recording ``n``, in
-    one transaction. A restore writes the restored staged rows again unless
-    the progress table shows their checkpoint committed. Cost: a checkpoint
-    holds the rows of its interval, and rows reach the table one checkpoint
-    late, written all at once. Rows the table refuses for their content are
-    found at the barrier by writing the interval once in a transaction that is
-    rolled back, so their dead letters belong to the checkpoint like any
-    other output (this doubles the database work of the mode); a row refused
-    only at commit time (a unique key another writer took meanwhile) is
-    dead-lettered then, recorded in ``weirflow_sink_rejects`` for restores,
-    and after a job's final checkpoint reaches a dead-letter sink that
-    commits no more.
+    checkpoint ``n`` (they are its committable). At barrier ``n`` they are
+    written, with a row of ``weirflow_sink_progress`` recording ``n``, in a
+    transaction that is held open (not prepared) until ``n`` completes and
+    is then committed; a crash in between leaves the server to roll it back,
+    and a restore writes the restored staged rows again unless the progress
+    table shows their checkpoint committed. Cost: a checkpoint holds the rows
+    of its interval, an open transaction holds its locks until the
+    checkpoint completes, and rows reach the table one checkpoint late. Rows
+    the table refuses for their content are found at the barrier, so their
+    dead letters belong to the checkpoint like any other output; a row refused
+    only at commit time (the held transaction's link broke, and a key it
+    wrote was taken by another writer before the rows were written again) is
+    recorded in ``weirflow_sink_rejects`` and the commit fails (retriable):
+    the restore of that checkpoint dead-letters it, so that a checkpoint
+    carries its dead letter even when it was the job's final one.
 
 ``exactly_once="two_phase"`` (needs ``max_prepared_transactions > 0``)
-    Rows go into an open database transaction as they come; on barrier ``n``
+    Rows go into an open database transaction, ``batch_size`` at a time; on barrier ``n``
     it is prepared (``PREPARE TRANSACTION``), and its id is the committable;
     when ``n`` completes it is committed (``COMMIT PREPARED``). A restore
     commits the restored prepared transactions and rolls back every other
@@ -32,8 +34,8 @@ Two exactly-once modes (both two-phase-commit writers, see
     watches ``pg_prepared_xacts`` (a prepared transaction holds its locks
     and stops VACUUM until it is resolved).
 
-``guarantee="at_least_once"`` writes each batch in its own transaction
-as it arrives; a replay after a failover may write rows again (use
+``guarantee="at_least_once"`` writes ``batch_size`` rows (or what a barrier
+finds buffered) in their own transaction; a replay after a failover may write rows again (use
 ``mode="upsert"`` to make that harmless).
 
 Rows refused for their content (SQLSTATE class 22 or 23) are dead-lettered
@@ -88,7 +90,10 @@ class PostgresSink:
         guarantee: ``exactly_once`` or ``at_least_once``.
         exactly_once: ``transactional`` or ``two_phase`` (module docstring).
         create_table: create the table when missing (needs ``columns`` as a mapping).
-        batch_size: rows per ``COPY``/``executemany`` statement.
+        batch_size: rows per ``COPY``/``executemany`` statement; ``two_phase`` and
+            ``at_least_once`` buffer this many rows before a write (a barrier writes
+            what is buffered). Large batches keep the database busy while Python
+            encodes (a statement is one round trip, whatever its size).
         resilience: retries and circuit breaker (default: :class:`Resilience`).
         connect_timeout: bound on one connection attempt.
 
@@ -108,7 +113,7 @@ class PostgresSink:
         guarantee: Guarantee = "exactly_once",
         exactly_once: ExactlyOnceMode = "transactional",
         create_table: bool = False,
-        batch_size: int = 5000,
+        batch_size: int = 50_000,
         resilience: Resilience | None = None,
         connect_timeout: timedelta = timedelta(seconds=10),
     ) -> None:

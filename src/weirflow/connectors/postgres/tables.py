@@ -16,8 +16,10 @@ subtasks starting together do not race):
 Rows are written with ``COPY`` (append) or a pipelined ``executemany`` of
 ``INSERT ... ON CONFLICT (keys) DO UPDATE`` (upsert), ``batch_size`` rows per
 statement, each batch under a savepoint. A batch that fails for a row's
-content is rolled back to its savepoint and written again row by row, each
-row under its own savepoint, so that only the offending rows are left out.
+content is rolled back to its savepoint and its halves are written again,
+each under its own savepoint, down to single rows, so that only the
+offending rows are left out. Deferrable constraints are checked per statement
+(``SET CONSTRAINTS ALL IMMEDIATE``) for the same reason.
 """
 
 from __future__ import annotations
@@ -178,16 +180,39 @@ class RowStatements:
         """
         refused: list[tuple[int, RowRejectedError]] = []
         insert = self.insert_sql()
+        # a deferred constraint would refuse the whole transaction at COMMIT; checked per
+        # statement, it refuses the one row under its savepoint
+        conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
         for start in range(0, len(rows), self.batch_size):
-            batch = rows[start : start + self.batch_size]
-            try:
-                with conn.transaction():
-                    self._write_batch(conn, batch, insert)
-            except Exception as e:
-                if not is_content_error(e):
-                    raise
-                refused.extend((start + i, err) for i, err in self._one_by_one(conn, batch, insert))
+            end = min(len(rows), start + self.batch_size)
+            self._write_part(conn, rows, start, end, insert, refused)
         return refused
+
+    def _write_part(
+        self,
+        conn: Connection[Any],
+        rows: Sequence[Sequence[Any]],
+        start: int,
+        end: int,
+        insert: sql.Composed,
+        refused: list[tuple[int, RowRejectedError]],
+    ) -> None:
+        """Write ``rows[start:end]`` under a savepoint; when a row's content fails it, write
+        the halves again (down to single rows), so that k bad rows cost O(k log n)
+        statements, not one per row."""
+        try:
+            with conn.transaction():
+                self._write_batch(conn, rows[start:end], insert)
+            return
+        except Exception as e:
+            if not is_content_error(e):
+                raise
+            if end - start == 1:
+                refused.append((start, rejected(e)))
+                return
+        middle = (start + end) // 2
+        self._write_part(conn, rows, start, middle, insert, refused)
+        self._write_part(conn, rows, middle, end, insert, refused)
 
     def _write_batch(
         self, conn: Connection[Any], batch: Sequence[Sequence[Any]], insert: sql.Composed
@@ -197,20 +222,7 @@ class RowStatements:
                 with cur.copy(self.copy_sql()) as copy:
                     for row in batch:
                         copy.write_row(row)
+            elif len(batch) == 1:
+                cur.execute(insert, batch[0])
             else:
                 cur.executemany(insert, batch)
-
-    @staticmethod
-    def _one_by_one(
-        conn: Connection[Any], batch: Sequence[Sequence[Any]], insert: sql.Composed
-    ) -> list[tuple[int, RowRejectedError]]:
-        refused = []
-        for i, row in enumerate(batch):
-            try:
-                with conn.transaction():
-                    conn.execute(insert, row)
-            except Exception as e:
-                if not is_content_error(e):
-                    raise
-                refused.append((i, rejected(e)))
-        return refused
