@@ -180,7 +180,7 @@ class PostgresWriter(TwoPhaseCommitWriter[Any]):
         rows = values if encode is None else list(map(encode, values))
         width = len(self.statements.columns)
         # the common case, checked by C loops instead of a Python loop per row
-        if {type(r) for r in rows} <= _PLAIN_ROWS and set(map(len, rows)) <= {width}:
+        if set(map(type, rows)) <= _PLAIN_ROWS and set(map(len, rows)) <= {width}:
             return rows
         return [self._encode_other(row) for row in rows]
 
