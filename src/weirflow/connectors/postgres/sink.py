@@ -34,8 +34,8 @@ Two exactly-once modes (both two-phase-commit writers, see
     watches ``pg_prepared_xacts`` (a prepared transaction holds its locks
     and stops VACUUM until it is resolved).
 
-``guarantee="at_least_once"`` writes ``batch_size`` rows (or what a barrier
-finds buffered) in their own transaction; a replay after a failover may write rows again (use
+``guarantee="at_least_once"`` writes each batch in its own transaction
+as it arrives; a replay after a failover may write rows again (use
 ``mode="upsert"`` to make that harmless).
 
 Rows refused for their content (SQLSTATE class 22 or 23) are dead-lettered
@@ -90,9 +90,9 @@ class PostgresSink:
         guarantee: ``exactly_once`` or ``at_least_once``.
         exactly_once: ``transactional`` or ``two_phase`` (module docstring).
         create_table: create the table when missing (needs ``columns`` as a mapping).
-        batch_size: rows per ``COPY``/``executemany`` statement; ``two_phase`` and
-            ``at_least_once`` buffer this many rows before a write (a barrier writes
-            what is buffered). Large batches keep the database busy while Python
+        batch_size: rows per ``COPY``/``executemany`` statement; ``two_phase``
+            buffers this many rows before a write (a barrier writes what is
+            buffered). Large statements keep the database busy while Python
             encodes (a statement is one round trip, whatever its size).
         resilience: retries and circuit breaker (default: :class:`Resilience`).
         connect_timeout: bound on one connection attempt.

@@ -259,18 +259,9 @@ class StagedWriter(PostgresWriter):
         return [(int(i), RowRejectedError(m, sqlstate=s)) for i, s, m in rows]
 
     def _write_direct(self, values: list[Any], timestamps: list[int] | None) -> None:
-        """At least once: buffer the rows, and write them in their own transaction once
-        ``batch_size`` rows are buffered."""
-        self._current.extend(self.encode_rows(values))
-        if len(self._current) >= self.statements.batch_size:
-            self._flush()
-
-    def _flush(self) -> None:
-        """At least once: write the buffered rows in their own transaction now (a barrier,
-        the end of input, or a full buffer)."""
-        rows, self._current = self._current, []
-        if not rows:
-            return
+        """At least once: write the batch in its own transaction now (buffering rows for
+        larger statements would hold them back for as long as no more input comes)."""
+        rows = self.encode_rows(values)
 
         def txn(conn: psycopg.Connection[Any]) -> list[tuple[int, RowRejectedError]]:
             with conn.transaction():
