@@ -63,6 +63,7 @@ from weirflow.connectors.postgres.tables import (
     check_key_constraint,
     create_table,
     ensure_bookkeeping,
+    has_deferrable_constraint,
     table_columns,
 )
 from weirflow.connectors.postgres.writers import WriterIdentity, last_committed
@@ -216,7 +217,14 @@ class PostgresSink:
                     "on the server (it is 0); set it and restart the server, or use "
                     "exactly_once='transactional'"
                 )
-        return RowStatements(self.table, columns, self.mode, self.key_columns, self.batch_size)
+        return RowStatements(
+            self.table,
+            columns,
+            self.mode,
+            self.key_columns,
+            self.batch_size,
+            deferrable=has_deferrable_constraint(conn, self.table),
+        )
 
     def open_checked(self, name: str, fresh: bool) -> tuple[psycopg.Connection[Any], RowStatements]:
         """Connect and :meth:`check`; on a fresh start a connection failure fails at once,

@@ -103,6 +103,16 @@ def create_table(
         )
 
 
+def has_deferrable_constraint(conn: Connection[Any], table: str) -> bool:
+    """Whether ``table`` has a deferrable constraint (which the sink checks per statement)."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s) "
+        "AND condeferrable)",
+        (table,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def check_key_constraint(conn: Connection[Any], table: str, key_columns: Sequence[str]) -> bool:
     """Whether ``table`` has a primary key or unique constraint on exactly ``key_columns``."""
     row = conn.execute(
@@ -125,6 +135,7 @@ class RowStatements:
         mode: ``append`` or ``upsert``.
         key_columns: the conflict target of ``upsert``.
         batch_size: rows per statement (≥ 1).
+        deferrable: whether the table has deferrable constraints.
     """
 
     table: str
@@ -132,6 +143,7 @@ class RowStatements:
     mode: Mode
     key_columns: tuple[str, ...]
     batch_size: int
+    deferrable: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -180,9 +192,10 @@ class RowStatements:
         """
         refused: list[tuple[int, RowRejectedError]] = []
         insert = self.insert_sql()
-        # a deferred constraint would refuse the whole transaction at COMMIT; checked per
-        # statement, it refuses the one row under its savepoint
-        conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        if self.deferrable:
+            # a deferred constraint would refuse the whole transaction at COMMIT; checked
+            # per statement, it refuses the one row under its savepoint
+            conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
         for start in range(0, len(rows), self.batch_size):
             end = min(len(rows), start + self.batch_size)
             self._write_part(conn, rows, start, end, insert, refused)
