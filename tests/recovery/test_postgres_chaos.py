@@ -212,7 +212,7 @@ def test_postgres_sinks_exactly_once_under_worker_kills(
             kills=KILLS, seed=chaos_seed, target="worker", min_delay_s=0.3, max_delay_s=1.2
         ),
         [("transactional", "append"), ("two_phase", "append"), ("transactional", "upsert")],
-        n=30_000,
+        n=40_000,
         throttle_us=100,
         faults=PROTOCOL_FAULTS,
     )
