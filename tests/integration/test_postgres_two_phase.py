@@ -144,3 +144,26 @@ def test_a_deferred_constraint_refuses_rows_at_the_barrier(pg_server: PgServer) 
     w.commit(1)
     assert ids(dsn, "deferred") == [4, 5, 6]
     w.close()
+
+
+def test_two_pending_checkpoints_with_the_same_key_commit_in_order(pg_server: PgServer) -> None:
+    """Scenario: upsert; checkpoint 2's barrier comes before checkpoint 1 completed, and both
+    intervals hold key 1. Checkpoint 2's rows are not written beside 1's held transaction
+    (they would wait for its lock, which only the same thread can release); completing 2
+    commits 1, then writes 2: key 1 has checkpoint 2's value."""
+    dsn = pg_server.dsn
+    make_table(dsn, "pending", ", PRIMARY KEY (id)")
+    sink = PostgresSink(dsn, "pending", mode="upsert", key_columns=("id",))
+    w = sink.create_writer("job", "out", 0, 1, None)
+    w.write([(1, 10), (2, 20)], None)
+    w.pre_commit(1)
+    w.write([(1, 11), (3, 30)], None)
+    w.pre_commit(2)
+    w.commit(2)
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT id, v FROM pending ORDER BY id").fetchall() == [
+            (1, 11),
+            (2, 20),
+            (3, 30),
+        ]
+    w.close()

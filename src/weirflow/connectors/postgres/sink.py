@@ -19,7 +19,11 @@ Two exactly-once modes (both two-phase-commit writers, see
     wrote was taken by another writer before the rows were written again) is
     recorded in ``weirflow_sink_rejects`` and the commit fails (retriable):
     the restore of that checkpoint dead-letters it, so that a checkpoint
-    carries its dead letter even when it was the job's final one.
+    carries its dead letter even when it was the job's final one. With
+    ``max_concurrent > 1`` checkpoints, an interval whose barrier comes while
+    an earlier checkpoint's transaction is still held is not written until it
+    completes (its rows could wait for the held transaction's locks), so the
+    rows it refuses fail the commit like the above.
 
 ``exactly_once="two_phase"`` (needs ``max_prepared_transactions > 0``)
     Rows go into an open database transaction, ``batch_size`` at a time; on barrier ``n``

@@ -87,7 +87,10 @@ class StagedWriter(PostgresWriter):
             ConfigError: a value msgpack cannot hold (the message names its type).
         """
         staged, self._current = self._current, []
-        if staged:
+        # Beside a transaction still held for an earlier checkpoint (max_concurrent > 1)
+        # this one's rows could wait for that one's locks, which only this thread can
+        # release: they are staged unwritten and written when the checkpoint completes.
+        if staged and not self._held:
             held, bad = self._guarded(
                 "write rows", lambda conn: self._hold(conn, checkpoint_id, staged)
             )
