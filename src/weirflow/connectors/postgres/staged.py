@@ -12,7 +12,11 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import psycopg
 
-from weirflow.connectors.postgres.errors import PostgresSinkError, RowRejectedError
+from weirflow.connectors.postgres.errors import (
+    PostgresSinkError,
+    RowRejectedError,
+    is_content_error,
+)
 from weirflow.connectors.postgres.tables import RowStatements
 from weirflow.connectors.postgres.writers import (
     STATE_VERSION,
@@ -263,10 +267,18 @@ class StagedWriter(PostgresWriter):
 
     def _write_direct(self, values: list[Any], timestamps: list[int] | None) -> None:
         """At least once: write the batch in its own transaction now (buffering rows for
-        larger statements would hold them back for as long as no more input comes)."""
+        larger statements would hold them back for as long as no more input comes); the
+        transaction is tried without savepoints first, since rows are seldom refused."""
         rows = self.encode_rows(values)
 
         def txn(conn: psycopg.Connection[Any]) -> list[tuple[int, RowRejectedError]]:
+            try:
+                with conn.transaction():
+                    self.statements.write_all_or_none(conn, rows)
+                return []
+            except psycopg.Error as e:
+                if not is_content_error(e):
+                    raise
             with conn.transaction():
                 return self.statements.write(conn, rows)
 

@@ -201,6 +201,18 @@ class RowStatements:
             self._write_part(conn, rows, start, end, insert, refused)
         return refused
 
+    def write_all_or_none(self, conn: Connection[Any], rows: Sequence[Sequence[Any]]) -> None:
+        """Write ``rows`` without savepoints (two round trips fewer a statement): a row
+        refused for its content fails the whole transaction, which the caller rolls back
+        and writes again with :meth:`write`.
+
+        Raises:
+            psycopg.Error: any failure, a row's content included.
+        """
+        insert = self.insert_sql()
+        for start in range(0, len(rows), self.batch_size):
+            self._write_batch(conn, rows[start : start + self.batch_size], insert)
+
     def _write_part(
         self,
         conn: Connection[Any],
