@@ -23,8 +23,8 @@ exits with status 1). Runs:
   machine, the cost of one guarded call with and without the breaker is
   measured on its own too, and multiplied by the guarded calls per row.
 
-Every run is repeated ``--repeat`` times, interleaved, and the best rate is
-reported (the runs share two cores with whatever else the machine does; the
+Every run is repeated ``--repeat`` times, interleaved (every other round in
+reverse order), and the best rate is reported (the runs share two cores with whatever else the machine does; the
 best is the one least disturbed).
 
 Usage: python benchmarks/postgres.py [--rows N] [--repeat R] [--json PATH]
@@ -195,7 +195,9 @@ def main() -> int:
         server.start()
         with tempfile.TemporaryDirectory() as tmp:
             for attempt in range(args.repeat):
-                for i, (name, run) in enumerate(RUNS):
+                # every other round backwards, so that no run always follows the same one
+                order = list(enumerate(RUNS))
+                for i, (name, run) in order if attempt % 2 == 0 else order[::-1]:
                     table = f"bench_{attempt}_{i}"
                     fresh_table(server.dsn, table)
                     start = time.perf_counter()
