@@ -1,5 +1,7 @@
-"""PostgresSink's two-phase mode against a private server with prepared transactions:
-fencing of a zombie writer and the restore of prepared transactions."""
+"""PostgresSink's exactly-once writers against a private server with prepared transactions:
+fencing of a zombie writer and the restore of prepared transactions (two-phase mode); the
+transaction held from the barrier to the checkpoint's completion, and rows the table refuses
+only at commit time (transactional mode)."""
 
 from __future__ import annotations
 
@@ -16,10 +18,10 @@ from pg_server import PgServer, pg_server_fixture  # noqa: E402, F401
 from weirflow.connectors import PostgresFencedError, PostgresSink, PostgresSinkError  # noqa: E402
 
 
-def make_table(dsn: str, name: str) -> None:
+def make_table(dsn: str, name: str, constraint: str = "CHECK (v >= 0)") -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {name}")
-        conn.execute(f"CREATE TABLE {name} (id int NOT NULL, v int NOT NULL CHECK (v >= 0))")
+        conn.execute(f"CREATE TABLE {name} (id int NOT NULL, v int NOT NULL {constraint})")
 
 
 def ids(dsn: str, name: str) -> list[int]:
@@ -39,7 +41,7 @@ def rows(start: int, stop: int) -> list[dict[str, Any]]:
 def test_a_zombie_writers_prepared_transaction_is_rolled_back(pg_server: PgServer) -> None:
     """Scenario: writer A prepares checkpoints 1 and 2; only 1 completed. Writer B restores
     checkpoint 1: it commits 1, rolls back A's prepared 2, and fences A, whose later commit
-    and writes fail; nothing of checkpoint 2 is ever visible."""
+    and pre-commit fail; nothing of checkpoint 2 is ever visible."""
     dsn = pg_server.dsn
     make_table(dsn, "zombie")
     sink = PostgresSink(dsn, "zombie", exactly_once="two_phase")
@@ -56,8 +58,9 @@ def test_a_zombie_writers_prepared_transaction_is_rolled_back(pg_server: PgServe
 
     with pytest.raises(PostgresSinkError, match="gone and was never committed"):
         a.commit(2)
+    a.write(rows(20, 30), None)  # buffered: the database sees it at the next barrier
     with pytest.raises(PostgresFencedError, match="fenced"):
-        a.write(rows(20, 30), None)
+        a.pre_commit(3)
     b.write(rows(30, 40), None)
     b.pre_commit(2)
     b.commit(2)
@@ -81,3 +84,86 @@ def test_restore_commits_prepared_transactions_once(pg_server: PgServer) -> None
         w.close()
     assert ids(dsn, "restore_once") == list(range(5))
     assert prepared(dsn) == []
+
+
+def break_held_transactions(dsn: str) -> int:
+    """Terminate the backends idle in a transaction (the sink's held one): its link breaks."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE state = 'idle in transaction' AND pid <> pg_backend_pid()"
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+
+def test_rows_refused_at_commit_time_fail_the_commit_and_are_dead_lettered_on_restore(
+    pg_server: PgServer,
+) -> None:
+    """Scenario: the checkpoint's rows are written at the barrier in a held transaction; its
+    link breaks, and another client takes id 2 before the checkpoint completes. The commit
+    writes the rows again, id 2 is refused: the commit fails loudly (retriable) instead of
+    emitting a dead letter that no later checkpoint would carry (it may have been the job's
+    final one), and the restore of that checkpoint dead-letters id 2 with SQLSTATE 23505,
+    once; the other rows are written once."""
+    dsn = pg_server.dsn
+    make_table(dsn, "late", ", UNIQUE (id)")
+    sink = PostgresSink(dsn, "late")
+    a = sink.create_writer("job", "out", 0, 1, None)
+    a.write([(1, 10), (2, 20), (3, 30)], None)
+    state1 = a.pre_commit(1)
+    assert a.take_rejected() == [] and ids(dsn, "late") == []
+    assert break_held_transactions(dsn) == 1
+    with psycopg.connect(dsn, autocommit=True) as other:
+        other.execute("INSERT INTO late VALUES (2, -1)")
+
+    with pytest.raises(PostgresSinkError, match="refused 1 row") as failed:
+        a.commit(1)
+    assert failed.value.retriable
+    assert a.take_rejected() == []
+    a.close()
+    assert ids(dsn, "late") == [1, 2, 3]
+
+    for _ in range(2):  # a restore of the same checkpoint, twice: the same dead letter
+        b = sink.create_writer("job", "out", 0, 1, {0: state1})
+        letters = b.take_rejected()
+        assert [(list(r.value), r.error.sqlstate) for r in letters] == [([2, 20], "23505")]
+        b.close()
+    assert ids(dsn, "late") == [1, 2, 3]
+
+
+def test_a_deferred_constraint_refuses_rows_at_the_barrier(pg_server: PgServer) -> None:
+    """Scenario: the table's unique key is DEFERRABLE INITIALLY DEFERRED and the interval holds
+    id 5 twice. The sink checks constraints per row, so the second id 5 is refused at the
+    barrier (its dead letter belongs to that checkpoint), and the commit succeeds."""
+    dsn = pg_server.dsn
+    make_table(dsn, "deferred", ", UNIQUE (id) DEFERRABLE INITIALLY DEFERRED")
+    w = PostgresSink(dsn, "deferred").create_writer("job", "out", 0, 1, None)
+    w.write([(4, 1), (5, 1), (5, 2), (6, 1)], None)
+    w.pre_commit(1)
+    assert [(list(r.value), r.error.sqlstate) for r in w.take_rejected()] == [([5, 2], "23505")]
+    w.commit(1)
+    assert ids(dsn, "deferred") == [4, 5, 6]
+    w.close()
+
+
+def test_two_pending_checkpoints_with_the_same_key_commit_in_order(pg_server: PgServer) -> None:
+    """Scenario: upsert; checkpoint 2's barrier comes before checkpoint 1 completed, and both
+    intervals hold key 1. Checkpoint 2's rows are not written beside 1's held transaction
+    (they would wait for its lock, which only the same thread can release); completing 2
+    commits 1, then writes 2: key 1 has checkpoint 2's value."""
+    dsn = pg_server.dsn
+    make_table(dsn, "pending", ", PRIMARY KEY (id)")
+    sink = PostgresSink(dsn, "pending", mode="upsert", key_columns=("id",))
+    w = sink.create_writer("job", "out", 0, 1, None)
+    w.write([(1, 10), (2, 20)], None)
+    w.pre_commit(1)
+    w.write([(1, 11), (3, 30)], None)
+    w.pre_commit(2)
+    w.commit(2)
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT id, v FROM pending ORDER BY id").fetchall() == [
+            (1, 11),
+            (2, 20),
+            (3, 30),
+        ]
+    w.close()

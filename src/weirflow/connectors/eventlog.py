@@ -23,6 +23,15 @@ committed is noticed before anything is committed twice
 
 In ``at_least_once`` mode records are appended as they come (durable on
 return), so a replay after failover may append them again.
+
+Every call of the sink to the log runs behind its
+:class:`~weirflow.connectors.Resilience` (retries, circuit breaker): the
+log's busy timeout is the resilience's ``call_timeout``, so a write lock
+that another process holds past it fails the call with the retriable
+:class:`~weirflow.eventlog.LogBusyError`, and the sink waits (backpressure)
+instead of failing the job. Each call is safe to run again: a call that
+failed wrote nothing (one SQLite transaction), and committing a prepared
+transaction twice is a no-op.
 """
 
 from __future__ import annotations
@@ -30,11 +39,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any, Literal
 
 import msgspec
 
 from weirflow.connectors.base import LaterCommits, SinkRestore, SourceBatch, decode_values
+from weirflow.connectors.resilience import Resilience
 from weirflow.connectors.two_phase import StoresHeaders, TwoPhaseCommitWriter
 from weirflow.errors import ConfigError
 from weirflow.eventlog import (
@@ -271,6 +282,10 @@ class EventLogSink:
             stable hash; ``None`` spreads records round robin.
         guarantee: ``exactly_once`` (two-phase commit on checkpoints) or
             ``at_least_once``.
+        resilience: retries and circuit breaker of the log calls; its
+            ``call_timeout`` bounds the wait for another process's write lock
+            (default: :class:`Resilience` with a 30 s call timeout, the log's
+            own busy timeout).
 
     Raises:
         ConfigError: an unknown guarantee.
@@ -284,6 +299,7 @@ class EventLogSink:
         *,
         key: Callable[[Any], bytes | str | None] | None = None,
         guarantee: Guarantee = "exactly_once",
+        resilience: Resilience | None = None,
     ) -> None:
         if guarantee not in ("exactly_once", "at_least_once"):
             raise ConfigError(f"guarantee must be exactly_once or at_least_once, got {guarantee!r}")
@@ -292,6 +308,7 @@ class EventLogSink:
         self.encode = encode or default_encode
         self.key = key
         self.guarantee = guarantee
+        self.resilience = resilience or Resilience(call_timeout=timedelta(seconds=30))
 
     def commits_after(self, at: SinkRestore) -> LaterCommits | None:
         """Sum up what this subtask's transactional ids committed for checkpoints after
@@ -317,7 +334,9 @@ class EventLogSink:
         self, job: str, operator: str, subtask: int, parallelism: int, restored: Any | None
     ) -> EventLogSinkWriter:
         """Create one sink subtask's writer; it resolves the restored checkpoint's transactions."""
-        return EventLogSinkWriter(self, f"{job}.{operator}", subtask, parallelism, restored)
+        return EventLogSinkWriter(
+            self, f"{job}.{operator}", subtask, parallelism, restored, operator
+        )
 
 
 def _key_bytes(key: Callable[[Any], bytes | str | None] | None, value: Any) -> bytes | None:
@@ -344,21 +363,33 @@ class EventLogSinkWriter(StoresHeaders, TwoPhaseCommitWriter[TransactionHandle])
         subtask: int,
         parallelism: int,
         restored: Mapping[int, Any] | None,
+        operator: str = "sink",
     ) -> None:
-        super().__init__(exactly_once=sink.guarantee == "exactly_once")
+        super().__init__(
+            exactly_once=sink.guarantee == "exactly_once",
+            # the policy's verdict suffices: LogBusyError is retriable, other log errors not
+            guard=sink.resilience.guard(f"{operator}[{subtask}/{parallelism}]", lambda e: False),
+            ramp=sink.resilience.ramp() if restored is not None else None,
+        )
         self.sink = sink
-        self.log = EventLog(sink.log_dir)
+        self.log = EventLog(sink.log_dir, busy_timeout=sink.resilience.call_timeout)
         self.log.partition_count(sink.topic)
         self.id_prefix = id_prefix
         self.subtask = subtask
         self.transactional_id = f"{id_prefix}.{subtask}"
         self.producer = None
         if self.exactly_once:
-            self.producer = self.log.transactional_producer(self.transactional_id)
+            self.producer = self._call_guarded(
+                lambda: self.log.transactional_producer(self.transactional_id)
+            )
             self.restore(restored or {})
 
     def _restore(self, restored: Mapping[int, Any]) -> None:
-        """Commit the restored committables, abort every other prepared transaction."""
+        """Commit the restored committables, abort every other prepared transaction (behind
+        the guard: committing and aborting again is harmless)."""
+        self._call_guarded(lambda: self._resolve(restored))
+
+    def _resolve(self, restored: Mapping[int, Any]) -> None:
         keep: set[tuple[str, int, int]] = set()
         for state in restored.values():
             for h in (state or {}).get("prepared", []):
@@ -397,25 +428,30 @@ class EventLogSinkWriter(StoresHeaders, TwoPhaseCommitWriter[TransactionHandle])
         self, values: list[Any], timestamps: list[int] | None, headers: list[Any] | None = None
     ) -> None:
         """At least once: append (durable on return)."""
-        self.log.append(self.sink.topic, self._records(values, timestamps, headers))
+        records = self._records(values, timestamps, headers)
+        self._call_guarded(lambda: self.log.append(self.sink.topic, records))
 
     def _begin(self) -> None:
-        assert self.producer is not None
-        self.producer.begin()
+        producer = self.producer
+        assert producer is not None
+        self._call_guarded(producer.begin)
 
     def _write(
         self, values: list[Any], timestamps: list[int] | None, headers: list[Any] | None = None
     ) -> None:
-        assert self.producer is not None
-        self.producer.append(self.sink.topic, self._records(values, timestamps, headers))
+        producer = self.producer
+        assert producer is not None
+        records = self._records(values, timestamps, headers)
+        self._call_guarded(lambda: producer.append(self.sink.topic, records))
 
     def _prepare(self, checkpoint_id: int) -> TransactionHandle:
-        assert self.producer is not None
-        return self.producer.prepare(checkpoint_id)
+        producer = self.producer
+        assert producer is not None
+        return self._call_guarded(lambda: producer.prepare(checkpoint_id))
 
     def _commit(self, checkpoint_id: int, due: list[tuple[int, TransactionHandle]]) -> None:
         for _, handle in due:
-            self.log.commit_prepared(handle)
+            self._call_guarded(lambda h=handle: self.log.commit_prepared(h))
 
     def _state(self, checkpoint_id: int, committables: list[tuple[int, TransactionHandle]]) -> Any:
         """``{"prepared": [handle as dict, ...]}``: every prepared, uncommitted transaction."""

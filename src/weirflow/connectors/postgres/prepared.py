@@ -61,6 +61,7 @@ class PreparedWriter(PostgresWriter):
         self.run = run_token(restored, me.subtask)
         self.epoch = 0
         self._interval: list[Row] = []
+        self._buffer: list[Row] = []
         self._in_txn = False
         self.restore(restored)
 
@@ -163,7 +164,16 @@ class PreparedWriter(PostgresWriter):
             self._open_txn(conn)
 
     def _write(self, values: list[Any], timestamps: list[int] | None) -> None:
-        rows = self.encode_rows(values)
+        """Buffer the rows; once ``batch_size`` rows are buffered, write them into the open
+        transaction (one statement instead of one per engine batch)."""
+        self._buffer.extend(self.encode_rows(values))
+        if len(self._buffer) >= self.statements.batch_size:
+            self._write_buffer()
+
+    def _write_buffer(self) -> None:
+        rows, self._buffer = self._buffer, []
+        if not rows:
+            return
 
         def write(conn: psycopg.Connection[Any]) -> list[tuple[int, RowRejectedError]]:
             try:
@@ -178,6 +188,7 @@ class PreparedWriter(PostgresWriter):
         self._reject(rows, bad)
 
     def _prepare(self, checkpoint_id: int) -> str:
+        self._write_buffer()
         gid = self.me.gid(self.epoch, checkpoint_id)
         rows = len(self._interval)
 

@@ -5,22 +5,28 @@ Two exactly-once modes (both two-phase-commit writers, see
 
 ``exactly_once="transactional"`` (default; any server)
     The rows of checkpoint interval ``n`` are staged in memory and go into
-    checkpoint ``n`` (they are its committable). When ``n`` completes they
-    are written, with a row of ``weirflow_sink_progress`` recording ``n``, in
-    one transaction. A restore writes the restored staged rows again unless
-    the progress table shows their checkpoint committed. Cost: a checkpoint
-    holds the rows of its interval, and rows reach the table one checkpoint
-    late, written all at once. Rows the table refuses for their content are
-    found at the barrier by writing the interval once in a transaction that is
-    rolled back, so their dead letters belong to the checkpoint like any
-    other output (this doubles the database work of the mode); a row refused
-    only at commit time (a unique key another writer took meanwhile) is
-    dead-lettered then, recorded in ``weirflow_sink_rejects`` for restores,
-    and after a job's final checkpoint reaches a dead-letter sink that
-    commits no more.
+    checkpoint ``n`` (they are its committable). At barrier ``n`` they are
+    written, with a row of ``weirflow_sink_progress`` recording ``n``, in a
+    transaction that is held open (not prepared) until ``n`` completes and
+    is then committed; a crash in between leaves the server to roll it back,
+    and a restore writes the restored staged rows again unless the progress
+    table shows their checkpoint committed. Cost: a checkpoint holds the rows
+    of its interval, an open transaction holds its locks until the
+    checkpoint completes, and rows reach the table one checkpoint late. Rows
+    the table refuses for their content are found at the barrier, so their
+    dead letters belong to the checkpoint like any other output; a row refused
+    only at commit time (the held transaction's link broke, and a key it
+    wrote was taken by another writer before the rows were written again) is
+    recorded in ``weirflow_sink_rejects`` and the commit fails (retriable):
+    the restore of that checkpoint dead-letters it, so that a checkpoint
+    carries its dead letter even when it was the job's final one. With
+    ``max_concurrent > 1`` checkpoints, an interval whose barrier comes while
+    an earlier checkpoint's transaction is still held is not written until it
+    completes (its rows could wait for the held transaction's locks), so the
+    rows it refuses fail the commit like the above.
 
 ``exactly_once="two_phase"`` (needs ``max_prepared_transactions > 0``)
-    Rows go into an open database transaction as they come; on barrier ``n``
+    Rows go into an open database transaction, ``batch_size`` at a time; on barrier ``n``
     it is prepared (``PREPARE TRANSACTION``), and its id is the committable;
     when ``n`` completes it is committed (``COMMIT PREPARED``). A restore
     commits the restored prepared transactions and rolls back every other
@@ -61,6 +67,7 @@ from weirflow.connectors.postgres.tables import (
     check_key_constraint,
     create_table,
     ensure_bookkeeping,
+    has_deferrable_constraint,
     table_columns,
 )
 from weirflow.connectors.postgres.writers import WriterIdentity, last_committed
@@ -88,7 +95,10 @@ class PostgresSink:
         guarantee: ``exactly_once`` or ``at_least_once``.
         exactly_once: ``transactional`` or ``two_phase`` (module docstring).
         create_table: create the table when missing (needs ``columns`` as a mapping).
-        batch_size: rows per ``COPY``/``executemany`` statement.
+        batch_size: rows per ``COPY``/``executemany`` statement; ``two_phase``
+            buffers this many rows before a write (a barrier writes what is
+            buffered). Large statements keep the database busy while Python
+            encodes (a statement is one round trip, whatever its size).
         resilience: retries and circuit breaker (default: :class:`Resilience`).
         connect_timeout: bound on one connection attempt.
 
@@ -108,7 +118,7 @@ class PostgresSink:
         guarantee: Guarantee = "exactly_once",
         exactly_once: ExactlyOnceMode = "transactional",
         create_table: bool = False,
-        batch_size: int = 5000,
+        batch_size: int = 50_000,
         resilience: Resilience | None = None,
         connect_timeout: timedelta = timedelta(seconds=10),
     ) -> None:
@@ -211,7 +221,14 @@ class PostgresSink:
                     "on the server (it is 0); set it and restart the server, or use "
                     "exactly_once='transactional'"
                 )
-        return RowStatements(self.table, columns, self.mode, self.key_columns, self.batch_size)
+        return RowStatements(
+            self.table,
+            columns,
+            self.mode,
+            self.key_columns,
+            self.batch_size,
+            deferrable=has_deferrable_constraint(conn, self.table),
+        )
 
     def open_checked(self, name: str, fresh: bool) -> tuple[psycopg.Connection[Any], RowStatements]:
         """Connect and :meth:`check`; on a fresh start a connection failure fails at once,

@@ -4,13 +4,19 @@ progress row in one transaction when the checkpoint completes."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 import psycopg
 
-from weirflow.connectors.postgres.errors import RowRejectedError
+from weirflow.connectors.postgres.errors import (
+    PostgresSinkError,
+    RowRejectedError,
+    is_content_error,
+)
 from weirflow.connectors.postgres.tables import RowStatements
 from weirflow.connectors.postgres.writers import (
     STATE_VERSION,
@@ -27,6 +33,7 @@ from weirflow.errors import ConfigError
 if TYPE_CHECKING:
     from weirflow.connectors.postgres.sink import PostgresSink
 
+log = logging.getLogger("weirflow.connectors.postgres")
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(list[list[Any]])
 
@@ -52,6 +59,8 @@ class StagedWriter(PostgresWriter):
         restored = restored or {}
         self.run = run_token(restored, me.subtask)
         self._current: list[Row] = []
+        # checkpoint id -> (connection holding its written, uncommitted transaction, rows)
+        self._held: dict[int, tuple[psycopg.Connection[Any], int]] = {}
         if self.exactly_once:
             self.restore(restored)
 
@@ -72,21 +81,28 @@ class StagedWriter(PostgresWriter):
         """The interval's rows as one msgpack blob: the checkpoint stores one bytes value
         instead of walking every row.
 
-        Steps: 1. write the rows in a transaction that is rolled back, and
-        dead-letter (now, before the barrier goes on, so the dead letters
-        belong to this checkpoint) the rows the table refuses for their
-        content; 2. stage the others.
+        Steps: 1. write the rows and the progress row of ``checkpoint_id`` in a
+        transaction that is held open until the checkpoint completes
+        (:meth:`_commit`), and dead-letter (now, before the barrier goes on, so
+        the dead letters belong to this checkpoint) the rows the table refuses
+        for their content; 2. stage the others.
 
         Raises:
             ConfigError: a value msgpack cannot hold (the message names its type).
         """
         staged, self._current = self._current, []
-        if staged:
-            bad = self._guarded("check rows", lambda conn: self._trial(conn, staged))
+        # Beside a transaction still held for an earlier checkpoint (max_concurrent > 1)
+        # this one's rows could wait for that one's locks, which only this thread can
+        # release: they are staged unwritten and written when the checkpoint completes.
+        if staged and not self._held:
+            held, bad = self._guarded(
+                "write rows", lambda conn: self._hold(conn, checkpoint_id, staged)
+            )
             if bad:
                 refused = {i for i, _ in bad}
                 self._reject(staged, bad)
                 staged = [row for i, row in enumerate(staged) if i not in refused]
+            self._held[checkpoint_id] = (held, len(staged))
         try:
             return _encoder.encode(staged)
         except (TypeError, msgspec.EncodeError) as e:
@@ -95,12 +111,26 @@ class StagedWriter(PostgresWriter):
                 "it to str, int, float, bytes, datetime, Decimal or UUID"
             ) from e
 
-    def _trial(
-        self, conn: psycopg.Connection[Any], rows: list[Row]
-    ) -> list[tuple[int, RowRejectedError]]:
-        """Write ``rows`` in a transaction that is always rolled back; return the refused."""
-        with conn.transaction(force_rollback=True):
-            return self.statements.write(conn, rows)
+    def _hold(
+        self, conn: psycopg.Connection[Any], checkpoint_id: int, rows: list[Row]
+    ) -> tuple[psycopg.Connection[Any], list[tuple[int, RowRejectedError]]]:
+        """Open a transaction on ``conn``, write ``rows`` and the progress row into it, and
+        take ``conn`` out of the writer's hands (the next call opens another connection),
+        so that a later interval can be written while this one waits for its checkpoint.
+
+        Returns:
+            The connection holding the open transaction, and the refused rows.
+        """
+        conn.execute("BEGIN")
+        try:
+            bad = self.statements.write(conn, rows)
+            record_progress(conn, self.me, self.run, checkpoint_id, len(rows) - len(bad))
+        except BaseException:
+            if not conn.broken:
+                conn.execute("ROLLBACK")
+            raise
+        self._conns[False] = None
+        return conn, bad
 
     def _state(self, checkpoint_id: int, committables: list[tuple[int, Any]]) -> Any:
         """``{"version", "run", "staged": [[checkpoint_id, msgpack rows], ...]}``."""
@@ -111,26 +141,88 @@ class StagedWriter(PostgresWriter):
         }
 
     def _commit(self, checkpoint_id: int, due: list[tuple[int, Any]]) -> None:
-        self._write_checkpoints(self.me, self.run, due)
+        """Commit the held transactions of ``due``; a checkpoint whose transaction is not
+        held (restored) or did not commit (a broken link) is written again from its staged
+        rows (:meth:`_write_checkpoints`).
+
+        Raises:
+            PostgresSinkError: (retriable) the table refused rows of a checkpoint written
+                again (a key another writer took meanwhile). They are committed in
+                ``weirflow_sink_rejects``, not dead-lettered now: after a job's final
+                checkpoint no checkpoint would carry their dead letters, so the job
+                fails, and its restore from this checkpoint dead-letters them again.
+        """
+        refused = 0
+        for c, blob in due:
+            held = self._held.pop(c, None)
+            if held is None or not self._commit_held(*held):
+                refused += self._write_checkpoints(self.me, self.run, [(c, blob)], route=False)
+        self._guarded(
+            "prune progress",
+            lambda conn: prune_progress(conn, self.me, self.run, due[-1][0]),
+            admin=True,
+        )
+        if refused:
+            raise PostgresSinkError(
+                f"{self.name}: {self.sink.where()} refused {refused} row(s) when checkpoint "
+                f"{checkpoint_id} committed; they are recorded in weirflow_sink_rejects and "
+                "are dead-lettered when the job restores this checkpoint",
+                retriable=True,
+            )
+
+    def _commit_held(self, conn: psycopg.Connection[Any], rows: int) -> bool:
+        """``COMMIT`` a held transaction, once and unguarded; ``False`` when it failed (the
+        caller writes the checkpoint again, which finds it committed if it was)."""
+        start = time.perf_counter()
+        try:
+            with self._deadline.armed(conn):
+                conn.execute("COMMIT")
+        except psycopg.Error as e:
+            log.info("%s: commit of a held transaction failed (%s); writing again", self.name, e)
+            return False
+        finally:
+            self._release(conn)
+        self.transactions += 1
+        self.transaction_s += time.perf_counter() - start
+        self.rows_written += rows
+        return True
+
+    def _release(self, conn: psycopg.Connection[Any]) -> None:
+        """Give a connection back as the data connection, or close it when one is open."""
+        idle = psycopg.pq.TransactionStatus.IDLE
+        if self._conns[False] is None and not conn.closed and conn.info.transaction_status == idle:
+            self._conns[False] = conn
+            return
+        conn.close()
+
+    def close(self) -> None:
+        """Close every connection; the held transactions are rolled back by the server."""
+        for conn, _ in self._held.values():
+            conn.close()
+        self._held.clear()
+        super().close()
 
     def _write_checkpoints(
-        self, who: WriterIdentity, run: str, staged: Sequence[Sequence[Any]]
-    ) -> None:
-        """Write the rows of ``due`` not yet committed, with their progress row, in one
+        self, who: WriterIdentity, run: str, staged: Sequence[Sequence[Any]], route: bool = True
+    ) -> int:
+        """Write the rows of ``staged`` not yet committed, with their progress row, in one
         transaction.
 
         Steps: 1. read the newest committed checkpoint of ``who``/``run``;
         2. write the rows of the newer checkpoints, recording refused rows in
         ``weirflow_sink_rejects``; 3. insert the progress row; 4. commit;
-        5. dead-letter the refused rows, and those recorded for the
-        checkpoints that were already committed (their dead letters were
-        routed after the restored checkpoint, so they are not in it).
+        5. with ``route``, dead-letter the refused rows, and those recorded
+        for the checkpoints that were already committed (their dead letters
+        were routed after the restored checkpoint, so they are not in it).
+
+        Returns:
+            The number of refused rows (new and recorded).
         """
 
         due = [(int(c), _decoder.decode(blob)) for c, blob in staged]
         due = [(c, rows) for c, rows in due if rows]
         if not due:
-            return
+            return 0
 
         def txn(conn: psycopg.Connection[Any]) -> tuple[list[Any], int]:
             refused: list[tuple[Sequence[Row], list[tuple[int, RowRejectedError]]]] = []
@@ -157,8 +249,10 @@ class StagedWriter(PostgresWriter):
 
         refused, written = self._guarded("commit", txn, ends_transaction=True)
         self.rows_written += written
-        for rows, bad in refused:
-            self._reject(rows, bad)
+        if route:
+            for rows, bad in refused:
+                self._reject(rows, bad)
+        return sum(len(bad) for _, bad in refused)
 
     @staticmethod
     def _recorded_rejects(
@@ -172,10 +266,19 @@ class StagedWriter(PostgresWriter):
         return [(int(i), RowRejectedError(m, sqlstate=s)) for i, s, m in rows]
 
     def _write_direct(self, values: list[Any], timestamps: list[int] | None) -> None:
-        """At least once: write the batch in its own transaction now."""
+        """At least once: write the batch in its own transaction now (buffering rows for
+        larger statements would hold them back for as long as no more input comes); the
+        transaction is tried without savepoints first, since rows are seldom refused."""
         rows = self.encode_rows(values)
 
         def txn(conn: psycopg.Connection[Any]) -> list[tuple[int, RowRejectedError]]:
+            try:
+                with conn.transaction():
+                    self.statements.write_all_or_none(conn, rows)
+                return []
+            except psycopg.Error as e:
+                if not is_content_error(e):
+                    raise
             with conn.transaction():
                 return self.statements.write(conn, rows)
 

@@ -16,8 +16,10 @@ subtasks starting together do not race):
 Rows are written with ``COPY`` (append) or a pipelined ``executemany`` of
 ``INSERT ... ON CONFLICT (keys) DO UPDATE`` (upsert), ``batch_size`` rows per
 statement, each batch under a savepoint. A batch that fails for a row's
-content is rolled back to its savepoint and written again row by row, each
-row under its own savepoint, so that only the offending rows are left out.
+content is rolled back to its savepoint and its halves are written again,
+each under its own savepoint, down to single rows, so that only the
+offending rows are left out. Deferrable constraints are checked per statement
+(``SET CONSTRAINTS ALL IMMEDIATE``) for the same reason.
 """
 
 from __future__ import annotations
@@ -101,6 +103,16 @@ def create_table(
         )
 
 
+def has_deferrable_constraint(conn: Connection[Any], table: str) -> bool:
+    """Whether ``table`` has a deferrable constraint (which the sink checks per statement)."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s) "
+        "AND condeferrable)",
+        (table,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def check_key_constraint(conn: Connection[Any], table: str, key_columns: Sequence[str]) -> bool:
     """Whether ``table`` has a primary key or unique constraint on exactly ``key_columns``."""
     row = conn.execute(
@@ -123,6 +135,7 @@ class RowStatements:
         mode: ``append`` or ``upsert``.
         key_columns: the conflict target of ``upsert``.
         batch_size: rows per statement (≥ 1).
+        deferrable: whether the table has deferrable constraints.
     """
 
     table: str
@@ -130,6 +143,7 @@ class RowStatements:
     mode: Mode
     key_columns: tuple[str, ...]
     batch_size: int
+    deferrable: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -178,16 +192,52 @@ class RowStatements:
         """
         refused: list[tuple[int, RowRejectedError]] = []
         insert = self.insert_sql()
+        if self.deferrable:
+            # a deferred constraint would refuse the whole transaction at COMMIT; checked
+            # per statement, it refuses the one row under its savepoint
+            conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
         for start in range(0, len(rows), self.batch_size):
-            batch = rows[start : start + self.batch_size]
-            try:
-                with conn.transaction():
-                    self._write_batch(conn, batch, insert)
-            except Exception as e:
-                if not is_content_error(e):
-                    raise
-                refused.extend((start + i, err) for i, err in self._one_by_one(conn, batch, insert))
+            end = min(len(rows), start + self.batch_size)
+            self._write_part(conn, rows, start, end, insert, refused)
         return refused
+
+    def write_all_or_none(self, conn: Connection[Any], rows: Sequence[Sequence[Any]]) -> None:
+        """Write ``rows`` without savepoints (two round trips fewer a statement): a row
+        refused for its content fails the whole transaction, which the caller rolls back
+        and writes again with :meth:`write`.
+
+        Raises:
+            psycopg.Error: any failure, a row's content included.
+        """
+        insert = self.insert_sql()
+        for start in range(0, len(rows), self.batch_size):
+            self._write_batch(conn, rows[start : start + self.batch_size], insert)
+
+    def _write_part(
+        self,
+        conn: Connection[Any],
+        rows: Sequence[Sequence[Any]],
+        start: int,
+        end: int,
+        insert: sql.Composed,
+        refused: list[tuple[int, RowRejectedError]],
+    ) -> None:
+        """Write ``rows[start:end]`` under a savepoint; when a row's content fails it, write
+        the halves again (down to single rows), so that k bad rows cost O(k log n)
+        statements, not one per row."""
+        try:
+            with conn.transaction():
+                self._write_batch(conn, rows[start:end], insert)
+            return
+        except Exception as e:
+            if not is_content_error(e):
+                raise
+            if end - start == 1:
+                refused.append((start, rejected(e)))
+                return
+        middle = (start + end) // 2
+        self._write_part(conn, rows, start, middle, insert, refused)
+        self._write_part(conn, rows, middle, end, insert, refused)
 
     def _write_batch(
         self, conn: Connection[Any], batch: Sequence[Sequence[Any]], insert: sql.Composed
@@ -197,20 +247,7 @@ class RowStatements:
                 with cur.copy(self.copy_sql()) as copy:
                     for row in batch:
                         copy.write_row(row)
+            elif len(batch) == 1:
+                cur.execute(insert, batch[0])
             else:
                 cur.executemany(insert, batch)
-
-    @staticmethod
-    def _one_by_one(
-        conn: Connection[Any], batch: Sequence[Sequence[Any]], insert: sql.Composed
-    ) -> list[tuple[int, RowRejectedError]]:
-        refused = []
-        for i, row in enumerate(batch):
-            try:
-                with conn.transaction():
-                    conn.execute(insert, row)
-            except Exception as e:
-                if not is_content_error(e):
-                    raise
-                refused.append((i, rejected(e)))
-        return refused

@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("weirflow.connectors.postgres")
 
 STATE_VERSION = 1
-Row = list[Any]
+Row = Sequence[Any]
+_PLAIN_ROWS = {tuple, list}
 
 
 @dataclass(frozen=True)
@@ -169,24 +170,19 @@ class PostgresWriter(TwoPhaseCommitWriter[Any]):
     # -- rows ---------------------------------------------------------------
 
     def encode_rows(self, values: list[Any]) -> list[Row]:
-        """Turn records into rows in column order.
+        """Turn records into rows in column order (tuples and lists of the right width are
+        taken as they are).
 
         Raises:
             ConfigError: a record has fields outside the columns, or the wrong length.
         """
         encode = self.sink.encode
+        rows = values if encode is None else list(map(encode, values))
         width = len(self.statements.columns)
-        out = []
-        append = out.append
-        for v in values:
-            row = encode(v) if encode is not None else v
-            kind = type(row)
-            # exact types first: an ABC isinstance check per row costs more than the row
-            if (kind is tuple or kind is list) and len(row) == width:
-                append(list(row))
-            else:
-                append(self._encode_other(row))
-        return out
+        # the common case, checked by C loops instead of a Python loop per row
+        if set(map(type, rows)) <= _PLAIN_ROWS and set(map(len, rows)) <= {width}:
+            return rows
+        return [self._encode_other(row) for row in rows]
 
     def _encode_other(self, row: Any) -> Row:
         columns = self.statements.columns
