@@ -38,6 +38,7 @@ from weirflow.records import JobResult, OperatorCounts
 from weirflow.runtime import RunListener, control
 from weirflow.runtime.cluster_metrics import cluster_registry
 from weirflow.runtime.coordinator import JobCoordinator, JobSpec
+from weirflow.runtime.launched import CoordinatorWatch
 from weirflow.runtime.launcher import SECRET_ENV
 from weirflow.runtime.local_cluster import run_on_local_workers
 from weirflow.runtime.savepoint_requests import SavepointRequests
@@ -160,6 +161,7 @@ def run_on_workers(
     stop: threading.Event,
     metrics: tuple[int | None, str] = (None, "127.0.0.1"),
     savepoints: SavepointRequests | None = None,
+    watch: CoordinatorWatch | None = None,
 ) -> JobResult:
     """Run ``job`` on ``workers`` local worker processes until it ends or SIGTERM stops it.
 
@@ -172,6 +174,7 @@ def run_on_workers(
         stop: set by SIGTERM or Ctrl-C (the job then stops with a stop checkpoint).
         metrics: ``(port, host)`` of the coordinator's ``/metrics`` (port ``None``: off).
         savepoints: savepoint requests to the job (the caller sets SIGTERM's handler then).
+        watch: started with the coordinator, ended with it (the dashboard).
 
     Returns:
         The job's result.
@@ -194,6 +197,7 @@ def run_on_workers(
         metrics_port=metrics[0],
         metrics_host=metrics[1],
         savepoints=savepoints,
+        watch=watch,
     )
 
 

@@ -65,7 +65,7 @@ from weirflow.cli.run_options import (
     state_backend_option,
 )
 from weirflow.cli.run_ray import RayPlacement, ray_cluster_option, run_on_ray_cluster
-from weirflow.cli.run_surfaces import print_summary
+from weirflow.cli.run_surfaces import cluster_dashboard, print_summary
 from weirflow.cli.run_worker import PrintingListener, configure_logging, run_worker
 from weirflow.cli.savepoints import (
     job_endpoint,
@@ -332,10 +332,10 @@ def run(
             )
         if (ray_detached and ray is None) or (ray_wait and not ray_detached):
             raise ConfigError("--ray-detached goes with --ray ADDRESS, --ray-wait with both")
-        if ray_detached and metrics_port is not None:
+        if ray_detached and (metrics_port is not None or ui_port is not None):
             raise ConfigError(
-                "--metrics-port is served by a coordinator in this process: not with "
-                "--ray-detached"
+                "--metrics-port and --ui-port are served by a coordinator in this process: "
+                "not with --ray-detached"
             )
         stop = threading.Event()
         if state_backend is not StateBackendKind.memory and coordinator is not None:
@@ -392,6 +392,7 @@ def run(
                 stop,
                 (metrics_port, metrics_host),
                 wait=ray_wait or not ray_detached,
+                watch=cluster_dashboard(load_dataflow(job), parallelism, surfaces),
             )
             if result is not None:
                 print_summary(result, log_format, stop.is_set())
@@ -409,6 +410,7 @@ def run(
                     stop,
                     (metrics_port, metrics_host),
                     savepoints,
+                    cluster_dashboard(load_dataflow(job), parallelism, surfaces),
                 )
             finally:
                 if endpoint is not None:

@@ -22,6 +22,7 @@ from weirflow.errors import ConfigError
 from weirflow.records import JobResult
 from weirflow.runtime import RunListener
 from weirflow.runtime.jobspec import JobSpec
+from weirflow.runtime.launched import CoordinatorWatch
 from weirflow.runtime.ray_cluster import RayCluster, run_on_ray, submit_on_ray
 
 LOCAL = "local"
@@ -43,6 +44,7 @@ def run_on_ray_cluster(
     stop: threading.Event,
     metrics: tuple[int | None, str] = (None, "127.0.0.1"),
     wait: bool = True,
+    watch: CoordinatorWatch | None = None,
 ) -> JobResult | None:
     """Run ``job`` on ``cluster`` until it ends or SIGTERM stops it.
 
@@ -58,6 +60,7 @@ def run_on_ray_cluster(
         stop: set by SIGTERM or Ctrl-C (the job then stops with a stop checkpoint).
         metrics: ``(port, host)`` of the coordinator's ``/metrics`` (port ``None``: off).
         wait: (detached) wait for the job's end rather than return once it runs.
+        watch: started with the coordinator here, ended with it (the dashboard).
 
     Returns:
         The job's result; ``None`` for a detached job not waited for.
@@ -82,6 +85,7 @@ def run_on_ray_cluster(
         listener=listener,
         heartbeat_timeout_s=heartbeat_timeout_s,
         metrics=metrics,
+        watch=watch,
     )
 
 

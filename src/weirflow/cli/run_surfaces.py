@@ -24,6 +24,7 @@ from weirflow.metrics import (
 )
 from weirflow.records import JobResult
 from weirflow.runtime import RunListener, wall_clock_ms
+from weirflow.runtime.launched import CoordinatorWatch
 from weirflow.web import JobObserver
 
 err = Console(stderr=True, soft_wrap=True)
@@ -147,6 +148,30 @@ def make_observer(
         recovery_ms=int(os.environ.get(names.ENV_RECOVERY_MS, "0")),
         started_ms=started_ms,
         inner=inner,
+    )
+
+
+def cluster_dashboard(
+    flow: Dataflow, parallelism: int, surfaces: dict[str, Any]
+) -> CoordinatorWatch | None:
+    """The dashboard of a job on workers under a coordinator here (``None``: no --ui-port).
+
+    Args:
+        flow: the job.
+        parallelism: subtasks per operator.
+        surfaces: ``weirflow run``'s surface options (``ui_port``, ``ui_host``, ``ui_token``).
+    """
+    if surfaces["ui_port"] is None:
+        return None
+    from weirflow.web.cluster import dashboard_watch
+
+    return dashboard_watch(
+        flow.graph,
+        parallelism,
+        wall_clock_ms,
+        surfaces["ui_port"],
+        surfaces["ui_host"],
+        surfaces["ui_token"],
     )
 
 

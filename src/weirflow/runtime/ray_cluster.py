@@ -29,7 +29,7 @@ from weirflow.graph import LogicalGraph
 from weirflow.records import JobResult
 from weirflow.runtime.checkpointed import RunListener
 from weirflow.runtime.jobspec import JobSpec
-from weirflow.runtime.launched import CoordinatorOptions, run_with_launcher
+from weirflow.runtime.launched import CoordinatorOptions, CoordinatorWatch, run_with_launcher
 from weirflow.runtime.savepoint_requests import SavepointRequests
 from weirflow.runtime.wire import new_secret
 
@@ -190,6 +190,7 @@ def run_on_ray(
     heartbeat_timeout_s: float = 10.0,
     metrics: tuple[int | None, str] = (None, "127.0.0.1"),
     savepoints: SavepointRequests | None = None,
+    watch: CoordinatorWatch | None = None,
 ) -> JobResult:
     """Run ``spec`` on worker actors of a Ray cluster under a coordinator in this process.
 
@@ -211,6 +212,7 @@ def run_on_ray(
         savepoints: savepoint requests from other threads (the control endpoint).
         heartbeat_timeout_s: silence after which a worker is given up (s).
         metrics: ``(port, host)`` of the coordinator's ``/metrics`` (port ``None``: off).
+        watch: started with the coordinator, ended with it (the dashboard).
 
     Returns:
         The job's :class:`~weirflow.records.JobResult`.
@@ -266,6 +268,7 @@ def run_on_ray(
             stop=stop,
             listener=listener,
             savepoints=savepoints,
+            watch=watch,
         )
     finally:
         if connected:
