@@ -106,10 +106,11 @@ def _workers(port: int, token: str | None) -> list[dict[str, object]]:
     return json.loads(urllib.request.urlopen(url, timeout=5).read())
 
 
-def test_dashboard_lists_every_worker_where_it_runs(tmp_path: Path) -> None:
+def test_dashboard_and_status_list_every_worker_where_it_runs(tmp_path: Path) -> None:
     """Scenario: the dashboard of a job on 2 worker processes (``--ui-port``, with a token):
     ``/api/workers`` lists both, each placed on this host, together hosting every subtask;
-    without the token the API refuses."""
+    without the token the API refuses; ``weirflow status JOB`` (through the job's control
+    endpoint) lists the same workers."""
     log_dir = tmp_path / "log"
     expected = make_input(log_dir, 10_000, seed=5)
     port = _free_port()
@@ -130,6 +131,11 @@ def test_dashboard_lists_every_worker_where_it_runs(tmp_path: Path) -> None:
             time.sleep(0.2)
         with pytest.raises(urllib.error.HTTPError) as refused:
             _workers(port, None)
+        status = subprocess.run(
+            [sys.executable, "-m", "weirflow.cli", "status", "windowed_sum",
+             f"--checkpoint-dir={tmp_path / 'chk'}"],
+            env=dict(os.environ, COLUMNS="200"), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
         _, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -140,3 +146,6 @@ def test_dashboard_lists_every_worker_where_it_runs(tmp_path: Path) -> None:
     assert len(deployed) == 2, deployed
     assert all(r["placed_on"] == r["host"] == socket.gethostname() for r in deployed), deployed
     assert sorted(s for r in deployed for s in r["subtasks"]) == [0, 1]  # type: ignore[attr-defined]
+    assert status.returncode == 0, status.stderr
+    assert "job windowed_sum (parallelism 2)" in status.stdout, status.stdout
+    assert all(str(r["worker"]) in status.stdout for r in deployed), status.stdout

@@ -24,6 +24,7 @@ from weirflow.runtime import RunListener
 from weirflow.runtime.jobspec import JobSpec
 from weirflow.runtime.launched import CoordinatorWatch
 from weirflow.runtime.ray_cluster import RayCluster, run_on_ray, submit_on_ray
+from weirflow.runtime.savepoint_requests import SavepointRequests
 
 LOCAL = "local"
 
@@ -45,6 +46,7 @@ def run_on_ray_cluster(
     metrics: tuple[int | None, str] = (None, "127.0.0.1"),
     wait: bool = True,
     watch: CoordinatorWatch | None = None,
+    savepoints: SavepointRequests | None = None,
 ) -> JobResult | None:
     """Run ``job`` on ``cluster`` until it ends or SIGTERM stops it.
 
@@ -61,6 +63,7 @@ def run_on_ray_cluster(
         metrics: ``(port, host)`` of the coordinator's ``/metrics`` (port ``None``: off).
         wait: (detached) wait for the job's end rather than return once it runs.
         watch: started with the coordinator here, ended with it (the dashboard).
+        savepoints: savepoint requests to the job (the caller sets SIGTERM's handler then).
 
     Returns:
         The job's result; ``None`` for a detached job not waited for.
@@ -75,8 +78,9 @@ def run_on_ray_cluster(
         return submit_on_ray(
             spec, cluster, load_graph, wait=wait, heartbeat_timeout_s=heartbeat_timeout_s
         )
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if savepoints is None:
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
     return run_on_ray(
         spec,
         cluster,
@@ -86,6 +90,7 @@ def run_on_ray_cluster(
         heartbeat_timeout_s=heartbeat_timeout_s,
         metrics=metrics,
         watch=watch,
+        savepoints=savepoints,
     )
 
 
