@@ -267,6 +267,20 @@ class ControlEndpoint:
                 self.path.unlink()
 
 
+def _dial_job(info: EndpointInfo) -> FramedConnection:
+    """An authenticated connection to the job behind ``info``.
+
+    Raises:
+        ConfigError: the job does not answer or refuses the token.
+    """
+    try:
+        return dial(info.address, bytes.fromhex(info.token), f"job {info.job}")
+    except (OSError, PeerAuthenticationError) as e:
+        raise ConfigError(
+            f"job {info.job!r} does not answer at {info.address} ({e}): it is not running"
+        ) from e
+
+
 def ask_savepoint(info: EndpointInfo, target: str | None, stop: bool) -> str:
     """Ask the job behind ``info`` for a savepoint and wait for it.
 
@@ -285,12 +299,7 @@ def ask_savepoint(info: EndpointInfo, target: str | None, stop: bool) -> str:
     """
     if target is not None and "://" not in target:
         target = str(Path(target).absolute())
-    try:
-        conn = dial(info.address, bytes.fromhex(info.token), f"job {info.job}")
-    except (OSError, PeerAuthenticationError) as e:
-        raise ConfigError(
-            f"job {info.job!r} does not answer at {info.address} ({e}): it is not running"
-        ) from e
+    conn = _dial_job(info)
     try:
         conn.send(msgspec.json.encode(AskSavepoint(target, stop)))
         reply = msgspec.json.decode(conn.recv(), type=_Reply)
@@ -312,12 +321,7 @@ def ask_status(info: EndpointInfo) -> Status:
     """
     from weirflow.runtime.control import Status
 
-    try:
-        conn = dial(info.address, bytes.fromhex(info.token), f"job {info.job}")
-    except (OSError, PeerAuthenticationError) as e:
-        raise ConfigError(
-            f"job {info.job!r} does not answer at {info.address} ({e}): it is not running"
-        ) from e
+    conn = _dial_job(info)
     try:
         conn.send(msgspec.json.encode(AskStatus()))
         reply = msgspec.json.decode(conn.recv(), type=Status | AskFailed)
