@@ -337,11 +337,12 @@ def test_sigkill_of_worker_actor_driver_and_detached_coordinator_gives_batch_ans
     driver; the job is resubmitted with ``--restore latest`` and the driver is SIGKILLed;
     the job is resubmitted with ``--restore latest --ray-detached``: the client returns once
     the job runs, a second submission is refused, the job checkpoints on without it, and
-    ``status``/``savepoint``/``stop`` with ``--ray ADDRESS`` reach its coordinator actor
-    (a job or a cluster that is not there: one-line errors); resubmitted detached once more,
+    ``status``/``savepoint``/``stop`` with ``--ray ADDRESS`` reach its coordinator actor;
+    resubmitted detached once more,
     its coordinator actor's process is SIGKILLed (its worker actors end with it), and the
     job is resubmitted with ``--restore latest`` and waited for (``--ray-wait``)."""
-    job = Job(ray_ns, tmp_path, 40_000, seed=23, throttle_us=500)
+    # 24 s of input at 2 records/ms: the job outlasts the commands asked of it
+    job = Job(ray_ns, tmp_path, 48_000, seed=23, throttle_us=1000)
     chk = f"--checkpoint-dir={tmp_path / 'chk'}"
     try:
         assert job.wait_for_new_checkpoint() and job.wait_for_new_checkpoint()
@@ -380,12 +381,6 @@ def test_sigkill_of_worker_actor_driver_and_detached_coordinator_gives_batch_ans
         on_ray = ("--ray", ray_ns.address)
         status_nodes(ray_ns, *on_ray)
         savepoint_written(weirflow_cli(ray_ns, "savepoint", "windowed_sum", *on_ray))
-        for args, words in [
-            (("status", "nosuch", *on_ray), "no job 'nosuch' runs under a detached coordinator"),
-            (("stop", "windowed_sum", "--ray", "127.0.0.1:1"),
-             "cannot reach the Ray cluster at 127.0.0.1:1"),
-        ]:  # fmt: skip
-            _refused_command(weirflow_cli(ray_ns, *args), words)
         savepoint_written(weirflow_cli(ray_ns, "stop", "windowed_sum", *on_ray))
         _wait_for_no_worker_actors(ray_ns, "their stopped coordinator", "DetachedCoordinator")
 
@@ -432,7 +427,8 @@ def _refused_command(done: subprocess.CompletedProcess[str], words: str) -> None
 
 def test_refusals_are_one_line_errors(ray_ns: RayInNamespace, tmp_path: Path) -> None:
     """Scenario: more slots than free CPUs, an unreachable head, a checkpoint folder that the
-    driver does not share with the nodes."""
+    driver does not share with the nodes; ``weirflow status``/``stop --ray`` of a job that
+    does not run there, or with a head that does not answer."""
     work = {case: tmp_path / case for case in ("slots", "address", "folder")}
     for folder in work.values():
         make_input(folder / "log", 100, seed=24)
@@ -452,6 +448,13 @@ def test_refusals_are_one_line_errors(ray_ns: RayInNamespace, tmp_path: Path) ->
     ]  # fmt: skip
     for proc, words in runs:
         _refused(proc, words)
+    for args, words in [
+        (("status", "nosuch", "--ray", ray_ns.address),
+         "no job 'nosuch' runs under a detached coordinator on the Ray cluster at "),
+        (("stop", "windowed_sum", "--ray", "127.0.0.1:1"),
+         "cannot reach the Ray cluster at 127.0.0.1:1"),
+    ]:  # fmt: skip
+        _refused_command(weirflow_cli(ray_ns, *args), words)
 
 
 def test_ray_missing_says_how_to_install(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -47,6 +48,8 @@ log = logging.getLogger("weirflow.ray")
 NAMESPACE = "weirflow"
 # How long a finished detached job keeps its name for a late ``wait`` to collect the result (s).
 _LINGER_S = 30.0
+# How often a savepoint request checks that the job still runs (s).
+_POLL_S = 0.5
 
 
 def actor_name(job: str) -> str:
@@ -139,10 +142,16 @@ class DetachedCoordinator:
         Raises:
             CheckpointError: no savepoint was written (the reason), or none within 600 s.
         """
-        try:
-            return self._savepoints.submit(target, stop).result(timeout=SAVEPOINT_WAIT_S)
-        except TimeoutError:
-            raise CheckpointError(f"no savepoint within {SAVEPOINT_WAIT_S:.0f} s") from None
+        done = self._savepoints.submit(target, stop)
+        deadline = time.monotonic() + SAVEPOINT_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                return done.result(timeout=_POLL_S)
+            except TimeoutError:
+                if self._done.is_set():
+                    # no run takes requests any more: fail this one (if still queued)
+                    self._savepoints.fail_queued("the job ended")
+        raise CheckpointError(f"no savepoint within {SAVEPOINT_WAIT_S:.0f} s")
 
     def where(self) -> tuple[int, str]:
         """``(process id, Ray node id)`` of this actor."""
