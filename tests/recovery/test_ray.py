@@ -85,12 +85,21 @@ def weirflow_run(
     return subprocess.Popen(argv, env=env, stdout=log, stderr=log)
 
 
-def weirflow_cli(ns: RayInNamespace, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``weirflow ARGS`` in the namespace, wide enough that no table wraps."""
-    return subprocess.run(
+def weirflow_command(ns: RayInNamespace, *args: str) -> subprocess.Popen[bytes]:
+    """Start ``weirflow ARGS`` in the namespace, wide enough that no table wraps."""
+    return subprocess.Popen(
         [*ns.prefix(), sys.executable, "-m", "weirflow.cli", *args],
-        env={**ns.env, "COLUMNS": "400"}, capture_output=True, text=True, timeout=120,
+        env={**ns.env, "COLUMNS": "400"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
+
+
+def weirflow_cli(ns: RayInNamespace, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``weirflow ARGS`` in the namespace (see :func:`weirflow_command`)."""
+    proc = weirflow_command(ns, *args)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(
+        proc.args, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+    )
 
 
 def status_nodes(ns: RayInNamespace, *args: str) -> set[str]:
@@ -411,17 +420,9 @@ def _wait_for_no_worker_actors(
 
 def _refused(proc: subprocess.Popen[bytes], words: str) -> None:
     _, err = proc.communicate(timeout=120)
-    _refused_command(
-        subprocess.CompletedProcess(proc.args, proc.returncode, "", err.decode(errors="replace")),
-        words,
-    )
-
-
-def _refused_command(done: subprocess.CompletedProcess[str], words: str) -> None:
-    """``done`` failed with exit 2 and one ``error:`` line that says ``words``."""
-    stderr = done.stderr
+    stderr = err.decode(errors="replace")
     errors = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
-    assert done.returncode == 2 and len(errors) == 1 and words in errors[0], stderr[-3000:]
+    assert proc.returncode == 2 and len(errors) == 1 and words in errors[0], stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
 
 
@@ -446,15 +447,14 @@ def test_refusals_are_one_line_errors(ray_ns: RayInNamespace, tmp_path: Path) ->
         (weirflow_run(ray_ns, work["folder"], wrap=hide),
          "on a multi-node Ray cluster put checkpoints on S3"),
     ]  # fmt: skip
+    runs += [
+        (weirflow_command(ray_ns, "status", "nosuch", "--ray", ray_ns.address),
+         "no job 'nosuch' runs under a detached coordinator on the Ray cluster at "),
+        (weirflow_command(ray_ns, "stop", "windowed_sum", "--ray", "127.0.0.1:1"),
+         "cannot reach the Ray cluster at 127.0.0.1:1"),
+    ]  # fmt: skip
     for proc, words in runs:
         _refused(proc, words)
-    for args, words in [
-        (("status", "nosuch", "--ray", ray_ns.address),
-         "no job 'nosuch' runs under a detached coordinator on the Ray cluster at "),
-        (("stop", "windowed_sum", "--ray", "127.0.0.1:1"),
-         "cannot reach the Ray cluster at 127.0.0.1:1"),
-    ]:  # fmt: skip
-        _refused_command(weirflow_cli(ray_ns, *args), words)
 
 
 def test_ray_missing_says_how_to_install(tmp_path: Path) -> None:
