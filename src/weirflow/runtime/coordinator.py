@@ -21,6 +21,9 @@ attempts on the workers:
    strategy, and deploy attempt ``a + 1`` from the latest completed
    checkpoint (global rollback, as Flink does for pipelined exchanges).
 
+Workers listeners (:meth:`JobCoordinator.add_workers_listener`, the
+dashboard's) hear of every change of the workers, on the coordinator's thread.
+
 Fencing: acknowledgements and reports of any attempt but the current one
 are dropped, and a worker given up on is disconnected, so a partitioned or
 paused worker can neither complete a checkpoint nor commit output.

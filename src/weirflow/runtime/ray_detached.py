@@ -251,7 +251,6 @@ def wait(job: DetachedJob, actor: Any) -> JobResult:
         ray.kill(actor, no_restart=True)
 
 
-
 def find(job: str, address: str | None) -> Any:
     """The detached coordinator actor of job ``job`` (this process must be connected).
 
