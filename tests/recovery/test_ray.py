@@ -6,6 +6,9 @@ at the end. There :mod:`ray_harness` runs Ray's multi-node harness (a head
 without CPUs and two worker nodes, each a raylet of its own), shared by the
 tests of this module, and each test runs ``weirflow run JOB --ray HEAD
 --workers 2`` there and compares the committed output with the batch answer.
+Along the way they read where the workers run (the dashboard's ``/api/workers``,
+``weirflow status``) and compare it with Ray's own view of its nodes, and take
+savepoints and stop jobs through the commands.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -39,6 +43,10 @@ SRC = HERE.parents[1] / "src"
 # beside its own file, which on a Ray node is a copy elsewhere: Ray's processes get it here)
 NEXMARK = HERE.parents[1] / "benchmarks" / "nexmark"
 Q5_EVENTS = 12_000  # 1.2 s of event time: several q5 sliding windows
+# the dashboard's port inside the namespace (below Ray's worker port range, 10002-19999)
+UI_PORT = 9123
+# the node id in a worker's "placed on": ray node <id> at <ip>
+PLACED = re.compile(r"ray node ([0-9a-f]+) at ")
 # each loss costs ~7 s (a fresh node, a new worker process, a restore); the job's input
 # (30 000 records at 500 µs each) lasts long enough for all of them
 NODE_LOSSES = 5
@@ -75,6 +83,51 @@ def weirflow_run(
     if log is None:
         return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     return subprocess.Popen(argv, env=env, stdout=log, stderr=log)
+
+
+def weirflow_command(ns: RayInNamespace, *args: str) -> subprocess.Popen[bytes]:
+    """Start ``weirflow ARGS`` in the namespace, wide enough that no table wraps."""
+    return subprocess.Popen(
+        [*ns.prefix(), sys.executable, "-m", "weirflow.cli", *args],
+        env={**ns.env, "COLUMNS": "400"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def weirflow_cli(ns: RayInNamespace, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``weirflow ARGS`` in the namespace (see :func:`weirflow_command`)."""
+    proc = weirflow_command(ns, *args)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(
+        proc.args, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+    )
+
+
+def status_nodes(ns: RayInNamespace, *args: str) -> set[str]:
+    """``weirflow status windowed_sum ARGS``: the Ray nodes of its 2 workers, every one live
+    in Ray's own view."""
+    done = weirflow_cli(ns, "status", "windowed_sum", *args)
+    assert done.returncode == 0, done.stderr
+    placed = PLACED.findall(done.stdout)
+    assert "job windowed_sum (parallelism 2)" in done.stdout and len(placed) == 2, done.stdout
+    assert set(placed) <= ns.alive_nodes(), done.stdout
+    return set(placed)
+
+
+def dashboard_nodes(ns: RayInNamespace) -> set[str]:
+    """The dashboard's workers (``/api/workers``): 2, each on a node Ray reports alive;
+    returns their nodes."""
+    rows = ns.get_json(f"http://127.0.0.1:{UI_PORT}/api/workers")
+    nodes = {m for r in rows for m in PLACED.findall(r["placed_on"])}
+    assert len(rows) == 2 and len(nodes) >= 1 and nodes <= ns.alive_nodes(), rows
+    return nodes
+
+
+def savepoint_written(done: subprocess.CompletedProcess[str]) -> Path:
+    """The savepoint folder that ``weirflow savepoint``/``stop`` printed (it exists)."""
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.strip().removeprefix("file://"))
+    assert folder.is_dir(), done.stdout
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -196,30 +249,46 @@ def test_windowed_job_on_three_node_ray_cluster_gives_batch_answer(
     assert len(nodes) == 2, text[-3000:]
 
 
-def test_nexmark_q5_on_three_node_ray_cluster_gives_batch_answer(
+def test_nexmark_q5_with_a_node_loss_gives_batch_answer(
     ray_ns: RayInNamespace, tmp_path: Path
 ) -> None:
     """Scenario: Nexmark q5 (hot items over sliding windows) with 2 worker actors spread over
-    the 2 worker nodes, checkpointing every 200 ms."""
+    the 2 worker nodes, checkpointing every 200 ms; a node hosting a worker is removed at a
+    random moment after the first checkpoint (a fresh node added), and the job restores."""
     sys.path.insert(0, str(NEXMARK))
     import reference
     from test_workers_equivalence_jobs import committed
 
     from weirflow.connectors.nexmark import NexmarkGenerator
 
+    rng = random.Random(27)
     want = reference.REFERENCES["q5"](NexmarkGenerator().events(0, 1, Q5_EVENTS))
     log_dir = tmp_path / "log"
     with EventLog(log_dir) as lg:
         lg.create_topic("nexmark.q5", 2)
-    proc = weirflow_run(
-        ray_ns, tmp_path, job=str(HERE / "jobs" / "nexmark_queries.py"),
-        env_vars={"WF_NEXMARK_QUERIES": "q5", "WF_NEXMARK_EVENTS": str(Q5_EVENTS)},
-    )  # fmt: skip
+    client_log = tmp_path / "client.log"
+    with client_log.open("wb") as out:
+        proc = weirflow_run(
+            ray_ns, tmp_path, job=str(HERE / "jobs" / "nexmark_queries.py"), log=out,
+            throttle_us=1000,
+            env_vars={"WF_NEXMARK_QUERIES": "q5", "WF_NEXMARK_EVENTS": str(Q5_EVENTS)},
+        )  # fmt: skip
     try:
-        _, err = proc.communicate(timeout=180)
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "chk").glob("nexmark_queries/chk-*/_manifest")):
+            assert proc.poll() is None and time.monotonic() < deadline, client_log.read_text()
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.4))
+        pids = ray_ns.worker_actor_pids()
+        assert len(pids) == 2, pids
+        removed = ray_ns.replace_node_of(rng.choice(pids))
+        assert removed is not None and proc.poll() is None, client_log.read_text()[-3000:]
+        rc = proc.wait(timeout=180)
     finally:
         proc.kill()
-    assert proc.returncode == 0, err.decode(errors="replace")[-4000:]
+    text = client_log.read_text(errors="replace")
+    assert rc == 0, text[-4000:]
+    assert "restarting in" in text, text[-4000:]  # the loss failed a running attempt
     got = sorted(committed(log_dir, ["nexmark.q5"])["nexmark.q5"].elements())
     assert len({r[0] for r in want}) >= 3  # several sliding windows
     assert reference.final("q5", got) == want
@@ -229,11 +298,18 @@ def test_node_loss_gives_batch_answer(ray_ns: RayInNamespace, tmp_path: Path) ->
     """Scenario: a node hosting a worker actor crashes (removed without a graceful exit) at a
     random moment after a checkpoint, 5 times, a fresh node added each time. The ports of its
     worker actors are silenced first: a crashed machine closes no connection, so only Ray's
-    report of the dead node (the heartbeat timeout is 120 s) can end the attempt."""
+    report of the dead node (the heartbeat timeout is 120 s) can end the attempt. The
+    dashboard (``/api/workers``) names the nodes of the workers, every one live in Ray's view,
+    and after each loss no longer the removed node."""
     rng = random.Random(22)
-    job = Job(ray_ns, tmp_path, 30_000, 22, 500, ("--heartbeat-timeout", "120s"))
+    job = Job(
+        ray_ns, tmp_path, 30_000, 22, 500,
+        ("--heartbeat-timeout", "120s", "--ui-port", str(UI_PORT)),
+    )  # fmt: skip
     removed: list[str] = []
     recovery_s = []
+    assert job.wait_for_new_checkpoint(), job.text()[-3000:]
+    nodes = dashboard_nodes(ray_ns)
     while len(removed) < NODE_LOSSES and job.wait_for_new_checkpoint():
         # within the checkpoint interval: before, at or after the next barrier
         time.sleep(rng.uniform(0.0, 0.4))
@@ -248,6 +324,9 @@ def test_node_loss_gives_batch_answer(ray_ns: RayInNamespace, tmp_path: Path) ->
             removed.append(node)
             if job.wait_for_new_checkpoint(120):
                 recovery_s.append(round(time.monotonic() - lost_at, 1))
+                after = dashboard_nodes(ray_ns)
+                assert node in nodes and node not in after, (node, nodes, after)
+                nodes = after
         # the crashed process is gone: its ports may serve new processes
         ray_ns.unsilence()
     print(f"node losses: {len(removed)}; first checkpoint after each (s): {recovery_s}")
@@ -263,12 +342,18 @@ def test_sigkill_of_worker_actor_driver_and_detached_coordinator_gives_batch_ans
     ray_ns: RayInNamespace, tmp_path: Path
 ) -> None:
     """Scenario: one worker actor's process is SIGKILLed while the job runs; after the
-    restart the driver (with the coordinator) is SIGKILLed, and the job is resubmitted with
-    ``--restore latest --ray-detached``: the client returns once the job runs, a second
-    submission is refused, and the job checkpoints on without it; then the detached
-    coordinator actor's process is SIGKILLed (its worker actors end with it), and the job
-    is resubmitted with ``--restore latest`` and waited for (``--ray-wait``)."""
-    job = Job(ray_ns, tmp_path, 20_000, seed=23, throttle_us=500)
+    restart ``weirflow status``, ``savepoint`` and ``stop`` reach the coordinator in the
+    driver; the job is resubmitted with ``--restore latest`` and the driver is SIGKILLed;
+    the job is resubmitted with ``--restore latest --ray-detached``: the client returns once
+    the job runs, a second submission is refused, the job checkpoints on without it, and
+    ``status`` and ``stop`` (with its savepoint) with ``--ray ADDRESS`` reach its
+    coordinator actor;
+    resubmitted detached once more,
+    its coordinator actor's process is SIGKILLed (its worker actors end with it), and the
+    job is resubmitted with ``--restore latest`` and waited for (``--ray-wait``)."""
+    # 20 s of input at 2 records/ms: the job outlasts the commands asked of it
+    job = Job(ray_ns, tmp_path, 40_000, seed=23, throttle_us=1000)
+    chk = f"--checkpoint-dir={tmp_path / 'chk'}"
     try:
         assert job.wait_for_new_checkpoint() and job.wait_for_new_checkpoint()
         pids = ray_ns.worker_actor_pids()
@@ -279,6 +364,13 @@ def test_sigkill_of_worker_actor_driver_and_detached_coordinator_gives_batch_ans
         print(f"first checkpoint after SIGKILL: {time.monotonic() - lost_at:.1f} s")
         assert "ActorDiedError" in job.text()
 
+        # the coordinator in the driver answers through the job's control endpoint
+        status_nodes(ray_ns, chk)
+        savepoint_written(weirflow_cli(ray_ns, "savepoint", "windowed_sum", chk))
+        savepoint_written(weirflow_cli(ray_ns, "stop", "windowed_sum", chk))
+        assert job.client.wait(timeout=60) == 0, job.text()[-3000:]
+
+        job.submit("--restore", "latest")
         assert job.wait_for_new_checkpoint(), "the job ended before the driver could be killed"
         os.kill(job.client.pid, signal.SIGKILL)
         job.client.wait(timeout=30)
@@ -295,6 +387,14 @@ def test_sigkill_of_worker_actor_driver_and_detached_coordinator_gives_batch_ans
             "runs already under detached Ray actor weirflow-job-",
         )
         assert job.wait_for_new_checkpoint(), job.text()[-3000:]
+        # the detached coordinator answers through Ray
+        on_ray = ("--ray", ray_ns.address)
+        status_nodes(ray_ns, *on_ray)
+        savepoint_written(weirflow_cli(ray_ns, "stop", "windowed_sum", *on_ray))
+        _wait_for_no_worker_actors(ray_ns, "their stopped coordinator", "DetachedCoordinator")
+
+        job.submit("--restore", "latest", "--ray-detached")
+        assert job.wait_for_new_checkpoint(), job.text()[-3000:]
         coordinators = ray_ns.actor_pids("DetachedCoordinator")
         assert len(coordinators) == 1, coordinators
         os.kill(coordinators[0], signal.SIGKILL)
@@ -309,9 +409,11 @@ def test_sigkill_of_worker_actor_driver_and_detached_coordinator_gives_batch_ans
             os.kill(pid, signal.SIGKILL)
 
 
-def _wait_for_no_worker_actors(ray_ns: RayInNamespace, owner: str) -> None:
+def _wait_for_no_worker_actors(
+    ray_ns: RayInNamespace, owner: str, actor_class: str = "WorkerActor"
+) -> None:
     deadline = time.monotonic() + 60
-    while ray_ns.worker_actor_pids():
+    while ray_ns.actor_pids(actor_class) or ray_ns.worker_actor_pids():
         assert time.monotonic() < deadline, f"worker actors outlived {owner}"
         time.sleep(0.2)
 
@@ -326,7 +428,8 @@ def _refused(proc: subprocess.Popen[bytes], words: str) -> None:
 
 def test_refusals_are_one_line_errors(ray_ns: RayInNamespace, tmp_path: Path) -> None:
     """Scenario: more slots than free CPUs, an unreachable head, a checkpoint folder that the
-    driver does not share with the nodes."""
+    driver does not share with the nodes; ``weirflow status``/``stop --ray`` of a job that
+    does not run there, or with a head that does not answer."""
     work = {case: tmp_path / case for case in ("slots", "address", "folder")}
     for folder in work.values():
         make_input(folder / "log", 100, seed=24)
@@ -343,6 +446,12 @@ def test_refusals_are_one_line_errors(ray_ns: RayInNamespace, tmp_path: Path) ->
          "cannot reach the Ray cluster at 127.0.0.1:1"),
         (weirflow_run(ray_ns, work["folder"], wrap=hide),
          "on a multi-node Ray cluster put checkpoints on S3"),
+    ]  # fmt: skip
+    runs += [
+        (weirflow_command(ray_ns, "status", "nosuch", "--ray", ray_ns.address),
+         "no job 'nosuch' runs under a detached coordinator on the Ray cluster at "),
+        (weirflow_command(ray_ns, "stop", "windowed_sum", "--ray", "127.0.0.1:1"),
+         "cannot reach the Ray cluster at 127.0.0.1:1"),
     ]  # fmt: skip
     for proc, words in runs:
         _refused(proc, words)

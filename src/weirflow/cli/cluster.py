@@ -38,8 +38,11 @@ from weirflow.records import JobResult, OperatorCounts
 from weirflow.runtime import RunListener, control
 from weirflow.runtime.cluster_metrics import cluster_registry
 from weirflow.runtime.coordinator import JobCoordinator, JobSpec
+from weirflow.runtime.endpoint import ask_status, read_endpoint
+from weirflow.runtime.launched import CoordinatorWatch
 from weirflow.runtime.launcher import SECRET_ENV
 from weirflow.runtime.local_cluster import run_on_local_workers
+from weirflow.runtime.ray_cluster import detached_status
 from weirflow.runtime.savepoint_requests import SavepointRequests
 from weirflow.runtime.service import serve
 from weirflow.runtime.wire import (
@@ -160,6 +163,7 @@ def run_on_workers(
     stop: threading.Event,
     metrics: tuple[int | None, str] = (None, "127.0.0.1"),
     savepoints: SavepointRequests | None = None,
+    watch: CoordinatorWatch | None = None,
 ) -> JobResult:
     """Run ``job`` on ``workers`` local worker processes until it ends or SIGTERM stops it.
 
@@ -172,6 +176,7 @@ def run_on_workers(
         stop: set by SIGTERM or Ctrl-C (the job then stops with a stop checkpoint).
         metrics: ``(port, host)`` of the coordinator's ``/metrics`` (port ``None``: off).
         savepoints: savepoint requests to the job (the caller sets SIGTERM's handler then).
+        watch: started with the coordinator, ended with it (the dashboard).
 
     Returns:
         The job's result.
@@ -194,6 +199,7 @@ def run_on_workers(
         metrics_port=metrics[0],
         metrics_host=metrics[1],
         savepoints=savepoints,
+        watch=watch,
     )
 
 
@@ -343,29 +349,75 @@ def submit_job(
     )
 
 
+def _job_status(
+    job: str | None, coordinator: str | None, token_file: Path | None, checkpoint_dir: str,
+    ray: str | None,
+) -> control.Status:  # fmt: skip
+    """Ask the coordinator of a job for its status, however it is reached (see ``status``).
+
+    Raises:
+        ConfigError: the job or its coordinator is not found or does not answer.
+        PeerAuthenticationError, ConnectionClosedError: a coordinator at ``coordinator``
+            refused the secret or hung up.
+    """
+    if coordinator is not None:
+        conn = _dial_coordinator(coordinator, read_secret(token_file))
+        try:
+            conn.send(control.encode_message(control.StatusRequest()))
+            status = control.decode_message(conn.recv())
+        finally:
+            conn.close()
+        assert isinstance(status, control.Status)
+        return status
+    if job is None:
+        raise ConfigError(
+            "name the job (weirflow status JOB [--checkpoint-dir DIR | --ray ADDRESS]) or "
+            "its coordinator (--coordinator HOST:PORT)"
+        )
+    if ray is not None:
+        return detached_status(ray, job)
+    return ask_status(read_endpoint(checkpoint_dir, job))
+
+
 @app.command("status")
 def status_command(
-    coordinator: Annotated[str, typer.Option(help="HOST:PORT of the job coordinator.")],
+    job: Annotated[
+        str | None,
+        typer.Argument(help="The running job's name (its coordinator runs in weirflow run)."),
+    ] = None,
+    coordinator: Annotated[
+        str | None, typer.Option(help="HOST:PORT of a `weirflow coordinator`.")
+    ] = None,
     token_file: Annotated[Path | None, typer.Option(help="File holding the job's secret.")] = None,
+    checkpoint_dir: Annotated[
+        str, typer.Option(help="The job's checkpoint storage (as given to weirflow run).")
+    ] = "weirflow-data/checkpoints",
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="The Ray cluster (auto, HOST:PORT, ray://HOST:PORT) of a job run with "
+            "--ray-detached: its coordinator actor is asked."
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
-    """Show the coordinator's workers, their slots and subtasks, checkpoints and restarts."""
+    """Show a job's workers (where each is placed), their slots and subtasks, checkpoints and
+    restarts: of the job JOB run by `weirflow run --workers N` or `--ray` on this machine, of
+    a detached job on Ray (--ray ADDRESS), or of a `weirflow coordinator` (--coordinator)."""
     try:
-        conn = _dial_coordinator(coordinator, read_secret(token_file))
-        conn.send(control.encode_message(control.StatusRequest()))
-        status = control.decode_message(conn.recv())
-        conn.close()
+        status = _job_status(job, coordinator, token_file, checkpoint_dir, ray)
     except (ConfigError, PeerAuthenticationError, ConnectionClosedError) as e:
         if debug:
             raise
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from None
-    assert isinstance(status, control.Status)
     out = Console()
-    job = f"job {status.job} (parallelism {status.parallelism})" if status.job else "no job running"
+    heading = (
+        f"job {status.job} (parallelism {status.parallelism})" if status.job else "no job running"
+    )
     last = status.last_completed_checkpoint
     out.print(
-        f"{job}; attempt {status.attempt}, restarts {status.restarts}, last completed "
+        f"{heading}; attempt {status.attempt}, restarts {status.restarts}, last completed "
         f"checkpoint {last if last is not None else '-'}"
     )
     table = Table(show_edge=False)

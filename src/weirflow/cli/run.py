@@ -65,7 +65,7 @@ from weirflow.cli.run_options import (
     state_backend_option,
 )
 from weirflow.cli.run_ray import RayPlacement, ray_cluster_option, run_on_ray_cluster
-from weirflow.cli.run_surfaces import print_summary
+from weirflow.cli.run_surfaces import coordinator_watch, print_summary
 from weirflow.cli.run_worker import PrintingListener, configure_logging, run_worker
 from weirflow.cli.savepoints import (
     job_endpoint,
@@ -341,10 +341,10 @@ def run(
             )
         if (ray_detached and ray is None) or (ray_wait and not ray_detached):
             raise ConfigError("--ray-detached goes with --ray ADDRESS, --ray-wait with both")
-        if ray_detached and metrics_port is not None:
+        if ray_detached and (metrics_port is not None or ui_port is not None):
             raise ConfigError(
-                "--metrics-port is served by a coordinator in this process: not with "
-                "--ray-detached"
+                "--metrics-port and --ui-port are served by a coordinator in this process: "
+                "not with --ray-detached"
             )
         stop = threading.Event()
         if otel and coordinator is not None:
@@ -387,25 +387,40 @@ def run(
             "options": runtime,
         }
         if ray is not None:
-            result = run_on_ray_cluster(
-                job,
-                ray_cluster_option(
-                    ray,
-                    processes,
-                    ray_placement,
-                    parse_duration(worker_wait),
-                    ray_runtime_env_json,
-                    ray_detached,
-                ),
-                spec_args,
-                parse_duration(heartbeat_timeout).total_seconds(),
-                PrintingListener(),
-                stop,
-                (metrics_port, metrics_host),
-                wait=ray_wait or not ray_detached,
+            # a detached job's coordinator is reached through Ray (weirflow status --ray)
+            savepoints = (
+                None if ray_detached else stop_with_savepoint_on_signal(stop, config is not None)
             )
+            flow = load_dataflow(job)
+            endpoint = (
+                job_endpoint(savepoints, config, flow.name) if savepoints is not None else None
+            )
+            try:
+                result = run_on_ray_cluster(
+                    job,
+                    ray_cluster_option(
+                        ray,
+                        processes,
+                        ray_placement,
+                        parse_duration(worker_wait),
+                        ray_runtime_env_json,
+                        ray_detached,
+                    ),
+                    spec_args,
+                    parse_duration(heartbeat_timeout).total_seconds(),
+                    PrintingListener(),
+                    stop,
+                    (metrics_port, metrics_host),
+                    wait=ray_wait or not ray_detached,
+                    watch=coordinator_watch(flow, parallelism, surfaces, endpoint),
+                    savepoints=savepoints,
+                )
+            finally:
+                if endpoint is not None:
+                    endpoint.close()
             if result is not None:
-                print_summary(result, log_format, stop.is_set())
+                stopped = stop.is_set() or (savepoints is not None and savepoints.stop_submitted)
+                print_summary(result, log_format, stopped)
             raise typer.Exit(0)
         if processes > 1:
             savepoints = stop_with_savepoint_on_signal(stop, config is not None)
@@ -420,6 +435,7 @@ def run(
                     stop,
                     (metrics_port, metrics_host),
                     savepoints,
+                    coordinator_watch(load_dataflow(job), parallelism, surfaces, endpoint),
                 )
             finally:
                 if endpoint is not None:

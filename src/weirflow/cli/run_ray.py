@@ -22,7 +22,9 @@ from weirflow.errors import ConfigError
 from weirflow.records import JobResult
 from weirflow.runtime import RunListener
 from weirflow.runtime.jobspec import JobSpec
+from weirflow.runtime.launched import CoordinatorWatch
 from weirflow.runtime.ray_cluster import RayCluster, run_on_ray, submit_on_ray
+from weirflow.runtime.savepoint_requests import SavepointRequests
 
 LOCAL = "local"
 
@@ -43,6 +45,8 @@ def run_on_ray_cluster(
     stop: threading.Event,
     metrics: tuple[int | None, str] = (None, "127.0.0.1"),
     wait: bool = True,
+    watch: CoordinatorWatch | None = None,
+    savepoints: SavepointRequests | None = None,
 ) -> JobResult | None:
     """Run ``job`` on ``cluster`` until it ends or SIGTERM stops it.
 
@@ -58,6 +62,8 @@ def run_on_ray_cluster(
         stop: set by SIGTERM or Ctrl-C (the job then stops with a stop checkpoint).
         metrics: ``(port, host)`` of the coordinator's ``/metrics`` (port ``None``: off).
         wait: (detached) wait for the job's end rather than return once it runs.
+        watch: started with the coordinator here, ended with it (the dashboard).
+        savepoints: savepoint requests to the job (the caller sets SIGTERM's handler then).
 
     Returns:
         The job's result; ``None`` for a detached job not waited for.
@@ -72,8 +78,9 @@ def run_on_ray_cluster(
         return submit_on_ray(
             spec, cluster, load_graph, wait=wait, heartbeat_timeout_s=heartbeat_timeout_s
         )
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if savepoints is None:
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
     return run_on_ray(
         spec,
         cluster,
@@ -82,6 +89,8 @@ def run_on_ray_cluster(
         listener=listener,
         heartbeat_timeout_s=heartbeat_timeout_s,
         metrics=metrics,
+        watch=watch,
+        savepoints=savepoints,
     )
 
 

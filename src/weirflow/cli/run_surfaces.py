@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +25,9 @@ from weirflow.metrics import (
 )
 from weirflow.records import JobResult
 from weirflow.runtime import RunListener, wall_clock_ms
+from weirflow.runtime.coordinator import JobCoordinator
+from weirflow.runtime.endpoint import ControlEndpoint
+from weirflow.runtime.launched import CoordinatorWatch
 from weirflow.web import JobObserver
 
 err = Console(stderr=True, soft_wrap=True)
@@ -148,6 +152,42 @@ def make_observer(
         started_ms=started_ms,
         inner=inner,
     )
+
+
+def coordinator_watch(
+    flow: Dataflow,
+    parallelism: int,
+    surfaces: dict[str, Any],
+    endpoint: ControlEndpoint | None,
+) -> CoordinatorWatch:
+    """What watches the coordinator of a job on workers: the control endpoint answers status
+    requests with its status, and with ``--ui-port`` the dashboard shows it.
+
+    Args:
+        flow: the job.
+        parallelism: subtasks per operator.
+        surfaces: ``weirflow run``'s surface options (``ui_port``, ``ui_host``, ``ui_token``).
+        endpoint: the job's control endpoint, or ``None`` (a job without checkpoints).
+    """
+    dashboard = None
+    if surfaces["ui_port"] is not None:
+        from weirflow.web.cluster import dashboard_watch
+
+        dashboard = dashboard_watch(
+            flow.graph,
+            parallelism,
+            wall_clock_ms,
+            surfaces["ui_port"],
+            surfaces["ui_host"],
+            surfaces["ui_token"],
+        )
+
+    def watch(coordinator: JobCoordinator) -> Callable[[], None]:
+        if endpoint is not None:
+            endpoint.status = coordinator.status
+        return dashboard(coordinator) if dashboard is not None else lambda: None
+
+    return watch
 
 
 def print_summary(result: JobResult, log_format: str, stopped: bool) -> None:

@@ -49,6 +49,7 @@ from weirflow.runtime.endpoint import (
     endpoint_file,
     read_endpoint,
 )
+from weirflow.runtime.ray_cluster import detached_savepoint
 from weirflow.runtime.savepoint_requests import SavepointRequests
 
 #: The environment variable through which ``weirflow run``'s supervisor tells its
@@ -68,6 +69,13 @@ CheckpointDir = Annotated[
 Into = Annotated[
     str | None,
     typer.Option(help="Savepoint folder (default: <checkpoint-dir>/<job>/savepoints/...)."),
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        help="The Ray cluster (auto, HOST:PORT, ray://HOST:PORT) of a job run with "
+        "--ray-detached: its coordinator actor is asked."
+    ),
 ]
 
 
@@ -156,10 +164,14 @@ def savepoint(
     job: Annotated[str, typer.Argument(help="The running job's name.")],
     checkpoint_dir: CheckpointDir = _DEFAULT_DIR,
     into: Into = None,
+    ray: RayAddress = None,
 ) -> None:
     """Take a savepoint of a running job and print its folder."""
     try:
-        url = ask_savepoint(read_endpoint(checkpoint_dir, job), into, stop=False)
+        if ray is not None:
+            url = detached_savepoint(ray, job, into, stop=False)
+        else:
+            url = ask_savepoint(read_endpoint(checkpoint_dir, job), into, stop=False)
     except WeirflowError as e:
         raise _fail(e) from None
     out.print(url, highlight=False)
@@ -173,12 +185,16 @@ def stop(
         bool, typer.Option("--savepoint", help="Stop with a savepoint (always taken).")
     ] = True,
     into: Into = None,
+    ray: RayAddress = None,
 ) -> None:
     """Stop a running job with a savepoint (every sink commits it) and print its folder."""
     try:
-        info = read_endpoint(checkpoint_dir, job)
-        url = ask_savepoint(info, into, stop=True)
-        _wait_for_exit(info)
+        if ray is not None:
+            url = detached_savepoint(ray, job, into, stop=True)
+        else:
+            info = read_endpoint(checkpoint_dir, job)
+            url = ask_savepoint(info, into, stop=True)
+            _wait_for_exit(info)
     except WeirflowError as e:
         raise _fail(e) from None
     out.print(url, highlight=False)

@@ -21,6 +21,9 @@ attempts on the workers:
    strategy, and deploy attempt ``a + 1`` from the latest completed
    checkpoint (global rollback, as Flink does for pipelined exchanges).
 
+Workers listeners (:meth:`JobCoordinator.add_workers_listener`, the
+dashboard's) hear of every change of the workers, on the coordinator's thread.
+
 Fencing: acknowledgements and reports of any attempt but the current one
 are dropped, and a worker given up on is disconnected, so a partitioned or
 paused worker can neither complete a checkpoint nor commit output.
@@ -35,6 +38,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from weirflow.checkpoint import (
     CheckpointCorruptError,
@@ -57,6 +61,9 @@ from weirflow.runtime.savepoint_requests import SavepointRequests
 from weirflow.runtime.worker_pool import WorkerPool
 
 log = logging.getLogger("weirflow.coordinator")
+
+#: Called with the registered workers (lost ones left out) each time they change.
+WorkersListener = Callable[[list[control.WorkerInfo]], None]
 
 
 class _StoppedWhileRecovering(Exception):
@@ -104,16 +111,52 @@ class JobCoordinator(WorkerPool):
         self.task_ids: list[str] = []
         self.storage: CheckpointStorage | None = None
         self.savepoint_requests = SavepointRequests()
+        self._workers_listeners: list[WorkersListener] = []
+        self._workers_seen: list[control.WorkerInfo] = []
+
+    # -- watching the workers ----------------------------------------------------
+
+    def add_workers_listener(self, listener: WorkersListener) -> None:
+        """Tell ``listener`` the registered workers now and after every change.
+
+        A change is a worker joining or being lost, or one changing state or
+        subtasks. Call before :meth:`start`; later calls come from the
+        coordinator's thread, so ``listener`` must be quick and must not raise.
+
+        Args:
+            listener: called with the workers (lost ones left out), in joining order.
+        """
+        self._workers_listeners.append(listener)
+        listener(self._worker_infos())
+
+    def _worker_infos(self) -> list[control.WorkerInfo]:
+        return [
+            control.WorkerInfo(w.id, w.host, w.slots, w.status.value, list(w.subtasks), w.location)
+            for w in list(self.workers.values())
+            if w.status is not WorkerStatus.LOST
+        ]
+
+    def _publish_workers(self) -> None:
+        if not self._workers_listeners:
+            return
+        infos = self._worker_infos()
+        if infos == self._workers_seen:
+            return
+        self._workers_seen = infos
+        for listener in self._workers_listeners:
+            listener(infos)
+
+    def _membership(self, wid: str, event: Any) -> WorkerEntry | None:
+        try:
+            return super()._membership(wid, event)
+        finally:
+            self._publish_workers()
 
     # -- the run -----------------------------------------------------------------
 
     def status(self) -> control.Status:
         """What ``weirflow status`` shows: workers, slots, subtasks, checkpoints, restarts."""
-        workers = [
-            control.WorkerInfo(w.id, w.host, w.slots, w.status.value, list(w.subtasks), w.location)
-            for w in list(self.workers.values())
-            if w.status is not WorkerStatus.LOST
-        ]
+        workers = self._worker_infos()
         spec = self.spec
         return control.Status(
             job=spec.graph.name if spec is not None else None,
@@ -357,6 +400,7 @@ class JobCoordinator(WorkerPool):
                     ),
                 )
             )
+        self._publish_workers()
         restored_from = None
         if restore_url is not None and self.storage is not None:
             restored_from = (
@@ -372,9 +416,11 @@ class JobCoordinator(WorkerPool):
             run.savepoints.fail_all("the attempt ended first")
             if run.checkpoints is not None:
                 run.checkpoints.shutdown()
+            self._publish_workers()
 
     def _cancel(self, reason: str) -> None:
         for w in self.workers.values():
             if w.status is WorkerStatus.DEPLOYED:
                 w.send(control.Cancel(self.attempt))
                 w.move(WorkerStatus.IDLE)
+        self._publish_workers()

@@ -15,10 +15,13 @@ whoever may read the key may also control the job:
 A client opens a connection, proves it holds the token with the same mutual
 HMAC challenge as the cluster's connections (:mod:`weirflow.runtime.wire`),
 sends one :class:`AskSavepoint` and waits for :class:`SavepointWritten` or
-:class:`AskFailed`. The answer to a stop comes when the job's run ended (its
-sinks committed the savepoint), so a client needs no process to wait for when
-the job's runner outlives the job (a standalone coordinator). Messages are
-msgspec JSON, never pickles.
+:class:`AskFailed`; or sends :class:`AskStatus` and gets the job's
+coordinator's :class:`~weirflow.runtime.control.Status` (a job whose
+coordinator runs in the endpoint's process: ``--workers N``, ``--ray``).
+The answer to a stop comes when the job's run ended (its sinks committed
+the savepoint), so a client needs no process to wait for when the job's
+runner outlives the job (a standalone coordinator). Messages are msgspec
+JSON, never pickles.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ import os
 import secrets
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -44,6 +49,10 @@ from weirflow.runtime.wire import (
     authenticate_listener,
     dial,
 )
+
+if TYPE_CHECKING:
+    # control imports this module (Launch); the answer type is imported where it is decoded
+    from weirflow.runtime.control import Status
 
 log = logging.getLogger("weirflow.runtime")
 
@@ -98,6 +107,10 @@ class AskSavepoint(msgspec.Struct, tag=True, frozen=True):
     stop: bool
 
 
+class AskStatus(msgspec.Struct, tag=True, frozen=True):
+    """Send the job's coordinator's status."""
+
+
 class SavepointWritten(msgspec.Struct, tag=True, frozen=True):
     """The savepoint is complete at ``url``."""
 
@@ -111,6 +124,7 @@ class AskFailed(msgspec.Struct, tag=True, frozen=True):
 
 
 _Reply = SavepointWritten | AskFailed
+_Ask = AskSavepoint | AskStatus
 
 
 def endpoint_file(storage: str, job: str) -> Path:
@@ -161,6 +175,10 @@ class ControlEndpoint:
         job: the job's name.
         launch: how the job was started.
 
+    Attributes:
+        status: answers :class:`AskStatus` (set once the job's coordinator exists);
+            ``None``: the job has no coordinator here, and the answer is :class:`AskFailed`.
+
     Raises:
         OSError: no port can be bound, or the endpoint file cannot be written.
     """
@@ -173,6 +191,7 @@ class ControlEndpoint:
         self.address = f"127.0.0.1:{self._server.getsockname()[1]}"
         self._closed = threading.Event()
         self._clients: list[threading.Thread] = []
+        self.status: Callable[[], Status] | None = None
         self._info = EndpointInfo(
             ENDPOINT_FORMAT_VERSION, job, self.address, self._secret.hex(), launch
         )
@@ -208,7 +227,15 @@ class ControlEndpoint:
             return
         conn = FramedConnection(sock, "control client")
         try:
-            ask = msgspec.json.decode(conn.recv(), type=AskSavepoint)
+            ask = msgspec.json.decode(conn.recv(), type=_Ask)
+            if isinstance(ask, AskStatus):
+                status = self.status
+                conn.send(
+                    msgspec.json.encode(
+                        status() if status is not None else AskFailed("no coordinator here")
+                    )
+                )
+                return
             done = self.requests.submit(ask.target, ask.stop)
             try:
                 reply: _Reply = SavepointWritten(done.result(timeout=SAVEPOINT_WAIT_S))
@@ -240,6 +267,20 @@ class ControlEndpoint:
                 self.path.unlink()
 
 
+def _dial_job(info: EndpointInfo) -> FramedConnection:
+    """An authenticated connection to the job behind ``info``.
+
+    Raises:
+        ConfigError: the job does not answer or refuses the token.
+    """
+    try:
+        return dial(info.address, bytes.fromhex(info.token), f"job {info.job}")
+    except (OSError, PeerAuthenticationError) as e:
+        raise ConfigError(
+            f"job {info.job!r} does not answer at {info.address} ({e}): it is not running"
+        ) from e
+
+
 def ask_savepoint(info: EndpointInfo, target: str | None, stop: bool) -> str:
     """Ask the job behind ``info`` for a savepoint and wait for it.
 
@@ -258,12 +299,7 @@ def ask_savepoint(info: EndpointInfo, target: str | None, stop: bool) -> str:
     """
     if target is not None and "://" not in target:
         target = str(Path(target).absolute())
-    try:
-        conn = dial(info.address, bytes.fromhex(info.token), f"job {info.job}")
-    except (OSError, PeerAuthenticationError) as e:
-        raise ConfigError(
-            f"job {info.job!r} does not answer at {info.address} ({e}): it is not running"
-        ) from e
+    conn = _dial_job(info)
     try:
         conn.send(msgspec.json.encode(AskSavepoint(target, stop)))
         reply = msgspec.json.decode(conn.recv(), type=_Reply)
@@ -274,3 +310,28 @@ def ask_savepoint(info: EndpointInfo, target: str | None, stop: bool) -> str:
     if isinstance(reply, AskFailed):
         raise CheckpointError(f"job {info.job!r} wrote no savepoint: {reply.message}")
     return reply.url
+
+
+def ask_status(info: EndpointInfo) -> Status:
+    """Ask the job behind ``info`` for its coordinator's status.
+
+    Raises:
+        ConfigError: the job does not answer (it ended; a stale endpoint file),
+            refuses the token, or has no coordinator in its process (a job of one process).
+    """
+    from weirflow.runtime.control import Status
+
+    conn = _dial_job(info)
+    try:
+        conn.send(msgspec.json.encode(AskStatus()))
+        reply = msgspec.json.decode(conn.recv(), type=Status | AskFailed)
+    except ConnectionClosedError as e:
+        raise ConfigError(f"job {info.job!r} ended before answering: {e}") from e
+    finally:
+        conn.close()
+    if isinstance(reply, AskFailed):
+        raise ConfigError(
+            f"job {info.job!r} runs in one process, without a coordinator to report on: "
+            "its dashboard (--ui-port) and /metrics show it"
+        )
+    return reply

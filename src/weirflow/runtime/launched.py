@@ -1,13 +1,14 @@
 """Running a job under a coordinator in this process whose launcher starts the workers.
 
 The one home of what every launcher shares: the coordinator, its heartbeat
-settings, the optional ``/metrics`` endpoint, and closing all of it (workers
-included) however the run ends.
+settings, the optional ``/metrics`` endpoint, what watches the coordinator
+(the dashboard), and closing all of it (workers included) however the run ends.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from weirflow.metrics import serve_metrics
@@ -17,6 +18,10 @@ from weirflow.runtime.cluster_metrics import cluster_registry
 from weirflow.runtime.coordinator import JobCoordinator, JobSpec
 from weirflow.runtime.launcher import Launcher
 from weirflow.runtime.savepoint_requests import SavepointRequests
+
+#: Given the coordinator before it starts (to add listeners, serve a view of it);
+#: returns what ends that when the run ends.
+CoordinatorWatch = Callable[[JobCoordinator], Callable[[], None]]
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ def run_with_launcher(
     stop: threading.Event | None = None,
     listener: RunListener | None = None,
     savepoints: SavepointRequests | None = None,
+    watch: CoordinatorWatch | None = None,
 ) -> JobResult:
     """Run ``spec`` under a coordinator here on the workers ``launcher`` starts.
 
@@ -62,13 +68,15 @@ def run_with_launcher(
         stop: when set, the job takes a stop checkpoint and ends.
         listener: progress callbacks.
         savepoints: savepoint requests from other threads (the control endpoint).
+        watch: started with the coordinator, ended with it (the dashboard).
 
     Returns:
         The job's :class:`~weirflow.records.JobResult`.
 
     Raises:
         JobFailedError: the job failed and the restart strategy gave up.
-        ConfigError: bad options, or the launcher could not start the workers.
+        ConfigError: bad options, the launcher could not start the workers, or
+            ``watch`` could not start (a dashboard port taken).
         OSError: ``options.listen`` cannot be bound.
     """
     coordinator = JobCoordinator(
@@ -85,10 +93,13 @@ def run_with_launcher(
             if options.metrics_port is not None
             else None
         )
+        unwatch = watch(coordinator) if watch is not None else None
         try:
             coordinator.start()
             return coordinator.run(spec, stop=stop, listener=listener, savepoints=savepoints)
         finally:
+            if unwatch is not None:
+                unwatch()
             if server is not None:
                 server.close()
     finally:

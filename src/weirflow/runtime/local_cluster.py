@@ -10,7 +10,7 @@ from weirflow.errors import ConfigError
 from weirflow.records import JobResult
 from weirflow.runtime.checkpointed import RunListener
 from weirflow.runtime.jobspec import JobSpec
-from weirflow.runtime.launched import CoordinatorOptions, run_with_launcher
+from weirflow.runtime.launched import CoordinatorOptions, CoordinatorWatch, run_with_launcher
 from weirflow.runtime.launcher import LocalLauncher
 from weirflow.runtime.savepoint_requests import SavepointRequests
 from weirflow.runtime.wire import new_secret
@@ -48,6 +48,7 @@ def run_on_local_workers(
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
     savepoints: SavepointRequests | None = None,
+    watch: CoordinatorWatch | None = None,
 ) -> JobResult:
     """Run ``spec`` on ``workers`` worker processes of this machine under a coordinator here.
 
@@ -66,6 +67,7 @@ def run_on_local_workers(
             worker's samples) on this port; ``None``: not served.
         metrics_host: the address ``/metrics`` binds.
         savepoints: savepoint requests from other threads (the control endpoint).
+        watch: started with the coordinator, ended with it (the dashboard).
 
     Returns:
         The job's :class:`~weirflow.records.JobResult`.
@@ -86,5 +88,12 @@ def run_on_local_workers(
         metrics_host=metrics_host,
     )
     return run_with_launcher(
-        spec, launcher, secret, options, stop=stop, listener=listener, savepoints=savepoints
+        spec,
+        launcher,
+        secret,
+        options,
+        stop=stop,
+        listener=listener,
+        savepoints=savepoints,
+        watch=watch,
     )

@@ -13,11 +13,12 @@ when a job runs on Ray.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -28,8 +29,9 @@ from weirflow.errors import ConfigError
 from weirflow.graph import LogicalGraph
 from weirflow.records import JobResult
 from weirflow.runtime.checkpointed import RunListener
+from weirflow.runtime.control import Status
 from weirflow.runtime.jobspec import JobSpec
-from weirflow.runtime.launched import CoordinatorOptions, run_with_launcher
+from weirflow.runtime.launched import CoordinatorOptions, CoordinatorWatch, run_with_launcher
 from weirflow.runtime.savepoint_requests import SavepointRequests
 from weirflow.runtime.wire import new_secret
 
@@ -190,6 +192,7 @@ def run_on_ray(
     heartbeat_timeout_s: float = 10.0,
     metrics: tuple[int | None, str] = (None, "127.0.0.1"),
     savepoints: SavepointRequests | None = None,
+    watch: CoordinatorWatch | None = None,
 ) -> JobResult:
     """Run ``spec`` on worker actors of a Ray cluster under a coordinator in this process.
 
@@ -211,6 +214,7 @@ def run_on_ray(
         savepoints: savepoint requests from other threads (the control endpoint).
         heartbeat_timeout_s: silence after which a worker is given up (s).
         metrics: ``(port, host)`` of the coordinator's ``/metrics`` (port ``None``: off).
+        watch: started with the coordinator, ended with it (the dashboard).
 
     Returns:
         The job's :class:`~weirflow.records.JobResult`.
@@ -266,7 +270,48 @@ def run_on_ray(
             stop=stop,
             listener=listener,
             savepoints=savepoints,
+            watch=watch,
         )
     finally:
         if connected:
             preflight.disconnect()
+
+
+@contextlib.contextmanager
+def _detached_actor(address: str | None, job: str) -> Iterator[tuple[Any, Any]]:
+    """Connect to the cluster and find job ``job``'s detached coordinator actor; yield the
+    :mod:`ray_detached` module and the actor's handle; disconnect at the end."""
+    _, preflight, ray_detached = _import_ray_modules()
+    connected = preflight.connect(address, {})
+    try:
+        yield ray_detached, ray_detached.find(job, address)
+    finally:
+        if connected:
+            preflight.disconnect()
+
+
+def detached_status(address: str | None, job: str) -> Status:
+    """The status of job ``job``'s detached coordinator on the cluster at ``address``.
+
+    Raises:
+        ConfigError: Ray is not installed, the cluster is unreachable, or no
+            detached coordinator of that job is alive there.
+    """
+    with _detached_actor(address, job) as (ray_detached, actor):
+        return ray_detached.ask_status(job, actor)
+
+
+def detached_savepoint(address: str | None, job: str, target: str | None, stop: bool) -> str:
+    """Take a savepoint of job ``job`` under a detached coordinator; with ``stop`` the job
+    stops with it and this returns once it ended.
+
+    Returns:
+        The savepoint folder's URL.
+
+    Raises:
+        ConfigError: as :func:`detached_status`.
+        CheckpointError: no savepoint was written (the reason).
+        JobFailedError: the job failed after its stop savepoint.
+    """
+    with _detached_actor(address, job) as (ray_detached, actor):
+        return ray_detached.ask_savepoint(job, actor, target, stop)

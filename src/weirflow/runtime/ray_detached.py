@@ -9,6 +9,11 @@ their placement group belong to it, so they end with it. Ray does not
 restart it (``max_restarts=0``): after its process died, submitting the job
 again with ``restore="latest"`` continues from the latest checkpoint.
 
+Any process connected to the cluster finds the actor by the job's name
+(:func:`find`) and asks it for the coordinator's status (:func:`ask_status`)
+or for a savepoint, optionally stopping the job with it (:func:`ask_savepoint`):
+``weirflow status``, ``savepoint`` and ``stop`` with ``--ray ADDRESS``.
+
 The actor gets only the job's name in its files, the fields of its
 :class:`~weirflow.runtime.jobspec.JobSpec` and its checkpoint key (through
 Ray's control plane, as worker actors do); it loads the graph itself. Records
@@ -20,23 +25,31 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import ray
 
-from weirflow.errors import ConfigError, JobFailedError
+from weirflow.errors import CheckpointError, ConfigError, JobFailedError, WeirflowError
 from weirflow.graph import LogicalGraph
 from weirflow.records import JobResult
+from weirflow.runtime.control import Status
+from weirflow.runtime.coordinator import JobCoordinator
+from weirflow.runtime.endpoint import SAVEPOINT_WAIT_S
 from weirflow.runtime.jobspec import JobSpec
 from weirflow.runtime.ray_launcher import adopt_checkpoint_key
+from weirflow.runtime.savepoint_requests import SavepointRequests
 
 log = logging.getLogger("weirflow.ray")
 
 NAMESPACE = "weirflow"
 # How long a finished detached job keeps its name for a late ``wait`` to collect the result (s).
 _LINGER_S = 30.0
+# How often a savepoint request checks that the job still runs (s).
+_POLL_S = 0.5
 
 
 def actor_name(job: str) -> str:
@@ -69,7 +82,7 @@ class DetachedCoordinator:
     Args:
         job: ``JOB.py[:NAME]`` relative to the actor's ``working_dir``.
         spec_fields: the other fields of the job's ``JobSpec`` (not ``job``, ``graph``).
-        run: ``run(spec, stop=event)`` runs the spec on Ray
+        run: ``run(spec, stop=event, savepoints=requests, watch=watch)`` runs the spec on Ray
             (:func:`weirflow.runtime.ray_cluster.run_on_ray` with the cluster,
             ``load_graph`` and timeouts bound).
         load_graph: ``JOB.py[:NAME]`` → logical graph.
@@ -92,11 +105,15 @@ class DetachedCoordinator:
         self._collected = threading.Event()
         self._result: JobResult | None = None
         self._error: BaseException | None = None
+        self._savepoints = SavepointRequests()
+        self._coordinator: JobCoordinator | None = None
         threading.Thread(target=self._serve, name="weirflow-job", daemon=True).start()
 
     def _serve(self) -> None:
         try:
-            self._result = self._run(self._spec, stop=self._stop)
+            self._result = self._run(
+                self._spec, stop=self._stop, savepoints=self._savepoints, watch=self._watch
+            )
             log.info("detached job %s ended: %s", self._spec.graph.name, self._result)
         except BaseException as e:  # handed to whoever waits; the actor ends either way
             log.exception("detached job %s failed", self._spec.graph.name)
@@ -107,6 +124,34 @@ class DetachedCoordinator:
             # this is for a waiter that died before it could
             threading.Event().wait(_LINGER_S)
         ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+
+    def _watch(self, coordinator: JobCoordinator) -> Callable[[], None]:
+        self._coordinator = coordinator
+        return lambda: None
+
+    def status(self) -> Status | None:
+        """The coordinator's status (``None`` before the coordinator exists)."""
+        return self._coordinator.status() if self._coordinator is not None else None
+
+    def savepoint(self, target: str | None, stop: bool) -> str:
+        """Take a savepoint into ``target`` (``None``: the default folder), then stop if ``stop``.
+
+        Returns:
+            The savepoint folder's URL.
+
+        Raises:
+            CheckpointError: no savepoint was written (the reason), or none within 600 s.
+        """
+        done = self._savepoints.submit(target, stop)
+        deadline = time.monotonic() + SAVEPOINT_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                return done.result(timeout=_POLL_S)
+            except TimeoutError:
+                if self._done.is_set():
+                    # no run takes requests any more: fail this one (if still queued)
+                    self._savepoints.fail_queued("the job ended")
+        raise CheckpointError(f"no savepoint within {SAVEPOINT_WAIT_S:.0f} s")
 
     def where(self) -> tuple[int, str]:
         """``(process id, Ray node id)`` of this actor."""
@@ -205,3 +250,62 @@ def wait(job: DetachedJob, actor: Any) -> JobResult:
     finally:
         ray.kill(actor, no_restart=True)
 
+
+def find(job: str, address: str | None) -> Any:
+    """The detached coordinator actor of job ``job`` (this process must be connected).
+
+    Args:
+        job: the job's name.
+        address: the cluster's address, for the message.
+
+    Raises:
+        ConfigError: no such actor is alive.
+    """
+    try:
+        return ray.get_actor(actor_name(job), namespace=NAMESPACE)
+    except ValueError:
+        raise ConfigError(
+            f"no job {job!r} runs under a detached coordinator on the Ray cluster at {address} "
+            f"(no actor {actor_name(job)} in namespace {NAMESPACE})"
+        ) from None
+
+
+def ask_status(job: str, actor: Any) -> Status:
+    """The status of the coordinator in ``actor``.
+
+    Raises:
+        ConfigError: the actor ended, or its job has no coordinator yet.
+    """
+    try:
+        status = ray.get(actor.status.remote())
+    except ray.exceptions.RayActorError as e:
+        raise ConfigError(f"the detached coordinator of job {job!r} ended") from e
+    if status is None:
+        raise ConfigError(f"job {job!r} is starting: its coordinator is not up yet")
+    return status
+
+
+def ask_savepoint(job: str, actor: Any, target: str | None, stop: bool) -> str:
+    """Ask the detached job of ``actor`` for a savepoint; with ``stop`` wait for the job's end
+    (every sink committed the savepoint) and end the actor.
+
+    Returns:
+        The savepoint folder's URL.
+
+    Raises:
+        CheckpointError: no savepoint was written (the reason).
+        ConfigError: the actor ended before answering.
+        JobFailedError: the job failed after its stop savepoint.
+    """
+    if target is not None and "://" not in target:
+        target = str(Path(target).absolute())
+    try:
+        url = ray.get(actor.savepoint.remote(target, stop))
+    except ray.exceptions.RayTaskError as e:
+        cause = e.cause if isinstance(e.cause, WeirflowError) else e
+        raise CheckpointError(f"job {job!r} wrote no savepoint: {cause}") from e
+    except ray.exceptions.RayActorError as e:
+        raise ConfigError(f"the detached coordinator of job {job!r} ended before answering") from e
+    if stop:
+        wait(DetachedJob(actor_name(job), 0, ""), actor)
+    return url

@@ -102,7 +102,7 @@ class WorkerActor:
             load_graph,
             host_address=ip,
             reconnect=False,
-            location=f"ray node {node[:12]} at {ip}",
+            location=f"ray node {node} at {ip}",
         )
         return worker.serve()
 

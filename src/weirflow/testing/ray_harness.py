@@ -8,7 +8,9 @@ line on stdin, with one JSON line on stdout:
 
 - ``replace-node PID``: remove (as a crash: no graceful exit) the node whose
   raylet started process ``PID``, then add a fresh node;
-  ``{"removed": NODE_ID or null}`` (Ray's node id, hex).
+  ``{"removed": NODE_ID or null}`` (Ray's node id, hex);
+- ``nodes``: the live nodes as Ray reports them (``ray.nodes()``, this
+  process connecting as a driver on first use): ``{"nodes": [NODE_ID, ...]}``.
 
 End of input shuts the cluster down.
 """
@@ -16,10 +18,12 @@ End of input shuts the cluster down.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from typing import Any
 
+import ray
 from ray.cluster_utils import Cluster
 
 from weirflow.testing.ray_hosts import parent_pid
@@ -71,22 +75,43 @@ def node_of(cluster: Cluster, pid: int) -> Any:
     return raylets.get(chain[-1])
 
 
+def alive_nodes(cluster: Cluster) -> list[str]:
+    """The ids (hex) of the nodes Ray reports alive; connects this process on first use."""
+    if not ray.is_initialized():
+        ray.init(address=cluster.address, log_to_driver=False, logging_level=logging.WARNING)
+    return [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+
+
 def main() -> None:
+    # The replies keep this process's stdout to themselves: once connected as a driver, Ray
+    # prints there too (a removed node's raylet ending), so Ray gets stderr for it.
+    replies = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+
+    def reply(message: dict[str, Any]) -> None:
+        replies.write(json.dumps(message) + "\n")
+        replies.flush()
+
     cluster = start_cluster()
     try:
-        print(json.dumps({"address": cluster.address}), flush=True)
+        reply({"address": cluster.address})
         for line in sys.stdin:
             command, _, arg = line.strip().partition(" ")
+            if command == "nodes":
+                reply({"nodes": alive_nodes(cluster)})
+                continue
             if command != "replace-node":
-                print(json.dumps({"error": f"unknown command {command!r}"}), flush=True)
+                reply({"error": f"unknown command {command!r}"})
                 continue
             node = node_of(cluster, int(arg))
             if node is not None:
                 cluster.remove_node(node, allow_graceful=False)
                 add_node(cluster)
-            removed = node.node_id if node is not None else None
-            print(json.dumps({"removed": removed}), flush=True)
+            reply({"removed": node.node_id if node is not None else None})
     finally:
+        if ray.is_initialized():
+            # the harness refuses to remove the head while a driver is connected to it
+            ray.shutdown()
         cluster.shutdown()
 
 

@@ -86,14 +86,37 @@ class RayInNamespace:
             raise RuntimeError("the Ray test cluster ended (its output is above)")
         return json.loads(line)
 
+    def _ask(self, command: str) -> dict[str, Any]:
+        if self.harness is None or self.harness.stdin is None:
+            raise RuntimeError("the Ray test cluster is closed")
+        self.harness.stdin.write(f"{command}\n")
+        self.harness.stdin.flush()
+        return self._reply()
+
     def replace_node_of(self, pid: int) -> str | None:
         """Remove the Ray node that runs process ``pid`` and add a fresh one; the removed
         node's Ray id (hex), ``None``: no node runs ``pid``."""
-        if self.harness is None or self.harness.stdin is None:
-            raise RuntimeError("the Ray test cluster is closed")
-        self.harness.stdin.write(f"replace-node {pid}\n")
-        self.harness.stdin.flush()
-        return self._reply()["removed"]
+        return self._ask(f"replace-node {pid}")["removed"]
+
+    def alive_nodes(self) -> set[str]:
+        """The Ray ids (hex) of the nodes Ray reports alive (``ray.nodes()`` in the namespace)."""
+        return set(self._ask("nodes")["nodes"])
+
+    def get_json(self, url: str) -> Any:
+        """GET ``url`` from inside the namespace and decode its JSON body.
+
+        Raises:
+            subprocess.CalledProcessError: the request failed (nothing listens, an HTTP error).
+        """
+        code = (
+            "import sys, urllib.request\n"
+            "sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1], timeout=10).read())"
+        )
+        out = subprocess.run(
+            [*self.prefix(), sys.executable, "-c", code, url],
+            capture_output=True, check=True, timeout=60, env=self.env,
+        ).stdout  # fmt: skip
+        return json.loads(out)
 
     def silence(self, pids: list[int]) -> list[int]:
         """Drop every packet to or from the TCP ports the processes ``pids`` hold now, as a

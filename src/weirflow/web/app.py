@@ -12,7 +12,14 @@ Routes (all ``GET``):
 - ``/api/connectors``: per connector subtask of an external system, read live
   (a sink blocked in a retry wait still answers): circuit breaker state,
   retries by error class, rows written, rows rejected by code;
-- ``/api/status``: the progress figures (events/s, watermark, lag, last checkpoint...).
+- ``/api/status``: the progress figures (events/s, watermark, lag, last checkpoint...);
+- ``/api/workers``: the job's workers, each with where it is placed (a Ray
+  node's id and address, or the host), its slots, state and subtasks.
+
+The same application serves an in-process run (:class:`~weirflow.web.JobObserver`)
+and a run on workers under a coordinator here
+(:class:`~weirflow.web.cluster.ClusterObserver`, which knows only the graph,
+the progress of the coordinator and the workers).
 
 When a token is configured every request but the page's static script and
 style must carry it, as ``Authorization: Bearer <token>`` or
@@ -32,7 +39,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
 from starlette.applications import Starlette
@@ -45,11 +52,34 @@ from starlette.staticfiles import StaticFiles
 
 from weirflow.errors import ConfigError
 from weirflow.metrics import ConnectorSample, JobStatus, progress_fields
-from weirflow.web.observe import JobObserver
 
 STATIC = Path(__file__).parent / "static"
 _START_TIMEOUT_S = 10.0
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class ObservedJob(Protocol):
+    """What the dashboard reads of a job (:class:`~weirflow.web.JobObserver`,
+    :class:`~weirflow.web.cluster.ClusterObserver`)."""
+
+    clock: Callable[[], int]
+
+    def status(self) -> JobStatus:
+        """The latest sample."""
+        ...
+
+    def connectors(self) -> tuple[ConnectorSample, ...]:
+        """Every reporting connector, read now."""
+        ...
+
+    def job_graph(self) -> dict[str, Any]:
+        """Operators, edges and chains."""
+        ...
+
+    def workers(self) -> list[dict[str, Any]]:
+        """One row per worker: ``worker``, ``host``, ``placed_on``, ``slots``, ``state``,
+        ``subtasks``."""
+        ...
 
 
 class _TokenGuard(BaseHTTPMiddleware):
@@ -129,7 +159,7 @@ def connector_rows(samples: Sequence[ConnectorSample]) -> list[dict[str, Any]]:
     return [{"operator": c.operator, "subtask": c.subtask, **asdict(c.stats)} for c in samples]
 
 
-def create_app(observer: JobObserver, token: str | None = None) -> Starlette:
+def create_app(observer: ObservedJob, token: str | None = None) -> Starlette:
     """Build the dashboard application for ``observer``.
 
     Args:
@@ -162,6 +192,9 @@ def create_app(observer: JobObserver, token: str | None = None) -> Starlette:
     async def status(request: Request) -> Response:
         return JSONResponse(progress_fields(observer.status(), observer.clock()))
 
+    async def workers(request: Request) -> Response:
+        return JSONResponse(observer.workers())
+
     middleware = [Middleware(_TokenGuard, token=token)] if token else []
     return Starlette(
         routes=[
@@ -172,6 +205,7 @@ def create_app(observer: JobObserver, token: str | None = None) -> Starlette:
             Route("/api/lag", lag),
             Route("/api/connectors", connectors),
             Route("/api/status", status),
+            Route("/api/workers", workers),
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ],
         middleware=middleware,
@@ -204,7 +238,7 @@ class DashboardServer:
 
 
 def serve_dashboard(
-    observer: JobObserver, port: int, host: str = "127.0.0.1", token: str | None = None
+    observer: ObservedJob, port: int, host: str = "127.0.0.1", token: str | None = None
 ) -> DashboardServer:
     """Serve the dashboard of ``observer`` at ``http://host:port/`` on a daemon thread.
 

@@ -11,6 +11,8 @@ what the tasks compute.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -131,39 +133,26 @@ class JobObserver(RunListener):
         return self.collector.connectors_now()
 
     def job_graph(self) -> dict[str, Any]:
-        """The job graph: operators, edges (with partitioning and chaining) and chains.
+        """The job graph (see :func:`job_graph`)."""
+        return job_graph(self.graph, self.parallelism)
+
+    def workers(self) -> list[dict[str, Any]]:
+        """The one worker of an in-process run: this process, placed on this host.
 
         Returns:
-            ``{"job", "parallelism", "operators": [{id, name, kind, chain}],
-            "edges": [{from, to, partitioning, output, chained}],
-            "chains": [{index, head, operators}]}`` (ids are operator ids).
+            One row: ``worker``, ``host``, ``placed_on``, ``slots``, ``state``, ``subtasks``.
         """
-        plan = compile_plan(self.graph, self.parallelism, max(128, self.parallelism))
-        chain_of = {op: c.index for c in plan.chains for op in c.operators}
-        chained = {(up, down) for up, down, _ in plan.chained_edges}
-        return {
-            "job": self.graph.name,
-            "parallelism": self.parallelism,
-            "operators": [
-                {"id": op.id, "name": op.name, "kind": op.kind, "chain": chain_of.get(op.id)}
-                for op in self.graph.operators
-            ],
-            "edges": [
-                {
-                    "from": e.upstream,
-                    "to": op.id,
-                    "partitioning": e.partitioning,
-                    "output": e.output,
-                    "chained": (e.upstream, op.id) in chained,
-                }
-                for op in self.graph.operators
-                for e in op.inputs
-            ],
-            "chains": [
-                {"index": c.index, "head": c.head, "operators": list(c.operators)}
-                for c in plan.chains
-            ],
-        }
+        here = socket.gethostname()
+        return [
+            {
+                "worker": f"{here}:{os.getpid()}",
+                "host": here,
+                "placed_on": here,
+                "slots": self.parallelism,
+                "state": "running",
+                "subtasks": list(range(self.parallelism)),
+            }
+        ]
 
     # -- internals ---------------------------------------------------------------
 
@@ -189,3 +178,39 @@ class JobObserver(RunListener):
             on_snapshot(task, checkpoint_id, states)
 
         return watched
+
+
+def job_graph(graph: LogicalGraph, parallelism: int) -> dict[str, Any]:
+    """The job graph of ``graph`` at ``parallelism``: operators, edges and chains.
+
+    Returns:
+        ``{"job", "parallelism", "operators": [{id, name, kind, chain}],
+        "edges": [{from, to, partitioning, output, chained}],
+        "chains": [{index, head, operators}]}`` (ids are operator ids).
+    """
+    plan = compile_plan(graph, parallelism, max(128, parallelism))
+    chain_of = {op: c.index for c in plan.chains for op in c.operators}
+    chained = {(up, down) for up, down, _ in plan.chained_edges}
+    return {
+        "job": graph.name,
+        "parallelism": parallelism,
+        "operators": [
+            {"id": op.id, "name": op.name, "kind": op.kind, "chain": chain_of.get(op.id)}
+            for op in graph.operators
+        ],
+        "edges": [
+            {
+                "from": e.upstream,
+                "to": op.id,
+                "partitioning": e.partitioning,
+                "output": e.output,
+                "chained": (e.upstream, op.id) in chained,
+            }
+            for op in graph.operators
+            for e in op.inputs
+        ],
+        "chains": [
+            {"index": c.index, "head": c.head, "operators": list(c.operators)}
+            for c in plan.chains
+        ],
+    }

@@ -5,11 +5,13 @@ Environment: ``WF_LOG_DIR`` (the event log receiving the output),
 default all of them), ``WF_NEXMARK_EVENTS`` (default 24,000) and
 ``WF_NEXMARK_SPLITS`` (default 3). All queries read one source; query ``q``
 writes its results as JSON arrays to topic ``nexmark.q`` (which must exist)
-through an exactly-once EventLogSink.
+through an exactly-once EventLogSink. ``WF_THROTTLE_US`` pauses after each
+event (microseconds), so that a test's failures land while the job runs.
 """
 
 import os
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,11 +29,18 @@ LOG_DIR = os.environ["WF_LOG_DIR"]
 SELECTED = os.environ.get("WF_NEXMARK_QUERIES", ",".join(QUERIES)).split(",")
 EVENTS = int(os.environ.get("WF_NEXMARK_EVENTS", "24000"))
 SPLITS = int(os.environ.get("WF_NEXMARK_SPLITS", "3"))
+THROTTLE_S = int(os.environ.get("WF_THROTTLE_US", "0")) / 1e6
 
 
 def topic(query: str) -> str:
     """The output topic of ``query``."""
     return f"nexmark.{query}"
+
+
+def pause(event: Any) -> Any:
+    """The event, after ``THROTTLE_S`` seconds."""
+    time.sleep(THROTTLE_S)
+    return event
 
 
 def as_row(value: Any) -> tuple[Any, ...]:
@@ -45,6 +54,8 @@ events = flow.source(
     watermarks=WatermarkStrategy.bounded_out_of_orderness(timedelta(seconds=4)),
     name="nexmark",
 )
+if THROTTLE_S:
+    events = events.map(pause, name="throttle")
 for query in SELECTED:
     QUERIES[query](events).map(as_row, name=f"{query}_row").sink(
         EventLogSink(LOG_DIR, topic(query)), name=f"{query}_sink"

@@ -90,8 +90,12 @@ def test_api_operators_checkpoints_lag_status(observed: tuple[JobObserver, objec
     assert status["last_checkpoint"] == cps[-1]["checkpoint_id"]
     page = client.get("/")
     assert page.status_code == 200
-    assert 'id="graph"' in page.text
+    assert 'id="graph"' in page.text and 'id="workers"' in page.text
     assert client.get("/static/app.js").status_code == 200
+    # an in-process run is one worker: this process, on this host, with every subtask
+    (worker,) = client.get("/api/workers").json()
+    assert worker["placed_on"] == worker["host"] == socket.gethostname()
+    assert worker["subtasks"] == [0, 1]
 
 
 def test_token_guard(observed: tuple[JobObserver, object]) -> None:

@@ -116,9 +116,11 @@ function status(s) {
 
 async function refresh() {
   try {
-    const [ops, cps, lag, st, conns] = await Promise.all([
+    const [ops, cps, lag, st, conns, workers] = await Promise.all([
       api("api/operators"), api("api/checkpoints"), api("api/lag"), api("api/status"),
-      api("api/connectors")]);
+      api("api/connectors"), api("api/workers")]);
+    fill("workers", workers.map((w) => [w.worker, w.host, w.placed_on, w.slots, status(w.state),
+      w.subtasks.join(", ") || "-"]));
     fill("operators", ops.map((o) => [o.operator, o.kind, o.parallelism, rate(o.in_rate),
       rate(o.out_rate), num(o.records_in), num(o.records_out), num(o.filtered), num(o.late),
       num(o.dead_lettered), pct(o.backpressured_ratio), pct(o.input_usage), pct(o.output_usage),
