@@ -6,17 +6,18 @@ partition caches entries in two plain dicts keyed by the user key, so a read
 of a cached key is one dict lookup: no key encoding, no RocksDB call.
 
 The cache (:class:`WriteBackCache`) is bounded by generations instead of an
-exact LRU list, which would cost a reordering on every hit: entries loaded
-or written since the last rotation are *young*, the rest *old*. A read that
-finds an entry old moves it to young. When the young entries of all
-partitions together exceed half the capacity, the old ones are written back
-(the dirty ones) and dropped, and young becomes old. A key used at least
-once per generation therefore stays cached, and at most ``capacity``
-entries are held.
-
-Dirty entries (written, or read while holding a mutable value the caller may
-change in place) reach RocksDB in one write batch per rotation and at every
-snapshot (:meth:`WriteBackCache.flush`).
+exact LRU list, which would cost a reordering on every hit. Entries loaded
+or written since the last write-back are *young*; every young entry counts
+as dirty except those only read while holding an immutable value (a
+mutable one, a list or dict or user object, may be changed in place by the
+caller). *Old* entries are clean. A read that finds an entry old moves it
+to young. The young entries reach RocksDB in one write batch at every
+snapshot (:meth:`WriteBackCache.flush`, after which they join the old ones
+if together they fit in half the capacity) and when all partitions together
+hold half the capacity young (:meth:`WriteBackCache.rotate`, which drops the
+old ones and makes the young ones old). A key used
+at least once per generation therefore stays cached, and at most
+``capacity`` entries are held.
 """
 
 from __future__ import annotations
@@ -67,61 +68,62 @@ class WriteBackCache:
     def load(self, part: RocksDBPartition, key: Any) -> Any:
         """Return ``key``'s value (or ``ABSENT``) from the old generation or the database.
 
-        The entry becomes young; a mutable value becomes dirty (see the module).
+        The entry becomes young, and dirty when its value is mutable (see the module).
         """
-        v = part.old.pop(key, MISS)
+        v = part.old.get(key, MISS)
         if v is MISS:
             raw = self._get(part.prefix + encode(key))
             v = ABSENT if raw is None else decode(raw, allow_pickle=True)
-        if v is not ABSENT and type(v) not in IMMUTABLE:
-            part.dirty.add(key)
         self.admit(part, key, v)
+        if v is ABSENT or type(v) in IMMUTABLE:
+            part.clean.add(key)
         return v
 
     def admit(self, part: RocksDBPartition, key: Any, value: Any) -> None:
         """Put ``key`` (absent from ``part.young``) into the young generation."""
+        if self.young >= self.capacity // 2:
+            # before the entry goes in: the caller may change a value it just read in place
+            self.rotate()
         part.old.pop(key, None)
         part.young[key] = value
         self.young += 1
-        if self.young > self.capacity // 2:
-            self.rotate()
+
+    def _write_young(self) -> None:
+        batch: list[tuple[bytes, bytes | None]] = []
+        for part in self.partitions:
+            clean = part.clean
+            for key, value in part.young.items():
+                if key not in clean:
+                    batch.append(part.staged(key, value))
+            clean.clear()
+        if batch:
+            self._write(batch)
 
     def rotate(self) -> None:
-        """Write back and drop the old generation; the young one becomes old."""
-        batch: list[tuple[bytes, bytes | None]] = []
+        """Write the young generation back; drop the old one; young becomes old."""
+        self._write_young()
         for part in self.partitions:
-            old, dirty = part.old, part.dirty
-            if dirty:
-                for key in [k for k in dirty if k in old]:
-                    dirty.discard(key)
-                    batch.append(part.staged(key, old[key]))
             part.old, part.young = part.young, {}
         self.young = 0
-        if batch:
-            self._write(batch)
 
     def flush(self) -> None:
-        """Write every dirty entry in one batch; entries stay cached, now clean."""
-        batch: list[tuple[bytes, bytes | None]] = []
+        """Write the young generation back; it joins the old one if both fit half the capacity."""
+        held = sum(len(part.old) + len(part.young) for part in self.partitions)
+        if held > self.capacity // 2:
+            self.rotate()
+            return
+        self._write_young()
         for part in self.partitions:
-            if part.dirty:
-                young, old = part.young, part.old
-                for key in part.dirty:
-                    v = young.get(key, MISS)
-                    batch.append(part.staged(key, old[key] if v is MISS else v))
-                part.dirty.clear()
-        if batch:
-            self._write(batch)
-
-    def dirty(self) -> bool:
-        """Return whether an entry waits to be written back."""
-        return any(part.dirty for part in self.partitions)
+            if part.young:
+                part.old.update(part.young)
+                part.young = {}
+        self.young = 0
 
     def clear(self) -> None:
         """Drop every cached entry, dirty ones included (the database is replaced or closed)."""
         for part in self.partitions:
             part.young, part.old = {}, {}
-            part.dirty.clear()
+            part.clean.clear()
         self.young = 0
 
 
@@ -194,10 +196,10 @@ class RocksDBPartition(MutableMapping[Any, Any]):
         key_group: the key group.
         prefix: the database key prefix (key group and state id).
         young, old: the cached generations, user key -> value or ``ABSENT``.
-        dirty: keys (young or old) whose cached value RocksDB does not hold yet.
+        clean: young keys only read, holding an immutable value (not written back).
     """
 
-    __slots__ = ("_backend", "_cache", "dirty", "key_group", "old", "prefix", "young")
+    __slots__ = ("_backend", "_cache", "clean", "key_group", "old", "prefix", "young")
 
     def __init__(self, table: RocksDBTable, key_group: int) -> None:
         self._backend = table._backend
@@ -206,7 +208,7 @@ class RocksDBPartition(MutableMapping[Any, Any]):
         self.prefix = KG_SID.pack(key_group, table.sid)
         self.young: dict[Any, Any] = {}
         self.old: dict[Any, Any] = {}
-        self.dirty: set[Any] = set()
+        self.clean: set[Any] = set()
         self._cache.partitions.append(self)
 
     def staged(self, key: Any, value: Any) -> tuple[bytes, bytes | None]:
@@ -217,9 +219,6 @@ class RocksDBPartition(MutableMapping[Any, Any]):
         v = self.young.get(key, MISS)
         if v is MISS:
             v = self._cache.load(self, key)
-        elif type(v) not in IMMUTABLE and v is not ABSENT:
-            # the caller may change it in place: write it back at the next flush
-            self.dirty.add(key)
         return default if v is ABSENT else v
 
     def __getitem__(self, key: Any) -> Any:
@@ -232,9 +231,10 @@ class RocksDBPartition(MutableMapping[Any, Any]):
         young = self.young
         if key in young:
             young[key] = value
+            if self.clean:
+                self.clean.discard(key)
         else:
             self._cache.admit(self, key, value)
-        self.dirty.add(key)
 
     def __delitem__(self, key: Any) -> None:
         if self.get(key, MISS) is MISS:
