@@ -44,6 +44,7 @@ and restored files were verified under the checkpoint key first.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import uuid
 from collections.abc import Iterable, Iterator
@@ -62,6 +63,7 @@ from weirflow.state.keygroups import KeyGroupRange
 from weirflow.state.rocksdb_files import (
     COLUMN_FAMILIES,
     MARKER,
+    disk_errors,
     link_or_copy,
     open_db,
     open_fresh_db,
@@ -79,6 +81,8 @@ from weirflow.state.rocksdb_snapshot import (
 )
 from weirflow.state.rocksdb_table import KG_SID, RocksDBTable, WriteBackCache
 from weirflow.state.snapshots import FilesSnapshot, RestoredFiles
+
+log = logging.getLogger("weirflow.state")
 
 LOCAL_CHECKPOINTS_KEPT: Final = 3
 """Local RocksDB checkpoints kept per subtask (one uploading, one for local recovery, spare)."""
@@ -148,7 +152,8 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         self._pending_uploads: dict[int, dict[str, Any]] = {}
         self._users: list[DatabaseUser] = []
         self._db: Any = open_fresh_db(directory, COLUMN_FAMILIES)
-        self._db.put(LAYOUT_KEY, encode(LAYOUT_VERSION))
+        with disk_errors(directory):
+            self._db.put(LAYOUT_KEY, encode(LAYOUT_VERSION))
         self._ids: dict[str, int] = {}
         self.cache = WriteBackCache(max(16, cache_entries), self._db_get, self._db_write)
 
@@ -175,8 +180,9 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         return rocksdict_module().WriteBatch(raw_mode=True)
 
     def write(self, batch: Any) -> None:
-        """Apply a write batch atomically."""
-        self._db.write(batch)
+        """Apply a write batch atomically (StateError on a full or read-only disk)."""
+        with disk_errors(self.directory):
+            self._db.write(batch)
 
     def _new_table(self, name: str) -> RocksDBTable:
         sid = self._ids.get(name)
@@ -187,7 +193,8 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
 
     def _write_names(self) -> None:
         names = {n: [i, self._kinds[n]] for n, i in self._ids.items()}
-        self._db.put(NAMES_KEY, encode(names))
+        with disk_errors(self.directory):
+            self._db.put(NAMES_KEY, encode(names))
 
     def _db_get(self, key: bytes) -> bytes | None:
         return self._db.get(key)
@@ -199,7 +206,7 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
                 batch.delete(key)
             else:
                 batch.put(key, value)
-        self._db.write(batch)
+        self.write(batch)
 
     def flush(self) -> None:
         """Write every dirty cached entry (and buffered timers) to RocksDB (entries stay cached)."""
@@ -247,7 +254,8 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         if target.exists():
             shutil.rmtree(target)
         self.local_checkpoints.mkdir(parents=True, exist_ok=True)
-        rocksdict_module().Checkpoint(self._db).create_checkpoint(str(target))
+        with disk_errors(self.directory):
+            rocksdict_module().Checkpoint(self._db).create_checkpoint(str(target))
         files = {p.name: p.stat().st_size for p in target.iterdir() if p.is_file()}
         shared = frozenset(n for n in files if n.endswith(".sst"))
         uploaded = self._uploaded
@@ -312,10 +320,12 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
             user.release()
         self._db.close()
         shutil.rmtree(self.directory)
-        self.directory.mkdir(parents=True)
-        (self.directory / MARKER).touch()
-        for source in files.directory.iterdir():
-            link_or_copy(source, self.directory / source.name, link=source.name.endswith(".sst"))
+        with disk_errors(self.directory):
+            self.directory.mkdir(parents=True)
+            (self.directory / MARKER).touch()
+            for source in files.directory.iterdir():
+                target = self.directory / source.name
+                link_or_copy(source, target, link=source.name.endswith(".sst"))
         self._db = open_db(self.directory, COLUMN_FAMILIES)
         self._instance = uuid.uuid4().hex[:12]
         self._uploaded = dict(files.shared)
@@ -375,7 +385,7 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
                 prefix = KG_SID.pack(kg, self._ids[name])
                 for key, value in entries.items():
                     batch.put(prefix + encode(key), encode(value))
-        self._db.write(batch)
+        self.write(batch)
 
     def _holds(self, kg: int) -> bool:
         return next(self._range_items(KG.pack(kg), KG.pack(kg + 1)), None) is not None
@@ -394,7 +404,12 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         self.cache.clear()
         for user in self._users:
             user.release()
-        db.close()
+        try:
+            db.close()
+        except Exception as e:
+            # closing flushes the memtable; on a full disk that fails, and the error that
+            # stopped the job (already raised) matters, not this one: the state is dropped
+            log.warning("closing RocksDB directory %s: %s", self.directory, e)
         if self._remove_on_close:
             shutil.rmtree(self.directory, ignore_errors=True)
             shutil.rmtree(self.local_checkpoints, ignore_errors=True)
