@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +15,7 @@ import pytest
 from test_checkpoint_rescale import _input, _run
 
 import weirflow.state.rocksdb as rocksdb_module
+from state_backends import start_holder
 from weirflow.errors import StateError
 from weirflow.state import RocksDBStateBackend, UnsupportedStateVersionError
 
@@ -106,27 +105,17 @@ def test_a_rocksdb_dir_locked_by_another_live_process(
     """Scenario: another live process holds the RocksDB directory of one subtask."""
     log, chk, before = committed
     state = tmp_path / "state"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(
-                f"""
-                import sys
-                from weirflow.state import BackendScope, KeyGroupRange, RocksDBStateBackend
-                scope = BackendScope("rescale", "tumbling", 0, KeyGroupRange(0, 64), 128)
-                keyed = RocksDBStateBackend({str(state)!r}).create_keyed_backend(scope)
-                print("ready", flush=True)
-                sys.stdin.read()
-                """
-            ),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
+    holder = start_holder(
+        f"""
+        import sys
+        from weirflow.state import BackendScope, KeyGroupRange, RocksDBStateBackend
+        scope = BackendScope("rescale", "tumbling", 0, KeyGroupRange(0, 64), 128)
+        keyed = RocksDBStateBackend({str(state)!r}).create_keyed_backend(scope)
+        print("ready", flush=True)
+        sys.stdin.read()
+        """
     )
     try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline() == b"ready\n"
         _resume_fails(log, chk, state, StateError, "locked by another live process")
         assert holder.poll() is None
     finally:
