@@ -71,12 +71,16 @@ class WriteBackCache:
         The entry becomes young, and dirty when its value is mutable (see the module).
         """
         v = part.old.get(key, MISS)
+        stored = True
         if v is MISS:
             raw = self._get(part.prefix + encode(key))
-            v = ABSENT if raw is None else decode(raw, allow_pickle=True)
+            stored = raw is not None
+            v = decode(raw, allow_pickle=True) if stored else ABSENT
         self.admit(part, key, v)
         if v is ABSENT or type(v) in IMMUTABLE:
             part.clean.add(key)
+        if not stored:
+            part.fresh.add(key)
         return v
 
     def admit(self, part: RocksDBPartition, key: Any, value: Any) -> None:
@@ -96,6 +100,7 @@ class WriteBackCache:
                 if key not in clean:
                     batch.append(part.staged(key, value))
             clean.clear()
+            part.fresh.clear()
         if batch:
             self._write(batch)
 
@@ -124,6 +129,7 @@ class WriteBackCache:
         for part in self.partitions:
             part.young, part.old = {}, {}
             part.clean.clear()
+            part.fresh.clear()
         self.young = 0
 
 
@@ -197,9 +203,12 @@ class RocksDBPartition(MutableMapping[Any, Any]):
         prefix: the database key prefix (key group and state id).
         young, old: the cached generations, user key -> value or ``ABSENT``.
         clean: young keys only read, holding an immutable value (not written back).
+        fresh: young keys RocksDB does not hold (read as absent, not written back since):
+            deleting one just forgets it, so a window that opens and closes between two
+            write-backs never reaches RocksDB.
     """
 
-    __slots__ = ("_backend", "_cache", "clean", "key_group", "old", "prefix", "young")
+    __slots__ = ("_backend", "_cache", "clean", "fresh", "key_group", "old", "prefix", "young")
 
     def __init__(self, table: RocksDBTable, key_group: int) -> None:
         self._backend = table._backend
@@ -209,6 +218,7 @@ class RocksDBPartition(MutableMapping[Any, Any]):
         self.young: dict[Any, Any] = {}
         self.old: dict[Any, Any] = {}
         self.clean: set[Any] = set()
+        self.fresh: set[Any] = set()
         self._cache.partitions.append(self)
 
     def staged(self, key: Any, value: Any) -> tuple[bytes, bytes | None]:
@@ -230,6 +240,12 @@ class RocksDBPartition(MutableMapping[Any, Any]):
     def __setitem__(self, key: Any, value: Any) -> None:
         young = self.young
         if key in young:
+            if value is ABSENT and key in self.fresh:
+                del young[key]
+                self.fresh.discard(key)
+                self.clean.discard(key)
+                self._cache.young -= 1
+                return
             young[key] = value
             if self.clean:
                 self.clean.discard(key)
