@@ -15,9 +15,8 @@ to young. The young entries reach RocksDB in one write batch at every
 snapshot (:meth:`WriteBackCache.flush`, after which they join the old ones
 if together they fit in half the capacity) and when all partitions together
 hold half the capacity young (:meth:`WriteBackCache.rotate`, which drops the
-old ones and makes the young ones old). A key used
-at least once per generation therefore stays cached, and at most
-``capacity`` entries are held.
+old ones and makes the young ones old). A key used at least once per
+generation therefore stays cached, and at most ``capacity`` entries are held.
 """
 
 from __future__ import annotations
