@@ -11,15 +11,20 @@
    backend and checkpoint storage directly;
 4. restore time of that state: from the local copy, from checkpoint storage,
    and the memory backend from its canonical blobs (state layer only; the
-   SIGKILL → first record time of ``checkpointing.py`` adds process start-up).
+   SIGKILL → first record time of ``checkpointing.py`` adds process start-up);
+5. restore time of ``--restore-mb`` MB of RocksDB state (1 KiB random values),
+   from the local copy vs from checkpoint storage, and the peak RSS of the
+   process that wrote it.
 
-Usage: ``python benchmarks/state.py [--events N] [--keys K] [--ckpt-keys C] [--quick]``.
+Usage: ``python benchmarks/state.py [--events N] [--keys K] [--ckpt-keys C]
+[--restore-mb M] [--quick]``; ``--only 5`` runs one part.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import resource
 import sys
 import tempfile
@@ -136,22 +141,73 @@ def _checkpoint_bytes(keys: int, root: Path) -> dict[str, float]:
     return {"new": new_bytes, "full": full_bytes, **timings}
 
 
+def _restore_large(megabytes: int, root: Path, out: Any) -> None:
+    """Write ``megabytes`` MB of state, checkpoint it, time both restore paths."""
+    storage = CheckpointStorage(str(root / "chk"), "state_bench")
+    scope = BackendScope("state_bench", "op", 0, FULL, 128)
+    keyed = RocksDBStateBackend(root / "big", cache_size_bytes=16 << 20).create_keyed_backend(scope)
+    table = keyed.table("blobs")
+    for i in range(megabytes * 1024):
+        table.put(i % 128, i, os.urandom(1024))
+    snapshot = keyed.snapshot(1)
+    handles = upload_files(storage, 1, "t", "op", snapshot)
+    files = {name.split("#", 1)[1]: h for name, h in handles.items()}
+    timings = {"bytes": float(sum(h.size for h in handles.values()))}
+    for label, local in (("local copy", snapshot.directory), ("storage", None)):
+        target = RocksDBStateBackend(root / label.replace(" ", "-")).create_keyed_backend(scope)
+        start = time.perf_counter()
+        fetched = download_files(storage, files, (0, 128), root / f"dl-{label[0]}", local)
+        restore_keyed(target, None, KeyedRestore([], [], None, [fetched]))
+        timings[label] = time.perf_counter() - start
+        target.close()
+    keyed.close()
+    timings["rss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out.put(timings)
+
+
+def _restore_large_in(megabytes: int, out: Any) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        _restore_large(megabytes, Path(d), out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=2_000_000)
     parser.add_argument("--keys", type=int, default=10_000_000)
     parser.add_argument("--ckpt-keys", type=int, default=1_000_000)
-    parser.add_argument("--quick", action="store_true", help="200 k events, 1 M keys, 200 k")
+    parser.add_argument("--restore-mb", type=int, default=1024)
+    parser.add_argument("--only", type=int, choices=range(1, 6), help="run only this part")
+    parser.add_argument("--quick", action="store_true", help="200 k events, 1 M keys, 200 k, 64 MB")
     args = parser.parse_args()
     if args.quick:
         args.events, args.keys, args.ckpt_keys = 200_000, 1_000_000, 200_000
+        args.restore_mb = 64
+    parts = {args.only} if args.only else {1, 2, 3, 5}
 
     table = Table(title="state backends")
     for col in ("measure", "memory", "rocksdb", "ratio"):
         table.add_column(col, justify="left" if col == "measure" else "right")
-    runs = {k: _in_process(_windowed_count, k, args.events) for k in ("memory", "rocksdb")}
+    if 1 in parts:
+        _add_windowed_count(table, args.events)
+    if 2 in parts:
+        _add_distinct_keys(table, args.keys)
+    if parts & {3, 4}:
+        _add_checkpoint_bytes(table, args.ckpt_keys)
+    if 5 in parts:
+        big = _in_process(_restore_large_in, args.restore_mb)
+        table.add_row(
+            f"restore {big['bytes'] / 1e9:.2f} GB RocksDB state, s",
+            "",
+            f"{big['local copy']:.2f} local / {big['storage']:.2f} storage",
+            f"RSS {big['rss']:.0f} MB",
+        )
+    console.print(table)
+
+
+def _add_windowed_count(table: Table, events: int) -> None:
+    runs = {k: _in_process(_windowed_count, k, events) for k in ("memory", "rocksdb")}
     table.add_row(
-        f"windowed_count events/s ({args.events:,})",
+        f"windowed_count events/s ({events:,})",
         f"{runs['memory'][0]:,.0f}",
         f"{runs['rocksdb'][0]:,.0f}",
         f"{runs['rocksdb'][0] / runs['memory'][0]:.2f}",
@@ -159,34 +215,39 @@ def main() -> None:
     table.add_row(
         "windowed_count peak RSS MB", f"{runs['memory'][1]:.0f}", f"{runs['rocksdb'][1]:.0f}", ""
     )
-    keyed = {k: _in_process(_distinct_keys, k, args.keys) for k in ("memory", "rocksdb")}
+
+
+def _add_distinct_keys(table: Table, keys: int) -> None:
+    keyed = {k: _in_process(_distinct_keys, k, keys) for k in ("memory", "rocksdb")}
     table.add_row(
-        f"{args.keys:,} distinct keys events/s",
+        f"{keys:,} distinct keys events/s",
         f"{keyed['memory'][0]:,.0f}",
         f"{keyed['rocksdb'][0]:,.0f}",
         f"{keyed['rocksdb'][0] / keyed['memory'][0]:.2f}",
     )
     table.add_row(
-        f"{args.keys:,} distinct keys peak RSS MB",
+        f"{keys:,} distinct keys peak RSS MB",
         f"{keyed['memory'][1]:.0f}",
         f"{keyed['rocksdb'][1]:.0f}",
         "",
     )
+
+
+def _add_checkpoint_bytes(table: Table, ckpt_keys: int) -> None:
     with tempfile.TemporaryDirectory() as d:
-        c = _checkpoint_bytes(args.ckpt_keys, Path(d))
+        c = _checkpoint_bytes(ckpt_keys, Path(d))
     table.add_row(
-        f"checkpoint bytes, 1% of {args.ckpt_keys:,} keys changed",
+        f"checkpoint bytes, 1% of {ckpt_keys:,} keys changed",
         f"{c['full']:,.0f} (full)",
         f"{c['new']:,.0f} (incremental)",
         f"{c['new'] / c['full']:.3f}",
     )
     table.add_row(
-        f"restore {args.ckpt_keys:,} keys, s",
+        f"restore {ckpt_keys:,} keys, s",
         f"{c['memory backend']:.2f}",
         f"{c['local copy']:.2f} local / {c['storage']:.2f} storage",
         "",
     )
-    console.print(table)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,3 +88,19 @@ def opened(kind: str, root: Path) -> Iterator[BackendFactory]:
         yield factory
     finally:
         factory.close()
+
+
+def start_holder(code: str) -> subprocess.Popen[bytes]:
+    """Start another Python process running ``code`` and wait until it holds what it opens.
+
+    ``code`` prints ``ready`` once it holds its files, then reads stdin to the
+    end; close the holder with ``communicate(b"")``.
+    """
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline() == b"ready\n"
+    return holder

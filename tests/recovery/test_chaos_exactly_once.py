@@ -7,9 +7,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from chaos_helpers import JOB, committed_results, make_input, supervised_args
+from chaos_helpers import (
+    JOB,
+    CheckpointsSinceLastCall,
+    committed_results,
+    make_input,
+    supervised_args,
+)
 
-from weirflow.testing import ChaosConfig, run_under_chaos
+from weirflow.testing import ChaosConfig, ChaosReport, run_under_chaos
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +35,9 @@ def _run(
     n: int = N,
     session_gap_ms: int | None = None,
     delays_s: tuple[float, float] = (0.4, 1.5),
-) -> tuple[Counter, Counter, str]:
+    after_checkpoints: bool = False,
+) -> tuple[Counter, Counter, ChaosReport]:
+    """Run the job under chaos; ``after_checkpoints``: each kill waits for a new checkpoint."""
     log_dir = tmp_path / "log"
     expected = make_input(log_dir, n, seed, session_gap_ms=session_gap_ms)
     env = dict(
@@ -49,9 +57,10 @@ def _run(
         ChaosConfig(kills, seed, target, min_delay_s=delays_s[0], max_delay_s=delays_s[1]),  # type: ignore[arg-type]
         log_path=tmp_path / "chaos.log",
         env=env,
+        progressed=CheckpointsSinceLastCall(tmp_path / "chaos.log") if after_checkpoints else None,
     )
     assert report.kills >= kills // 2, f"job ended before the kills landed: {report.describe()}"
-    return expected, committed_results(log_dir), report.describe()
+    return expected, committed_results(log_dir), report
 
 
 def test_exactly_once_under_worker_kills(tmp_path: Path, chaos_seed: int) -> None:
@@ -59,7 +68,7 @@ def test_exactly_once_under_worker_kills(tmp_path: Path, chaos_seed: int) -> Non
     expected, got, info = _run(
         tmp_path, chaos_seed, target="worker", kills=12, guarantee="exactly_once", parallelism=2
     )
-    assert got == expected, f"missing {expected - got}, extra {got - expected}; {info}"
+    assert got == expected, f"missing {expected - got}, extra {got - expected}; {info.describe()}"
 
 
 def test_exactly_once_under_supervisor_kills(tmp_path: Path, chaos_seed: int) -> None:
@@ -67,7 +76,7 @@ def test_exactly_once_under_supervisor_kills(tmp_path: Path, chaos_seed: int) ->
     expected, got, info = _run(
         tmp_path, chaos_seed, target="supervisor", kills=8, guarantee="exactly_once", parallelism=1
     )
-    assert got == expected, f"missing {expected - got}, extra {got - expected}; {info}"
+    assert got == expected, f"missing {expected - got}, extra {got - expected}; {info.describe()}"
 
 
 def test_exactly_once_with_kills_at_protocol_phases(tmp_path: Path, chaos_seed: int) -> None:
@@ -81,7 +90,7 @@ def test_exactly_once_with_kills_at_protocol_phases(tmp_path: Path, chaos_seed: 
         parallelism=2,
         faults="state_write=0.02,after_manifest=0.08,sink_commit=0.05,pre_commit=0.02",
     )
-    assert got == expected, f"missing {expected - got}, extra {got - expected}; {info}"
+    assert got == expected, f"missing {expected - got}, extra {got - expected}; {info.describe()}"
 
 
 def test_at_least_once_loses_nothing(tmp_path: Path, chaos_seed: int) -> None:
@@ -90,18 +99,20 @@ def test_at_least_once_loses_nothing(tmp_path: Path, chaos_seed: int) -> None:
         tmp_path, chaos_seed, target="worker", kills=8, guarantee="at_least_once", parallelism=2
     )
     assert set(got) == set(expected), (
-        f"missing {set(expected) - set(got)}; wrong {set(got) - set(expected)}; {info}"
+        f"missing {set(expected) - set(got)}; wrong {set(got) - set(expected)}; {info.describe()}"
     )
 
 
-ROCKSDB_KILLS = 16
+ROCKSDB_KILLS = 30
 
 
-def test_exactly_once_sessions_on_rocksdb_under_worker_kills(
+def test_exactly_once_sessions_on_rocksdb_under_30_worker_kills(
     tmp_path: Path, chaos_seed: int
 ) -> None:
-    """Scenario: session windows in RocksDB, the worker SIGKILLed 16 times: output exact."""
-    expected, got, info = _run(
+    """Scenario: session windows in RocksDB with incremental checkpoints (the CLI's default),
+    the worker SIGKILLed 30 times, each kill 50-300 ms after a checkpoint completed since
+    the previous kill (so every attempt restores one): output exact, shared files reused."""
+    expected, got, report = _run(
         tmp_path,
         chaos_seed,
         target="worker",
@@ -109,11 +120,14 @@ def test_exactly_once_sessions_on_rocksdb_under_worker_kills(
         guarantee="exactly_once",
         parallelism=2,
         extra=("--state-backend=rocksdb", f"--state-dir={tmp_path / 'state'}"),
-        n=80_000,
+        n=60_000,
         session_gap_ms=100,
-        # late enough after each start that most attempts restore a RocksDB checkpoint
-        delays_s=(1.5, 3.0),
+        delays_s=(0.05, 0.3),
+        after_checkpoints=True,
     )
+    info = report.describe()
+    assert report.kills >= ROCKSDB_KILLS, f"job ended before {ROCKSDB_KILLS} kills; {info}"
     assert got == expected, f"missing {expected - got}, extra {got - expected}; {info}"
     restores = (tmp_path / "chaos.log").read_text().count("starting from checkpoint")
-    assert restores >= ROCKSDB_KILLS // 3, f"only {restores} restores from a checkpoint; {info}"
+    assert restores >= ROCKSDB_KILLS, f"only {restores} restores from a checkpoint; {info}"
+    assert any((tmp_path / "chk" / "windowed_sum" / "shared").rglob("*.sst")), info

@@ -111,6 +111,20 @@ def _to_msgpack_tree(value: Any) -> Any:
     return msgspec.msgpack.Ext(_EXT_DICT, _msgpack_encode(flat))
 
 
+def _is_flat_tuple(value: Any) -> bool:
+    """Return whether ``value`` is a tuple of scalars and 64-bit ints (a common key shape)."""
+    if type(value) is not tuple:
+        return False
+    for v in value:
+        t = type(v)
+        if t is int:
+            if not _INT64_MIN <= v <= _UINT64_MAX:
+                return False
+        elif t not in _SCALARS:
+            return False
+    return True
+
+
 def _is_small_key(key: Any) -> bool:
     return type(key) is not int or _INT64_MIN <= key <= _UINT64_MAX
 
@@ -172,6 +186,12 @@ def encode(value: Any) -> bytes:
     if type(value) in _SCALARS:
         # the commonest keys and values: msgpack holds them as they are
         return _MSGPACK_PREFIX + _msgpack_encode(value)
+    if _is_flat_tuple(value):
+        # keys such as (user, window start): msgspec writes a tuple as the array
+        # _to_msgpack_tree would build, so one Ext around it gives the same bytes
+        return _MSGPACK_PREFIX + _msgpack_encode(
+            msgspec.msgpack.Ext(_EXT_TUPLE, _msgpack_encode(value))
+        )
     if is_plain(value):
         # checked just now: skip encode_plain's second walk over the value
         return _MSGPACK_PREFIX + _msgpack_encode(_to_msgpack_tree(value))

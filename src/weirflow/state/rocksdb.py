@@ -18,14 +18,15 @@ is at most 65535, so the metadata prefix ``0xFFFF`` never collides with a key
 group. Keys are compared by their encoding: ``1``, ``1.0`` and ``True`` are
 three keys here (one in the memory backend); keep key types consistent.
 
-Hot path: a bounded write-back cache of recently used entries sits in front
-of RocksDB (LRU, ``cache_size_bytes`` at an estimated
-:data:`ENTRY_SIZE_ESTIMATE` bytes an entry). Writes go to the cache; a value
+Hot path: a bounded write-back cache sits in front of RocksDB
+(``cache_size_bytes`` at an estimated :data:`ENTRY_SIZE_ESTIMATE` bytes an
+entry; :class:`weirflow.state.rocksdb_table.WriteBackCache`). A cached read
+or write is a dict operation on the user key, nothing is encoded; a value
 read from it that is mutable (a list, dict or user object, which the caller
 may change in place) counts as written. Dirty entries reach RocksDB in one
-write batch when the cache evicts them and at every snapshot (the
-checkpoint's synchronous part), so a job whose hot keys fit in the cache
-touches RocksDB about once per key per checkpoint.
+write batch when the cache drops its old generation and at every snapshot
+(the checkpoint's synchronous part), so a job whose hot keys fit in the
+cache touches RocksDB about once per key per checkpoint.
 
 Checkpoints: incremental (the default) takes a RocksDB checkpoint (hard
 links of the immutable SST files, timers included) into
@@ -43,15 +44,15 @@ and restored files were verified under the checkpoint key first.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
 from weirflow.errors import ConfigError, StateError
-from weirflow.serde import decode, encode
+from weirflow.serde import encode
 from weirflow.state.blob import (
     KeyedGroupState,
     check_restored_kinds,
@@ -62,6 +63,7 @@ from weirflow.state.keygroups import KeyGroupRange
 from weirflow.state.rocksdb_files import (
     COLUMN_FAMILIES,
     MARKER,
+    disk_errors,
     link_or_copy,
     open_db,
     open_fresh_db,
@@ -77,11 +79,10 @@ from weirflow.state.rocksdb_snapshot import (
     read_state_names,
     scan_state,
 )
-from weirflow.state.rocksdb_table import ABSENT, KG_SID, MISS, RocksDBTable
+from weirflow.state.rocksdb_table import KG_SID, RocksDBTable, WriteBackCache
 from weirflow.state.snapshots import FilesSnapshot, RestoredFiles
 
-if TYPE_CHECKING:
-    pass
+log = logging.getLogger("weirflow.state")
 
 LOCAL_CHECKPOINTS_KEPT: Final = 3
 """Local RocksDB checkpoints kept per subtask (one uploading, one for local recovery, spare)."""
@@ -92,11 +93,13 @@ ENTRY_SIZE_ESTIMATE: Final = 256
 DEFAULT_CACHE_SIZE_BYTES: Final = 64 * 1024 * 1024
 MAX_KEY_GROUPS: Final = 0xFFFF
 
-_IMMUTABLE: Final = frozenset({int, float, str, bytes, bool, type(None), frozenset})
-
 
 class DatabaseUser(Protocol):
     """Something holding views of a keyed backend's database (the timer service)."""
+
+    def flush(self) -> None:
+        """Write what is buffered in memory to the database."""
+        ...
 
     def release(self) -> None:
         """Drop every view of the database."""
@@ -149,12 +152,10 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         self._pending_uploads: dict[int, dict[str, Any]] = {}
         self._users: list[DatabaseUser] = []
         self._db: Any = open_fresh_db(directory, COLUMN_FAMILIES)
-        self._db.put(LAYOUT_KEY, encode(LAYOUT_VERSION))
+        with disk_errors(directory):
+            self._db.put(LAYOUT_KEY, encode(LAYOUT_VERSION))
         self._ids: dict[str, int] = {}
-        self._cache: OrderedDict[tuple[int, int, Any], Any] = OrderedDict()
-        self._dirty: set[tuple[int, int, Any]] = set()
-        self._key_bytes: dict[tuple[int, int, Any], bytes] = {}
-        self._capacity = max(16, cache_entries)
+        self.cache = WriteBackCache(max(16, cache_entries), self._db_get, self._db_write)
 
     # -- raw access used by tables and timers ---------------------------------
 
@@ -179,8 +180,9 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         return rocksdict_module().WriteBatch(raw_mode=True)
 
     def write(self, batch: Any) -> None:
-        """Apply a write batch atomically."""
-        self._db.write(batch)
+        """Apply a write batch atomically (StateError on a full or read-only disk)."""
+        with disk_errors(self.directory):
+            self._db.write(batch)
 
     def _new_table(self, name: str) -> RocksDBTable:
         sid = self._ids.get(name)
@@ -191,68 +193,26 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
 
     def _write_names(self) -> None:
         names = {n: [i, self._kinds[n]] for n, i in self._ids.items()}
-        self._db.put(NAMES_KEY, encode(names))
+        with disk_errors(self.directory):
+            self._db.put(NAMES_KEY, encode(names))
 
-    def _db_key(self, ck: tuple[int, int, Any]) -> bytes:
-        # memoized while the entry is cached: encoding a key costs more than the lookup
-        db_key = self._key_bytes.get(ck)
-        if db_key is None:
-            sid, kg, key = ck
-            db_key = self._key_bytes[ck] = KG_SID.pack(kg, sid) + encode(key)
-        return db_key
+    def _db_get(self, key: bytes) -> bytes | None:
+        return self._db.get(key)
 
-    def _get(self, ck: tuple[int, int, Any]) -> Any:
-        cache = self._cache
-        v = cache.get(ck, MISS)
-        if v is MISS:
-            raw = self._db.get(self._db_key(ck))
-            v = ABSENT if raw is None else decode(raw, allow_pickle=True)
-            cache[ck] = v
-            if len(cache) > self._capacity:
-                self._evict()
-        else:
-            cache.move_to_end(ck)
-        if v is not ABSENT and type(v) not in _IMMUTABLE:
-            # the caller may change it in place: write it back at the next flush
-            self._dirty.add(ck)
-        return v
-
-    def _set(self, ck: tuple[int, int, Any], value: Any) -> None:
-        cache = self._cache
-        cache[ck] = value
-        cache.move_to_end(ck)
-        self._dirty.add(ck)
-        if len(cache) > self._capacity:
-            self._evict()
-
-    def _evict(self) -> None:
-        """Drop the least recently used eighth of the cache, writing back its dirty entries."""
-        cache, dirty = self._cache, self._dirty
+    def _db_write(self, entries: list[tuple[bytes, bytes | None]]) -> None:
         batch = self.write_batch()
-        for _ in range(max(1, self._capacity // 8)):
-            ck, value = cache.popitem(last=False)
-            if ck in dirty:
-                dirty.discard(ck)
-                self._stage(batch, ck, value)
-            self._key_bytes.pop(ck, None)
-        self._db.write(batch)
-
-    def _stage(self, batch: Any, ck: tuple[int, int, Any], value: Any) -> None:
-        if value is ABSENT:
-            batch.delete(self._db_key(ck))
-        else:
-            batch.put(self._db_key(ck), encode(value))
+        for key, value in entries:
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        self.write(batch)
 
     def flush(self) -> None:
-        """Write every dirty cached entry to RocksDB in one batch (entries stay cached)."""
-        if not self._dirty:
-            return
-        batch = self.write_batch()
-        cache = self._cache
-        for ck in self._dirty:
-            self._stage(batch, ck, cache[ck])
-        self._dirty.clear()
-        self._db.write(batch)
+        """Write every dirty cached entry (and buffered timers) to RocksDB (entries stay cached)."""
+        self.cache.flush()
+        for user in self._users:
+            user.flush()
 
     def _range_items(self, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:
         return range_items(self._db, start, end)
@@ -294,7 +254,8 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         if target.exists():
             shutil.rmtree(target)
         self.local_checkpoints.mkdir(parents=True, exist_ok=True)
-        rocksdict_module().Checkpoint(self._db).create_checkpoint(str(target))
+        with disk_errors(self.directory):
+            rocksdict_module().Checkpoint(self._db).create_checkpoint(str(target))
         files = {p.name: p.stat().st_size for p in target.iterdir() if p.is_file()}
         shared = frozenset(n for n in files if n.endswith(".sst"))
         uploaded = self._uploaded
@@ -354,16 +315,17 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         self.flush()
         if not self.is_empty():
             raise StateError("a RocksDB checkpoint can only be opened by an empty backend")
-        self._cache.clear()
-        self._key_bytes.clear()
+        self.cache.clear()
         for user in self._users:
             user.release()
         self._db.close()
         shutil.rmtree(self.directory)
-        self.directory.mkdir(parents=True)
-        (self.directory / MARKER).touch()
-        for source in files.directory.iterdir():
-            link_or_copy(source, self.directory / source.name, link=source.name.endswith(".sst"))
+        with disk_errors(self.directory):
+            self.directory.mkdir(parents=True)
+            (self.directory / MARKER).touch()
+            for source in files.directory.iterdir():
+                target = self.directory / source.name
+                link_or_copy(source, target, link=source.name.endswith(".sst"))
         self._db = open_db(self.directory, COLUMN_FAMILIES)
         self._instance = uuid.uuid4().hex[:12]
         self._uploaded = dict(files.shared)
@@ -415,8 +377,7 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
             states = unpack_keyed_state(kg, blob, self._max_parallelism)
             check_restored_kinds(kg, states, self._kinds)
             decoded.append((kg, states))
-        self._cache.clear()
-        self._key_bytes.clear()
+        self.cache.clear()
         batch = self.write_batch()
         for kg, states in decoded:
             for name, (kind, entries) in states.items():
@@ -424,7 +385,7 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
                 prefix = KG_SID.pack(kg, self._ids[name])
                 for key, value in entries.items():
                     batch.put(prefix + encode(key), encode(value))
-        self._db.write(batch)
+        self.write(batch)
 
     def _holds(self, kg: int) -> bool:
         return next(self._range_items(KG.pack(kg), KG.pack(kg + 1)), None) is not None
@@ -440,12 +401,15 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         db, self._db = self._db, None
         if db is None:
             return
-        self._cache.clear()
-        self._dirty.clear()
-        self._key_bytes.clear()
+        self.cache.clear()
         for user in self._users:
             user.release()
-        db.close()
+        try:
+            db.close()
+        except Exception as e:
+            # closing flushes the memtable; on a full disk that fails, and the error that
+            # stopped the job (already raised) matters, not this one: the state is dropped
+            log.warning("closing RocksDB directory %s: %s", self.directory, e)
         if self._remove_on_close:
             shutil.rmtree(self.directory, ignore_errors=True)
             shutil.rmtree(self.local_checkpoints, ignore_errors=True)

@@ -8,9 +8,11 @@ without it is never touched.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
@@ -41,11 +43,21 @@ WRITE_BUFFER_BYTES: Final = 8 * 1024 * 1024
 times three column families per subtask would dwarf the write-back cache)."""
 
 
+BLOOM_BITS_PER_KEY: Final = 10
+"""Bloom filter size in SST files (about 1% false positives): most cache misses are keys the
+database does not hold (a new window, a new key), and without a filter reading one
+searches every level."""
+
+
 def _raw_options() -> Any:
-    options = rocksdict_module().Options(raw_mode=True)
+    rd = rocksdict_module()
+    options = rd.Options(raw_mode=True)
     options.create_missing_column_families(True)
     options.set_write_buffer_size(WRITE_BUFFER_BYTES)
     options.set_max_write_buffer_number(2)
+    table = rd.BlockBasedOptions()
+    table.set_bloom_filter(BLOOM_BITS_PER_KEY, False)
+    options.set_block_based_table_factory(table)
     return options
 
 
@@ -83,8 +95,7 @@ def open_fresh_db(directory: Path, column_families: tuple[str, ...]) -> Any:
         (directory / MARKER).touch()
     except OSError as e:
         raise StateError(
-            f"state directory {directory} cannot be created ({e.strerror}); pass a writable "
-            "directory as --state-dir / RocksDBStateBackend(path=...)"
+            f"state directory {directory} cannot be created ({e.strerror}); {_FIX}"
         ) from e
     return open_db(directory, column_families)
 
@@ -144,12 +155,49 @@ def _open(directory: Path, column_families: tuple[str, ...]) -> Any:
                 f"RocksDB directory {directory} is locked by another live process (or another "
                 "run in this one); give each running job its own --state-dir"
             ) from e
-        if "No space" in text or "Permission denied" in text or "Read-only" in text:
-            raise StateError(
-                f"RocksDB directory {directory} is not writable ({text}); pass a writable "
-                "directory with free space as --state-dir / RocksDBStateBackend(path=...)"
-            ) from e
+        problem = _disk_problem(text)
+        if problem is not None:
+            raise StateError(f"RocksDB directory {directory} {problem} ({text}); {_FIX}") from e
         raise StateError(f"cannot open RocksDB directory {directory}: {text}") from e
+
+
+_FIX: Final = (
+    "pass a writable directory with free space as --state-dir / RocksDBStateBackend(path=...) "
+    "or make room there; committed checkpoints are not affected"
+)
+_DISK_PROBLEMS: Final = (
+    ("No space", "is on a full disk"),
+    ("Read-only", "is on a read-only file system"),
+    ("Permission denied", "is not writable"),
+)
+
+
+def _disk_problem(text: str) -> str | None:
+    """Name the disk problem RocksDB's status text (or an OS error's) reports, if any."""
+    return next((problem for marker, problem in _DISK_PROBLEMS if marker in text), None)
+
+
+@contextmanager
+def disk_errors(directory: Path) -> Iterator[None]:
+    """Turn a write failing on a full, read-only or unwritable disk into a clear StateError.
+
+    Raises:
+        StateError: RocksDB (a bare ``Exception`` carrying its status text) or
+            the OS reported such a failure; other errors pass unchanged.
+    """
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        raise StateError(f"RocksDB directory {directory}: {e.strerror}; {_FIX}") from e
+    except StateError:
+        raise
+    except Exception as e:
+        problem = _disk_problem(str(e))
+        if problem is None:
+            raise
+        raise StateError(f"RocksDB directory {directory} {problem} ({e}); {_FIX}") from e
 
 
 def range_items(db: Any, start: bytes, end: bytes) -> Iterator[tuple[bytes, bytes]]:

@@ -13,12 +13,21 @@ registration sequence) order, the order the memory timer service fires in.
 nothing; deleting it needs its sequence) and keeps every key group one
 contiguous range for snapshots. Domain 0 is event time, 1 processing time.
 
+Registrations are buffered in memory first (at most :data:`PENDING_TIMERS`,
+with a heap per domain for their order) and written in one batch when the
+keyed backend flushes (every snapshot) or the buffer is full. Firing takes
+due timers from both the buffer and the queue, merged in (timestamp,
+sequence) order. A window that opens and closes between two checkpoints
+therefore costs RocksDB one index lookup (registering must find an earlier
+registration of the same timer), not four writes.
+
 Snapshots are the same canonical per-key-group blobs the memory timer
 service writes (:func:`weirflow.state.timers.pack_timers`).
 """
 
 from __future__ import annotations
 
+import heapq
 import struct
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
@@ -35,6 +44,8 @@ _QUEUE_KEY = struct.Struct(">BQQ")
 _INDEX_HEAD = struct.Struct(">HBQ")
 _SEQ = struct.Struct(">Q")
 _UNKNOWN: Any = object()
+PENDING_TIMERS: Final = 10_000
+"""Registrations buffered before they are written to RocksDB in one batch."""
 
 
 def scan_timer_index(
@@ -48,6 +59,13 @@ def scan_timer_index(
         (seq,) = _SEQ.unpack(value)
         groups.setdefault(kg, []).append((domain, biased - _BIAS, seq, key[_INDEX_HEAD.size :]))
     return groups
+
+
+def _earliest(a: int | None, b: int | None) -> int | None:
+    """Return the smaller of two optional timestamps (``None``: no timer)."""
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
 
 
 class RocksDBTimerSnapshot:
@@ -90,12 +108,37 @@ class RocksDBTimerService:
         self._range = keyed.key_group_range
         self._seq = 0
         self._count = 0
+        # index key -> (domain, ts, seq, key group, key, ns): registered, not yet in RocksDB
+        self._pending: dict[bytes, tuple[int, int, int, int, Any, Any]] = {}
+        # per domain, (ts, seq, index key) of buffered timers; deleted ones are skipped lazily
+        self._heaps: tuple[list[tuple[int, int, bytes]], ...] = ([], [])
         self.reload()
         keyed.attach(self)
 
     def release(self) -> None:
-        """Drop this service's handles on the database (before the keyed backend reopens it)."""
+        """Drop this service's handles on the database (before the keyed backend reopens it).
+
+        Unwritten registrations go too: the database they belonged to is closed or replaced.
+        """
+        self._drop_pending()
         self._queue = self._index = self._queue_cf = self._index_cf = None
+
+    def flush(self) -> None:
+        """Write the buffered registrations to RocksDB in one batch."""
+        if not self._pending:
+            return
+        batch = self._keyed.write_batch()
+        queue_cf, index_cf = self._queue_cf, self._index_cf
+        for index_key, (domain, ts, seq, kg, key, ns) in self._pending.items():
+            batch.put(index_key, _SEQ.pack(seq), index_cf)
+            batch.put(_QUEUE_KEY.pack(domain, ts + _BIAS, seq), encode((kg, key, ns)), queue_cf)
+        self._drop_pending()
+        self._keyed.write(batch)
+
+    def _drop_pending(self) -> None:
+        self._pending.clear()
+        for heap in self._heaps:
+            heap.clear()
 
     def reload(self) -> None:
         """Bind to the keyed backend's (re)opened database and count the timers it holds."""
@@ -128,7 +171,7 @@ class RocksDBTimerService:
                 f"timer for key group {key_group}, outside this subtask's range {self._range}"
             )
         index_key = self._index_key(domain, key_group, key, namespace, ts)
-        if self._index.get(index_key) is not None:
+        if index_key in self._pending or self._index.get(index_key) is not None:
             return
         self._put(domain, key_group, key, namespace, ts, index_key)
 
@@ -142,15 +185,19 @@ class RocksDBTimerService:
         head = self._head[domain]
         if head is None or (head is not _UNKNOWN and ts < head):
             self._head[domain] = ts
-        # plain puts, no batch: after a crash timers come back from a checkpoint, never from here
-        self._index.put(index_key, _SEQ.pack(seq))
-        self._queue.put(
-            _QUEUE_KEY.pack(domain, ts + _BIAS, seq), encode((key_group, key, namespace))
-        )
+        self._pending[index_key] = (domain, ts, seq, key_group, key, namespace)
+        heapq.heappush(self._heaps[domain], (ts, seq, index_key))
         self._count += 1
+        if len(self._pending) >= PENDING_TIMERS:
+            self.flush()
 
     def _delete(self, domain: int, key_group: int, key: Any, namespace: Any, ts: int) -> None:
         index_key = self._index_key(domain, key_group, key, namespace, ts)
+        if self._pending.pop(index_key, None) is not None:
+            self._count -= 1
+            if self._head[domain] == ts:
+                self._head[domain] = _UNKNOWN
+            return
         raw = self._index.get(index_key)
         if raw is None:
             return
@@ -194,7 +241,7 @@ class RocksDBTimerService:
         self._delete(PROCESSING, key_group, key, namespace, timestamp_ms)
 
     def _queue_items(self, domain: int) -> Iterator[tuple[int, int, bytes]]:
-        """Yield ``(timestamp_ms, sequence, value)`` of ``domain`` in firing order."""
+        """Yield ``(timestamp_ms, sequence, value)`` of ``domain``'s written timers in order."""
         it = self._queue.iter()
         it.seek(_QUEUE_KEY.pack(domain, self._low[domain] + _BIAS, 0))
         while it.valid():
@@ -205,27 +252,53 @@ class RocksDBTimerService:
             yield ts - _BIAS, seq, it.value()
             it.next()
 
+    def _next_buffered(self, domain: int) -> int | None:
+        """Return the earliest buffered timestamp of ``domain`` (dropping deleted heap entries)."""
+        heap, pending = self._heaps[domain], self._pending
+        while heap:
+            ts, seq, index_key = heap[0]
+            entry = pending.get(index_key)
+            if entry is not None and entry[2] == seq:
+                return ts
+            heapq.heappop(heap)
+        return None
+
+    def _fire_buffered(self, domain: int, time_ms: int) -> list[tuple[int, int, int, Any, Any]]:
+        """Remove and return buffered timers due at ``time_ms``: (ts, seq, key group, key, ns)."""
+        heap, pending = self._heaps[domain], self._pending
+        due = []
+        while heap and heap[0][0] <= time_ms:
+            ts, seq, index_key = heapq.heappop(heap)
+            entry = pending.get(index_key)
+            if entry is not None and entry[2] == seq:
+                del pending[index_key]
+                due.append((ts, seq, entry[3], entry[4], entry[5]))
+        return due
+
     def _fire_until(self, domain: int, time_ms: int) -> list[Timer]:
         head = self._head[domain]
         if head is None or (head is not _UNKNOWN and head > time_ms):
             return []
-        fired: list[Timer] = []
+        stored: list[tuple[int, int, int, Any, Any]] = []
+        next_stored = None
         batch = self._keyed.write_batch()
-        self._head[domain] = None
         for ts, seq, value in self._queue_items(domain):
             if ts > time_ms:
-                self._head[domain] = ts
+                next_stored = ts
                 break
             kg, key, ns = decode(value, allow_pickle=True)
-            fired.append((ts, kg, key, ns))
+            stored.append((ts, seq, kg, key, ns))
             batch.delete(_QUEUE_KEY.pack(domain, ts + _BIAS, seq), self._queue_cf)
             batch.delete(self._index_key(domain, kg, key, ns, ts), self._index_cf)
-        if fired:
+        if stored:
             self._keyed.write(batch)
-            self._count -= len(fired)
+        buffered = self._fire_buffered(domain, time_ms)
+        self._count -= len(stored) + len(buffered)
+        self._head[domain] = _earliest(next_stored, self._next_buffered(domain))
         if time_ms >= self._low[domain]:
             self._low[domain] = min(time_ms + 1, _BIAS - 1)
-        return fired
+        # sequences are unique, so the merge never compares keys
+        return [(ts, kg, key, ns) for ts, _, kg, key, ns in heapq.merge(stored, buffered)]
 
     def advance_watermark(self, watermark_ms: int) -> list[Timer]:
         """Fire (remove and return) every event-time timer with ``ts <= watermark_ms``.
@@ -243,7 +316,8 @@ class RocksDBTimerService:
     def _peek(self, domain: int) -> int | None:
         if self._head[domain] is _UNKNOWN:
             first = next(self._queue_items(domain), None)
-            self._head[domain] = None if first is None else first[0]
+            stored = None if first is None else first[0]
+            self._head[domain] = _earliest(stored, self._next_buffered(domain))
         return self._head[domain]
 
     def next_event_time_timer(self) -> int | None:
@@ -271,6 +345,7 @@ class RocksDBTimerService:
             ``None`` for a checkpoint of an incremental keyed backend: its
             RocksDB checkpoint holds the timers already.
         """
+        self.flush()
         if self._keyed.incremental and checkpoint_id is not None:
             return None
         return RocksDBTimerSnapshot(scan_timer_index(self._index, self._range))
@@ -289,4 +364,5 @@ class RocksDBTimerService:
                 self._put(domain, kg, key, ns, ts, self._index_key(domain, kg, key, ns, ts))
 
     def _holds(self, kg: int) -> bool:
+        self.flush()
         return next(self._index_items(kg, kg + 1), None) is not None

@@ -49,6 +49,23 @@ def test_tuples_sets_and_tuple_keys_come_back_as_themselves() -> None:
     assert type(out[(1, "a")][0]) is tuple and type(out[(1, "a")][1]) is set
 
 
+@pytest.mark.parametrize(
+    "key",
+    [
+        ("u1", 120_000),
+        (),
+        (1, "a", None, True, 1.5, b"x", 2**64 - 1, -(2**63)),
+        (2**64,),
+        (("a",),),
+    ],
+)
+def test_flat_tuples_encode_to_the_same_bytes_as_inside_a_list(key: tuple) -> None:
+    """Keys such as (user, window start) take a shortcut; stored keys must not change."""
+    whole = encode([key])
+    assert encode(key)[1:] == whole[2:]  # a one-element list: the tag, then fixarray(1)
+    assert decode(encode(key)) == key
+
+
 def test_set_encoding_does_not_depend_on_the_hash_seed() -> None:
     code = "from weirflow.serde import encode;print(encode({'a','b','c','d','e'}).hex())"
     outs = {

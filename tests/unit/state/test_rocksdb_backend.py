@@ -4,14 +4,12 @@ write-back cache, and the time-ordered timer layout."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 from rocksdict import Options, Rdict
 
+from state_backends import start_holder
 from weirflow.errors import ConfigError, StateError
 from weirflow.serde import encode
 from weirflow.state import (
@@ -36,33 +34,23 @@ def test_a_directory_held_by_another_live_process_is_refused_and_left_intact(
     tmp_path: Path,
 ) -> None:
     """Scenario: a second run points at the RocksDB directory a live process holds."""
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(
-                f"""
-                import sys
-                from weirflow.state import BackendScope, KeyGroupRange, RocksDBStateBackend
-                from weirflow.state import ValueStateDescriptor
-                scope = BackendScope("job", "op", 0, KeyGroupRange(0, 128), 128)
-                keyed = RocksDBStateBackend({str(tmp_path)!r}).create_keyed_backend(scope)
-                state = keyed.get_state(ValueStateDescriptor("v"))
-                keyed.set_current_key("k")
-                state.update(41)
-                keyed.snapshot()
-                print("ready", flush=True)
-                sys.stdin.read()
-                print("value", state.value(), flush=True)
-                """
-            ),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
+    holder = start_holder(
+        f"""
+        import sys
+        from weirflow.state import BackendScope, KeyGroupRange, RocksDBStateBackend
+        from weirflow.state import ValueStateDescriptor
+        scope = BackendScope("job", "op", 0, KeyGroupRange(0, 128), 128)
+        keyed = RocksDBStateBackend({str(tmp_path)!r}).create_keyed_backend(scope)
+        state = keyed.get_state(ValueStateDescriptor("v"))
+        keyed.set_current_key("k")
+        state.update(41)
+        keyed.snapshot()
+        print("ready", flush=True)
+        sys.stdin.read()
+        print("value", state.value(), flush=True)
+        """
     )
     try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline() == b"ready\n"
         with pytest.raises(StateError, match="locked by another live process"):
             RocksDBStateBackend(tmp_path).create_keyed_backend(SCOPE)
         assert holder.poll() is None
