@@ -14,7 +14,7 @@ from weirflow.checkpoint.errors import (
     CheckpointTransitionError,
     NoCheckpointError,
 )
-from weirflow.checkpoint.fileformat import checksum_of
+from weirflow.checkpoint.fileformat import checksum_of, checksum_of_file
 from weirflow.checkpoint.handles import StateHandle, TaskSnapshot, is_safe_name, state_file_name
 from weirflow.checkpoint.jobkey import default_key_file, open_job_storage, resolve_job_key
 from weirflow.checkpoint.keys import (
@@ -70,6 +70,7 @@ __all__ = [
     "TaskSnapshot",
     "UpgradeReport",
     "checksum_of",
+    "checksum_of_file",
     "collect_shared_files",
     "collect_shared_files_or_warn",
     "compare_operators",

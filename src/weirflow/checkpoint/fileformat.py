@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from pathlib import Path
 
 from weirflow.checkpoint.errors import CheckpointCorruptError
 from weirflow.checkpoint.keys import MAC_SIZE, sign, verify
@@ -43,6 +44,16 @@ _NO_MAC = bytes(MAC_SIZE)
 def checksum_of(payload: bytes) -> str:
     """Return ``"sha256:<hex>"`` of ``payload``."""
     return "sha256:" + hashlib.sha256(payload).hexdigest()
+
+
+def checksum_of_file(path: Path) -> str:
+    """Return ``"sha256:<hex>"`` of the file at ``path``, read in chunks (never whole).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    with path.open("rb") as f:
+        return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def frame(payload: bytes, key: bytes | None) -> bytes:

@@ -20,14 +20,18 @@ once no retained checkpoint references them.
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from weirflow.checkpoint import (
     CheckpointStorage,
     StateHandle,
     TaskSnapshot,
-    checksum_of,
+    checksum_of_file,
     state_file_name,
 )
 from weirflow.state import (
@@ -115,8 +119,9 @@ def download_files(
     """
     target.mkdir(parents=True, exist_ok=True)
     local_hits = 0
+    local = _verify_all(local_copy, files) if local_copy is not None else set()
     for name, handle in sorted(files.items()):
-        if local_copy is not None and _matches(local_copy / name, handle):
+        if local_copy is not None and name in local:
             # SST files never change once written: a hard link copies them for free
             link_or_copy(local_copy / name, target / name, link=name.endswith(".sst"))
             local_hits += 1
@@ -140,13 +145,52 @@ def download_files(
     return RestoredFiles(target, key_group_range, shared)
 
 
+def _verify_all(folder: Path, files: Mapping[str, StateHandle]) -> set[str]:
+    """Names of ``files`` whose copy in ``folder`` has the manifest's checksum.
+
+    The files are hashed on several threads: ``hashlib`` releases the GIL
+    while it hashes, so a restore of many SST files uses every core.
+    """
+    names = sorted(files)
+    workers = min(len(names), os.cpu_count() or 1)
+    if workers <= 1:
+        return {n for n in names if _matches(folder / n, files[n])}
+    with ThreadPoolExecutor(workers, thread_name_prefix="verify-local") as pool:
+        found = pool.map(lambda n: _matches(folder / n, files[n]), names)
+        return {n for n, ok in zip(names, found, strict=True) if ok}
+
+
+_verified: dict[tuple[str, int, int, int, str], tuple[float, bool]] = {}
+_verified_lock = threading.Lock()
+_VERIFIED_LIMIT = 100_000
+_VERIFIED_FOR_S = 60.0
+
+
 def _matches(path: Path, handle: StateHandle) -> bool:
-    """Whether the local file has the content the manifest records (its SHA-256)."""
+    """Whether the local file has the content the manifest records (its SHA-256).
+
+    The file is hashed in chunks, never read whole into memory. A verdict is
+    remembered per file identity (inode, size, modification time) and
+    checksum for a minute, so the check made while choosing the checkpoint
+    to restore and the one made by the restore itself hash each file once; a
+    file rewritten in the meantime gets a new identity and is hashed again,
+    and a later restore hashes everything again (a disk can rot in place).
+    """
     try:
-        data = path.read_bytes()
+        stat = path.stat()
+        identity = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, handle.checksum)
+        with _verified_lock:
+            known = _verified.get(identity)
+        if known is not None and time.monotonic() - known[0] < _VERIFIED_FOR_S:
+            return known[1]
+        ok = checksum_of_file(path) == handle.checksum
     except OSError:
         return False
-    return checksum_of(data) == handle.checksum
+    with _verified_lock:
+        if len(_verified) >= _VERIFIED_LIMIT:
+            _verified.clear()
+        _verified[identity] = (time.monotonic(), ok)
+    return ok
 
 
 def local_copies_of(backend: StateBackend, job: str) -> Callable[[str, int, int], Path | None]:
