@@ -163,6 +163,42 @@ class ReadsHeaders(Protocol):
 
 
 @runtime_checkable
+class ReportsFinishedSplits(Protocol):
+    """A source reader of bounded splits that says which ones it exhausted (optional ability).
+
+    The source operator releases a finished split's watermark (it will send
+    nothing more, so it must not hold event time back) and clears the list.
+
+    Attributes:
+        newly_finished: split ids exhausted since the operator last looked.
+    """
+
+    newly_finished: list[str]
+
+
+@runtime_checkable
+class CommitsReadPositions(Protocol):
+    """A source reader that can commit its read positions to its system (optional ability).
+
+    Used for ``at_most_once``: positions are committed as records are read,
+    not when a checkpoint completes.
+    """
+
+    def commit_read_positions(self) -> None:
+        """Commit the positions of every record handed out so far."""
+        ...
+
+
+@runtime_checkable
+class KeepsCommittedPositions(Protocol):
+    """A source whose system keeps committed read positions (a consumer group; optional ability)."""
+
+    def committed_positions(self, splits: Sequence[str]) -> dict[str, int]:
+        """Split id -> the position committed for it (where ``at_most_once`` resumes)."""
+        ...
+
+
+@runtime_checkable
 class Source(Protocol):
     """A connector that produces records.
 

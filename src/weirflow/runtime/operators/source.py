@@ -11,11 +11,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from weirflow.connectors import (
+    CommitsReadPositions,
     CommitTrackingSink,
     DecodeFailure,
     HeaderWriter,
+    KeepsCommittedPositions,
     ReadsHeaders,
     RejectingWriter,
+    ReportsFinishedSplits,
     Source,
     SourceReader,
     refuse_commits_after,
@@ -75,6 +78,8 @@ class SourceLogic(OperatorLogic):
         self.strategy = strategy
         self.splits = assigned_splits(self.source.list_splits(), ctx.subtask, ctx.parallelism)
         self.reader: SourceReader | None = None
+        self.finishing: ReportsFinishedSplits | None = None
+        self.committing: CommitsReadPositions | None = None
         self.generators: dict[str, WatermarkGenerator] = {}
         self.split_index = {s: i for i, s in enumerate(self.splits)}
         self.valve = WatermarkValve(max(1, len(self.splits)))
@@ -99,15 +104,21 @@ class SourceLogic(OperatorLogic):
             watermarks.update(state["watermarks"])
         self.commit_on_read = self.ctx.guarantee == "at_most_once"
         if self.commit_on_read:
-            committed = getattr(self.source, "committed_positions", None)
-            if committed is None:
+            if not isinstance(self.source, KeepsCommittedPositions):
                 raise ConfigError(
                     f"{self.task_name}: at_most_once needs a source that commits positions as "
                     f"it reads (EventLogSource or KafkaSource with a group), not "
                     f"{type(self.source).__name__}"
                 )
-            positions = committed(self.splits)
+            positions = self.source.committed_positions(self.splits)
         self.reader = self.source.create_reader(self.splits, positions)
+        self.finishing = self.reader if isinstance(self.reader, ReportsFinishedSplits) else None
+        self.committing = self.reader if isinstance(self.reader, CommitsReadPositions) else None
+        if self.commit_on_read and self.committing is None:
+            raise ConfigError(
+                f"{self.task_name}: at_most_once needs a reader that commits positions as it "
+                f"reads; {type(self.reader).__name__} does not"
+            )
         if self.ctx.tracer is not None and isinstance(self.reader, ReadsHeaders):
             self.reader.include_headers()
         if self.strategy is not None:
@@ -131,7 +142,7 @@ class SourceLogic(OperatorLogic):
         else:
             batch = self.reader.poll(max_records)
         if batch is None:
-            if getattr(self.reader, "newly_finished", None):
+            if self.finishing is not None and self.finishing.newly_finished:
                 self._release_finished()
             self._check_idleness()
             return 0
@@ -139,8 +150,8 @@ class SourceLogic(OperatorLogic):
         timestamps = batch.timestamps
         tracer = self.ctx.tracer
         self.records_in += len(values)
-        if self.commit_on_read:
-            self.reader.commit_read_positions()  # type: ignore[attr-defined]
+        if self.committing is not None and self.commit_on_read:
+            self.committing.commit_read_positions()
         if batch.failures:
             self.records_in += len(batch.failures)
             self._reject_undecodable(batch.failures)
@@ -160,7 +171,7 @@ class SourceLogic(OperatorLogic):
             if wm is not None:
                 self.output.emit_watermark(wm)
         # only after the batch: a split may report itself finished with its last records
-        if getattr(self.reader, "newly_finished", None):
+        if self.finishing is not None and self.finishing.newly_finished:
             self._release_finished()
         if self.idleness:
             # an empty split goes idle while another has a backlog, or it would hold the
@@ -253,7 +264,8 @@ class SourceLogic(OperatorLogic):
 
     def _release_finished(self) -> None:
         """A finished split holds no watermark back any more (it will send nothing)."""
-        finished = self.reader.newly_finished  # type: ignore[union-attr]
+        assert self.finishing is not None
+        finished = self.finishing.newly_finished
         for s in finished:
             if s in self.generators:
                 wm = self.valve.on_watermark(self.split_index[s], MAX_WATERMARK)
