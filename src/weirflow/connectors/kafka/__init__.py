@@ -2,10 +2,10 @@
 
 Importing this package without it raises a :class:`ConfigError` naming the
 extra. Splits are ``"<topic>/<partition>"``, as for the event log. Modules:
-``client`` (shared errors and helpers), ``source``, ``sink_writer``, ``sink``
-and ``dead_letters``; each imports only ``client`` and the ones before it, so
-there is no import cycle. The public names are re-exported here and
-(lazily) from :mod:`weirflow.connectors`.
+``client`` (shared errors and helpers), ``source_reader``, ``source``,
+``sink_writer``, ``sink`` and ``dead_letters``; each imports only
+``client`` and the ones before it, so there is no import cycle. The public
+names are re-exported here and (lazily) from :mod:`weirflow.connectors`.
 """
 
 from weirflow.connectors.kafka.client import KafkaDeliveryError, KafkaError, KafkaFencedError
