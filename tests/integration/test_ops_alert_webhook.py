@@ -54,23 +54,39 @@ def wait_for(what: str, done: Any, timeout_s: float = 60) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.mark.slow
-def test_lag_that_builds_and_drains_fires_then_resolves_once_each(tmp_path: Path) -> None:
-    """Scenario: a running job gets a burst it needs a few seconds for; then the input stops."""
+def start_alerting(
+    tmp_path: Path, hook: Webhook, *args: str, sleep_us: int = 0
+) -> tuple[Path, Path, subprocess.Popen[str]]:
+    """Create the topics and start the job with ``args``, posting to ``hook`` every 200 ms,
+    logging JSON to a pipe; return the log folder, the checkpoint folder and the process."""
     log_dir, chk = tmp_path / "log", tmp_path / "chk"
     create_topics(log_dir)
-    hook = Webhook()
     proc = run_job(
         log_dir,
         chk,
         "--checkpoint-interval=200ms",
-        "--alert=lag_records>1000",
-        "--alert=dead_letters>0",
+        *args,
         f"--alert-webhook={hook.url}",
         "--alert-every=200ms",
         "--log-format=json",
-        sleep_us=500,
+        sleep_us=sleep_us,
         stderr=subprocess.PIPE,
+    )
+    return log_dir, chk, proc
+
+
+def logged_alerts(stderr: str) -> list[tuple[str, str]]:
+    """``(alert, state)`` of every alert the job logged."""
+    logged = [json.loads(line) for line in stderr.splitlines() if '"weirflow.alerts"' in line]
+    return [(r["alert"], r["state"]) for r in logged]
+
+
+@pytest.mark.slow
+def test_lag_that_builds_and_drains_fires_then_resolves_once_each(tmp_path: Path) -> None:
+    """Scenario: a running job gets a burst it needs a few seconds for; then the input stops."""
+    hook = Webhook()
+    log_dir, chk, proc = start_alerting(
+        tmp_path, hook, "--alert=lag_records>1000", "--alert=dead_letters>0", sleep_us=500
     )
     try:
         wait_for("the first checkpoint", lambda: list(chk.glob("ops_pipeline/chk-*/_manifest")))
@@ -99,9 +115,48 @@ def test_lag_that_builds_and_drains_fires_then_resolves_once_each(tmp_path: Path
     assert firing["job"] == "ops_pipeline" and firing["signal"] == "lag_records"
     assert firing["value"] > 1000 >= resolved["value"]
     assert firing["at_ms"] < resolved["at_ms"]
-    logged = [json.loads(line) for line in stderr.splitlines() if '"weirflow.alerts"' in line]
-    assert [(r["alert"], r["state"]) for r in logged] == [
+    assert logged_alerts(stderr) == [
         ("lag_records>1000", "firing"),
         ("lag_records>1000", "resolved"),
     ]
 
+
+@pytest.mark.slow
+def test_dead_letters_on_workers_fire_once_from_the_coordinator(tmp_path: Path) -> None:
+    """Scenario: a job on two worker processes reads a poison record, then another one.
+
+    The workers' heartbeats carry the dead letters to the coordinator, which
+    evaluates the conditions: one firing message for both letters, and none
+    for the conditions that do not hold.
+    """
+    hook = Webhook()
+    log_dir, chk, proc = start_alerting(
+        tmp_path,
+        hook,
+        "--workers=2",
+        "--alert=dead_letters>0",
+        "--alert=restarts>0",
+        "--alert=checkpoint_age>1m",
+    )
+    try:
+        wait_for("the first checkpoint", lambda: list(chk.glob("ops_pipeline/chk-*/_manifest")))
+        assert hook.received == []
+        now = int(time.time() * 1000)
+        good = [Record(json.dumps({"user": f"u{i}"}).encode(), timestamp_ms=now) for i in range(20)]
+        with EventLog(log_dir) as lg:
+            lg.append("events", [*good, Record(b"not json", timestamp_ms=now)])
+        wait_for("the alert", lambda: len(hook.received) >= 1)
+        with EventLog(log_dir) as lg:
+            lg.append("events", [Record(b"still not json", timestamp_ms=now)])
+            wait_for("the second dead letter", lambda: lg.end_offset("dead", 0) >= 2)
+        # at least two evaluations after the second letter reached the coordinator's view
+        time.sleep(2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+        hook.close()
+    assert proc.returncode == 0, stderr
+    assert [(m["alert"], m["state"]) for m in hook.received] == [("dead_letters>0", "firing")]
+    assert hook.received[0]["job"] == "ops_pipeline"
+    assert hook.received[0]["signal"] == "dead_letters"
+    assert logged_alerts(stderr) == [("dead_letters>0", "firing")]

@@ -16,7 +16,8 @@ supervisor tells each worker how many restarts came before it and how long
 recovery took (environment variables), so those metrics survive worker deaths.
 ``--autoscale`` rescales on source lag (:mod:`weirflow.cli.run_autoscale`,
 :mod:`weirflow.cli.supervisor`); ``--alert`` evaluates alert conditions in
-the worker (:mod:`weirflow.metrics.watch`).
+the worker (:mod:`weirflow.metrics.watch`), or with ``--workers`` in the
+coordinator, on its view of the cluster.
 
 Exit status: 0 finished or stopped cleanly; 1 the job failed and the
 restart strategy gave up, or it failed with an error that recurs on every
@@ -59,6 +60,7 @@ from weirflow.cli.run_options import (
     alert_watch,
     build_strategy,
     check_fresh_start,
+    check_watch_placement,
     checkpoint_key_env,
     config_message,
     restore_option,
@@ -334,11 +336,7 @@ def run(
         elsewhere = (
             coordinator is not None or ray is not None or resolve_workers(workers, parallelism) > 1
         )
-        if (alerts or scaling) and elsewhere:
-            raise ConfigError(
-                "--alert and --autoscale work on a one-process job; with --workers or "
-                "--coordinator use the Prometheus rules of `weirflow ops alerts`"
-            )
+        check_watch_placement(alerts, scaling is not None, elsewhere, coordinator, ray_detached)
         if (ray_detached and ray is None) or (ray_wait and not ray_detached):
             raise ConfigError("--ray-detached goes with --ray ADDRESS, --ray-wait with both")
         if ray_detached and (metrics_port is not None or ui_port is not None):

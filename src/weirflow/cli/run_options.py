@@ -106,6 +106,45 @@ def alert_watch(alerts: list[str], webhook: str | None) -> list[AlertCondition]:
     return [parse_alert(a) for a in alerts]
 
 
+def check_watch_placement(
+    alerts: list[AlertCondition],
+    autoscale: bool,
+    elsewhere: bool,
+    coordinator: str | None,
+    ray_detached: bool,
+) -> None:
+    """Check that ``--alert`` and ``--autoscale`` fit where the job runs.
+
+    Args:
+        alerts: the parsed ``--alert`` conditions.
+        autoscale: whether ``--autoscale`` was given.
+        elsewhere: whether the job runs beyond this process (workers, Ray, a coordinator).
+        coordinator: ``--coordinator``, or ``None``.
+        ray_detached: ``--ray-detached``.
+
+    Raises:
+        ConfigError: ``--autoscale`` beyond one process; ``--alert`` without a coordinator
+            in this process; or a condition a coordinator cannot see on a job on workers.
+    """
+    if autoscale and elsewhere:
+        raise ConfigError(
+            "--autoscale works on a one-process job; with --workers or --coordinator "
+            "use the Prometheus rules of `weirflow ops alerts`"
+        )
+    if alerts and (coordinator is not None or ray_detached):
+        raise ConfigError(
+            "--alert is evaluated by a coordinator in this process: not with --coordinator "
+            "or --ray-detached; use the Prometheus rules of `weirflow ops alerts`"
+        )
+    unseen = [a.text for a in alerts if not a.signal.seen_by_coordinator]
+    if unseen and elsewhere:
+        raise ConfigError(
+            f"--alert {', '.join(unseen)}: a job on workers alerts on dead_letters, "
+            "checkpoint_age and restarts only; use the Prometheus rules of "
+            "`weirflow ops alerts` for the others"
+        )
+
+
 def checkpoint_key_env(checkpoint_dir: str, job: str, key_file: str | None) -> dict[str, str]:
     """Find (or generate) the job's checkpoint key; return the workers' environment naming it.
 

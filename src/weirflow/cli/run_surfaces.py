@@ -25,6 +25,7 @@ from weirflow.metrics import (
 )
 from weirflow.records import JobResult
 from weirflow.runtime import RunListener, wall_clock_ms
+from weirflow.runtime.cluster_metrics import cluster_status
 from weirflow.runtime.coordinator import JobCoordinator
 from weirflow.runtime.endpoint import ControlEndpoint
 from weirflow.runtime.launched import CoordinatorWatch
@@ -161,12 +162,15 @@ def coordinator_watch(
     endpoint: ControlEndpoint | None,
 ) -> CoordinatorWatch:
     """What watches the coordinator of a job on workers: the control endpoint answers status
-    requests with its status, and with ``--ui-port`` the dashboard shows it.
+    requests with its status, with ``--ui-port`` the dashboard shows it, and with ``--alert``
+    an :class:`~weirflow.metrics.AlertWatcher` evaluates the conditions on its view of the
+    cluster (:func:`~weirflow.runtime.cluster_metrics.cluster_status`).
 
     Args:
         flow: the job.
         parallelism: subtasks per operator.
-        surfaces: ``weirflow run``'s surface options (``ui_port``, ``ui_host``, ``ui_token``).
+        surfaces: ``weirflow run``'s surface options (``ui_port``, ``ui_host``, ``ui_token``,
+            ``alerts``, ``alert_webhook``, ``alert_every``).
         endpoint: the job's control endpoint, or ``None`` (a job without checkpoints).
     """
     dashboard = None
@@ -185,7 +189,26 @@ def coordinator_watch(
     def watch(coordinator: JobCoordinator) -> Callable[[], None]:
         if endpoint is not None:
             endpoint.status = coordinator.status
-        return dashboard(coordinator) if dashboard is not None else lambda: None
+        # the dashboard first: it may refuse its port, and then no alert thread is left behind
+        undashboard = dashboard(coordinator) if dashboard is not None else None
+        alerts = None
+        if surfaces["alerts"]:
+            alerts = AlertWatcher(
+                lambda: cluster_status(coordinator, flow.name, wall_clock_ms),
+                wall_clock_ms,
+                surfaces["alerts"],
+                surfaces["alert_webhook"],
+                surfaces["alert_every"],
+            )
+            alerts.start()
+
+        def unwatch() -> None:
+            if alerts is not None:
+                alerts.stop()
+            if undashboard is not None:
+                undashboard()
+
+        return unwatch
 
     return watch
 

@@ -6,7 +6,9 @@ A :class:`AlertWatcher` thread reads the job's latest
 :class:`AlertState` (ok → firing, firing → ok) logs one line and posts one
 JSON message to the webhook, if any: one message per change, never one per
 record or per evaluation. The conditions are those of ``weirflow ops
-alerts`` that a single job can see of itself (see :class:`Signal`).
+alerts`` that a single job can see of itself (see :class:`Signal`); a job on
+workers evaluates those its coordinator sees (:attr:`Signal.seen_by_coordinator`)
+on the status :func:`weirflow.runtime.cluster_metrics.cluster_status` builds.
 
 The webhook gets ``{"job", "alert", "signal", "threshold", "state",
 "value", "at_ms"}`` with ``state`` ``"firing"`` or ``"resolved"``; a
@@ -58,6 +60,16 @@ class Signal(Enum):
     def is_duration(self) -> bool:
         """Whether the threshold is a duration (compared in ms) rather than a count."""
         return self in (Signal.LAG, Signal.CHECKPOINT_AGE, Signal.WATERMARK_STALLED)
+
+    @property
+    def seen_by_coordinator(self) -> bool:
+        """Whether a job on workers can evaluate it from its coordinator's view.
+
+        Workers' heartbeats carry their operators' counts (dead letters among
+        them) and the coordinator knows its restarts and completed checkpoints;
+        watermarks, split positions and declined checkpoints stay in the workers.
+        """
+        return self in (Signal.DEAD_LETTERS, Signal.CHECKPOINT_AGE, Signal.RESTARTS)
 
 
 @dataclass(frozen=True)

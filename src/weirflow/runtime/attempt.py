@@ -176,6 +176,7 @@ class AttemptRun:
         self.broadcast(control.Complete(self.c.attempt, cid))
         self.c.checkpoints_completed += 1
         self.c.last_completed = cid
+        self.c.last_completed_ms = self.c.clock()
         self.c.listener.checkpoint_completed(completed)
         self.savepoints.completed(completed)
         for target in (self.final_checkpoint, self.stop_checkpoint):

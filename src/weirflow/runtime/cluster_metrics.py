@@ -5,23 +5,27 @@ record); the coordinator keeps the latest sample per worker, and this
 collector turns them, with the coordinator's own view (workers and their
 slots and subtasks, checkpoints, restarts, recovery time), into metrics at
 scrape time. Per-subtask records carry a ``worker`` label, so a scrape shows
-which worker runs which subtask.
+which worker runs which subtask. :func:`cluster_status` gives the same view
+as a :class:`~weirflow.metrics.JobStatus`, for the dashboard and the alerts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from weirflow.metrics import BREAKER_STATES, names
+from weirflow.metrics import BREAKER_STATES, JobStatus, names
 from weirflow.runtime.control import ConnectorReport
 from weirflow.runtime.membership import WorkerStatus
 
 if TYPE_CHECKING:
     from weirflow.runtime.coordinator import JobCoordinator
+
+# where dead letters sit in a heartbeat's per-subtask counts (see control.Heartbeat)
+_DEAD_LETTERED = 4
 
 _RECORD_COUNTERS = (
     (names.RECORDS_IN, "Records received."),
@@ -141,6 +145,38 @@ class _ConnectorFamilies:
             self.transactions,
             self.transaction_time,
         )
+
+
+def cluster_status(coordinator: JobCoordinator, job: str, clock: Callable[[], int]) -> JobStatus:
+    """The coordinator's view of its job at one sample (any thread; read-only).
+
+    Args:
+        coordinator: the coordinator to read.
+        job: the job's name (the coordinator has none before its run starts).
+        clock: processing time in ms since the epoch.
+
+    Returns:
+        A :class:`~weirflow.metrics.JobStatus` with the restarts, the newest
+        completed checkpoint and when it completed, and the dead letters of the
+        current attempt summed over the workers' latest heartbeats; what stays
+        in the workers (tasks, watermarks, split lag, rates) is left empty.
+    """
+    dead_letters = sum(
+        values[_DEAD_LETTERED]
+        for w in list(coordinator.workers.values())
+        if w.status is not WorkerStatus.LOST
+        for per_subtask in list(w.sample.values())
+        for values in per_subtask.values()
+        if len(values) > _DEAD_LETTERED
+    )
+    return JobStatus(
+        job=job,
+        sampled_ms=clock(),
+        restarts=coordinator.restarts,
+        dead_letters=dead_letters,
+        last_checkpoint_id=coordinator.last_completed,
+        last_checkpoint_ms=coordinator.last_completed_ms,
+    )
 
 
 def cluster_registry(coordinator: JobCoordinator) -> CollectorRegistry:

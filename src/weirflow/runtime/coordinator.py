@@ -107,6 +107,7 @@ class JobCoordinator(WorkerPool):
         self.recovery_ms: list[int] = []
         self.recovery_started: int | None = None
         self.last_completed: int | None = None
+        self.last_completed_ms: int | None = None
         self.spec: JobSpec | None = None
         self.task_ids: list[str] = []
         self.storage: CheckpointStorage | None = None
@@ -211,6 +212,7 @@ class JobCoordinator(WorkerPool):
         self.restarts = 0
         self.checkpoints_completed = 0
         self.last_completed = None
+        self.last_completed_ms = None
         return self._attempts(self.clock())
 
     def _attempts(self, start: int) -> JobResult:

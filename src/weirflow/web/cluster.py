@@ -16,6 +16,7 @@ from typing import Any
 
 from weirflow.graph import LogicalGraph
 from weirflow.metrics import ConnectorSample, JobStatus
+from weirflow.runtime.cluster_metrics import cluster_status
 from weirflow.runtime.control import WorkerInfo
 from weirflow.runtime.coordinator import JobCoordinator
 from weirflow.web.observe import job_graph
@@ -69,17 +70,10 @@ class ClusterObserver:
         return self._workers
 
     def status(self) -> JobStatus:
-        """The coordinator's progress: restarts and the latest completed checkpoint."""
-        now = self.clock()
+        """The coordinator's progress: restarts, the latest completed checkpoint, dead letters."""
         if self._coordinator is None:
-            return JobStatus(job=self.graph.name, sampled_ms=now)
-        s = self._coordinator.status()
-        return JobStatus(
-            job=self.graph.name,
-            sampled_ms=now,
-            restarts=s.restarts,
-            last_checkpoint_id=s.last_completed_checkpoint,
-        )
+            return JobStatus(job=self.graph.name, sampled_ms=self.clock())
+        return cluster_status(self._coordinator, self.graph.name, self.clock)
 
     def connectors(self) -> tuple[ConnectorSample, ...]:
         """No connector is read here: they run in the workers."""
