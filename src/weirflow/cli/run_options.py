@@ -139,8 +139,8 @@ def check_watch_placement(
     unseen = [a.text for a in alerts if not a.signal.seen_by_coordinator]
     if unseen and elsewhere:
         raise ConfigError(
-            f"--alert {', '.join(unseen)}: a job on workers alerts on dead_letters, "
-            "checkpoint_age and restarts only; use the Prometheus rules of "
+            f"--alert {', '.join(unseen)}: a job on workers alerts on lag_records, "
+            "dead_letters, checkpoint_age and restarts only; use the Prometheus rules of "
             "`weirflow ops alerts` for the others"
         )
 

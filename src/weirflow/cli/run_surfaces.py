@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from weirflow.api import Dataflow
-from weirflow.connectors.eventlog import EventLogSourceReader
+from weirflow.connectors import ReportsLag
 from weirflow.errors import ConfigError
 from weirflow.metrics import (
     AlertCondition,
@@ -25,7 +25,7 @@ from weirflow.metrics import (
 )
 from weirflow.records import JobResult
 from weirflow.runtime import RunListener, wall_clock_ms
-from weirflow.runtime.cluster_metrics import cluster_status
+from weirflow.runtime.cluster_metrics import ClusterSampler
 from weirflow.runtime.coordinator import JobCoordinator
 from weirflow.runtime.endpoint import ControlEndpoint
 from weirflow.runtime.launched import CoordinatorWatch
@@ -36,25 +36,13 @@ log = logging.getLogger("weirflow.cli")
 
 
 def split_lag(source_logic: Any) -> dict[str, int] | None:
-    """Records not yet read per split of a source subtask (end offset − position).
+    """Records not yet read per split of a source subtask, from a reader that
+    :class:`~weirflow.connectors.ReportsLag` (the event log's, Kafka's); ``None`` for others.
 
-    The event-log reader is asked its partitions' end offsets (one SQLite read
-    per split, on the scheduler thread that owns the reader); readers with a
-    ``lag()`` method (Kafka) answer themselves; other sources have no lag.
+    Called on the scheduler thread that owns the reader.
     """
     reader = getattr(source_logic, "reader", None)
-    if isinstance(reader, EventLogSourceReader):
-        src = reader.source
-        return {
-            s: max(
-                0,
-                reader.log.end_offset(src.topic, reader.partition[s], src.isolation)
-                - reader.position[s],
-            )
-            for s in reader.splits
-        }
-    lag = getattr(reader, "lag", None)
-    return lag() if callable(lag) else None
+    return reader.lag() if isinstance(reader, ReportsLag) else None
 
 
 class Surfaces:
@@ -164,7 +152,7 @@ def coordinator_watch(
     """What watches the coordinator of a job on workers: the control endpoint answers status
     requests with its status, with ``--ui-port`` the dashboard shows it, and with ``--alert``
     an :class:`~weirflow.metrics.AlertWatcher` evaluates the conditions on its view of the
-    cluster (:func:`~weirflow.runtime.cluster_metrics.cluster_status`).
+    cluster (:class:`~weirflow.runtime.cluster_metrics.ClusterSampler`).
 
     Args:
         flow: the job.
@@ -194,7 +182,7 @@ def coordinator_watch(
         alerts = None
         if surfaces["alerts"]:
             alerts = AlertWatcher(
-                lambda: cluster_status(coordinator, flow.name, wall_clock_ms),
+                ClusterSampler(coordinator, flow.name, wall_clock_ms).status,
                 wall_clock_ms,
                 surfaces["alerts"],
                 surfaces["alert_webhook"],

@@ -190,6 +190,19 @@ class CommitsReadPositions(Protocol):
 
 
 @runtime_checkable
+class ReportsLag(Protocol):
+    """A source reader that knows how far behind its splits' ends it reads (optional ability).
+
+    Called on the thread that polls the reader, every few hundred ms at most
+    (it may ask its system for the ends).
+    """
+
+    def lag(self) -> dict[str, int]:
+        """Split id → records not yet read (end offset − position); unknown splits left out."""
+        ...
+
+
+@runtime_checkable
 class KeepsCommittedPositions(Protocol):
     """A source whose system keeps committed read positions (a consumer group; optional ability)."""
 

@@ -251,6 +251,17 @@ class EventLogSourceReader:
             return {s: [o, self.end[s]] for s, o in self.position.items()}
         return dict(self.position)
 
+    def lag(self) -> dict[str, int]:
+        """Records not yet read per split: end offset − position (one SQLite read per split)."""
+        return {
+            s: max(
+                0,
+                self.log.end_offset(self.source.topic, self.partition[s], self.source.isolation)
+                - self.position[s],
+            )
+            for s in self.splits
+        }
+
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """Copy the checkpointed positions to the consumer group (lag monitoring only)."""
         if self.source.group and self._snapshot:

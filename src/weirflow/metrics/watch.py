@@ -8,7 +8,7 @@ JSON message to the webhook, if any: one message per change, never one per
 record or per evaluation. The conditions are those of ``weirflow ops
 alerts`` that a single job can see of itself (see :class:`Signal`); a job on
 workers evaluates those its coordinator sees (:attr:`Signal.seen_by_coordinator`)
-on the status :func:`weirflow.runtime.cluster_metrics.cluster_status` builds.
+on the samples of :class:`weirflow.runtime.cluster_metrics.ClusterSampler`.
 
 The webhook gets ``{"job", "alert", "signal", "threshold", "state",
 "value", "at_ms"}`` with ``state`` ``"firing"`` or ``"resolved"``; a
@@ -66,10 +66,16 @@ class Signal(Enum):
         """Whether a job on workers can evaluate it from its coordinator's view.
 
         Workers' heartbeats carry their operators' counts (dead letters among
-        them) and the coordinator knows its restarts and completed checkpoints;
-        watermarks, split positions and declined checkpoints stay in the workers.
+        them) and their sources' split lag, and the coordinator knows its
+        restarts and completed checkpoints; watermarks and declined checkpoints
+        stay in the workers.
         """
-        return self in (Signal.DEAD_LETTERS, Signal.CHECKPOINT_AGE, Signal.RESTARTS)
+        return self in (
+            Signal.LAG_RECORDS,
+            Signal.DEAD_LETTERS,
+            Signal.CHECKPOINT_AGE,
+            Signal.RESTARTS,
+        )
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,14 @@ record); the coordinator keeps the latest sample per worker, and this
 collector turns them, with the coordinator's own view (workers and their
 slots and subtasks, checkpoints, restarts, recovery time), into metrics at
 scrape time. Per-subtask records carry a ``worker`` label, so a scrape shows
-which worker runs which subtask. :func:`cluster_status` gives the same view
-as a :class:`~weirflow.metrics.JobStatus`, for the dashboard and the alerts.
+which worker runs which subtask. :class:`ClusterSampler` gives the same view
+as :class:`~weirflow.metrics.JobStatus` samples, for the dashboard, the
+alerts and rescaling.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -24,7 +26,9 @@ from weirflow.runtime.membership import WorkerStatus
 if TYPE_CHECKING:
     from weirflow.runtime.coordinator import JobCoordinator
 
-# where dead letters sit in a heartbeat's per-subtask counts (see control.Heartbeat)
+# where records in and dead letters sit in a heartbeat's per-subtask counts
+# (see control.Heartbeat)
+_RECORDS_IN = 0
 _DEAD_LETTERED = 4
 
 _RECORD_COUNTERS = (
@@ -147,36 +151,74 @@ class _ConnectorFamilies:
         )
 
 
-def cluster_status(coordinator: JobCoordinator, job: str, clock: Callable[[], int]) -> JobStatus:
-    """The coordinator's view of its job at one sample (any thread; read-only).
+class ClusterSampler:
+    """The coordinator's view of its job, one :class:`~weirflow.metrics.JobStatus` per call.
+
+    Read-only on the coordinator; keeps the source counts of recent calls to turn
+    them into a read rate, so one sampler serves one caller (one thread).
 
     Args:
         coordinator: the coordinator to read.
         job: the job's name (the coordinator has none before its run starts).
         clock: processing time in ms since the epoch.
-
-    Returns:
-        A :class:`~weirflow.metrics.JobStatus` with the restarts, the newest
-        completed checkpoint and when it completed, and the dead letters of the
-        current attempt summed over the workers' latest heartbeats; what stays
-        in the workers (tasks, watermarks, split lag, rates) is left empty.
+        rate_window: how far back the read rate looks (ms); the workers' counts
+            arrive once per heartbeat, so it should span a few of them.
     """
-    dead_letters = sum(
-        values[_DEAD_LETTERED]
-        for w in list(coordinator.workers.values())
-        if w.status is not WorkerStatus.LOST
-        for per_subtask in list(w.sample.values())
-        for values in per_subtask.values()
-        if len(values) > _DEAD_LETTERED
-    )
-    return JobStatus(
-        job=job,
-        sampled_ms=clock(),
-        restarts=coordinator.restarts,
-        dead_letters=dead_letters,
-        last_checkpoint_id=coordinator.last_completed,
-        last_checkpoint_ms=coordinator.last_completed_ms,
-    )
+
+    def __init__(
+        self,
+        coordinator: JobCoordinator,
+        job: str,
+        clock: Callable[[], int],
+        rate_window_ms: int = 3000,
+    ) -> None:
+        self.coordinator = coordinator
+        self.job = job
+        self.clock = clock
+        self.rate_window_ms = rate_window_ms
+        self._read: deque[tuple[int, int]] = deque()
+
+    def status(self) -> JobStatus:
+        """A sample: restarts, the newest completed checkpoint and when it completed, and
+        over the workers' latest heartbeats of the current attempt the dead letters, the
+        sources' split lag and read rate (records/s). What stays in the workers (tasks,
+        watermarks, latency) is left empty."""
+        c = self.coordinator
+        now = self.clock()
+        spec = c.spec
+        sources = (
+            {o.name for o in spec.graph.operators if o.kind == "source"} if spec else set()
+        )
+        dead = read = 0
+        split_lag: dict[str, int] = {}
+        for w in list(c.workers.values()):
+            if w.status is WorkerStatus.LOST:
+                continue
+            split_lag.update(w.split_lag)
+            for operator, per_subtask in list(w.sample.items()):
+                for values in per_subtask.values():
+                    dead += values[_DEAD_LETTERED]
+                    if operator in sources:
+                        read += values[_RECORDS_IN]
+        return JobStatus(
+            job=self.job,
+            sampled_ms=now,
+            split_lag=split_lag,
+            restarts=c.restarts,
+            records_in_rate=self._rate(now, read),
+            dead_letters=dead,
+            last_checkpoint_id=c.last_completed,
+            last_checkpoint_ms=c.last_completed_ms,
+        )
+
+    def _rate(self, now_ms: int, read: int) -> float:
+        if self._read and read < self._read[-1][1]:
+            self._read.clear()  # a new attempt's counts start again at 0
+        self._read.append((now_ms, read))
+        while len(self._read) > 1 and self._read[1][0] <= now_ms - self.rate_window_ms:
+            self._read.popleft()
+        since_ms, before = self._read[0]
+        return (read - before) * 1000 / (now_ms - since_ms) if now_ms > since_ms else 0.0
 
 
 def cluster_registry(coordinator: JobCoordinator) -> CollectorRegistry:

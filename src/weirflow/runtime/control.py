@@ -285,11 +285,14 @@ class Heartbeat(msgspec.Struct, tag=True, frozen=True):
         connectors: from a worker, operator name → subtask → the report of
             each connector of an external system it runs (read on the heartbeat
             thread, so it stays current while a sink waits out an outage).
+        split_lag: from a worker, ``"<operator>/<split>"`` → records its source
+            subtasks have not read yet (sampled on its scheduler thread).
     """
 
     attempt: int
     counts: dict[str, dict[int, list[int]]] = {}
     connectors: dict[str, dict[int, ConnectorReport]] = {}
+    split_lag: dict[str, int] = {}
 
 
 class Shutdown(msgspec.Struct, tag=True, frozen=True):

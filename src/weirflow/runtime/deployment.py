@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from weirflow.checkpoint import CheckpointConfig, CheckpointStorage, open_job_storage
+from weirflow.connectors import ReportsLag
 from weirflow.errors import ConfigError, WeirflowError, is_retriable
 from weirflow.faults import fault_point
 from weirflow.graph import LogicalGraph, compile_plan
@@ -36,7 +37,7 @@ from weirflow.runtime.inflight_restore import plan_in_flight
 from weirflow.runtime.job import counts, wall_clock_ms
 from weirflow.runtime.lifecycle import AttemptLifecycle, AttemptState
 from weirflow.runtime.local import LocalScheduler
-from weirflow.runtime.operators import SinkLogic
+from weirflow.runtime.operators import SinkLogic, SourceLogic
 from weirflow.runtime.operators.source import refuse_duplicate_sink_output
 from weirflow.runtime.restore_points import fit_to_job
 from weirflow.runtime.snapshot_files import local_copies_of, local_verifier
@@ -50,6 +51,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("weirflow.worker")
 
 _ENDED = (TaskState.ENDING, TaskState.FINISHED)
+# how often the sources' split lag is sampled for the heartbeats (ms): each sample may
+# ask the source's system for its ends
+_LAG_EVERY_MS = 500
 
 
 class CoordinatorLostError(WeirflowError):
@@ -79,6 +83,9 @@ class Deployment:
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="weirflow-checkpoint-writer")
         self.finished_reported = False
         self.lifecycle = AttemptLifecycle(deploy.attempt)
+        # replaced whole on the scheduler thread, read by the heartbeat thread
+        self.split_lag: dict[str, int] = {}
+        self._lag_sampled_ms = 0
 
     def run(self) -> None:
         """Build, run and end the attempt; report its end to the coordinator."""
@@ -204,6 +211,18 @@ class Deployment:
                 ]
         return out
 
+    def _sample_lag(self) -> dict[str, int]:
+        """``"<operator>/<split>"`` → records not read yet, of the source subtasks whose
+        reader :class:`~weirflow.connectors.ReportsLag` (on the scheduler thread, which owns
+        the readers)."""
+        out: dict[str, int] = {}
+        for task in self.tasks:
+            for op in task.chain:
+                reader = op.reader if isinstance(op, SourceLogic) else None
+                if isinstance(reader, ReportsLag):
+                    out.update((f"{op.name}/{split}", n) for split, n in reader.lag().items())
+        return out
+
     def connector_sample(self) -> dict[str, dict[int, control.ConnectorReport]]:
         """Per-subtask connector reports, read from the heartbeat thread (their stats are
         copied safely across threads)."""
@@ -258,6 +277,9 @@ class Deployment:
             if self.lifecycle.over:
                 return True
         s.check_coordinator()
+        if now_ms - self._lag_sampled_ms >= _LAG_EVERY_MS:
+            self._lag_sampled_ms = now_ms
+            self.split_lag = self._sample_lag()
         self._snapshot_ended_tasks()
         if not self.finished_reported and self._all_done():
             self.finished_reported = True

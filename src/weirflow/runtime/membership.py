@@ -44,6 +44,8 @@ class WorkerEntry:
         self.sample: dict[str, dict[int, list[int]]] = {}
         # operator name → subtask → connector report, from the same heartbeat
         self.connectors: dict[str, dict[int, control.ConnectorReport]] = {}
+        # "<operator>/<split>" → records not read yet, from the same heartbeat
+        self.split_lag: dict[str, int] = {}
 
     def move(self, new: WorkerStatus) -> None:
         """Change status along an allowed transition (same status: no-op).
@@ -60,6 +62,7 @@ class WorkerEntry:
             self.subtasks = []
             self.sample = {}
             self.connectors = {}
+            self.split_lag = {}
 
     def send(self, message: control.Message) -> None:
         """Send, ignoring a broken connection (its reader reports the loss)."""

@@ -269,7 +269,10 @@ class CoordinatorSession:
                 continue
             self.send(
                 control.Heartbeat(
-                    self.worker.attempt, deployment.sample(), deployment.connector_sample()
+                    self.worker.attempt,
+                    deployment.sample(),
+                    deployment.connector_sample(),
+                    deployment.split_lag,
                 )
             )
 

@@ -151,6 +151,7 @@ class WorkerPool(abc.ABC):
                     if message.attempt == self.attempt and entry.status is WorkerStatus.DEPLOYED:
                         entry.sample = message.counts
                         entry.connectors = message.connectors
+                        entry.split_lag = message.split_lag
                     continue
                 self.events.put((entry.id, message))
         except (ConnectionClosedError, msgspec.DecodeError) as e:

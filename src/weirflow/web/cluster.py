@@ -16,7 +16,7 @@ from typing import Any
 
 from weirflow.graph import LogicalGraph
 from weirflow.metrics import ConnectorSample, JobStatus
-from weirflow.runtime.cluster_metrics import cluster_status
+from weirflow.runtime.cluster_metrics import ClusterSampler
 from weirflow.runtime.control import WorkerInfo
 from weirflow.runtime.coordinator import JobCoordinator
 from weirflow.web.observe import job_graph
@@ -54,11 +54,11 @@ class ClusterObserver:
         self.parallelism = parallelism
         self.clock = clock
         self._workers: list[dict[str, Any]] = []
-        self._coordinator: JobCoordinator | None = None
+        self._sampler: ClusterSampler | None = None
 
     def watch(self, coordinator: JobCoordinator) -> None:
         """Follow ``coordinator``'s workers (call before it starts)."""
-        self._coordinator = coordinator
+        self._sampler = ClusterSampler(coordinator, self.graph.name, self.clock)
         coordinator.add_workers_listener(self._workers_changed)
 
     def _workers_changed(self, infos: list[WorkerInfo]) -> None:
@@ -70,10 +70,11 @@ class ClusterObserver:
         return self._workers
 
     def status(self) -> JobStatus:
-        """The coordinator's progress: restarts, the latest completed checkpoint, dead letters."""
-        if self._coordinator is None:
+        """The coordinator's view of the job (see
+        :class:`~weirflow.runtime.cluster_metrics.ClusterSampler`)."""
+        if self._sampler is None:
             return JobStatus(job=self.graph.name, sampled_ms=self.clock())
-        return cluster_status(self._coordinator, self.graph.name, self.clock)
+        return self._sampler.status()
 
     def connectors(self) -> tuple[ConnectorSample, ...]:
         """No connector is read here: they run in the workers."""

@@ -21,7 +21,7 @@ from weirflow.metrics import Signal
         (["--alert=dead_letters>1s"], "dead_letters takes a whole number"),
         (["--alert-webhook=http://127.0.0.1:9/"], "needs at least one --alert"),
         (["--alert=restarts>0", "--alert-webhook=ftp://x"], "http:// or https://"),
-        (["--alert=lag>5m", "--workers=2", "--parallelism=2"], "dead_letters, checkpoint_age"),
+        (["--alert=lag>5m", "--workers=2", "--parallelism=2"], "lag_records, dead_letters"),
         (["--alert=restarts>0", "--coordinator=127.0.0.1:9"], "not with --coordinator"),
         (["--autoscale=min=1,max=2,target-lag=5s", "--workers=2"], "ops alerts"),
         (["--autoscale=min=1,max=4"], "min, max and target-lag are needed"),
