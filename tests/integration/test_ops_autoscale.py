@@ -37,8 +37,16 @@ def decisions(log_file: Path) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
-def test_lag_scales_up_an_empty_backlog_scales_down_and_output_is_exact(tmp_path: Path) -> None:
-    """Scenario: a burst of 2000 records far outruns the job; then nothing; it catches up."""
+@pytest.mark.parametrize("where", [[], ["--workers=2"]], ids=["one-process", "workers"])
+def test_lag_scales_up_an_empty_backlog_scales_down_and_output_is_exact(
+    tmp_path: Path, where: list[str]
+) -> None:
+    """Scenario: a burst of 2000 records far outruns the job; then nothing; it catches up.
+
+    In one process the worker decides and its supervisor restores; on worker
+    processes the coordinator decides on the heartbeats' split lag and runs the
+    job again on the workers the new parallelism needs.
+    """
     log_dir, chk, log_file = tmp_path / "log", tmp_path / "chk", tmp_path / "run.log"
     with EventLog(log_dir) as lg:
         lg.create_topic("events", 3)
@@ -51,6 +59,7 @@ def test_lag_scales_up_an_empty_backlog_scales_down_and_output_is_exact(tmp_path
         "--checkpoint-interval=100ms",
         f"--metrics-port={port}",
         "--log-format=json",
+        *where,
         job=RUNNING_COUNTS,
         parallelism=1,
         sleep_us=2000,

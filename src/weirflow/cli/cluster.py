@@ -18,10 +18,13 @@ unreachable coordinator, or a secret the coordinator refuses.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import math
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,10 +35,12 @@ from rich.table import Table
 from weirflow.api import load_dataflow, load_graph
 from weirflow.cli.app import app
 from weirflow.cli.durations import parse_duration
+from weirflow.cli.run_autoscale import CoordinatorAutoscaler
 from weirflow.errors import ConfigError, JobFailedError
 from weirflow.metrics import serve_metrics
+from weirflow.metrics.autoscale import AutoscaleConfig
 from weirflow.records import JobResult, OperatorCounts
-from weirflow.runtime import RunListener, control
+from weirflow.runtime import RunListener, control, wall_clock_ms
 from weirflow.runtime.cluster_metrics import cluster_registry
 from weirflow.runtime.coordinator import JobCoordinator, JobSpec
 from weirflow.runtime.endpoint import ask_status, read_endpoint
@@ -164,8 +169,13 @@ def run_on_workers(
     metrics: tuple[int | None, str] = (None, "127.0.0.1"),
     savepoints: SavepointRequests | None = None,
     watch: CoordinatorWatch | None = None,
+    autoscale: AutoscaleConfig | None = None,
 ) -> JobResult:
     """Run ``job`` on ``workers`` local worker processes until it ends or SIGTERM stops it.
+
+    With ``autoscale``, a rescale decision stops the run with a stop checkpoint
+    and the next run restores it at the new parallelism, on as many workers as
+    it needs at the first run's slots per worker.
 
     Args:
         job: ``JOB.py[:NAME]``.
@@ -177,9 +187,10 @@ def run_on_workers(
         metrics: ``(port, host)`` of the coordinator's ``/metrics`` (port ``None``: off).
         savepoints: savepoint requests to the job (the caller sets SIGTERM's handler then).
         watch: started with the coordinator, ended with it (the dashboard).
+        autoscale: rescale on the sources' lag, or ``None``.
 
     Returns:
-        The job's result.
+        The result of the job's last run (the one at its final parallelism).
 
     Raises:
         ConfigError: bad options; JobFailedError: the job failed for good.
@@ -189,18 +200,53 @@ def run_on_workers(
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
     spec = JobSpec(job=absolute_job_spec(job), graph=flow.graph, **spec_args)
-    return run_on_local_workers(
-        spec,
-        workers,
-        stop=stop,
-        listener=listener,
-        heartbeat_interval_s=min(1.0, heartbeat_timeout_s / 4),
-        heartbeat_timeout_s=heartbeat_timeout_s,
-        metrics_port=metrics[0],
-        metrics_host=metrics[1],
-        savepoints=savepoints,
-        watch=watch,
+    scaler = (
+        CoordinatorAutoscaler(autoscale, spec.parallelism, wall_clock_ms)
+        if autoscale is not None
+        else None
     )
+    slots = math.ceil(spec.parallelism / workers)
+    while True:
+        result = run_on_local_workers(
+            spec,
+            workers,
+            stop=stop,
+            listener=listener,
+            heartbeat_interval_s=min(1.0, heartbeat_timeout_s / 4),
+            heartbeat_timeout_s=heartbeat_timeout_s,
+            metrics_port=metrics[0],
+            metrics_host=metrics[1],
+            savepoints=savepoints,
+            watch=watch if scaler is None else both(watch, scaler.watch(flow.name, stop)),
+        )
+        decision = scaler.take() if scaler is not None else None
+        if decision is None or (savepoints is not None and savepoints.stop_submitted):
+            return result
+        stop.clear()
+        spec = dataclasses.replace(spec, parallelism=decision.target, restore="latest")
+        workers = math.ceil(decision.target / slots)
+        log.info(
+            "rescaling to parallelism %d on %d workers from the stop checkpoint",
+            decision.target,
+            workers,
+        )
+
+
+def both(first: CoordinatorWatch | None, second: CoordinatorWatch) -> CoordinatorWatch:
+    """One watch doing ``first`` (if any), then ``second``; ended in the reverse order."""
+
+    def watch(coordinator: JobCoordinator) -> Callable[[], None]:
+        end_first = first(coordinator) if first is not None else None
+        end_second = second(coordinator)
+
+        def end() -> None:
+            end_second()
+            if end_first is not None:
+                end_first()
+
+        return end
+
+    return watch
 
 
 def _serve_coordinator(

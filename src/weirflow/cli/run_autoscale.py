@@ -1,11 +1,14 @@
-"""``weirflow run --autoscale``: the worker's side of lag-driven rescaling.
+"""``weirflow run --autoscale``: lag-driven rescaling, of one process or on workers.
 
-The worker's :class:`Autoscaler` thread feeds the job's samples to an
+A one-process job: the worker's :class:`Autoscaler` thread feeds the job's samples to an
 :class:`~weirflow.metrics.autoscale.AutoscalePolicy`. On a decision it logs
 it, counts it (``weirflow_autoscale_decisions_total``), leaves a
 :class:`~weirflow.cli.supervisor.RescaleRequest` for the supervisor, and
 stops the job, which takes a final checkpoint; the supervisor restores that
 checkpoint at the new parallelism (see :mod:`weirflow.cli.supervisor`).
+A job on workers: :class:`CoordinatorAutoscaler` decides on the coordinator's
+view of the cluster, stops the run with a stop checkpoint, and the next run
+restores it at the new parallelism on the workers it needs.
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ from weirflow.cli.durations import parse_duration
 from weirflow.cli.supervisor import RescaleRequest, write_rescale_request
 from weirflow.errors import ConfigError
 from weirflow.metrics import JobRegistry, JobStatus, names
-from weirflow.metrics.autoscale import AutoscaleConfig, AutoscalePolicy
+from weirflow.metrics.autoscale import AutoscaleConfig, AutoscalePolicy, Decision
+from weirflow.runtime.cluster_metrics import ClusterSampler
+from weirflow.runtime.coordinator import JobCoordinator
+from weirflow.runtime.launched import CoordinatorWatch
 
 log = logging.getLogger("weirflow.autoscale")
 
@@ -64,6 +70,25 @@ def parse_autoscale(text: str, parallelism: int) -> AutoscaleConfig:
             f"max={config.max_parallelism}"
         )
     return config
+
+
+def announce(decision: Decision) -> None:
+    """Log a decision (one line; its direction and parallelisms as fields)."""
+    log.info(
+        "autoscale %s: parallelism %d -> %d (%s; catch-up time %.1f s)",
+        decision.direction.value,
+        decision.parallelism,
+        decision.target,
+        decision.reason,
+        decision.lag_s,
+        extra={
+            "fields": {
+                "direction": decision.direction.value,
+                "parallelism": decision.parallelism,
+                "target": decision.target,
+            }
+        },
+    )
 
 
 class Autoscaler:
@@ -118,24 +143,77 @@ class Autoscaler:
             decision = self.policy.observe(status, now)
             if decision is None:
                 continue
-            log.info(
-                "autoscale %s: parallelism %d -> %d (%s; catch-up time %.1f s)",
-                decision.direction.value,
-                decision.parallelism,
-                decision.target,
-                decision.reason,
-                decision.lag_s,
-                extra={
-                    "fields": {
-                        "direction": decision.direction.value,
-                        "parallelism": decision.parallelism,
-                        "target": decision.target,
-                    }
-                },
-            )
+            announce(decision)
             self.metrics.autoscale.labels(self.metrics.job, decision.direction.value).inc()
             write_rescale_request(
                 self.path, RescaleRequest(decision.target, decision.direction.value, now)
             )
             self.stop.set()
             return
+
+
+class CoordinatorAutoscaler:
+    """``--autoscale`` of a job on workers, decided on its coordinator's view.
+
+    :meth:`watch` follows one coordinator's run (one run per parallelism): a
+    thread feeds :class:`~weirflow.runtime.cluster_metrics.ClusterSampler`
+    samples (the workers' split lag and read rate) to the policy, and on a
+    decision logs it, counts it in ``coordinator.rescales`` (exported as
+    ``weirflow_autoscale_decisions_total``) and sets the run's ``stop``: the job
+    takes a stop checkpoint, and the caller restores it at :attr:`decision`'s
+    target (see :func:`weirflow.cli.cluster.run_on_workers`).
+
+    Args:
+        config: bounds and pace.
+        parallelism: the job's first parallelism.
+        clock: processing time in ms since the epoch.
+    """
+
+    def __init__(self, config: AutoscaleConfig, parallelism: int, clock: Callable[[], int]) -> None:
+        self.config = config
+        self.clock = clock
+        self.policy = AutoscalePolicy(config, parallelism, clock())
+        self.decision: Decision | None = None
+        self.rescales: dict[str, int] = {}
+
+    def watch(self, job: str, stop: threading.Event) -> CoordinatorWatch:
+        """A watch of one run of ``job``, which ``stop`` stops."""
+
+        def start(coordinator: JobCoordinator) -> Callable[[], None]:
+            coordinator.rescales = self.rescales
+            sampler = ClusterSampler(coordinator, job, self.clock)
+            ended = threading.Event()
+
+            def run() -> None:
+                while not ended.wait(_PERIOD.total_seconds()) and self.decision is None:
+                    status = sampler.status()
+                    if not status.split_lag:
+                        # no source subtask reports yet (workers starting, restoring): an
+                        # empty sample says nothing, least of all that nothing waits
+                        continue
+                    decision = self.policy.observe(status, self.clock())
+                    if decision is not None:
+                        announce(decision)
+                        direction = decision.direction.value
+                        self.rescales[direction] = self.rescales.get(direction, 0) + 1
+                        self.decision = decision
+                        stop.set()
+
+            thread = threading.Thread(target=run, daemon=True, name="weirflow-autoscale")
+            thread.start()
+
+            def end() -> None:
+                ended.set()
+                thread.join()
+
+            return end
+
+        return start
+
+    def take(self) -> Decision | None:
+        """The decision of the run that just ended, or ``None``; the policy then watches the
+        new parallelism, its cool-down starting now."""
+        decision, self.decision = self.decision, None
+        if decision is not None:
+            self.policy = AutoscalePolicy(self.config, decision.target, self.clock())
+        return decision

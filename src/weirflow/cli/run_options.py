@@ -111,6 +111,7 @@ def check_watch_placement(
     autoscale: bool,
     elsewhere: bool,
     coordinator: str | None,
+    ray: str | None,
     ray_detached: bool,
 ) -> None:
     """Check that ``--alert`` and ``--autoscale`` fit where the job runs.
@@ -120,16 +121,18 @@ def check_watch_placement(
         autoscale: whether ``--autoscale`` was given.
         elsewhere: whether the job runs beyond this process (workers, Ray, a coordinator).
         coordinator: ``--coordinator``, or ``None``.
+        ray: ``--ray``, or ``None``.
         ray_detached: ``--ray-detached``.
 
     Raises:
-        ConfigError: ``--autoscale`` beyond one process; ``--alert`` without a coordinator
-            in this process; or a condition a coordinator cannot see on a job on workers.
+        ConfigError: ``--autoscale`` beyond this machine's workers; ``--alert`` without
+            a coordinator in this process; or a condition a coordinator cannot see on a job
+            on workers.
     """
-    if autoscale and elsewhere:
+    if autoscale and (coordinator is not None or ray is not None):
         raise ConfigError(
-            "--autoscale works on a one-process job; with --workers or --coordinator "
-            "use the Prometheus rules of `weirflow ops alerts`"
+            "--autoscale rescales a job in this process or on its --workers: not with "
+            "--coordinator or --ray"
         )
     if alerts and (coordinator is not None or ray_detached):
         raise ConfigError(

@@ -100,6 +100,14 @@ class ClusterCollector:
         )
         recovery.add_metric([job], c.recovery_ms[-1] / 1000 if c.recovery_ms else 0.0)
         yield recovery
+        rescales = CounterMetricFamily(
+            names.AUTOSCALE_DECISIONS,
+            "Lag-driven rescales decided (direction: up or down).",
+            labels=names.AUTOSCALE_LABELS,
+        )
+        for direction, n in list(c.rescales.items()):
+            rescales.add_metric([job, direction], n)
+        yield rescales
 
 
 class _ConnectorFamilies:

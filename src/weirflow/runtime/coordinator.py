@@ -105,6 +105,9 @@ class JobCoordinator(WorkerPool):
         self.restarts = 0
         self.checkpoints_completed = 0
         self.recovery_ms: list[int] = []
+        # direction → lag-driven rescales of the job so far; kept by whoever rescales it
+        # (a rescale ends this coordinator's run), exported with its metrics
+        self.rescales: dict[str, int] = {}
         self.recovery_started: int | None = None
         self.last_completed: int | None = None
         self.last_completed_ms: int | None = None

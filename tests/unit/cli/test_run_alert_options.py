@@ -23,7 +23,7 @@ from weirflow.metrics import Signal
         (["--alert=restarts>0", "--alert-webhook=ftp://x"], "http:// or https://"),
         (["--alert=lag>5m", "--workers=2", "--parallelism=2"], "lag_records, dead_letters"),
         (["--alert=restarts>0", "--coordinator=127.0.0.1:9"], "not with --coordinator"),
-        (["--autoscale=min=1,max=2,target-lag=5s", "--workers=2"], "ops alerts"),
+        (["--autoscale=min=1,max=2,target-lag=5s", "--ray=auto"], "or --ray"),
         (["--autoscale=min=1,max=4"], "min, max and target-lag are needed"),
         (["--autoscale=min=1,max=4,target-lag=5"], "is not a duration"),
         (["--autoscale=min=2,max=4,target-lag=5s"], "outside --autoscale min=2 max=4"),
