@@ -14,10 +14,10 @@ dashboard (``--ui-port``); on a terminal it shows a live progress line, and
 ``--log-format json`` turns every log line and the progress into JSON. The
 supervisor tells each worker how many restarts came before it and how long
 recovery took (environment variables), so those metrics survive worker deaths.
-``--autoscale`` rescales on source lag (:mod:`weirflow.cli.run_autoscale`,
-:mod:`weirflow.cli.supervisor`); ``--alert`` evaluates alert conditions in
-the worker (:mod:`weirflow.metrics.watch`), or with ``--workers`` in the
-coordinator, on its view of the cluster.
+``--autoscale`` rescales on source lag and ``--alert`` evaluates alert
+conditions (:mod:`weirflow.cli.run_autoscale`, :mod:`weirflow.metrics.watch`)
+in the worker, or with ``--workers`` in the coordinator, on its view of the
+cluster.
 
 Exit status: 0 finished or stopped cleanly; 1 the job failed and the
 restart strategy gave up, or it failed with an error that recurs on every

@@ -16,7 +16,9 @@ from weirflow.api import Dataflow
 from weirflow.connectors import ReportsLag
 from weirflow.errors import ConfigError
 from weirflow.metrics import (
+    ALERT_WINDOW,
     AlertCondition,
+    AlertEvaluator,
     AlertWatcher,
     MetricsServer,
     ProgressReporter,
@@ -174,6 +176,9 @@ def coordinator_watch(
             surfaces["ui_token"],
         )
 
+    # one set of alert states for every run of the job (a rescale runs it again)
+    evaluator = AlertEvaluator(surfaces["alerts"], ALERT_WINDOW)
+
     def watch(coordinator: JobCoordinator) -> Callable[[], None]:
         if endpoint is not None:
             endpoint.status = coordinator.status
@@ -187,6 +192,7 @@ def coordinator_watch(
                 surfaces["alerts"],
                 surfaces["alert_webhook"],
                 surfaces["alert_every"],
+                evaluator=evaluator,
             )
             alerts.start()
 

@@ -32,12 +32,22 @@ from weirflow.metrics.progress import (
 )
 from weirflow.metrics.registry import JobRegistry
 from weirflow.metrics.tracing import BatchTracer, configure_from_env
-from weirflow.metrics.watch import AlertCondition, AlertEvent, AlertState, AlertWatcher, Signal
+from weirflow.metrics.watch import (
+    ALERT_WINDOW,
+    AlertCondition,
+    AlertEvaluator,
+    AlertEvent,
+    AlertState,
+    AlertWatcher,
+    Signal,
+)
 
 __all__ = [
+    "ALERT_WINDOW",
     "BREAKER_STATES",
     "DEFAULT_HOST",
     "AlertCondition",
+    "AlertEvaluator",
     "AlertEvent",
     "AlertState",
     "AlertWatcher",

@@ -33,6 +33,8 @@ from weirflow.metrics.model import JobStatus
 log = logging.getLogger("weirflow.alerts")
 
 _WEBHOOK_TIMEOUT_S = 5
+#: The range of the windowed signals (dead letters, restarts) unless told otherwise.
+ALERT_WINDOW = timedelta(minutes=5)
 
 
 class Signal(Enum):
@@ -236,6 +238,8 @@ class AlertWatcher:
         webhook: URL to POST each change to as JSON, or ``None`` (log only).
         period: time between evaluations.
         window: range of the windowed signals (dead letters, restarts).
+        evaluator: the states to carry on from (a job on workers runs again after a
+            rescale, under a new coordinator but with the same alerts); ``None``: new ones.
     """
 
     def __init__(
@@ -245,13 +249,14 @@ class AlertWatcher:
         conditions: list[AlertCondition],
         webhook: str | None,
         period: timedelta = timedelta(seconds=5),
-        window: timedelta = timedelta(minutes=5),
+        window: timedelta = ALERT_WINDOW,
+        evaluator: AlertEvaluator | None = None,
     ) -> None:
         self.status = status
         self.clock = clock
         self.webhook = webhook
         self.period = period
-        self.evaluator = AlertEvaluator(conditions, window)
+        self.evaluator = evaluator or AlertEvaluator(conditions, window)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="weirflow-alerts")
 
