@@ -15,7 +15,6 @@ Exit status 0 only when the verification passes.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import subprocess
@@ -26,6 +25,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
+import msgspec
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -39,6 +39,7 @@ from weirflow.runtime.local_cluster import resolve_workers
 demo_app = typer.Typer(name="demo", help="Demos on real data.", no_args_is_help=True)
 app.add_typer(demo_app, name="demo")
 err = Console(stderr=True)
+_json_decode = msgspec.json.Decoder().decode
 
 
 def _ingest(log_dir: Path, repeat: int, bad_rows: int) -> int:
@@ -264,15 +265,15 @@ def _demo(
     for raw in _read_topic(log_dir, TOPIC):
         with contextlib.suppress(FlightParseError):
             flights_in.append(parse_record_value(raw))
-    dead = [json.loads(v) for v in _read_topic(out_log, DLQ_TOPIC)]
+    dead = [_json_decode(v) for v in _read_topic(out_log, DLQ_TOPIC)]
     results: dict[str, list[dict[str, Any]]] = {}
     table = Table(title="weirflow demo flights", show_edge=False)
     for col in ("output", "results", "late", "windows", "verdict"):
         table.add_column(col, justify="left" if col in ("output", "verdict") else "right")
     ok = len(dead) == total - len(flights_in)
     for name in OUTPUTS:
-        committed = [json.loads(v) for v in _read_topic(out_log, output_topic(name))]
-        late = [json.loads(v) for v in _read_topic(out_log, late_topic(name))]
+        committed = [_json_decode(v) for v in _read_topic(out_log, output_topic(name))]
+        late = [_json_decode(v) for v in _read_topic(out_log, late_topic(name))]
         results[name] = committed
         v = verify(name, committed, late, flights_in)  # type: ignore[arg-type]
         ok = ok and v.ok

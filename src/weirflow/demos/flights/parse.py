@@ -22,11 +22,12 @@ Invariants of a parsed :class:`Flight`:
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Final
 from zoneinfo import ZoneInfo
+
+import msgspec
 
 from weirflow.errors import WeirflowError
 
@@ -38,6 +39,7 @@ NA: Final = "NA"
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MINUTE_MS: Final = 60_000
+_json_decode = msgspec.json.Decoder().decode
 
 FlightId = tuple[str, int, int, str]
 """Identity of a flight: ``(carrier, flight number, scheduled_ms, origin)``.
@@ -173,12 +175,12 @@ def event_time_ms(flight: Flight) -> int:
 def _text(raw: dict[str, str], field: str) -> str | None:
     """Return the field's text, ``None`` for ``NA``/empty/absent; reject non-strings."""
     value = raw.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, str):
+    if type(value) is not str:
+        if value is None:
+            return None
         raise FlightParseError(field, f"expected a string, got {type(value).__name__}")
     value = value.strip()
-    return None if value in ("", NA) else value
+    return None if value == NA or not value else value
 
 
 def _required_text(raw: dict[str, str], field: str) -> str:
@@ -290,8 +292,8 @@ def parse_record_value(value: bytes) -> Flight:
             (``field == "record"``), or :func:`parse_flight` rejects the row.
     """
     try:
-        raw = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raw = _json_decode(value)
+    except msgspec.DecodeError as e:
         raise FlightParseError("record", f"not UTF-8 JSON ({e})") from None
     if not isinstance(raw, dict):
         raise FlightParseError("record", f"expected a JSON object, got {type(raw).__name__}")
