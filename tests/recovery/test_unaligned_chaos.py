@@ -96,7 +96,9 @@ def test_an_unaligned_checkpoint_restores_at_parallelism_3_on_workers(
     its subtasks own: output equals the batch answer."""
     log_dir, chk = tmp_path / "log", tmp_path / "chk"
     expected = make_input(log_dir, 30_000, chaos_seed)
-    env = chaos_env(log_dir, chaos_seed, "", WF_SLOW_US="30")
+    # 300 µs a record: the slow stage holds the first run for 4.5 s or more, so it is still
+    # running, backpressured, at its first checkpoint (2 s) on an idle machine too
+    env = chaos_env(log_dir, chaos_seed, "", WF_SLOW_US="300")
     run = [sys.executable, "-m", "weirflow.cli", "run", JOB]
     # checkpoints 2 s apart: the kill lands before the next one completes
     slow = "--checkpoint-interval=2s"
