@@ -10,6 +10,7 @@ from weirflow.cli import log_quickstart as _log_quickstart  # noqa: F401  (`weir
 from weirflow.cli import ops as _ops  # noqa: F401  (registers `weirflow ops`)
 from weirflow.cli import run as _run  # noqa: F401  (registers `weirflow run`)
 from weirflow.cli import savepoints as _savepoints  # noqa: F401  (`savepoint`, `stop`, `rescale`)
+from weirflow.cli import status as _status  # noqa: F401  (registers `weirflow status`)
 from weirflow.cli import upgrade_check as _upgrade_check  # noqa: F401  (`weirflow upgrade-check`)
 from weirflow.cli.app import app, main
 

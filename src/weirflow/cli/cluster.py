@@ -1,4 +1,4 @@
-"""``weirflow worker``, ``weirflow coordinator``, ``weirflow status``: jobs across processes.
+"""``weirflow worker``, ``weirflow coordinator``: jobs across processes.
 
 ``weirflow coordinator --listen HOST:PORT`` runs a job coordinator that
 ``weirflow worker --coordinator HOST:PORT`` processes join and
@@ -30,7 +30,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from weirflow.api import load_dataflow, load_graph
 from weirflow.cli.app import app
@@ -43,11 +42,9 @@ from weirflow.records import JobResult, OperatorCounts
 from weirflow.runtime import RunListener, control, wall_clock_ms
 from weirflow.runtime.cluster_metrics import cluster_registry
 from weirflow.runtime.coordinator import JobCoordinator, JobSpec
-from weirflow.runtime.endpoint import ask_status, read_endpoint
 from weirflow.runtime.launched import CoordinatorWatch
 from weirflow.runtime.launcher import SECRET_ENV
 from weirflow.runtime.local_cluster import run_on_local_workers
-from weirflow.runtime.ray_cluster import detached_status
 from weirflow.runtime.savepoint_requests import SavepointRequests
 from weirflow.runtime.service import serve
 from weirflow.runtime.wire import (
@@ -318,7 +315,12 @@ def coordinator_command(
         raise typer.Exit(2) from None
 
 
-def _dial_coordinator(address: str, secret: bytes) -> FramedConnection:
+def dial_coordinator(address: str, secret: bytes) -> FramedConnection:
+    """Open an authenticated control connection to the coordinator at ``address``.
+
+    Raises:
+        ConfigError: ``address`` is not HOST:PORT, or nothing answers there.
+    """
     try:
         return dial(address, secret, f"coordinator {address}")
     except ValueError as e:
@@ -354,7 +356,7 @@ def submit_job(
         JobFailedError: the job failed (the coordinator's message).
     """
     try:
-        conn = _dial_coordinator(address, secret)
+        conn = dial_coordinator(address, secret)
     except PeerAuthenticationError as e:
         raise ConfigError(str(e)) from e
 
@@ -393,90 +395,3 @@ def submit_job(
         restarts=message.restarts,
         duration_ms=message.duration_ms,
     )
-
-
-def _job_status(
-    job: str | None, coordinator: str | None, token_file: Path | None, checkpoint_dir: str,
-    ray: str | None,
-) -> control.Status:  # fmt: skip
-    """Ask the coordinator of a job for its status, however it is reached (see ``status``).
-
-    Raises:
-        ConfigError: the job or its coordinator is not found or does not answer.
-        PeerAuthenticationError, ConnectionClosedError: a coordinator at ``coordinator``
-            refused the secret or hung up.
-    """
-    if coordinator is not None:
-        conn = _dial_coordinator(coordinator, read_secret(token_file))
-        try:
-            conn.send(control.encode_message(control.StatusRequest()))
-            status = control.decode_message(conn.recv())
-        finally:
-            conn.close()
-        assert isinstance(status, control.Status)
-        return status
-    if job is None:
-        raise ConfigError(
-            "name the job (weirflow status JOB [--checkpoint-dir DIR | --ray ADDRESS]) or "
-            "its coordinator (--coordinator HOST:PORT)"
-        )
-    if ray is not None:
-        return detached_status(ray, job)
-    return ask_status(read_endpoint(checkpoint_dir, job))
-
-
-@app.command("status")
-def status_command(
-    job: Annotated[
-        str | None,
-        typer.Argument(help="The running job's name (its coordinator runs in weirflow run)."),
-    ] = None,
-    coordinator: Annotated[
-        str | None, typer.Option(help="HOST:PORT of a `weirflow coordinator`.")
-    ] = None,
-    token_file: Annotated[Path | None, typer.Option(help="File holding the job's secret.")] = None,
-    checkpoint_dir: Annotated[
-        str, typer.Option(help="The job's checkpoint storage (as given to weirflow run).")
-    ] = "weirflow-data/checkpoints",
-    ray: Annotated[
-        str | None,
-        typer.Option(
-            help="The Ray cluster (auto, HOST:PORT, ray://HOST:PORT) of a job run with "
-            "--ray-detached: its coordinator actor is asked."
-        ),
-    ] = None,
-    debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
-) -> None:
-    """Show a job's workers (where each is placed), their slots and subtasks, checkpoints and
-    restarts: of the job JOB run by `weirflow run --workers N` or `--ray` on this machine, of
-    a detached job on Ray (--ray ADDRESS), or of a `weirflow coordinator` (--coordinator)."""
-    try:
-        status = _job_status(job, coordinator, token_file, checkpoint_dir, ray)
-    except (ConfigError, PeerAuthenticationError, ConnectionClosedError) as e:
-        if debug:
-            raise
-        err.print(f"[red]error:[/] {e}")
-        raise typer.Exit(2) from None
-    out = Console()
-    heading = (
-        f"job {status.job} (parallelism {status.parallelism})" if status.job else "no job running"
-    )
-    last = status.last_completed_checkpoint
-    out.print(
-        f"{heading}; attempt {status.attempt}, restarts {status.restarts}, last completed "
-        f"checkpoint {last if last is not None else '-'}"
-    )
-    table = Table(show_edge=False)
-    placed = any(w.location for w in status.workers)
-    for col in ("worker", "host", *(["placed on"] if placed else []), "slots", "state", "subtasks"):
-        table.add_column(col)
-    for w in status.workers:
-        table.add_row(
-            w.worker_id,
-            w.host,
-            *([w.location or "-"] if placed else []),
-            str(w.slots),
-            w.status,
-            ", ".join(map(str, w.subtasks)) or "-",
-        )
-    out.print(table)

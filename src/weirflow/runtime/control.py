@@ -21,6 +21,7 @@ import msgspec
 
 from weirflow.checkpoint import CheckpointConfig
 from weirflow.errors import ConfigError
+from weirflow.metrics import OperatorSample
 from weirflow.runtime.endpoint import Launch
 from weirflow.runtime.restart import RestartStrategy
 from weirflow.state import (
@@ -386,7 +387,12 @@ class WorkerInfo(msgspec.Struct, frozen=True):
 
 
 class Status(msgspec.Struct, tag=True, frozen=True):
-    """The coordinator's answer to :class:`StatusRequest`."""
+    """The coordinator's answer to :class:`StatusRequest`.
+
+    Attributes:
+        operators: per operator subtask, its counts in the latest heartbeat of the
+            worker running it, in job order (rates 0: one answer has no interval).
+    """
 
     job: str | None
     parallelism: int
@@ -394,6 +400,7 @@ class Status(msgspec.Struct, tag=True, frozen=True):
     restarts: int
     last_completed_checkpoint: int | None
     workers: list[WorkerInfo]
+    operators: tuple[OperatorSample, ...] = ()
 
 
 AttemptMessage = (

@@ -52,6 +52,7 @@ from weirflow.records import JobResult, OperatorCounts
 from weirflow.runtime import control
 from weirflow.runtime.attempt import AttemptFailedError, AttemptRun
 from weirflow.runtime.checkpointed import RunListener
+from weirflow.runtime.cluster_metrics import OperatorPlaces, latest_counts
 from weirflow.runtime.jobspec import JobSpec
 from weirflow.runtime.launcher import Launcher
 from weirflow.runtime.membership import WorkerEntry, WorkerStatus
@@ -159,9 +160,17 @@ class JobCoordinator(WorkerPool):
     # -- the run -----------------------------------------------------------------
 
     def status(self) -> control.Status:
-        """What ``weirflow status`` shows: workers, slots, subtasks, checkpoints, restarts."""
+        """What ``weirflow status`` shows: workers, slots, subtasks, checkpoints, restarts,
+        and the operator subtasks' counts of the workers' latest heartbeats."""
         workers = self._worker_infos()
         spec = self.spec
+        operators = (
+            OperatorPlaces(spec.graph, spec.parallelism, spec.max_parallelism).samples(
+                latest_counts(self.workers.values())
+            )
+            if spec is not None
+            else ()
+        )
         return control.Status(
             job=spec.graph.name if spec is not None else None,
             parallelism=spec.parallelism if spec is not None else 0,
@@ -169,6 +178,7 @@ class JobCoordinator(WorkerPool):
             restarts=self.restarts,
             last_completed_checkpoint=self.last_completed,
             workers=workers,
+            operators=operators,
         )
 
     def run(

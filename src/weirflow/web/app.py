@@ -18,8 +18,10 @@ Routes (all ``GET``):
 
 The same application serves an in-process run (:class:`~weirflow.web.JobObserver`)
 and a run on workers under a coordinator here
-(:class:`~weirflow.web.cluster.ClusterObserver`, which knows only the graph,
-the progress of the coordinator and the workers).
+(:class:`~weirflow.web.cluster.ClusterObserver`: the graph, the progress of the
+coordinator, the workers, and the operators' counts and connectors' reports of
+the workers' heartbeats; its operator rows have no task figures, which stay in
+the workers: backpressure, buffer usage and watermark are 0 or ``None``).
 
 When a token is configured every request but the page's static script and
 style must carry it, as ``Authorization: Bearer <token>`` or
@@ -51,7 +53,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from weirflow.errors import ConfigError
-from weirflow.metrics import ConnectorSample, JobStatus, progress_fields
+from weirflow.metrics import (
+    ConnectorSample,
+    JobStatus,
+    OperatorSample,
+    TaskSample,
+    progress_fields,
+)
 
 STATIC = Path(__file__).parent / "static"
 _START_TIMEOUT_S = 10.0
@@ -103,8 +111,14 @@ class _TokenGuard(BaseHTTPMiddleware):
         return await call_next(request)
 
 
-def operator_rows(status: JobStatus) -> list[dict[str, Any]]:
-    """Sum a status's subtask samples per operator, in job order.
+def operator_rows(
+    operators: Sequence[OperatorSample], tasks: Sequence[TaskSample] = ()
+) -> list[dict[str, Any]]:
+    """Sum subtask samples per operator, in the samples' order (job order).
+
+    Args:
+        operators: per operator subtask (a :class:`JobStatus`'s ``operators``).
+        tasks: per task, for the task figures (none: they stay 0 and ``None``).
 
     Returns:
         One dict per operator: ``operator``, ``kind``, ``parallelism``,
@@ -113,10 +127,10 @@ def operator_rows(status: JobStatus) -> list[dict[str, Any]]:
         ``backpressured_ratio``, ``input_usage``, ``output_usage`` (0..1, the
         highest over the operator's tasks), ``watermark_ms`` (lowest, or ``None``).
     """
-    tasks = {t.task: t for t in status.tasks}
+    by_task = {t.task: t for t in tasks}
     rows: dict[str, dict[str, Any]] = {}
     subtasks: defaultdict[str, int] = defaultdict(int)
-    for s in status.operators:
+    for s in operators:
         row = rows.setdefault(
             s.operator,
             {
@@ -140,7 +154,7 @@ def operator_rows(status: JobStatus) -> list[dict[str, Any]]:
             row[k] += getattr(s, k)
         row["in_rate"] += s.in_rate
         row["out_rate"] += s.out_rate
-        t = tasks.get(s.task)
+        t = by_task.get(s.task)
         if t is not None:
             row["backpressured_ratio"] = max(row["backpressured_ratio"], t.backpressured_ratio)
             row["input_usage"] = max(row["input_usage"], t.input_usage)
@@ -178,7 +192,8 @@ def create_app(observer: ObservedJob, token: str | None = None) -> Starlette:
         return JSONResponse(observer.job_graph())
 
     async def operators(request: Request) -> Response:
-        return JSONResponse(operator_rows(observer.status()))
+        status = observer.status()
+        return JSONResponse(operator_rows(status.operators, status.tasks))
 
     async def checkpoints(request: Request) -> Response:
         return JSONResponse([asdict(c) for c in observer.status().checkpoints])

@@ -3,10 +3,13 @@
 For ``weirflow run --workers N`` and ``--ray``: the job's tasks run in
 worker processes (or Ray actors), so there is no task to sample here. The
 view has the job graph, the coordinator's progress (restarts, last
-completed checkpoint) and the workers with where each is placed: the
-coordinator tells :class:`ClusterObserver` of every change of its workers
-through its workers listener, so the dashboard reads no coordinator field
-and never polls.
+completed checkpoint), the operator subtasks' counts and the connectors'
+reports that the workers send with every heartbeat (see
+:class:`~weirflow.runtime.cluster_metrics.ClusterSampler`; task figures such
+as backpressure and watermarks stay in the workers), and the workers with
+where each is placed: the coordinator tells :class:`ClusterObserver` of every
+change of its workers through its workers listener, so the dashboard never
+polls the coordinator for them.
 """
 
 from __future__ import annotations
@@ -77,8 +80,10 @@ class ClusterObserver:
         return self._sampler.status()
 
     def connectors(self) -> tuple[ConnectorSample, ...]:
-        """No connector is read here: they run in the workers."""
-        return ()
+        """The connector reports of the workers' latest heartbeats (any thread)."""
+        if self._sampler is None:
+            return ()
+        return self._sampler.connectors()
 
     def job_graph(self) -> dict[str, Any]:
         """The job graph (see :func:`weirflow.web.observe.job_graph`)."""
