@@ -16,12 +16,14 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recovery"))
 
 from chaos_helpers import JOB, make_input
+from test_dashboard_workers import OPERATORS, N, write_input
 
 CHROMIUM = shutil.which("chromium")
 DRIVER = shutil.which("chromedriver")
@@ -50,6 +52,27 @@ def api(port: int, path: str) -> object | None:
         return None
 
 
+def chrome_options(tmp_path: Path) -> Any:
+    """Options of a headless Chromium, its background networking, updates and sync off."""
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM  # type: ignore[assignment]
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--no-first-run",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1400,1000",
+    ):
+        options.add_argument(arg)
+    return options
+
+
 def test_dashboard_shows_the_job_graph_and_a_completed_checkpoint(tmp_path: Path) -> None:
     """Scenario: a browser opens the dashboard of a job that is running and checkpointing."""
     from selenium import webdriver
@@ -76,20 +99,7 @@ def test_dashboard_shows_the_job_graph_and_a_completed_checkpoint(tmp_path: Path
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "run.log", "wb"),  # noqa: SIM115
     )
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM  # type: ignore[assignment]
-    for arg in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--no-first-run",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1400,1000",
-    ):
-        options.add_argument(arg)
+    options = chrome_options(tmp_path)
     driver = None
     try:
         deadline = time.monotonic() + 60
@@ -119,6 +129,61 @@ def test_dashboard_shows_the_job_graph_and_a_completed_checkpoint(tmp_path: Path
         keep = os.environ.get("WEIRFLOW_DASHBOARD_SCREENSHOT")
         if keep:
             shutil.copyfile(shot, keep)
+    finally:
+        if driver is not None:
+            driver.quit()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, (tmp_path / "run.log").read_text()
+
+
+def test_dashboard_of_a_job_on_workers_shows_its_operators_and_connectors(
+    tmp_path: Path,
+) -> None:
+    """Scenario: a browser opens the dashboard of a job on 2 worker processes that has read
+    its input: the operator table has a row per operator with the workers' counts, the
+    connector table a row per sink subtask."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    log_dir = tmp_path / "log"
+    write_input(log_dir)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "weirflow.cli", "run", str(Path(__file__).parent / "jobs" /
+         "running_counts.py"), "--parallelism=2", "--workers=2",
+         f"--checkpoint-dir={tmp_path / 'chk'}", "--checkpoint-interval=300ms",
+         f"--ui-port={port}"],
+        env=dict(os.environ, WF_LOG_DIR=str(log_dir)),
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "run.log", "wb"),  # noqa: SIM115
+    )  # fmt: skip
+    driver = None
+    try:
+        deadline = time.monotonic() + 120
+        # every operator has counted every record in the workers' heartbeats
+        while [o["records_in"] for o in api(port, "/api/operators") or []] != [N] * 4:  # type: ignore[attr-defined]
+            assert proc.poll() is None, (tmp_path / "run.log").read_text()
+            assert time.monotonic() < deadline, "the operators' counts never reached the input"
+            time.sleep(0.2)
+        driver = webdriver.Chrome(
+            options=chrome_options(tmp_path), service=Service(executable_path=DRIVER)
+        )
+        driver.get(f"http://127.0.0.1:{port}/")
+        wait = WebDriverWait(driver, 30)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#operators tbody tr")) == 4)
+        rows = [
+            [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in driver.find_elements(By.CSS_SELECTOR, "#operators tbody tr")
+        ]
+        assert [r[0] for r in rows] == OPERATORS
+        assert all(r[2] == "2" for r in rows), rows  # parallelism
+        assert all(r[5] == f"{N:,}" for r in rows), rows  # the "in" column
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#connectors tbody tr")) == 2)
+        connectors = driver.find_element(By.ID, "connectors").text
+        assert "out" in connectors and "closed" in connectors
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#workers tbody tr")) == 2)
     finally:
         if driver is not None:
             driver.quit()
