@@ -73,6 +73,15 @@ def chrome_options(tmp_path: Path) -> Any:
     return options
 
 
+def end(driver: Any, proc: subprocess.Popen[bytes], run_log: Path) -> None:
+    """Close the browser, if open, and stop the job (SIGTERM), which must end cleanly."""
+    if driver is not None:
+        driver.quit()
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, run_log.read_text()
+
+
 def test_dashboard_shows_the_job_graph_and_a_completed_checkpoint(tmp_path: Path) -> None:
     """Scenario: a browser opens the dashboard of a job that is running and checkpointing."""
     from selenium import webdriver
@@ -130,11 +139,7 @@ def test_dashboard_shows_the_job_graph_and_a_completed_checkpoint(tmp_path: Path
         if keep:
             shutil.copyfile(shot, keep)
     finally:
-        if driver is not None:
-            driver.quit()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0, (tmp_path / "run.log").read_text()
+        end(driver, proc, tmp_path / "run.log")
 
 
 def test_dashboard_of_a_job_on_workers_shows_its_operators_and_connectors(
@@ -185,8 +190,4 @@ def test_dashboard_of_a_job_on_workers_shows_its_operators_and_connectors(
         assert "out" in connectors and "closed" in connectors
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#workers tbody tr")) == 2)
     finally:
-        if driver is not None:
-            driver.quit()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0, (tmp_path / "run.log").read_text()
+        end(driver, proc, tmp_path / "run.log")
