@@ -82,9 +82,10 @@ def status_command(
     ] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks.")] = False,
 ) -> None:
-    """Show a job's workers (where each is placed), their slots and subtasks, checkpoints and
-    restarts: of the job JOB run by `weirflow run --workers N` or `--ray` on this machine, of
-    a detached job on Ray (--ray ADDRESS), or of a `weirflow coordinator` (--coordinator)."""
+    """Show a job's workers (where each is placed), their slots and subtasks, checkpoints,
+    restarts and per operator its records in, out, filtered, late and dead-lettered: of the
+    job JOB run by `weirflow run --workers N` or `--ray` on this machine, of a detached job on
+    Ray (--ray ADDRESS), or of a `weirflow coordinator` (--coordinator)."""
     try:
         status = _job_status(job, coordinator, token_file, checkpoint_dir, ray)
     except (ConfigError, PeerAuthenticationError, ConnectionClosedError) as e:
