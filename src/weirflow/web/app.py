@@ -21,7 +21,7 @@ and a run on workers under a coordinator here
 (:class:`~weirflow.web.cluster.ClusterObserver`: the graph, the progress of the
 coordinator, the workers, and the operators' counts and connectors' reports of
 the workers' heartbeats; its operator rows have no task figures, which stay in
-the workers: backpressure, buffer usage and watermark are 0 or ``None``).
+the workers: backpressure, buffer usage and watermark are ``None``).
 
 When a token is configured every request but the page's static script and
 style must carry it, as ``Authorization: Bearer <token>`` or
@@ -118,14 +118,16 @@ def operator_rows(
 
     Args:
         operators: per operator subtask (a :class:`JobStatus`'s ``operators``).
-        tasks: per task, for the task figures (none: they stay 0 and ``None``).
+        tasks: per task, for the task figures (an operator none of whose tasks has a
+            sample, as in a job on workers, has ``None`` for each: not measured, not 0).
 
     Returns:
         One dict per operator: ``operator``, ``kind``, ``parallelism``,
         ``records_in``, ``records_out``, ``filtered``, ``late``,
         ``dead_lettered`` (records), ``in_rate``, ``out_rate`` (records/s),
         ``backpressured_ratio``, ``input_usage``, ``output_usage`` (0..1, the
-        highest over the operator's tasks), ``watermark_ms`` (lowest, or ``None``).
+        highest over the operator's tasks, or ``None``), ``watermark_ms`` (lowest,
+        or ``None``).
     """
     by_task = {t.task: t for t in tasks}
     rows: dict[str, dict[str, Any]] = {}
@@ -143,9 +145,9 @@ def operator_rows(
                 "dead_lettered": 0,
                 "in_rate": 0.0,
                 "out_rate": 0.0,
-                "backpressured_ratio": 0.0,
-                "input_usage": 0.0,
-                "output_usage": 0.0,
+                "backpressured_ratio": None,
+                "input_usage": None,
+                "output_usage": None,
                 "watermark_ms": None,
             },
         )
@@ -156,9 +158,8 @@ def operator_rows(
         row["out_rate"] += s.out_rate
         t = by_task.get(s.task)
         if t is not None:
-            row["backpressured_ratio"] = max(row["backpressured_ratio"], t.backpressured_ratio)
-            row["input_usage"] = max(row["input_usage"], t.input_usage)
-            row["output_usage"] = max(row["output_usage"], t.output_usage)
+            for k in ("backpressured_ratio", "input_usage", "output_usage"):
+                row[k] = max(row[k] or 0.0, getattr(t, k))
             if t.watermark_ms is not None:
                 wm = row["watermark_ms"]
                 row["watermark_ms"] = t.watermark_ms if wm is None else min(wm, t.watermark_ms)

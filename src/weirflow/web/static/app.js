@@ -20,7 +20,7 @@ function el(tag, attrs, text) {
 
 function num(x) { return x === null || x === undefined ? "-" : Number(x).toLocaleString("en"); }
 function rate(x) { return `${Math.round(x).toLocaleString("en")}/s`; }
-function pct(x) { return `${Math.round(x * 100)}%`; }
+function pct(x) { return x === null || x === undefined ? "-" : `${Math.round(x * 100)}%`; }
 function bytes(b) {
   if (b >= 1 << 20) return `${(b / (1 << 20)).toFixed(1)} MiB`;
   if (b >= 1 << 10) return `${(b / (1 << 10)).toFixed(1)} KiB`;
