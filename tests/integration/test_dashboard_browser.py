@@ -52,6 +52,13 @@ def api(port: int, path: str) -> object | None:
         return None
 
 
+#: The text of every cell of the table whose id is the script's argument, row by row.
+CELLS = (
+    "return [...document.querySelectorAll(`#${arguments[0]} tbody tr`)]"
+    ".map((tr) => [...tr.cells].map((td) => td.textContent));"
+)
+
+
 def chrome_options(tmp_path: Path) -> Any:
     """Options of a headless Chromium, its background networking, updates and sync off."""
     from selenium import webdriver
@@ -178,18 +185,17 @@ def test_dashboard_of_a_job_on_workers_shows_its_operators_and_connectors(
         driver.get(f"http://127.0.0.1:{port}/")
         wait = WebDriverWait(driver, 30)
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#operators tbody tr")) == 4)
-        rows = [
-            [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
-            for tr in driver.find_elements(By.CSS_SELECTOR, "#operators tbody tr")
-        ]
+        # read in one script: the page refills the table every second, which would leave
+        # elements found one by one stale
+        rows = driver.execute_script(CELLS, "operators")
         assert [r[0] for r in rows] == OPERATORS
         assert all(r[2] == "2" for r in rows), rows  # parallelism
         assert all(r[5] == f"{N:,}" for r in rows), rows  # the "in" column
         # backpressure, buffers and watermark: not measured on workers, shown as such
         assert all(r[10:] == ["-"] * 4 for r in rows), rows
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#connectors tbody tr")) == 2)
-        connectors = driver.find_element(By.ID, "connectors").text
-        assert "out" in connectors and "closed" in connectors
+        connectors = driver.execute_script(CELLS, "connectors")
+        assert [c[:3] for c in connectors] == [["out", "0", "closed"], ["out", "1", "closed"]]
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#workers tbody tr")) == 2)
     finally:
         end(driver, proc, tmp_path / "run.log")
