@@ -17,7 +17,6 @@ unreachable coordinator, or a secret the coordinator refuses.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
@@ -36,10 +35,11 @@ from weirflow.api import load_dataflow, load_graph
 from weirflow.cli.app import app
 from weirflow.cli.durations import parse_duration
 from weirflow.cli.run_autoscale import CoordinatorAutoscaler
-from weirflow.errors import ConfigError, JobFailedError
+from weirflow.cli.run_surfaces import submitted_job_watch
+from weirflow.errors import ConfigError
 from weirflow.metrics import serve_metrics
 from weirflow.metrics.autoscale import AutoscaleConfig
-from weirflow.records import JobResult, OperatorCounts
+from weirflow.records import JobResult
 from weirflow.runtime import RunListener, control, wall_clock_ms
 from weirflow.runtime.cluster_metrics import cluster_registry
 from weirflow.runtime.coordinator import JobCoordinator, JobSpec
@@ -273,7 +273,7 @@ def _serve_coordinator(
     coordinator.start()
     log.info("coordinator listening on %s", coordinator.address)
     try:
-        serve(coordinator, load_graph)
+        serve(coordinator, load_graph, submitted_job_watch)
     finally:
         coordinator.close()
         if server is not None:
@@ -318,7 +318,13 @@ def coordinator_command(
         raise typer.Exit(2) from None
 
 
-def _dial_coordinator(address: str, secret: bytes) -> FramedConnection:
+def dial_coordinator(address: str, secret: bytes) -> FramedConnection:
+    """An authenticated connection to the ``weirflow coordinator`` at ``address``.
+
+    Raises:
+        ConfigError: ``address`` is not HOST:PORT, or nothing answers there.
+        PeerAuthenticationError: the coordinator refuses the secret.
+    """
     try:
         return dial(address, secret, f"coordinator {address}")
     except ValueError as e:
@@ -328,71 +334,6 @@ def _dial_coordinator(address: str, secret: bytes) -> FramedConnection:
             f"cannot reach the coordinator at {address}: {e.strerror or e}; is "
             "`weirflow coordinator` running there, and is the address right?"
         ) from e
-
-
-def submit_job(
-    address: str, secret: bytes, submit: control.Submit, stop: threading.Event
-) -> JobResult:
-    """Submit a job to a running coordinator and follow it to its end.
-
-    Progress lines are logged; SIGTERM or Ctrl-C asks the job to stop: with a
-    savepoint into the job's default savepoint folder when it takes checkpoints
-    (as under ``weirflow run``'s supervisor), else with a stop checkpoint.
-
-    Args:
-        address: the coordinator's ``HOST:PORT``.
-        secret: the job's secret.
-        submit: the job.
-        stop: set by SIGTERM or Ctrl-C, which also ask the job to stop; set at the end
-            when the job was stopped otherwise (a stop with a savepoint).
-
-    Returns:
-        The job's result.
-
-    Raises:
-        ConfigError: the coordinator is unreachable or refuses the secret.
-        JobFailedError: the job failed (the coordinator's message).
-    """
-    try:
-        conn = _dial_coordinator(address, secret)
-    except PeerAuthenticationError as e:
-        raise ConfigError(str(e)) from e
-
-    def ask_stop(*_: object) -> None:
-        stop.set()
-        with contextlib.suppress(ConnectionClosedError):
-            conn.send(
-                control.encode_message(control.StopJob(savepoint=submit.checkpoint is not None))
-            )
-
-    signal.signal(signal.SIGTERM, ask_stop)
-    signal.signal(signal.SIGINT, ask_stop)
-    conn.send(control.encode_message(submit))
-    try:
-        while True:
-            message = control.decode_message(conn.recv())
-            if isinstance(message, control.JobEvent):
-                log.info("%s", message.text)
-            elif isinstance(message, control.JobDone):
-                break
-    except ConnectionClosedError as e:
-        raise JobFailedError(f"lost the coordinator at {address}: {e}") from e
-    finally:
-        conn.close()
-    if not message.ok:
-        error = JobFailedError(message.error)
-        error.retriable = message.retriable
-        raise error
-    if message.stopped:
-        stop.set()
-    return JobResult(
-        job=message.job,
-        parallelism=submit.parallelism,
-        operators={name: OperatorCounts(*v) for name, v in message.counts.items()},
-        checkpoints_completed=message.checkpoints_completed,
-        restarts=message.restarts,
-        duration_ms=message.duration_ms,
-    )
 
 
 def _job_status(
@@ -407,7 +348,7 @@ def _job_status(
             refused the secret or hung up.
     """
     if coordinator is not None:
-        conn = _dial_coordinator(coordinator, read_secret(token_file))
+        conn = dial_coordinator(coordinator, read_secret(token_file))
         try:
             conn.send(control.encode_message(control.StatusRequest()))
             status = control.decode_message(conn.recv())
