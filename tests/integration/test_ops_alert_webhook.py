@@ -4,8 +4,10 @@ a loopback server."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +17,8 @@ from typing import Any
 import pytest
 from ops_helpers import create_topics, run_job
 
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from standalone_cluster import standalone_cluster
 from weirflow.eventlog import EventLog, Record
 
 
@@ -160,3 +164,49 @@ def test_dead_letters_on_workers_fire_once_from_the_coordinator(tmp_path: Path) 
     assert hook.received[0]["job"] == "ops_pipeline"
     assert hook.received[0]["signal"] == "dead_letters"
     assert logged_alerts(stderr) == [("dead_letters>0", "firing")]
+
+
+@pytest.mark.slow
+def test_a_job_submitted_to_a_coordinator_alerts_from_its_workers_heartbeats(
+    tmp_path: Path,
+) -> None:
+    """Scenario: a job submitted to a standalone `weirflow coordinator` with two workers gets
+    a burst it needs a few seconds for, then the input stops: the coordinator, from the
+    workers' heartbeats, posts firing then resolved, once each, and logs both."""
+    hook = Webhook()
+    env = dict(os.environ, WF_LOG_DIR=str(tmp_path / "log"), WF_SLEEP_US="500")
+    with standalone_cluster(tmp_path, env, workers=2) as cluster:
+        _, chk, proc = start_alerting(
+            tmp_path, hook, *cluster.join, "--alert=lag_records>1000", sleep_us=500
+        )
+        try:
+            wait_for("the first checkpoint", lambda: list(chk.glob("ops_pipeline/chk-*/_manifest")))
+            assert hook.received == []
+            now = int(time.time() * 1000)
+            with EventLog(tmp_path / "log") as lg:
+                lg.append(
+                    "events",
+                    [
+                        Record(json.dumps({"user": f"u{i % 5}"}).encode(), timestamp_ms=now)
+                        for i in range(12_000)
+                    ],
+                )
+            wait_for("firing then resolved", lambda: len(hook.received) >= 2)
+            # the lag stays drained: nothing more may arrive
+            time.sleep(1)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=60)
+            hook.close()
+        said = cluster.text()
+    assert proc.returncode == 0, stderr
+    assert [(m["alert"], m["state"]) for m in hook.received] == [
+        ("lag_records>1000", "firing"),
+        ("lag_records>1000", "resolved"),
+    ]
+    firing, resolved = hook.received
+    assert firing["job"] == "ops_pipeline" and firing["signal"] == "lag_records"
+    assert firing["value"] > 1000 >= resolved["value"]
+    assert firing["at_ms"] < resolved["at_ms"]
+    assert said.count("alert lag_records>1000 firing for job ops_pipeline") == 1, said[-3000:]
+    assert said.count("alert lag_records>1000 resolved for job ops_pipeline") == 1, said[-3000:]
