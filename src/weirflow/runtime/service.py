@@ -6,7 +6,10 @@ receives :class:`~weirflow.runtime.control.JobEvent` progress lines, and at
 the end one :class:`~weirflow.runtime.control.JobDone`. A
 :class:`~weirflow.runtime.control.StopJob` stops the job with a savepoint
 when it asks for one (SIGTERM to the client of a job with checkpoints), else
-with a stop checkpoint, as the client going away does. Jobs run one at a time.
+with a stop checkpoint, as the client going away does. Jobs run one at a time,
+each with the runtime options its submission carries (state backend, tracing,
+ramp), which every worker of the job receives with its deployment, and watched
+by what the caller makes of the submission (the CLI: its alert rules).
 
 A job with checkpoints gets a control endpoint
 (:class:`~weirflow.runtime.endpoint.ControlEndpoint`) on this host while it

@@ -52,4 +52,3 @@ def test_conditions_parse_into_thresholds_in_ms_or_counts() -> None:
     assert (lag.signal, lag.threshold, lag.text) == (Signal.LAG, 300_000, "lag>5m")
     assert parse_alert(" dead_letters > 0 ").threshold == 0
     assert parse_alert("checkpoint_age>1500ms").threshold == 1500
-
