@@ -23,6 +23,7 @@ class StandaloneCluster:
         join: the options that reach the coordinator (``--coordinator``, ``--token-file``),
             for ``weirflow run`` and ``weirflow worker``.
         log: the file every process of the cluster logs to.
+        out: that file, open for writing (a client may log into it too).
         coordinator: the coordinator's process.
         workers: the worker processes, in the order they were started.
     """
@@ -34,7 +35,7 @@ class StandaloneCluster:
         token = write_token(folder / "token")
         self.join = ["--coordinator", address, "--token-file", str(token)]
         self.log = folder / "cluster.log"
-        self._out = open(self.log, "wb")  # noqa: SIM115 - open for the cluster's life
+        self.out = open(self.log, "wb")  # noqa: SIM115 - open for the cluster's life
         self._env = env
         self._slots = slots
         self.coordinator = self._start(
@@ -43,7 +44,7 @@ class StandaloneCluster:
         self.workers: list[subprocess.Popen[bytes]] = []
 
     def _start(self, *args: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([*CLI, *args], env=self._env, stdout=self._out, stderr=self._out)
+        return subprocess.Popen([*CLI, *args], env=self._env, stdout=self.out, stderr=self.out)
 
     def text(self) -> str:
         """What the cluster logged so far."""
@@ -72,7 +73,7 @@ class StandaloneCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        self._out.close()
+        self.out.close()
 
 
 @contextlib.contextmanager
