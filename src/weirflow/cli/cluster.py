@@ -4,7 +4,10 @@
 ``weirflow worker --coordinator HOST:PORT`` processes join and
 ``weirflow run JOB.py --coordinator HOST:PORT`` submits jobs to; the job file
 must be importable at the same path on the coordinator and on every worker,
-and the checkpoint storage must be shared by all of them.
+and the checkpoint storage must be shared by all of them. A submitted job's
+``--alert`` rules are evaluated here, in the coordinator, while it runs
+(:func:`~weirflow.cli.run_surfaces.submitted_job_watch`); what submitting
+carries is :mod:`weirflow.cli.submit`'s.
 
 The job's secret comes from ``--token-file`` (a file only the job's owner
 can read) or, for workers started by ``weirflow run --workers N``, from the
