@@ -3,9 +3,13 @@ a loopback server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +19,8 @@ from typing import Any
 import pytest
 from ops_helpers import create_topics, run_job
 
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from standalone_cluster import standalone_cluster
 from weirflow.eventlog import EventLog, Record
 
 
@@ -81,31 +87,57 @@ def logged_alerts(stderr: str) -> list[tuple[str, str]]:
     return [(r["alert"], r["state"]) for r in logged]
 
 
+def text_alerts(log: str) -> list[tuple[str, str]]:
+    """``(alert, state)`` of every alert in a text log (a `weirflow coordinator`'s)."""
+    return re.findall(r"weirflow\.alerts: alert (\S+) (firing|resolved) for job", log)
+
+
 @pytest.mark.slow
-def test_lag_that_builds_and_drains_fires_then_resolves_once_each(tmp_path: Path) -> None:
-    """Scenario: a running job gets a burst it needs a few seconds for; then the input stops."""
+@pytest.mark.parametrize("where", ["worker", "coordinator"])
+def test_lag_that_builds_and_drains_fires_then_resolves_once_each(
+    tmp_path: Path, where: str
+) -> None:
+    """Scenario: a running job gets a burst it needs a few seconds for; then the input stops.
+    The job runs in `weirflow run`'s worker process, which evaluates the alerts, or is
+    submitted to a standalone `weirflow coordinator` with two workers, which evaluates them
+    from the workers' heartbeats."""
     hook = Webhook()
-    log_dir, chk, proc = start_alerting(
-        tmp_path, hook, "--alert=lag_records>1000", "--alert=dead_letters>0", sleep_us=500
-    )
-    try:
-        wait_for("the first checkpoint", lambda: list(chk.glob("ops_pipeline/chk-*/_manifest")))
-        now = int(time.time() * 1000)
-        with EventLog(log_dir) as lg:
-            lg.append(
-                "events",
-                [
-                    Record(json.dumps({"user": f"u{i % 5}"}).encode(), timestamp_ms=now)
-                    for i in range(6000)
-                ],
-            )
-        wait_for("firing then resolved", lambda: len(hook.received) >= 2)
-        # the lag stays drained: nothing more may arrive
-        time.sleep(1)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
-        hook.close()
+    env = dict(os.environ, WF_LOG_DIR=str(tmp_path / "log"), WF_SLEEP_US="500")
+    with contextlib.ExitStack() as stack:
+        cluster = (
+            stack.enter_context(standalone_cluster(tmp_path, env, workers=2))
+            if where == "coordinator"
+            else None
+        )
+        log_dir, chk, proc = start_alerting(
+            tmp_path,
+            hook,
+            *(cluster.join if cluster is not None else []),
+            "--alert=lag_records>1000",
+            "--alert=dead_letters>0",
+            sleep_us=500,
+        )
+        try:
+            wait_for("the first checkpoint", lambda: list(chk.glob("ops_pipeline/chk-*/_manifest")))
+            now = int(time.time() * 1000)
+            with EventLog(log_dir) as lg:
+                lg.append(
+                    "events",
+                    [
+                        # a coordinator sees the lag once per heartbeat (1 s): a burst that
+                        # lasts a few of them
+                        Record(json.dumps({"user": f"u{i % 5}"}).encode(), timestamp_ms=now)
+                        for i in range(12_000)
+                    ],
+                )
+            wait_for("firing then resolved", lambda: len(hook.received) >= 2)
+            # the lag stays drained: nothing more may arrive
+            time.sleep(1)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=60)
+            hook.close()
+        logged = logged_alerts(stderr) if cluster is None else text_alerts(cluster.text())
     assert proc.returncode == 0, stderr
     assert [(m["alert"], m["state"]) for m in hook.received] == [
         ("lag_records>1000", "firing"),
@@ -115,10 +147,7 @@ def test_lag_that_builds_and_drains_fires_then_resolves_once_each(tmp_path: Path
     assert firing["job"] == "ops_pipeline" and firing["signal"] == "lag_records"
     assert firing["value"] > 1000 >= resolved["value"]
     assert firing["at_ms"] < resolved["at_ms"]
-    assert logged_alerts(stderr) == [
-        ("lag_records>1000", "firing"),
-        ("lag_records>1000", "resolved"),
-    ]
+    assert logged == [("lag_records>1000", "firing"), ("lag_records>1000", "resolved")]
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ the one on the record that came out of it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 from jobs.traced_pipeline import POISON, build
 
 from kafka_broker import Broker, create_topic, kafka_broker, raw_fetch
+from standalone_cluster import standalone_cluster
 from weirflow import Dataflow, WatermarkStrategy
 from weirflow.connectors import DeadLetterEventLogSink, EventLogSink, EventLogSource
 from weirflow.eventlog import EventLog, Record
@@ -207,27 +209,31 @@ def test_without_tracing_nothing_is_added(tmp_path: Path, exporter: InMemorySpan
     assert all("traceparent" not in headers_of(r) for r in dead)
 
 
-def test_otel_flag_traces_a_job_on_two_worker_processes(tmp_path: Path) -> None:
-    """Scenario: `weirflow run --otel --workers 2`: records cross processes with their headers."""
+@pytest.mark.parametrize("where", ["workers", "coordinator"])
+def test_otel_flag_traces_a_job_on_two_worker_processes(tmp_path: Path, where: str) -> None:
+    """Scenario: `weirflow run --otel` on 2 worker processes, started by `--workers 2` or
+    joined to a standalone `weirflow coordinator` the job is submitted to: records cross
+    processes with their headers."""
     make_input(tmp_path)
     job = Path(__file__).parent / "jobs" / "traced_pipeline.py"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "weirflow.cli",
-            "run",
-            str(job),
-            "--parallelism=2",
-            "--workers=2",
-            f"--checkpoint-dir={tmp_path / 'chk'}",
-            "--otel",
-        ],
-        env=dict(os.environ, WF_LOG_DIR=str(tmp_path), OTEL_TRACES_EXPORTER="none"),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    env = dict(os.environ, WF_LOG_DIR=str(tmp_path), OTEL_TRACES_EXPORTER="none")
+    command = [
+        sys.executable,
+        "-m",
+        "weirflow.cli",
+        "run",
+        str(job),
+        "--parallelism=2",
+        f"--checkpoint-dir={tmp_path / 'chk'}",
+        "--otel",
+    ]
+    with contextlib.ExitStack() as stack:
+        if where == "workers":
+            command.append("--workers=2")
+        else:
+            cluster = stack.enter_context(standalone_cluster(tmp_path, env, workers=2))
+            command += cluster.join
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     out = topic(tmp_path, "out")
     assert sorted(json.loads(r.value)[0] for r in out) == [

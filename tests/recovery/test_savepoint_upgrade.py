@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 import pytest
 from chaos_helpers import JOB, committed_results, make_input, run_command, wait_for_checkpoints
 
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from standalone_cluster import standalone_cluster
 from weirflow.api import load_dataflow
 from weirflow.checkpoint import CheckpointConfig, CheckpointStorage, resolve_job_key
-from weirflow.testing.hosts import write_token
 
 pytestmark = pytest.mark.slow
 
@@ -175,43 +172,6 @@ def _proc_state(pid: int) -> str:
         return "Z"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for_line(path: Path, text: str) -> None:
-    deadline = time.monotonic() + 30
-    while text not in path.read_text(errors="replace"):
-        assert time.monotonic() < deadline, f"{text!r} not in {path}"
-        time.sleep(0.05)
-
-
-@contextlib.contextmanager
-def _standalone_cluster(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[list[str], IO]]:
-    """A `weirflow coordinator` and one worker with 2 slots, logging to ``cluster.log``;
-    yields the options that submit to it and the open log; terminates both at the end."""
-    token, address = write_token(tmp_path / "token"), f"127.0.0.1:{_free_port()}"
-    cli = [sys.executable, "-m", "weirflow.cli"]
-    join = ["--coordinator", address, "--token-file", str(token)]
-    with open(tmp_path / "cluster.log", "wb") as log:
-        cluster = [
-            subprocess.Popen(
-                [*cli, "coordinator", "--listen", address, "--token-file", str(token)],
-                env=env, stdout=log, stderr=log,
-            ),
-            subprocess.Popen([*cli, "worker", *join, "--slots=2"], env=env, stdout=log, stderr=log),
-        ]  # fmt: skip
-        try:
-            _wait_for_line(tmp_path / "cluster.log", "joined")
-            yield join, log
-        finally:
-            for proc in cluster:
-                proc.terminate()
-                proc.wait(timeout=30)
-
-
 def _resume_after_stop(
     log_dir: Path, expected: Counter, resume: list[str], join: list[str], env: dict[str, str]
 ) -> None:
@@ -234,7 +194,8 @@ def test_rescale_and_stop_a_job_submitted_to_a_coordinator_then_resume(tmp_path:
     expected = make_input(log_dir, N, 9)
     env = _env(log_dir)
     relaunched: int | None = None
-    with _standalone_cluster(tmp_path, env) as (join, log):
+    with standalone_cluster(tmp_path, env, workers=1, slots=2) as cluster:
+        join, log = cluster.join, cluster.out
         try:
             client = subprocess.Popen([*run_command(chk), *join], env=env, stdout=log, stderr=log)
             try:
@@ -278,7 +239,8 @@ def test_sigterm_to_a_coordinator_client_stops_with_a_savepoint_then_resume(
     log_dir, chk = tmp_path / "log", tmp_path / "chk"
     expected = make_input(log_dir, N, 11)
     env = _env(log_dir)
-    with _standalone_cluster(tmp_path, env) as (join, _):
+    with standalone_cluster(tmp_path, env, workers=1, slots=2) as cluster:
+        join = cluster.join
         with open(tmp_path / "client.log", "wb") as client_log:
             client = subprocess.Popen(
                 [*run_command(chk), *join], env=env, stdout=client_log, stderr=client_log

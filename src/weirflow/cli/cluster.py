@@ -4,7 +4,10 @@
 ``weirflow worker --coordinator HOST:PORT`` processes join and
 ``weirflow run JOB.py --coordinator HOST:PORT`` submits jobs to; the job file
 must be importable at the same path on the coordinator and on every worker,
-and the checkpoint storage must be shared by all of them.
+and the checkpoint storage must be shared by all of them. A submitted job's
+``--alert`` rules are evaluated here, in the coordinator, while it runs
+(:func:`~weirflow.cli.run_surfaces.submitted_job_watch`); what submitting
+carries is :mod:`weirflow.cli.submit`'s.
 
 The job's secret comes from ``--token-file`` (a file only the job's owner
 can read) or, for workers started by ``weirflow run --workers N``, from the
@@ -17,7 +20,6 @@ unreachable coordinator, or a secret the coordinator refuses.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
@@ -35,11 +37,12 @@ from weirflow.api import load_dataflow, load_graph
 from weirflow.cli.app import app
 from weirflow.cli.durations import parse_duration
 from weirflow.cli.run_autoscale import CoordinatorAutoscaler
-from weirflow.errors import ConfigError, JobFailedError
+from weirflow.cli.run_surfaces import submitted_job_watch
+from weirflow.errors import ConfigError
 from weirflow.metrics import serve_metrics
 from weirflow.metrics.autoscale import AutoscaleConfig
-from weirflow.records import JobResult, OperatorCounts
-from weirflow.runtime import RunListener, control, wall_clock_ms
+from weirflow.records import JobResult
+from weirflow.runtime import RunListener, wall_clock_ms
 from weirflow.runtime.cluster_metrics import cluster_registry
 from weirflow.runtime.coordinator import JobCoordinator, JobSpec
 from weirflow.runtime.launched import CoordinatorWatch
@@ -48,7 +51,6 @@ from weirflow.runtime.local_cluster import run_on_local_workers
 from weirflow.runtime.savepoint_requests import SavepointRequests
 from weirflow.runtime.service import serve
 from weirflow.runtime.wire import (
-    ConnectionClosedError,
     FramedConnection,
     PeerAuthenticationError,
     dial,
@@ -270,7 +272,7 @@ def _serve_coordinator(
     coordinator.start()
     log.info("coordinator listening on %s", coordinator.address)
     try:
-        serve(coordinator, load_graph)
+        serve(coordinator, load_graph, submitted_job_watch)
     finally:
         coordinator.close()
         if server is not None:
@@ -316,10 +318,11 @@ def coordinator_command(
 
 
 def dial_coordinator(address: str, secret: bytes) -> FramedConnection:
-    """Open an authenticated control connection to the coordinator at ``address``.
+    """An authenticated connection to the ``weirflow coordinator`` at ``address``.
 
     Raises:
         ConfigError: ``address`` is not HOST:PORT, or nothing answers there.
+        PeerAuthenticationError: the coordinator refuses the secret.
     """
     try:
         return dial(address, secret, f"coordinator {address}")
@@ -332,66 +335,3 @@ def dial_coordinator(address: str, secret: bytes) -> FramedConnection:
         ) from e
 
 
-def submit_job(
-    address: str, secret: bytes, submit: control.Submit, stop: threading.Event
-) -> JobResult:
-    """Submit a job to a running coordinator and follow it to its end.
-
-    Progress lines are logged; SIGTERM or Ctrl-C asks the job to stop: with a
-    savepoint into the job's default savepoint folder when it takes checkpoints
-    (as under ``weirflow run``'s supervisor), else with a stop checkpoint.
-
-    Args:
-        address: the coordinator's ``HOST:PORT``.
-        secret: the job's secret.
-        submit: the job.
-        stop: set by SIGTERM or Ctrl-C, which also ask the job to stop; set at the end
-            when the job was stopped otherwise (a stop with a savepoint).
-
-    Returns:
-        The job's result.
-
-    Raises:
-        ConfigError: the coordinator is unreachable or refuses the secret.
-        JobFailedError: the job failed (the coordinator's message).
-    """
-    try:
-        conn = dial_coordinator(address, secret)
-    except PeerAuthenticationError as e:
-        raise ConfigError(str(e)) from e
-
-    def ask_stop(*_: object) -> None:
-        stop.set()
-        with contextlib.suppress(ConnectionClosedError):
-            conn.send(
-                control.encode_message(control.StopJob(savepoint=submit.checkpoint is not None))
-            )
-
-    signal.signal(signal.SIGTERM, ask_stop)
-    signal.signal(signal.SIGINT, ask_stop)
-    conn.send(control.encode_message(submit))
-    try:
-        while True:
-            message = control.decode_message(conn.recv())
-            if isinstance(message, control.JobEvent):
-                log.info("%s", message.text)
-            elif isinstance(message, control.JobDone):
-                break
-    except ConnectionClosedError as e:
-        raise JobFailedError(f"lost the coordinator at {address}: {e}") from e
-    finally:
-        conn.close()
-    if not message.ok:
-        error = JobFailedError(message.error)
-        error.retriable = message.retriable
-        raise error
-    if message.stopped:
-        stop.set()
-    return JobResult(
-        job=message.job,
-        parallelism=submit.parallelism,
-        operators={name: OperatorCounts(*v) for name, v in message.counts.items()},
-        checkpoints_completed=message.checkpoints_completed,
-        restarts=message.restarts,
-        duration_ms=message.duration_ms,
-    )

@@ -49,7 +49,7 @@ from weirflow.checkpoint import (
     NoCheckpointError,
 )
 from weirflow.cli.app import app
-from weirflow.cli.cluster import absolute_job_spec, read_secret, run_on_workers, submit_job
+from weirflow.cli.cluster import read_secret, run_on_workers
 from weirflow.cli.durations import parse_duration
 from weirflow.cli.run_autoscale import parse_autoscale
 from weirflow.cli.run_options import (
@@ -75,10 +75,11 @@ from weirflow.cli.savepoints import (
     stop_with_savepoint_on_signal,
     this_launch,
 )
+from weirflow.cli.submit import submission, submit_job
 from weirflow.cli.supervisor import EXIT_CONFIG, EXIT_FAILED, EXIT_NOT_RETRIABLE, supervise
 from weirflow.errors import ConfigError, WeirflowError, is_retriable
 from weirflow.metrics import DEFAULT_HOST, configure_from_env
-from weirflow.runtime import RuntimeOptions, control
+from weirflow.runtime import RuntimeOptions
 from weirflow.runtime.local_cluster import resolve_workers
 
 _MAX_RESTARTS = "Restarts allowed (failure-rate: failures per interval)."
@@ -322,9 +323,7 @@ def run(
             configure_from_env()
         if worker:
             raise typer.Exit(
-                run_worker(
-                    job, parallelism, config, guarantee, restore, surfaces, scaling, runtime
-                )
+                run_worker(job, parallelism, config, guarantee, restore, surfaces, scaling, runtime)
             )
         strategy = build_strategy(
             restart_strategy,
@@ -345,34 +344,16 @@ def run(
                 "not with --ray-detached"
             )
         stop = threading.Event()
-        if otel and coordinator is not None:
-            raise ConfigError("--otel cannot be submitted to a --coordinator yet; use --workers")
-        if state_backend is not StateBackendKind.memory and coordinator is not None:
-            raise ConfigError(
-                "--state-backend rocksdb cannot be submitted to a --coordinator yet; run the "
-                "job with --workers"
-            )
         if config is not None and elsewhere:
             # workers find the key as this process does: through the environment they inherit
             os.environ.update(
                 checkpoint_key_env(checkpoint_dir, load_dataflow(job).name, checkpoint_key_file)
             )
         if coordinator is not None:
-            result = submit_job(
-                coordinator,
-                read_secret(token_file),
-                control.Submit(
-                    job=absolute_job_spec(job),
-                    parallelism=parallelism,
-                    max_parallelism=128,
-                    checkpoint=config,
-                    guarantee=guarantee.value,
-                    restore=restore,
-                    restart=strategy,
-                    launch=this_launch(),
-                ),
-                stop,
+            submit = submission(
+                job, parallelism, config, guarantee, restore, strategy, runtime, surfaces
             )
+            result = submit_job(coordinator, read_secret(token_file), submit, stop)
             print_summary(result, log_format, stop.is_set())
             raise typer.Exit(0)
         processes = resolve_workers(workers, parallelism)
@@ -410,7 +391,7 @@ def run(
                     stop,
                     (metrics_port, metrics_host),
                     wait=ray_wait or not ray_detached,
-                    watch=coordinator_watch(flow, parallelism, surfaces, endpoint),
+                    watch=coordinator_watch(flow.graph, parallelism, surfaces, endpoint),
                     savepoints=savepoints,
                 )
             finally:
@@ -433,7 +414,7 @@ def run(
                     stop,
                     (metrics_port, metrics_host),
                     savepoints,
-                    coordinator_watch(load_dataflow(job), parallelism, surfaces, endpoint),
+                    coordinator_watch(load_dataflow(job).graph, parallelism, surfaces, endpoint),
                     scaling,
                 )
             finally:
@@ -447,25 +428,29 @@ def run(
             storage.check_writable()
         if storage is not None and restore is None:
             check_fresh_start(storage)
-        argv = [
-            job,
-            f"--parallelism={parallelism}",
-            f"--checkpoint-dir={checkpoint_dir}",
-            f"--checkpoint-interval={checkpoint_interval}",
-            f"--guarantee={guarantee.value}",
-            f"--metrics-host={metrics_host}",
-            f"--ui-host={ui_host}",
-            f"--log-format={log_format.value}",
-            f"--state-backend={state_backend.value}",
-            *([f"--state-dir={state_dir}"] if state_dir is not None else []),
-            *([f"--metrics-port={metrics_port}"] if metrics_port is not None else []),
-            *([f"--ui-port={ui_port}"] if ui_port is not None else []),
-            *[f"--alert={a}" for a in alert or []],
-            f"--alert-every={alert_every}",
-            *([f"--autoscale={autoscale}"] if autoscale is not None else []),
-            *([f"--startup-ramp={startup_ramp}"] if startup_ramp is not None else []),
-            f"--ramp-start-rate={ramp_start_rate}",
-        ] + (["--debug"] if debug else []) + (["--otel"] if otel else [])
+        argv = (
+            [
+                job,
+                f"--parallelism={parallelism}",
+                f"--checkpoint-dir={checkpoint_dir}",
+                f"--checkpoint-interval={checkpoint_interval}",
+                f"--guarantee={guarantee.value}",
+                f"--metrics-host={metrics_host}",
+                f"--ui-host={ui_host}",
+                f"--log-format={log_format.value}",
+                f"--state-backend={state_backend.value}",
+                *([f"--state-dir={state_dir}"] if state_dir is not None else []),
+                *([f"--metrics-port={metrics_port}"] if metrics_port is not None else []),
+                *([f"--ui-port={ui_port}"] if ui_port is not None else []),
+                *[f"--alert={a}" for a in alert or []],
+                f"--alert-every={alert_every}",
+                *([f"--autoscale={autoscale}"] if autoscale is not None else []),
+                *([f"--startup-ramp={startup_ramp}"] if startup_ramp is not None else []),
+                f"--ramp-start-rate={ramp_start_rate}",
+            ]
+            + (["--debug"] if debug else [])
+            + (["--otel"] if otel else [])
+        )
         if allow_duplicates_after_fallback:
             argv.append("--allow-duplicates-after-fallback")
         if unaligned:

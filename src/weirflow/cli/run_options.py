@@ -125,19 +125,20 @@ def check_watch_placement(
         ray_detached: ``--ray-detached``.
 
     Raises:
-        ConfigError: ``--autoscale`` beyond this machine's workers; ``--alert`` without
-            a coordinator in this process; or a condition a coordinator cannot see on a job
-            on workers.
+        ConfigError: ``--autoscale`` beyond this machine's workers (it starts and ends
+            workers, which a ``weirflow coordinator`` cannot); ``--alert`` on a detached
+            Ray job; or a condition a coordinator cannot see on a job on workers.
     """
     if autoscale and (coordinator is not None or ray is not None):
         raise ConfigError(
             "--autoscale rescales a job in this process or on its --workers: not with "
             "--coordinator or --ray"
         )
-    if alerts and (coordinator is not None or ray_detached):
+    if alerts and ray_detached:
         raise ConfigError(
-            "--alert is evaluated by a coordinator in this process: not with --coordinator "
-            "or --ray-detached; use the Prometheus rules of `weirflow ops alerts`"
+            "--alert is evaluated by a coordinator in this process or by a `weirflow "
+            "coordinator`: not with --ray-detached; use the Prometheus rules of `weirflow ops "
+            "alerts`"
         )
     unseen = [a.text for a in alerts if not a.signal.seen_by_coordinator]
     if unseen and elsewhere:

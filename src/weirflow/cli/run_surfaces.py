@@ -15,6 +15,7 @@ from rich.table import Table
 from weirflow.api import Dataflow
 from weirflow.connectors import ReportsLag
 from weirflow.errors import ConfigError
+from weirflow.graph import LogicalGraph
 from weirflow.metrics import (
     ALERT_WINDOW,
     AlertCondition,
@@ -26,7 +27,7 @@ from weirflow.metrics import (
     serve_metrics,
 )
 from weirflow.records import JobResult
-from weirflow.runtime import RunListener, wall_clock_ms
+from weirflow.runtime import RunListener, control, wall_clock_ms
 from weirflow.runtime.cluster_metrics import ClusterSampler
 from weirflow.runtime.coordinator import JobCoordinator
 from weirflow.runtime.endpoint import ControlEndpoint
@@ -146,7 +147,7 @@ def make_observer(
 
 
 def coordinator_watch(
-    flow: Dataflow,
+    graph: LogicalGraph,
     parallelism: int,
     surfaces: dict[str, Any],
     endpoint: ControlEndpoint | None,
@@ -157,7 +158,7 @@ def coordinator_watch(
     cluster (:class:`~weirflow.runtime.cluster_metrics.ClusterSampler`).
 
     Args:
-        flow: the job.
+        graph: the job's logical graph.
         parallelism: subtasks per operator.
         surfaces: ``weirflow run``'s surface options (``ui_port``, ``ui_host``, ``ui_token``,
             ``alerts``, ``alert_webhook``, ``alert_every``).
@@ -168,7 +169,7 @@ def coordinator_watch(
         from weirflow.web.cluster import dashboard_watch
 
         dashboard = dashboard_watch(
-            flow.graph,
+            graph,
             parallelism,
             wall_clock_ms,
             surfaces["ui_port"],
@@ -187,7 +188,7 @@ def coordinator_watch(
         alerts = None
         if surfaces["alerts"]:
             alerts = AlertWatcher(
-                ClusterSampler(coordinator, flow.name, wall_clock_ms).status,
+                ClusterSampler(coordinator, graph.name, wall_clock_ms).status,
                 wall_clock_ms,
                 surfaces["alerts"],
                 surfaces["alert_webhook"],
@@ -205,6 +206,21 @@ def coordinator_watch(
         return unwatch
 
     return watch
+
+
+def submitted_job_watch(submit: control.Submit, graph: LogicalGraph) -> CoordinatorWatch | None:
+    """What watches a ``weirflow coordinator`` while a submitted job runs: its alert rules,
+    evaluated as :func:`coordinator_watch` evaluates them for a job on ``--workers``;
+    ``None`` for a job without any."""
+    if submit.alerts is None:
+        return None
+    surfaces = {
+        "ui_port": None,
+        "alerts": submit.alerts.conditions,
+        "alert_webhook": submit.alerts.webhook,
+        "alert_every": timedelta(milliseconds=submit.alerts.every_ms),
+    }
+    return coordinator_watch(graph, submit.parallelism, surfaces, None)
 
 
 def print_summary(result: JobResult, log_format: str, stopped: bool) -> None:

@@ -21,7 +21,8 @@ import msgspec
 
 from weirflow.checkpoint import CheckpointConfig
 from weirflow.errors import ConfigError
-from weirflow.metrics import OperatorSample
+from weirflow.metrics import AlertCondition, OperatorSample
+from weirflow.runtime.build import RuntimeOptions
 from weirflow.runtime.endpoint import Launch
 from weirflow.runtime.restart import RestartStrategy
 from weirflow.state import (
@@ -103,6 +104,60 @@ class StateBackendSpec(msgspec.Struct, frozen=True):
         return MemoryStateBackend()
 
 
+class RuntimeSpec(msgspec.Struct, frozen=True):
+    """A job's :class:`~weirflow.runtime.build.RuntimeOptions` as they travel from the
+    client to the coordinator and on to every worker.
+
+    Attributes:
+        source_batch_size: records a source subtask reads per step.
+        buffer_size: records per buffer.
+        channel_capacity: buffers per channel (its credit).
+        state_backend: where the subtasks keep keyed state and timers.
+        startup_ramp_s: after a restore, seconds over which sources ramp up
+            their read rate (``None``: at once).
+        ramp_start_rate: records/s a source subtask's ramp starts from.
+        tracing: continue trace contexts of record headers, spans per buffer
+            and operator (the worker configures OpenTelemetry from ``OTEL_*``).
+    """
+
+    source_batch_size: int
+    buffer_size: int
+    channel_capacity: int
+    state_backend: StateBackendSpec
+    startup_ramp_s: float | None
+    ramp_start_rate: int
+    tracing: bool
+
+    @classmethod
+    def of(cls, options: RuntimeOptions) -> RuntimeSpec:
+        """Describe ``options``.
+
+        Raises:
+            ConfigError: a state backend other than the memory and RocksDB ones.
+        """
+        return cls(
+            source_batch_size=options.source_batch_size,
+            buffer_size=options.buffer_size,
+            channel_capacity=options.channel_capacity,
+            state_backend=StateBackendSpec.of(options.state_backend),
+            startup_ramp_s=options.startup_ramp_s,
+            ramp_start_rate=options.ramp_start_rate,
+            tracing=options.tracing,
+        )
+
+    def build(self) -> RuntimeOptions:
+        """Return the options this spec describes (with a new state backend object)."""
+        return RuntimeOptions(
+            source_batch_size=self.source_batch_size,
+            buffer_size=self.buffer_size,
+            channel_capacity=self.channel_capacity,
+            state_backend=self.state_backend.build(),
+            startup_ramp_s=self.startup_ramp_s,
+            ramp_start_rate=self.ramp_start_rate,
+            tracing=self.tracing,
+        )
+
+
 class Deploy(msgspec.Struct, tag=True, frozen=True):
     """Run ``subtasks`` of every chain of the job, as attempt ``attempt``.
 
@@ -117,12 +172,6 @@ class Deploy(msgspec.Struct, tag=True, frozen=True):
         checkpoint_dir: checkpoint storage URL, or ``None`` without checkpoints.
         mode: ``exactly_once``, ``at_least_once`` or ``at_most_once``.
         restore: URL of the checkpoint to restore, or ``None`` for a fresh start.
-        source_batch_size: records a source reads per step.
-        buffer_size: records per buffer.
-        channel_capacity: buffers per channel (its credit).
-        startup_ramp_s: after a restore, seconds over which sources ramp up
-            their read rate (``None``: at once).
-        ramp_start_rate: records/s a source subtask's ramp starts from.
         allow_duplicates_after_fallback: restore even when a sink committed
             output of a newer checkpoint (see ``CheckpointConfig``).
         allow_non_restored_state: leave state of operators the job lacks
@@ -133,9 +182,7 @@ class Deploy(msgspec.Struct, tag=True, frozen=True):
             the attempt (the folder is not shared).
         unaligned_after_ms: when checkpoint barriers may overtake records
             (``CheckpointConfig.unaligned_after_ms``); ``None``: aligned.
-        state_backend: where the subtasks keep keyed state.
-        tracing: continue trace contexts of record headers, spans per buffer
-            and operator (the worker configures OpenTelemetry from ``OTEL_*``).
+        options: how the subtasks run (sizes, state backend, ramp, tracing).
     """
 
     attempt: int
@@ -148,17 +195,11 @@ class Deploy(msgspec.Struct, tag=True, frozen=True):
     checkpoint_dir: str | None
     mode: str
     restore: str | None
-    source_batch_size: int = 1024
-    buffer_size: int = 1024
-    channel_capacity: int = 4
-    startup_ramp_s: float | None = None
-    ramp_start_rate: int = 1000
     allow_duplicates_after_fallback: bool = False
     storage_probe: str | None = None
     unaligned_after_ms: int | None = None
     allow_non_restored_state: bool = False
-    state_backend: StateBackendSpec = StateBackendSpec()
-    tracing: bool = False
+    options: RuntimeSpec = msgspec.field(default_factory=lambda: RuntimeSpec.of(RuntimeOptions()))
 
 
 SHARED_PROBE = "_shared-probe"
@@ -302,6 +343,20 @@ class Shutdown(msgspec.Struct, tag=True, frozen=True):
     reason: str
 
 
+class AlertRules(msgspec.Struct, frozen=True):
+    """A submitted job's ``--alert`` conditions, evaluated by the coordinator it runs under.
+
+    Attributes:
+        conditions: what to evaluate (each fires while its signal is above its threshold).
+        webhook: URL the coordinator POSTs each firing/resolved to, or ``None`` (log only).
+        every_ms: time between evaluations (ms).
+    """
+
+    conditions: list[AlertCondition]
+    webhook: str | None
+    every_ms: int
+
+
 class Submit(msgspec.Struct, tag=True, frozen=True):
     """A client (``weirflow run --coordinator``) submits a job.
 
@@ -315,6 +370,8 @@ class Submit(msgspec.Struct, tag=True, frozen=True):
         restart: the restart strategy.
         launch: how the client was launched (``weirflow rescale`` submits again with its
             arguments), ``None`` from a client that does not say.
+        options: how the job's subtasks run (state backend and its folder, tracing, ramp).
+        alerts: conditions the coordinator evaluates on its view of the job, or ``None``.
     """
 
     job: str
@@ -325,6 +382,8 @@ class Submit(msgspec.Struct, tag=True, frozen=True):
     restore: str | None
     restart: RestartStrategy
     launch: Launch | None = None
+    options: RuntimeSpec = msgspec.field(default_factory=lambda: RuntimeSpec.of(RuntimeOptions()))
+    alerts: AlertRules | None = None
 
 
 class StopJob(msgspec.Struct, tag=True, frozen=True):

@@ -380,6 +380,7 @@ class JobCoordinator(WorkerPool):
         probe = self._storage_probe(used)
         peers = {w.id: w.data_address for w in used}
         mode = spec.checkpoint.mode if spec.checkpoint is not None else spec.guarantee
+        options = control.RuntimeSpec.of(spec.options)
         for w in used:
             w.move(WorkerStatus.DEPLOYED)
             w.subtasks = [i for i, o in owners.items() if o == w.id]
@@ -395,17 +396,11 @@ class JobCoordinator(WorkerPool):
                     checkpoint_dir=spec.checkpoint.storage if spec.checkpoint else None,
                     mode=mode,
                     restore=restore_url,
-                    source_batch_size=spec.options.source_batch_size,
-                    buffer_size=spec.options.buffer_size,
-                    channel_capacity=spec.options.channel_capacity,
-                    startup_ramp_s=spec.options.startup_ramp_s,
-                    ramp_start_rate=spec.options.ramp_start_rate,
-                    tracing=spec.options.tracing,
+                    options=options,
                     storage_probe=probe,
                     unaligned_after_ms=(
                         spec.checkpoint.unaligned_after_ms if spec.checkpoint is not None else None
                     ),
-                    state_backend=control.StateBackendSpec.of(spec.options.state_backend),
                     allow_duplicates_after_fallback=(
                         spec.checkpoint is not None
                         and spec.checkpoint.allow_duplicates_after_fallback

@@ -29,7 +29,7 @@ from weirflow.faults import fault_point
 from weirflow.graph import LogicalGraph, compile_plan
 from weirflow.metrics import ReportsConnectorStats, configure_from_env
 from weirflow.runtime import control
-from weirflow.runtime.build import RuntimeOptions, build_job
+from weirflow.runtime.build import build_job
 from weirflow.runtime.dataplane import DataPlane
 from weirflow.runtime.events import CheckpointBarrier
 from weirflow.runtime.inflight import submit_when_captured
@@ -103,7 +103,7 @@ class Deployment:
                     "file must be importable at the same path on every worker)"
                 ) from e
             plan = compile_plan(graph, d.parallelism, d.max_parallelism)
-            backend = d.state_backend.build()
+            options = d.options.build()
             restored = None
             manifest = None
             if d.checkpoint_dir is not None:
@@ -113,7 +113,7 @@ class Deployment:
                     CheckpointConfig(storage=d.checkpoint_dir), graph.name
                 )
                 if d.restore is not None:
-                    local = local_copies_of(backend, graph.name)
+                    local = local_copies_of(options.state_backend, graph.name)
                     self.storage.set_local_verifier(local_verifier(local))
                     manifest = fit_to_job(
                         self.storage.load_savepoint(d.restore), graph, d.allow_non_restored_state
@@ -130,16 +130,7 @@ class Deployment:
                     )
             plane = DataPlane(w.connect_peers(d))
             w._plane = plane
-            options = RuntimeOptions(
-                source_batch_size=d.source_batch_size,
-                buffer_size=d.buffer_size,
-                channel_capacity=d.channel_capacity,
-                state_backend=backend,
-                startup_ramp_s=d.startup_ramp_s,
-                ramp_start_rate=d.ramp_start_rate,
-                tracing=d.tracing,
-            )
-            if d.tracing:
+            if options.tracing:
                 configure_from_env()
             try:
                 built = build_job(

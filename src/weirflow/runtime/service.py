@@ -6,7 +6,10 @@ receives :class:`~weirflow.runtime.control.JobEvent` progress lines, and at
 the end one :class:`~weirflow.runtime.control.JobDone`. A
 :class:`~weirflow.runtime.control.StopJob` stops the job with a savepoint
 when it asks for one (SIGTERM to the client of a job with checkpoints), else
-with a stop checkpoint, as the client going away does. Jobs run one at a time.
+with a stop checkpoint, as the client going away does. Jobs run one at a time,
+each with the runtime options its submission carries (state backend, tracing,
+ramp), which every worker of the job receives with its deployment, and watched
+by what the caller makes of the submission (the CLI: its alert rules).
 
 A job with checkpoints gets a control endpoint
 (:class:`~weirflow.runtime.endpoint.ControlEndpoint`) on this host while it
@@ -32,17 +35,27 @@ from weirflow.runtime import control
 from weirflow.runtime.checkpointed import RunListener
 from weirflow.runtime.coordinator import JobCoordinator, JobSpec
 from weirflow.runtime.endpoint import ControlEndpoint, Launch
+from weirflow.runtime.launched import CoordinatorWatch
 from weirflow.runtime.savepoint_requests import SavepointRequests
 from weirflow.runtime.wire import ConnectionClosedError, FramedConnection
 
+#: What watches the coordinator while a submitted job runs (its alert rules), or ``None``.
+SubmittedWatch = Callable[[control.Submit, LogicalGraph], CoordinatorWatch | None]
 
-def serve(coordinator: JobCoordinator, load_graph: Callable[[str], LogicalGraph]) -> None:
+
+def serve(
+    coordinator: JobCoordinator,
+    load_graph: Callable[[str], LogicalGraph],
+    watch_for: SubmittedWatch | None = None,
+) -> None:
     """Run the jobs that clients submit, one after another, until the coordinator closes.
 
     Args:
         coordinator: a started coordinator.
         load_graph: ``JOB.py[:NAME]`` → its logical graph (the job file
             must be importable here as on every worker).
+        watch_for: given each submission and its graph, what watches the coordinator
+            while that job runs (started before its run, ended after it).
     """
     while not coordinator.closed:
         try:
@@ -50,7 +63,7 @@ def serve(coordinator: JobCoordinator, load_graph: Callable[[str], LogicalGraph]
         except queue.Empty:
             coordinator.drain_membership()
             continue
-        _run_submitted(coordinator, submit, client, load_graph)
+        _run_submitted(coordinator, submit, client, load_graph, watch_for)
 
 
 def _run_submitted(
@@ -58,6 +71,7 @@ def _run_submitted(
     submit: control.Submit,
     client: FramedConnection,
     load_graph: Callable[[str], LogicalGraph],
+    watch_for: SubmittedWatch | None,
 ) -> None:
     stop = threading.Event()
     savepoints = SavepointRequests()
@@ -90,11 +104,17 @@ def _run_submitted(
             guarantee=submit.guarantee,
             restore=submit.restore,
             restart=submit.restart,
+            options=submit.options.build(),
         )
+        watch = watch_for(submit, spec.graph) if watch_for is not None else None
         endpoint = _endpoint(savepoints, submit, spec.graph.name)
+        unwatch = None
         try:
+            unwatch = watch(coordinator) if watch is not None else None
             result = coordinator.run(spec, stop=stop, listener=listener, savepoints=savepoints)
         finally:
+            if unwatch is not None:
+                unwatch()
             if endpoint is not None:
                 endpoint.close()
         done = control.JobDone(
@@ -145,7 +165,8 @@ class _ClientListener(RunListener):
         """Tell the client where the stop savepoint went, or why there is none."""
         error = done.exception()
         self._say(
-            f"stop savepoint written to {done.result()}" if error is None
+            f"stop savepoint written to {done.result()}"
+            if error is None
             else f"no stop savepoint: {error}"
         )
 

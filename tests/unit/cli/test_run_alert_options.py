@@ -22,7 +22,9 @@ from weirflow.metrics import Signal
         (["--alert-webhook=http://127.0.0.1:9/"], "needs at least one --alert"),
         (["--alert=restarts>0", "--alert-webhook=ftp://x"], "http:// or https://"),
         (["--alert=lag>5m", "--workers=2", "--parallelism=2"], "lag_records, dead_letters"),
-        (["--alert=restarts>0", "--coordinator=127.0.0.1:9"], "not with --coordinator"),
+        (["--alert=lag>5m", "--coordinator=127.0.0.1:9"], "lag_records, dead_letters"),
+        (["--alert=restarts>0", "--ray=auto", "--ray-detached"], "not with --ray-detached"),
+        (["--autoscale=min=1,max=2,target-lag=5s", "--coordinator=127.0.0.1:9"], "--coordinator"),
         (["--autoscale=min=1,max=2,target-lag=5s", "--ray=auto"], "or --ray"),
         (["--autoscale=min=1,max=4"], "min, max and target-lag are needed"),
         (["--autoscale=min=1,max=4,target-lag=5"], "is not a duration"),
@@ -50,4 +52,3 @@ def test_conditions_parse_into_thresholds_in_ms_or_counts() -> None:
     assert (lag.signal, lag.threshold, lag.text) == (Signal.LAG, 300_000, "lag>5m")
     assert parse_alert(" dead_letters > 0 ").threshold == 0
     assert parse_alert("checkpoint_age>1500ms").threshold == 1500
-

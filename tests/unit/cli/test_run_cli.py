@@ -175,10 +175,3 @@ def test_state_dir_without_rocksdb_is_one_line(tmp_path: Path) -> None:
     out = _run(tmp_path, f"--state-dir={tmp_path / 'state'}")
     assert out.returncode == 2
     assert "--state-dir needs --state-backend rocksdb" in _one_line(out.stderr)
-
-
-def test_rocksdb_submitted_to_a_coordinator_is_refused_in_one_line(tmp_path: Path) -> None:
-    """Scenario: --state-backend rocksdb with --coordinator, whose submission cannot carry it."""
-    out = _run(tmp_path, "--state-backend=rocksdb", "--coordinator=127.0.0.1:9")
-    assert out.returncode == 2
-    assert "cannot be submitted to a --coordinator" in _one_line(out.stderr)

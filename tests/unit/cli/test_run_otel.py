@@ -19,7 +19,6 @@ pytest.importorskip("opentelemetry.sdk")
 @pytest.mark.parametrize(
     ("args", "exporter", "message"),
     [
-        (["--coordinator=127.0.0.1:9"], "none", "--otel cannot be submitted to a --coordinator"),
         ([], "nosuch", "OTEL_TRACES_EXPORTER names 'nosuch', which is not installed"),
     ],
 )
