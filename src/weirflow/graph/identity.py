@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from weirflow.graph.logical import LogicalGraph, OperatorSpec
-from weirflow.serde.schema_check import TypedState, schema_records
+from weirflow.serde.schema_check import TypedKeys, TypedState, schema_records
 
 #: The operator kinds that hold keyed state.
 STATEFUL_KINDS = frozenset({"rolling_reduce", "keyed_process", "window"})
@@ -64,14 +64,16 @@ def _state_schema(op: OperatorSpec) -> str | None:
     """The schema records of the operator's state value classes and of the classes nested in
     them (:func:`~weirflow.serde.schema_check.schema_records`): an aggregate's accumulator
     class, from the return annotation of its ``create_accumulator``; a keyed process
-    function's descriptors' ``value_type``. ``None`` when it declares none."""
+    function's descriptors' ``value_type`` and map descriptors' ``key_type``. ``None`` when
+    it declares none."""
     fn = op.params.get("fn")
     roots: list[object] = []
     if op.params.get("function") == "aggregate":
         with contextlib.suppress(NameError, TypeError, AttributeError):
             roots.append(typing.get_type_hints(fn.create_accumulator).get("return"))
     elif op.kind == "keyed_process":
-        roots += [d.value_type for d in _declared_states(fn) if d.value_type is not None]
+        for d in _declared_states(fn):
+            roots += [d.value_type, d.key_type if isinstance(d, TypedKeys) else None]
     return schema_records(roots)
 
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-from weirflow.serde.schema import field_types, schema_of
+from weirflow.serde.schema import field_types, is_hashable_class, schema_of
 
 
 class SchemaRecord(msgspec.Struct, frozen=True):
@@ -32,6 +32,8 @@ class SchemaRecord(msgspec.Struct, frozen=True):
         fields: field name → declared type (text).
         required: fields without a default.
         migrations: ``(from_version, to_version)`` of each :class:`StateMigration`.
+        hashable: whether its values hash by value (may be map keys or set members);
+            ``False`` in manifests written before it was recorded.
     """
 
     name: str
@@ -39,6 +41,7 @@ class SchemaRecord(msgspec.Struct, frozen=True):
     fields: dict[str, str]
     required: list[str]
     migrations: list[tuple[int, int]]
+    hashable: bool = False
 
 
 @runtime_checkable
@@ -56,6 +59,17 @@ class TypedState(Protocol):
 
     @property
     def kind(self) -> str: ...
+
+
+@runtime_checkable
+class TypedKeys(Protocol):
+    """A map state declaration that names the class of its user keys.
+
+    Attributes:
+        key_type: the class of the map's user keys, or ``None`` when undeclared.
+    """
+
+    key_type: type | None
 
 
 def _required(cls: type) -> list[str]:
@@ -77,7 +91,12 @@ def _is_value_class(cls: object) -> bool:
 def _record(cls: type) -> SchemaRecord:
     schema = schema_of(cls)
     return SchemaRecord(
-        cls.__qualname__, schema.version, field_types(cls), _required(cls), schema.steps()
+        cls.__qualname__,
+        schema.version,
+        field_types(cls),
+        _required(cls),
+        schema.steps(),
+        is_hashable_class(cls),
     )
 
 
@@ -183,4 +202,12 @@ def _record_changes(old: SchemaRecord, new: SchemaRecord) -> list[str]:
         for f in new.required
         if f not in old.fields
     ]
+    if new.hashable:
+        changes += [
+            f"{what}: field {f!r} removed from a hashable class (its values may be map keys "
+            "or set members: keys that differed only in it would merge): raise the schema "
+            "version with a StateMigration that drops it, if merging is meant"
+            for f in old.fields
+            if f not in new.fields
+        ]
     return changes

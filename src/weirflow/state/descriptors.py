@@ -90,7 +90,18 @@ class ListStateDescriptor(_Typed):
 @dataclass(frozen=True, slots=True)
 class MapStateDescriptor(_Typed):
     """Declares a map (user key -> value) per key (``name``, ``value_type=``, ``schema=``:
-    :class:`_Typed`)."""
+    :class:`_Typed`).
+
+    Attributes:
+        key_type: the class of the map's user keys, when they are a
+            ``msgspec.Struct`` or dataclass: its schema is recorded and checked
+            like the values' (``weirflow upgrade-check``). Keys follow one more
+            rule than values: a field may not be removed from a hashable key
+            class without a migration, since keys that differed only in it
+            would merge (:mod:`weirflow.serde.schema`).
+    """
+
+    key_type: type | None = field(default=None, kw_only=True)
 
     @property
     def kind(self) -> StateKind:
