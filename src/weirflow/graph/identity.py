@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from weirflow.graph.logical import LogicalGraph, OperatorSpec
-from weirflow.serde.schema_check import TypedKeys, TypedState, schema_records
+from weirflow.serde.schema_check import TypedKeys, TypedState, schema_records, state_record
 
 #: The operator kinds that hold keyed state.
 STATEFUL_KINDS = frozenset({"rolling_reduce", "keyed_process", "window"})
@@ -86,6 +86,15 @@ def _states(op: OperatorSpec) -> str | None:
     return msgspec.json.encode(dict(sorted(found.items()))).decode() if found else None
 
 
+def _state_records(op: OperatorSpec) -> str | None:
+    """A keyed process function's descriptors held as attributes, a JSON object of name →
+    :func:`~weirflow.serde.schema_check.state_record` (``None`` when it holds none)."""
+    if op.kind != "keyed_process":
+        return None
+    found = {d.name: state_record(d) for d in _declared_states(op.params.get("fn"))}
+    return msgspec.json.encode(dict(sorted(found.items()))).decode() if found else None
+
+
 def is_named(op: OperatorSpec) -> bool:
     """Whether the job gave the operator a ``uid`` or a name (not the default ``<kind>_<id>``)."""
     return op.uid is not None or re.fullmatch(rf"{re.escape(op.kind)}_\d+", op.name) is None
@@ -101,6 +110,8 @@ def operator_signatures(graph: LogicalGraph) -> dict[str, dict[str, str | None]]
     state value classes, nested ones included: an aggregate's accumulator, a process
     function's descriptors' ``value_type``, :func:`~weirflow.serde.schema_check.schema_records`);
     ``states`` (a keyed process function's descriptors held as attributes: name → kind, JSON);
+    ``state_records`` (the same descriptors: name → kind and value schema, JSON; the
+    states declared inside ``open`` are recorded by the running operator instead);
     ``named`` (``"yes"``/``"no"``).
     """
     out: dict[str, dict[str, str | None]] = {}
@@ -115,6 +126,7 @@ def operator_signatures(graph: LogicalGraph) -> dict[str, dict[str, str | None]]
             "state_type": _state_type(op),
             "state_schema": _state_schema(op),
             "states": _states(op),
+            "state_records": _state_records(op),
             "named": "yes" if is_named(op) else "no",
         }
     return out

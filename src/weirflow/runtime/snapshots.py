@@ -67,7 +67,8 @@ class EncodedSnapshot:
     Attributes:
         task_id: the task's name.
         files: operator name → encoded state file (written asynchronously).
-        metadata: ``{"subtask": int, "operators": {name: {...}}}``, built-in data only.
+        metadata: ``{"subtask": int, "operators": {name: {...}}}``, built-in data only;
+            a keyed operator's entry has ``states`` when it declared state by descriptor.
         pickled: names in ``files`` (or ``uploads``) whose bytes may hold a pickle.
         uploads: operator name → local RocksDB checkpoint to upload incrementally.
     """
@@ -154,6 +155,10 @@ def encode_task_snapshot(
                 f"operator {name} in {task_id} returned a {type(st).__name__} from "
                 "snapshot_state; return a KeyedOperatorSnapshot or an OperatorStateSnapshot"
             )
+        if isinstance(st, KeyedOperatorSnapshot) and st.states:
+            # the states it declared, also in a function's open: a restore into changed code
+            # checks them (weirflow.checkpoint.upgrade)
+            ops[name]["states"] = st.states
     meta = {"subtask": subtask, "operators": ops}
     return EncodedSnapshot(task_id, files, meta, frozenset(pickled), uploads)
 

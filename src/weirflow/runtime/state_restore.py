@@ -160,8 +160,19 @@ def _keyed_files(
                     storage, handles, (start, end), root / f"subtask-{old}", local(old)
                 )
             files.append(fetched[old])
-        out[i] = KeyedRestore([], [], min(watermarks) if watermarks else None, files)
+        out[i] = KeyedRestore(
+            [], [], min(watermarks) if watermarks else None, files, _recorded_states(items)
+        )
     return out
+
+
+def _recorded_states(items: list[tuple[int, dict[str, Any], Any]]) -> dict[str, Any]:
+    """The states every old subtask declared, name -> record (each declares the same in
+    ``open``; any of them tells a new subtask what its restored state was written as)."""
+    states: dict[str, Any] = {}
+    for _, m, _ in items:
+        states.update(m.get("states", {}))
+    return states
 
 
 def _redistributed(
@@ -213,7 +224,8 @@ def _keyed(
             content = decoded[old]
             state.extend((kg, b) for kg, b in content["state"].items() if kg in r)
             timers.extend((kg, b) for kg, b in content["timers"].items() if kg in r)
-        out[i] = KeyedRestore(state, timers, min(watermarks) if watermarks else None)
+        watermark = min(watermarks) if watermarks else None
+        out[i] = KeyedRestore(state, timers, watermark, states=_recorded_states(items))
     return out
 
 

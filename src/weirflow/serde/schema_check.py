@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
@@ -70,6 +70,35 @@ class TypedKeys(Protocol):
     """
 
     key_type: type | None
+
+
+StateRecord = dict[str, str | None]
+"""What a checkpoint records of one declared state: ``kind`` (value, list, map) and ``schema``
+(the :func:`schema_records` of its value class and, for a map, its key class, or ``None``)."""
+
+
+def state_record(state: TypedState) -> StateRecord:
+    """The :data:`StateRecord` of a state declaration (a descriptor)."""
+    key = state.key_type if isinstance(state, TypedKeys) else None
+    return {"kind": state.kind, "schema": schema_records([state.value_type, key])}
+
+
+def state_changes(name: str, recorded: Mapping[str, str | None], now: StateRecord) -> list[str]:
+    """The changes from a recorded state to the new code's declaration of it that refuse a
+    restore, one line each (empty: its values restore).
+
+    Args:
+        name: the state's name.
+        recorded: its :data:`StateRecord` in the checkpoint.
+        now: the new code's.
+
+    Returns:
+        ``"state descriptor 'cart' changed: value -> list"`` for a changed kind, else the
+        :func:`schema_changes` of its classes.
+    """
+    if recorded.get("kind") != now["kind"]:
+        return [f"state descriptor {name!r} changed: {recorded.get('kind')} -> {now['kind']}"]
+    return schema_changes(recorded.get("schema"), now["schema"])
 
 
 def _required(cls: type) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
-from upgrade_helpers import run_to_savepoint
+from upgrade_helpers import savepoint_of
 
 from state_backends import STATE_BACKENDS, make_state_backend
 from weirflow.api import load_dataflow
@@ -162,12 +162,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def savepoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The base job run to its end at parallelism 2; a savepoint of its last checkpoint."""
-    root = tmp_path_factory.mktemp("upgrade_state")
-    (root / "v1").mkdir()
-    (root / "v1" / "shop.py").write_text(BASE)
-    chk = root / "chk"
-    run_to_savepoint(root / "v1/shop.py", chk, root / "sp")
-    return root, chk
+    return savepoint_of(tmp_path_factory.mktemp("upgrade_state"), BASE)
 
 
 def _job(tmp_path: Path, edits: list[tuple[str, str]]) -> Path:
