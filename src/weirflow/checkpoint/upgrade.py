@@ -33,7 +33,12 @@ import msgspec
 
 from weirflow.checkpoint.handles import TaskSnapshot
 from weirflow.checkpoint.manifest import Manifest
-from weirflow.serde.schema_check import StateRecord, schema_changes, state_changes
+from weirflow.serde.schema_check import (
+    StateRecord,
+    key_class_change,
+    schema_changes,
+    state_changes,
+)
 
 Signatures = Mapping[str, Mapping[str, str | None]]
 _COMPARED = (("kind", "kind"), ("key_type", "key type"), ("window", "window assigner"),
@@ -141,6 +146,9 @@ def compare_operators(
             )
         for change in schema_changes(old.get("state_schema"), new.get("state_schema")):
             incompatible.append(Incompatibility(name, change))
+        changed = key_class_change(old.get("key_schema"), new.get("key_schema"))
+        if changed is not None:
+            incompatible.append(Incompatibility(name, changed))
     unchecked: list[str] = []
     for name, recorded in sorted(_recorded_states(manifest).items()):
         new = signatures.get(name)

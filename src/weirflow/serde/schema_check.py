@@ -203,6 +203,35 @@ def schema_changes(recorded: str | None, now: str | None) -> list[str]:
     ]
 
 
+def key_class_change(recorded: str | None, now: str | None) -> str | None:
+    """Whether the class of a stream's keys (``key_by``) changed in a way that moves its keys.
+
+    A key's key group is the hash of its encoded bytes, and a Struct or
+    dataclass key is encoded with its schema version and every field with its
+    declared type: any such change places every restored key in another key
+    group than the same key in the new code, so the state would silently not
+    be found. Unlike values, keys take no migration.
+
+    Args:
+        recorded: the manifest's :func:`schema_record` of the key class, or ``None``.
+        now: the new code's, or ``None``.
+
+    Returns:
+        One line naming the class and what changed, or ``None`` (unchanged, or
+        not a Struct or dataclass on either side).
+    """
+    if recorded is None or now is None:
+        return None
+    old, new = _decode(recorded)[0], _decode(now)[0]
+    if (old.version, old.fields) == (new.version, new.fields):
+        return None
+    return (
+        f"key class {new.name} changed (schema version {old.version} -> {new.version}, fields "
+        f"{old.fields} -> {new.fields}): keys are placed in key groups by the hash of their "
+        "encoded fields, so no restored key would be found; keep the key class as it was"
+    )
+
+
 def _record_changes(old: SchemaRecord, new: SchemaRecord) -> list[str]:
     what = f"state value class {new.name}"
     if old.version > new.version:

@@ -8,10 +8,10 @@ A descriptor may name the class of its values (``value_type=``, a
 ``msgspec.Struct`` or dataclass) and their :class:`~weirflow.serde.StateSchema`
 (``schema=``: the schema version and the migrations from older versions),
 so that state written by an older job version restores into a changed class
-(:mod:`weirflow.serde.schema`). Keep such a descriptor where the job's code
-finds it before state is restored: as an attribute of the process function's
-class (or module), not built inside ``open``; ``weirflow upgrade-check``
-reads the schemas of the descriptors it finds there.
+(:mod:`weirflow.serde.schema`). Keep such a descriptor as an attribute of
+the process function's class (or module): ``weirflow upgrade-check`` reads
+the schemas of the descriptors it finds there. One built inside ``open`` is
+checked only by the restore, when ``open`` declares it.
 """
 
 from __future__ import annotations
