@@ -217,13 +217,14 @@ def key_class_change(recorded: str | None, now: str | None) -> str | None:
         now: the new code's, or ``None``.
 
     Returns:
-        One line naming the class and what changed, or ``None`` (unchanged, or
-        not a Struct or dataclass on either side).
+        One line naming the class and what changed, or ``None`` (unchanged, not
+        a Struct or dataclass on either side, or classes of different names).
     """
     if recorded is None or now is None:
         return None
     old, new = _decode(recorded)[0], _decode(now)[0]
-    if (old.version, old.fields) == (new.version, new.fields):
+    if old.name != new.name or (old.version, old.fields) == (new.version, new.fields):
+        # another class is another key type (compared by name); the same class unchanged
         return None
     return (
         f"key class {new.name} changed (schema version {old.version} -> {new.version}, fields "

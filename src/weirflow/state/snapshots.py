@@ -126,12 +126,16 @@ class KeyedOperatorSnapshot:
             a function's ``open``: name -> its record (kind and value schema,
             :func:`weirflow.serde.schema_check.state_record`), so that a
             restore into changed code can check states no attribute declares.
+        key_class: the schema record of the operator's key class when its keys
+            are Structs or dataclasses (a restore refuses a changed one: its
+            keys would hash to other key groups), else ``None``.
     """
 
     state: PerKeyGroupSnapshot | FilesSnapshot
     timers: PerKeyGroupSnapshot | None = None
     watermark_ms: int | None = None
     states: dict[str, StateRecord] = field(default_factory=dict)
+    key_class: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +171,7 @@ class KeyedRestore:
             :func:`weirflow.state.restore_keyed`.
         states: the recorded declared states of the old subtasks
             (:attr:`KeyedOperatorSnapshot.states`), name -> record.
+        key_class: the recorded key class (:attr:`KeyedOperatorSnapshot.key_class`).
     """
 
     state: list[tuple[int, bytes]]
@@ -174,3 +179,4 @@ class KeyedRestore:
     watermark_ms: int | None
     files: list[RestoredFiles] = field(default_factory=list)
     states: dict[str, StateRecord] = field(default_factory=dict)
+    key_class: str | None = None

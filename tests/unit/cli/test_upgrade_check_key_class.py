@@ -4,26 +4,33 @@ A key's key group is the hash of its encoded bytes, which hold the key class's f
 and schema version; a key class that gains even a field with a default moves every key
 to another key group, where the restored state is not found (the running totals would
 start again from zero without a word). With the key selector's return type declared,
-``upgrade-check`` and the restore refuse that change.
+``upgrade-check`` and the restore plan refuse that change; without it, the restored
+operator refuses the first key of the changed class.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from state_backends import STATE_BACKENDS, make_state_backend
 from weirflow.api import load_dataflow
 from weirflow.checkpoint import CheckpointConfig
 from weirflow.cli import app
 from weirflow.errors import ConfigError
+from weirflow.serde import StateSchemaError
+from weirflow.state import StateBackend
 
 JOB = """
+from datetime import timedelta
 import msgspec
 from weirflow import Dataflow
 from weirflow.connectors import CollectSink, IterableSource
+from weirflow.windows import TumblingWindows
 
 
 class User(msgspec.Struct, frozen=True):
@@ -36,29 +43,49 @@ def user(r) -> User:
 
 SINK = CollectSink()
 flow = Dataflow("keys")
-flow.source(IterableSource([("u%d" % (i % 3), 1) for i in range({n})]), name="events").key_by(
-    {selector}
-).reduce(lambda a, b: (a[0], a[1] + b[1]), name="running").sink(SINK, name="out")
+flow.source(
+    IterableSource([("u%d" % (i % 3), 1) for i in range({n})]), name="events",
+    timestamp=lambda r: 0,
+).key_by({selector}){operator}.sink(SINK, name="out")
 """
+REDUCE = '.reduce(lambda a, b: (a[0], a[1] + b[1]), name="running")'
+WINDOW = (
+    '.window(TumblingWindows(size=timedelta(seconds=100))).count(name="running")'
+    ".map(lambda r: (r.key.name, r.value))"
+)
 
 REGION = "    region: str = 'eu'"
 
 
-def _run_twice(tmp_path: Path, selector: str, extra: str) -> Path:
+def _run_twice(
+    tmp_path: Path,
+    selector: str,
+    extra: str,
+    *,
+    window: bool = False,
+    state: StateBackend | None = None,
+) -> Path:
     """Run the job over 30 records, then write its next version (``extra`` in the key class)
     over 60; returns the job file."""
     job = tmp_path / "keys.py"
-    job.write_text(JOB.format(extra="", n=30, selector=selector))
+    operator = WINDOW if window else REDUCE
+    job.write_text(JOB.format(extra="", n=30, selector=selector, operator=operator))
     load_dataflow(str(job)).run(
-        2, checkpoint=CheckpointConfig(storage=str(tmp_path / "chk")), restore="none"
+        2,
+        checkpoint=CheckpointConfig(storage=str(tmp_path / "chk")),
+        restore="none",
+        state_backend=state,
     )
-    job.write_text(JOB.format(extra=extra, n=60, selector=selector))
+    job.write_text(JOB.format(extra=extra, n=60, selector=selector, operator=operator))
     return job
 
 
-def _restore(tmp_path: Path, job: Path) -> list[tuple[str, int]]:
+def _restore(tmp_path: Path, job: Path, state: StateBackend | None = None) -> list[Any]:
     load_dataflow(str(job)).run(
-        2, checkpoint=CheckpointConfig(storage=str(tmp_path / "chk")), restore="latest"
+        2,
+        checkpoint=CheckpointConfig(storage=str(tmp_path / "chk")),
+        restore="latest",
+        state_backend=state,
     )
     return sys.modules["weirflow_job_keys"].SINK.results
 
@@ -84,18 +111,22 @@ def test_an_unchanged_key_class_restores_exactly(tmp_path: Path) -> None:
     assert last == {"u0": 20, "u1": 20, "u2": 20}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a key selector without a declared return type records no key class, so nothing "
-    "compares it: the changed key class moves every key to another key group and the "
-    "restored totals are silently lost",
-)
-def test_an_undeclared_key_class_that_changed_is_refused_or_exact(tmp_path: Path) -> None:
-    """Scenario: the key selector is a lambda (no declared type); User gains a field with a
-    default; the restore must either be refused or continue every total."""
-    job = _run_twice(tmp_path, "lambda r: User(r[0])", REGION)
-    try:
-        results = _restore(tmp_path, job)
-    except ConfigError:
-        return
-    assert dict(sorted(results)) == {"u0": 20, "u1": 20, "u2": 20}
+@pytest.mark.parametrize("backend", STATE_BACKENDS)
+@pytest.mark.parametrize("operator", ["reduce", "window"])
+def test_an_undeclared_key_class_that_changed_is_refused(
+    tmp_path: Path, backend: str, operator: str
+) -> None:
+    """Scenario: the key selector is a lambda (no declared type), so only the keys show the
+    class; User gains a field with a default; the restored operator (a rolling reduce, or a
+    window whose state is still open) refuses the first key, naming the class, before any
+    output."""
+    job = _run_twice(
+        tmp_path,
+        "lambda r: User(r[0])",
+        REGION,
+        window=operator == "window",
+        state=make_state_backend(backend, tmp_path),
+    )
+    with pytest.raises(StateSchemaError, match="operator 'running': key class User changed"):
+        _restore(tmp_path, job, make_state_backend(backend, tmp_path))
+    assert sys.modules["weirflow_job_keys"].SINK.results == []

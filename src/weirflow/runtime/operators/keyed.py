@@ -10,6 +10,7 @@ from weirflow.graph import OperatorSpec
 from weirflow.runtime.keycache import KeyGroupCache
 from weirflow.runtime.operators.base import OperatorContext, OperatorLogic
 from weirflow.runtime.operators.errors import call_each, call_with_policy
+from weirflow.runtime.operators.keyclass import KeyClassCheck
 from weirflow.serde import StateSchemaError
 from weirflow.serde.schema_check import StateRecord, state_changes, state_record
 from weirflow.state import KeyedOperatorSnapshot, KeyedRestore, StateDescriptor, restore_keyed
@@ -27,15 +28,19 @@ class _KeyedBase(OperatorLogic):
         self.scope = ctx.backend_scope(spec.name)
         self.backend = ctx.state_backend.create_keyed_backend(self.scope)
         self._key_group = KeyGroupCache(ctx.max_parallelism)
+        self.key_class = KeyClassCheck(spec.state_id)
 
     def open(self, restored: KeyedRestore | None) -> None:
         """Restore the keyed state of this subtask's key groups."""
         if restored is not None:
             restore_keyed(self.backend, None, restored)
+            self.key_class.restore(restored.key_class)
 
     def snapshot_state(self, checkpoint_id: int) -> KeyedOperatorSnapshot:
-        """The keyed state's synchronous snapshot."""
-        return KeyedOperatorSnapshot(self.backend.snapshot(checkpoint_id))
+        """The keyed state's synchronous snapshot and the key class."""
+        return KeyedOperatorSnapshot(
+            self.backend.snapshot(checkpoint_id), key_class=self.key_class.record
+        )
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """Tell the keyed backend (incremental checkpoints reuse the completed one's files)."""
@@ -53,17 +58,19 @@ class _KeyedBase(OperatorLogic):
         headers: list[Any] | None,
     ) -> tuple[list[Any], list[int] | None, list[Any], list[Any] | None]:
         """Key the records not keyed by a channel; those whose key selector fails follow
-        the error policy and leave the parallel lists."""
-        if keys is not None:
-            return values, timestamps, keys, headers
-        key_fn = self.key_fn
-        assert key_fn is not None
-        keys, kept = call_each(self, key_fn, values, timestamps, headers)
-        if kept is None:
-            return values, timestamps, keys, headers
-        ts = [timestamps[i] for i in kept] if timestamps is not None else None
-        hs = [headers[i] for i in kept] if headers is not None else None
-        return [values[i] for i in kept], ts, keys, hs
+        the error policy and leave the parallel lists. The first key since ``open`` is
+        checked against the restored key class (:class:`KeyClassCheck`)."""
+        if keys is None:
+            key_fn = self.key_fn
+            assert key_fn is not None
+            keys, kept = call_each(self, key_fn, values, timestamps, headers)
+            if kept is not None:
+                values = [values[i] for i in kept]
+                timestamps = [timestamps[i] for i in kept] if timestamps is not None else None
+                headers = [headers[i] for i in kept] if headers is not None else None
+        if self.key_class.pending and keys:
+            self.key_class.see(keys[0])
+        return values, timestamps, keys, headers
 
 
 class RollingReduceLogic(_KeyedBase):
@@ -233,6 +240,7 @@ class KeyedProcessLogic(_KeyedBase):
             if restored.watermark_ms is not None:
                 self.watermark = restored.watermark_ms
             self.restored_states = restored.states
+            self.key_class.restore(restored.key_class)
         opener = getattr(self.fn, "open", None)
         if opener is not None:
             opener(RuntimeContext(self))
@@ -245,6 +253,7 @@ class KeyedProcessLogic(_KeyedBase):
             self.timers.snapshot(checkpoint_id),
             self.watermark,
             self.declared_states,
+            self.key_class.record,
         )
 
     def process_batch(
