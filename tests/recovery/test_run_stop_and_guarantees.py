@@ -33,7 +33,8 @@ def _cmd(tmp_path: Path, *extra: str) -> list[str]:
 
 
 def test_sigterm_stops_cleanly_and_resume_is_exact(tmp_path: Path) -> None:
-    """Scenario: SIGTERM mid-run → final checkpoint, exit 0; --restore latest finishes exactly."""
+    """Scenario: SIGTERM mid-run → a stop savepoint into the default folder, exit 0; a run
+    restoring that savepoint finishes exactly."""
     log_dir = tmp_path / "log"
     expected = make_input(log_dir, N, 3)
     with open(tmp_path / "run.log", "wb") as log:
@@ -44,8 +45,14 @@ def test_sigterm_stops_cleanly_and_resume_is_exact(tmp_path: Path) -> None:
         partial = committed_results(log_dir)
         assert partial - expected == Counter(), "a stopped run committed a wrong or duplicate"
         assert sum(partial.values()) < sum(expected.values()), "the stop came too late to test"
+        said = (tmp_path / "run.log").read_text()
+        assert "stop savepoint written to " in said, said[-3000:]
+        folder = Path(
+            said.split("stop savepoint written to ")[1].split()[0].removeprefix("file://")
+        )
+        assert folder.parent.name == "savepoints" and folder.parents[2] == tmp_path / "chk"
         rc = subprocess.run(
-            _cmd(tmp_path, "--restore=latest"), env=_env(log_dir), stdout=log, stderr=log
+            _cmd(tmp_path, f"--restore={folder}"), env=_env(log_dir), stdout=log, stderr=log
         ).returncode
     assert rc == 0, (tmp_path / "run.log").read_text()[-3000:]
     assert committed_results(log_dir) == expected

@@ -40,7 +40,10 @@ class KeyedProcessFunction(Generic[IN, OUT]):
 
     Declare state in :meth:`open` with ``ctx.get_state(ValueStateDescriptor(...))``
     (or List/Map descriptors) and keep the returned handles as attributes;
-    they act on the key of the record or timer being processed. The function
+    they act on the key of the record or timer being processed. Hold the
+    descriptors themselves as class attributes (``CART = ValueStateDescriptor(...)``,
+    then ``ctx.get_state(self.CART)``) so that ``weirflow upgrade-check`` can
+    check them against a savepoint without running ``open``. The function
     object is copied per subtask.
     """
 

@@ -7,7 +7,12 @@ state of with the operators of the job to start gives:
   type (when both declare one), the window assigner, the state type and the
   kind of each state descriptor both declare, and a recorded state value
   class must restore into the new one
-  (:func:`weirflow.serde.schema_check.schema_changes`);
+  (:func:`weirflow.serde.schema_check.schema_changes`). The states a keyed
+  process function declared while it ran (also inside ``open``), recorded
+  per task, are compared with the descriptors the new code holds as
+  attributes; one the new code may create only inside ``open`` cannot be
+  seen without running its code: it is reported *unchecked*, and the
+  restore checks it when ``open`` declares it;
 * **added**: stateful operators the manifest has no state of; they start empty;
 * **dropped**: operators the manifest holds state of that the job no longer
   has; refused unless the caller allows non-restored state (Flink's
@@ -28,7 +33,12 @@ import msgspec
 
 from weirflow.checkpoint.handles import TaskSnapshot
 from weirflow.checkpoint.manifest import Manifest
-from weirflow.serde.schema_check import schema_changes
+from weirflow.serde.schema_check import (
+    StateRecord,
+    key_class_change,
+    schema_changes,
+    state_changes,
+)
 
 Signatures = Mapping[str, Mapping[str, str | None]]
 _COMPARED = (("kind", "kind"), ("key_type", "key type"), ("window", "window assigner"),
@@ -62,6 +72,10 @@ class UpgradeReport:
         incompatible: changes that refuse the restore.
         signatures_recorded: whether the manifest recorded operator signatures
             (manifests of older versions did not; only names are compared then).
+        unchecked: states recorded in the manifest that the new code holds no
+            descriptor of as an attribute (``operator 'x': state 'y' (kind)``):
+            only the restore can check them, when the function's ``open``
+            declares them.
     """
 
     matched: list[str]
@@ -69,6 +83,7 @@ class UpgradeReport:
     dropped: list[str]
     incompatible: list[Incompatibility]
     signatures_recorded: bool
+    unchecked: list[str] = dataclasses.field(default_factory=list)
 
     def problems(self, allow_non_restored_state: bool) -> list[str]:
         """Every reason the restore is refused, one line each (empty: it succeeds)."""
@@ -131,13 +146,47 @@ def compare_operators(
             )
         for change in schema_changes(old.get("state_schema"), new.get("state_schema")):
             incompatible.append(Incompatibility(name, change))
+        changed = key_class_change(old.get("key_schema"), new.get("key_schema"))
+        if changed is not None:
+            incompatible.append(Incompatibility(name, changed))
+    unchecked: list[str] = []
+    for name, recorded in sorted(_recorded_states(manifest).items()):
+        new = signatures.get(name)
+        if new is None:
+            continue
+        now = _decode_records(new.get("state_records"))
+        for state, record in sorted(recorded.items()):
+            if state not in now:
+                unchecked.append(f"operator {name!r}: state {state!r} ({record.get('kind')})")
+                continue
+            incompatible += [
+                Incompatibility(name, c) for c in state_changes(state, record, now[state])
+            ]
     return UpgradeReport(
         matched=sorted(holders & set(operators)),
         added=sorted(set(signatures) - holders),
         dropped=sorted(holders - set(operators)),
-        incompatible=incompatible,
+        # a change both the signature and the recorded state show is named once
+        incompatible=list(dict.fromkeys(incompatible)),
         signatures_recorded=bool(saved),
+        unchecked=unchecked,
     )
+
+
+def _recorded_states(manifest: Manifest) -> dict[str, dict[str, dict[str, str | None]]]:
+    """The states each operator declared while it ran, from its tasks' metadata:
+    operator -> state name -> :data:`~weirflow.serde.schema_check.StateRecord`."""
+    found: dict[str, dict[str, dict[str, str | None]]] = {}
+    for task in manifest.tasks.values():
+        for name, meta in task.metadata.get("operators", {}).items():
+            found.setdefault(name, {}).update(meta.get("states", {}))
+    return {name: states for name, states in found.items() if states}
+
+
+def _decode_records(text: str | None) -> dict[str, StateRecord]:
+    if not text:
+        return {}
+    return msgspec.json.decode(text, type=dict[str, dict[str, str | None]])
 
 
 def _kinds_changed(old: str | None, new: str | None) -> list[tuple[str, tuple[str, str]]]:

@@ -67,7 +67,9 @@ class EncodedSnapshot:
     Attributes:
         task_id: the task's name.
         files: operator name → encoded state file (written asynchronously).
-        metadata: ``{"subtask": int, "operators": {name: {...}}}``, built-in data only.
+        metadata: ``{"subtask": int, "operators": {name: {...}}}``, built-in data only;
+            a keyed operator's entry has ``states`` when it declared state by descriptor,
+            ``key_class`` when its keys are Structs or dataclasses.
         pickled: names in ``files`` (or ``uploads``) whose bytes may hold a pickle.
         uploads: operator name → local RocksDB checkpoint to upload incrementally.
     """
@@ -154,6 +156,13 @@ def encode_task_snapshot(
                 f"operator {name} in {task_id} returned a {type(st).__name__} from "
                 "snapshot_state; return a KeyedOperatorSnapshot or an OperatorStateSnapshot"
             )
+        if isinstance(st, KeyedOperatorSnapshot):
+            # the states it declared (also in a function's open) and its key class: a restore
+            # into changed code checks them (weirflow.checkpoint.upgrade, KeyClassCheck)
+            if st.states:
+                ops[name]["states"] = st.states
+            if st.key_class is not None:
+                ops[name]["key_class"] = st.key_class
     meta = {"subtask": subtask, "operators": ops}
     return EncodedSnapshot(task_id, files, meta, frozenset(pickled), uploads)
 

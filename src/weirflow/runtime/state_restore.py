@@ -160,8 +160,21 @@ def _keyed_files(
                     storage, handles, (start, end), root / f"subtask-{old}", local(old)
                 )
             files.append(fetched[old])
-        out[i] = KeyedRestore([], [], min(watermarks) if watermarks else None, files)
+        watermark = min(watermarks) if watermarks else None
+        out[i] = KeyedRestore([], [], watermark, files, *_recorded(items))
     return out
+
+
+def _recorded(items: list[tuple[int, dict[str, Any], Any]]) -> tuple[dict[str, Any], str | None]:
+    """The states every old subtask declared (name -> record) and the key class any of them
+    saw: each subtask runs the same code, so any of them tells a new subtask what its
+    restored state and keys were written as."""
+    states: dict[str, Any] = {}
+    key_class = None
+    for _, m, _ in items:
+        states.update(m.get("states", {}))
+        key_class = m.get("key_class") or key_class
+    return states, key_class
 
 
 def _redistributed(
@@ -213,7 +226,8 @@ def _keyed(
             content = decoded[old]
             state.extend((kg, b) for kg, b in content["state"].items() if kg in r)
             timers.extend((kg, b) for kg, b in content["timers"].items() if kg in r)
-        out[i] = KeyedRestore(state, timers, min(watermarks) if watermarks else None)
+        watermark = min(watermarks) if watermarks else None
+        out[i] = KeyedRestore(state, timers, watermark, [], *_recorded(items))
     return out
 
 

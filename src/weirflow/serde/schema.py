@@ -12,7 +12,11 @@ job defines now:
    defaults;
 3. a field without a value and without a default, or (without a migration)
    a field whose declared type changed, refuses the restore with a
-   :class:`StateSchemaError` naming the class, the field and the fix.
+   :class:`StateSchemaError` naming the class, the field and the fix;
+4. so does (without a migration) a field removed from a *hashable* class
+   (a frozen Struct or dataclass): such values may be map keys or set
+   members, and two keys that differed only in the removed field would
+   become one, silently merging their state.
 
 The state descriptor that holds the values declares their version and
 migrations (the class is the descriptor's ``value_type``)::
@@ -168,6 +172,14 @@ def _fields_of(value: Any) -> dict[str, Any] | None:
     return None
 
 
+def is_hashable_class(cls: type) -> bool:
+    """Whether instances of the Struct or dataclass ``cls`` hash by value (a frozen Struct; a
+    dataclass with a generated ``__hash__``), so that they may be map keys or set members."""
+    if issubclass(cls, msgspec.Struct):
+        return bool(cls.__struct_config__.frozen)
+    return cls.__hash__ is not None and cls.__hash__ is not object.__hash__
+
+
 def _type_text(tp: Any) -> str:
     return tp.__qualname__ if isinstance(tp, type) else repr(tp)
 
@@ -230,7 +242,8 @@ def rebuild(
     Raises:
         StateSchemaError: written by a newer schema version; no migration
             path; a field without value or default; a field whose declared
-            type changed without a migration.
+            type changed, or a field removed from a hashable class, without a
+            migration.
     """
     cls = _find_class(module, qualname)
     schema = schema_of(cls)
@@ -258,6 +271,14 @@ def rebuild(
             raise StateSchemaError(
                 f"state of {qualname}: field {f!r} changed type {types[f]} -> {now[f]} in the "
                 "same schema version: raise the version with a StateMigration that converts it"
+            )
+        removed = sorted(f for f in fields if f not in now)
+        if removed and is_hashable_class(cls):
+            raise StateSchemaError(
+                f"state of {qualname}: field {removed[0]!r} removed from a hashable class in the "
+                "same schema version: its values may be map keys or set members, and keys that "
+                "differed only in that field would merge; raise the version with a "
+                "StateMigration that drops it, if merging is meant"
             )
     try:
         return cls(**{k: v for k, v in fields.items() if k in now})

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
 
-from weirflow.serde.schema import field_types, schema_of
+from weirflow.serde.schema import field_types, is_hashable_class, schema_of
 
 
 class SchemaRecord(msgspec.Struct, frozen=True):
@@ -32,6 +32,8 @@ class SchemaRecord(msgspec.Struct, frozen=True):
         fields: field name → declared type (text).
         required: fields without a default.
         migrations: ``(from_version, to_version)`` of each :class:`StateMigration`.
+        hashable: whether its values hash by value (may be map keys or set members);
+            ``False`` in manifests written before it was recorded.
     """
 
     name: str
@@ -39,6 +41,7 @@ class SchemaRecord(msgspec.Struct, frozen=True):
     fields: dict[str, str]
     required: list[str]
     migrations: list[tuple[int, int]]
+    hashable: bool = False
 
 
 @runtime_checkable
@@ -56,6 +59,46 @@ class TypedState(Protocol):
 
     @property
     def kind(self) -> str: ...
+
+
+@runtime_checkable
+class TypedKeys(Protocol):
+    """A map state declaration that names the class of its user keys.
+
+    Attributes:
+        key_type: the class of the map's user keys, or ``None`` when undeclared.
+    """
+
+    key_type: type | None
+
+
+StateRecord = dict[str, str | None]
+"""What a checkpoint records of one declared state: ``kind`` (value, list, map) and ``schema``
+(the :func:`schema_records` of its value class and, for a map, its key class, or ``None``)."""
+
+
+def state_record(state: TypedState) -> StateRecord:
+    """The :data:`StateRecord` of a state declaration (a descriptor)."""
+    key = state.key_type if isinstance(state, TypedKeys) else None
+    return {"kind": state.kind, "schema": schema_records([state.value_type, key])}
+
+
+def state_changes(name: str, recorded: Mapping[str, str | None], now: StateRecord) -> list[str]:
+    """The changes from a recorded state to the new code's declaration of it that refuse a
+    restore, one line each (empty: its values restore).
+
+    Args:
+        name: the state's name.
+        recorded: its :data:`StateRecord` in the checkpoint.
+        now: the new code's.
+
+    Returns:
+        ``"state descriptor 'cart' changed: value -> list"`` for a changed kind, else the
+        :func:`schema_changes` of its classes.
+    """
+    if recorded.get("kind") != now["kind"]:
+        return [f"state descriptor {name!r} changed: {recorded.get('kind')} -> {now['kind']}"]
+    return schema_changes(recorded.get("schema"), now["schema"])
 
 
 def _required(cls: type) -> list[str]:
@@ -77,7 +120,12 @@ def _is_value_class(cls: object) -> bool:
 def _record(cls: type) -> SchemaRecord:
     schema = schema_of(cls)
     return SchemaRecord(
-        cls.__qualname__, schema.version, field_types(cls), _required(cls), schema.steps()
+        cls.__qualname__,
+        schema.version,
+        field_types(cls),
+        _required(cls),
+        schema.steps(),
+        is_hashable_class(cls),
     )
 
 
@@ -155,6 +203,36 @@ def schema_changes(recorded: str | None, now: str | None) -> list[str]:
     ]
 
 
+def key_class_change(recorded: str | None, now: str | None) -> str | None:
+    """Whether the class of a stream's keys (``key_by``) changed in a way that moves its keys.
+
+    A key's key group is the hash of its encoded bytes, and a Struct or
+    dataclass key is encoded with its schema version and every field with its
+    declared type: any such change places every restored key in another key
+    group than the same key in the new code, so the state would silently not
+    be found. Unlike values, keys take no migration.
+
+    Args:
+        recorded: the manifest's :func:`schema_record` of the key class, or ``None``.
+        now: the new code's, or ``None``.
+
+    Returns:
+        One line naming the class and what changed, or ``None`` (unchanged, not
+        a Struct or dataclass on either side, or classes of different names).
+    """
+    if recorded is None or now is None:
+        return None
+    old, new = _decode(recorded)[0], _decode(now)[0]
+    if old.name != new.name or (old.version, old.fields) == (new.version, new.fields):
+        # another class is another key type (compared by name); the same class unchanged
+        return None
+    return (
+        f"key class {new.name} changed (schema version {old.version} -> {new.version}, fields "
+        f"{old.fields} -> {new.fields}): keys are placed in key groups by the hash of their "
+        "encoded fields, so no restored key would be found; keep the key class as it was"
+    )
+
+
 def _record_changes(old: SchemaRecord, new: SchemaRecord) -> list[str]:
     what = f"state value class {new.name}"
     if old.version > new.version:
@@ -183,4 +261,12 @@ def _record_changes(old: SchemaRecord, new: SchemaRecord) -> list[str]:
         for f in new.required
         if f not in old.fields
     ]
+    if new.hashable:
+        changes += [
+            f"{what}: field {f!r} removed from a hashable class (its values may be map keys "
+            "or set members: keys that differed only in it would merge): raise the schema "
+            "version with a StateMigration that drops it, if merging is meant"
+            for f in old.fields
+            if f not in new.fields
+        ]
     return changes

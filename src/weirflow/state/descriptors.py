@@ -8,10 +8,10 @@ A descriptor may name the class of its values (``value_type=``, a
 ``msgspec.Struct`` or dataclass) and their :class:`~weirflow.serde.StateSchema`
 (``schema=``: the schema version and the migrations from older versions),
 so that state written by an older job version restores into a changed class
-(:mod:`weirflow.serde.schema`). Keep such a descriptor where the job's code
-finds it before state is restored: as an attribute of the process function's
-class (or module), not built inside ``open``; ``weirflow upgrade-check``
-reads the schemas of the descriptors it finds there.
+(:mod:`weirflow.serde.schema`). Keep such a descriptor as an attribute of
+the process function's class (or module): ``weirflow upgrade-check`` reads
+the schemas of the descriptors it finds there. One built inside ``open`` is
+checked only by the restore, when ``open`` declares it.
 """
 
 from __future__ import annotations
@@ -90,7 +90,18 @@ class ListStateDescriptor(_Typed):
 @dataclass(frozen=True, slots=True)
 class MapStateDescriptor(_Typed):
     """Declares a map (user key -> value) per key (``name``, ``value_type=``, ``schema=``:
-    :class:`_Typed`)."""
+    :class:`_Typed`).
+
+    Attributes:
+        key_type: the class of the map's user keys, when they are a
+            ``msgspec.Struct`` or dataclass: its schema is recorded and checked
+            like the values' (``weirflow upgrade-check``). Keys follow one more
+            rule than values: a field may not be removed from a hashable key
+            class without a migration, since keys that differed only in it
+            would merge (:mod:`weirflow.serde.schema`).
+    """
+
+    key_type: type | None = field(default=None, kw_only=True)
 
     @property
     def kind(self) -> StateKind:

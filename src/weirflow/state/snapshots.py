@@ -21,6 +21,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from weirflow.serde.schema_check import StateRecord
+
 
 @runtime_checkable
 class PerKeyGroupSnapshot(Protocol):
@@ -120,11 +122,20 @@ class KeyedOperatorSnapshot:
         timers: the timer service's synchronous snapshot, or ``None`` (no
             timers, or timers inside the files of ``state``).
         watermark_ms: the operator's event-time watermark, or ``None``.
+        states: each state the operator declared by descriptor, also inside
+            a function's ``open``: name -> its record (kind and value schema,
+            :func:`weirflow.serde.schema_check.state_record`), so that a
+            restore into changed code can check states no attribute declares.
+        key_class: the schema record of the operator's key class when its keys
+            are Structs or dataclasses (a restore refuses a changed one: its
+            keys would hash to other key groups), else ``None``.
     """
 
     state: PerKeyGroupSnapshot | FilesSnapshot
     timers: PerKeyGroupSnapshot | None = None
     watermark_ms: int | None = None
+    states: dict[str, StateRecord] = field(default_factory=dict)
+    key_class: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,9 +169,14 @@ class KeyedRestore:
         files: RocksDB checkpoints of old subtasks whose key groups overlap
             this subtask's (state and timers both); restore them with
             :func:`weirflow.state.restore_keyed`.
+        states: the recorded declared states of the old subtasks
+            (:attr:`KeyedOperatorSnapshot.states`), name -> record.
+        key_class: the recorded key class (:attr:`KeyedOperatorSnapshot.key_class`).
     """
 
     state: list[tuple[int, bytes]]
     timers: list[tuple[int, bytes]]
     watermark_ms: int | None
     files: list[RestoredFiles] = field(default_factory=list)
+    states: dict[str, StateRecord] = field(default_factory=dict)
+    key_class: str | None = None

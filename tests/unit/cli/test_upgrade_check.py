@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import textwrap
 from pathlib import Path
 
@@ -181,3 +182,38 @@ def test_a_corrupt_savepoint_is_named(savepoint: tuple[Path, Path], tmp_path: Pa
     )
     assert result.exit_code == 2, result.output
     assert victim.name in result.output
+
+
+def test_an_added_stateful_operator_starts_empty(
+    savepoint: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Scenario: the next version adds a stateful operator (a running count per user) and
+    reads 100 more records; upgrade-check lists it as added, and after the restore it counts
+    only the new records while the restored running total goes on from the savepoint."""
+    root, chk = savepoint
+    added = (
+        "TOTALS = CollectSink()\n"
+        f'{RUNNING}.sink(TOTALS, name="totals")\n'
+        "COUNTS = CollectSink()\n"
+        'keyed.map(lambda r: (r[0], 1), name="ones").key_by(lambda kv: kv[0]).reduce(\n'
+        '    lambda a, b: (a[0], a[1] + b[1]), name="counted"\n'
+        ').sink(COUNTS, name="counts")\n'
+    )
+    job = tmp_path / "job.py"
+    text = BASE.replace(f'{RUNNING}.sink(CollectSink(), name="totals")', added)
+    job.write_text(text.replace("range(200)", "range(300)"))
+    result = CliRunner().invoke(
+        app, ["upgrade-check", str(job), f"--from={root / 'sp'}", f"--checkpoint-dir={chk}"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "added (start empty): counted" in result.output
+    key = resolve_job_key(None, str(chk), "shop", create=False).key
+    flow = load_dataflow(str(job))
+    flow.run(2, checkpoint=CheckpointConfig(storage=str(tmp_path / "chk"), key=key),
+             restore=str(root / "sp"))  # fmt: skip
+    module = sys.modules["weirflow_job_job"]
+    counted = {u: n for u, n in sorted(module.COUNTS.results)}
+    assert counted == {f"u{k}": 20 for k in range(5)}  # 100 new records, 20 a user
+    totals = dict(sorted((u, t) for u, t in module.TOTALS.results))
+    # the restored total goes on: every user's total covers all 300 records
+    assert totals == {f"u{k}": sum(range(k, 300, 5)) for k in range(5)}

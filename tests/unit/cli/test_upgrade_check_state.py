@@ -1,7 +1,8 @@
 """``weirflow upgrade-check`` and the restore on process-function state and nested Structs.
 
 The job keeps a Struct ``Cart`` holding a ``list[Item]`` in ValueState, ``Note``s in
-ListState and ``Item``s in MapState; an aggregate's accumulator holds a ``dict[str, Tally]``.
+ListState, ``Item``s in MapState and counts in a MapState keyed by a frozen Struct ``Sku``
+(``key_type=``); an aggregate's accumulator holds a ``dict[str, Tally]``.
 Each case edits the job; upgrade-check's verdict is checked against a real restore, which
 rebuilds every value as the new class (the job file keeps its name, so its module too).
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
-from upgrade_helpers import run_to_savepoint
+from upgrade_helpers import savepoint_of
 
 from state_backends import STATE_BACKENDS, make_state_backend
 from weirflow.api import load_dataflow
@@ -43,6 +44,11 @@ class Cart(msgspec.Struct):
     total: int
 
 
+class Sku(msgspec.Struct, frozen=True):
+    code: str
+    shelf: int
+
+
 class Note(msgspec.Struct):
     text: str
 
@@ -59,11 +65,13 @@ class Basket(KeyedProcessFunction):
     CART = ValueStateDescriptor("cart", value_type=Cart)
     SEEN = ListStateDescriptor("seen", value_type=Note)
     LAST = MapStateDescriptor("last", value_type=Item)
+    SHELVES = MapStateDescriptor("shelves", key_type=Sku)
 
     def open(self, ctx):
         self.cart = ctx.get_state(self.CART)
         self.seen = ctx.get_state(self.SEEN)
         self.last = ctx.get_state(self.LAST)
+        self.shelves = ctx.get_state(self.SHELVES)
 
     def process_element(self, value, ctx):
         user, i = value
@@ -73,6 +81,8 @@ class Basket(KeyedProcessFunction):
         self.cart.update(cart)
         self.seen.add(Note(str(i)))
         self.last.put(item.sku, item)
+        sku = Sku(item.sku, i % 2)
+        self.shelves.put(sku, self.shelves.get(sku, 0) + 1)
         yield (user, i, cart.total, len(self.seen.get()), self.last.get(item.sku).price)
 
 
@@ -113,6 +123,7 @@ CART = '    CART = ValueStateDescriptor("cart", value_type=Cart)'
 CENTS = "StateMigration(1, 2, lambda f: {**f, 'total': float(f['total'] * 100)})"
 CART_V2 = CART.replace(")", f", schema=StateSchema(2, [{CENTS}]))")
 TALLY = "    n: int"
+SHELF = "    shelf: int"
 
 CASES = [
     # (case, [(old text, new text)], exit status, text in the output)
@@ -136,6 +147,11 @@ CASES = [
      "operator 'basket': state descriptor 'cart' changed: value -> list"),
     ("a state descriptor added", [(CART, f'{CART}\n    EXTRA = ValueStateDescriptor("extra")')],
      0, "a restore would succeed"),
+    ("MapState's key class Sku gains a field with a default",
+     [(SHELF, f"{SHELF}\n    aisle: int = 0")], 0, "a restore would succeed"),
+    ("MapState's key class Sku loses a field (keys would merge)",
+     [(SHELF, ""), ("Sku(item.sku, i % 2)", "Sku(item.sku)")], 1,
+     "operator 'basket': state value class Sku: field 'shelf' removed from a hashable class"),
     ("Tally inside the accumulator's dict changed type", [(TALLY, "    n: str")], 1,
      "operator 'per_sku': state value class Tally: field 'n' changed type int -> str"),
     ("Tally inside the accumulator's dict gains a field with a default",
@@ -146,12 +162,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def savepoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The base job run to its end at parallelism 2; a savepoint of its last checkpoint."""
-    root = tmp_path_factory.mktemp("upgrade_state")
-    (root / "v1").mkdir()
-    (root / "v1" / "shop.py").write_text(BASE)
-    chk = root / "chk"
-    run_to_savepoint(root / "v1/shop.py", chk, root / "sp")
-    return root, chk
+    return savepoint_of(tmp_path_factory.mktemp("upgrade_state"), BASE)
 
 
 def _job(tmp_path: Path, edits: list[tuple[str, str]]) -> Path:

@@ -23,3 +23,19 @@ def run_to_savepoint(job: Path, chk: Path, into: Path) -> None:
     storage = CheckpointStorage(str(chk), flow.name, key=key)
     last = storage.completed_checkpoints()[-1]
     storage.write_savepoint(storage.load_manifest(last), str(into))
+
+
+def savepoint_of(root: Path, text: str) -> tuple[Path, Path]:
+    """Write job ``text`` as ``root/v1/shop.py`` and run it to a savepoint at ``root/sp``.
+
+    Args:
+        root: an empty folder.
+        text: the job's first version (its file name, so its module, stays ``shop``).
+
+    Returns:
+        ``(root, checkpoint folder)``.
+    """
+    (root / "v1").mkdir()
+    (root / "v1" / "shop.py").write_text(text)
+    run_to_savepoint(root / "v1" / "shop.py", root / "chk", root / "sp")
+    return root, root / "chk"

@@ -60,3 +60,36 @@ def test_a_dataclass_gaining_a_field(default: bool, refused: bool) -> None:
 def test_values_without_a_schema_are_not_compared() -> None:
     assert schema_record(int) is None and schema_record(None) is None
     assert schema_changes(None, schema_record(V1)) == []
+
+
+def _key(**fields: type) -> type:
+    """A frozen (hashable) Struct ``Sku`` with ``fields``: a class map keys may have."""
+    return msgspec.defstruct("Sku", list(fields.items()), frozen=True)
+
+
+@pytest.mark.parametrize(
+    ("new", "refusal"),
+    [
+        (_key(code=str, shelf=int, aisle=int), "'aisle' added without a default"),
+        (_key(code=str), "field 'shelf' removed from a hashable class"),
+    ],
+    ids=["field without a default", "field removed"],
+)
+def test_a_hashable_class_loses_no_field(new: type, refusal: str) -> None:
+    """Removing a field of a class whose values may be map keys would merge keys."""
+    (change,) = schema_changes(schema_record(_key(code=str, shelf=int)), schema_record(new))
+    assert refusal in change and "state value class Sku" in change
+
+
+def test_a_hashable_class_may_gain_a_field_with_a_default() -> None:
+    aisle = msgspec.defstruct(
+        "Sku", [("code", str), ("shelf", int), ("aisle", int, 0)], frozen=True
+    )
+    assert schema_changes(schema_record(_key(code=str, shelf=int)), schema_record(aisle)) == []
+
+
+def test_a_record_without_hashable_reads_as_not_hashable() -> None:
+    """A manifest written before ``hashable`` was recorded decodes, and a removed field of a
+    class that is not hashable now is allowed, as before."""
+    old = '{"name":"Cart","version":1,"fields":{"a":"int","b":"int"},"required":[],"migrations":[]}'
+    assert schema_changes(old, schema_record(_struct(1, [], a=int))) == []

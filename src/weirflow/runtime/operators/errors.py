@@ -20,6 +20,7 @@ from weirflow.errors import OperatorError
 from weirflow.graph import RetryPolicy
 from weirflow.records import DeadLetter
 from weirflow.runtime.operators.base import OperatorLogic
+from weirflow.serde import StateSchemaError
 
 DEAD_LETTER = "dead_letter"
 
@@ -59,6 +60,10 @@ def call_with_policy(
     Raises:
         OperatorError: the policy is ``fail``; the message names the operator,
             subtask and record, and the user's exception is the cause.
+        StateSchemaError: whatever the policy, when the call read restored
+            state that does not fit this code's class (a RocksDB value is
+            rebuilt when first read): no record is at fault, and dead-lettering
+            would drop every record of every key whose state was written before.
     """
     error = first_error
     if error is None:
@@ -66,6 +71,8 @@ def call_with_policy(
             return True, fn(value)
         except Exception as e:
             error = e
+    if isinstance(error, StateSchemaError):
+        raise StateSchemaError(f"operator {op.spec.state_id!r}: {error}") from error
     policy = op.spec.on_error
     attempts = 1
     if isinstance(policy, RetryPolicy):

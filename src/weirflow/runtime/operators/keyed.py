@@ -10,6 +10,9 @@ from weirflow.graph import OperatorSpec
 from weirflow.runtime.keycache import KeyGroupCache
 from weirflow.runtime.operators.base import OperatorContext, OperatorLogic
 from weirflow.runtime.operators.errors import call_each, call_with_policy
+from weirflow.runtime.operators.keyclass import KeyClassCheck
+from weirflow.serde import StateSchemaError
+from weirflow.serde.schema_check import StateRecord, state_changes, state_record
 from weirflow.state import KeyedOperatorSnapshot, KeyedRestore, StateDescriptor, restore_keyed
 from weirflow.time import MIN_WATERMARK
 
@@ -25,15 +28,19 @@ class _KeyedBase(OperatorLogic):
         self.scope = ctx.backend_scope(spec.name)
         self.backend = ctx.state_backend.create_keyed_backend(self.scope)
         self._key_group = KeyGroupCache(ctx.max_parallelism)
+        self.key_class = KeyClassCheck(spec.state_id)
 
     def open(self, restored: KeyedRestore | None) -> None:
         """Restore the keyed state of this subtask's key groups."""
         if restored is not None:
             restore_keyed(self.backend, None, restored)
+            self.key_class.restore(restored.key_class)
 
     def snapshot_state(self, checkpoint_id: int) -> KeyedOperatorSnapshot:
-        """The keyed state's synchronous snapshot."""
-        return KeyedOperatorSnapshot(self.backend.snapshot(checkpoint_id))
+        """The keyed state's synchronous snapshot and the key class."""
+        return KeyedOperatorSnapshot(
+            self.backend.snapshot(checkpoint_id), key_class=self.key_class.record
+        )
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """Tell the keyed backend (incremental checkpoints reuse the completed one's files)."""
@@ -51,17 +58,19 @@ class _KeyedBase(OperatorLogic):
         headers: list[Any] | None,
     ) -> tuple[list[Any], list[int] | None, list[Any], list[Any] | None]:
         """Key the records not keyed by a channel; those whose key selector fails follow
-        the error policy and leave the parallel lists."""
-        if keys is not None:
-            return values, timestamps, keys, headers
-        key_fn = self.key_fn
-        assert key_fn is not None
-        keys, kept = call_each(self, key_fn, values, timestamps, headers)
-        if kept is None:
-            return values, timestamps, keys, headers
-        ts = [timestamps[i] for i in kept] if timestamps is not None else None
-        hs = [headers[i] for i in kept] if headers is not None else None
-        return [values[i] for i in kept], ts, keys, hs
+        the error policy and leave the parallel lists. The first key since ``open`` is
+        checked against the restored key class (:class:`KeyClassCheck`)."""
+        if keys is None:
+            key_fn = self.key_fn
+            assert key_fn is not None
+            keys, kept = call_each(self, key_fn, values, timestamps, headers)
+            if kept is not None:
+                values = [values[i] for i in kept]
+                timestamps = [timestamps[i] for i in kept] if timestamps is not None else None
+                headers = [headers[i] for i in kept] if headers is not None else None
+        if self.key_class.pending and keys:
+            self.key_class.see(keys[0])
+        return values, timestamps, keys, headers
 
 
 class RollingReduceLogic(_KeyedBase):
@@ -165,13 +174,31 @@ class RuntimeContext:
     """
 
     def __init__(self, logic: KeyedProcessLogic) -> None:
-        self._backend = logic.backend
+        self._logic = logic
         self.subtask = logic.ctx.subtask
         self.parallelism = logic.ctx.parallelism
 
     def get_state(self, descriptor: StateDescriptor) -> Any:
-        """Return the Value/List/MapState of ``descriptor``, bound to the current key."""
-        return self._backend.get_state(descriptor)
+        """Return the Value/List/MapState of ``descriptor``, bound to the current key.
+
+        Raises:
+            StateSchemaError: the restored checkpoint recorded this state with
+                another kind or a value (or map key) class this code's class
+                cannot rebuild; the message names the operator, the state and
+                the change, as ``weirflow upgrade-check`` does.
+        """
+        logic = self._logic
+        record = state_record(descriptor)
+        restored = logic.restored_states.get(descriptor.name)
+        if restored is not None:
+            changes = state_changes(descriptor.name, restored, record)
+            if changes:
+                raise StateSchemaError(
+                    f"operator {logic.spec.state_id!r}: {'; '.join(changes)} (the state as the "
+                    "restored checkpoint recorded it, against this code's declaration in open)"
+                )
+        logic.declared_states[descriptor.name] = record
+        return logic.backend.get_state(descriptor)
 
 
 class KeyedProcessLogic(_KeyedBase):
@@ -190,23 +217,43 @@ class KeyedProcessLogic(_KeyedBase):
         self.timers = ctx.state_backend.create_timer_service(self.scope, self.backend)
         self.watermark = MIN_WATERMARK
         self.context = TimerContext(self)
+        # what the function declared through its context (name -> record), and what the
+        # restored checkpoint recorded: RuntimeContext.get_state compares the two
+        self.declared_states: dict[str, StateRecord] = {}
+        self.restored_states: dict[str, StateRecord] = {}
 
     def open(self, restored: KeyedRestore | None) -> None:
-        """Restore state, timers and watermark, then call the function's ``open``."""
+        """Restore state, timers and watermark, then call the function's ``open``.
+
+        Raises:
+            StateSchemaError: a restored value does not fit the class this code
+                defines, or ``open`` declares a state whose restored kind or
+                class does not fit (:meth:`RuntimeContext.get_state`); the
+                message names the operator.
+        """
         if restored is not None:
-            restore_keyed(self.backend, self.timers, restored)
+            try:
+                restore_keyed(self.backend, self.timers, restored)
+            except StateSchemaError as e:
+                # the memory backend rebuilds values here: name the operator, as upgrade-check
+                raise StateSchemaError(f"operator {self.spec.state_id!r}: {e}") from e
             if restored.watermark_ms is not None:
                 self.watermark = restored.watermark_ms
+            self.restored_states = restored.states
+            self.key_class.restore(restored.key_class)
         opener = getattr(self.fn, "open", None)
         if opener is not None:
             opener(RuntimeContext(self))
 
     def snapshot_state(self, checkpoint_id: int) -> KeyedOperatorSnapshot:
-        """Synchronous snapshots of keyed state and timers, and the watermark."""
+        """Synchronous snapshots of keyed state and timers, the watermark and the declared
+        states."""
         return KeyedOperatorSnapshot(
             self.backend.snapshot(checkpoint_id),
             self.timers.snapshot(checkpoint_id),
             self.watermark,
+            self.declared_states,
+            self.key_class.record,
         )
 
     def process_batch(

@@ -31,6 +31,7 @@ from weirflow.runtime.keycache import KeyGroupCache
 from weirflow.runtime.operators.accumulate import accumulation_for
 from weirflow.runtime.operators.base import OperatorContext, OperatorLogic
 from weirflow.runtime.operators.errors import call_each, call_with_policy
+from weirflow.runtime.operators.keyclass import KeyClassCheck
 from weirflow.state import KeyedOperatorSnapshot, KeyedRestore, restore_keyed
 from weirflow.time import MIN_WATERMARK, SessionWindows, TumblingWindows
 
@@ -60,6 +61,7 @@ class WindowLogic(OperatorLogic):
         self.watermark = MIN_WATERMARK
         self._key_group = KeyGroupCache(ctx.max_parallelism)
         self._kg = self._key_group.groups
+        self.key_class = KeyClassCheck(spec.state_id)
         self._bind_parts()
 
     # -- state ---------------------------------------------------------------
@@ -71,6 +73,7 @@ class WindowLogic(OperatorLogic):
         restore_keyed(self.backend, self.timers, restored)
         if restored.watermark_ms is not None:
             self.watermark = restored.watermark_ms
+        self.key_class.restore(restored.key_class)
         self._bind_parts()
 
     def snapshot_state(self, checkpoint_id: int) -> KeyedOperatorSnapshot:
@@ -79,6 +82,7 @@ class WindowLogic(OperatorLogic):
             self.backend.snapshot(checkpoint_id),
             self.timers.snapshot(checkpoint_id),
             self.watermark,
+            key_class=self.key_class.record,
         )
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
@@ -124,6 +128,8 @@ class WindowLogic(OperatorLogic):
                 values = [values[i] for i in kept]
                 timestamps = [timestamps[i] for i in kept]
                 headers = [headers[i] for i in kept] if headers is not None else None
+        if self.key_class.pending and keys:
+            self.key_class.see(keys[0])
         if type(self.assigner) is TumblingWindows:
             self._tumbling(values, timestamps, keys, headers)
         elif isinstance(self.assigner, SessionWindows):
