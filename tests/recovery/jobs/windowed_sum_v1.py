@@ -1,5 +1,6 @@
 """The first version of the upgrade test's job: :mod:`windowed_sum` with its window state
-in a ``msgspec.Struct`` (:mod:`upgrade_state`). Configured as :mod:`windowed_sum` is."""
+in a ``msgspec.Struct`` (:mod:`upgrade_state`) and a filter that drops the results of the
+users in ``DROPPED``. Configured as :mod:`windowed_sum` is."""
 
 import os
 from datetime import timedelta
@@ -12,11 +13,13 @@ from weirflow.connectors import EventLogSink, EventLogSource
 from weirflow.windows import TumblingWindows
 
 LOG_DIR = os.environ["WF_LOG_DIR"]
+DROPPED = frozenset(f"u{i}" for i in range(5))
 
 flow = Dataflow("windowed_sum")
 (
     user_amounts(flow, EventLogSource(LOG_DIR, "events", group="windowed_sum"))
     .window(TumblingWindows(size=timedelta(seconds=1)))
     .aggregate(CountTotals(), name="per_user")
+    .filter(lambda result: result[0] not in DROPPED, name="drop_users")
     .sink(EventLogSink(LOG_DIR, "results"), name="results")
 )
