@@ -460,21 +460,22 @@ def test_autoscale_runs_the_job_again_on_more_worker_actors(
     actor with a backlog it needs seconds for: the coordinator in the driver decides to
     scale up, stops the run with a stop checkpoint, and the driver runs the job again at
     parallelism 2 on 2 worker actors (a new placement group, once Ray freed the first
-    run's CPU), which restore it; the output is exact."""
+    run's CPU), which restore it; the output is exact. The actors are packed
+    (``--ray-placement pack``): both of the second run on one node."""
     job = Job(
         ray_ns, tmp_path, 8_000, 28, 2000,
-        ("--workers", "1", "--parallelism", "1",
+        ("--workers", "1", "--parallelism", "1", "--ray-placement", "pack",
          "--autoscale", "min=1,max=2,target-lag=500ms,cooldown=1s,sustain=1s"),
     )  # fmt: skip
     job.check_exact()
     text = job.text()
     made = re.findall(r"autoscale (up|down): parallelism (\d) -> (\d)", text)
     assert made[:1] == [("up", "1", "2")], text[-4000:]
-    # the second run: 2 new worker actors joined, each from a Ray node
+    # the second run: 2 new worker actors joined, packed on one Ray node
     second = text.split("rescaling to parallelism 2 on 2 workers from the stop checkpoint")
     assert len(second) == 2, text[-4000:]
-    joined = re.findall(r"joined from .*\(ray node [0-9a-f]+", second[1].split("rescaling")[0])
-    assert len(joined) >= 2, second[1][:4000]
+    joined = re.findall(r"joined from .*\(ray node ([0-9a-f]+)", second[1].split("rescaling")[0])
+    assert len(joined) >= 2 and len(set(joined[:2])) == 1, second[1][:4000]
 
 
 def _wait_for_no_worker_actors(
