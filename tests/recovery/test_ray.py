@@ -47,8 +47,12 @@ Q5_EVENTS = 12_000  # 1.2 s of event time: several q5 sliding windows
 UI_PORT = 9123
 # the node id in a worker's "placed on": ray node <id> at <ip>
 PLACED = re.compile(r"ray node ([0-9a-f]+) at ")
-# each loss costs ~7 s (a fresh node, a new worker process, a restore); the job's input
-# (30 000 records at 500 µs each) lasts long enough for all of them
+# the windowed job's operators in job order, and their kinds
+OPERATORS = {"events": "source", "parse": "map", "per_user": "window", "results": "sink"}
+# each loss costs ~7 s (a fresh node, a new worker process, a restore), and between two the
+# job runs on for a checkpoint or two and the dashboard's checks (up to a heartbeat): the
+# job's input (45 000 records at 500 µs each) lasts long enough for all of them (30 000 ran
+# out before the fifth loss was reported on a loaded machine)
 NODE_LOSSES = 5
 
 
@@ -102,23 +106,45 @@ def weirflow_cli(ns: RayInNamespace, *args: str) -> subprocess.CompletedProcess[
     )
 
 
-def status_nodes(ns: RayInNamespace, *args: str) -> set[str]:
+def status_nodes(ns: RayInNamespace, *args: str, operators: bool = False) -> set[str]:
     """``weirflow status windowed_sum ARGS``: the Ray nodes of its 2 workers, every one live
-    in Ray's own view."""
-    done = weirflow_cli(ns, "status", "windowed_sum", *args)
-    assert done.returncode == 0, done.stderr
+    in Ray's own view; with ``operators`` also its operator table: every operator, of its
+    kind, on 2 subtasks (asked again until both workers' heartbeats carried their counts)."""
+    deadline = time.monotonic() + 60
+    while True:
+        done = weirflow_cli(ns, "status", "windowed_sum", *args)
+        assert done.returncode == 0, done.stderr
+        cells = [line.replace("│", " ").split() for line in done.stdout.splitlines()]
+        table = {r[0]: r[1:3] for r in cells if r and r[0] in OPERATORS}
+        if not operators or table == {op: [kind, "2"] for op, kind in OPERATORS.items()}:
+            break
+        assert time.monotonic() < deadline, done.stdout
     placed = PLACED.findall(done.stdout)
     assert "job windowed_sum (parallelism 2)" in done.stdout and len(placed) == 2, done.stdout
     assert set(placed) <= ns.alive_nodes(), done.stdout
     return set(placed)
 
 
-def dashboard_nodes(ns: RayInNamespace) -> set[str]:
+def dashboard_nodes(ns: RayInNamespace, reading: bool = False) -> set[str]:
     """The dashboard's workers (``/api/workers``): 2, each on a node Ray reports alive;
-    returns their nodes."""
+    returns their nodes. Its operators (``/api/operators``, summed over the heartbeats of
+    the current attempt, waited for): every operator of the job in job order at
+    parallelism 2, nothing filtered, late or dead-lettered; with ``reading``, the source
+    has read records and passed them on."""
     rows = ns.get_json(f"http://127.0.0.1:{UI_PORT}/api/workers")
     nodes = {m for r in rows for m in PLACED.findall(r["placed_on"])}
     assert len(rows) == 2 and len(nodes) >= 1 and nodes <= ns.alive_nodes(), rows
+    deadline = time.monotonic() + 30
+    while True:
+        ops = ns.get_json(f"http://127.0.0.1:{UI_PORT}/api/operators")
+        shown = [(o["operator"], o["kind"], o["parallelism"]) for o in ops]
+        if shown == [(op, kind, 2) for op, kind in OPERATORS.items()] and (
+            not reading or ops[0]["records_out"] > 0
+        ):
+            break
+        assert time.monotonic() < deadline, ops
+        time.sleep(0.3)
+    assert all(o[k] == 0 for o in ops for k in ("filtered", "late", "dead_lettered")), ops
     return nodes
 
 
@@ -300,16 +326,23 @@ def test_node_loss_gives_batch_answer(ray_ns: RayInNamespace, tmp_path: Path) ->
     worker actors are silenced first: a crashed machine closes no connection, so only Ray's
     report of the dead node (the heartbeat timeout is 120 s) can end the attempt. The
     dashboard (``/api/workers``) names the nodes of the workers, every one live in Ray's view,
-    and after each loss no longer the removed node."""
+    and after each loss no longer the removed node; it lists every operator at parallelism 2
+    (``/api/operators``). The coordinator in the driver evaluates ``--alert restarts>0`` and
+    posts its firing, once, to a webhook in the namespace."""
     rng = random.Random(22)
+    posts = tmp_path / "alerts.jsonl"
+    hook, hook_url = ray_ns.receive_posts(posts)
     job = Job(
-        ray_ns, tmp_path, 30_000, 22, 500,
-        ("--heartbeat-timeout", "120s", "--ui-port", str(UI_PORT)),
+        ray_ns, tmp_path, 45_000, 22, 500,
+        ("--heartbeat-timeout", "120s", "--ui-port", str(UI_PORT), "--alert", "restarts>0",
+         "--alert-webhook", hook_url, "--alert-every", "200ms"),
     )  # fmt: skip
     removed: list[str] = []
     recovery_s = []
     assert job.wait_for_new_checkpoint(), job.text()[-3000:]
-    nodes = dashboard_nodes(ray_ns)
+    nodes = dashboard_nodes(ray_ns, reading=True)
+    assert not posts.exists(), posts.read_text()  # no restart yet: no alert
+    first_loss_ms = int(time.time() * 1000)
     while len(removed) < NODE_LOSSES and job.wait_for_new_checkpoint():
         # within the checkpoint interval: before, at or after the next barrier
         time.sleep(rng.uniform(0.0, 0.4))
@@ -340,6 +373,13 @@ def test_node_loss_gives_batch_answer(ray_ns: RayInNamespace, tmp_path: Path) ->
     for node in removed:
         assert f"lost: Ray reports its node {node[:12]} at " in text, text[-4000:]
     assert "its connection ended" not in text and "no heartbeat for" not in text, text[-4000:]
+    # the coordinator in the driver evaluated the alert on its restarts and posted it once
+    hook.kill()
+    alerts = [json.loads(line) for line in posts.read_text().splitlines()]
+    assert [(a["alert"], a["state"], a["job"]) for a in alerts] == [
+        ("restarts>0", "firing", "windowed_sum")
+    ], alerts
+    assert alerts[0]["value"] >= 1 and alerts[0]["at_ms"] >= first_loss_ms, alerts
 
 
 def test_sigkill_of_worker_actor_driver_and_detached_coordinator_gives_batch_answer(
@@ -393,7 +433,7 @@ def test_sigkill_of_worker_actor_driver_and_detached_coordinator_gives_batch_ans
         assert job.wait_for_new_checkpoint(), job.text()[-3000:]
         # the detached coordinator answers through Ray
         on_ray = ("--ray", ray_ns.address)
-        status_nodes(ray_ns, *on_ray)
+        status_nodes(ray_ns, *on_ray, operators=True)
         savepoint_written(weirflow_cli(ray_ns, "stop", "windowed_sum", *on_ray))
         _wait_for_no_worker_actors(ray_ns, "their stopped coordinator", "DetachedCoordinator")
 
@@ -411,6 +451,31 @@ def test_sigkill_of_worker_actor_driver_and_detached_coordinator_gives_batch_ans
         # a failed run must not leave a job running into the other tests
         for pid in ray_ns.actor_pids("DetachedCoordinator"):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_autoscale_runs_the_job_again_on_more_worker_actors(
+    ray_ns: RayInNamespace, tmp_path: Path
+) -> None:
+    """Scenario: ``--autoscale`` of the windowed job started at parallelism 1 on 1 worker
+    actor with a backlog it needs seconds for: the coordinator in the driver decides to
+    scale up, stops the run with a stop checkpoint, and the driver runs the job again at
+    parallelism 2 on 2 worker actors (a new placement group, once Ray freed the first
+    run's CPU), which restore it; the output is exact. The actors are packed
+    (``--ray-placement pack``): both of the second run on one node."""
+    job = Job(
+        ray_ns, tmp_path, 8_000, 28, 2000,
+        ("--workers", "1", "--parallelism", "1", "--ray-placement", "pack",
+         "--autoscale", "min=1,max=2,target-lag=500ms,cooldown=1s,sustain=1s"),
+    )  # fmt: skip
+    job.check_exact()
+    text = job.text()
+    made = re.findall(r"autoscale (up|down): parallelism (\d) -> (\d)", text)
+    assert made[:1] == [("up", "1", "2")], text[-4000:]
+    # the second run: 2 new worker actors joined, packed on one Ray node
+    second = text.split("rescaling to parallelism 2 on 2 workers from the stop checkpoint")
+    assert len(second) == 2, text[-4000:]
+    joined = re.findall(r"joined from .*\(ray node ([0-9a-f]+)", second[1].split("rescaling")[0])
+    assert len(joined) >= 2 and len(set(joined[:2])) == 1, second[1][:4000]
 
 
 def _wait_for_no_worker_actors(

@@ -199,14 +199,9 @@ def run_on_workers(
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
     spec = JobSpec(job=absolute_job_spec(job), graph=flow.graph, **spec_args)
-    scaler = (
-        CoordinatorAutoscaler(autoscale, spec.parallelism, wall_clock_ms)
-        if autoscale is not None
-        else None
-    )
-    slots = math.ceil(spec.parallelism / workers)
-    while True:
-        result = run_on_local_workers(
+
+    def run(spec: JobSpec, workers: int, watch: CoordinatorWatch | None) -> JobResult:
+        return run_on_local_workers(
             spec,
             workers,
             stop=stop,
@@ -216,7 +211,52 @@ def run_on_workers(
             metrics_port=metrics[0],
             metrics_host=metrics[1],
             savepoints=savepoints,
-            watch=watch if scaler is None else both(watch, scaler.watch(flow.name, stop)),
+            watch=watch,
+        )
+
+    return run_rescaling(spec, workers, run, watch, stop, savepoints, autoscale)
+
+
+def run_rescaling(
+    spec: JobSpec,
+    workers: int,
+    run: Callable[[JobSpec, int, CoordinatorWatch | None], JobResult],
+    watch: CoordinatorWatch | None,
+    stop: threading.Event,
+    savepoints: SavepointRequests | None,
+    autoscale: AutoscaleConfig | None,
+) -> JobResult:
+    """Run ``spec`` on ``workers`` workers through ``run``, and with ``autoscale`` run it
+    again after each rescale decision: from the stop checkpoint the decision took, at the
+    new parallelism, on as many workers as that needs at the first run's slots per worker.
+
+    Args:
+        spec: the job.
+        workers: workers of the first run.
+        run: one run of a job on a number of workers under a coordinator watched by a
+            watch (the local processes' or the Ray actors' launcher).
+        watch: started with each run's coordinator, ended with it (the dashboard, alerts).
+        stop: set by SIGTERM or Ctrl-C, and by a rescale decision (cleared for the next run).
+        savepoints: savepoint requests to the job; a stop submitted there ends the job.
+        autoscale: rescale on the sources' lag, or ``None`` (one run).
+
+    Returns:
+        The result of the last run (the one at the job's final parallelism).
+
+    Raises:
+        ConfigError, JobFailedError: as ``run`` raises them.
+    """
+    scaler = (
+        CoordinatorAutoscaler(autoscale, spec.parallelism, wall_clock_ms)
+        if autoscale is not None
+        else None
+    )
+    slots = math.ceil(spec.parallelism / workers)
+    while True:
+        result = run(
+            spec,
+            workers,
+            watch if scaler is None else both(watch, scaler.watch(spec.graph.name, stop)),
         )
         decision = scaler.take() if scaler is not None else None
         if decision is None or (savepoints is not None and savepoints.stop_submitted):

@@ -16,8 +16,8 @@ supervisor tells each worker how many restarts came before it and how long
 recovery took (environment variables), so those metrics survive worker deaths.
 ``--autoscale`` rescales on source lag and ``--alert`` evaluates alert
 conditions (:mod:`weirflow.cli.run_autoscale`, :mod:`weirflow.metrics.watch`)
-in the worker, or with ``--workers`` in the coordinator, on its view of the
-cluster.
+in the worker, or with ``--workers`` or ``--ray`` in the coordinator, on its view of
+the cluster.
 
 Exit status: 0 finished or stopped cleanly; 1 the job failed and the
 restart strategy gave up, or it failed with an error that recurs on every
@@ -393,6 +393,7 @@ def run(
                     wait=ray_wait or not ray_detached,
                     watch=coordinator_watch(flow.graph, parallelism, surfaces, endpoint),
                     savepoints=savepoints,
+                    autoscale=scaling,
                 )
             finally:
                 if endpoint is not None:

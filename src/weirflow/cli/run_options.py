@@ -125,14 +125,15 @@ def check_watch_placement(
         ray_detached: ``--ray-detached``.
 
     Raises:
-        ConfigError: ``--autoscale`` beyond this machine's workers (it starts and ends
-            workers, which a ``weirflow coordinator`` cannot); ``--alert`` on a detached
-            Ray job; or a condition a coordinator cannot see on a job on workers.
+        ConfigError: ``--autoscale`` with a coordinator beyond this process (it starts
+            and ends workers, which a ``weirflow coordinator`` or a detached Ray
+            coordinator does not); ``--alert`` on a detached Ray job; or a condition a
+            coordinator cannot see on a job on workers.
     """
-    if autoscale and (coordinator is not None or ray is not None):
+    if autoscale and (coordinator is not None or ray_detached):
         raise ConfigError(
-            "--autoscale rescales a job in this process or on its --workers: not with "
-            "--coordinator or --ray"
+            "--autoscale rescales a job in this process, on its --workers or on --ray "
+            "worker actors: not with --coordinator or --ray-detached"
         )
     if alerts and ray_detached:
         raise ConfigError(

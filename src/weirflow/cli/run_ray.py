@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import signal
 import threading
+from dataclasses import replace
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
 from weirflow.api import load_dataflow, load_graph
-from weirflow.cli.cluster import absolute_job_spec
+from weirflow.cli.cluster import absolute_job_spec, run_rescaling
 from weirflow.errors import ConfigError
+from weirflow.metrics.autoscale import AutoscaleConfig
 from weirflow.records import JobResult
 from weirflow.runtime import RunListener
 from weirflow.runtime.jobspec import JobSpec
@@ -47,11 +49,16 @@ def run_on_ray_cluster(
     wait: bool = True,
     watch: CoordinatorWatch | None = None,
     savepoints: SavepointRequests | None = None,
+    autoscale: AutoscaleConfig | None = None,
 ) -> JobResult | None:
     """Run ``job`` on ``cluster`` until it ends or SIGTERM stops it.
 
     With ``cluster.detached`` the job is submitted to a detached coordinator
-    actor; ``listener``, ``stop`` and ``metrics`` then do not apply.
+    actor; ``listener``, ``stop``, ``metrics`` and ``autoscale`` then do not apply.
+    With ``autoscale``, a rescale decision stops the run with a stop checkpoint
+    and the next run restores it at the new parallelism on as many worker actors
+    as it needs at the first run's slots per actor, once Ray has freed the CPUs
+    of the previous run's actors (waited for up to ``cluster.worker_wait``).
 
     Args:
         job: ``JOB.py[:NAME]``.
@@ -64,9 +71,10 @@ def run_on_ray_cluster(
         wait: (detached) wait for the job's end rather than return once it runs.
         watch: started with the coordinator here, ended with it (the dashboard).
         savepoints: savepoint requests to the job (the caller sets SIGTERM's handler then).
+        autoscale: rescale on the sources' lag, or ``None``.
 
     Returns:
-        The job's result; ``None`` for a detached job not waited for.
+        The job's result (of its last run); ``None`` for a detached job not waited for.
 
     Raises:
         ConfigError: bad options, Ray missing, the cluster unreachable or too small.
@@ -81,17 +89,24 @@ def run_on_ray_cluster(
     if savepoints is None:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-    return run_on_ray(
-        spec,
-        cluster,
-        load_graph,
-        stop=stop,
-        listener=listener,
-        heartbeat_timeout_s=heartbeat_timeout_s,
-        metrics=metrics,
-        watch=watch,
-        savepoints=savepoints,
-    )
+    first = spec
+
+    def run(spec: JobSpec, workers: int, watch: CoordinatorWatch | None) -> JobResult:
+        return run_on_ray(
+            spec,
+            replace(cluster, workers=workers),
+            load_graph,
+            stop=stop,
+            listener=listener,
+            heartbeat_timeout_s=heartbeat_timeout_s,
+            metrics=metrics,
+            watch=watch,
+            savepoints=savepoints,
+            # Ray frees the CPUs of a removed placement group a moment later
+            cpus_wait_s=0.0 if spec is first else cluster.worker_wait.total_seconds(),
+        )
+
+    return run_rescaling(spec, cluster.workers, run, watch, stop, savepoints, autoscale)
 
 
 def ray_cluster_option(

@@ -193,6 +193,7 @@ def run_on_ray(
     metrics: tuple[int | None, str] = (None, "127.0.0.1"),
     savepoints: SavepointRequests | None = None,
     watch: CoordinatorWatch | None = None,
+    cpus_wait_s: float = 0.0,
 ) -> JobResult:
     """Run ``spec`` on worker actors of a Ray cluster under a coordinator in this process.
 
@@ -215,6 +216,8 @@ def run_on_ray(
         heartbeat_timeout_s: silence after which a worker is given up (s).
         metrics: ``(port, host)`` of the coordinator's ``/metrics`` (port ``None``: off).
         watch: started with the coordinator, ended with it (the dashboard).
+        cpus_wait_s: how long to wait for the CPUs the job needs to be free (s); 0: refuse
+            at once (a run after another, whose actors Ray is still ending, waits).
 
     Returns:
         The job's :class:`~weirflow.records.JobResult`.
@@ -235,7 +238,7 @@ def run_on_ray(
     )
     try:
         slots = math.ceil(spec.parallelism / cluster.workers)
-        preflight.check_free_cpus(cluster.workers, slots)
+        preflight.check_free_cpus(cluster.workers, slots, cpus_wait_s)
         key = None
         if spec.checkpoint is not None:
             storage = CheckpointStorage(spec.checkpoint.storage, spec.graph.name)

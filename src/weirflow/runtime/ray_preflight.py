@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -98,14 +99,26 @@ def connect(address: str | None, runtime_env: Mapping[str, Any]) -> bool:
     return True
 
 
-def check_free_cpus(workers: int, slots: int) -> None:
+def check_free_cpus(workers: int, slots: int, wait_s: float = 0.0) -> None:
     """Refuse a job that asks more CPUs (one per slot) than the cluster has free.
 
+    Args:
+        workers: worker actors.
+        slots: slots per actor.
+        wait_s: how long to wait for enough CPUs to become free (s) while the cluster has
+            that many at all.
+
     Raises:
-        ConfigError: ``workers × slots`` exceeds the free CPUs.
+        ConfigError: ``workers × slots`` exceeds the free CPUs (after ``wait_s``).
     """
     need = workers * slots
-    free = ray.available_resources().get("CPU", 0.0)
+    deadline = time.monotonic() + wait_s
+    while (
+        (free := ray.available_resources().get("CPU", 0.0)) < need
+        and time.monotonic() < deadline
+        and need <= ray.cluster_resources().get("CPU", 0.0)
+    ):
+        time.sleep(0.2)
     if need > free:
         total = ray.cluster_resources().get("CPU", 0.0)
         raise ConfigError(

@@ -22,11 +22,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-# Ray's node health checks, fast enough that a removed node is declared dead within ~2 s
-# (the default takes ~15 s); a Ray deployment tunes the same settings.
+# Ray's node health checks, fast enough that a removed node is declared dead within ~3 s
+# (the default takes ~15 s); a Ray deployment tunes the same settings. A removed node
+# refuses each check at once; a live raylet on a loaded machine may stall for a second or
+# more, and 3 checks of 500 ms once declared one dead (its raylet then exits).
 HEALTH_CHECKS = json.dumps(
-    {"health_check_period_ms": 500, "health_check_failure_threshold": 3,
-     "health_check_timeout_ms": 500}
+    {"health_check_period_ms": 500, "health_check_failure_threshold": 5,
+     "health_check_timeout_ms": 1000}
 )  # fmt: skip
 
 
@@ -117,6 +119,44 @@ class RayInNamespace:
             capture_output=True, check=True, timeout=60, env=self.env,
         ).stdout  # fmt: skip
         return json.loads(out)
+
+    def receive_posts(self, into: Path) -> tuple[subprocess.Popen[bytes], str]:
+        """Serve HTTP inside the namespace, appending the body of every POST to ``into``
+        (one line each, newlines inside a body turned into spaces): a webhook for a job
+        that runs there, as an alert receiver reachable only through the namespace's
+        loopback.
+
+        Returns:
+            the server's process (ended by :meth:`close` at the latest) and its URL.
+
+        Raises:
+            RuntimeError: the server did not start.
+        """
+        code = (
+            "import sys, http.server\n"
+            "class Posts(http.server.BaseHTTPRequestHandler):\n"
+            "    def do_POST(self):\n"
+            "        body = self.rfile.read(int(self.headers['Content-Length']))\n"
+            "        with open(sys.argv[1], 'ab') as f:\n"
+            "            f.write(body.replace(b'\\n', b' ') + b'\\n')\n"
+            "        self.send_response(204)\n"
+            "        self.end_headers()\n"
+            "    def log_message(self, *args):\n"
+            "        pass\n"
+            "server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Posts)\n"
+            "print(server.server_address[1], flush=True)\n"
+            "server.serve_forever()\n"
+        )
+        proc = subprocess.Popen(
+            [*self.prefix(), sys.executable, "-c", code, str(into)],
+            env=self.env, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        port = proc.stdout.readline().strip()
+        if not port:
+            proc.kill()
+            raise RuntimeError("the webhook receiver did not start")
+        return proc, f"http://127.0.0.1:{int(port)}/alerts"
 
     def silence(self, pids: list[int]) -> list[int]:
         """Drop every packet to or from the TCP ports the processes ``pids`` hold now, as a

@@ -44,3 +44,17 @@ def test_working_dir_must_contain_the_job(tmp_path: Path) -> None:
 def test_cluster_takes_its_worker_count_itself() -> None:
     with pytest.raises(ConfigError, match=r"RayCluster\(workers=N\)"):
         run_job(Dataflow("f").graph, 2, 128, workers=2, cluster=RayCluster(workers=2), job="x.py")
+
+
+def test_worker_actors_ask_their_slots_and_are_never_restarted_by_ray() -> None:
+    """A worker actor asks one CPU per slot plus its resources, and Ray never restarts it:
+    weirflow replaces a lost worker itself, so none comes back holding an older attempt."""
+    pytest.importorskip("ray")
+    from weirflow.runtime.ray_launcher import WorkerShape
+
+    shape = WorkerShape(2, {"GPU": 1, "memory": 2**30, "fpga": 0.5})
+    assert shape.bundle() == {"CPU": 2.0, "GPU": 1, "memory": 2**30, "fpga": 0.5}
+    options = shape.actor_options()
+    assert options["max_restarts"] == 0
+    assert (options["num_cpus"], options["num_gpus"], options["memory"]) == (2, 1, 2**30)
+    assert options["resources"] == {"fpga": 0.5}
