@@ -177,6 +177,26 @@ def chaos_env(log_dir: Path, seed: int, faults: str, **variables: str) -> dict[s
     )
 
 
+class ThrottleRelease:
+    """Ends the test jobs' per-record pause (``WF_THROTTLE_US``, ``WF_SLOW_US``) once a chaos
+    run's kills have all landed: the pause only keeps the job running while they land, so the
+    input left after the last kill then runs at full speed, the same records and the same
+    output, sooner.
+
+    Give :attr:`env` to the job and the object to ``run_under_chaos(after_last_kill=...)``.
+
+    Args:
+        folder: where the release file goes (it must not exist yet).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "throttle-released"
+        self.env = {"WF_THROTTLE_RELEASE": str(self.path)}
+
+    def __call__(self) -> None:
+        self.path.touch()
+
+
 def assert_exact_output(log_dir: Path, expected: Counter[Any], describe: str) -> None:
     """Fail unless topic ``results`` holds exactly ``expected``: nothing missing, nothing twice.
 
