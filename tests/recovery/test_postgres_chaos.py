@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from chaos_helpers import ThrottleRelease, make_input, supervised_args
+from chaos_helpers import make_input, supervised_args
 from prometheus_client.parser import text_string_to_metric_families
 
 from weirflow.eventlog import EventLog
@@ -113,10 +113,8 @@ def _run(
             lg.create_topic(f"refused_{table}", 1)
     for table, (_, mode) in zip(tables, sinks, strict=True):
         make_table(server.dsn, table, mode == "upsert")
-    release = ThrottleRelease(tmp_path)
     env = dict(
         os.environ,
-        **release.env,
         WF_LOG_DIR=str(log_dir),
         WF_PG_DSN=server.dsn,
         WF_PG_SINKS=",".join(f"{t}:{e}:{m}" for t, (e, m) in zip(tables, sinks, strict=True)),
@@ -134,7 +132,6 @@ def _run(
         chaos,
         log_path=tmp_path / "chaos.log",
         env=env,
-        after_last_kill=release,
     )
     if during is not None:
         during.join()

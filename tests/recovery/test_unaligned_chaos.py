@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from chaos_helpers import (
     CheckpointsSinceLastCall,
-    ThrottleRelease,
     assert_exact_output,
     chaos_env,
     make_input,
@@ -42,13 +41,11 @@ def test_exactly_once_with_unaligned_checkpoints_under_kills(
     restarts replay the in-flight records once."""
     log_dir = tmp_path / "log"
     expected = make_input(log_dir, N, chaos_seed)
-    release = ThrottleRelease(tmp_path)
     env = chaos_env(
         log_dir,
         chaos_seed,
         "state_write=0.005,after_manifest=0.005,sink_commit=0.003",
         WF_SLOW_US="30",
-        **release.env,
     )
     report = run_under_chaos(
         JOB,
@@ -66,7 +63,6 @@ def test_exactly_once_with_unaligned_checkpoints_under_kills(
         log_path=tmp_path / "chaos.log",
         env=env,
         progressed=CheckpointsSinceLastCall(tmp_path / "chaos.log", _IN_FLIGHT.pattern),
-        after_last_kill=release,
     )
     assert report.kills >= KILLS, f"job ended before {KILLS} kills landed: {report.describe()}"
     in_flight = {int(c): int(n) for c, n in _IN_FLIGHT.findall(report.log)}

@@ -5,14 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from chaos_helpers import (
-    JOB,
-    ThrottleRelease,
-    assert_exact_output,
-    chaos_env,
-    make_input,
-    two_worker_args,
-)
+from chaos_helpers import JOB, assert_exact_output, chaos_env, make_input, two_worker_args
 
 from weirflow.testing import ChaosConfig, run_under_chaos
 
@@ -26,13 +19,11 @@ def test_exactly_once_on_two_workers_under_30_kills(tmp_path: Path, chaos_seed: 
     random moments, and kills at the checkpoint protocol's phases; output equals the batch."""
     log_dir = tmp_path / "log"
     expected = make_input(log_dir, N, chaos_seed)
-    release = ThrottleRelease(tmp_path)
     env = chaos_env(
         log_dir,
         chaos_seed,
         "state_write=0.002,after_manifest=0.002,sink_commit=0.001,pre_commit=0.001",
         WF_THROTTLE_US="60",
-        **release.env,
     )
     report = run_under_chaos(
         JOB,
@@ -47,7 +38,6 @@ def test_exactly_once_on_two_workers_under_30_kills(tmp_path: Path, chaos_seed: 
         ),
         log_path=tmp_path / "chaos.log",
         env=env,
-        after_last_kill=release,
     )
     assert report.kills >= 30, f"job ended before 30 kills landed: {report.describe()}"
     assert report.worker_kills >= 10 and report.supervisor_kills >= 3, report.describe()

@@ -4,15 +4,15 @@ under backpressure and its checkpoints hold in-flight records.
 
 The stage after the first ``key_by`` (parallelism 2: each subtask reads every source
 subtask's channel) pauses ``WF_SLOW_US`` microseconds per record; a second ``key_by``
-feeds the windows. Configured like ``windowed_sum.py`` (``WF_LOG_DIR``); the pause ends
-like :mod:`windowed_sum_core`'s (``WF_THROTTLE_RELEASE``).
+feeds the windows. Configured like ``windowed_sum.py`` (``WF_LOG_DIR``).
 """
 
 import os
+import time
 from datetime import timedelta
 from typing import Any
 
-from windowed_sum_core import CountSum, pause, user_amounts
+from windowed_sum_core import CountSum, user_amounts
 
 from weirflow import Dataflow
 from weirflow.connectors import EventLogSink, EventLogSource
@@ -24,7 +24,8 @@ SLOW_S = int(os.environ.get("WF_SLOW_US", "0")) / 1e6
 
 def slow(kv: Any) -> Any:
     """The identity, ``WF_SLOW_US`` late: the bottleneck that causes backpressure."""
-    pause(SLOW_S)
+    if SLOW_S:
+        time.sleep(SLOW_S)
     return kv
 
 
