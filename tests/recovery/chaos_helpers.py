@@ -178,12 +178,13 @@ def chaos_env(log_dir: Path, seed: int, faults: str, **variables: str) -> dict[s
 
 
 class ThrottleRelease:
-    """Ends the test jobs' per-record pause (``WF_THROTTLE_US``, ``WF_SLOW_US``) once a chaos
-    run's kills have all landed: the pause only keeps the job running while they land, so the
-    input left after the last kill then runs at full speed, the same records and the same
-    output, sooner.
+    """Ends the test jobs' per-record pause (``WF_THROTTLE_US``, see ``jobs/windowed_sum_core``)
+    once nothing acts on the job any more, e.g. after a chaos run's last kill: the pause only
+    keeps the job running while the kills land, so the input left then runs at full speed, the
+    same records and the same output, sooner.
 
-    Give :attr:`env` to the job and the object to ``run_under_chaos(after_last_kill=...)``.
+    Give :attr:`env` to the job; call the object (or hand it to
+    ``run_under_chaos(after_last_kill=...)``) to end the pause.
 
     Args:
         folder: where the release file goes (it must not exist yet).
