@@ -177,6 +177,27 @@ def chaos_env(log_dir: Path, seed: int, faults: str, **variables: str) -> dict[s
     )
 
 
+class ThrottleRelease:
+    """Ends the test jobs' per-record pause (``WF_THROTTLE_US``, see ``jobs/windowed_sum_core``)
+    once nothing acts on the job any more, e.g. after a chaos run's last kill: the pause only
+    keeps the job running while the kills land, so the input left then runs at full speed, the
+    same records and the same output, sooner.
+
+    Give :attr:`env` to the job; call the object (or hand it to
+    ``run_under_chaos(after_last_kill=...)``) to end the pause.
+
+    Args:
+        folder: where the release file goes (it must not exist yet).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "throttle-released"
+        self.env = {"WF_THROTTLE_RELEASE": str(self.path)}
+
+    def __call__(self) -> None:
+        self.path.touch()
+
+
 def assert_exact_output(log_dir: Path, expected: Counter[Any], describe: str) -> None:
     """Fail unless topic ``results`` holds exactly ``expected``: nothing missing, nothing twice.
 

@@ -10,6 +10,7 @@ import pytest
 from chaos_helpers import (
     JOB,
     CheckpointsSinceLastCall,
+    ThrottleRelease,
     committed_results,
     make_input,
     supervised_args,
@@ -40,8 +41,10 @@ def _run(
     """Run the job under chaos; ``after_checkpoints``: each kill waits for a new checkpoint."""
     log_dir = tmp_path / "log"
     expected = make_input(log_dir, n, seed, session_gap_ms=session_gap_ms)
+    release = ThrottleRelease(tmp_path)
     env = dict(
         os.environ,
+        **release.env,
         WF_LOG_DIR=str(log_dir),
         WF_THROTTLE_US="40",
         WF_SINK_GUARANTEE="exactly_once" if guarantee == "exactly_once" else "at_least_once",
@@ -58,6 +61,8 @@ def _run(
         log_path=tmp_path / "chaos.log",
         env=env,
         progressed=CheckpointsSinceLastCall(tmp_path / "chaos.log") if after_checkpoints else None,
+        # fault points kill at the protocol's phases all run long: keep the pause to the end
+        after_last_kill=None if faults else release,
     )
     assert report.kills >= kills // 2, f"job ended before the kills landed: {report.describe()}"
     return expected, committed_results(log_dir), report

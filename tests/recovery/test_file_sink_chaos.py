@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from chaos_helpers import make_input, supervised_args
+from chaos_helpers import ThrottleRelease, make_input, supervised_args
 
 from weirflow.testing import ChaosConfig, ChaosReport, run_under_chaos
 
@@ -37,8 +37,10 @@ def _run(
 ) -> tuple[Counter, ChaosReport]:
     log_dir = tmp_path / "log"
     expected = make_input(log_dir, N, seed)
+    release = ThrottleRelease(tmp_path)
     env = dict(
         os.environ,
+        **release.env,
         WF_LOG_DIR=str(log_dir),
         WF_OUT_DIR=str(tmp_path / "out"),
         WF_ROLLING="400",
@@ -53,6 +55,8 @@ def _run(
         ChaosConfig(kills=kills, seed=seed, target="worker", min_delay_s=0.8, max_delay_s=2.0),
         log_path=tmp_path / "chaos.log",
         env=env,
+        # fault points kill at the protocol's phases all run long: keep the pause to the end
+        after_last_kill=None if faults else release,
     )
     return expected, report
 

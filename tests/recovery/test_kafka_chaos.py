@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from chaos_helpers import ThrottleRelease
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from kafka_broker import (
@@ -100,8 +101,10 @@ def run_job(
     create_topic(broker.bootstrap, src, 3)
     create_topic(broker.bootstrap, out, 1)
     expected = make_input(broker.bootstrap, src, N, seed)
+    release = ThrottleRelease(tmp)
     env = dict(
         os.environ,
+        **release.env,
         WF_KAFKA_BOOTSTRAP=broker.bootstrap,
         WF_KAFKA_IN=src,
         WF_KAFKA_OUT=out,
@@ -125,6 +128,8 @@ def run_job(
         ChaosConfig(kills=kills, seed=seed, min_delay_s=1.0, max_delay_s=2.5, timeout_s=150),
         log_path=tmp / "chaos.log",
         env=env,
+        # fault points kill at the protocol's phases all run long: keep the pause to the end
+        after_last_kill=None if faults else release,
     )
     assert report.kills >= kills // 2, f"job ended before the kills landed: {report.describe()}"
     return Outcome(expected, raw_fetch(broker.bootstrap, out, 0), out, report.describe())

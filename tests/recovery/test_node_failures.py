@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from chaos_helpers import JOB, committed_results, make_input
+from chaos_helpers import JOB, ThrottleRelease, committed_results, make_input
 
 from weirflow.testing.hosts import Host, TestNetwork, can_create_hosts, write_token
 
@@ -42,7 +42,15 @@ class Cluster:
         self.token = write_token(tmp_path / "token")
         self.log_dir = tmp_path / "log"
         self.expected = make_input(self.log_dir, N, seed=11)
-        self.env = dict(os.environ, WF_LOG_DIR=str(self.log_dir), WF_THROTTLE_US=str(throttle_us))
+        # the throttle keeps the job running until the host's failure played out; released,
+        # the rest of the input runs at full speed
+        self.release = ThrottleRelease(tmp_path)
+        self.env = dict(
+            os.environ,
+            **self.release.env,
+            WF_LOG_DIR=str(self.log_dir),
+            WF_THROTTLE_US=str(throttle_us),
+        )
         self.coordinator_host = net.hosts[0]
         self.address = f"{self.coordinator_host.address}:{PORT}"
         self.logs: dict[str, Path] = {}
@@ -161,6 +169,7 @@ def test_a_killed_worker_host_is_replaced_by_the_standby(cluster: Cluster) -> No
     victim = _host_of_subtasks(cluster)
     assert cluster.net.kill_host(victim) >= 1
     cluster.wait_for("client", r"failed: .*lost", timeout_s=30)
+    cluster.release()
     log = cluster.finish(client)
     assert "attempt 2 starting from checkpoint" in log
 
@@ -176,6 +185,7 @@ def test_a_partitioned_worker_is_fenced_when_it_comes_back(cluster: Cluster) -> 
     cluster.wait_for("client", r"attempt 2 starting", timeout_s=60)
     time.sleep(HEARTBEAT_TIMEOUT_S)
     cluster.net.heal(victim)
+    cluster.release()
     cluster.finish(client)
     cluster.wait_for(victim.name, r"lost the coordinator", timeout_s=30)
     assert cluster.workers[victim.name].poll() is None, "the fenced worker should stay up"  # type: ignore[attr-defined]
@@ -195,6 +205,7 @@ def test_a_paused_worker_is_fenced_when_it_resumes(cluster: Cluster) -> None:
     time.sleep(1.0)
     for pid in pids:
         os.kill(pid, signal.SIGCONT)
+    cluster.release()
     cluster.finish(client)
     cluster.wait_for(victim.name, r"lost the coordinator", timeout_s=30)
 

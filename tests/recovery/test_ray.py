@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from chaos_helpers import JOB, committed_results, completed_checkpoints, make_input
+from chaos_helpers import JOB, ThrottleRelease, committed_results, completed_checkpoints, make_input
 
 from weirflow.eventlog import EventLog
 from weirflow.testing.hosts import can_create_hosts
@@ -183,6 +183,9 @@ class Job:
         self.work = work
         self.throttle_us = throttle_us
         self.expected = make_input(work / "log", n, seed=seed)
+        # the throttle keeps the job running while a test acts on it; released, the rest of
+        # the input runs at full speed
+        self.release = ThrottleRelease(work)
         self.log_path = work / "client.log"
         # False: the job goes on after its client returned (a detached coordinator)
         self.watch_client = True
@@ -192,8 +195,9 @@ class Job:
         """Start (again) ``weirflow run`` of the job; its output goes to the log."""
         with self.log_path.open("ab") as log:
             self.client = weirflow_run(
-                self.ns, self.work, *self.args, *extra, log=log, throttle_us=self.throttle_us
-            )
+                self.ns, self.work, *self.args, *extra, log=log, throttle_us=self.throttle_us,
+                env_vars=self.release.env,
+            )  # fmt: skip
 
     def text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -293,11 +297,13 @@ def test_nexmark_q5_with_a_node_loss_gives_batch_answer(
     with EventLog(log_dir) as lg:
         lg.create_topic("nexmark.q5", 2)
     client_log = tmp_path / "client.log"
+    release = ThrottleRelease(tmp_path)
     with client_log.open("wb") as out:
         proc = weirflow_run(
             ray_ns, tmp_path, job=str(HERE / "jobs" / "nexmark_queries.py"), log=out,
             throttle_us=1000,
-            env_vars={"WF_NEXMARK_QUERIES": "q5", "WF_NEXMARK_EVENTS": str(Q5_EVENTS)},
+            env_vars={"WF_NEXMARK_QUERIES": "q5", "WF_NEXMARK_EVENTS": str(Q5_EVENTS),
+                      **release.env},
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
@@ -309,6 +315,8 @@ def test_nexmark_q5_with_a_node_loss_gives_batch_answer(
         assert len(pids) == 2, pids
         removed = ray_ns.replace_node_of(rng.choice(pids))
         assert removed is not None and proc.poll() is None, client_log.read_text()[-3000:]
+        # a worker is gone with its node: the attempt cannot end without a restart
+        release()
         rc = proc.wait(timeout=180)
     finally:
         proc.kill()
@@ -367,6 +375,7 @@ def test_node_loss_gives_batch_answer(ray_ns: RayInNamespace, tmp_path: Path) ->
         else:
             ray_ns.unsilence()
     print(f"node losses: {len(removed)}; first checkpoint after each (s): {recovery_s}")
+    job.release()
     job.check_exact()
     assert len(removed) == NODE_LOSSES, f"the job ended after {len(removed)} node losses"
     text = job.text()
@@ -445,6 +454,7 @@ def test_sigkill_of_worker_actor_driver_and_detached_coordinator_gives_batch_ans
         _wait_for_no_worker_actors(ray_ns, "their detached coordinator")
 
         job.watch_client = True
+        job.release()
         job.submit("--restore", "latest", "--ray-detached", "--ray-wait")
         job.check_exact()
     finally:

@@ -10,7 +10,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from chaos_helpers import JOB, committed_results, make_input, run_command, wait_for_checkpoints
+from chaos_helpers import (
+    JOB,
+    ThrottleRelease,
+    committed_results,
+    make_input,
+    run_command,
+    wait_for_checkpoints,
+)
 
 from weirflow.testing import ChaosConfig, children, run_under_chaos
 
@@ -51,8 +58,12 @@ def test_sigterm_stops_cleanly_and_resume_is_exact(tmp_path: Path) -> None:
             said.split("stop savepoint written to ")[1].split()[0].removeprefix("file://")
         )
         assert folder.parent.name == "savepoints" and folder.parents[2] == tmp_path / "chk"
+        # nothing acts on the resumed run: it goes unthrottled
         rc = subprocess.run(
-            _cmd(tmp_path, f"--restore={folder}"), env=_env(log_dir), stdout=log, stderr=log
+            _cmd(tmp_path, f"--restore={folder}"),
+            env=_env(log_dir, throttle_us=0),
+            stdout=log,
+            stderr=log,
         ).returncode
     assert rc == 0, (tmp_path / "run.log").read_text()[-3000:]
     assert committed_results(log_dir) == expected
@@ -62,6 +73,7 @@ def test_at_most_once_never_counts_an_event_twice(tmp_path: Path) -> None:
     """Scenario: at-most-once with 6 worker kills: no window counts more events than exist."""
     log_dir = tmp_path / "log"
     expected = make_input(log_dir, N, 4)
+    release = ThrottleRelease(tmp_path)
     run_under_chaos(
         JOB,
         [
@@ -73,7 +85,8 @@ def test_at_most_once_never_counts_an_event_twice(tmp_path: Path) -> None:
         ],
         ChaosConfig(kills=6, seed=17),
         log_path=tmp_path / "chaos.log",
-        env=_env(log_dir, sink="at_least_once"),
+        env={**_env(log_dir, sink="at_least_once"), **release.env},
+        after_last_kill=release,
     )
     want: dict[tuple[str, int], tuple[int, int]] = {(u, s): (c, t) for u, s, _e, c, t in expected}
     got: dict[tuple[str, int], list[int]] = {}

@@ -106,6 +106,7 @@ def run_under_chaos(
     log_path: Path,
     env: Mapping[str, str] | None = None,
     progressed: Callable[[], bool] | None = None,
+    after_last_kill: Callable[[], None] | None = None,
 ) -> ChaosReport:
     """Run ``weirflow run JOB *run_args`` to completion while killing it.
 
@@ -119,6 +120,9 @@ def run_under_chaos(
             it returns ``True``, e.g. until a checkpoint completed since the
             last kill, so that kills land while the job runs, not while it
             starts, however slow the machine.
+        after_last_kill: when given, called once right after the last of
+            ``config.kills`` kills, e.g. to end a pause that only kept the
+            job running while the kills landed.
 
     Returns:
         The :class:`ChaosReport` of a run whose last supervisor exited 0.
@@ -180,6 +184,8 @@ def run_under_chaos(
                     report.worker_kills += 1
                 report.kills += 1
                 report.kill_times_s.append(round(time.monotonic() - start, 3))
+                if report.kills == config.kills and after_last_kill is not None:
+                    after_last_kill()
         finally:
             if sup.poll() is None:
                 for w in children(sup.pid):

@@ -6,17 +6,18 @@ default all of them), ``WF_NEXMARK_EVENTS`` (default 24,000) and
 ``WF_NEXMARK_SPLITS`` (default 3). All queries read one source; query ``q``
 writes its results as JSON arrays to topic ``nexmark.q`` (which must exist)
 through an exactly-once EventLogSink. ``WF_THROTTLE_US`` pauses after each
-event (microseconds), so that a test's failures land while the job runs.
+event (microseconds), so that a test's failures land while the job runs, until
+``WF_THROTTLE_RELEASE`` ends it (see :mod:`windowed_sum_core`).
 """
 
 import os
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import msgspec
+from windowed_sum_core import pause
 
 from weirflow import Dataflow, WatermarkStrategy
 from weirflow.connectors import EventLogSink, NexmarkSource
@@ -37,9 +38,9 @@ def topic(query: str) -> str:
     return f"nexmark.{query}"
 
 
-def pause(event: Any) -> Any:
-    """The event, after ``THROTTLE_S`` seconds."""
-    time.sleep(THROTTLE_S)
+def throttled(event: Any) -> Any:
+    """The event, after ``THROTTLE_S`` seconds (until released)."""
+    pause(THROTTLE_S)
     return event
 
 
@@ -55,7 +56,7 @@ events = flow.source(
     name="nexmark",
 )
 if THROTTLE_S:
-    events = events.map(pause, name="throttle")
+    events = events.map(throttled, name="throttle")
 for query in SELECTED:
     QUERIES[query](events).map(as_row, name=f"{query}_row").sink(
         EventLogSink(LOG_DIR, topic(query)), name=f"{query}_sink"

@@ -2,8 +2,10 @@
 (count, sum) of the amounts, between a source and a sink each job chooses.
 
 ``WF_THROTTLE_US`` sets a per-record pause in the parsing map (microseconds), so
-that a test's random kills land while the job runs. ``WF_SESSION_GAP_MS=N`` makes
-the windows session windows with a gap of N ms instead.
+that a test's random kills land while the job runs; once the file that
+``WF_THROTTLE_RELEASE`` names exists (a chaos test creates it after its last
+kill), the pause ends and the rest of the input runs at full speed.
+``WF_SESSION_GAP_MS=N`` makes the windows session windows with a gap of N ms instead.
 """
 
 import json
@@ -16,14 +18,28 @@ from weirflow import Dataflow, WatermarkStrategy
 from weirflow.windows import SessionWindows, TumblingWindows
 
 THROTTLE_S = int(os.environ.get("WF_THROTTLE_US", "0")) / 1e6
+THROTTLE_RELEASE = os.environ.get("WF_THROTTLE_RELEASE", "")
 SESSION_GAP_MS = int(os.environ.get("WF_SESSION_GAP_MS", "0"))
+# set once the release file was seen: no file check per record after that
+_released = False
+
+
+def pause(seconds: float) -> None:
+    """Sleep ``seconds`` (a test job's per-record pause), unless the file that
+    ``WF_THROTTLE_RELEASE`` names exists: then return at once, from now on."""
+    global _released
+    if not seconds or _released:
+        return
+    if THROTTLE_RELEASE and os.path.exists(THROTTLE_RELEASE):
+        _released = True
+        return
+    time.sleep(seconds)
 
 
 def parse(raw: bytes) -> tuple[str, int]:
     """``{"user": ..., "amount": ...}`` JSON to ``(user, amount)``."""
     e = json.loads(raw)
-    if THROTTLE_S:
-        time.sleep(THROTTLE_S)
+    pause(THROTTLE_S)
     return (e["user"], e["amount"])
 
 
