@@ -27,6 +27,7 @@ from typing import IO
 
 import pytest
 from chaos_helpers import JOB, ThrottleRelease, committed_results, completed_checkpoints, make_input
+from test_workers_equivalence_jobs import committed
 
 from weirflow.eventlog import EventLog
 from weirflow.testing.hosts import can_create_hosts
@@ -65,15 +66,19 @@ def weirflow_run(
     wrap: list[str] | None = None,
     job: str = JOB,
     env_vars: dict[str, str] | None = None,
+    py_modules: list[str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``weirflow run`` of ``job`` (the windowed job) on 2 worker actors (parallelism 2),
-    with ``env_vars`` in the actors' environment too."""
-    runtime_env = {
+    with ``env_vars`` in the actors' environment too and ``py_modules`` (local package
+    folders) shipped to them by Ray."""
+    runtime_env: dict[str, object] = {
         "env_vars": {
             "WF_LOG_DIR": str(work / "log"), "WF_THROTTLE_US": str(throttle_us),
             **(env_vars or {}),
         }
     }  # fmt: skip
+    if py_modules:
+        runtime_env["py_modules"] = py_modules
     argv = [
         *ns.prefix(), *(wrap or []), sys.executable, "-m", "weirflow.cli", "run", job,
         "--ray", ns.address, "--workers", "2", "--parallelism", "2",
@@ -287,7 +292,6 @@ def test_nexmark_q5_with_a_node_loss_gives_batch_answer(
     random moment after the first checkpoint (a fresh node added), and the job restores."""
     sys.path.insert(0, str(NEXMARK))
     import reference
-    from test_workers_equivalence_jobs import committed
 
     from weirflow.connectors.nexmark import NexmarkGenerator
 
@@ -503,6 +507,66 @@ def _refused(proc: subprocess.Popen[bytes], words: str) -> None:
     errors = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == 1 and words in errors[0], stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
+
+
+PY_MODULES_JOB = """\
+import os
+
+from weirflow import Dataflow
+from weirflow.connectors import EventLogSink, EventLogSource
+
+LOG_DIR = os.environ["WF_LOG_DIR"]
+
+
+def tripled(raw: bytes) -> list:
+    # imported where the record is processed: only the worker actors have the package
+    import wf_amounts
+
+    return wf_amounts.tripled(raw)
+
+
+flow = Dataflow("py_modules_job")
+(
+    flow.source(EventLogSource(LOG_DIR, "events", group="py_modules_job"), name="events")
+    .map(tripled, name="tripled")
+    .sink(EventLogSink(LOG_DIR, "results"), name="results")
+)
+"""
+
+
+def test_py_modules_ship_a_package_the_nodes_do_not_have(
+    ray_ns: RayInNamespace, tmp_path: Path
+) -> None:
+    """Scenario: the job's map imports a package that is neither beside the job file (Ray's
+    ``working_dir``) nor on the cluster's path; ``--ray-runtime-env-json`` names its folder
+    in ``py_modules``, and the worker actors import it: the output is every input record
+    through the package's function, once. Without ``py_modules`` the import fails in the
+    actors (the job restarts until it gives up)."""
+    job_dir, lib = tmp_path / "job", tmp_path / "lib" / "wf_amounts"
+    job_dir.mkdir()
+    lib.mkdir(parents=True)
+    (job_dir / "py_modules_job.py").write_text(PY_MODULES_JOB)
+    (lib / "__init__.py").write_text(
+        "import json\n\n\ndef tripled(raw):\n"
+        "    e = json.loads(raw)\n    return [e['user'], 3 * e['amount']]\n"
+    )
+    make_input(tmp_path / "log", 3_000, seed=31)
+
+    def event(raw: bytes) -> tuple[str, int]:
+        e = json.loads(raw)
+        return (e["user"], 3 * e["amount"])
+
+    want = committed(tmp_path / "log", ["events"], decode=event)["events"]
+    proc = weirflow_run(
+        ray_ns, tmp_path, "--max-restarts", "2", job=str(job_dir / "py_modules_job.py"),
+        py_modules=[str(lib)],
+    )  # fmt: skip
+    try:
+        _, err = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err.decode(errors="replace")[-4000:]
+    assert committed(tmp_path / "log", ["results"])["results"] == want
 
 
 def test_refusals_are_one_line_errors(ray_ns: RayInNamespace, tmp_path: Path) -> None:
