@@ -401,8 +401,9 @@ def test_sigkill_of_worker_actor_driver_and_detached_coordinator_gives_batch_ans
     """Scenario: one worker actor's process is SIGKILLed while the job runs; after the
     restart ``weirflow status``, ``savepoint`` and ``stop`` reach the coordinator in the
     driver; the job is resubmitted with ``--restore latest`` and the driver is SIGKILLed;
-    the job is resubmitted with ``--restore latest --ray-detached``: the client returns once
-    the job runs, a second submission is refused, the job checkpoints on without it, and
+    the job is resubmitted with ``--restore latest --ray-detached`` and an ``--alert`` on its
+    lag: the client returns once the job runs, a second submission is refused, the job
+    checkpoints on without it, its coordinator actor posts the alert's firing once, and
     ``status`` and ``stop`` (with its savepoint) with ``--ray ADDRESS`` reach its
     coordinator actor;
     resubmitted detached once more,
@@ -434,7 +435,13 @@ def test_sigkill_of_worker_actor_driver_and_detached_coordinator_gives_batch_ans
         # the job stops with its driver: Ray ends the driver's actors, nothing runs on
         _wait_for_no_worker_actors(ray_ns, "their driver")
 
-        job.submit("--restore", "latest", "--ray-detached")
+        # the detached coordinator evaluates the job's --alert rules in its actor
+        posts = tmp_path / "alerts.jsonl"
+        hook, hook_url = ray_ns.receive_posts(posts)
+        job.submit(
+            "--restore", "latest", "--ray-detached", "--alert", "lag_records>1000",
+            "--alert-webhook", hook_url, "--alert-every", "200ms",
+        )  # fmt: skip
         assert job.client.wait(timeout=120) == 0, job.text()[-3000:]
         assert "runs under detached Ray actor weirflow-job-" in job.text(), job.text()[-3000:]
         job.watch_client = False
@@ -449,6 +456,12 @@ def test_sigkill_of_worker_actor_driver_and_detached_coordinator_gives_batch_ans
         status_nodes(ray_ns, *on_ray, operators=True)
         savepoint_written(weirflow_cli(ray_ns, "stop", "windowed_sum", *on_ray))
         _wait_for_no_worker_actors(ray_ns, "their stopped coordinator", "DetachedCoordinator")
+        hook.kill()
+        # the backlog of a throttled job stays above the threshold: one firing, not one a round
+        alerts = [json.loads(line) for line in posts.read_text().splitlines()]
+        assert [(a["alert"], a["state"], a["job"]) for a in alerts] == [
+            ("lag_records>1000", "firing", "windowed_sum")
+        ], alerts
 
         job.submit("--restore", "latest", "--ray-detached")
         assert job.wait_for_new_checkpoint(), job.text()[-3000:]

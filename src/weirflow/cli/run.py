@@ -29,6 +29,7 @@ not retriable".
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -67,7 +68,7 @@ from weirflow.cli.run_options import (
     state_backend_option,
 )
 from weirflow.cli.run_ray import RayPlacement, ray_cluster_option, run_on_ray_cluster
-from weirflow.cli.run_surfaces import coordinator_watch, print_summary
+from weirflow.cli.run_surfaces import alert_rules, coordinator_watch, print_summary, rules_watch
 from weirflow.cli.run_worker import PrintingListener, configure_logging, run_worker
 from weirflow.cli.savepoints import (
     job_endpoint,
@@ -394,6 +395,11 @@ def run(
                     watch=coordinator_watch(flow.graph, parallelism, surfaces, endpoint),
                     savepoints=savepoints,
                     autoscale=scaling,
+                    actor_watch=(
+                        functools.partial(rules_watch, rules)
+                        if ray_detached and (rules := alert_rules(surfaces)) is not None
+                        else None
+                    ),
                 )
             finally:
                 if endpoint is not None:

@@ -127,19 +127,13 @@ def check_watch_placement(
     Raises:
         ConfigError: ``--autoscale`` with a coordinator beyond this process (it starts
             and ends workers, which a ``weirflow coordinator`` or a detached Ray
-            coordinator does not); ``--alert`` on a detached Ray job; or a condition a
-            coordinator cannot see on a job on workers.
+            coordinator does not); or a condition a coordinator cannot see on a job on
+            workers.
     """
     if autoscale and (coordinator is not None or ray_detached):
         raise ConfigError(
             "--autoscale rescales a job in this process, on its --workers or on --ray "
             "worker actors: not with --coordinator or --ray-detached"
-        )
-    if alerts and ray_detached:
-        raise ConfigError(
-            "--alert is evaluated by a coordinator in this process or by a `weirflow "
-            "coordinator`: not with --ray-detached; use the Prometheus rules of `weirflow ops "
-            "alerts`"
         )
     unseen = [a.text for a in alerts if not a.signal.seen_by_coordinator]
     if unseen and elsewhere:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from enum import StrEnum
@@ -20,6 +21,7 @@ from typing import Any
 from weirflow.api import load_dataflow, load_graph
 from weirflow.cli.cluster import absolute_job_spec, run_rescaling
 from weirflow.errors import ConfigError
+from weirflow.graph import LogicalGraph
 from weirflow.metrics.autoscale import AutoscaleConfig
 from weirflow.records import JobResult
 from weirflow.runtime import RunListener
@@ -50,11 +52,13 @@ def run_on_ray_cluster(
     watch: CoordinatorWatch | None = None,
     savepoints: SavepointRequests | None = None,
     autoscale: AutoscaleConfig | None = None,
+    actor_watch: Callable[[LogicalGraph, int], CoordinatorWatch] | None = None,
 ) -> JobResult | None:
     """Run ``job`` on ``cluster`` until it ends or SIGTERM stops it.
 
     With ``cluster.detached`` the job is submitted to a detached coordinator
-    actor; ``listener``, ``stop``, ``metrics`` and ``autoscale`` then do not apply.
+    actor; ``listener``, ``stop``, ``metrics``, ``watch`` and ``autoscale`` then do not
+    apply, and ``actor_watch`` (the job's alert rules) is built and run in that actor.
     With ``autoscale``, a rescale decision stops the run with a stop checkpoint
     and the next run restores it at the new parallelism on as many worker actors
     as it needs at the first run's slots per actor, once Ray has freed the CPUs
@@ -72,6 +76,8 @@ def run_on_ray_cluster(
         watch: started with the coordinator here, ended with it (the dashboard).
         savepoints: savepoint requests to the job (the caller sets SIGTERM's handler then).
         autoscale: rescale on the sources' lag, or ``None``.
+        actor_watch: (detached) ``actor_watch(graph, parallelism)`` → what watches the
+            coordinator in its actor, or ``None``.
 
     Returns:
         The job's result (of its last run); ``None`` for a detached job not waited for.
@@ -84,7 +90,12 @@ def run_on_ray_cluster(
     spec = JobSpec(job=absolute_job_spec(job), graph=flow.graph, **spec_args)
     if cluster.detached:
         return submit_on_ray(
-            spec, cluster, load_graph, wait=wait, heartbeat_timeout_s=heartbeat_timeout_s
+            spec,
+            cluster,
+            load_graph,
+            wait=wait,
+            heartbeat_timeout_s=heartbeat_timeout_s,
+            watch=actor_watch,
         )
     if savepoints is None:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -127,7 +138,7 @@ def ray_cluster_option(
     except json.JSONDecodeError as e:
         raise ConfigError(f"--ray-runtime-env-json is not JSON: {e}") from e
     if not isinstance(runtime_env, dict):
-        raise ConfigError("--ray-runtime-env-json takes a JSON object, e.g. {\"env_vars\": {}}")
+        raise ConfigError('--ray-runtime-env-json takes a JSON object, e.g. {"env_vars": {}}')
     return RayCluster(
         address=None if address == LOCAL else address,
         workers=workers,

@@ -208,19 +208,46 @@ def coordinator_watch(
     return watch
 
 
-def submitted_job_watch(submit: control.Submit, graph: LogicalGraph) -> CoordinatorWatch | None:
-    """What watches a ``weirflow coordinator`` while a submitted job runs: its alert rules,
-    evaluated as :func:`coordinator_watch` evaluates them for a job on ``--workers``;
-    ``None`` for a job without any."""
-    if submit.alerts is None:
+def alert_rules(surfaces: dict[str, Any]) -> control.AlertRules | None:
+    """The ``--alert`` rules of ``weirflow run``'s surface options (``alerts``,
+    ``alert_webhook``, ``alert_every``) as a coordinator elsewhere receives them;
+    ``None`` without any ``--alert``."""
+    if not surfaces["alerts"]:
         return None
+    return control.AlertRules(
+        conditions=list(surfaces["alerts"]),
+        webhook=surfaces["alert_webhook"],
+        every_ms=int(surfaces["alert_every"] / timedelta(milliseconds=1)),
+    )
+
+
+def rules_watch(
+    rules: control.AlertRules, graph: LogicalGraph, parallelism: int
+) -> CoordinatorWatch:
+    """What evaluates ``rules`` on a coordinator that runs elsewhere than ``weirflow run``
+    (a ``weirflow coordinator``, a detached Ray actor), as :func:`coordinator_watch`
+    evaluates them for a job on ``--workers``.
+
+    Args:
+        rules: the job's alert rules.
+        graph: the job's logical graph.
+        parallelism: subtasks per operator.
+    """
     surfaces = {
         "ui_port": None,
-        "alerts": submit.alerts.conditions,
-        "alert_webhook": submit.alerts.webhook,
-        "alert_every": timedelta(milliseconds=submit.alerts.every_ms),
+        "alerts": rules.conditions,
+        "alert_webhook": rules.webhook,
+        "alert_every": timedelta(milliseconds=rules.every_ms),
     }
-    return coordinator_watch(graph, submit.parallelism, surfaces, None)
+    return coordinator_watch(graph, parallelism, surfaces, None)
+
+
+def submitted_job_watch(submit: control.Submit, graph: LogicalGraph) -> CoordinatorWatch | None:
+    """What watches a ``weirflow coordinator`` while a submitted job runs: its alert rules
+    (:func:`rules_watch`); ``None`` for a job without any."""
+    if submit.alerts is None:
+        return None
+    return rules_watch(submit.alerts, graph, submit.parallelism)
 
 
 def print_summary(result: JobResult, log_format: str, stopped: bool) -> None:

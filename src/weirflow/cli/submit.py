@@ -19,12 +19,12 @@ import contextlib
 import logging
 import signal
 import threading
-from datetime import timedelta
 from typing import Any
 
 from weirflow.checkpoint import CheckpointConfig
 from weirflow.cli.cluster import absolute_job_spec, dial_coordinator
 from weirflow.cli.run_options import Guarantee
+from weirflow.cli.run_surfaces import alert_rules
 from weirflow.cli.savepoints import this_launch
 from weirflow.errors import ConfigError, JobFailedError
 from weirflow.records import JobResult, OperatorCounts
@@ -61,15 +61,6 @@ def submission(
     Raises:
         ConfigError: a state backend that cannot be described to workers.
     """
-    alerts = (
-        control.AlertRules(
-            conditions=list(surfaces["alerts"]),
-            webhook=surfaces["alert_webhook"],
-            every_ms=int(surfaces["alert_every"] / timedelta(milliseconds=1)),
-        )
-        if surfaces["alerts"]
-        else None
-    )
     return control.Submit(
         job=absolute_job_spec(job),
         parallelism=parallelism,
@@ -80,7 +71,7 @@ def submission(
         restart=restart,
         launch=this_launch(),
         options=control.RuntimeSpec.of(runtime),
-        alerts=alerts,
+        alerts=alert_rules(surfaces),
     )
 
 

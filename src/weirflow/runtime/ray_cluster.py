@@ -129,6 +129,7 @@ def submit_on_ray(
     *,
     wait: bool,
     heartbeat_timeout_s: float = 10.0,
+    watch: Callable[[LogicalGraph, int], CoordinatorWatch] | None = None,
 ) -> JobResult | None:
     """Run ``spec`` under a detached coordinator actor on the cluster (see :mod:`ray_detached`).
 
@@ -142,6 +143,8 @@ def submit_on_ray(
         wait: wait for the job's end (and return its result), or return once
             the coordinator actor runs.
         heartbeat_timeout_s: silence after which a worker is given up (s).
+        watch: ``watch(graph, parallelism)`` → what watches the coordinator in the
+            actor besides it (the job's alert rules), built there; or ``None``.
 
     Returns:
         The job's result when ``wait``, else ``None``.
@@ -171,7 +174,7 @@ def submit_on_ray(
             run_on_ray, cluster=inside, load_graph=load_graph,
             heartbeat_timeout_s=heartbeat_timeout_s,
         )  # fmt: skip
-        job, actor = ray_detached.submit(replace(spec, job=worker_job), run, load_graph, key)
+        job, actor = ray_detached.submit(replace(spec, job=worker_job), run, load_graph, key, watch)
         log.info(
             "job %s runs under detached Ray actor %s (namespace %s, pid %d on node %s)",
             spec.graph.name, job.name, ray_detached.NAMESPACE, job.pid, job.node[:12],

@@ -40,6 +40,7 @@ from weirflow.runtime.control import Status
 from weirflow.runtime.coordinator import JobCoordinator
 from weirflow.runtime.endpoint import SAVEPOINT_WAIT_S
 from weirflow.runtime.jobspec import JobSpec
+from weirflow.runtime.launched import CoordinatorWatch
 from weirflow.runtime.ray_launcher import adopt_checkpoint_key
 from weirflow.runtime.savepoint_requests import SavepointRequests
 
@@ -87,6 +88,8 @@ class DetachedCoordinator:
             ``load_graph`` and timeouts bound).
         load_graph: ``JOB.py[:NAME]`` → logical graph.
         checkpoint_key: the job's checkpoint key, or ``None``.
+        watch: ``watch(graph, parallelism)`` → what else watches the coordinator in the
+            actor (the job's ``--alert`` rules), or ``None``.
     """
 
     def __init__(
@@ -96,9 +99,14 @@ class DetachedCoordinator:
         run: Callable[..., JobResult],
         load_graph: Callable[[str], LogicalGraph],
         checkpoint_key: bytes | None,
+        watch: Callable[[LogicalGraph, int], CoordinatorWatch] | None = None,
     ) -> None:
         adopt_checkpoint_key(checkpoint_key)
         self._spec = JobSpec(job=job, graph=load_graph(job), **spec_fields)
+        # built here, in the actor: its alert thread belongs to this process
+        self._also_watch = (
+            watch(self._spec.graph, self._spec.parallelism) if watch is not None else None
+        )
         self._run = run
         self._stop = threading.Event()
         self._done = threading.Event()
@@ -127,7 +135,7 @@ class DetachedCoordinator:
 
     def _watch(self, coordinator: JobCoordinator) -> Callable[[], None]:
         self._coordinator = coordinator
-        return lambda: None
+        return self._also_watch(coordinator) if self._also_watch is not None else lambda: None
 
     def status(self) -> Status | None:
         """The coordinator's status (``None`` before the coordinator exists)."""
@@ -180,6 +188,7 @@ def submit(
     run: Callable[..., JobResult],
     load_graph: Callable[[str], LogicalGraph],
     checkpoint_key: bytes | None,
+    watch: Callable[[LogicalGraph, int], CoordinatorWatch] | None = None,
 ) -> tuple[DetachedJob, Any]:
     """Start ``spec`` under a detached coordinator actor (this process must be connected).
 
@@ -188,6 +197,7 @@ def submit(
         run: as :class:`DetachedCoordinator`.
         load_graph: as :class:`DetachedCoordinator`.
         checkpoint_key: as :class:`DetachedCoordinator`.
+        watch: as :class:`DetachedCoordinator`.
 
     Returns:
         The submitted job and the actor's handle.
@@ -219,7 +229,7 @@ def submit(
             # result() waits for the job's end; where() and stop() must still answer
             max_concurrency=4,
         )
-        .remote(spec.job, spec_fields, run, load_graph, checkpoint_key)
+        .remote(spec.job, spec_fields, run, load_graph, checkpoint_key, watch)
     )
     try:
         pid, node = ray.get(actor.where.remote())
@@ -244,7 +254,7 @@ def wait(job: DetachedJob, actor: Any) -> JobResult:
     except ray.exceptions.RayActorError as e:
         raise JobFailedError(
             f"the detached coordinator {job.name} died before its job ended; submit the job "
-            "again with --restore latest (restore=\"latest\") to continue from its latest "
+            'again with --restore latest (restore="latest") to continue from its latest '
             "checkpoint"
         ) from e
     finally:

@@ -23,7 +23,7 @@ from weirflow.metrics import Signal
         (["--alert=restarts>0", "--alert-webhook=ftp://x"], "http:// or https://"),
         (["--alert=lag>5m", "--workers=2", "--parallelism=2"], "lag_records, dead_letters"),
         (["--alert=lag>5m", "--coordinator=127.0.0.1:9"], "lag_records, dead_letters"),
-        (["--alert=restarts>0", "--ray=auto", "--ray-detached"], "not with --ray-detached"),
+        (["--alert=lag>5m", "--ray=auto", "--ray-detached"], "lag_records, dead_letters"),
         (["--autoscale=min=1,max=2,target-lag=5s", "--coordinator=127.0.0.1:9"], "--coordinator"),
         (
             ["--autoscale=min=1,max=2,target-lag=5s", "--ray=auto", "--ray-detached"],
