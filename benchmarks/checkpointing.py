@@ -23,11 +23,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
-import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,6 +38,7 @@ from rich.table import Table
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from recovery import recovery_time  # noqa: E402
 from weirflow import CheckpointConfig, Dataflow  # noqa: E402
 from weirflow.connectors import CollectSink, SourceBatch  # noqa: E402
 from weirflow.runtime import (  # noqa: E402
@@ -51,7 +48,6 @@ from weirflow.runtime import (  # noqa: E402
     in_flight_items,
     wall_clock_ms,
 )
-from weirflow.testing import children  # noqa: E402
 from workloads import weirflow_job  # noqa: E402
 
 console = Console()
@@ -106,62 +102,6 @@ def _pct(values: list[int], q: float) -> float:
         return float("nan")
     s = sorted(values)
     return float(s[min(len(s) - 1, int(q * len(s)))])
-
-
-def recovery_time(state_bytes: int, keys: int, timeout_s: float = 600) -> tuple[float, int]:
-    """SIGKILL the worker after a full-state checkpoint; seconds until it processes again.
-
-    Returns:
-        ``(recovery seconds, checkpoint bytes)``.
-    """
-    with tempfile.TemporaryDirectory() as d:
-        log_path = Path(d) / "run.log"
-        env = dict(os.environ, WF_STATE_BYTES=str(state_bytes), WF_KEYS=str(keys))
-        with open(log_path, "wb") as log:
-            sup = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "weirflow.cli",
-                    "run",
-                    str(HERE / "jobs" / "keyed_state.py"),
-                    f"--checkpoint-dir={d}/chk",
-                    "--checkpoint-interval=1s",
-                    "--restart-delay=0ms",
-                ],
-                env=env,
-                stdout=log,
-                stderr=log,
-            )
-            try:
-                deadline = time.monotonic() + timeout_s
-                size = 0
-                while size < state_bytes:
-                    if time.monotonic() > deadline or sup.poll() is not None:
-                        raise SystemExit(f"no full checkpoint: {log_path.read_text()[-2000:]}")
-                    time.sleep(0.2)
-                    sizes = re.findall(r"completed \(\d+ ms, (\d+) bytes\)", log_path.read_text())
-                    size = max(map(int, sizes), default=0)
-                killed_at = time.time()
-                for w in children(sup.pid):
-                    os.kill(w, signal.SIGKILL)
-                while time.monotonic() < deadline:
-                    marks = [
-                        float(t) for t in re.findall(r"FIRST_RECORD (\S+)", log_path.read_text())
-                    ]
-                    after = [t for t in marks if t > killed_at]
-                    if after:
-                        return after[0] - killed_at, size
-                    time.sleep(0.05)
-                raise SystemExit("the worker did not recover in time")
-            finally:
-                sup.send_signal(signal.SIGTERM)
-                try:
-                    sup.wait(timeout=120)
-                except subprocess.TimeoutExpired:
-                    for w in children(sup.pid):
-                        os.kill(w, signal.SIGKILL)
-                    sup.kill()
 
 
 SOURCE_RATE = 20_000  # records/s offered by the backpressure case's source

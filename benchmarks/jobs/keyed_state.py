@@ -1,9 +1,11 @@
 """A job holding a chosen amount of keyed state, for recovery-time measurements.
 
-``WF_STATE_BYTES`` of state in ``WF_KEYS`` keys (one ``bytes`` value each),
-built by the first records; then a slow trickle of records keeps the job
-running. Every worker prints ``FIRST_RECORD <unix time>`` on stderr when it
-processes its first record, which marks the end of a recovery.
+``WF_STATE_BYTES`` of state in ``WF_KEYS`` keys (one ``bytes`` value each, random,
+so that RocksDB's compression does not shrink it), built by the first records;
+then a slow trickle of records keeps the job running. Every worker prints
+``FIRST_RECORD <unix time>`` on stderr when it processes its first record,
+which marks the end of a recovery, and ``STATE_BUILT`` when the first record of
+the trickle passes (every key's record left the source before it).
 """
 
 import itertools
@@ -17,7 +19,7 @@ from weirflow.state import ValueStateDescriptor
 
 STATE_BYTES = int(os.environ.get("WF_STATE_BYTES", str(10 << 20)))
 KEYS = int(os.environ.get("WF_KEYS", "10000"))
-VALUE = b"x" * max(1, STATE_BYTES // KEYS)
+VALUE_BYTES = max(1, STATE_BYTES // KEYS)
 _first = [True]
 
 
@@ -31,6 +33,8 @@ def mark(x: int) -> int:
     if _first[0]:
         _first[0] = False
         print(f"FIRST_RECORD {time.time():.6f}", file=sys.stderr, flush=True)
+    if x == KEYS:
+        print("STATE_BUILT", file=sys.stderr, flush=True)
     if x >= KEYS:
         # the trickle after the state is built: slow, so checkpoints stay small and frequent
         time.sleep(0.001)
@@ -43,7 +47,7 @@ class Hold(KeyedProcessFunction):
 
     def process_element(self, value, ctx):  # type: ignore[no-untyped-def]
         if self.value.value() is None:
-            self.value.update(VALUE + str(value).encode())
+            self.value.update(os.urandom(VALUE_BYTES))
         return None
 
 
