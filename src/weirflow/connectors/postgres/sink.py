@@ -32,7 +32,9 @@ Two exactly-once modes (both two-phase-commit writers, see
     commits the restored prepared transactions and rolls back every other
     prepared transaction of the sink subtask; each writer takes a new
     **epoch** from ``weirflow_sink_fence`` and every transaction checks it,
-    so a zombie of an earlier attempt can no longer prepare anything. Choose
+    so a zombie of an earlier attempt can no longer prepare anything. No row is
+    refused at ``COMMIT PREPARED``: constraints are checked before ``PREPARE``,
+    and the prepared transaction keeps its keys even when its link breaks. Choose
     it for large intervals (checkpoints stay small, the table does the
     staging) when the server allows prepared transactions and someone
     watches ``pg_prepared_xacts`` (a prepared transaction holds its locks
