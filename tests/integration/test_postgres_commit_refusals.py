@@ -31,6 +31,7 @@ from weirflow.connectors import (  # noqa: E402
     PostgresSink,
     RejectedRecord,
 )
+from weirflow.errors import WeirflowError  # noqa: E402
 from weirflow.eventlog import EventLog  # noqa: E402
 
 N = 200
@@ -118,18 +119,26 @@ class Interloper:
         """Holds no connection."""
 
 
-def run_job(
-    tmp_path: Path, dsn: str, exactly_once: str, rows: list[tuple[int, int | None]], when: Moment
-) -> tuple[Interloper, JobResult]:
-    """``rows`` into table ``late`` (``id`` unique, ``v`` NOT NULL) at parallelism 2, the dead
-    letters rebalanced into topic ``refused`` of an event log; one checkpoint only, the final
-    one (the interval is an hour); restarts allowed."""
+def make_table_and_topic(tmp_path: Path, dsn: str) -> None:
+    """A fresh table ``late`` (``id`` unique, ``v`` NOT NULL) and topic ``refused``."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS late")
         conn.execute("CREATE TABLE late (id int PRIMARY KEY, v int NOT NULL)")
     with EventLog(tmp_path / "log") as lg:
         lg.create_topic("refused", 1)
-    interloper = Interloper(dsn, "late", when)
+
+
+def run_job(
+    tmp_path: Path,
+    dsn: str,
+    exactly_once: str,
+    rows: list[tuple[int, int | None]],
+    interloper: Interloper,
+    **options: Any,
+) -> JobResult:
+    """``rows`` into table ``late`` at parallelism 2, the dead letters rebalanced into topic
+    ``refused`` of an event log; one checkpoint only, the final one (the interval is an
+    hour); three restarts allowed unless ``options`` say otherwise."""
     flow = Dataflow(f"pg_late_{exactly_once}")
     refused = (
         flow.source(IterableSource(rows))
@@ -140,12 +149,22 @@ def run_job(
         EventLogSink(tmp_path / "log", "refused"), name="refused"
     )
     refused.sink(interloper, name="interloper")
-    result = flow.run(
+    options.setdefault("restart", RestartStrategy.fixed_delay(3, timedelta(milliseconds=10)))
+    return flow.run(
         2,
         checkpoint=CheckpointConfig(storage=str(tmp_path / "chk"), interval=timedelta(hours=1)),
-        restart=RestartStrategy.fixed_delay(3, timedelta(milliseconds=10)),
+        **options,
     )
-    return interloper, result
+
+
+def run_with(
+    tmp_path: Path, dsn: str, exactly_once: str, rows: list[tuple[int, int | None]], when: Moment
+) -> tuple[Interloper, JobResult]:
+    """:func:`run_job` into a fresh table and topic, with an :class:`Interloper` acting at
+    ``when``."""
+    make_table_and_topic(tmp_path, dsn)
+    interloper = Interloper(dsn, "late", when)
+    return interloper, run_job(tmp_path, dsn, exactly_once, rows, interloper)
 
 
 def table_rows(dsn: str) -> list[tuple[int, int]]:
@@ -170,7 +189,7 @@ def test_a_row_refused_in_the_last_interval_is_dead_lettered_once(
     commits it. The sink writes the interval at the end of input, uncommitted, so its dead
     letter leaves before the end of input does, and is committed once."""
     rows = [(i, None if i == NULL_ROW else i) for i in range(N)]
-    _, result = run_job(tmp_path, pg_server.dsn, exactly_once, rows, "never")
+    _, result = run_with(tmp_path, pg_server.dsn, exactly_once, rows, "never")
     assert table_rows(pg_server.dsn) == [(i, i) for i in range(N) if i != NULL_ROW]
     assert dead_letters(tmp_path) == [[NULL_ROW, None, "23502"]]
     assert result.restarts == 0
@@ -186,7 +205,7 @@ def test_a_key_taken_between_end_of_input_and_the_final_barrier(
     of losing the dead letter; the restart (from the start: no checkpoint completed) refuses
     TAKEN in time: its dead letter is committed once, every other row written once."""
     rows = [(i, i) for i in range(N)]
-    interloper, result = run_job(tmp_path, pg_server.dsn, exactly_once, rows, "end_of_input")
+    interloper, result = run_with(tmp_path, pg_server.dsn, exactly_once, rows, "end_of_input")
     assert interloper.outcome == "inserted"
     assert result.restarts == 1
     assert table_rows(pg_server.dsn) == [(i, i) for i in range(TAKEN)] + [(TAKEN, -1)]
@@ -202,10 +221,28 @@ def test_transactional_key_taken_before_the_final_commit(
     row), the restart restores the final checkpoint and dead-letters TAKEN before its end of
     input: committed once, every other row written once."""
     rows = [(i, i) for i in range(N)]
-    interloper, result = run_job(tmp_path, pg_server.dsn, "transactional", rows, "pre_commit")
+    interloper, result = run_with(tmp_path, pg_server.dsn, "transactional", rows, "pre_commit")
     assert interloper.outcome == "inserted"
     assert result.restarts == 1
     assert table_rows(pg_server.dsn) == [(i, i) for i in range(TAKEN)] + [(TAKEN, -1)]
+    assert dead_letters(tmp_path) == [[TAKEN, TAKEN, "23505"]]
+
+
+def test_transactional_key_taken_before_the_final_commit_without_restarts(
+    tmp_path: Path, pg_server: PgServer
+) -> None:
+    """Scenario: as above with no restart strategy: the run fails; a second run restoring
+    its latest checkpoint (the final one, committed) dead-letters TAKEN from the refusal
+    recorded at the commit, once, and writes nothing again."""
+    dsn = pg_server.dsn
+    rows = [(i, i) for i in range(N)]
+    make_table_and_topic(tmp_path, dsn)
+    interloper = Interloper(dsn, "late", "pre_commit")
+    with pytest.raises(WeirflowError, match="refused 1 row"):
+        run_job(tmp_path, dsn, "transactional", rows, interloper, restart=RestartStrategy.none())
+    assert interloper.outcome == "inserted" and dead_letters(tmp_path) == []
+    run_job(tmp_path, dsn, "transactional", rows, interloper, restore="latest")
+    assert table_rows(dsn) == [(i, i) for i in range(TAKEN)] + [(TAKEN, -1)]
     assert dead_letters(tmp_path) == [[TAKEN, TAKEN, "23505"]]
 
 
@@ -217,7 +254,7 @@ def test_two_phase_prepared_rows_keep_their_keys_until_the_commit(
     transaction keeps the key, the other client has to wait, and the commit writes every row
     once with no dead letter; afterwards the other client's insert is refused."""
     rows = [(i, i) for i in range(N)]
-    interloper, result = run_job(tmp_path, pg_server.dsn, "two_phase", rows, "pre_commit")
+    interloper, result = run_with(tmp_path, pg_server.dsn, "two_phase", rows, "pre_commit")
     assert interloper.outcome == "blocked" and result.restarts == 0
     assert table_rows(pg_server.dsn) == rows
     assert dead_letters(tmp_path) == []
