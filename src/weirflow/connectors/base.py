@@ -104,9 +104,7 @@ def decode_values(
     failures = []
     while True:
         h = headers[failed] if headers is not None else ()
-        failures.append(
-            DecodeFailure(raws[failed], position(failed), timestamps[failed], error, h)
-        )
+        failures.append(DecodeFailure(raws[failed], position(failed), timestamps[failed], error, h))
         try:
             for j in range(failed + 1, len(raws)):
                 failed = j
@@ -309,10 +307,21 @@ class RejectedRecord(NamedTuple):
 
 @runtime_checkable
 class RejectingWriter(Protocol):
-    """A sink writer that sets records aside instead of failing on them (optional ability)."""
+    """A sink writer that sets records aside instead of failing on them (optional ability).
+
+    Its refused records become the sink's dead letters, which must leave the sink
+    before its end of input does: the operators after it end with their input, so a
+    record refused later (at the final checkpoint's pre-commit or commit) could not
+    reach them. Such a writer finds every refusal it can in :meth:`end_of_input`.
+    """
 
     def take_rejected(self) -> list[RejectedRecord]:
         """Return and forget the records refused since the last call, in order."""
+        ...
+
+    def end_of_input(self) -> None:
+        """The input ended: send what is buffered to the external system, without making
+        it visible, so that every record it refuses is set aside now."""
         ...
 
 

@@ -145,7 +145,11 @@ class PreparedWriter(PostgresWriter):
                 f"epoch {self.epoch}"
             )
         if self._interval:
-            self.statements.write(conn, self._interval)
+            # the rolled-back transaction no longer held the interval's keys: another
+            # writer may have taken one, and that row is refused now
+            self._interval = self._accepted(
+                self._interval, self.statements.write(conn, self._interval)
+            )
         self._in_txn = True
 
     def _in_live_txn(self, conn: psycopg.Connection[Any]) -> bool:
@@ -168,9 +172,11 @@ class PreparedWriter(PostgresWriter):
         transaction (one statement instead of one per engine batch)."""
         self._buffer.extend(self.encode_rows(values))
         if len(self._buffer) >= self.statements.batch_size:
-            self._write_buffer()
+            self._write_pending()
 
-    def _write_buffer(self) -> None:
+    def _write_pending(self) -> None:
+        """Write the buffered rows into the open transaction; the refused ones are set
+        aside and left out of the interval."""
         rows, self._buffer = self._buffer, []
         if not rows:
             return
@@ -184,11 +190,10 @@ class PreparedWriter(PostgresWriter):
                 raise
 
         bad = self._guarded("write", write)
-        self._interval.extend(rows)
-        self._reject(rows, bad)
+        self._interval.extend(self._accepted(rows, bad))
 
     def _prepare(self, checkpoint_id: int) -> str:
-        self._write_buffer()
+        self._write_pending()
         gid = self.me.gid(self.epoch, checkpoint_id)
         rows = len(self._interval)
 

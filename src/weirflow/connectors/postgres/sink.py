@@ -23,7 +23,10 @@ Two exactly-once modes (both two-phase-commit writers, see
     ``max_concurrent > 1`` checkpoints, an interval whose barrier comes while
     an earlier checkpoint's transaction is still held is not written until it
     completes (its rows could wait for the held transaction's locks), so the
-    rows it refuses fail the commit like the above.
+    rows it refuses fail the commit like the above. At the end of input the
+    last interval's rows are written at once (held for the final checkpoint,
+    whose id is added with the progress row at its barrier), so that their
+    dead letters leave before the end of input.
 
 ``exactly_once="two_phase"`` (needs ``max_prepared_transactions > 0``)
     Rows go into an open database transaction, ``batch_size`` at a time; on barrier ``n``
@@ -32,7 +35,9 @@ Two exactly-once modes (both two-phase-commit writers, see
     commits the restored prepared transactions and rolls back every other
     prepared transaction of the sink subtask; each writer takes a new
     **epoch** from ``weirflow_sink_fence`` and every transaction checks it,
-    so a zombie of an earlier attempt can no longer prepare anything. Choose
+    so a zombie of an earlier attempt can no longer prepare anything. No row is
+    refused at ``COMMIT PREPARED``: constraints are checked before ``PREPARE``,
+    and the prepared transaction keeps its keys even when its link breaks. Choose
     it for large intervals (checkpoints stay small, the table does the
     staging) when the server allows prepared transactions and someone
     watches ``pg_prepared_xacts`` (a prepared transaction holds its locks
@@ -44,7 +49,10 @@ as it arrives; a replay after a failover may write rows again (use
 
 Rows refused for their content (SQLSTATE class 22 or 23) are dead-lettered
 (:class:`~weirflow.connectors.RejectedRecord`, routed to the sink's
-``dead_letters()`` stream) and the rest of the batch is written; transient
+``dead_letters()`` stream) and the rest of the batch is written; the writers
+send every buffered row to the database at the end of input
+(:class:`~weirflow.connectors.RejectingWriter`), so that no refusal is found
+after the operators downstream ended; transient
 errors are retried behind a circuit breaker (:class:`~weirflow.connectors.Resilience`).
 """
 

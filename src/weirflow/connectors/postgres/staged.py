@@ -28,6 +28,7 @@ from weirflow.connectors.postgres.writers import (
     record_progress,
     run_token,
 )
+from weirflow.connectors.two_phase import TransactionStateError
 from weirflow.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -53,7 +54,12 @@ class StagedWriter(PostgresWriter):
         restored: Mapping[int, Any] | None,
     ) -> None:
         super().__init__(
-            sink, me, name, conn, statements, exactly_once=sink.guarantee == "exactly_once",
+            sink,
+            me,
+            name,
+            conn,
+            statements,
+            exactly_once=sink.guarantee == "exactly_once",
             restarted=restored is not None,
         )
         restored = restored or {}
@@ -61,6 +67,9 @@ class StagedWriter(PostgresWriter):
         self._current: list[Row] = []
         # checkpoint id -> (connection holding its written, uncommitted transaction, rows)
         self._held: dict[int, tuple[psycopg.Connection[Any], int]] = {}
+        # the connection whose open transaction holds ``_current``, written at the end of
+        # input, that the next checkpoint adds its progress row to (``None``: unwritten)
+        self._written: psycopg.Connection[Any] | None = None
         if self.exactly_once:
             self.restore(restored)
 
@@ -75,34 +84,50 @@ class StagedWriter(PostgresWriter):
             self._write_checkpoints(self.me.of(old), state["run"], state["staged"])
 
     def _write(self, values: list[Any], timestamps: list[int] | None) -> None:
+        if self._written is not None:
+            raise TransactionStateError(f"{self.name}: rows written after the end of input")
         self._current.extend(self.encode_rows(values))
+
+    def _write_pending(self) -> None:
+        """Write the interval's rows into a transaction held open for the next checkpoint,
+        without its progress row (the checkpoint id is not known yet), and set the refused
+        rows aside. Not beside a transaction still held for an earlier checkpoint (see
+        :meth:`_prepare`): those rows stay unwritten until it completes."""
+        if not self._current or self._held or self._written is not None:
+            return
+        rows = self._current
+        self._written, bad = self._guarded("write rows", lambda conn: self._hold(conn, None, rows))
+        self._current = self._accepted(rows, bad)
 
     def _prepare(self, checkpoint_id: int) -> bytes:
         """The interval's rows as one msgpack blob: the checkpoint stores one bytes value
         instead of walking every row.
 
-        Steps: 1. write the rows and the progress row of ``checkpoint_id`` in a
-        transaction that is held open until the checkpoint completes
-        (:meth:`_commit`), and dead-letter (now, before the barrier goes on, so
-        the dead letters belong to this checkpoint) the rows the table refuses
-        for their content; 2. stage the others.
+        Steps: 1. add the progress row of ``checkpoint_id`` to the transaction
+        written at the end of input, if any (:meth:`_write_pending`); 2. else
+        write the rows and the progress row in a transaction, and dead-letter
+        (now, before the barrier goes on, so the dead letters belong to this
+        checkpoint) the rows the table refuses for their content; either
+        transaction is held open until the checkpoint completes
+        (:meth:`_commit`); 3. stage the rows written.
 
         Raises:
             ConfigError: a value msgpack cannot hold (the message names its type).
         """
         staged, self._current = self._current, []
+        written, self._written = self._written, None
+        if written is not None and not self._add_progress(written, checkpoint_id, len(staged)):
+            written = None
         # Beside a transaction still held for an earlier checkpoint (max_concurrent > 1)
         # this one's rows could wait for that one's locks, which only this thread can
         # release: they are staged unwritten and written when the checkpoint completes.
-        if staged and not self._held:
-            held, bad = self._guarded(
+        if staged and written is None and not self._held:
+            written, bad = self._guarded(
                 "write rows", lambda conn: self._hold(conn, checkpoint_id, staged)
             )
-            if bad:
-                refused = {i for i, _ in bad}
-                self._reject(staged, bad)
-                staged = [row for i, row in enumerate(staged) if i not in refused]
-            self._held[checkpoint_id] = (held, len(staged))
+            staged = self._accepted(staged, bad)
+        if written is not None:
+            self._held[checkpoint_id] = (written, len(staged))
         try:
             return _encoder.encode(staged)
         except (TypeError, msgspec.EncodeError) as e:
@@ -112,11 +137,12 @@ class StagedWriter(PostgresWriter):
             ) from e
 
     def _hold(
-        self, conn: psycopg.Connection[Any], checkpoint_id: int, rows: list[Row]
+        self, conn: psycopg.Connection[Any], checkpoint_id: int | None, rows: list[Row]
     ) -> tuple[psycopg.Connection[Any], list[tuple[int, RowRejectedError]]]:
-        """Open a transaction on ``conn``, write ``rows`` and the progress row into it, and
-        take ``conn`` out of the writer's hands (the next call opens another connection),
-        so that a later interval can be written while this one waits for its checkpoint.
+        """Open a transaction on ``conn``, write ``rows`` and the progress row of
+        ``checkpoint_id`` (if given) into it, and take ``conn`` out of the writer's hands
+        (the next call opens another connection), so that a later interval can be written
+        while this one waits for its checkpoint.
 
         Returns:
             The connection holding the open transaction, and the refused rows.
@@ -124,7 +150,8 @@ class StagedWriter(PostgresWriter):
         conn.execute("BEGIN")
         try:
             bad = self.statements.write(conn, rows)
-            record_progress(conn, self.me, self.run, checkpoint_id, len(rows) - len(bad))
+            if checkpoint_id is not None:
+                record_progress(conn, self.me, self.run, checkpoint_id, len(rows) - len(bad))
         except BaseException:
             if not conn.broken:
                 conn.execute("ROLLBACK")
@@ -170,6 +197,19 @@ class StagedWriter(PostgresWriter):
                 retriable=True,
             )
 
+    def _add_progress(self, conn: psycopg.Connection[Any], checkpoint_id: int, rows: int) -> bool:
+        """Add the progress row of ``checkpoint_id`` to the transaction written at the end
+        of input, once and unguarded; ``False`` when that failed (the connection is closed,
+        its transaction gone, and the caller writes the rows again)."""
+        try:
+            with self._deadline.armed(conn):
+                record_progress(conn, self.me, self.run, checkpoint_id, rows)
+            return True
+        except psycopg.Error as e:
+            log.info("%s: the transaction written at the end of input broke (%s)", self.name, e)
+            conn.close()
+            return False
+
     def _commit_held(self, conn: psycopg.Connection[Any], rows: int) -> bool:
         """``COMMIT`` a held transaction, once and unguarded; ``False`` when it failed (the
         caller writes the checkpoint again, which finds it committed if it was)."""
@@ -200,6 +240,9 @@ class StagedWriter(PostgresWriter):
         for conn, _ in self._held.values():
             conn.close()
         self._held.clear()
+        if self._written is not None:
+            self._written.close()
+            self._written = None
         super().close()
 
     def _write_checkpoints(

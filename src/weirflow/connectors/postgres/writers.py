@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -206,6 +207,16 @@ class PostgresWriter(TwoPhaseCommitWriter[Any]):
             f"{type(row).__name__}; pass encode="
         )
 
+    def _accepted(
+        self, rows: Sequence[Row], refused: list[tuple[int, RowRejectedError]]
+    ) -> list[Row]:
+        """Set the ``refused`` rows aside (:meth:`_reject`); return the others, in order."""
+        if not refused:
+            return list(rows)
+        self._reject(rows, refused)
+        out = {i for i, _ in refused}
+        return [row for i, row in enumerate(rows) if i not in out]
+
     def _reject(self, rows: Sequence[Row], refused: list[tuple[int, RowRejectedError]]) -> None:
         for i, err in refused:
             # a plain dict: dict() copies it atomically in another thread (connector_stats)
@@ -226,6 +237,21 @@ class PostgresWriter(TwoPhaseCommitWriter[Any]):
         """Rows refused for their content since the last call (``RejectingWriter``)."""
         out, self._rejected = self._rejected, []
         return out
+
+    def end_of_input(self) -> None:
+        """The input ended (``RejectingWriter``): exactly once, write the rows not yet
+        written into the transaction the next (final) checkpoint prepares, uncommitted, so
+        that the rows the table refuses for their content are set aside now.
+
+        Raises:
+            PostgresSinkError: the write failed and its retries ran out.
+        """
+        if self.exactly_once:
+            self._write_pending()
+
+    @abstractmethod
+    def _write_pending(self) -> None:
+        """Write the buffered rows into the open transaction (see :meth:`end_of_input`)."""
 
     def _guarded(
         self, what: str, fn: Any, *, admin: bool = False, ends_transaction: bool = False

@@ -23,7 +23,7 @@ from weirflow.connectors import (
     SourceReader,
     refuse_commits_after,
 )
-from weirflow.errors import ConfigError, TimestampError
+from weirflow.errors import ConfigError, JobFailedError, TimestampError
 from weirflow.faults import fault_point
 from weirflow.graph import LogicalGraph, OperatorSpec
 from weirflow.metrics import ConnectorStats, ReportsConnectorStats
@@ -334,11 +334,35 @@ class SinkLogic(OperatorLogic):
         self.writer = self.spec.params["sink"].create_writer(
             self.ctx.job, self.name, self.ctx.subtask, self.ctx.parallelism, restored
         )
+        self.input_ended = False
 
     def _route_rejected(self) -> None:
+        """Send the writer's refused records to the dead-letter output.
+
+        Raises:
+            JobFailedError: (retriable) records were refused after the end of input: the
+                operators after the sink have ended, so their dead letters would be lost;
+                the attempt fails instead, and its restore replays them.
+        """
+        if not isinstance(self.writer, RejectingWriter):
+            return
+        rejected = self.writer.take_rejected()
+        if rejected and self.input_ended:
+            raise JobFailedError(
+                f"{self.task_name}: {len(rejected)} record(s) refused after the end of input "
+                f"(first: {rejected[0].error}); their dead letters could not be delivered, "
+                "so the attempt fails and is replayed from the last completed checkpoint"
+            )
+        for r in rejected:
+            dead_letter(self, r.value, r.timestamp_ms, r.error, 1)
+
+    def end_of_input(self) -> None:
+        """Have a writer that refuses records find its last refusals, and route them
+        while the operators after the sink still take input."""
         if isinstance(self.writer, RejectingWriter):
-            for r in self.writer.take_rejected():
-                dead_letter(self, r.value, r.timestamp_ms, r.error, 1)
+            self.writer.end_of_input()
+            self._route_rejected()
+        self.input_ended = True
 
     def process_batch(
         self,
