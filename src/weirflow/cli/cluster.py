@@ -6,8 +6,9 @@
 must be importable at the same path on the coordinator and on every worker,
 and the checkpoint storage must be shared by all of them. A submitted job's
 ``--alert`` rules are evaluated here, in the coordinator, while it runs
-(:func:`~weirflow.cli.run_surfaces.submitted_job_watch`); what submitting
-carries is :mod:`weirflow.cli.submit`'s.
+(:func:`~weirflow.cli.run_surfaces.submitted_job_watch`), and its
+``--autoscale`` bounds rescale it here (:func:`submitted_job_run`); what
+submitting carries is :mod:`weirflow.cli.submit`'s.
 
 The job's secret comes from ``--token-file`` (a file only the job's owner
 can read) or, for workers started by ``weirflow run --workers N``, from the
@@ -42,14 +43,14 @@ from weirflow.errors import ConfigError
 from weirflow.metrics import serve_metrics
 from weirflow.metrics.autoscale import AutoscaleConfig
 from weirflow.records import JobResult
-from weirflow.runtime import RunListener, wall_clock_ms
+from weirflow.runtime import RunListener, control, wall_clock_ms
 from weirflow.runtime.cluster_metrics import cluster_registry
 from weirflow.runtime.coordinator import JobCoordinator, JobSpec
 from weirflow.runtime.launched import CoordinatorWatch
 from weirflow.runtime.launcher import SECRET_ENV
 from weirflow.runtime.local_cluster import run_on_local_workers
 from weirflow.runtime.savepoint_requests import SavepointRequests
-from weirflow.runtime.service import serve
+from weirflow.runtime.service import OneRun, serve
 from weirflow.runtime.wire import (
     FramedConnection,
     PeerAuthenticationError,
@@ -271,6 +272,28 @@ def run_rescaling(
         )
 
 
+def submitted_job_run(
+    submit: control.Submit,
+    spec: JobSpec,
+    run: OneRun,
+    watch: CoordinatorWatch | None,
+    stop: threading.Event,
+    savepoints: SavepointRequests,
+) -> JobResult:
+    """How ``weirflow coordinator`` runs a submitted job: once, or with the submission's
+    ``--autoscale`` bounds once per parallelism (:func:`run_rescaling`; the cluster's
+    workers are already there, so a run at a new parallelism waits for their free slots)."""
+    return run_rescaling(
+        spec,
+        spec.parallelism,
+        lambda spec, _workers, watch: run(spec, watch),
+        watch,
+        stop,
+        savepoints,
+        submit.autoscale,
+    )
+
+
 def both(first: CoordinatorWatch | None, second: CoordinatorWatch) -> CoordinatorWatch:
     """One watch doing ``first`` (if any), then ``second``; ended in the reverse order."""
 
@@ -312,7 +335,7 @@ def _serve_coordinator(
     coordinator.start()
     log.info("coordinator listening on %s", coordinator.address)
     try:
-        serve(coordinator, load_graph, submitted_job_watch)
+        serve(coordinator, load_graph, submitted_job_watch, submitted_job_run)
     finally:
         coordinator.close()
         if server is not None:
@@ -373,5 +396,3 @@ def dial_coordinator(address: str, secret: bytes) -> FramedConnection:
             f"cannot reach the coordinator at {address}: {e.strerror or e}; is "
             "`weirflow coordinator` running there, and is the address right?"
         ) from e
-
-
