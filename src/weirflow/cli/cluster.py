@@ -49,6 +49,7 @@ from weirflow.runtime.coordinator import JobCoordinator, JobSpec
 from weirflow.runtime.launched import CoordinatorWatch
 from weirflow.runtime.launcher import SECRET_ENV
 from weirflow.runtime.local_cluster import run_on_local_workers
+from weirflow.runtime.membership import WorkerStatus
 from weirflow.runtime.savepoint_requests import SavepointRequests
 from weirflow.runtime.service import OneRun, serve
 from weirflow.runtime.wire import (
@@ -226,6 +227,7 @@ def run_rescaling(
     stop: threading.Event,
     savepoints: SavepointRequests | None,
     autoscale: AutoscaleConfig | None,
+    capacity: Callable[[JobCoordinator], int] | None = None,
 ) -> JobResult:
     """Run ``spec`` on ``workers`` workers through ``run``, and with ``autoscale`` run it
     again after each rescale decision: from the stop checkpoint the decision took, at the
@@ -240,6 +242,8 @@ def run_rescaling(
         stop: set by SIGTERM or Ctrl-C, and by a rescale decision (cleared for the next run).
         savepoints: savepoint requests to the job; a stop submitted there ends the job.
         autoscale: rescale on the sources' lag, or ``None`` (one run).
+        capacity: the slots a cluster of given workers offers (a scale-up stays within
+            them), or ``None`` when ``run`` starts the workers it needs.
 
     Returns:
         The result of the last run (the one at the job's final parallelism).
@@ -248,7 +252,7 @@ def run_rescaling(
         ConfigError, JobFailedError: as ``run`` raises them.
     """
     scaler = (
-        CoordinatorAutoscaler(autoscale, spec.parallelism, wall_clock_ms)
+        CoordinatorAutoscaler(autoscale, spec.parallelism, wall_clock_ms, capacity)
         if autoscale is not None
         else None
     )
@@ -282,7 +286,7 @@ def submitted_job_run(
 ) -> JobResult:
     """How ``weirflow coordinator`` runs a submitted job: once, or with the submission's
     ``--autoscale`` bounds once per parallelism (:func:`run_rescaling`; the cluster's
-    workers are already there, so a run at a new parallelism waits for their free slots)."""
+    workers are already there: a scale-up stays within the slots they offer)."""
     return run_rescaling(
         spec,
         spec.parallelism,
@@ -291,7 +295,15 @@ def submitted_job_run(
         stop,
         savepoints,
         submit.autoscale,
+        cluster_slots,
     )
+
+
+def cluster_slots(coordinator: JobCoordinator) -> int:
+    """The slots of the workers registered with ``coordinator`` and not lost."""
+    # a copy: the coordinator's thread adds workers while this one reads
+    workers = list(coordinator.workers.values())
+    return sum(w.slots for w in workers if w.status is not WorkerStatus.LOST)
 
 
 def both(first: CoordinatorWatch | None, second: CoordinatorWatch) -> CoordinatorWatch:

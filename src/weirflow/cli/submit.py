@@ -8,8 +8,8 @@ coordinator hands the runtime options on to every worker that runs a subtask
 of the job, and evaluates the alert rules and the autoscale policy on its
 view of the job (the workers' heartbeats), as a coordinator in ``weirflow run
 --workers N`` does: a rescale stops the job with a stop checkpoint and runs
-it again from there at the new parallelism, on the slots the cluster's
-workers offer (the run waits ``--worker-wait`` for them, as a restart does).
+it again from there at the new parallelism, within the slots the cluster's
+workers offer (a scale-up with no slot to grow into is logged and skipped).
 
 The connection to the coordinator is authenticated, not encrypted: an
 ``--alert-webhook`` URL (which may hold a token) crosses it as it is, as
