@@ -159,6 +159,8 @@ def test_kafka_replay_after_the_fix_gives_the_clean_output_and_twice_replays_not
     # not fixed yet: the replayed records fail again and come back with 2 attempts
     assert f"replayed {len(POISON)}" in dlq(t, "replay", t.dead, "--into", t.events)
     assert "replayed 0" in dlq(t, "replay", t.dead, "--into", t.events)
+    shown = dlq(t, "show", t.dead, "--where", f"error_type={JSON_ERROR}")
+    assert shown.count(" replayed\n") == len(POISON) and "pending" not in shown
     assert len(t.events_records()) == before + len(POISON)
     replayed = [r for r in t.events_records() if REPLAY_OF in dict(r.headers)]
     assert len(replayed) == len(POISON)
