@@ -44,6 +44,7 @@ from typing import Protocol
 from weirflow.connectors.dead_letters import ATTEMPTS, FILTERS, REPLAY_OF, StoredDeadLetter
 from weirflow.errors import ConfigError
 from weirflow.eventlog import EventLog, Record
+from weirflow.faults import fault_point
 
 LEDGER_SUFFIX = ".replayed"
 _BATCH = 1000
@@ -218,6 +219,7 @@ class EventLogDeadLetters:
                 ledger,
                 [Record(ledger_value(x, into), key=x.letter_id.encode()) for x in report.replayed],
             )
+            fault_point("replay_commit")
             producer.commit()
         return report
 

@@ -40,6 +40,7 @@ from weirflow.connectors.dead_letters import StoredDeadLetter
 from weirflow.connectors.kafka.client import KafkaError, ck, ck_admin, wrap_kafka_exception
 from weirflow.errors import ConfigError
 from weirflow.eventlog import ConsumedRecord
+from weirflow.faults import fault_point
 
 #: Settings of the compacted ledger topic: no letter id is ever dropped.
 LEDGER_CONFIG = {"cleanup.policy": "compact"}
@@ -272,6 +273,7 @@ class KafkaDeadLetters:
             producer.flush(self.timeout_s)
             if errors:
                 raise KafkaError(f"replay into {into} not delivered: {'; '.join(errors[:5])}")
+            fault_point("replay_commit")
             producer.commit_transaction(self.timeout_s)
         except (ck.KafkaException, KafkaError, BufferError) as e:
             self._abort(producer)
