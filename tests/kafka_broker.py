@@ -6,7 +6,8 @@ consumer-group joins take about ``session.timeout.ms / 2``;
 ``get_watermark_offsets`` (a ListOffsets request) returns a wrong high
 watermark while the value cached from fetches is right; ``offsets_for_times``
 returns 0; ``create_partitions`` is unsupported; ``read_committed`` consumers
-still receive records of aborted transactions.
+still receive records of aborted transactions; a metadata request naming a
+topic that does not exist creates it (with several partitions).
 """
 
 from __future__ import annotations

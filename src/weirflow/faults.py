@@ -10,7 +10,9 @@ a simulated one. Unset (the normal case) every point is a dictionary lookup.
 Points: ``state_write`` (writer thread, before a task's state files are
 written), ``after_manifest`` (a checkpoint completed, before tasks are
 notified), ``sink_commit`` (before a sink commits a checkpoint's
-transactions), ``pre_commit`` (a sink is about to prepare on a barrier).
+transactions), ``pre_commit`` (a sink is about to prepare on a barrier),
+``replay_commit`` (``weirflow dlq replay`` wrote its transaction and is about
+to commit it).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import os
 import random
 import signal
 
-POINTS = ("state_write", "after_manifest", "sink_commit", "pre_commit")
+POINTS = ("state_write", "after_manifest", "sink_commit", "pre_commit", "replay_commit")
 
 
 def _parse(spec: str) -> dict[str, float]:

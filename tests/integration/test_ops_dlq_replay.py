@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import ast
 import json
-import threading
+import sys
 from collections import Counter
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from typer.testing import CliRunner
 
-from weirflow import CheckpointConfig, Dataflow
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from dlq_checks import assert_letters_keep_their_originals, assert_replayed_as_letters
+from run_until import run_until
+from weirflow import Dataflow
 from weirflow.cli import app
 from weirflow.connectors import DeadLetterEventLogSink, EventLogSink, EventLogSource
-from weirflow.connectors.dead_letters import ATTEMPTS, REPLAY_OF, StoredDeadLetter
+from weirflow.connectors.dead_letters import REPLAY_OF, StoredDeadLetter
 from weirflow.eventlog import EventLog, Record
 
 N = 300
@@ -69,25 +71,14 @@ def run(
         EventLogSink(log_dir, "results"), name="results"
     )
     events.dead_letters().sink(DeadLetterEventLogSink(log_dir, "dead"), name="dead")
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.wait(0.05):
-            if len(topic(log_dir, "results")) >= results and len(topic(log_dir, "dead")) >= letters:
-                stop.set()
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        flow.run(
-            2,
-            checkpoint=CheckpointConfig(storage=str(chk), interval=timedelta(milliseconds=100)),
-            restore=restore,
-            stop=stop,
-        )
-    finally:
-        stop.set()
-        watcher.join()
+    run_until(
+        flow,
+        chk,
+        restore,
+        lambda: (
+            len(topic(log_dir, "results")) >= results and len(topic(log_dir, "dead")) >= letters
+        ),
+    )
 
 
 def topic(log_dir: Path, name: str) -> list[Any]:
@@ -127,23 +118,28 @@ def test_replay_after_the_fix_gives_the_clean_output_and_twice_replays_nothing(
     run(log_dir, chk, json.loads, None, N - len(POISON), len(POISON))
     letters = [StoredDeadLetter.from_record(r) for r in topic(log_dir, "dead")]
     assert len(letters) == len(POISON)
-    originals = {(r.partition, r.offset): r for r in topic(log_dir, "events")}
-    for d in letters:
-        assert (d.error_type, d.operator, d.attempts) == (JSON_ERROR, "events", 1)
-        assert d.original is not None
-        source = originals[(d.original.partition, d.original.offset)]
-        assert (d.value, d.key, d.timestamp_ms) == (source.value, source.key, source.timestamp_ms)
-        assert d.headers == source.headers
+    assert_letters_keep_their_originals(letters, topic(log_dir, "events"), JSON_ERROR, "events")
     listed = dlq(log_dir, "list", "dead").output
     assert JSON_ERROR in listed and f"{len(POISON)}" in listed
 
-    assert "would replay 0" in dlq(
-        log_dir, "replay", "dead", "--into", "events", "--where", "error_type=KeyError", "--dry-run"
-    ).output
+    assert (
+        "would replay 0"
+        in dlq(
+            log_dir,
+            "replay",
+            "dead",
+            "--into",
+            "events",
+            "--where",
+            "error_type=KeyError",
+            "--dry-run",
+        ).output
+    )
     before = len(topic(log_dir, "events"))
-    assert f"would replay {len(POISON)}" in dlq(
-        log_dir, "replay", "dead", "--into", "events", "--dry-run"
-    ).output
+    assert (
+        f"would replay {len(POISON)}"
+        in dlq(log_dir, "replay", "dead", "--into", "events", "--dry-run").output
+    )
     assert len(topic(log_dir, "events")) == before
 
     # not fixed yet: the replayed records fail again and come back with 2 attempts
@@ -152,27 +148,19 @@ def test_replay_after_the_fix_gives_the_clean_output_and_twice_replays_nothing(
     assert len(topic(log_dir, "events")) == before + len(POISON)
     replayed = [r for r in topic(log_dir, "events") if REPLAY_OF in dict(r.headers)]
     assert len(replayed) == len(POISON)
-    by_id = {f"dead/{d.partition}/{d.offset}": d for d in letters}
-    for r in replayed:
-        h = dict(r.headers)
-        d = by_id[h[REPLAY_OF].decode()]
-        assert d.original is not None
-        assert (r.value, r.key, r.timestamp_ms, r.partition) == (
-            d.value,
-            d.key,
-            d.timestamp_ms,
-            d.original.partition,
-        )
-        assert h["trace"] == dict(d.headers)["trace"] and h[ATTEMPTS] == b"1"
+    assert_replayed_as_letters(replayed, letters, attempts=1)
     run(log_dir, chk, json.loads, "latest", N - len(POISON), 2 * len(POISON))
     again = [StoredDeadLetter.from_record(r) for r in topic(log_dir, "dead")][len(POISON) :]
     assert sorted(d.attempts for d in again) == [2] * len(POISON)
     assert sorted(d.headers for d in again) == sorted(d.headers for d in letters)
 
     # the fix is deployed: only the second generation of letters goes back, once
-    assert f"replayed {len(POISON)}" in dlq(
-        log_dir, "replay", "dead", "--into", "events", "--where", f"error_type={JSON_ERROR}"
-    ).output
+    assert (
+        f"replayed {len(POISON)}"
+        in dlq(
+            log_dir, "replay", "dead", "--into", "events", "--where", f"error_type={JSON_ERROR}"
+        ).output
+    )
     run(log_dir, chk, lenient, "latest", N, 2 * len(POISON))
     before = len(topic(log_dir, "events"))
     assert "replayed 0" in dlq(log_dir, "replay", "dead", "--into", "events").output

@@ -6,8 +6,9 @@
 must be importable at the same path on the coordinator and on every worker,
 and the checkpoint storage must be shared by all of them. A submitted job's
 ``--alert`` rules are evaluated here, in the coordinator, while it runs
-(:func:`~weirflow.cli.run_surfaces.submitted_job_watch`); what submitting
-carries is :mod:`weirflow.cli.submit`'s.
+(:func:`~weirflow.cli.run_surfaces.submitted_job_watch`), and its
+``--autoscale`` bounds rescale it here (:func:`submitted_job_run`); what
+submitting carries is :mod:`weirflow.cli.submit`'s.
 
 The job's secret comes from ``--token-file`` (a file only the job's owner
 can read) or, for workers started by ``weirflow run --workers N``, from the
@@ -42,14 +43,15 @@ from weirflow.errors import ConfigError
 from weirflow.metrics import serve_metrics
 from weirflow.metrics.autoscale import AutoscaleConfig
 from weirflow.records import JobResult
-from weirflow.runtime import RunListener, wall_clock_ms
+from weirflow.runtime import RunListener, control, wall_clock_ms
 from weirflow.runtime.cluster_metrics import cluster_registry
 from weirflow.runtime.coordinator import JobCoordinator, JobSpec
 from weirflow.runtime.launched import CoordinatorWatch
 from weirflow.runtime.launcher import SECRET_ENV
 from weirflow.runtime.local_cluster import run_on_local_workers
+from weirflow.runtime.membership import WorkerStatus
 from weirflow.runtime.savepoint_requests import SavepointRequests
-from weirflow.runtime.service import serve
+from weirflow.runtime.service import OneRun, serve
 from weirflow.runtime.wire import (
     FramedConnection,
     PeerAuthenticationError,
@@ -225,6 +227,7 @@ def run_rescaling(
     stop: threading.Event,
     savepoints: SavepointRequests | None,
     autoscale: AutoscaleConfig | None,
+    capacity: Callable[[JobCoordinator], int] | None = None,
 ) -> JobResult:
     """Run ``spec`` on ``workers`` workers through ``run``, and with ``autoscale`` run it
     again after each rescale decision: from the stop checkpoint the decision took, at the
@@ -239,6 +242,8 @@ def run_rescaling(
         stop: set by SIGTERM or Ctrl-C, and by a rescale decision (cleared for the next run).
         savepoints: savepoint requests to the job; a stop submitted there ends the job.
         autoscale: rescale on the sources' lag, or ``None`` (one run).
+        capacity: the slots a cluster of given workers offers (a scale-up stays within
+            them), or ``None`` when ``run`` starts the workers it needs.
 
     Returns:
         The result of the last run (the one at the job's final parallelism).
@@ -247,7 +252,7 @@ def run_rescaling(
         ConfigError, JobFailedError: as ``run`` raises them.
     """
     scaler = (
-        CoordinatorAutoscaler(autoscale, spec.parallelism, wall_clock_ms)
+        CoordinatorAutoscaler(autoscale, spec.parallelism, wall_clock_ms, capacity)
         if autoscale is not None
         else None
     )
@@ -269,6 +274,36 @@ def run_rescaling(
             decision.target,
             workers,
         )
+
+
+def submitted_job_run(
+    submit: control.Submit,
+    spec: JobSpec,
+    run: OneRun,
+    watch: CoordinatorWatch | None,
+    stop: threading.Event,
+    savepoints: SavepointRequests,
+) -> JobResult:
+    """How ``weirflow coordinator`` runs a submitted job: once, or with the submission's
+    ``--autoscale`` bounds once per parallelism (:func:`run_rescaling`; the cluster's
+    workers are already there: a scale-up stays within the slots they offer)."""
+    return run_rescaling(
+        spec,
+        spec.parallelism,
+        lambda spec, _workers, watch: run(spec, watch),
+        watch,
+        stop,
+        savepoints,
+        submit.autoscale,
+        cluster_slots,
+    )
+
+
+def cluster_slots(coordinator: JobCoordinator) -> int:
+    """The slots of the workers registered with ``coordinator`` and not lost."""
+    # a copy: the coordinator's thread adds workers while this one reads
+    workers = list(coordinator.workers.values())
+    return sum(w.slots for w in workers if w.status is not WorkerStatus.LOST)
 
 
 def both(first: CoordinatorWatch | None, second: CoordinatorWatch) -> CoordinatorWatch:
@@ -312,7 +347,7 @@ def _serve_coordinator(
     coordinator.start()
     log.info("coordinator listening on %s", coordinator.address)
     try:
-        serve(coordinator, load_graph, submitted_job_watch)
+        serve(coordinator, load_graph, submitted_job_watch, submitted_job_run)
     finally:
         coordinator.close()
         if server is not None:
@@ -373,5 +408,3 @@ def dial_coordinator(address: str, secret: bytes) -> FramedConnection:
             f"cannot reach the coordinator at {address}: {e.strerror or e}; is "
             "`weirflow coordinator` running there, and is the address right?"
         ) from e
-
-

@@ -13,6 +13,7 @@ restores it at the new parallelism on the workers it needs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -27,7 +28,7 @@ from weirflow.cli.durations import parse_duration
 from weirflow.cli.supervisor import RescaleRequest, write_rescale_request
 from weirflow.errors import ConfigError
 from weirflow.metrics import JobRegistry, JobStatus, names
-from weirflow.metrics.autoscale import AutoscaleConfig, AutoscalePolicy, Decision
+from weirflow.metrics.autoscale import AutoscaleConfig, AutoscalePolicy, Decision, Direction
 from weirflow.runtime.cluster_metrics import ClusterSampler
 from weirflow.runtime.coordinator import JobCoordinator
 from weirflow.runtime.launched import CoordinatorWatch
@@ -163,18 +164,51 @@ class CoordinatorAutoscaler:
     takes a stop checkpoint, and the caller restores it at :attr:`decision`'s
     target (see :func:`weirflow.cli.cluster.run_on_workers`).
 
+    With ``capacity`` (a cluster whose workers were started beforehand: a
+    ``weirflow coordinator``'s), a scale-up is bounded by the slots the
+    workers offer; one with no slot to grow into is logged and skipped, and
+    the policy waits a cool-down before it decides again, since a run at a
+    parallelism the slots cannot hold would wait for them and then fail.
+
     Args:
         config: bounds and pace.
         parallelism: the job's first parallelism.
         clock: processing time in ms since the epoch.
+        capacity: the slots of the coordinator's workers, or ``None`` when the
+            launcher starts the workers a run needs.
     """
 
-    def __init__(self, config: AutoscaleConfig, parallelism: int, clock: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        config: AutoscaleConfig,
+        parallelism: int,
+        clock: Callable[[], int],
+        capacity: Callable[[JobCoordinator], int] | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
+        self.capacity = capacity
         self.policy = AutoscalePolicy(config, parallelism, clock())
         self.decision: Decision | None = None
         self.rescales: dict[str, int] = {}
+
+    def _within_capacity(self, decision: Decision, coordinator: JobCoordinator) -> Decision | None:
+        """``decision`` bounded by the workers' slots; ``None`` when it cannot grow at all."""
+        if self.capacity is None or decision.direction is not Direction.UP:
+            return decision
+        slots = self.capacity(coordinator)
+        if slots >= decision.target:
+            return decision
+        if slots <= decision.parallelism:
+            log.info(
+                "autoscale up skipped: parallelism %d, the workers offer %d slots (%s)",
+                decision.parallelism,
+                slots,
+                decision.reason,
+            )
+            self.policy = AutoscalePolicy(self.config, decision.parallelism, self.clock())
+            return None
+        return dataclasses.replace(decision, target=slots)
 
     def watch(self, job: str, stop: threading.Event) -> CoordinatorWatch:
         """A watch of one run of ``job``, which ``stop`` stops."""
@@ -192,6 +226,8 @@ class CoordinatorAutoscaler:
                         # empty sample says nothing, least of all that nothing waits
                         continue
                     decision = self.policy.observe(status, self.clock())
+                    if decision is not None:
+                        decision = self._within_capacity(decision, coordinator)
                     if decision is not None:
                         announce(decision)
                         direction = decision.direction.value

@@ -110,7 +110,6 @@ def check_watch_placement(
     alerts: list[AlertCondition],
     autoscale: bool,
     elsewhere: bool,
-    coordinator: str | None,
     ray: str | None,
     ray_detached: bool,
 ) -> None:
@@ -120,20 +119,18 @@ def check_watch_placement(
         alerts: the parsed ``--alert`` conditions.
         autoscale: whether ``--autoscale`` was given.
         elsewhere: whether the job runs beyond this process (workers, Ray, a coordinator).
-        coordinator: ``--coordinator``, or ``None``.
         ray: ``--ray``, or ``None``.
         ray_detached: ``--ray-detached``.
 
     Raises:
-        ConfigError: ``--autoscale`` with a coordinator beyond this process (it starts
-            and ends workers, which a ``weirflow coordinator`` or a detached Ray
-            coordinator does not); or a condition a coordinator cannot see on a job on
+        ConfigError: ``--autoscale`` with a detached Ray coordinator (which runs
+            no rescaling loop); or a condition a coordinator cannot see on a job on
             workers.
     """
-    if autoscale and (coordinator is not None or ray_detached):
+    if autoscale and ray_detached:
         raise ConfigError(
             "--autoscale rescales a job in this process, on its --workers or on --ray "
-            "worker actors: not with --coordinator or --ray-detached"
+            "worker actors, or in a `weirflow coordinator`: not with --ray-detached"
         )
     unseen = [a.text for a in alerts if not a.signal.seen_by_coordinator]
     if unseen and elsewhere:

@@ -3,10 +3,13 @@
 The submission (:class:`~weirflow.runtime.control.Submit`) carries all that
 the job needs beyond its file: checkpoints, guarantee, restore, restart
 strategy, its runtime options (state backend and its folder, tracing, the
-startup ramp) and its ``--alert`` rules. The coordinator hands the runtime
-options on to every worker that runs a subtask of the job, and evaluates the
-alert rules on its view of the job (the workers' heartbeats), as a
-coordinator in ``weirflow run --workers N`` does.
+startup ramp), its ``--alert`` rules and its ``--autoscale`` bounds. The
+coordinator hands the runtime options on to every worker that runs a subtask
+of the job, and evaluates the alert rules and the autoscale policy on its
+view of the job (the workers' heartbeats), as a coordinator in ``weirflow run
+--workers N`` does: a rescale stops the job with a stop checkpoint and runs
+it again from there at the new parallelism, within the slots the cluster's
+workers offer (a scale-up with no slot to grow into is logged and skipped).
 
 The connection to the coordinator is authenticated, not encrypted: an
 ``--alert-webhook`` URL (which may hold a token) crosses it as it is, as
@@ -56,7 +59,7 @@ def submission(
         restart: the restart strategy.
         runtime: runtime options (state backend, tracing, ramp).
         surfaces: ``weirflow run``'s surface options (``alerts``, ``alert_webhook``,
-            ``alert_every``).
+            ``alert_every``, and ``autoscale``: an ``AutoscaleConfig`` or ``None``).
 
     Raises:
         ConfigError: a state backend that cannot be described to workers.
@@ -72,6 +75,7 @@ def submission(
         launch=this_launch(),
         options=control.RuntimeSpec.of(runtime),
         alerts=alert_rules(surfaces),
+        autoscale=surfaces.get("autoscale"),
     )
 
 

@@ -22,6 +22,7 @@ import msgspec
 from weirflow.checkpoint import CheckpointConfig
 from weirflow.errors import ConfigError
 from weirflow.metrics import AlertCondition, OperatorSample
+from weirflow.metrics.autoscale import AutoscaleConfig
 from weirflow.runtime.build import RuntimeOptions
 from weirflow.runtime.endpoint import Launch
 from weirflow.runtime.restart import RestartStrategy
@@ -372,6 +373,8 @@ class Submit(msgspec.Struct, tag=True, frozen=True):
             arguments), ``None`` from a client that does not say.
         options: how the job's subtasks run (state backend and its folder, tracing, ramp).
         alerts: conditions the coordinator evaluates on its view of the job, or ``None``.
+        autoscale: the coordinator rescales the job on its sources' lag within these
+            bounds (a stop checkpoint, then a run at the new parallelism), or ``None``.
     """
 
     job: str
@@ -384,6 +387,7 @@ class Submit(msgspec.Struct, tag=True, frozen=True):
     launch: Launch | None = None
     options: RuntimeSpec = msgspec.field(default_factory=lambda: RuntimeSpec.of(RuntimeOptions()))
     alerts: AlertRules | None = None
+    autoscale: AutoscaleConfig | None = None
 
 
 class StopJob(msgspec.Struct, tag=True, frozen=True):

@@ -8,8 +8,10 @@ the end one :class:`~weirflow.runtime.control.JobDone`. A
 when it asks for one (SIGTERM to the client of a job with checkpoints), else
 with a stop checkpoint, as the client going away does. Jobs run one at a time,
 each with the runtime options its submission carries (state backend, tracing,
-ramp), which every worker of the job receives with its deployment, and watched
-by what the caller makes of the submission (the CLI: its alert rules).
+ramp), which every worker of the job receives with its deployment, watched
+by what the caller makes of the submission (the CLI: its alert rules), and
+run by the caller's :data:`SubmittedRun` (the CLI: once, or once per
+parallelism with ``--autoscale``).
 
 A job with checkpoints gets a control endpoint
 (:class:`~weirflow.runtime.endpoint.ControlEndpoint`) on this host while it
@@ -31,6 +33,7 @@ import msgspec
 
 from weirflow.errors import WeirflowError
 from weirflow.graph import LogicalGraph
+from weirflow.records import JobResult
 from weirflow.runtime import control
 from weirflow.runtime.checkpointed import RunListener
 from weirflow.runtime.coordinator import JobCoordinator, JobSpec
@@ -41,12 +44,21 @@ from weirflow.runtime.wire import ConnectionClosedError, FramedConnection
 
 #: What watches the coordinator while a submitted job runs (its alert rules), or ``None``.
 SubmittedWatch = Callable[[control.Submit, LogicalGraph], CoordinatorWatch | None]
+#: One run of a job: its spec, and what watches the coordinator during that run.
+OneRun = Callable[[JobSpec, CoordinatorWatch | None], JobResult]
+#: Runs a submitted job to its end through one or more :data:`OneRun` calls, given the
+#: submission, its spec, the watch, the job's stop event and its savepoint requests.
+SubmittedRun = Callable[
+    [control.Submit, JobSpec, OneRun, CoordinatorWatch | None, threading.Event, SavepointRequests],
+    JobResult,
+]
 
 
 def serve(
     coordinator: JobCoordinator,
     load_graph: Callable[[str], LogicalGraph],
-    watch_for: SubmittedWatch | None = None,
+    watch_for: SubmittedWatch | None,
+    run_submitted: SubmittedRun,
 ) -> None:
     """Run the jobs that clients submit, one after another, until the coordinator closes.
 
@@ -55,7 +67,8 @@ def serve(
         load_graph: ``JOB.py[:NAME]`` → its logical graph (the job file
             must be importable here as on every worker).
         watch_for: given each submission and its graph, what watches the coordinator
-            while that job runs (started before its run, ended after it).
+            while that job runs (started before each run, ended after it).
+        run_submitted: runs each submitted job through one or more runs.
     """
     while not coordinator.closed:
         try:
@@ -63,7 +76,7 @@ def serve(
         except queue.Empty:
             coordinator.drain_membership()
             continue
-        _run_submitted(coordinator, submit, client, load_graph, watch_for)
+        _run_submitted(coordinator, submit, client, load_graph, watch_for, run_submitted)
 
 
 def _run_submitted(
@@ -72,6 +85,7 @@ def _run_submitted(
     client: FramedConnection,
     load_graph: Callable[[str], LogicalGraph],
     watch_for: SubmittedWatch | None,
+    run_submitted: SubmittedRun,
 ) -> None:
     stop = threading.Event()
     savepoints = SavepointRequests()
@@ -108,13 +122,18 @@ def _run_submitted(
         )
         watch = watch_for(submit, spec.graph) if watch_for is not None else None
         endpoint = _endpoint(savepoints, submit, spec.graph.name)
-        unwatch = None
-        try:
+
+        def one_run(spec: JobSpec, watch: CoordinatorWatch | None) -> JobResult:
             unwatch = watch(coordinator) if watch is not None else None
-            result = coordinator.run(spec, stop=stop, listener=listener, savepoints=savepoints)
+            try:
+                return coordinator.run(spec, stop=stop, listener=listener, savepoints=savepoints)
+            finally:
+                if unwatch is not None:
+                    unwatch()
+
+        try:
+            result = run_submitted(submit, spec, one_run, watch, stop, savepoints)
         finally:
-            if unwatch is not None:
-                unwatch()
             if endpoint is not None:
                 endpoint.close()
         done = control.JobDone(

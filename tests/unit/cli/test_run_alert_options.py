@@ -24,10 +24,9 @@ from weirflow.metrics import Signal
         (["--alert=lag>5m", "--workers=2", "--parallelism=2"], "lag_records, dead_letters"),
         (["--alert=lag>5m", "--coordinator=127.0.0.1:9"], "lag_records, dead_letters"),
         (["--alert=lag>5m", "--ray=auto", "--ray-detached"], "lag_records, dead_letters"),
-        (["--autoscale=min=1,max=2,target-lag=5s", "--coordinator=127.0.0.1:9"], "--coordinator"),
         (
             ["--autoscale=min=1,max=2,target-lag=5s", "--ray=auto", "--ray-detached"],
-            "or --ray-detached",
+            "in a `weirflow coordinator`: not with --ray-detached",
         ),
         (["--autoscale=min=1,max=4"], "min, max and target-lag are needed"),
         (["--autoscale=min=1,max=4,target-lag=5"], "is not a duration"),

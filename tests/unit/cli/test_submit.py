@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from weirflow.cli.run_autoscale import parse_autoscale
 from weirflow.cli.run_options import Guarantee, parse_alert
 from weirflow.cli.submit import submission
+from weirflow.metrics.autoscale import AutoscaleConfig
 from weirflow.runtime import RuntimeOptions, control
 from weirflow.runtime.restart import RestartStrategy
 from weirflow.state import RocksDBStateBackend
@@ -46,6 +48,7 @@ def test_rocksdb_state_and_tracing_survive_the_wire(tmp_path: Path) -> None:
     assert built.state_backend.cache_size_bytes == 1 << 20
     assert (built.tracing, built.startup_ramp_s, built.ramp_start_rate) == (True, 2.5, 50)
     assert received.alerts is None
+    assert received.autoscale is None
 
 
 def test_alert_rules_survive_the_wire() -> None:
@@ -63,6 +66,19 @@ def test_alert_rules_survive_the_wire() -> None:
     assert received.alerts == control.AlertRules(conditions, "http://127.0.0.1:9/hook", 250)
 
 
+def test_autoscale_bounds_survive_the_wire() -> None:
+    """Scenario: --autoscale min=1,max=4,target-lag=2s,cooldown=30s,sustain=5s: the
+    coordinator gets the same bounds and pace."""
+    bounds = parse_autoscale("min=1,max=4,target-lag=2s,cooldown=30s,sustain=5s", 2)
+    received = control.decode_message(
+        control.encode_message(_submit(RuntimeOptions(), autoscale=bounds))
+    )
+    assert isinstance(received, control.Submit)
+    assert received.autoscale == AutoscaleConfig(
+        1, 4, timedelta(seconds=2), timedelta(seconds=30), timedelta(seconds=5)
+    )
+
+
 def test_a_submission_without_options_runs_on_the_defaults() -> None:
     """Scenario: a Submit from a client that sends no options: the runtime's defaults."""
     bare = control.Submit("/j.py", 1, 128, None, "at_least_once", None, RestartStrategy.none())
@@ -70,3 +86,4 @@ def test_a_submission_without_options_runs_on_the_defaults() -> None:
     assert isinstance(received, control.Submit)
     assert received.options == control.RuntimeSpec.of(RuntimeOptions())
     assert received.alerts is None
+    assert received.autoscale is None

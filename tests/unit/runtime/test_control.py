@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from weirflow.checkpoint import CheckpointConfig
+from weirflow.metrics.autoscale import AutoscaleConfig
 from weirflow.runtime import control
 from weirflow.runtime.restart import RestartStrategy
 
@@ -29,6 +30,8 @@ MESSAGES = [
     control.Shutdown("the job ended"),
     control.Submit("/j.py", 2, 128, CheckpointConfig(storage="/chk", interval=timedelta(
         milliseconds=200)), "exactly_once", "latest", RestartStrategy.fixed_delay(3)),
+    control.Submit("/j.py", 1, 128, None, "exactly_once", None, RestartStrategy.fixed_delay(3),
+        autoscale=AutoscaleConfig(1, 2, timedelta(milliseconds=500), timedelta(seconds=1))),
     control.StopJob(),
     control.StopJob(savepoint=True),
     control.JobEvent("checkpoint 1 completed"),

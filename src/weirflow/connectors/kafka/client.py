@@ -14,6 +14,7 @@ from weirflow.errors import ConfigError, WeirflowError
 
 try:
     import confluent_kafka as ck
+    import confluent_kafka.admin as ck_admin  # noqa: F401 - for the modules that administer topics
 except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ConfigError(
         "the Kafka connector needs confluent-kafka: pip install 'weirflow[kafka]'"
