@@ -236,7 +236,7 @@ def main() -> None:
     mbs = args.state_mb if args.state_mb is not None else ([10] if args.quick else [10, 1024])
     sizes = [(mb << 20, max(100, mb * 1000)) for mb in mbs]
     for state_bytes, keys in sizes:
-        seconds, size = recovery_time(state_bytes, keys)
+        seconds, size, _ = recovery_time(state_bytes, keys)
         table.add_row(
             f"recovery, {state_bytes >> 20} MB state ({size / 1e6:,.0f} MB checkpoint)",
             f"{seconds:.2f} s",

@@ -50,6 +50,18 @@ def _folder_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
+def _peak_rss_mb(pid: int) -> float:
+    """The process's peak resident set size so far (VmHWM, MB); NaN once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return float("nan")
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def recovery_time(
     state_bytes: int,
     keys: int,
@@ -57,7 +69,7 @@ def recovery_time(
     local_copy: bool = True,
     restart_delay_s: float = 0.0,
     timeout_s: float = 1200,
-) -> tuple[float, int]:
+) -> tuple[float, int, float]:
     """SIGKILL the worker once a checkpoint holds all its state; seconds until it processes again.
 
     Args:
@@ -71,8 +83,9 @@ def recovery_time(
         timeout_s: give up after this long (s).
 
     Returns:
-        ``(recovery seconds, checkpoint bytes)``: SIGKILL → first record less the restart
-        delay, and the bytes of the checkpoint folder when the worker was killed.
+        ``(recovery seconds, checkpoint bytes, peak RSS MB)``: SIGKILL → first record less
+        the restart delay, the bytes of the checkpoint folder when the worker was killed, and
+        the largest peak RSS of the killed processes (the worker's).
 
     Raises:
         SystemExit: the job died, or did not checkpoint or recover within ``timeout_s``.
@@ -102,8 +115,10 @@ def recovery_time(
                     if built >= 0 and len(COMPLETED.findall(text, built)) >= 2:
                         break
                 size = _folder_bytes(Path(d) / "chk")
+                workers = children(sup.pid)
+                rss = max(map(_peak_rss_mb, workers), default=float("nan"))
                 killed_at = time.time()
-                for w in children(sup.pid):
+                for w in workers:
                     os.kill(w, signal.SIGKILL)
                 if not local_copy:
                     for copies in (Path(d) / "state").rglob("*.checkpoints"):
@@ -114,7 +129,7 @@ def recovery_time(
                     ]
                     after = [t for t in marks if t > killed_at]
                     if after:
-                        return after[0] - killed_at - restart_delay_s, size
+                        return after[0] - killed_at - restart_delay_s, size, rss
                     time.sleep(0.05)
                 raise SystemExit("the worker did not recover in time")
             finally:
@@ -146,8 +161,11 @@ def main() -> None:
             if backend == "memory" and mb > args.memory_max_mb:
                 cells.append("not run")
                 continue
-            seconds, size = recovery_time(mb << 20, keys, backend, local, RESTART_DELAY_S)
-            cells.append(f"{seconds:.2f} s ({size / 1e6:,.0f} MB in checkpoint storage)")
+            seconds, size, rss = recovery_time(mb << 20, keys, backend, local, RESTART_DELAY_S)
+            cells.append(
+                f"{seconds:.2f} s ({size / 1e6:,.0f} MB in checkpoint storage, "
+                f"worker peak RSS {rss:,.0f} MB)"
+            )
             console.print(f"{mb} MB, {backend}, local copy {local}: {cells[-1]}")
         table.add_row(f"{mb:,} MB in {keys:,} keys", *cells)
     console.print(table)
