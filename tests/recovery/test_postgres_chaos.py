@@ -225,13 +225,18 @@ def test_postgres_sinks_exactly_once_under_worker_kills(
     print(f"{kills_in(report)} kills, {report.kill_times_s[-1]:.0f} s to the last: {tables}")
 
 
+# the issue's outage: long enough for several checkpoints to be tried and retries to back off
+OUTAGE_S = 20.0
+
+
 def test_database_crash_and_pause_mid_run(
     tmp_path: Path, pg_server: PgServer, chaos_seed: int
 ) -> None:
-    """Scenario: mid-run the database crashes (pg_ctl stop -m immediate) and comes back 4 s
-    later; later every server process is SIGSTOPped for 7 s. Both times the breaker opens (the
-    paused server's calls overrun their deadline and are cut), the sink waits instead of the
-    job crash-looping, the job resumes by itself, and the output is exact."""
+    """Scenario: mid-run the database crashes (pg_ctl stop -m immediate) and comes back
+    ``OUTAGE_S`` (20 s) later; later every server process is SIGSTOPped for 20 s. Both
+    times the breaker opens (the paused server's calls overrun their deadline and are cut),
+    the sink waits instead of the job crash-looping, the job resumes by itself, and the
+    output is exact."""
 
     port = free_port()
     breaker_states: dict[str, set[float]] = {"crash": set(), "pause": set()}
@@ -246,12 +251,12 @@ def test_database_crash_and_pause_mid_run(
     def outages() -> None:
         wait_for_checkpoint(tmp_path, 2)
         pg_server.stop("immediate")
-        watch("crash", 4)
+        watch("crash", OUTAGE_S)
         pg_server.start()
         done = max(int(p.parent.name[4:]) for p in tmp_path.glob("chk/*/chk-*/_manifest"))
         wait_for_checkpoint(tmp_path, done + 3)
         pg_server.pause()
-        watch("pause", 7)
+        watch("pause", OUTAGE_S)
         pg_server.resume()
 
     expected, report, (table,) = _run(
