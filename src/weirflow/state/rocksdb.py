@@ -32,8 +32,10 @@ Checkpoints: incremental (the default) takes a RocksDB checkpoint (hard
 links of the immutable SST files, timers included) into
 ``<directory>.checkpoints/chk-<id>``, whose new files the runtime uploads
 (:mod:`weirflow.runtime.snapshot_files`); a restore of the same key groups
-opens those files (:meth:`RocksDBKeyedStateBackend.adopt`), any other reads
-its key groups out of them (:func:`weirflow.state.export_key_groups`).
+opens those files (:meth:`RocksDBKeyedStateBackend.adopt`); a restore at
+another parallelism writes its key groups out of them into new SST files and
+ingests those (:meth:`RocksDBKeyedStateBackend.ingest`); the memory backend
+reads them out key by key (:func:`weirflow.state.export_key_groups`).
 ``incremental=False`` writes the same canonical per-key-group blobs as the
 memory backend (:func:`weirflow.state.blob.pack_keyed_state`). Either way a
 checkpoint of either backend restores into the other, at any parallelism.
@@ -47,7 +49,7 @@ from __future__ import annotations
 import logging
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -58,6 +60,7 @@ from weirflow.state.blob import (
     check_restored_kinds,
     unpack_keyed_state,
 )
+from weirflow.state.descriptors import StateKind
 from weirflow.state.keyed_base import KeyedBackendBase
 from weirflow.state.keygroups import KeyGroupRange
 from weirflow.state.rocksdb_files import (
@@ -70,6 +73,7 @@ from weirflow.state.rocksdb_files import (
     range_items,
     rocksdict_module,
 )
+from weirflow.state.rocksdb_ingest import IngestFiles, ingest_checkpoints
 from weirflow.state.rocksdb_snapshot import (
     KG,
     LAYOUT_KEY,
@@ -349,6 +353,57 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
             table.rebind(self._ids[name])
         for user in self._users:
             user.reload()
+
+    def ingest(self, sources: Sequence[RestoredFiles]) -> IngestFiles:
+        """Load this subtask's key groups out of old RocksDB checkpoints as ingested SST files.
+
+        The rescaling restore (:mod:`weirflow.state.rocksdb_ingest`); timers
+        in the checkpoints come along into this database's timer queue.
+
+        Steps:
+
+        1. Refuse if a wanted key group already holds state or timers.
+        2. Write the wanted key groups of each checkpoint into new SST files
+           in a staging folder next to the database.
+        3. Ingest them per column family (moved, not copied), then let the
+           timer service recount what it holds.
+
+        Args:
+            sources: old subtasks' checkpoints whose key groups overlap this backend's.
+
+        Returns:
+            The files ingested and the number of entries and timers they held.
+
+        Raises:
+            StateError: a key group already holds state, a checkpoint cannot
+                be read, a state kind conflicts, or the disk is full or read-only.
+            UnsupportedStateVersionError: a checkpoint has another key layout version.
+        """
+        self.flush()
+        self._check_free(sources)
+        self.cache.clear()
+        out = ingest_checkpoints(self._db, self.directory, sources, self._range, self._state_id)
+        for user in self._users:
+            user.reload()
+        return out
+
+    def _check_free(self, sources: Sequence[RestoredFiles]) -> None:
+        """Raise StateError when a key group of ``sources`` is held here or by two of them."""
+        index = self.column_family("timer_index")
+        seen: set[int] = set()
+        for source in sources:
+            start, end = source.key_group_range
+            for kg in range(max(start, self._range.start), min(end, self._range.end)):
+                timers = range_items(index, KG.pack(kg), KG.pack(kg + 1))
+                if kg in seen or self._holds(kg) or next(timers, None) is not None:
+                    raise StateError(
+                        f"key group {kg}: restored twice (two checkpoints, or state present)"
+                    )
+                seen.add(kg)
+
+    def _state_id(self, name: str, kind: StateKind) -> int:
+        self._declare(name, kind)
+        return self._ids[name]
 
     def restore(self, blobs: Iterable[tuple[int, bytes]]) -> None:
         """Load canonical per-key-group blobs (of either backend) from one or many old subtasks.
