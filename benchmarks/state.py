@@ -16,8 +16,9 @@
    from the local copy vs from checkpoint storage, and the peak RSS of the
    process that wrote it;
 6. rescaling restore of ``--ckpt-keys`` keys from RocksDB checkpoints of 2
-   subtasks into 3: the key groups ingested as SST files vs read out and
-   written key by key (state layer only, the 3 new subtasks one after another).
+   subtasks into 3: ``restore_keyed`` (a base checkpoint opened where one
+   qualifies, the rest ingested as SST files) vs read out and written key by
+   key (state layer only, the 3 new subtasks one after another).
 
 Usage: ``python benchmarks/state.py [--events N] [--keys K] [--ckpt-keys C]
 [--restore-mb M] [--quick]``; ``--only 5`` runs one part (6 runs only with ``--only 6``).

@@ -177,5 +177,9 @@ def test_rescale_2_3_1_from_rocksdb_checkpoints_and_across_backends(
     ingested = [r for r in caplog.records if "ingested" in r.getMessage()]
     # 3 + 1 subtasks of the three window operators and the totals restored from RocksDB files
     assert len(ingested) == (16 if middle == "rocksdb" else 0)
-    assert middle == "memory" or any(", 0 timers" not in r.getMessage() for r in ingested)
+    if middle == "rocksdb":
+        assert any(", 0 timers" not in r.getMessage() for r in ingested)
+        # 2 -> 3: subtasks 0 and 2 take two thirds of an old subtask's key groups; 3 -> 1: all
+        opened = [r for r in ingested if "opened a base checkpoint" in r.getMessage()]
+        assert len(opened) == 4 * 2 + 4, [r.getMessage() for r in ingested]
     _expect_same_output(straight_log, log)

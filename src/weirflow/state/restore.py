@@ -8,7 +8,9 @@ checkpoints), or both. :func:`restore_keyed` picks the cheapest way:
    RocksDB backend (same parallelism): the backend opens its files, no key
    is replayed;
 2. RocksDB checkpoints into a RocksDB backend at another parallelism: the
-   key groups this subtask owns are written into new SST files and ingested
+   checkpoint sharing most key groups may become the database (others'
+   key groups deleted), the key groups this subtask owns of the others are
+   written into new SST files and ingested
    (:meth:`RocksDBKeyedStateBackend.ingest`), timers included, no key is
    replayed;
 3. otherwise (into the memory backend): each checkpoint is opened read-only
@@ -58,6 +60,8 @@ class KeyedRestoreStats:
 
     Attributes:
         method: how checkpoint folders were loaded.
+        base_opened: ``INGESTED`` only: one checkpoint's files became the
+            database, the key groups outside the subtask's range deleted.
         sst_files: SST files ingested (``INGESTED`` only).
         entries: keyed-state entries those files held (``INGESTED`` only).
         timers: timers those files held (``INGESTED`` only).
@@ -65,6 +69,7 @@ class KeyedRestoreStats:
     """
 
     method: RestoreMethod
+    base_opened: bool = False
     sst_files: int = 0
     entries: int = 0
     timers: int = 0
@@ -124,11 +129,16 @@ def restore_keyed(
 def _ingest(keyed: RocksDBKeyedStateBackend, files: list[RestoredFiles]) -> KeyedRestoreStats:
     ingested = keyed.ingest(files)
     stats = KeyedRestoreStats(
-        RestoreMethod.INGESTED, ingested.count(), ingested.entries, ingested.timer_count
+        RestoreMethod.INGESTED,
+        ingested.base is not None,
+        ingested.count(),
+        ingested.entries,
+        ingested.timer_count,
     )
     log.info(
-        "%r: ingested %d SST files (%d entries, %d timers) from %d checkpoints",
+        "%r: %s, ingested %d SST files (%d entries, %d timers) from %d checkpoints",
         keyed,
+        "opened a base checkpoint" if stats.base_opened else "no base checkpoint",
         stats.sst_files,
         stats.entries,
         stats.timers,

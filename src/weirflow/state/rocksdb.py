@@ -33,8 +33,9 @@ links of the immutable SST files, timers included) into
 ``<directory>.checkpoints/chk-<id>``, whose new files the runtime uploads
 (:mod:`weirflow.runtime.snapshot_files`); a restore of the same key groups
 opens those files (:meth:`RocksDBKeyedStateBackend.adopt`); a restore at
-another parallelism writes its key groups out of them into new SST files and
-ingests those (:meth:`RocksDBKeyedStateBackend.ingest`); the memory backend
+another parallelism opens the one it takes most of as its base, deletes the
+other key groups from it, and ingests its key groups of the others as new
+SST files (:meth:`RocksDBKeyedStateBackend.ingest`); the memory backend
 reads them out key by key (:func:`weirflow.state.export_key_groups`).
 ``incremental=False`` writes the same canonical per-key-group blobs as the
 memory backend (:func:`weirflow.state.blob.pack_keyed_state`). Either way a
@@ -73,7 +74,13 @@ from weirflow.state.rocksdb_files import (
     range_items,
     rocksdict_module,
 )
-from weirflow.state.rocksdb_ingest import IngestFiles, ingest_checkpoints
+from weirflow.state.rocksdb_ingest import (
+    IngestFiles,
+    check_free,
+    choose_base,
+    ingest_checkpoints,
+    keep_only,
+)
 from weirflow.state.rocksdb_snapshot import (
     KG,
     LAYOUT_KEY,
@@ -316,6 +323,19 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
                 f"a RocksDB checkpoint of key groups {files.key_group_range} cannot be opened "
                 f"as key groups {self._range}"
             )
+        self._open_copy(files)
+        for user in self._users:
+            user.reload()
+
+    def _open_copy(self, files: RestoredFiles) -> None:
+        """Replace this empty database by a copy of ``files`` and take its state numbering.
+
+        Attached users are released and must be reloaded by the caller.
+
+        Raises:
+            StateError: this backend holds state, or a restored name has
+                another kind than declared here.
+        """
         self.flush()
         if not self.is_empty():
             raise StateError("a RocksDB checkpoint can only be opened by an empty backend")
@@ -351,55 +371,50 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         self._write_names()
         for name, table in self._tables.items():
             table.rebind(self._ids[name])
-        for user in self._users:
-            user.reload()
 
     def ingest(self, sources: Sequence[RestoredFiles]) -> IngestFiles:
-        """Load this subtask's key groups out of old RocksDB checkpoints as ingested SST files.
+        """Load this subtask's key groups out of old RocksDB checkpoints: the rescaling restore.
 
-        The rescaling restore (:mod:`weirflow.state.rocksdb_ingest`); timers
-        in the checkpoints come along into this database's timer queue.
+        See :mod:`weirflow.state.rocksdb_ingest`; timers in the checkpoints
+        come along into this database's timer queue. No entry is replayed.
 
         Steps:
 
         1. Refuse if a wanted key group already holds state or timers.
-        2. Write the wanted key groups of each checkpoint into new SST files
-           in a staging folder next to the database.
-        3. Ingest them per column family (moved, not copied), then let the
-           timer service recount what it holds.
+        2. Open a copy of the base checkpoint, if one qualifies
+           (:func:`~weirflow.state.rocksdb_ingest.choose_base`), and delete the
+           key groups outside this subtask's range from it (range deletions).
+        3. Write the wanted key groups of the other checkpoints, and every
+           checkpoint's timers renumbered, into new SST files and ingest them.
+        4. Let the timer service reread what it holds.
 
         Args:
             sources: old subtasks' checkpoints whose key groups overlap this backend's.
 
         Returns:
-            The files ingested and the number of entries and timers they held.
+            The files ingested, the base opened, and the number of entries
+            and timers the files held.
 
         Raises:
             StateError: a key group already holds state, a checkpoint cannot
-                be read, a state kind conflicts, or the disk is full or read-only.
+                be read, a state kind conflicts, or the disk is full or read-only
+                (then the backend holds part of the state: close it).
             UnsupportedStateVersionError: a checkpoint has another key layout version.
         """
         self.flush()
-        self._check_free(sources)
+        check_free(self._db, sources, self._range)
+        base = choose_base(sources, self._range) if self.is_empty() else None
+        if base is not None:
+            self._open_copy(sources[base])
+            with disk_errors(self.directory):
+                keep_only(self._db, self._range)
         self.cache.clear()
-        out = ingest_checkpoints(self._db, self.directory, sources, self._range, self._state_id)
+        out = ingest_checkpoints(
+            self._db, self.directory, sources, self._range, self._state_id, base
+        )
         for user in self._users:
             user.reload()
         return out
-
-    def _check_free(self, sources: Sequence[RestoredFiles]) -> None:
-        """Raise StateError when a key group of ``sources`` is held here or by two of them."""
-        index = self.column_family("timer_index")
-        seen: set[int] = set()
-        for source in sources:
-            start, end = source.key_group_range
-            for kg in range(max(start, self._range.start), min(end, self._range.end)):
-                timers = range_items(index, KG.pack(kg), KG.pack(kg + 1))
-                if kg in seen or self._holds(kg) or next(timers, None) is not None:
-                    raise StateError(
-                        f"key group {kg}: restored twice (two checkpoints, or state present)"
-                    )
-                seen.add(kg)
 
     def _state_id(self, name: str, kind: StateKind) -> int:
         self._declare(name, kind)

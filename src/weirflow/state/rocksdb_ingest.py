@@ -1,13 +1,21 @@
 """Rescaling restore of the RocksDB backend: old key groups go in as whole SST files.
 
 At another parallelism a subtask's key groups come from one or more old
-subtasks' RocksDB checkpoints, each holding other key groups too. For each
-such checkpoint (opened read-only) :func:`write_ingest_files` writes the
-entries of the wanted key groups, as raw bytes, into new SST files with
-RocksDB's ``SstFileWriter``; the backend then ingests them
-(``ingest_external_file``): RocksDB adds the files to its tree as they are,
-so no entry goes through a write batch or the memtable, and no state value
-is decoded.
+subtasks' RocksDB checkpoints, each holding other key groups too. No entry
+goes through a write batch or the memtable, and no state value is decoded:
+
+1. **Base.** The checkpoint sharing the most key groups with the subtask,
+   when at least :data:`MIN_BASE_SHARE` of its own key groups are wanted,
+   becomes the database as it is (its SST files hard-linked, as a restore at
+   the same parallelism does), and the key groups outside the subtask's
+   range are deleted from it with range deletions (:func:`keep_only`). Its
+   files stay the ones checkpoint storage already holds, so the next
+   incremental checkpoint references them instead of uploading them again.
+2. **Others.** For each other checkpoint (opened read-only)
+   :func:`write_ingest_files` writes the entries of the wanted key groups,
+   as raw bytes, into new SST files with RocksDB's ``SstFileWriter``, and
+   the database ingests them (``ingest_external_file``): RocksDB adds the
+   files to its tree as they are.
 
 The old files themselves are not ingested: rocksdict ingests only files an
 ``SstFileWriter`` wrote, and the old files hold foreign key groups and their
@@ -22,6 +30,8 @@ the layouts):
   sequence of source ``position`` (of ``sources``) becomes
   ``old * sources + position``: unique, and timers of one timestamp fire in
   (old sequence, source) order, the order the memory timer service restores.
+  The base's timers are renumbered too: its timer column families are
+  emptied by range deletions and every checkpoint's timers ingested.
 """
 
 from __future__ import annotations
@@ -50,6 +60,16 @@ from weirflow.state.snapshots import RestoredFiles
 _QUEUE_KEY: Final = struct.Struct(">BQQ")
 _SEQ: Final = struct.Struct(">Q")
 _MAX_SEQ: Final = (1 << 64) - 1
+_META: Final = b"\xff\xff"
+"""Where the metadata keys of the default column family start (after every key group)."""
+_ALL: Final = (b"", b"\xff\xff\xff")
+"""A range holding every key of the timer column families (they start with a domain or a
+key group, both below 0xFFFF)."""
+
+MIN_BASE_SHARE: Final = 0.5
+"""Share of a checkpoint's key groups a subtask must take for it to be opened as the base:
+below, the copy would mostly hold key groups the subtask deletes (disk space, and reads
+that skip range deletions until compaction)."""
 
 
 @dataclass(slots=True)
@@ -57,6 +77,7 @@ class IngestFiles:
     """SST files written for one restore, per column family, and what they hold.
 
     Attributes:
+        base: the index in ``sources`` of the checkpoint opened as the base, or ``None``.
         state: files for the ``default`` column family (keyed state).
         timer_index: files for the ``timer_index`` column family.
         timers: files for the ``timers`` column family (the timer queue).
@@ -64,6 +85,7 @@ class IngestFiles:
         timer_count: timers written.
     """
 
+    base: int | None = None
     state: list[Path] = field(default_factory=list)
     timer_index: list[Path] = field(default_factory=list)
     timers: list[Path] = field(default_factory=list)
@@ -101,12 +123,72 @@ class _Writers:
         return self.paths
 
 
+def check_free(db: Any, sources: Sequence[RestoredFiles], key_group_range: KeyGroupRange) -> None:
+    """Refuse to restore a key group twice.
+
+    Args:
+        db: the restoring database (flushed).
+        sources: the checkpoints to restore.
+        key_group_range: the restoring subtask's key groups.
+
+    Raises:
+        StateError: a wanted key group holds state or timers in ``db``, or
+            two of ``sources`` hold it; the message names the key group.
+    """
+    index = db.get_column_family("timer_index")
+    seen: set[int] = set()
+    for source in sources:
+        start, end = source.key_group_range
+        for kg in range(max(start, key_group_range.start), min(end, key_group_range.end)):
+            bounds = KG.pack(kg), KG.pack(kg + 1)
+            held = any(next(range_items(d, *bounds), None) is not None for d in (db, index))
+            if kg in seen or held:
+                raise StateError(
+                    f"key group {kg}: restored twice (two checkpoints, or state present)"
+                )
+            seen.add(kg)
+
+
+def choose_base(sources: Sequence[RestoredFiles], key_group_range: KeyGroupRange) -> int | None:
+    """Return the index of the checkpoint to open as the base (see the module docs), or ``None``.
+
+    The one sharing the most key groups with ``key_group_range`` (the first
+    of equals), if at least :data:`MIN_BASE_SHARE` of its key groups are shared.
+    """
+    best, best_shared = None, 0
+    for index, source in enumerate(sources):
+        start, end = source.key_group_range
+        shared = min(end, key_group_range.end) - max(start, key_group_range.start)
+        if shared > best_shared and shared >= MIN_BASE_SHARE * (end - start):
+            best, best_shared = index, shared
+    return best
+
+
+def keep_only(db: Any, key_group_range: KeyGroupRange) -> None:
+    """Delete every key group outside ``key_group_range`` and every timer from ``db``.
+
+    Range deletions: constant cost, whatever they cover; the entries go at
+    the next compaction. The metadata (keys from ``0xFFFF``) stays. Timers
+    go in again renumbered (:func:`ingest_checkpoints`).
+
+    Raises:
+        Exception: RocksDB's, on a full or read-only disk (see ``disk_errors``).
+    """
+    start, end = KG.pack(key_group_range.start), KG.pack(key_group_range.end)
+    for begin, stop in ((b"", start), (end, _META)):
+        if begin < stop:
+            db.delete_range(begin, stop)
+    for family in ("timer_index", "timers"):
+        db.get_column_family(family).delete_range(*_ALL)
+
+
 def ingest_checkpoints(
     db: Any,
     directory: Path,
     sources: Sequence[RestoredFiles],
     key_group_range: KeyGroupRange,
     state_id: Callable[[str, StateKind], int],
+    base: int | None = None,
 ) -> IngestFiles:
     """Write the wanted key groups of ``sources`` as SST files and ingest them into ``db``.
 
@@ -119,6 +201,8 @@ def ingest_checkpoints(
         sources: old subtasks' checkpoints whose key groups overlap ``key_group_range``.
         key_group_range: the restoring subtask's key groups.
         state_id: see :func:`write_ingest_files`.
+        base: the index of the source ``db`` is a copy of (after
+            :func:`keep_only`): only its timers are written, or ``None``.
 
     Returns:
         The files ingested and the number of entries and timers they held.
@@ -130,14 +214,18 @@ def ingest_checkpoints(
     """
     staging = directory.with_name(directory.name + ".ingest")
     shutil.rmtree(staging, ignore_errors=True)
-    out = IngestFiles()
+    out = IngestFiles(base=base)
     try:
         with disk_errors(directory):
             staging.mkdir(parents=True)
             for position, source in enumerate(sources):
-                position_of = (position, len(sources))
                 write_ingest_files(
-                    source.directory, key_group_range, position_of, state_id, staging, out
+                    source.directory,
+                    key_group_range,
+                    (position, len(sources)),
+                    state_id if position != base else None,
+                    staging,
+                    out,
                 )
             _ingest(db, out.state)
             _ingest(db.get_column_family("timer_index"), out.timer_index)
@@ -159,7 +247,7 @@ def write_ingest_files(
     source: Path,
     key_group_range: KeyGroupRange,
     position: tuple[int, int],
-    state_id: Callable[[str, StateKind], int],
+    state_id: Callable[[str, StateKind], int] | None,
     folder: Path,
     out: IngestFiles,
 ) -> None:
@@ -171,7 +259,8 @@ def write_ingest_files(
         position: ``(this source's index, number of sources)`` of the restore,
             which makes timer sequences unique (see the module docs).
         state_id: declares a state name in the restoring database and returns
-            its id there (raises StateError for a kind conflict).
+            its id there (raises StateError for a kind conflict); ``None``
+            writes the timers only (the source is the base).
         folder: where the files go (on the database's file system, so that
             ingesting them moves instead of copying).
         out: collects the file paths and counts.
@@ -186,14 +275,15 @@ def write_ingest_files(
         names = read_state_names(db, str(source))
         stem = f"source-{position[0]}"
         start, end = KG.pack(key_group_range.start), KG.pack(key_group_range.end)
-        new_ids = {sid: state_id(name, kind) for sid, (name, kind) in names.items()}
-        state = _Writers(folder, f"{stem}-state")
-        for key, value in range_items(db, start, end):
-            kg, sid = KG_SID.unpack_from(key)
-            new_sid = new_ids[sid]
-            state.put(new_sid, KG_SID.pack(kg, new_sid) + key[KG_SID.size :], value)
-            out.entries += 1
-        out.state.extend(state.finish())
+        if state_id is not None:
+            new_ids = {sid: state_id(name, kind) for sid, (name, kind) in names.items()}
+            state = _Writers(folder, f"{stem}-state")
+            for key, value in range_items(db, start, end):
+                kg, sid = KG_SID.unpack_from(key)
+                new_sid = new_ids[sid]
+                state.put(new_sid, KG_SID.pack(kg, new_sid) + key[KG_SID.size :], value)
+                out.entries += 1
+            out.state.extend(state.finish())
 
         index = _Writers(folder, f"{stem}-index")
         for key, value in range_items(db.get_column_family("timer_index"), start, end):
