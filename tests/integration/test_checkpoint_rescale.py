@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from state_backends import make_state_backend
+from state_backends import STATE_BACKENDS, make_state_backend
 from weirflow import CheckpointConfig, Dataflow, KeyedProcessFunction, WatermarkStrategy
 from weirflow.connectors import EventLogSink, EventLogSource
 from weirflow.eventlog import EventLog, Record
@@ -126,9 +126,10 @@ def _run(
     return run.run()
 
 
-@pytest.mark.parametrize(("before", "after"), [(1, 3), (4, 2), (2, 2)])
+@pytest.mark.parametrize("kind", STATE_BACKENDS)
+@pytest.mark.parametrize(("before", "after"), [(1, 3), (4, 2), (2, 2), (1, 2)])
 def test_restore_at_another_parallelism_equals_a_straight_run(
-    tmp_path: Path, before: int, after: int
+    tmp_path: Path, rocksdb_root: Path, before: int, after: int, kind: str
 ) -> None:
     """Scenario: stop at parallelism `before` (final checkpoint), resume at `after`: exact."""
     straight_log = tmp_path / "straight"
@@ -137,9 +138,10 @@ def test_restore_at_another_parallelism_equals_a_straight_run(
 
     log = tmp_path / "log"
     _input(log)
-    first = _run(log, tmp_path / "chk", before, None, stop_after=40)
+    first_backend, second_backend = (make_state_backend(kind, rocksdb_root, 1 << 16) for _ in "12")
+    first = _run(log, tmp_path / "chk", before, None, stop_after=40, backend=first_backend)
     assert first.operators["in"].records_in < N, "the first run must stop before the end"
-    second = _run(log, tmp_path / "chk", after, "latest", None)
+    second = _run(log, tmp_path / "chk", after, "latest", None, backend=second_backend)
     assert second.checkpoints_completed >= 1
     _expect_same_output(straight_log, log)
 
