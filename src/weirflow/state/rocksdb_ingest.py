@@ -136,17 +136,21 @@ def check_free(db: Any, sources: Sequence[RestoredFiles], key_group_range: KeyGr
             two of ``sources`` hold it; the message names the key group.
     """
     index = db.get_column_family("timer_index")
-    seen: set[int] = set()
-    for source in sources:
-        start, end = source.key_group_range
-        for kg in range(max(start, key_group_range.start), min(end, key_group_range.end)):
-            bounds = KG.pack(kg), KG.pack(kg + 1)
-            held = any(next(range_items(d, *bounds), None) is not None for d in (db, index))
-            if kg in seen or held:
-                raise StateError(
-                    f"key group {kg}: restored twice (two checkpoints, or state present)"
-                )
-            seen.add(kg)
+    try:
+        seen: set[int] = set()
+        for source in sources:
+            start, end = source.key_group_range
+            for kg in range(max(start, key_group_range.start), min(end, key_group_range.end)):
+                bounds = KG.pack(kg), KG.pack(kg + 1)
+                held = any(next(range_items(d, *bounds), None) is not None for d in (db, index))
+                if kg in seen or held:
+                    raise StateError(
+                        f"key group {kg}: restored twice (two checkpoints, or state present)"
+                    )
+                seen.add(kg)
+    finally:
+        # a column family view left in the traceback would keep the database locked after close
+        del index
 
 
 def choose_base(sources: Sequence[RestoredFiles], key_group_range: KeyGroupRange) -> int | None:
@@ -227,20 +231,26 @@ def ingest_checkpoints(
                     staging,
                     out,
                 )
-            _ingest(db, out.state)
-            _ingest(db.get_column_family("timer_index"), out.timer_index)
-            _ingest(db.get_column_family("timers"), out.timers)
+            _ingest(db, None, out.state)
+            _ingest(db, "timer_index", out.timer_index)
+            _ingest(db, "timers", out.timers)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
-def _ingest(target: Any, paths: list[Path]) -> None:
+def _ingest(db: Any, family: str | None, paths: list[Path]) -> None:
+    """Ingest ``paths`` into column family ``family`` of ``db`` (``None``: the default one)."""
     if not paths:
         return
     options = rocksdict_module().IngestExternalFileOptions()
     options.set_move_files(True)
-    target.ingest_external_file([str(p) for p in paths], options)
+    target = db if family is None else db.get_column_family(family)
+    try:
+        target.ingest_external_file([str(p) for p in paths], options)
+    finally:
+        # a column family view left in the traceback would keep the database locked after close
+        del target
 
 
 def write_ingest_files(
