@@ -37,7 +37,6 @@ the layouts):
 from __future__ import annotations
 
 import shutil
-import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,12 +52,15 @@ from weirflow.state.rocksdb_files import (
     range_items,
     rocksdict_module,
 )
-from weirflow.state.rocksdb_snapshot import KG, read_state_names
+from weirflow.state.rocksdb_snapshot import (
+    KG,
+    TIMER_QUEUE_KEY,
+    TIMER_SEQUENCE,
+    read_state_names,
+)
 from weirflow.state.rocksdb_table import KG_SID
 from weirflow.state.snapshots import RestoredFiles
 
-_QUEUE_KEY: Final = struct.Struct(">BQQ")
-_SEQ: Final = struct.Struct(">Q")
 _MAX_SEQ: Final = (1 << 64) - 1
 _META: Final = b"\xff\xff"
 """Where the metadata keys of the default column family start (after every key group)."""
@@ -297,16 +299,18 @@ def write_ingest_files(
 
         index = _Writers(folder, f"{stem}-index")
         for key, value in range_items(db.get_column_family("timer_index"), start, end):
-            (seq,) = _SEQ.unpack(value)
-            index.put(0, key, _SEQ.pack(_new_sequence(seq, position)))
+            (seq,) = TIMER_SEQUENCE.unpack(value)
+            index.put(0, key, TIMER_SEQUENCE.pack(_new_sequence(seq, position)))
         out.timer_index.extend(index.finish())
 
         queue = _Writers(folder, f"{stem}-timers")
         for key, value in range_items(db.get_column_family("timers"), b"", b"\xff\xff"):
             if decode(value, allow_pickle=True)[0] not in key_group_range:
                 continue
-            domain, biased_ts, seq = _QUEUE_KEY.unpack(key)
-            queue.put(0, _QUEUE_KEY.pack(domain, biased_ts, _new_sequence(seq, position)), value)
+            domain, biased_ts, seq = TIMER_QUEUE_KEY.unpack(key)
+            queue.put(
+                0, TIMER_QUEUE_KEY.pack(domain, biased_ts, _new_sequence(seq, position)), value
+            )
             out.timer_count += 1
         out.timers.extend(queue.finish())
     finally:
