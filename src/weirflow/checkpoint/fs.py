@@ -21,7 +21,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
 import fsspec
@@ -118,18 +118,38 @@ def write_durable_stream(
         OSError: the write failed, or ``source`` held another number of bytes
             (it changed since its length was taken).
     """
-    local = is_local(fs)
-    if local:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") if local else fs.open(path, "wb") as f:
+    with open_durable(fs, path) as f:
         f.write(head)
         counted = _Counting(source)
         shutil.copyfileobj(counted, f, COPY_CHUNK_BYTES)
         if counted.count != length:
             raise OSError(errno.EIO, f"source held {counted.count} bytes, not {length}")
-        if local:
-            f.flush()
-            os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def open_durable(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[BinaryIO]:
+    """Open ``path`` for writing (replacing it); once the block exits, the file survives a crash.
+
+    Local files are fsynced at the end; on object stores the object appears
+    when the block exits (also when it raises: delete it then, if it must
+    not stay).
+
+    Args:
+        fs: the file system.
+        path: the file's path within ``fs``; parent folders are created.
+
+    Raises:
+        OSError: opening or writing failed.
+    """
+    if not is_local(fs):
+        with fs.open(path, "wb") as remote:
+            yield remote
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 class _Counting:

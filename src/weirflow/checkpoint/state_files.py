@@ -210,6 +210,30 @@ class StateFiles:
             CheckpointCorruptError: as :meth:`read_state`, the error names the path.
             OSError: ``target`` cannot be written.
         """
+        try:
+            with target.open("wb") as out:
+                self.copy_verified(handle, out, with_header=False)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+
+    def copy_verified(self, handle: StateHandle, out: BinaryIO, *, with_header: bool) -> None:
+        """Copy one state file into ``out`` in chunks, verifying it on the way.
+
+        The header is checked (signature included) before any payload byte is
+        copied, the payload's checksum and size after the last: on an error
+        ``out`` holds part of the file, which the caller must discard.
+
+        Args:
+            handle: a handle from a write or a loaded manifest.
+            out: where the bytes go.
+            with_header: copy the whole file (a verified copy, for a
+                savepoint) instead of the payload only.
+
+        Raises:
+            CheckpointCorruptError: as :meth:`read_state`, the error names the path.
+            OSError: writing to ``out`` failed.
+        """
         fs, path = self._locate(handle.path)
         url = fs.unstrip_protocol(path)
         try:
@@ -218,20 +242,19 @@ class StateFiles:
             raise CheckpointCorruptError(url, "missing") from e
         except OSError as e:
             raise CheckpointCorruptError(url, f"unreadable: {e}") from e
-        try:
-            with source, target.open("wb") as out:
-                expected = read_header(source.read(HEADER_SIZE), url, self._key)
-                found = _copy_hashing(source, out)
-            check_payload(url, expected, found, handle.checksum)
-            if HEADER_SIZE + found[0] != handle.size:
-                raise CheckpointCorruptError(
-                    url,
-                    f"size {HEADER_SIZE + found[0]} bytes differs from {handle.size} "
-                    "recorded in the manifest",
-                )
-        except BaseException:
-            target.unlink(missing_ok=True)
-            raise
+        with source:
+            head = source.read(HEADER_SIZE)
+            expected = read_header(head, url, self._key)
+            if with_header:
+                out.write(head)
+            found = _copy_hashing(source, out)
+        check_payload(url, expected, found, handle.checksum)
+        if HEADER_SIZE + found[0] != handle.size:
+            raise CheckpointCorruptError(
+                url,
+                f"size {HEADER_SIZE + found[0]} bytes differs from {handle.size} "
+                "recorded in the manifest",
+            )
 
     @staticmethod
     def _checked_name(name: str) -> str:

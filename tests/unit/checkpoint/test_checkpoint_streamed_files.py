@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from weirflow.checkpoint import CheckpointCorruptError
+from weirflow.checkpoint import (
+    CheckpointCorruptError,
+    CheckpointStorage,
+    Manifest,
+    TaskSnapshot,
+)
 from weirflow.checkpoint.fileformat import HEADER_SIZE
 from weirflow.checkpoint.fs import COPY_CHUNK_BYTES
 from weirflow.checkpoint.state_files import StateFiles
@@ -100,3 +105,22 @@ def test_a_missing_file_is_named(tmp_path: Path, source: Path) -> None:
     (tmp_path / "chk" / "job" / handle.path).unlink()
     with pytest.raises(CheckpointCorruptError, match="missing"):
         files.read_state_into(handle, tmp_path / "restored")
+
+
+def test_a_savepoint_copies_a_large_file_verified_in_chunks(tmp_path: Path, source: Path) -> None:
+    storage = CheckpointStorage(str(tmp_path / "chk"), "job", key=KEY)
+    handle = storage.write_shared_state_file("db/000042.sst", source)
+    task = TaskSnapshot("op[0/1]", {"op#000042.sst": handle}, {})
+    manifest = Manifest("job", 1, 0, 7, "exactly_once", 1, 128, {"op[0/1]": task})
+    storage.commit_manifest(manifest)
+    tracemalloc.start()
+    try:
+        url = storage.write_savepoint(storage.load_manifest(1), str(tmp_path / "sp"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * COPY_CHUNK_BYTES + 256 * 1024 < SIZE, peak
+    loaded = storage.load_savepoint(url)
+    copied = loaded.tasks["op[0/1]"].handles["op#000042.sst"]
+    storage.read_state_into(copied, tmp_path / "restored.sst")
+    assert (tmp_path / "restored.sst").read_bytes() == source.read_bytes()
