@@ -14,10 +14,14 @@
    SIGKILL → first record time of ``checkpointing.py`` adds process start-up);
 5. restore time of ``--restore-mb`` MB of RocksDB state (1 KiB random values),
    from the local copy vs from checkpoint storage, and the peak RSS of the
-   process that wrote it.
+   process that wrote it;
+6. rescaling restore of ``--ckpt-keys`` keys from RocksDB checkpoints of 2
+   subtasks into 3: ``restore_keyed`` (a base checkpoint opened where one
+   qualifies, the rest ingested as SST files) vs read out and written key by
+   key (state layer only, the 3 new subtasks one after another).
 
 Usage: ``python benchmarks/state.py [--events N] [--keys K] [--ckpt-keys C]
-[--restore-mb M] [--quick]``; ``--only 5`` runs one part.
+[--restore-mb M] [--quick]``; ``--only 5`` runs one part (6 runs only with ``--only 6``).
 """
 
 from __future__ import annotations
@@ -45,9 +49,13 @@ from weirflow.state import (
     KeyGroupRange,
     MemoryKeyedStateBackend,
     MemoryStateBackend,
+    RestoredFiles,
     RocksDBKeyedStateBackend,
     RocksDBStateBackend,
     ValueStateDescriptor,
+    export_key_groups,
+    key_group_for_key,
+    key_group_range_for_subtask,
     restore_keyed,
 )
 from weirflow.state.snapshots import KeyedRestore
@@ -165,6 +173,40 @@ def _restore_large(megabytes: int, root: Path, out: Any) -> None:
     out.put(timings)
 
 
+def _rescale_restore(keys: int, root: Path) -> dict[str, float]:
+    """Seconds to restore the state of 2 RocksDB subtasks into 3: ingested vs key by key."""
+    old = RocksDBStateBackend(root / "old", cache_size_bytes=16 << 20)
+    sources = []
+    for subtask in range(2):
+        kg_range = key_group_range_for_subtask(128, 2, subtask)
+        keyed = old.create_keyed_backend(BackendScope("bench", "op", subtask, kg_range, 128))
+        table = keyed.table("v")
+        for i in range(keys):
+            kg = key_group_for_key(i, 128)
+            if kg in kg_range:
+                table.put(kg, i, ("value", i, os.urandom(32)))
+        files = keyed.snapshot(1)
+        sources.append(RestoredFiles(files.directory, files.key_group_range, {}))
+        keyed.close()
+    timings = {"ingested": 0.0, "key by key": 0.0}
+    for label in timings:
+        backend = RocksDBStateBackend(root / label.replace(" ", "-"))
+        for subtask in range(3):
+            kg_range = key_group_range_for_subtask(128, 3, subtask)
+            scope = BackendScope("bench", "op", subtask, kg_range, 128)
+            target = backend.create_keyed_backend(scope)
+            start = time.perf_counter()
+            if label == "ingested":
+                restore_keyed(target, None, KeyedRestore([], [], None, sources))
+            else:
+                for source in sources:
+                    blobs, _ = export_key_groups(source.directory, kg_range, 128)
+                    target.restore(blobs.items())
+            timings[label] += time.perf_counter() - start
+            target.close()
+    return timings
+
+
 def _restore_large_in(megabytes: int, out: Any) -> None:
     with tempfile.TemporaryDirectory() as d:
         _restore_large(megabytes, Path(d), out)
@@ -176,7 +218,7 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=10_000_000)
     parser.add_argument("--ckpt-keys", type=int, default=1_000_000)
     parser.add_argument("--restore-mb", type=int, default=1024)
-    parser.add_argument("--only", type=int, choices=range(1, 6), help="run only this part")
+    parser.add_argument("--only", type=int, choices=range(1, 7), help="run only this part")
     parser.add_argument("--quick", action="store_true", help="200 k events, 1 M keys, 200 k, 64 MB")
     args = parser.parse_args()
     if args.quick:
@@ -200,6 +242,15 @@ def main() -> None:
             "",
             f"{big['local copy']:.2f} local / {big['storage']:.2f} storage",
             f"RSS {big['rss']:.0f} MB",
+        )
+    if 6 in parts:
+        with tempfile.TemporaryDirectory() as d:
+            r = _rescale_restore(args.ckpt_keys, Path(d))
+        table.add_row(
+            f"rescale 2 -> 3, {args.ckpt_keys:,} keys, s",
+            "",
+            f"{r['ingested']:.2f} ingested / {r['key by key']:.2f} key by key",
+            f"{r['key by key'] / r['ingested']:.1f}x",
         )
     console.print(table)
 

@@ -4,6 +4,7 @@ backend), finish: the output is exact."""
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from state_backends import make_state_backend
+from state_backends import STATE_BACKENDS, make_state_backend
 from weirflow import CheckpointConfig, Dataflow, KeyedProcessFunction, WatermarkStrategy
 from weirflow.connectors import EventLogSink, EventLogSource
 from weirflow.eventlog import EventLog, Record
@@ -125,9 +126,10 @@ def _run(
     return run.run()
 
 
-@pytest.mark.parametrize(("before", "after"), [(1, 3), (4, 2), (2, 2)])
+@pytest.mark.parametrize("kind", STATE_BACKENDS)
+@pytest.mark.parametrize(("before", "after"), [(1, 3), (4, 2), (2, 2), (1, 2)])
 def test_restore_at_another_parallelism_equals_a_straight_run(
-    tmp_path: Path, before: int, after: int
+    tmp_path: Path, rocksdb_root: Path, before: int, after: int, kind: str
 ) -> None:
     """Scenario: stop at parallelism `before` (final checkpoint), resume at `after`: exact."""
     straight_log = tmp_path / "straight"
@@ -136,9 +138,10 @@ def test_restore_at_another_parallelism_equals_a_straight_run(
 
     log = tmp_path / "log"
     _input(log)
-    first = _run(log, tmp_path / "chk", before, None, stop_after=40)
+    first_backend, second_backend = (make_state_backend(kind, rocksdb_root, 1 << 16) for _ in "12")
+    first = _run(log, tmp_path / "chk", before, None, stop_after=40, backend=first_backend)
     assert first.operators["in"].records_in < N, "the first run must stop before the end"
-    second = _run(log, tmp_path / "chk", after, "latest", None)
+    second = _run(log, tmp_path / "chk", after, "latest", None, backend=second_backend)
     assert second.checkpoints_completed >= 1
     _expect_same_output(straight_log, log)
 
@@ -150,11 +153,13 @@ def _expect_same_output(straight_log: Path, log: Path) -> None:
         assert got == want, f"{topic}: missing {want - got}, extra {got - want}"
 
 
+@pytest.mark.parametrize("middle", ["memory", "rocksdb"])
 def test_rescale_2_3_1_from_rocksdb_checkpoints_and_across_backends(
-    tmp_path: Path, rocksdb_root: Path
+    tmp_path: Path, rocksdb_root: Path, middle: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Scenario: RocksDB at 2, stop; resume on the memory backend at 3 from the RocksDB
-    checkpoint files, stop; resume on RocksDB at 1 from memory blobs, to the end: exact."""
+    """Scenario: RocksDB at 2, stop; resume on `middle` at 3 from the RocksDB checkpoint
+    files, stop; resume on RocksDB at 1 from the middle's checkpoint, to the end: exact.
+    RocksDB into RocksDB at another parallelism ingests SST files, timers included."""
     straight_log = tmp_path / "straight"
     _input(straight_log)
     _run(straight_log, tmp_path / "chk-straight", 1, None, None)
@@ -163,11 +168,20 @@ def test_rescale_2_3_1_from_rocksdb_checkpoints_and_across_backends(
     _input(log)
     # a cache of 256 entries: evictions happen, and the job runs in seconds
     first, second, third = (
-        make_state_backend(kind, rocksdb_root, 1 << 16) for kind in ("rocksdb", "memory", "rocksdb")
+        make_state_backend(kind, rocksdb_root, 1 << 16) for kind in ("rocksdb", middle, "rocksdb")
     )
     leg1 = _run(log, chk, 2, None, stop_after=30, backend=first)
-    leg2 = _run(log, chk, 3, "latest", stop_after=30, backend=second)
-    assert leg1.operators["in"].records_in + leg2.operators["in"].records_in < N
-    leg3 = _run(log, chk, 1, "latest", None, backend=third)
+    with caplog.at_level(logging.INFO, logger="weirflow.state"):
+        leg2 = _run(log, chk, 3, "latest", stop_after=30, backend=second)
+        assert leg1.operators["in"].records_in + leg2.operators["in"].records_in < N
+        leg3 = _run(log, chk, 1, "latest", None, backend=third)
     assert leg3.checkpoints_completed >= 1
+    ingested = [r for r in caplog.records if "ingested" in r.getMessage()]
+    # 3 + 1 subtasks of the three window operators and the totals restored from RocksDB files
+    assert len(ingested) == (16 if middle == "rocksdb" else 0)
+    if middle == "rocksdb":
+        assert any(", 0 timers" not in r.getMessage() for r in ingested)
+        # 2 -> 3: subtasks 0 and 2 take two thirds of an old subtask's key groups; 3 -> 1: all
+        opened = [r for r in ingested if "opened a base checkpoint" in r.getMessage()]
+        assert len(opened) == 4 * 2 + 4, [r.getMessage() for r in ingested]
     _expect_same_output(straight_log, log)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,17 @@ from test_checkpoint_rescale import _input, _run
 import weirflow.state.rocksdb as rocksdb_module
 from state_backends import start_holder
 from weirflow.errors import StateError
-from weirflow.state import RocksDBStateBackend, UnsupportedStateVersionError
+from weirflow.state import (
+    BackendScope,
+    FilesSnapshot,
+    KeyedRestore,
+    KeyGroupRange,
+    RestoredFiles,
+    RocksDBStateBackend,
+    UnsupportedStateVersionError,
+    key_group_for_key,
+    restore_keyed,
+)
 
 CACHE = 1 << 16
 ROOT = os.geteuid() == 0
@@ -139,3 +150,42 @@ def test_a_checkpoint_of_an_unknown_state_format_version(
         log, chk, rocksdb_root / "old", UnsupportedStateVersionError, "version 2.*upgrade weirflow"
     )
     assert _tree(chk) == before
+
+
+@pytest.mark.skipif(not ROOT, reason="mounting a small tmpfs needs root")
+def test_a_rescaling_restore_onto_a_full_disk(tmp_path: Path) -> None:
+    """Scenario: a RocksDB checkpoint restores at another parallelism into a --state-dir
+    whose disk fills up while the SST files to ingest are written."""
+    old = RocksDBStateBackend(tmp_path / "old").create_keyed_backend(
+        BackendScope("job", "op", 0, KeyGroupRange(0, 128), 128)
+    )
+    table = old.table("values")
+    for key in range(3000):
+        table.put(key_group_for_key(key, 128), key, os.urandom(1000))
+    files = old.snapshot(1)
+    assert isinstance(files, FilesSnapshot)
+    old.close()
+    before = _tree(files.directory)
+    with _tmpfs(tmp_path / "full", "size=3m") as disk:
+        # a third of the checkpoint's key groups: too few to open it as the base, so the
+        # restore writes them into SST files to ingest
+        scope = BackendScope("job", "op", 0, KeyGroupRange(0, 40), 128)
+        keyed = RocksDBStateBackend(disk / "state").create_keyed_backend(scope)
+        try:
+            with open(disk / "filler", "wb") as f:
+                # leave less room than the ingested files need (a third of 3 MB)
+                f.write(bytes(max(0, shutil.disk_usage(disk).free - 256 * 1024)))
+            restored = RestoredFiles(files.directory, files.key_group_range, {})
+            with pytest.raises(StateError, match=r"full disk.*free space") as caught:
+                restore_keyed(keyed, None, KeyedRestore([], [], None, [restored]))
+            assert str(keyed.directory) in str(caught.value)
+            assert "--state-dir" in str(caught.value)
+            assert not keyed.directory.with_name(keyed.directory.name + ".ingest").exists()
+            # with room made, the same restore goes through: the failed one left nothing behind
+            (disk / "filler").unlink()
+            stats = restore_keyed(keyed, None, KeyedRestore([], [], None, [restored]))
+            assert not stats.base_opened
+            assert stats.entries == sum(key_group_for_key(k, 128) < 40 for k in range(3000))
+        finally:
+            keyed.close()
+    assert _tree(files.directory) == before

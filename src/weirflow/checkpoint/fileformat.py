@@ -66,11 +66,86 @@ def frame(payload: bytes, key: bytes | None) -> bytes:
     Returns:
         The whole file's bytes.
     """
-    digest = hashlib.sha256(payload).digest()
+    return header(hashlib.sha256(payload).digest(), len(payload), key) + payload
+
+
+def header(digest: bytes, length: int, key: bytes | None) -> bytes:
+    """Return the header of a payload of ``length`` bytes whose SHA-256 is ``digest``.
+
+    Args:
+        digest: the payload's SHA-256 (32 bytes).
+        length: the payload's size in bytes.
+        key: the checkpoint key, or ``None`` for an unsigned header.
+
+    Returns:
+        :data:`HEADER_SIZE` bytes, to be followed by the payload.
+    """
     flags = _SIGNED if key is not None else 0
-    signed_part = _SIGNED_PART.pack(MAGIC, FORMAT_VERSION, flags, len(payload), digest)
+    signed_part = _SIGNED_PART.pack(MAGIC, FORMAT_VERSION, flags, length, digest)
     mac = sign(key, signed_part) if key is not None else _NO_MAC
-    return signed_part + mac + payload
+    return signed_part + mac
+
+
+def read_header(data: bytes, path: str, key: bytes | None = None) -> tuple[int, bytes]:
+    """Verify a file's header (its first :data:`HEADER_SIZE` bytes or more).
+
+    Args:
+        data: the file's bytes from its start.
+        path: the file's URL, for error messages.
+        key: the checkpoint key; when given, the header must be signed with it.
+
+    Returns:
+        ``(payload length in bytes, payload SHA-256 digest)``, to check the payload against.
+
+    Raises:
+        CheckpointCorruptError: shorter than a header, wrong magic, unknown
+            format version, or (with a key) a missing or wrong signature.
+    """
+    if len(data) < HEADER_SIZE:
+        raise CheckpointCorruptError(
+            path, f"truncated: {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header"
+        )
+    magic, version, flags, length, digest = _SIGNED_PART.unpack_from(data)
+    if magic != MAGIC:
+        raise CheckpointCorruptError(path, f"bad magic {magic!r}: not a weirflow state file")
+    try:
+        check_format_version(version, FORMAT_VERSION, path, oldest=FORMAT_VERSION)
+    except UnsupportedFormatVersionError as e:
+        raise CheckpointCorruptError(path, str(e)) from e
+    if key is not None:
+        _check_signature(data, flags, key, path)
+    return length, digest
+
+
+def check_payload(
+    path: str,
+    expected: tuple[int, bytes],
+    found: tuple[int, bytes],
+    expected_checksum: str | None,
+) -> None:
+    """Check a payload read against its header and the checksum its handle recorded.
+
+    Args:
+        path: the file's URL, for error messages.
+        expected: ``(length, digest)`` from :func:`read_header`.
+        found: ``(length, digest)`` of the payload as read.
+        expected_checksum: the checksum the state handle recorded, if any.
+
+    Raises:
+        CheckpointCorruptError: truncated or extended, altered, or another
+            checksum than the manifest records.
+    """
+    if found[0] != expected[0]:
+        raise CheckpointCorruptError(
+            path, f"truncated: header says {expected[0]} payload bytes, file holds {found[0]}"
+        )
+    if found[1] != expected[1]:
+        raise CheckpointCorruptError(path, "checksum mismatch: the payload was altered")
+    checksum = "sha256:" + expected[1].hex()
+    if expected_checksum is not None and expected_checksum != checksum:
+        raise CheckpointCorruptError(
+            path, f"checksum {checksum} differs from {expected_checksum} recorded in the manifest"
+        )
 
 
 def unframe(
@@ -93,31 +168,10 @@ def unframe(
             mismatch, a checksum other than the handle recorded, or (with a
             key) a missing or wrong signature.
     """
-    if len(data) < HEADER_SIZE:
-        raise CheckpointCorruptError(
-            path, f"truncated: {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header"
-        )
-    magic, version, flags, length, digest = _SIGNED_PART.unpack_from(data)
-    if magic != MAGIC:
-        raise CheckpointCorruptError(path, f"bad magic {magic!r}: not a weirflow state file")
-    try:
-        check_format_version(version, FORMAT_VERSION, path, oldest=FORMAT_VERSION)
-    except UnsupportedFormatVersionError as e:
-        raise CheckpointCorruptError(path, str(e)) from e
-    if key is not None:
-        _check_signature(data, flags, key, path)
+    expected = read_header(data, path, key)
     payload = data[HEADER_SIZE:]
-    if len(payload) != length:
-        raise CheckpointCorruptError(
-            path, f"truncated: header says {length} payload bytes, file holds {len(payload)}"
-        )
-    if hashlib.sha256(payload).digest() != digest:
-        raise CheckpointCorruptError(path, "checksum mismatch: the payload was altered")
-    found = "sha256:" + digest.hex()
-    if expected_checksum is not None and expected_checksum != found:
-        raise CheckpointCorruptError(
-            path, f"checksum {found} differs from {expected_checksum} recorded in the manifest"
-        )
+    found = (len(payload), hashlib.sha256(payload).digest())
+    check_payload(path, expected, found, expected_checksum)
     return payload
 
 

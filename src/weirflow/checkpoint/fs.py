@@ -18,10 +18,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import time
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, BinaryIO
 
 import fsspec
 from fsspec.core import split_protocol
@@ -92,6 +93,76 @@ def write_durable(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None
             os.fsync(f.fileno())
         return
     fs.pipe_file(path, data)
+
+
+COPY_CHUNK_BYTES = 1 << 20
+"""Bytes read and written at a time when a file is streamed to or from storage."""
+
+
+def write_durable_stream(
+    fs: fsspec.AbstractFileSystem, path: str, head: bytes, source: BinaryIO, length: int
+) -> None:
+    """Write ``head`` then ``length`` bytes of ``source`` to ``path``, in chunks, durably.
+
+    Memory use is one chunk (:data:`COPY_CHUNK_BYTES`), whatever the size;
+    on object stores fsspec turns the chunks into a multipart upload.
+
+    Args:
+        fs: the file system.
+        path: the file's path within ``fs``; parent folders are created.
+        head: bytes written first (the state file's header).
+        source: a binary file positioned at the payload's start.
+        length: payload bytes to copy; ``source`` must hold exactly that many.
+
+    Raises:
+        OSError: the write failed, or ``source`` held another number of bytes
+            (it changed since its length was taken).
+    """
+    with open_durable(fs, path) as f:
+        f.write(head)
+        counted = _Counting(source)
+        shutil.copyfileobj(counted, f, COPY_CHUNK_BYTES)
+        if counted.count != length:
+            raise OSError(errno.EIO, f"source held {counted.count} bytes, not {length}")
+
+
+@contextlib.contextmanager
+def open_durable(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[BinaryIO]:
+    """Open ``path`` for writing (replacing it); once the block exits, the file survives a crash.
+
+    Local files are fsynced at the end; on object stores the object appears
+    when the block exits (also when it raises: delete it then, if it must
+    not stay).
+
+    Args:
+        fs: the file system.
+        path: the file's path within ``fs``; parent folders are created.
+
+    Raises:
+        OSError: opening or writing failed.
+    """
+    if not is_local(fs):
+        with fs.open(path, "wb") as remote:
+            yield remote
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class _Counting:
+    """A binary reader that counts the bytes read through it (for ``copyfileobj``)."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self._source = source
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        self.count += len(data)
+        return data
 
 
 def put_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:

@@ -15,16 +15,32 @@ retention and savepoints are :class:`weirflow.checkpoint.CheckpointStorage`'s.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import fsspec
 
 from weirflow.checkpoint.errors import CheckpointCorruptError, CheckpointStorageError
-from weirflow.checkpoint.fileformat import checksum_of, frame, unframe
-from weirflow.checkpoint.fs import open_fs, protocol_of, write_durable
+from weirflow.checkpoint.fileformat import (
+    HEADER_SIZE,
+    check_payload,
+    checksum_of,
+    frame,
+    header,
+    read_header,
+    unframe,
+)
+from weirflow.checkpoint.fs import (
+    COPY_CHUNK_BYTES,
+    open_fs,
+    protocol_of,
+    write_durable,
+    write_durable_stream,
+)
 from weirflow.checkpoint.handles import StateHandle, is_safe_name
 from weirflow.errors import CheckpointError
 
@@ -140,6 +156,106 @@ class StateFiles:
         """
         return self._write(f"shared/{self._checked_name(name)}", data)
 
+    def write_state_file(self, checkpoint_id: int, name: str, source: Path) -> StateHandle:
+        """Write the local file ``source`` as a state file of checkpoint ``checkpoint_id``.
+
+        Like :meth:`write_state`, but streamed: memory use is one chunk,
+        whatever the file's size (see :meth:`_write_file`).
+
+        Raises:
+            CheckpointError: ``name`` is unsafe, the write failed, or ``source``
+                cannot be read or changed while it was written.
+        """
+        return self._write_file(f"chk-{checkpoint_id}/{self._checked_name(name)}", source)
+
+    def write_shared_state_file(self, name: str, source: Path) -> StateHandle:
+        """Stream the local file ``source`` into ``shared/`` (as :meth:`write_shared_state`).
+
+        Raises:
+            CheckpointError: ``name`` is unsafe, the write failed, or ``source``
+                cannot be read or changed while it was written.
+        """
+        return self._write_file(f"shared/{self._checked_name(name)}", source)
+
+    def _write_file(self, relative: str, source: Path) -> StateHandle:
+        """Hash ``source`` in chunks, then stream the header and its bytes to storage.
+
+        The header holds the payload's SHA-256 and comes first, so the file
+        is read twice (both times in chunks, the second from the page cache).
+        """
+        url = f"{self.root_url}/{relative}"
+        try:
+            with source.open("rb") as f:
+                digest = hashlib.file_digest(f, "sha256").digest()
+                length = f.tell()
+                f.seek(0)
+                write_durable_stream(
+                    self.fs, f"{self.root}/{relative}", header(digest, length, self._key), f, length
+                )
+        except OSError as e:
+            raise CheckpointError(f"cannot write state file {url} from {source}: {e}") from e
+        return StateHandle(relative, HEADER_SIZE + length, "sha256:" + digest.hex())
+
+    def read_state_into(self, handle: StateHandle, target: Path) -> None:
+        """Read and verify one state file into the local file ``target``, streamed.
+
+        Memory use is one chunk, whatever the file's size. The payload is
+        hashed as it is copied; ``target`` is removed when it fails a check.
+
+        Args:
+            handle: a handle from a write or a loaded manifest.
+            target: the local file to write (replaced).
+
+        Raises:
+            CheckpointCorruptError: as :meth:`read_state`, the error names the path.
+            OSError: ``target`` cannot be written.
+        """
+        try:
+            with target.open("wb") as out:
+                self.copy_verified(handle, out, with_header=False)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+
+    def copy_verified(self, handle: StateHandle, out: BinaryIO, *, with_header: bool) -> None:
+        """Copy one state file into ``out`` in chunks, verifying it on the way.
+
+        The header is checked (signature included) before any payload byte is
+        copied, the payload's checksum and size after the last: on an error
+        ``out`` holds part of the file, which the caller must discard.
+
+        Args:
+            handle: a handle from a write or a loaded manifest.
+            out: where the bytes go.
+            with_header: copy the whole file (a verified copy, for a
+                savepoint) instead of the payload only.
+
+        Raises:
+            CheckpointCorruptError: as :meth:`read_state`, the error names the path.
+            OSError: writing to ``out`` failed.
+        """
+        fs, path = self._locate(handle.path)
+        url = fs.unstrip_protocol(path)
+        try:
+            source = fs.open(path, "rb")
+        except FileNotFoundError as e:
+            raise CheckpointCorruptError(url, "missing") from e
+        except OSError as e:
+            raise CheckpointCorruptError(url, f"unreadable: {e}") from e
+        with source:
+            head = source.read(HEADER_SIZE)
+            expected = read_header(head, url, self._key)
+            if with_header:
+                out.write(head)
+            found = _copy_hashing(source, out)
+        check_payload(url, expected, found, handle.checksum)
+        if HEADER_SIZE + found[0] != handle.size:
+            raise CheckpointCorruptError(
+                url,
+                f"size {HEADER_SIZE + found[0]} bytes differs from {handle.size} "
+                "recorded in the manifest",
+            )
+
     @staticmethod
     def _checked_name(name: str) -> str:
         if not is_safe_name(name):
@@ -210,3 +326,14 @@ class StateFiles:
         if handle.path.startswith(prefix):
             return dataclasses.replace(handle, path=handle.path[len(prefix) :])
         return handle
+
+
+def _copy_hashing(source: BinaryIO, target: BinaryIO) -> tuple[int, bytes]:
+    """Copy ``source`` to its end into ``target`` in chunks; return ``(bytes, SHA-256)``."""
+    digest = hashlib.sha256()
+    count = 0
+    while chunk := source.read(COPY_CHUNK_BYTES):
+        digest.update(chunk)
+        target.write(chunk)
+        count += len(chunk)
+    return count, digest.digest()

@@ -18,6 +18,7 @@ unpickle what it reads (``authenticated``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -32,8 +33,7 @@ from weirflow.checkpoint.errors import (
     CheckpointCorruptError,
     NoCheckpointError,
 )
-from weirflow.checkpoint.fileformat import unframe
-from weirflow.checkpoint.fs import open_fs, put_exclusive, write_durable
+from weirflow.checkpoint.fs import open_durable, open_fs, put_exclusive
 from weirflow.checkpoint.handles import StateHandle, TaskSnapshot
 from weirflow.checkpoint.manifest import Manifest
 from weirflow.checkpoint.state_files import StateFiles
@@ -324,15 +324,17 @@ class CheckpointStorage(StateFiles):
         if "://" in relative:
             digest = hashlib.sha256(relative.encode()).hexdigest()[:12]
             relative = f"external/{digest}-{posixpath.basename(relative)}"
-        src_fs, src_path = self._locate(handle.path)
-        raw = self._read_raw(src_fs, src_path)
-        unframe(raw, src_fs.unstrip_protocol(src_path), handle.checksum, self._key)
+        target = f"{folder}/{relative}"
         try:
-            write_durable(fs, f"{folder}/{relative}", raw)
-        except OSError as e:
-            raise CheckpointError(
-                f"cannot write {fs.unstrip_protocol(folder)}/{relative}: {e}"
-            ) from e
+            with open_durable(fs, target) as out:
+                self.copy_verified(handle, out, with_header=True)
+        except BaseException as e:
+            # no manifest will name a partial copy, but it must not sit in the user's folder
+            with contextlib.suppress(OSError):
+                fs.rm_file(target)
+            if isinstance(e, OSError):
+                raise CheckpointError(f"cannot write {fs.unstrip_protocol(target)}: {e}") from e
+            raise
         return dataclasses.replace(handle, path=relative)
 
     def load_savepoint(self, url: str) -> Manifest:

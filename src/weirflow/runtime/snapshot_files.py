@@ -1,5 +1,8 @@
 """Incremental checkpoints of RocksDB state: uploading a snapshot's files, and getting them back.
 
+Files are streamed in chunks both ways (never read whole into memory),
+their SHA-256 computed on the way for the manifest.
+
 Upload (the asynchronous part of a checkpoint): every file of a
 :class:`~weirflow.state.FilesSnapshot` becomes a state handle of the task,
 named ``<operator>#<file>``. Immutable SST files go once into the job's
@@ -68,21 +71,23 @@ def upload_files(
         ``<operator>#<file>`` -> handle, for every file of the snapshot.
 
     Raises:
-        CheckpointError: a write failed.
-        OSError: a local file vanished (the subtask was closed meanwhile).
+        CheckpointError: a write failed, or a local file vanished (the subtask
+            was closed meanwhile).
     """
     handles: dict[str, StateHandle] = {}
     for name in sorted(snapshot.files):
         if name in snapshot.shared:
             handle = snapshot.reused.get(name)
             if handle is None:
-                data = (snapshot.directory / name).read_bytes()
-                handle = storage.write_shared_state(f"{snapshot.instance}/{name}", data)
+                handle = storage.write_shared_state_file(
+                    f"{snapshot.instance}/{name}", snapshot.directory / name
+                )
                 snapshot.on_uploaded(name, handle)
         else:
-            data = (snapshot.directory / name).read_bytes()
-            handle = storage.write_state(
-                checkpoint_id, state_file_name(task_prefix, f"{operator}.{name}"), data
+            handle = storage.write_state_file(
+                checkpoint_id,
+                state_file_name(task_prefix, f"{operator}.{name}"),
+                snapshot.directory / name,
             )
         handles[f"{operator}{FILE_SEPARATOR}{name}"] = handle
     return handles
@@ -116,6 +121,7 @@ def download_files(
 
     Raises:
         CheckpointCorruptError: a file fails verification in storage.
+        OSError: ``target`` cannot be written.
     """
     target.mkdir(parents=True, exist_ok=True)
     local_hits = 0
@@ -126,7 +132,7 @@ def download_files(
             link_or_copy(local_copy / name, target / name, link=name.endswith(".sst"))
             local_hits += 1
             continue
-        (target / name).write_bytes(storage.read_state(handle))
+        storage.read_state_into(handle, target / name)
     if local_copy is not None:
         log.info(
             "local recovery from %s: %d of %d files taken locally",

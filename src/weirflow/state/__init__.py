@@ -36,7 +36,12 @@ from weirflow.state.memory import (
     MemoryStateBackend,
 )
 from weirflow.state.primitives import ListState, MapState, ValueState
-from weirflow.state.restore import export_key_groups, restore_keyed
+from weirflow.state.restore import (
+    KeyedRestoreStats,
+    RestoreMethod,
+    export_key_groups,
+    restore_keyed,
+)
 from weirflow.state.rocksdb import DEFAULT_CACHE_SIZE_BYTES, RocksDBKeyedStateBackend
 from weirflow.state.rocksdb_config import RocksDBStateBackend
 from weirflow.state.rocksdb_files import link_or_copy
@@ -64,6 +69,7 @@ __all__ = [
     "KeyGroupRange",
     "KeyedOperatorSnapshot",
     "KeyedRestore",
+    "KeyedRestoreStats",
     "KeyedStateBackend",
     "KeyedStateSnapshot",
     "KeyedTable",
@@ -78,6 +84,7 @@ __all__ = [
     "OperatorStateSnapshot",
     "PerKeyGroupSnapshot",
     "Redistribution",
+    "RestoreMethod",
     "RestoredFiles",
     "RocksDBKeyedStateBackend",
     "RocksDBStateBackend",

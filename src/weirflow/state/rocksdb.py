@@ -32,8 +32,11 @@ Checkpoints: incremental (the default) takes a RocksDB checkpoint (hard
 links of the immutable SST files, timers included) into
 ``<directory>.checkpoints/chk-<id>``, whose new files the runtime uploads
 (:mod:`weirflow.runtime.snapshot_files`); a restore of the same key groups
-opens those files (:meth:`RocksDBKeyedStateBackend.adopt`), any other reads
-its key groups out of them (:func:`weirflow.state.export_key_groups`).
+opens those files (:meth:`RocksDBKeyedStateBackend.adopt`); a restore at
+another parallelism opens the one it takes most of as its base, deletes the
+other key groups from it, and ingests its key groups of the others as new
+SST files (:meth:`RocksDBKeyedStateBackend.ingest`); the memory backend
+reads them out key by key (:func:`weirflow.state.export_key_groups`).
 ``incremental=False`` writes the same canonical per-key-group blobs as the
 memory backend (:func:`weirflow.state.blob.pack_keyed_state`). Either way a
 checkpoint of either backend restores into the other, at any parallelism.
@@ -47,7 +50,7 @@ from __future__ import annotations
 import logging
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -58,6 +61,7 @@ from weirflow.state.blob import (
     check_restored_kinds,
     unpack_keyed_state,
 )
+from weirflow.state.descriptors import StateKind
 from weirflow.state.keyed_base import KeyedBackendBase
 from weirflow.state.keygroups import KeyGroupRange
 from weirflow.state.rocksdb_files import (
@@ -69,6 +73,13 @@ from weirflow.state.rocksdb_files import (
     open_fresh_db,
     range_items,
     rocksdict_module,
+)
+from weirflow.state.rocksdb_ingest import (
+    IngestFiles,
+    check_free,
+    choose_base,
+    ingest_checkpoints,
+    keep_only,
 )
 from weirflow.state.rocksdb_snapshot import (
     KG,
@@ -312,6 +323,19 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
                 f"a RocksDB checkpoint of key groups {files.key_group_range} cannot be opened "
                 f"as key groups {self._range}"
             )
+        self._open_copy(files)
+        for user in self._users:
+            user.reload()
+
+    def _open_copy(self, files: RestoredFiles) -> None:
+        """Replace this empty database by a copy of ``files`` and take its state numbering.
+
+        Attached users are released and must be reloaded by the caller.
+
+        Raises:
+            StateError: this backend holds state, or a restored name has
+                another kind than declared here.
+        """
         self.flush()
         if not self.is_empty():
             raise StateError("a RocksDB checkpoint can only be opened by an empty backend")
@@ -347,8 +371,54 @@ class RocksDBKeyedStateBackend(KeyedBackendBase):
         self._write_names()
         for name, table in self._tables.items():
             table.rebind(self._ids[name])
+
+    def ingest(self, sources: Sequence[RestoredFiles]) -> IngestFiles:
+        """Load this subtask's key groups out of old RocksDB checkpoints: the rescaling restore.
+
+        See :mod:`weirflow.state.rocksdb_ingest`; timers in the checkpoints
+        come along into this database's timer queue. No entry is replayed.
+
+        Steps:
+
+        1. Refuse if a wanted key group already holds state or timers.
+        2. Open a copy of the base checkpoint, if one qualifies
+           (:func:`~weirflow.state.rocksdb_ingest.choose_base`), and delete the
+           key groups outside this subtask's range from it (range deletions).
+        3. Write the wanted key groups of the other checkpoints, and every
+           checkpoint's timers renumbered, into new SST files and ingest them.
+        4. Let the timer service reread what it holds.
+
+        Args:
+            sources: old subtasks' checkpoints whose key groups overlap this backend's.
+
+        Returns:
+            The files ingested, the base opened, and the number of entries
+            and timers the files held.
+
+        Raises:
+            StateError: a key group already holds state, a checkpoint cannot
+                be read, a state kind conflicts, or the disk is full or read-only
+                (then the backend holds part of the state: close it).
+            UnsupportedStateVersionError: a checkpoint has another key layout version.
+        """
+        self.flush()
+        check_free(self._db, sources, self._range)
+        base = choose_base(sources, self._range) if self.is_empty() else None
+        if base is not None:
+            self._open_copy(sources[base])
+            with disk_errors(self.directory):
+                keep_only(self._db, self._range)
+        self.cache.clear()
+        out = ingest_checkpoints(
+            self._db, self.directory, sources, self._range, self._state_id, base
+        )
         for user in self._users:
             user.reload()
+        return out
+
+    def _state_id(self, name: str, kind: StateKind) -> int:
+        self._declare(name, kind)
+        return self._ids[name]
 
     def restore(self, blobs: Iterable[tuple[int, bytes]]) -> None:
         """Load canonical per-key-group blobs (of either backend) from one or many old subtasks.

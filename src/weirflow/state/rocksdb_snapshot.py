@@ -19,6 +19,11 @@ from weirflow.state.rocksdb_table import KG_SID
 
 KG = struct.Struct(">H")
 """The key-group prefix of every state key."""
+TIMER_QUEUE_KEY = struct.Struct(">BQQ")
+"""A key of the ``timers`` column family: domain, biased timestamp, sequence
+(see :mod:`weirflow.state.rocksdb_timers`)."""
+TIMER_SEQUENCE = struct.Struct(">Q")
+"""A value of the ``timer_index`` column family: the timer's sequence."""
 NAMES_KEY: Final = b"\xff\xff" + b"names"
 """Where a database records its state names (after every key group: 0xFFFF is no key group)."""
 LAYOUT_KEY: Final = b"\xff\xff" + b"layout"

@@ -35,14 +35,13 @@ from typing import Any, Final
 from weirflow.errors import StateError
 from weirflow.serde import decode, encode
 from weirflow.state.rocksdb import RocksDBKeyedStateBackend, range_items
+from weirflow.state.rocksdb_snapshot import TIMER_QUEUE_KEY, TIMER_SEQUENCE
 from weirflow.state.timers import Timer, decode_timer_blobs, pack_timers
 
 EVENT: Final = 0
 PROCESSING: Final = 1
 _BIAS: Final = 1 << 63
-_QUEUE_KEY = struct.Struct(">BQQ")
 _INDEX_HEAD = struct.Struct(">HBQ")
-_SEQ = struct.Struct(">Q")
 _UNKNOWN: Any = object()
 PENDING_TIMERS: Final = 10_000
 """Registrations buffered before they are written to RocksDB in one batch."""
@@ -56,7 +55,7 @@ def scan_timer_index(
     start = key_group_range.start.to_bytes(2, "big")
     for key, value in range_items(index, start, key_group_range.end.to_bytes(2, "big")):
         kg, domain, biased = _INDEX_HEAD.unpack_from(key)
-        (seq,) = _SEQ.unpack(value)
+        (seq,) = TIMER_SEQUENCE.unpack(value)
         groups.setdefault(kg, []).append((domain, biased - _BIAS, seq, key[_INDEX_HEAD.size :]))
     return groups
 
@@ -130,8 +129,10 @@ class RocksDBTimerService:
         batch = self._keyed.write_batch()
         queue_cf, index_cf = self._queue_cf, self._index_cf
         for index_key, (domain, ts, seq, kg, key, ns) in self._pending.items():
-            batch.put(index_key, _SEQ.pack(seq), index_cf)
-            batch.put(_QUEUE_KEY.pack(domain, ts + _BIAS, seq), encode((kg, key, ns)), queue_cf)
+            batch.put(index_key, TIMER_SEQUENCE.pack(seq), index_cf)
+            batch.put(
+                TIMER_QUEUE_KEY.pack(domain, ts + _BIAS, seq), encode((kg, key, ns)), queue_cf
+            )
         self._drop_pending()
         self._keyed.write(batch)
 
@@ -154,7 +155,7 @@ class RocksDBTimerService:
         # watermarks then fire nothing without touching RocksDB
         self._head: list[Any] = [_UNKNOWN, _UNKNOWN]
         self._count = sum(1 for _ in self._index_items(self._range.start, self._range.end))
-        last = [_QUEUE_KEY.unpack(k)[2] for k, _ in range_items(self._queue, b"", b"\xff\xff")]
+        last = [TIMER_QUEUE_KEY.unpack(k)[2] for k, _ in range_items(self._queue, b"", b"\xff\xff")]
         self._seq = max([self._seq - 1, *last]) + 1
 
     @property
@@ -201,11 +202,11 @@ class RocksDBTimerService:
         raw = self._index.get(index_key)
         if raw is None:
             return
-        (seq,) = _SEQ.unpack(raw)
+        (seq,) = TIMER_SEQUENCE.unpack(raw)
         if self._head[domain] == ts:
             self._head[domain] = _UNKNOWN
         self._index.delete(index_key)
-        self._queue.delete(_QUEUE_KEY.pack(domain, ts + _BIAS, seq))
+        self._queue.delete(TIMER_QUEUE_KEY.pack(domain, ts + _BIAS, seq))
         self._count -= 1
 
     def register_event_time_timer(
@@ -243,12 +244,12 @@ class RocksDBTimerService:
     def _queue_items(self, domain: int) -> Iterator[tuple[int, int, bytes]]:
         """Yield ``(timestamp_ms, sequence, value)`` of ``domain``'s written timers in order."""
         it = self._queue.iter()
-        it.seek(_QUEUE_KEY.pack(domain, self._low[domain] + _BIAS, 0))
+        it.seek(TIMER_QUEUE_KEY.pack(domain, self._low[domain] + _BIAS, 0))
         while it.valid():
             key = it.key()
             if key[0] != domain:
                 break
-            _, ts, seq = _QUEUE_KEY.unpack(key)
+            _, ts, seq = TIMER_QUEUE_KEY.unpack(key)
             yield ts - _BIAS, seq, it.value()
             it.next()
 
@@ -288,7 +289,7 @@ class RocksDBTimerService:
                 break
             kg, key, ns = decode(value, allow_pickle=True)
             stored.append((ts, seq, kg, key, ns))
-            batch.delete(_QUEUE_KEY.pack(domain, ts + _BIAS, seq), self._queue_cf)
+            batch.delete(TIMER_QUEUE_KEY.pack(domain, ts + _BIAS, seq), self._queue_cf)
             batch.delete(self._index_key(domain, kg, key, ns, ts), self._index_cf)
         if stored:
             self._keyed.write(batch)

@@ -77,6 +77,7 @@ def test_savepoint_refuses_a_corrupt_source(tmp_path: Path) -> None:
     with pytest.raises(CheckpointCorruptError, match=r"t0\.source"):
         storage.write_savepoint(storage.load_manifest(1), str(tmp_path / "sp"))
     assert not (tmp_path / "sp" / "_manifest").exists()
+    assert not (tmp_path / "sp" / "chk-1" / "t0.source").exists(), "a partial copy stayed"
 
 
 def test_resolve_restore_none_and_fresh(tmp_path: Path) -> None:
