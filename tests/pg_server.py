@@ -73,8 +73,17 @@ class PgServer:
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         )
         self._run(
-            str(BIN / "pg_ctl"), "start", "-w", "-t", str(START_TIMEOUT_S), "-D", str(self.data),
-            "-l", str(self.root / "server.log"), "-o", opts,
+            str(BIN / "pg_ctl"),
+            "start",
+            "-w",
+            "-t",
+            str(START_TIMEOUT_S),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "server.log"),
+            "-o",
+            opts,
         )
 
     def stop(self, mode: str = "fast") -> None:

@@ -54,9 +54,7 @@ def test_rules_pass_promtool_and_each_alert_has_a_runbook_section(tmp_path: Path
     rules = [r for g in yaml.safe_load(rules_file.read_text())["groups"] for r in g["rules"]]
     alerts = [r for r in rules if "alert" in r]
     runbooks = (ROOT / "docs" / "runbooks.md").read_text()
-    headings = {
-        m.group(1).strip().lower() for m in re.finditer(r"^## (\w+)\s*$", runbooks, re.M)
-    }
+    headings = {m.group(1).strip().lower() for m in re.finditer(r"^## (\w+)\s*$", runbooks, re.M)}
     assert {a["alert"].lower() for a in alerts} == headings
     for a in alerts:
         assert a["annotations"]["runbook_url"] == f"docs/runbooks.md#{a['alert'].lower()}"
@@ -160,8 +158,10 @@ def test_every_alert_fires_on_a_real_job(tmp_path: Path) -> None:
         job_dir.write_text("a file where the checkpoint folder was")
         blocked = until(
             "a failed checkpoint and an old last one",
-            lambda s: total(s, "weirflow_checkpoints_failed_total") > 0
-            and total(s, "weirflow_checkpoint_last_completed_age_seconds") > 0.3,
+            lambda s: (
+                total(s, "weirflow_checkpoints_failed_total") > 0
+                and total(s, "weirflow_checkpoint_last_completed_age_seconds") > 0.3
+            ),
         )
         job_dir.unlink()
         away.rename(job_dir)

@@ -177,9 +177,7 @@ def test_create_table_and_mismatched_record_fields(tmp_path: Path) -> None:
                 ("b", 2),
             ]
         flow = Dataflow("pg_extra")
-        flow.source(IterableSource([{"k": "c", "n": 3, "oops": 1}])).sink(
-            PostgresSink(DSN, name)
-        )
+        flow.source(IterableSource([{"k": "c", "n": 3, "oops": 1}])).sink(PostgresSink(DSN, name))
         with pytest.raises(WeirflowError, match="oops"):
             flow.run(1)
     finally:

@@ -122,9 +122,7 @@ class Relay(Recorder):
 
     def __init__(self, clock: list[int], seen: list[Any] | None = None) -> None:
         super().__init__()
-        self.ctx = OperatorContext(
-            "job", 0, 1, 128, KeyGroupRange(0, 128), clock=lambda: clock[0]
-        )
+        self.ctx = OperatorContext("job", 0, 1, 128, KeyGroupRange(0, 128), clock=lambda: clock[0])
         self.seen = list(seen or [])
 
     def process_batch(self, values, timestamps, keys):  # type: ignore[no-untyped-def]
@@ -132,9 +130,7 @@ class Relay(Recorder):
         self.output.emit(values, timestamps)
 
 
-def _relay_task(
-    relay: Relay, inputs: list[Channel], out: Channel, on_snapshot: Any
-) -> Task:
+def _relay_task(relay: Relay, inputs: list[Channel], out: Channel, on_snapshot: Any) -> Task:
     writer = RecordWriter([out], "forward", None, 128, buffer_size=2)
     relay.output.targets("main").writers.append(writer)
     return Task("relay[0/1]", 0, [relay], inputs, [writer], on_snapshot=on_snapshot)
@@ -239,4 +235,3 @@ def test_unaligned_snapshot_and_in_flight_restore_the_aligned_state(  # type: ig
         _drain(out2, received2, 64)
     assert sorted(restored.seen) == sorted(everything)
     assert sorted(_records(received[:cut]) + _records(received2)) == sorted(everything)
-

@@ -12,9 +12,7 @@ from weirflow.cli.app import app
 from weirflow.cli.durations import parse_duration
 from weirflow.metrics.alerts import RUNBOOKS, AlertThresholds, rule_file
 
-ops = typer.Typer(
-    help="Alert rules and dashboards for weirflow's metrics.", no_args_is_help=True
-)
+ops = typer.Typer(help="Alert rules and dashboards for weirflow's metrics.", no_args_is_help=True)
 app.add_typer(ops, name="ops")
 
 _HEADER = (

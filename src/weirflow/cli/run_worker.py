@@ -33,7 +33,6 @@ log = logging.getLogger("weirflow.cli")
 class PrintingListener(RunListener):
     """Logs each attempt's start and each completed checkpoint (with its in-flight buffers)."""
 
-
     def attempt_started(self, attempt: int, restored_from: int | None) -> None:
         where = f"checkpoint {restored_from}" if restored_from is not None else "a fresh start"
         log.info("worker %d: starting from %s", os.getpid(), where)

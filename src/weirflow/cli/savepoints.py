@@ -104,9 +104,11 @@ def stop_with_savepoint_on_signal(stop: threading.Event, checkpoints: bool) -> S
             return
         done = savepoints.submit(None, stop=True)
         done.add_done_callback(
-            lambda f: log.info("stop savepoint written to %s", f.result())
-            if f.exception() is None
-            else log.warning("no stop savepoint: %s", f.exception())
+            lambda f: (
+                log.info("stop savepoint written to %s", f.result())
+                if f.exception() is None
+                else log.warning("no stop savepoint: %s", f.exception())
+            )
         )
 
     signal.signal(signal.SIGTERM, on_signal)

@@ -95,9 +95,7 @@ class _Rescales:
 
 
 def _with_parallelism(argv: list[str], parallelism: int) -> list[str]:
-    return [
-        f"--parallelism={parallelism}" if a.startswith("--parallelism=") else a for a in argv
-    ]
+    return [f"--parallelism={parallelism}" if a.startswith("--parallelism=") else a for a in argv]
 
 
 def supervise(

@@ -450,9 +450,7 @@ class FileSinkWriter(TwoPhaseCommitWriter[list[PartFile]]):
                 finally:
                     os.close(fd)
             except OSError as e:
-                raise FileSinkIOError(
-                    f"cannot fsync the FileSink folder {self.folder}: {e}"
-                ) from e
+                raise FileSinkIOError(f"cannot fsync the FileSink folder {self.folder}: {e}") from e
 
         self._call_guarded(sync)
 

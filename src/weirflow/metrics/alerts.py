@@ -172,9 +172,9 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def recording_rules(job: str | None = None, window: timedelta = timedelta(minutes=5)) -> list[
-    RecordingRule
-]:
+def recording_rules(
+    job: str | None = None, window: timedelta = timedelta(minutes=5)
+) -> list[RecordingRule]:
     """The recording rules the alerts build on (see the module docstring).
 
     Args:

@@ -26,9 +26,9 @@ _OPS = 'job="$job", operator=~"$operator"'
 _RATE = "$__rate_interval"
 
 
-def _panel(title: str, unit: str, *queries: tuple[str, str], description: str = "") -> (
-    timeseries.Panel
-):
+def _panel(
+    title: str, unit: str, *queries: tuple[str, str], description: str = ""
+) -> timeseries.Panel:
     """A time-series panel of ``(PromQL, legend)`` queries, 12 columns wide."""
     p = timeseries.Panel().title(title).unit(unit).datasource(_DS).span(12).height(8)
     if description:

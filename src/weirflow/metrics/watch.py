@@ -177,9 +177,7 @@ class AlertEvaluator:
             for t in status.tasks
             if t.head in sources and t.watermark_lag_ms is not None
         ]
-        age = (
-            now_ms - status.last_checkpoint_ms if status.last_checkpoint_ms is not None else None
-        )
+        age = now_ms - status.last_checkpoint_ms if status.last_checkpoint_ms is not None else None
         return {
             Signal.LAG: max(lags) if lags else None,
             Signal.LAG_RECORDS: status.total_split_lag,

@@ -81,9 +81,7 @@ class WorkerActor:
         """``(process id, Ray node id, node IP)`` of this actor."""
         return os.getpid(), ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address()
 
-    def serve(
-        self, coordinator: str, slots: int, load_graph: Callable[[str], LogicalGraph]
-    ) -> int:
+    def serve(self, coordinator: str, slots: int, load_graph: Callable[[str], LogicalGraph]) -> int:
         """Run a worker with ``slots`` slots for ``coordinator`` until it shuts the worker down.
 
         Returns:
@@ -208,9 +206,7 @@ class RayLauncher:
             ConfigError: Ray did not place the bundles within ``ready_timeout_s``.
         """
         self._coordinator = coordinator
-        self._group = placement_group(
-            [self.shape.bundle()] * self.workers, strategy=self._strategy
-        )
+        self._group = placement_group([self.shape.bundle()] * self.workers, strategy=self._strategy)
         ready, _ = ray.wait([self._group.ready()], timeout=self._ready_timeout_s)
         if not ready:
             remove_placement_group(self._group)

@@ -412,9 +412,7 @@ class Task:
         states = {op.spec.state_id: op.snapshot_state(cid) for op in self.chain}
         forwarded = barrier._replace(unaligned_after_ms=0)
         output = [w.overtake(forwarded) for w in self.writers]
-        awaiting = {
-            i for i, ended in enumerate(self._ended) if not ended and i not in delivered
-        }
+        awaiting = {i for i, ended in enumerate(self._ended) if not ended and i not in delivered}
         self._aligning = None
         self._barrier_seen = set()
         capture = InFlightCapture(cid, output, awaiting)

@@ -210,7 +210,6 @@ def job_graph(graph: LogicalGraph, parallelism: int) -> dict[str, Any]:
             for e in op.inputs
         ],
         "chains": [
-            {"index": c.index, "head": c.head, "operators": list(c.operators)}
-            for c in plan.chains
+            {"index": c.index, "head": c.head, "operators": list(c.operators)} for c in plan.chains
         ],
     }

@@ -27,9 +27,9 @@ def shape(event: dict[str, Any]) -> list[Any]:
 def build(log_dir: str | os.PathLike[str]) -> Dataflow:
     """The job over the event log in ``log_dir``."""
     flow = Dataflow("traced")
-    shaped = flow.source(
-        EventLogSource(log_dir, "events", decode=json.loads), name="events"
-    ).map(shape, name="shape", on_error="dead_letter")
+    shaped = flow.source(EventLogSource(log_dir, "events", decode=json.loads), name="events").map(
+        shape, name="shape", on_error="dead_letter"
+    )
     shaped.dead_letters().sink(DeadLetterEventLogSink(log_dir, "dead"), name="dead")
     (
         shaped.filter(lambda r: r[0] % 4 != 3, name="some")

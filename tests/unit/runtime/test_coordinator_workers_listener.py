@@ -41,7 +41,9 @@ def test_listener_hears_each_join_and_loss_once() -> None:
         assert heard[0] == []
         (joined,) = heard[1]
         assert (joined.location, joined.slots, joined.status) == (
-            "ray node abc at 10.0.0.7", 2, "idle"
+            "ray node abc at 10.0.0.7",
+            2,
+            "idle",
         )
         assert len(heard) == 2
         # the worker's connection breaks: it is lost

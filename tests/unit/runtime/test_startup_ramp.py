@@ -149,7 +149,13 @@ def test_the_ramp_reaches_the_worker_processes(tmp_path: Path, monkeypatch: Any)
         monkeypatch.setenv("WF_ROWS", str(rows))
         polls.write_text("")
         run_job(
-            graph, 2, 128, workers=2, job=f"{job}:flow", checkpoint=config, restore=restore,
+            graph,
+            2,
+            128,
+            workers=2,
+            job=f"{job}:flow",
+            checkpoint=config,
+            restore=restore,
             runtime=options,
         )
     asks = [int(line) for line in polls.read_text().split()]

@@ -53,6 +53,7 @@ from weirflow.errors import ConfigError
 StartFrom = Literal["committed", "earliest", "latest"]
 Isolation = Literal["read_committed", "read_uncommitted"]
 
+
 @dataclass(frozen=True)
 class KafkaSourceOptions:
     """Less common settings of :class:`KafkaSource`.
