@@ -13,6 +13,7 @@ savepoints and stop jobs through the commands.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -503,6 +504,46 @@ def test_autoscale_runs_the_job_again_on_more_worker_actors(
     assert len(second) == 2, text[-4000:]
     joined = re.findall(r"joined from .*\(ray node ([0-9a-f]+)", second[1].split("rescaling")[0])
     assert len(joined) >= 2 and len(set(joined[:2])) == 1, second[1][:4000]
+
+
+def test_detached_coordinator_autoscales_onto_more_worker_actors(
+    ray_ns: RayInNamespace, tmp_path: Path
+) -> None:
+    """Scenario: as :func:`test_autoscale_runs_the_job_again_on_more_worker_actors`, with the
+    coordinator in a detached Ray actor (``--ray-detached --ray-wait``): the actor decides
+    to scale up, stops the run with a stop checkpoint, and runs the job again at
+    parallelism 2 on 2 new worker actors, which restore it; the output is exact. Seen from
+    outside the actor: the worker actors' processes (1, then 2 others) and the completed
+    checkpoints' manifests (parallelism 1, then 2)."""
+    _wait_for_no_worker_actors(ray_ns, "the tests before")
+    job = Job(
+        ray_ns, tmp_path, 8_000, 29, 2000,
+        ("--workers", "1", "--parallelism", "1", "--ray-detached", "--ray-wait",
+         "--autoscale", "min=1,max=2,target-lag=500ms,cooldown=1s,sustain=1s"),
+    )  # fmt: skip
+    try:
+        placements: list[frozenset[int]] = []  # the worker actors' pids, as they changed
+        parallelism: dict[int, int] = {}  # completed checkpoint → the job's parallelism
+        while job.client.poll() is None:
+            pids = frozenset(ray_ns.worker_actor_pids())
+            if pids and (not placements or placements[-1] != pids):
+                placements.append(pids)
+            for manifest in (tmp_path / "chk").glob("windowed_sum/chk-*/_manifest"):
+                with contextlib.suppress(FileNotFoundError):  # retention deleted it
+                    body = json.loads(manifest.read_bytes())["manifest"]
+                    parallelism[body["checkpoint_id"]] = body["parallelism"]
+            time.sleep(0.1)
+        job.check_exact()
+    finally:
+        # a failed run must not leave a job running into the other tests
+        for pid in ray_ns.actor_pids("DetachedCoordinator"):
+            os.kill(pid, signal.SIGKILL)
+    assert "runs under detached Ray actor weirflow-job-windowed_sum" in job.text(), job.text()
+    first = placements[0]
+    assert len(first) == 1, placements
+    assert any(len(p) == 2 and not p & first for p in placements), placements
+    seen = [parallelism[c] for c in sorted(parallelism)]
+    assert seen[0] == 1 and 2 in seen, parallelism
 
 
 def _wait_for_no_worker_actors(

@@ -336,7 +336,7 @@ def run(
         elsewhere = (
             coordinator is not None or ray is not None or resolve_workers(workers, parallelism) > 1
         )
-        check_watch_placement(alerts, bool(scaling), elsewhere, ray, ray_detached)
+        check_watch_placement(alerts, elsewhere)
         if (ray_detached and ray is None) or (ray_wait and not ray_detached):
             raise ConfigError("--ray-detached goes with --ray ADDRESS, --ray-wait with both")
         if ray_detached and (metrics_port is not None or ui_port is not None):

@@ -106,32 +106,16 @@ def alert_watch(alerts: list[str], webhook: str | None) -> list[AlertCondition]:
     return [parse_alert(a) for a in alerts]
 
 
-def check_watch_placement(
-    alerts: list[AlertCondition],
-    autoscale: bool,
-    elsewhere: bool,
-    ray: str | None,
-    ray_detached: bool,
-) -> None:
-    """Check that ``--alert`` and ``--autoscale`` fit where the job runs.
+def check_watch_placement(alerts: list[AlertCondition], elsewhere: bool) -> None:
+    """Check that ``--alert`` fits where the job runs.
 
     Args:
         alerts: the parsed ``--alert`` conditions.
-        autoscale: whether ``--autoscale`` was given.
         elsewhere: whether the job runs beyond this process (workers, Ray, a coordinator).
-        ray: ``--ray``, or ``None``.
-        ray_detached: ``--ray-detached``.
 
     Raises:
-        ConfigError: ``--autoscale`` with a detached Ray coordinator (which runs
-            no rescaling loop); or a condition a coordinator cannot see on a job on
-            workers.
+        ConfigError: a condition a coordinator cannot see on a job on workers.
     """
-    if autoscale and ray_detached:
-        raise ConfigError(
-            "--autoscale rescales a job in this process, on its --workers or on --ray "
-            "worker actors, or in a `weirflow coordinator`: not with --ray-detached"
-        )
     unseen = [a.text for a in alerts if not a.signal.seen_by_coordinator]
     if unseen and elsewhere:
         raise ConfigError(

@@ -9,11 +9,11 @@ coordinator runs here with a stop checkpoint; a detached job goes on.
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
@@ -27,7 +27,7 @@ from weirflow.records import JobResult
 from weirflow.runtime import RunListener
 from weirflow.runtime.jobspec import JobSpec
 from weirflow.runtime.launched import CoordinatorWatch
-from weirflow.runtime.ray_cluster import RayCluster, run_on_ray, submit_on_ray
+from weirflow.runtime.ray_cluster import RayCluster, run_rescalable_on_ray, submit_on_ray
 from weirflow.runtime.savepoint_requests import SavepointRequests
 
 LOCAL = "local"
@@ -57,12 +57,13 @@ def run_on_ray_cluster(
     """Run ``job`` on ``cluster`` until it ends or SIGTERM stops it.
 
     With ``cluster.detached`` the job is submitted to a detached coordinator
-    actor; ``listener``, ``stop``, ``metrics``, ``watch`` and ``autoscale`` then do not
-    apply, and ``actor_watch`` (the job's alert rules) is built and run in that actor.
-    With ``autoscale``, a rescale decision stops the run with a stop checkpoint
-    and the next run restores it at the new parallelism on as many worker actors
-    as it needs at the first run's slots per actor, once Ray has freed the CPUs
-    of the previous run's actors (waited for up to ``cluster.worker_wait``).
+    actor; ``listener``, ``stop``, ``metrics`` and ``watch`` then do not apply,
+    and ``actor_watch`` (the job's alert rules) and the rescaling loop are built
+    and run in that actor. With ``autoscale``, a rescale decision stops the run
+    with a stop checkpoint and the next run restores it at the new parallelism on
+    as many worker actors as it needs at the first run's slots per actor, once Ray
+    has freed the CPUs of the previous run's actors (waited for up to
+    ``cluster.worker_wait``).
 
     Args:
         job: ``JOB.py[:NAME]``.
@@ -88,6 +89,8 @@ def run_on_ray_cluster(
     """
     flow = load_dataflow(job)
     spec = JobSpec(job=absolute_job_spec(job), graph=flow.graph, **spec_args)
+    # a module function and its config: Ray pickles it into a detached coordinator's actor
+    rescaling = functools.partial(run_rescaling, autoscale=autoscale)
     if cluster.detached:
         return submit_on_ray(
             spec,
@@ -96,28 +99,23 @@ def run_on_ray_cluster(
             wait=wait,
             heartbeat_timeout_s=heartbeat_timeout_s,
             watch=actor_watch,
+            rescaling=rescaling,
         )
     if savepoints is None:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-    first = spec
-
-    def run(spec: JobSpec, workers: int, watch: CoordinatorWatch | None) -> JobResult:
-        return run_on_ray(
-            spec,
-            replace(cluster, workers=workers),
-            load_graph,
-            stop=stop,
-            listener=listener,
-            heartbeat_timeout_s=heartbeat_timeout_s,
-            metrics=metrics,
-            watch=watch,
-            savepoints=savepoints,
-            # Ray frees the CPUs of a removed placement group a moment later
-            cpus_wait_s=0.0 if spec is first else cluster.worker_wait.total_seconds(),
-        )
-
-    return run_rescaling(spec, cluster.workers, run, watch, stop, savepoints, autoscale)
+    return run_rescalable_on_ray(
+        spec,
+        cluster,
+        load_graph,
+        rescaling,
+        stop=stop,
+        savepoints=savepoints,
+        watch=watch,
+        listener=listener,
+        heartbeat_timeout_s=heartbeat_timeout_s,
+        metrics=metrics,
+    )
 
 
 def ray_cluster_option(

@@ -2,7 +2,9 @@
 
 The coordinator runs in this process (the Ray driver), or with
 ``detached=True`` in a detached Ray actor (:mod:`weirflow.runtime.ray_detached`)
-that :func:`submit_on_ray` starts; the workers are Ray actors that
+that :func:`submit_on_ray` starts; in either place :func:`run_rescalable_on_ray`
+runs the job again at another parallelism when a rescaling loop (the CLI's
+``--autoscale``) asks for it. The workers are Ray actors that
 :class:`~weirflow.runtime.ray_launcher.RayLauncher` starts. The
 job's folder travels to the nodes as the actors' ``working_dir``, so the job
 file and the modules beside it import there as they do here.
@@ -39,6 +41,15 @@ log = logging.getLogger("weirflow.ray")
 
 Placement = Literal["spread", "pack"]
 INSTALL_HINT = "running on Ray needs Ray: pip install 'weirflow[ray]'"
+
+# run(spec, workers, watch): one run of the job on that many worker actors
+RayRun = Callable[[JobSpec, int, CoordinatorWatch | None], JobResult]
+# rescaling(spec, workers, run, watch, stop, savepoints): runs the job through ``run`` once,
+# or again after each rescale decision (the CLI's ``--autoscale`` loop); the last run's result
+Rescaling = Callable[
+    [JobSpec, int, RayRun, CoordinatorWatch | None, threading.Event, SavepointRequests | None],
+    JobResult,
+]
 
 
 @dataclass(frozen=True)
@@ -130,6 +141,7 @@ def submit_on_ray(
     wait: bool,
     heartbeat_timeout_s: float = 10.0,
     watch: Callable[[LogicalGraph, int], CoordinatorWatch] | None = None,
+    rescaling: Rescaling | None = None,
 ) -> JobResult | None:
     """Run ``spec`` under a detached coordinator actor on the cluster (see :mod:`ray_detached`).
 
@@ -145,9 +157,11 @@ def submit_on_ray(
         heartbeat_timeout_s: silence after which a worker is given up (s).
         watch: ``watch(graph, parallelism)`` → what watches the coordinator in the
             actor besides it (the job's alert rules), built there; or ``None``.
+        rescaling: the loop that runs the job again at another parallelism, run in
+            the actor (see :func:`run_rescalable_on_ray`); ``None``: one run.
 
     Returns:
-        The job's result when ``wait``, else ``None``.
+        The job's result (of its last run) when ``wait``, else ``None``.
 
     Raises:
         ConfigError: Ray is not installed, the cluster is unreachable, a job of
@@ -171,7 +185,7 @@ def submit_on_ray(
             k: v for k, v in cluster.runtime_env.items() if k != "working_dir"
         })  # fmt: skip
         run = functools.partial(
-            run_on_ray, cluster=inside, load_graph=load_graph,
+            run_rescalable_on_ray, cluster=inside, load_graph=load_graph, rescaling=rescaling,
             heartbeat_timeout_s=heartbeat_timeout_s,
         )  # fmt: skip
         job, actor = ray_detached.submit(replace(spec, job=worker_job), run, load_graph, key, watch)
@@ -183,6 +197,66 @@ def submit_on_ray(
     finally:
         if connected:
             preflight.disconnect()
+
+
+def run_rescalable_on_ray(
+    spec: JobSpec,
+    cluster: RayCluster,
+    load_graph: Callable[[str], LogicalGraph],
+    rescaling: Rescaling | None,
+    *,
+    stop: threading.Event,
+    savepoints: SavepointRequests | None,
+    watch: CoordinatorWatch | None,
+    listener: RunListener | None = None,
+    heartbeat_timeout_s: float = 10.0,
+    metrics: tuple[int | None, str] = (None, "127.0.0.1"),
+) -> JobResult:
+    """Run ``spec`` under a coordinator in this process (the driver, or a detached
+    coordinator actor) through ``rescaling``: each run is a :func:`run_on_ray` on the
+    worker actors it asks for, at ``cluster``'s other settings.
+
+    A run after the first waits up to ``cluster.worker_wait`` for its CPUs: Ray frees
+    those of the previous run's placement group a moment after that run ended.
+
+    Args:
+        spec: the job; ``spec.job`` is ``/abs/path/JOB.py[:NAME]``.
+        cluster: where and how the workers run; ``cluster.workers``: the first run's.
+        load_graph: ``JOB.py[:NAME]`` → logical graph, run in the actors.
+        rescaling: the loop deciding the runs; ``None``: one run.
+        stop: when set, the running run takes a stop checkpoint and ends (a rescale
+            decision sets it too, and the loop clears it for the next run).
+        savepoints: savepoint requests from other threads, or ``None``.
+        watch: started with each run's coordinator, ended with it.
+        listener: progress callbacks.
+        heartbeat_timeout_s: silence after which a worker is given up (s).
+        metrics: ``(port, host)`` of the coordinator's ``/metrics`` (port ``None``: off).
+
+    Returns:
+        The result of the job's last run.
+
+    Raises:
+        ConfigError, JobFailedError: as :func:`run_on_ray`.
+    """
+    first = spec
+
+    def run(spec: JobSpec, workers: int, watch: CoordinatorWatch | None) -> JobResult:
+        return run_on_ray(
+            spec,
+            replace(cluster, workers=workers),
+            load_graph,
+            stop=stop,
+            listener=listener,
+            heartbeat_timeout_s=heartbeat_timeout_s,
+            metrics=metrics,
+            savepoints=savepoints,
+            watch=watch,
+            cpus_wait_s=0.0 if spec is first else cluster.worker_wait.total_seconds(),
+        )
+
+    if rescaling is None:
+        return run(spec, cluster.workers, watch)
+    return rescaling(spec, cluster.workers, run, watch, stop, savepoints)
 
 
 def run_on_ray(

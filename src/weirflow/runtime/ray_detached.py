@@ -4,10 +4,11 @@ The submitting process connects to the cluster (its ``runtime_env`` carries
 the job's files), creates :class:`DetachedCoordinator` with
 ``lifetime="detached"``, named after the job in the ``weirflow`` Ray
 namespace, and may leave. The actor runs the job exactly as a driver does
-(:func:`weirflow.runtime.ray_cluster.run_on_ray`): its worker actors and
-their placement group belong to it, so they end with it. Ray does not
-restart it (``max_restarts=0``): after its process died, submitting the job
-again with ``restore="latest"`` continues from the latest checkpoint.
+(:func:`weirflow.runtime.ray_cluster.run_rescalable_on_ray`), rescaling loop
+included: its worker actors and their placement groups belong to it, so they
+end with it. Ray does not restart it (``max_restarts=0``): after its process
+died, submitting the job again with ``restore="latest"`` continues from the
+latest checkpoint.
 
 Any process connected to the cluster finds the actor by the job's name
 (:func:`find`) and asks it for the coordinator's status (:func:`ask_status`)
@@ -84,8 +85,8 @@ class DetachedCoordinator:
         job: ``JOB.py[:NAME]`` relative to the actor's ``working_dir``.
         spec_fields: the other fields of the job's ``JobSpec`` (not ``job``, ``graph``).
         run: ``run(spec, stop=event, savepoints=requests, watch=watch)`` runs the spec on Ray
-            (:func:`weirflow.runtime.ray_cluster.run_on_ray` with the cluster,
-            ``load_graph`` and timeouts bound).
+            (:func:`weirflow.runtime.ray_cluster.run_rescalable_on_ray` with the cluster,
+            ``load_graph``, the rescaling loop and timeouts bound).
         load_graph: ``JOB.py[:NAME]`` → logical graph.
         checkpoint_key: the job's checkpoint key, or ``None``.
         watch: ``watch(graph, parallelism)`` → what else watches the coordinator in the

@@ -24,9 +24,16 @@ from weirflow.metrics import Signal
         (["--alert=lag>5m", "--workers=2", "--parallelism=2"], "lag_records, dead_letters"),
         (["--alert=lag>5m", "--coordinator=127.0.0.1:9"], "lag_records, dead_letters"),
         (["--alert=lag>5m", "--ray=auto", "--ray-detached"], "lag_records, dead_letters"),
+        # --autoscale goes with --ray-detached (its coordinator actor rescales): what is
+        # refused here is the port
         (
-            ["--autoscale=min=1,max=2,target-lag=5s", "--ray=auto", "--ray-detached"],
-            "in a `weirflow coordinator`: not with --ray-detached",
+            [
+                "--autoscale=min=1,max=2,target-lag=5s",
+                "--ray=auto",
+                "--ray-detached",
+                "--metrics-port=9100",
+            ],
+            "--metrics-port and --ui-port are served by a coordinator in this process",
         ),
         (["--autoscale=min=1,max=4"], "min, max and target-lag are needed"),
         (["--autoscale=min=1,max=4,target-lag=5"], "is not a duration"),
