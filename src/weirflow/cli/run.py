@@ -29,7 +29,6 @@ not retriable".
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
@@ -68,7 +67,7 @@ from weirflow.cli.run_options import (
     state_backend_option,
 )
 from weirflow.cli.run_ray import RayPlacement, ray_cluster_option, run_on_ray_cluster
-from weirflow.cli.run_surfaces import alert_rules, coordinator_watch, print_summary, rules_watch
+from weirflow.cli.run_surfaces import alert_rules, coordinator_watch, print_summary
 from weirflow.cli.run_worker import PrintingListener, configure_logging, run_worker
 from weirflow.cli.savepoints import (
     job_endpoint,
@@ -402,11 +401,7 @@ def run(
                     watch=coordinator_watch(flow.graph, parallelism, surfaces, endpoint),
                     savepoints=savepoints,
                     autoscale=scaling,
-                    actor_watch=(
-                        functools.partial(rules_watch, rules)
-                        if ray_detached and (rules := alert_rules(surfaces)) is not None
-                        else None
-                    ),
+                    alerts=alert_rules(surfaces),
                 )
             finally:
                 if endpoint is not None:

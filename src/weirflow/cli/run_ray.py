@@ -13,18 +13,17 @@ import functools
 import json
 import signal
 import threading
-from collections.abc import Callable
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
 from weirflow.api import load_dataflow, load_graph
 from weirflow.cli.cluster import absolute_job_spec, run_rescaling
+from weirflow.cli.run_surfaces import rules_watch
 from weirflow.errors import ConfigError
-from weirflow.graph import LogicalGraph
 from weirflow.metrics.autoscale import AutoscaleConfig
 from weirflow.records import JobResult
-from weirflow.runtime import RunListener
+from weirflow.runtime import RunListener, control
 from weirflow.runtime.jobspec import JobSpec
 from weirflow.runtime.launched import CoordinatorWatch
 from weirflow.runtime.ray_cluster import RayCluster, run_rescalable_on_ray, submit_on_ray
@@ -52,18 +51,18 @@ def run_on_ray_cluster(
     watch: CoordinatorWatch | None = None,
     savepoints: SavepointRequests | None = None,
     autoscale: AutoscaleConfig | None = None,
-    actor_watch: Callable[[LogicalGraph, int], CoordinatorWatch] | None = None,
+    alerts: control.AlertRules | None = None,
 ) -> JobResult | None:
     """Run ``job`` on ``cluster`` until it ends or SIGTERM stops it.
 
     With ``cluster.detached`` the job is submitted to a detached coordinator
     actor; ``listener``, ``stop``, ``metrics`` and ``watch`` then do not apply,
-    and ``actor_watch`` (the job's alert rules) and the rescaling loop are built
-    and run in that actor. With ``autoscale``, a rescale decision stops the run
-    with a stop checkpoint and the next run restores it at the new parallelism on
-    as many worker actors as it needs at the first run's slots per actor, once Ray
-    has freed the CPUs of the previous run's actors (waited for up to
-    ``cluster.worker_wait``).
+    and the evaluation of ``alerts`` and the rescaling loop are built and run in
+    that actor (``watch`` evaluates the alerts of a coordinator here). With
+    ``autoscale``, a rescale decision stops the run with a stop checkpoint and
+    the next run restores it at the new parallelism on as many worker actors as
+    it needs at the first run's slots per actor, once Ray has freed the CPUs of
+    the previous run's actors (waited for up to ``cluster.worker_wait``).
 
     Args:
         job: ``JOB.py[:NAME]``.
@@ -77,8 +76,8 @@ def run_on_ray_cluster(
         watch: started with the coordinator here, ended with it (the dashboard).
         savepoints: savepoint requests to the job (the caller sets SIGTERM's handler then).
         autoscale: rescale on the sources' lag, or ``None``.
-        actor_watch: (detached) ``actor_watch(graph, parallelism)`` → what watches the
-            coordinator in its actor, or ``None``.
+        alerts: (detached) the job's ``--alert`` rules, evaluated in the coordinator's
+            actor, or ``None``.
 
     Returns:
         The job's result (of its last run); ``None`` for a detached job not waited for.
@@ -89,7 +88,7 @@ def run_on_ray_cluster(
     """
     flow = load_dataflow(job)
     spec = JobSpec(job=absolute_job_spec(job), graph=flow.graph, **spec_args)
-    # a module function and its config: Ray pickles it into a detached coordinator's actor
+    # module functions and their arguments: Ray pickles them into a detached coordinator's actor
     rescaling = functools.partial(run_rescaling, autoscale=autoscale)
     if cluster.detached:
         return submit_on_ray(
@@ -98,7 +97,7 @@ def run_on_ray_cluster(
             load_graph,
             wait=wait,
             heartbeat_timeout_s=heartbeat_timeout_s,
-            watch=actor_watch,
+            watch=functools.partial(rules_watch, alerts) if alerts is not None else None,
             rescaling=rescaling,
         )
     if savepoints is None:
