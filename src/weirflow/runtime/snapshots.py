@@ -8,9 +8,12 @@ Two kinds of operator state leave a task at a barrier:
   parallelism reads only the files overlapping each new subtask's range;
   RocksDB state is uploaded as its checkpoint's files (:mod:`.snapshot_files`);
 * **plain** state (source split positions and watermark generators, sink
-  committables): small data kept inline in the manifest when it is built-in
-  data; otherwise (user objects, which need pickle) in a state file of its
-  own, because a manifest never holds pickles.
+  committables): kept inline in the manifest when it is built-in data of at
+  most :data:`INLINE_STATE_LIMIT` bytes encoded; otherwise in a state file
+  of its own: user objects need pickle, which a manifest never holds, and a
+  large value (the rows a transactional sink stages for its checkpoint)
+  would be base64-encoded, hashed, signed and parsed with the whole manifest
+  on every read, on the coordinator, instead of written once beside it.
 
 Unaligned checkpoints add a task's in-flight data as one more state file
 (:data:`CHANNEL_STATE`, see :mod:`.inflight`).
@@ -54,6 +57,8 @@ KEYED = "keyed"
 KEYED_FILES = "keyed-files"
 PLAIN = "plain"
 PLAIN_FILE = "plain-file"
+INLINE_STATE_LIMIT = 16 * 1024
+"""Largest built-in operator state (bytes, encoded) kept inline in the manifest."""
 NEEDS_KEY = (
     f"set a checkpoint key: CheckpointConfig(key=...), ${KEY_ENV} (hex) or ${KEY_FILE_ENV} "
     "(a key file); for a local folder one is generated next to it"
@@ -146,7 +151,12 @@ def encode_task_snapshot(
                 continue
             rule = st.redistribution.value
             if is_plain(st.state):
-                ops[name] = {"kind": PLAIN, "state": st.state, "redistribution": rule}
+                encoded = encode_plain(st.state)
+                if len(encoded) <= INLINE_STATE_LIMIT:
+                    ops[name] = {"kind": PLAIN, "state": st.state, "redistribution": rule}
+                else:
+                    files[name] = encoded
+                    ops[name] = {"kind": PLAIN_FILE, "redistribution": rule}
             else:
                 files[name] = encode(st.state)
                 pickled.add(name)

@@ -143,8 +143,9 @@ class OperatorStateSnapshot:
     """Per-subtask operator state and the rule that redistributes it.
 
     Attributes:
-        state: the state; built-in data is kept inline in the manifest, other
-            objects go to a (signed) state file of their own.
+        state: the state; built-in data of up to 16 KiB encoded is kept inline
+            in the manifest, larger data and other objects (pickled, signed) go
+            to a state file of their own.
         redistribution: how restore spreads it over another parallelism.
     """
 

@@ -126,7 +126,7 @@ class PostgresSink:
         guarantee: Guarantee = "exactly_once",
         exactly_once: ExactlyOnceMode = "transactional",
         create_table: bool = False,
-        batch_size: int = 50_000,
+        batch_size: int = 200_000,
         resilience: Resilience | None = None,
         connect_timeout: timedelta = timedelta(seconds=10),
     ) -> None:
