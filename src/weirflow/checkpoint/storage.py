@@ -22,9 +22,11 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import os
 import posixpath
 import re
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 
 import fsspec
 
@@ -143,16 +145,40 @@ class CheckpointStorage(StateFiles):
 
         A file the local verifier (:meth:`set_local_verifier`) confirms is not
         read: restore takes it from the local copy, which matched its checksum.
+        Files are checked on one thread per core, largest first: hashing
+        releases the GIL, and a RocksDB checkpoint is many files of up to
+        tens of MB, which one thread would hash at under 2 GB/s.
 
         Raises:
             CheckpointCorruptError: a state file is missing or fails verification.
         """
-        for task in manifest.tasks.values():
-            for name, handle in task.handles.items():
-                if self._local_verifier is None or not self._local_verifier(
-                    manifest.checkpoint_id, task, name, handle
-                ):
-                    self.read_state(handle)
+        checks = sorted(
+            (
+                (task, name, handle)
+                for task in manifest.tasks.values()
+                for name, handle in task.handles.items()
+            ),
+            key=lambda check: -check[2].size,
+        )
+
+        def check(task: TaskSnapshot, name: str, handle: StateHandle) -> None:
+            if self._local_verifier is None or not self._local_verifier(
+                manifest.checkpoint_id, task, name, handle
+            ):
+                self.read_state(handle)
+
+        workers = min(len(checks), os.cpu_count() or 1)
+        if workers <= 1:
+            for task, name, handle in checks:
+                check(task, name, handle)
+            return
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="weirflow-verify")
+        try:
+            for future in [pool.submit(check, *c) for c in checks]:
+                future.result()
+        finally:
+            # a corrupt file ends the check: the files not yet started are not read
+            pool.shutdown(cancel_futures=True)
 
     def set_local_verifier(self, verifier: LocalVerifier | None) -> None:
         """Let ``verifier`` vouch for files kept locally (local recovery).

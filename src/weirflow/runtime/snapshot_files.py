@@ -37,6 +37,15 @@ from weirflow.checkpoint import (
     checksum_of_file,
     state_file_name,
 )
+from weirflow.runtime.local_digests import (
+    available,
+    both_digests,
+    fast_digest,
+    recorded_fast_digest,
+    remember,
+    remember_file,
+    write_digests,
+)
 from weirflow.state import (
     FilesSnapshot,
     RestoredFiles,
@@ -75,6 +84,8 @@ def upload_files(
             was closed meanwhile).
     """
     handles: dict[str, StateHandle] = {}
+    checksums: dict[str, str] = {}
+    uploaded: set[str] = set()
     for name in sorted(snapshot.files):
         if name in snapshot.shared:
             handle = snapshot.reused.get(name)
@@ -83,13 +94,17 @@ def upload_files(
                     f"{snapshot.instance}/{name}", snapshot.directory / name
                 )
                 snapshot.on_uploaded(name, handle)
+                uploaded.add(name)
         else:
             handle = storage.write_state_file(
                 checkpoint_id,
                 state_file_name(task_prefix, f"{operator}.{name}"),
                 snapshot.directory / name,
             )
+            uploaded.add(name)
         handles[f"{operator}{FILE_SEPARATOR}{name}"] = handle
+        checksums[name] = handle.checksum
+    write_digests(snapshot.directory, checksums, frozenset(uploaded))
     return handles
 
 
@@ -133,6 +148,7 @@ def download_files(
             local_hits += 1
             continue
         storage.read_state_into(handle, target / name)
+        remember_file(handle.checksum, target / name)
     if local_copy is not None:
         log.info(
             "local recovery from %s: %d of %d files taken locally",
@@ -175,12 +191,14 @@ _VERIFIED_FOR_S = 60.0
 def _matches(path: Path, handle: StateHandle) -> bool:
     """Whether the local file has the content the manifest records (its SHA-256).
 
-    The file is hashed in chunks, never read whole into memory. A verdict is
-    remembered per file identity (inode, size, modification time) and
-    checksum for a minute, so the check made while choosing the checkpoint
-    to restore and the one made by the restore itself hash each file once; a
-    file rewritten in the meantime gets a new identity and is hashed again,
-    and a later restore hashes everything again (a disk can rot in place).
+    The file is hashed in chunks, never read whole into memory: with XXH3
+    when its folder's digests file pairs the manifest's SHA-256 with one
+    (:mod:`.local_digests`), else with SHA-256. A verdict is remembered per
+    file identity (inode, size, modification time) and checksum for a
+    minute, so the check made while choosing the checkpoint to restore and
+    the one made by the restore itself hash each file once; a file rewritten
+    in the meantime gets a new identity and is hashed again, and a later
+    restore hashes everything again (a disk can rot in place).
     """
     try:
         stat = path.stat()
@@ -189,7 +207,18 @@ def _matches(path: Path, handle: StateHandle) -> bool:
             known = _verified.get(identity)
         if known is not None and time.monotonic() - known[0] < _VERIFIED_FOR_S:
             return known[1]
-        ok = checksum_of_file(path) == handle.checksum
+        recorded = recorded_fast_digest(path.parent, path.name, handle.checksum)
+        if recorded is not None:
+            ok = fast_digest(path) == recorded
+            if ok:
+                remember(handle.checksum, recorded)
+        elif available():
+            checksum, fast = both_digests(path)
+            ok = checksum == handle.checksum
+            if ok:
+                remember(checksum, fast)
+        else:
+            ok = checksum_of_file(path) == handle.checksum
     except OSError:
         return False
     with _verified_lock:
