@@ -12,6 +12,8 @@ exits with status 1). Runs:
 - ``sink only, <guarantee>``: the sink's writer fed directly, in batches of
   1024 rows, with a checkpoint (pre-commit, commit) every 100 000 rows: what
   the sink costs without the engine;
+- ``..., rows at the barrier``: ``transactional`` with ``stream_rows=False``:
+  each interval's rows sent at its barrier instead of as they arrive;
 - ``job, <guarantee>``: ``IterableSource`` → ``PostgresSink``, parallelism 1,
   exactly-once checkpoints every second (none at least once): the sink with
   the engine's per-record work in front of it;
@@ -156,11 +158,13 @@ NO_BREAKER = {"resilience": Resilience(breaker=None)}
 RUNS: list[tuple[str, Callable[[str, str, list[tuple[Any, ...]], Path], None]]] = [
     ("plain COPY", plain_copy),
     ("sink only, exactly_once transactional", sink_only()),
+    ("sink only, exactly_once transactional, rows at the barrier", sink_only(stream_rows=False)),
     ("sink only, exactly_once two_phase", sink_only(exactly_once="two_phase")),
     ("sink only, at_least_once", sink_only(**ALO)),
     ("sink only, at_least_once, no breaker", sink_only(**ALO, **NO_BREAKER)),
     ("job into a discarding sink", engine_only),
     ("job, exactly_once transactional", weirflow_run()),
+    ("job, exactly_once transactional, rows at the barrier", weirflow_run(stream_rows=False)),
     ("job, exactly_once two_phase", weirflow_run(exactly_once="two_phase")),
     ("job, at_least_once", weirflow_run(**ALO)),
     ("job, at_least_once, no breaker", weirflow_run(**ALO, **NO_BREAKER)),

@@ -227,3 +227,68 @@ def test_metrics_count_rows_written_and_rejected_by_sqlstate(table: str) -> None
     assert total("weirflow_sink_transactions_total") >= 1
     assert total("weirflow_sink_transaction_seconds_total") > 0
     assert {c.stats.breaker for c in status.connectors} == {"closed"}
+
+
+def _streaming_backends(app: str) -> list[tuple[int, str]]:
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT pid, query FROM pg_stat_activity WHERE application_name = %s "
+            "AND query LIKE 'COPY%%'",
+            (app,),
+        ).fetchall()
+
+
+def test_rows_stream_as_they_arrive_and_a_cut_stream_is_written_at_the_barrier(
+    table: str,
+) -> None:
+    """Scenario: a transactional writer gets rows before its barrier: a COPY on its own
+    connection is already under way and the table shows none of them; that connection is
+    terminated, more rows come (the stream is dropped, its transaction gone), and the
+    barrier writes the whole interval: every row once after the commit, in both intervals."""
+    app = f"wf_stream_{os.getpid()}"
+    sink = PostgresSink(f"{DSN} application_name={app}", table, columns=("id", "v", "s"))
+    writer = sink.create_writer("streaming", "pg", 0, 1, None)
+    try:
+        writer.write([(i, i, f"s{i}") for i in range(100)], None)
+        (streaming,) = _streaming_backends(app)
+        assert rows_of(table) == []
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(%s)", (streaming[0],))
+        writer.write([(i, i, f"s{i}") for i in range(100, 200)], None)
+        assert _streaming_backends(app) == []
+        writer.pre_commit(1)
+        writer.commit(1)
+        assert rows_of(table) == [(i, i, f"s{i}") for i in range(200)]
+        # the next interval streams again, on a new connection
+        writer.write([(i, i, f"s{i}") for i in range(200, 300)], None)
+        assert len(_streaming_backends(app)) == 1
+        writer.pre_commit(2)
+        writer.commit(2)
+        assert rows_of(table) == [(i, i, f"s{i}") for i in range(300)]
+    finally:
+        writer.close()
+
+
+def test_a_row_refused_in_a_streamed_interval_is_dead_lettered_the_rest_written_once(
+    table: str,
+) -> None:
+    """Scenario: a streamed interval holds a NULL and a key the table already has: the COPY
+    fails at the barrier, the interval is written again without those two, which are set
+    aside with their SQLSTATE; the commit writes the other rows once."""
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(f"INSERT INTO {table} VALUES (5, 5, 'old')")
+    sink = PostgresSink(DSN, table, columns=("id", "v", "s"))
+    writer = sink.create_writer("streaming", "pg", 0, 1, None)
+    try:
+        rows = [(i, None if i == 7 else i, f"s{i}") for i in range(10, 0, -1)]
+        writer.write(rows[:5], None)
+        writer.write(rows[5:], None)
+        writer.pre_commit(1)
+        refused = {r.value[0]: r.error.sqlstate for r in writer.take_rejected()}
+        assert refused == {7: "23502", 5: "23505"}
+        writer.commit(1)
+        assert rows_of(table) == sorted(
+            [(5, 5, "old")] + [(i, i, f"s{i}") for i in range(1, 11) if i not in (5, 7)]
+        )
+    finally:
+        writer.close()

@@ -10,7 +10,11 @@ Two exactly-once modes (both two-phase-commit writers, see
     transaction that is held open (not prepared) until ``n`` completes and
     is then committed; a crash in between leaves the server to roll it back,
     and a restore writes the restored staged rows again unless the progress
-    table shows their checkpoint committed. Cost: a checkpoint holds the rows
+    table shows their checkpoint committed. In ``append`` mode the rows are
+    also streamed into that transaction's ``COPY`` as they arrive
+    (``stream_rows``, :mod:`.stream`), so that the server parses them while
+    the job runs; any failure of the stream leaves the barrier to write them
+    as above. Cost: a checkpoint holds the rows
     of its interval, an open transaction holds its locks until the
     checkpoint completes, and rows reach the table one checkpoint late. Rows
     the table refuses for their content are found at the barrier, so their
@@ -107,6 +111,9 @@ class PostgresSink:
             buffers this many rows before a write (a barrier writes what is
             buffered). Large statements keep the database busy while Python
             encodes (a statement is one round trip, whatever its size).
+        stream_rows: ``transactional`` ``append`` only: send an interval's rows as they
+            arrive into the ``COPY`` its barrier ends (``False``: write them all at
+            the barrier, one statement of ``batch_size`` rows after another).
         resilience: retries and circuit breaker (default: :class:`Resilience`).
         connect_timeout: bound on one connection attempt.
 
@@ -127,6 +134,7 @@ class PostgresSink:
         exactly_once: ExactlyOnceMode = "transactional",
         create_table: bool = False,
         batch_size: int = 200_000,
+        stream_rows: bool = True,
         resilience: Resilience | None = None,
         connect_timeout: timedelta = timedelta(seconds=10),
     ) -> None:
@@ -161,6 +169,7 @@ class PostgresSink:
         self.exactly_once = exactly_once
         self.create_table = create_table
         self.batch_size = batch_size
+        self.stream_rows = stream_rows
         self.resilience = resilience or Resilience()
         self.connect_timeout = connect_timeout
 

@@ -17,6 +17,7 @@ from weirflow.connectors.postgres.errors import (
     RowRejectedError,
     is_content_error,
 )
+from weirflow.connectors.postgres.stream import IntervalStream
 from weirflow.connectors.postgres.tables import RowStatements
 from weirflow.connectors.postgres.writers import (
     STATE_VERSION,
@@ -28,6 +29,7 @@ from weirflow.connectors.postgres.writers import (
     record_progress,
     run_token,
 )
+from weirflow.connectors.resilience import BreakerState
 from weirflow.connectors.two_phase import TransactionStateError
 from weirflow.errors import ConfigError
 
@@ -70,6 +72,10 @@ class StagedWriter(PostgresWriter):
         # the connection whose open transaction holds ``_current``, written at the end of
         # input, that the next checkpoint adds its progress row to (``None``: unwritten)
         self._written: psycopg.Connection[Any] | None = None
+        # ``_current`` streamed as it arrives (append mode; see stream.py), or ``None``
+        self._stream: IntervalStream | None = None
+        self._stream_failed = False
+        self._may_stream = self.exactly_once and statements.mode == "append" and sink.stream_rows
         if self.exactly_once:
             self.restore(restored)
 
@@ -86,7 +92,76 @@ class StagedWriter(PostgresWriter):
     def _write(self, values: list[Any], timestamps: list[int] | None) -> None:
         if self._written is not None:
             raise TransactionStateError(f"{self.name}: rows written after the end of input")
-        self._current.extend(self.encode_rows(values))
+        rows = self.encode_rows(values)
+        self._current.extend(rows)
+        if self._stream is not None:
+            self._send(rows)
+        elif self._can_stream():
+            self._send(self._current)
+
+    def _can_stream(self) -> bool:
+        """Whether to open a stream now: append mode, no stream failed in this interval,
+        no transaction held for an earlier checkpoint (its locks could block these rows
+        until this thread commits it), the breaker closed."""
+        return (
+            self._may_stream
+            and not self._stream_failed
+            and not self._held
+            and (self.guard is None or self.guard.state is BreakerState.CLOSED)
+        )
+
+    def _send(self, rows: list[Row]) -> None:
+        """Stream ``rows``; without a stream, open one and send ``rows``, then the whole
+        interval so far. On a failure drop the stream for the rest of the interval: its
+        rows are buffered anyway, and the barrier writes them."""
+        stream = self._stream
+        try:
+            if stream is None:
+                stream = self._stream = IntervalStream(self.connection(), self.statements)
+            with self._deadline.armed(stream.conn):
+                stream.write(rows)
+        except psycopg.Error as e:
+            log.info("%s: streaming failed (%s); the barrier writes the rows", self.name, e)
+            self._stream_failed = True
+            self._drop_stream()
+
+    def _drop_stream(self) -> None:
+        """Forget the stream and close its connection (the server rolls it back)."""
+        if self._stream is not None:
+            self._stream = None
+            self._drop_connection(False)
+
+    def _finish_stream(
+        self, checkpoint_id: int | None, rows: list[Row]
+    ) -> tuple[psycopg.Connection[Any], list[tuple[int, RowRejectedError]]] | None:
+        """End the interval's stream, once and unguarded, into a transaction held like
+        :meth:`_hold`'s: rows the table refuses are written again row by row, set aside,
+        and the progress row of ``checkpoint_id`` (if given) added.
+
+        Returns:
+            The connection holding the transaction and the refused rows; ``None`` when the
+            stream failed (dropped: the caller writes ``rows`` as if never streamed).
+        """
+        stream, self._stream = self._stream, None
+        self._stream_failed = False
+        if stream is None:
+            return None
+        if stream.rows != len(rows):
+            raise TransactionStateError(
+                f"{self.name}: {stream.rows} rows streamed for an interval of {len(rows)}"
+            )
+        conn = stream.conn
+        try:
+            with self._deadline.armed(conn):
+                bad = [] if stream.finish() else self.statements.write(conn, rows)
+                if checkpoint_id is not None:
+                    record_progress(conn, self.me, self.run, checkpoint_id, len(rows) - len(bad))
+        except psycopg.Error as e:
+            log.info("%s: the streamed rows failed (%s); writing them again", self.name, e)
+            self._drop_connection(False)
+            return None
+        self._conns[False] = None
+        return conn, bad
 
     def _write_pending(self) -> None:
         """Write the interval's rows into a transaction held open for the next checkpoint,
@@ -96,7 +171,10 @@ class StagedWriter(PostgresWriter):
         if not self._current or self._held or self._written is not None:
             return
         rows = self._current
-        self._written, bad = self._guarded("write rows", lambda conn: self._hold(conn, None, rows))
+        streamed = self._finish_stream(None, rows)
+        if streamed is None:
+            streamed = self._guarded("write rows", lambda conn: self._hold(conn, None, rows))
+        self._written, bad = streamed
         self._current = self._accepted(rows, bad)
 
     def _prepare(self, checkpoint_id: int) -> bytes:
@@ -118,6 +196,10 @@ class StagedWriter(PostgresWriter):
         written, self._written = self._written, None
         if written is not None and not self._add_progress(written, checkpoint_id, len(staged)):
             written = None
+        streamed = self._finish_stream(checkpoint_id, staged) if written is None else None
+        if streamed is not None:
+            written, bad = streamed
+            staged = self._accepted(staged, bad)
         # Beside a transaction still held for an earlier checkpoint (max_concurrent > 1)
         # this one's rows could wait for that one's locks, which only this thread can
         # release: they are staged unwritten and written when the checkpoint completes.
@@ -237,6 +319,7 @@ class StagedWriter(PostgresWriter):
 
     def close(self) -> None:
         """Close every connection; the held transactions are rolled back by the server."""
+        self._drop_stream()
         for conn, _ in self._held.values():
             conn.close()
         self._held.clear()
