@@ -334,6 +334,9 @@ class SinkLogic(OperatorLogic):
         self.writer = self.spec.params["sink"].create_writer(
             self.ctx.job, self.name, self.ctx.subtask, self.ctx.parallelism, restored
         )
+        # checked once: isinstance against a runtime-checkable Protocol costs microseconds,
+        # and process_batch asks twice a batch
+        self.rejecting = self.writer if isinstance(self.writer, RejectingWriter) else None
         self.input_ended = False
 
     def _route_rejected(self) -> None:
@@ -344,9 +347,9 @@ class SinkLogic(OperatorLogic):
                 operators after the sink have ended, so their dead letters would be lost;
                 the attempt fails instead, and its restore replays them.
         """
-        if not isinstance(self.writer, RejectingWriter):
+        if self.rejecting is None:
             return
-        rejected = self.writer.take_rejected()
+        rejected = self.rejecting.take_rejected()
         if rejected and self.input_ended:
             raise JobFailedError(
                 f"{self.task_name}: {len(rejected)} record(s) refused after the end of input "
@@ -359,8 +362,8 @@ class SinkLogic(OperatorLogic):
     def end_of_input(self) -> None:
         """Have a writer that refuses records find its last refusals, and route them
         while the operators after the sink still take input."""
-        if isinstance(self.writer, RejectingWriter):
-            self.writer.end_of_input()
+        if self.rejecting is not None:
+            self.rejecting.end_of_input()
             self._route_rejected()
         self.input_ended = True
 
