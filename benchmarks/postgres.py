@@ -66,6 +66,11 @@ def fresh_table(dsn: str, name: str) -> None:
         conn.execute(f"CREATE TABLE {name} (id bigint, user_id text, amount int)")
 
 
+def drop(dsn: str, name: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {name}")
+
+
 def count(dsn: str, name: str) -> int:
     with psycopg.connect(dsn) as conn:
         row = conn.execute(f"SELECT count(*) FROM {name}").fetchone()
@@ -212,6 +217,9 @@ def main() -> int:
                         print(f"{name}: {got} rows in the table, expected {args.rows}")
                         ok = False
                     results[name].append(args.rows / elapsed)
+                    # every run starts with the server in the same state, not behind a
+                    # growing pile of earlier runs' tables
+                    drop(server.dsn, table)
     finally:
         server.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
