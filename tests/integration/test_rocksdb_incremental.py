@@ -46,6 +46,22 @@ def test_checkpoints_upload_only_files_no_earlier_checkpoint_uploaded(
     assert on_disk == referenced_shared_files(storage), "unreferenced files left, or live gone"
 
 
+def _stopped_job(tmp_path: Path, state: Path) -> tuple[Path, Path, Path, Path]:
+    """Run the job once without RocksDB into ``straight`` (the expected output), then at
+    parallelism 2 on RocksDB in ``state`` until it stops after 20 rounds.
+
+    Returns:
+        ``(straight, log, chk, state)``: the two jobs' event-log folders, the stopped
+        job's checkpoint folder, its state folder.
+    """
+    straight, log, chk = tmp_path / "straight", tmp_path / "log", tmp_path / "chk"
+    _input(straight)
+    _run(straight, tmp_path / "chk-straight", 1, None, None)
+    _input(log)
+    _run(log, chk, 2, None, 20, RocksDBStateBackend(state, cache_size_bytes=CACHE))
+    return straight, log, chk, state
+
+
 @pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Paths of every state file read from checkpoint storage from now on."""
@@ -66,12 +82,7 @@ def test_local_recovery_opens_the_local_copy_and_falls_back_when_it_differs(
     """Scenario: stop, resume on the same host: the local copy of the checkpoint is opened,
     no state file read from storage; stop again, corrupt one SST of the local copy, resume:
     only that file comes from storage. Output exact."""
-    straight = tmp_path / "straight"
-    _input(straight)
-    _run(straight, tmp_path / "chk-straight", 1, None, None)
-    log, chk, state = tmp_path / "log", tmp_path / "chk", rocksdb_root / "local"
-    _input(log)
-    _run(log, chk, 2, None, 20, RocksDBStateBackend(state, cache_size_bytes=CACHE))
+    straight, log, chk, state = _stopped_job(tmp_path, rocksdb_root / "local")
 
     reads.clear()
     _run(log, chk, 2, "latest", 20, RocksDBStateBackend(state, cache_size_bytes=CACHE))
@@ -126,12 +137,7 @@ def test_local_recovery_checks_the_local_copy_with_xxh3_paired_to_the_manifest(
     only and reads nothing from storage. Then a digests file whose entry names another
     SHA-256 than the manifest: that file is checked with SHA-256 (and still taken locally).
     Output exact."""
-    straight = tmp_path / "straight"
-    _input(straight)
-    _run(straight, tmp_path / "chk-straight", 1, None, None)
-    log, chk, state = tmp_path / "log", tmp_path / "chk", rocksdb_root / "digests"
-    _input(log)
-    _run(log, chk, 2, None, 20, RocksDBStateBackend(state, cache_size_bytes=CACHE))
+    straight, log, chk, state = _stopped_job(tmp_path, rocksdb_root / "digests")
     copy = _local_copy(chk, state)
     pairs = json.loads((copy / DIGESTS_FILE).read_text())["files"]
     handles = CheckpointStorage(str(chk), "rescale").load_manifest(int(copy.name[4:])).tasks
@@ -170,12 +176,7 @@ def test_local_recovery_sees_a_file_rotted_in_place_under_its_old_identity(
     """Scenario: a byte of a local SST file flips in place, its inode, size and
     modification time unchanged (disk rot): the XXH3 check refuses it and that file
     comes from storage. Output exact."""
-    straight = tmp_path / "straight"
-    _input(straight)
-    _run(straight, tmp_path / "chk-straight", 1, None, None)
-    log, chk, state = tmp_path / "log", tmp_path / "chk", rocksdb_root / "rot"
-    _input(log)
-    _run(log, chk, 2, None, 20, RocksDBStateBackend(state, cache_size_bytes=CACHE))
+    straight, log, chk, state = _stopped_job(tmp_path, rocksdb_root / "rot")
     copy = _local_copy(chk, state)
     rotten = sorted(copy.glob("*.sst"))[0]
     # break the hard link first, so that only the local copy rots, not the stopped database

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +10,6 @@ import fsspec
 import pytest
 
 from weirflow import CheckpointConfig, Dataflow
-from weirflow.checkpoint import KEY_ENV, KEY_FILE_ENV
 from weirflow.connectors import CollectSink, IterableSource
 from weirflow.errors import CheckpointError, ConfigError, JobFailedError
 
@@ -39,49 +36,37 @@ def boxes(sink: CollectSink, n: int = 300) -> Dataflow:
     return flow
 
 
-@pytest.fixture
-def url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Remote-like storage (no default key file) with no key in the environment."""
-    monkeypatch.delenv(KEY_ENV, raising=False)
-    monkeypatch.delenv(KEY_FILE_ENV, raising=False)
-    name = f"memory://trust-{uuid.uuid4().hex}"
-    yield name
-    fs = fsspec.filesystem("memory")
-    if fs.exists(name):
-        fs.rm(name, recursive=True)
-
-
 def config(url: str, key: bytes | None) -> CheckpointConfig:
     return CheckpointConfig(storage=url, interval=timedelta(milliseconds=5), key=key)
 
 
-def test_pickled_state_without_a_key_is_never_written(url: str) -> None:
+def test_pickled_state_without_a_key_is_never_written(keyless_url: str) -> None:
     """Scenario: user-class state, remote storage, no key: the final checkpoint is declined."""
     with pytest.raises(JobFailedError, match="final checkpoint"):
-        boxes(CollectSink()).run(1, checkpoint=config(url, None))
-    assert not fsspec.filesystem("memory").glob(f"{url}/boxes/chk-*/_manifest")
+        boxes(CollectSink()).run(1, checkpoint=config(keyless_url, None))
+    assert not fsspec.filesystem("memory").glob(f"{keyless_url}/boxes/chk-*/_manifest")
 
 
-def test_restore_without_the_key_refuses_pickled_state_naming_the_file(url: str) -> None:
+def test_restore_without_the_key_refuses_pickled_state_naming_the_file(keyless_url: str) -> None:
     """Scenario: checkpoints written with a key; restoring without one refuses, with it works."""
     first = CollectSink()
-    boxes(first).run(1, checkpoint=config(url, KEY))
+    boxes(first).run(1, checkpoint=config(keyless_url, KEY))
     with pytest.raises(
         CheckpointError,
         match=r"chk-\d+/\S+totals: key group \d+ \(state\) holds "
         r"pickled state, and no checkpoint key is configured",
     ):
-        boxes(CollectSink(), 0).run(1, checkpoint=config(url, None), restore="latest")
+        boxes(CollectSink(), 0).run(1, checkpoint=config(keyless_url, None), restore="latest")
     again = CollectSink()
-    boxes(again, 0).run(1, checkpoint=config(url, KEY), restore="latest")
+    boxes(again, 0).run(1, checkpoint=config(keyless_url, KEY), restore="latest")
     assert again.results == []
 
 
-def test_restore_with_another_key_refuses_the_manifest(url: str) -> None:
-    boxes(CollectSink()).run(1, checkpoint=config(url, KEY))
+def test_restore_with_another_key_refuses_the_manifest(keyless_url: str) -> None:
+    boxes(CollectSink()).run(1, checkpoint=config(keyless_url, KEY))
     # No checkpoint is usable under the other key: a problem of the restore option.
     with pytest.raises(ConfigError, match=r"chk-\d+/_manifest .*signature does not verify"):
-        boxes(CollectSink(), 0).run(1, checkpoint=config(url, b"o" * 32), restore="latest")
+        boxes(CollectSink(), 0).run(1, checkpoint=config(keyless_url, b"o" * 32), restore="latest")
 
 
 class Receipt:
@@ -129,11 +114,11 @@ def receipts(sink: ReceiptSink, n: int) -> Dataflow:
     return flow
 
 
-def test_sink_state_that_needs_pickle_goes_to_a_signed_file(url: str) -> None:
+def test_sink_state_that_needs_pickle_goes_to_a_signed_file(keyless_url: str) -> None:
     """Scenario: a sink's committable is a user object; the manifest stays pure data."""
-    receipts(ReceiptSink(), 50).run(1, checkpoint=config(url, KEY))
+    receipts(ReceiptSink(), 50).run(1, checkpoint=config(keyless_url, KEY))
     fs = fsspec.filesystem("memory")
-    (manifest,) = fs.glob(f"{url}/receipts/chk-*/_manifest")[-1:]
+    (manifest,) = fs.glob(f"{keyless_url}/receipts/chk-*/_manifest")[-1:]
     doc = json.loads(fs.cat_file(manifest))
     (task,) = doc["manifest"]["tasks"].values()
     assert task["metadata"]["operators"]["out"] == {
@@ -142,8 +127,8 @@ def test_sink_state_that_needs_pickle_goes_to_a_signed_file(url: str) -> None:
     }
     assert task["pickled_states"] == ["out"]
     with pytest.raises(CheckpointError, match=r"\.out: the state of operator out holds pickled"):
-        receipts(ReceiptSink(), 0).run(1, checkpoint=config(url, None), restore="latest")
+        receipts(ReceiptSink(), 0).run(1, checkpoint=config(keyless_url, None), restore="latest")
     again = ReceiptSink()
-    receipts(again, 0).run(1, checkpoint=config(url, KEY), restore="latest")
+    receipts(again, 0).run(1, checkpoint=config(keyless_url, KEY), restore="latest")
     (restored,) = again.restored
     assert [(j, type(r).__name__, r.written) for j, r in restored.items()] == [(0, "Receipt", 50)]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -11,7 +9,7 @@ import fsspec
 import pytest
 
 from weirflow import CheckpointConfig, Dataflow
-from weirflow.checkpoint import KEY_ENV, KEY_FILE_ENV, Manifest
+from weirflow.checkpoint import Manifest
 from weirflow.connectors import IterableSource
 from weirflow.runtime.snapshots import INLINE_STATE_LIMIT
 
@@ -48,18 +46,6 @@ class StagingSink:
         pass
 
 
-@pytest.fixture
-def url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Remote-like storage with no checkpoint key: only state that needs no pickle is written."""
-    monkeypatch.delenv(KEY_ENV, raising=False)
-    monkeypatch.delenv(KEY_FILE_ENV, raising=False)
-    name = f"memory://plain-{uuid.uuid4().hex}"
-    yield name
-    fs = fsspec.filesystem("memory")
-    if fs.exists(name):
-        fs.rm(name, recursive=True)
-
-
 def run(url: str, sink: StagingSink, restore: str | None = None) -> None:
     flow = Dataflow("staging")
     flow.source(IterableSource(range(1000)), name="numbers").sink(sink, name="out")
@@ -82,7 +68,9 @@ def sink_entry(url: str) -> tuple[dict[str, Any], int]:
 
 
 @pytest.mark.parametrize("pad", [100, 4 * INLINE_STATE_LIMIT])
-def test_plain_state_round_trips_inline_or_in_a_file_by_its_size(url: str, pad: int) -> None:
+def test_plain_state_round_trips_inline_or_in_a_file_by_its_size(
+    keyless_url: str, pad: int
+) -> None:
     """Scenario: a sink stages 100 B or 64 KiB of bytes at the final checkpoint, on storage
     without a key; restored, its writer gets exactly that state back.
 
@@ -90,8 +78,8 @@ def test_plain_state_round_trips_inline_or_in_a_file_by_its_size(url: str, pad: 
     small; the small one stays inline.
     """
     first = StagingSink(pad)
-    run(url, first)
-    entry, manifest_bytes = sink_entry(url)
+    run(keyless_url, first)
+    entry, manifest_bytes = sink_entry(keyless_url)
     expected = first.pre_commit(0)
     if pad > INLINE_STATE_LIMIT:
         assert entry["kind"] == "plain-file" and "state" not in entry
@@ -99,6 +87,6 @@ def test_plain_state_round_trips_inline_or_in_a_file_by_its_size(url: str, pad: 
     else:
         assert entry["kind"] == "plain"
     again = StagingSink(pad)
-    run(url, again, restore="latest")
+    run(keyless_url, again, restore="latest")
     assert again.restored == {0: expected}
     assert expected["n"] == 1000
