@@ -14,9 +14,10 @@ Two exactly-once modes (both two-phase-commit writers, see
     also streamed into that transaction's ``COPY`` as they arrive
     (``stream_rows``, :mod:`.stream`), so that the server parses them while
     the job runs; any failure of the stream leaves the barrier to write them
-    as above. Cost: a checkpoint holds the rows
-    of its interval, an open transaction holds its locks until the
-    checkpoint completes, and rows reach the table one checkpoint late. Rows
+    as above. Cost: a checkpoint holds the rows of its interval, an open
+    transaction holds its locks until the checkpoint completes (streamed:
+    from the interval's first row), and rows reach the table one checkpoint
+    late. Rows
     the table refuses for their content are found at the barrier, so their
     dead letters belong to the checkpoint like any other output; a row refused
     only at commit time (the held transaction's link broke, and a key it
