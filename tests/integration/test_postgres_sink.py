@@ -292,3 +292,32 @@ def test_a_row_refused_in_a_streamed_interval_is_dead_lettered_the_rest_written_
         )
     finally:
         writer.close()
+
+
+def test_no_stream_opens_while_a_checkpoint_waits_to_be_written_at_its_commit(
+    table: str,
+) -> None:
+    """Scenario: two checkpoints in flight (``max_concurrent`` 2): the second interval's
+    rows wait unwritten for the first transaction's commit; after that commit, rows of a
+    third interval come before the second commits: they are not streamed on the
+    connection the second checkpoint's rows are then written with. Every row once."""
+    app = f"wf_pending_{os.getpid()}"
+    sink = PostgresSink(f"{DSN} application_name={app}", table, columns=("id", "v", "s"))
+    writer = sink.create_writer("streaming", "pg", 0, 1, None)
+    try:
+        writer.write([(i, i, f"s{i}") for i in range(0, 100)], None)
+        writer.pre_commit(1)
+        writer.write([(i, i, f"s{i}") for i in range(100, 200)], None)
+        writer.pre_commit(2)
+        writer.commit(1)
+        writer.write([(i, i, f"s{i}") for i in range(200, 300)], None)
+        assert _streaming_backends(app) == []
+        writer.commit(2)
+        assert rows_of(table) == [(i, i, f"s{i}") for i in range(200)]
+        writer.write([(i, i, f"s{i}") for i in range(300, 400)], None)
+        assert len(_streaming_backends(app)) == 1
+        writer.pre_commit(3)
+        writer.commit(3)
+        assert rows_of(table) == [(i, i, f"s{i}") for i in range(400)]
+    finally:
+        writer.close()

@@ -101,12 +101,13 @@ class StagedWriter(PostgresWriter):
 
     def _can_stream(self) -> bool:
         """Whether to open a stream now: append mode, no stream failed in this interval,
-        no transaction held for an earlier checkpoint (its locks could block these rows
-        until this thread commits it), the breaker closed."""
+        the breaker closed, and no earlier checkpoint pending: a transaction held for one
+        keeps locks these rows could wait for until this thread commits it, and one whose
+        rows are written at its commit needs the data connection the stream would hold."""
         return (
             self._may_stream
             and not self._stream_failed
-            and not self._held
+            and not self.pending
             and (self.guard is None or self.guard.state is BreakerState.CLOSED)
         )
 
