@@ -4,6 +4,8 @@ dead-lettered poison rows, upsert, at-least-once, and one-line errors for bad in
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -238,6 +240,25 @@ def _streaming_backends(app: str) -> list[tuple[int, str]]:
         ).fetchall()
 
 
+@contextmanager
+def streaming_writer(table: str, app: str = "") -> Iterator[Any]:
+    """A transactional append writer of subtask 0 into ``table``, its connections named
+    ``app`` (``application_name``) when given; closed afterwards."""
+    dsn = f"{DSN} application_name={app}" if app else DSN
+    writer = PostgresSink(dsn, table, columns=("id", "v", "s")).create_writer(
+        "streaming", "pg", 0, 1, None
+    )
+    try:
+        yield writer
+    finally:
+        writer.close()
+
+
+def span(start: int, end: int) -> list[tuple[int, int, str]]:
+    """Rows ``(i, i, "s<i>")`` for ``start <= i < end``."""
+    return [(i, i, f"s{i}") for i in range(start, end)]
+
+
 def test_rows_stream_as_they_arrive_and_a_cut_stream_is_written_at_the_barrier(
     table: str,
 ) -> None:
@@ -246,27 +267,23 @@ def test_rows_stream_as_they_arrive_and_a_cut_stream_is_written_at_the_barrier(
     terminated, more rows come (the stream is dropped, its transaction gone), and the
     barrier writes the whole interval: every row once after the commit, in both intervals."""
     app = f"wf_stream_{os.getpid()}"
-    sink = PostgresSink(f"{DSN} application_name={app}", table, columns=("id", "v", "s"))
-    writer = sink.create_writer("streaming", "pg", 0, 1, None)
-    try:
-        writer.write([(i, i, f"s{i}") for i in range(100)], None)
+    with streaming_writer(table, app) as writer:
+        writer.write(span(0, 100), None)
         (streaming,) = _streaming_backends(app)
         assert rows_of(table) == []
         with psycopg.connect(DSN, autocommit=True) as conn:
             conn.execute("SELECT pg_terminate_backend(%s)", (streaming[0],))
-        writer.write([(i, i, f"s{i}") for i in range(100, 200)], None)
+        writer.write(span(100, 200), None)
         assert _streaming_backends(app) == []
         writer.pre_commit(1)
         writer.commit(1)
-        assert rows_of(table) == [(i, i, f"s{i}") for i in range(200)]
+        assert rows_of(table) == span(0, 200)
         # the next interval streams again, on a new connection
-        writer.write([(i, i, f"s{i}") for i in range(200, 300)], None)
+        writer.write(span(200, 300), None)
         assert len(_streaming_backends(app)) == 1
         writer.pre_commit(2)
         writer.commit(2)
-        assert rows_of(table) == [(i, i, f"s{i}") for i in range(300)]
-    finally:
-        writer.close()
+        assert rows_of(table) == span(0, 300)
 
 
 def test_a_row_refused_in_a_streamed_interval_is_dead_lettered_the_rest_written_once(
@@ -277,9 +294,7 @@ def test_a_row_refused_in_a_streamed_interval_is_dead_lettered_the_rest_written_
     aside with their SQLSTATE; the commit writes the other rows once."""
     with psycopg.connect(DSN, autocommit=True) as conn:
         conn.execute(f"INSERT INTO {table} VALUES (5, 5, 'old')")
-    sink = PostgresSink(DSN, table, columns=("id", "v", "s"))
-    writer = sink.create_writer("streaming", "pg", 0, 1, None)
-    try:
+    with streaming_writer(table) as writer:
         rows = [(i, None if i == 7 else i, f"s{i}") for i in range(10, 0, -1)]
         writer.write(rows[:5], None)
         writer.write(rows[5:], None)
@@ -288,10 +303,8 @@ def test_a_row_refused_in_a_streamed_interval_is_dead_lettered_the_rest_written_
         assert refused == {7: "23502", 5: "23505"}
         writer.commit(1)
         assert rows_of(table) == sorted(
-            [(5, 5, "old")] + [(i, i, f"s{i}") for i in range(1, 11) if i not in (5, 7)]
+            [(5, 5, "old")] + [r for r in span(1, 11) if r[0] not in (5, 7)]
         )
-    finally:
-        writer.close()
 
 
 def test_no_stream_opens_while_a_checkpoint_waits_to_be_written_at_its_commit(
@@ -302,22 +315,18 @@ def test_no_stream_opens_while_a_checkpoint_waits_to_be_written_at_its_commit(
     third interval come before the second commits: they are not streamed on the
     connection the second checkpoint's rows are then written with. Every row once."""
     app = f"wf_pending_{os.getpid()}"
-    sink = PostgresSink(f"{DSN} application_name={app}", table, columns=("id", "v", "s"))
-    writer = sink.create_writer("streaming", "pg", 0, 1, None)
-    try:
-        writer.write([(i, i, f"s{i}") for i in range(0, 100)], None)
+    with streaming_writer(table, app) as writer:
+        writer.write(span(0, 100), None)
         writer.pre_commit(1)
-        writer.write([(i, i, f"s{i}") for i in range(100, 200)], None)
+        writer.write(span(100, 200), None)
         writer.pre_commit(2)
         writer.commit(1)
-        writer.write([(i, i, f"s{i}") for i in range(200, 300)], None)
+        writer.write(span(200, 300), None)
         assert _streaming_backends(app) == []
         writer.commit(2)
-        assert rows_of(table) == [(i, i, f"s{i}") for i in range(200)]
-        writer.write([(i, i, f"s{i}") for i in range(300, 400)], None)
+        assert rows_of(table) == span(0, 200)
+        writer.write(span(300, 400), None)
         assert len(_streaming_backends(app)) == 1
         writer.pre_commit(3)
         writer.commit(3)
-        assert rows_of(table) == [(i, i, f"s{i}") for i in range(400)]
-    finally:
-        writer.close()
+        assert rows_of(table) == span(0, 400)
