@@ -28,6 +28,10 @@ exits with status 1). Runs:
 Every run is repeated ``--repeat`` times, interleaved (every other round in
 reverse order), and the best rate is reported (the runs share two cores
 with whatever else the machine does; the best is the one least disturbed).
+The same plain ``COPY`` has been seen to vary by 2× between runs a few
+seconds apart on a shared virtual machine, so each run is also paired with
+a plain ``COPY`` just before it, and the median of those per-pair ratios is
+reported beside the ratio of the best rates.
 
 Usage: python benchmarks/postgres.py [--rows N] [--repeat R] [--json PATH]
 """
@@ -38,6 +42,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -58,6 +63,8 @@ from weirflow import CheckpointConfig, Dataflow
 from weirflow.connectors import IterableSource, PostgresSink, Resilience
 
 COLUMNS = ("id", "user_id", "amount")
+#: One benchmark run: ``(dsn, table, rows, temporary folder) -> None``.
+Runner = Callable[[str, str, list[tuple[Any, ...]], Path], None]
 
 
 def fresh_table(dsn: str, name: str) -> None:
@@ -67,8 +74,11 @@ def fresh_table(dsn: str, name: str) -> None:
 
 
 def drop(dsn: str, name: str) -> None:
+    """Drop the table, then flush the server's dirty pages (``CHECKPOINT``), so that the next
+    run does not pay for writing this one's."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {name}")
+        conn.execute("CHECKPOINT")
 
 
 def count(dsn: str, name: str) -> int:
@@ -85,7 +95,7 @@ def plain_copy(dsn: str, table: str, rows: list[tuple[Any, ...]], _: Path) -> No
         conn.commit()
 
 
-def weirflow_run(**sink_options: Any) -> Callable[[str, str, list[tuple[Any, ...]], Path], None]:
+def weirflow_run(**sink_options: Any) -> Runner:
     checkpoints = sink_options.get("guarantee", "exactly_once") == "exactly_once"
 
     def run(dsn: str, table: str, rows: list[tuple[Any, ...]], tmp: Path) -> None:
@@ -103,7 +113,7 @@ def weirflow_run(**sink_options: Any) -> Callable[[str, str, list[tuple[Any, ...
     return run
 
 
-def sink_only(**sink_options: Any) -> Callable[[str, str, list[tuple[Any, ...]], Path], None]:
+def sink_only(**sink_options: Any) -> Runner:
     def run(dsn: str, table: str, rows: list[tuple[Any, ...]], _: Path) -> None:
         sink = PostgresSink(dsn, table, columns=COLUMNS, **sink_options)
         writer = sink.create_writer(f"bench_{table}", "pg", 0, 1, None)
@@ -160,7 +170,7 @@ SINK_ONLY_INTERVAL = 100_000
 ALO = {"guarantee": "at_least_once"}
 NO_BREAKER = {"resilience": Resilience(breaker=None)}
 
-RUNS: list[tuple[str, Callable[[str, str, list[tuple[Any, ...]], Path], None]]] = [
+RUNS: list[tuple[str, Runner]] = [
     ("plain COPY", plain_copy),
     ("sink only, exactly_once transactional", sink_only()),
     ("sink only, exactly_once transactional, rows at the barrier", sink_only(stream_rows=False)),
@@ -198,7 +208,25 @@ def main() -> int:
     server = PgServer(root)
     os.chown(root, server.user.pw_uid, server.user.pw_gid)
     results: dict[str, list[float]] = {name: [] for name, _ in RUNS}
+    paired: dict[str, list[float]] = {name: [] for name, _ in RUNS}
     ok = True
+
+    def timed(name: str, run: Runner, table: str, tmp: Path) -> float:
+        """Rows/s of one run into a fresh table, which is checked, then dropped."""
+        nonlocal ok
+        fresh_table(server.dsn, table)
+        start = time.perf_counter()
+        run(server.dsn, table, rows, tmp)
+        elapsed = time.perf_counter() - start
+        got = args.rows if run is engine_only else count(server.dsn, table)
+        if got != args.rows:
+            print(f"{name}: {got} rows in the table, expected {args.rows}")
+            ok = False
+        # every run starts with the server in the same state, not behind a growing pile of
+        # earlier runs' tables
+        drop(server.dsn, table)
+        return args.rows / elapsed
+
     try:
         server.init()
         server.start()
@@ -207,19 +235,10 @@ def main() -> int:
                 # every other round backwards, so that no run always follows the same one
                 order = list(enumerate(RUNS))
                 for i, (name, run) in order if attempt % 2 == 0 else order[::-1]:
-                    table = f"bench_{attempt}_{i}"
-                    fresh_table(server.dsn, table)
-                    start = time.perf_counter()
-                    run(server.dsn, table, rows, Path(tmp))
-                    elapsed = time.perf_counter() - start
-                    got = args.rows if run is engine_only else count(server.dsn, table)
-                    if got != args.rows:
-                        print(f"{name}: {got} rows in the table, expected {args.rows}")
-                        ok = False
-                    results[name].append(args.rows / elapsed)
-                    # every run starts with the server in the same state, not behind a
-                    # growing pile of earlier runs' tables
-                    drop(server.dsn, table)
+                    reference = timed("plain COPY", plain_copy, f"ref_{attempt}_{i}", Path(tmp))
+                    rate = timed(name, run, f"bench_{attempt}_{i}", Path(tmp))
+                    results[name].append(rate)
+                    paired[name].append(rate / reference)
     finally:
         server.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
@@ -227,9 +246,15 @@ def main() -> int:
     table = Table(title=f"{args.rows:,} rows into PostgreSQL 15 (best of {args.repeat})")
     table.add_column("run")
     table.add_column("rows/s", justify="right")
-    table.add_column("× plain COPY", justify="right")
+    table.add_column("× plain COPY (best)", justify="right")
+    table.add_column("× plain COPY (paired, median)", justify="right")
     for name, rate in best.items():
-        table.add_row(name, f"{rate:,.0f}", f"{rate / best['plain COPY']:.2f}")
+        table.add_row(
+            name,
+            f"{rate:,.0f}",
+            f"{rate / best['plain COPY']:.2f}",
+            f"{statistics.median(paired[name]):.2f}",
+        )
     Console().print(table)
     for kind in ("sink only", "job"):
         with_breaker = best[f"{kind}, at_least_once"]
@@ -249,7 +274,7 @@ def main() -> int:
         f"at least once {per_row * 1000:.1f} ns a row, {share:.3f}% of the sink's time"
     )
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps({"rows_per_s": results, "paired": paired}, indent=2))
     return 0 if ok else 1
 
 

@@ -139,3 +139,16 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"condition not met within {timeout_s} s")
+
+
+def copy_backends(dsn: str, app: str) -> list[tuple[int, str]]:
+    """``(pid, query)`` of the server's backends named ``app`` (``application_name``) that
+    run a ``COPY``: a sink's open stream."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT pid, query FROM pg_stat_activity WHERE application_name = %s "
+            "AND query LIKE 'COPY%%'",
+            (app,),
+        ).fetchall()

@@ -4,6 +4,7 @@ dead-lettered poison rows, upsert, at-least-once, and one-line errors for bad in
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -14,6 +15,8 @@ import pytest
 
 psycopg = pytest.importorskip("psycopg")
 
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from pg_server import copy_backends  # noqa: E402
 from weirflow import CheckpointConfig, Dataflow, DeadLetter  # noqa: E402
 from weirflow.connectors import CollectSink, IterableSource, PostgresSink  # noqa: E402
 from weirflow.errors import ConfigError, WeirflowError  # noqa: E402
@@ -232,12 +235,7 @@ def test_metrics_count_rows_written_and_rejected_by_sqlstate(table: str) -> None
 
 
 def _streaming_backends(app: str) -> list[tuple[int, str]]:
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        return conn.execute(
-            "SELECT pid, query FROM pg_stat_activity WHERE application_name = %s "
-            "AND query LIKE 'COPY%%'",
-            (app,),
-        ).fetchall()
+    return copy_backends(DSN, app)
 
 
 @contextmanager

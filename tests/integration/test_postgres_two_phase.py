@@ -5,6 +5,7 @@ only at commit time (transactional mode)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import pytest
 psycopg = pytest.importorskip("psycopg")
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from pg_server import PgServer, pg_server_fixture  # noqa: E402, F401
+from pg_server import PgServer, copy_backends, pg_server_fixture  # noqa: E402, F401
 from weirflow.connectors import PostgresFencedError, PostgresSink, PostgresSinkError  # noqa: E402
 
 
@@ -38,13 +39,18 @@ def rows(start: int, stop: int) -> list[dict[str, Any]]:
     return [{"id": i, "v": i} for i in range(start, stop)]
 
 
-def test_a_zombie_writers_prepared_transaction_is_rolled_back(pg_server: PgServer) -> None:
+@pytest.mark.parametrize("stream_rows", [True, False], ids=["streamed", "in-statements"])
+def test_a_zombie_writers_prepared_transaction_is_rolled_back(
+    pg_server: PgServer, stream_rows: bool
+) -> None:
     """Scenario: writer A prepares checkpoints 1 and 2; only 1 completed. Writer B restores
     checkpoint 1: it commits 1, rolls back A's prepared 2, and fences A, whose later commit
-    and pre-commit fail; nothing of checkpoint 2 is ever visible."""
+    fails, and so does its next write (streamed: the stream's transaction checks the epoch)
+    or its next pre-commit (buffered: the database sees the rows at the barrier); nothing
+    of checkpoint 2 is ever visible."""
     dsn = pg_server.dsn
     make_table(dsn, "zombie")
-    sink = PostgresSink(dsn, "zombie", exactly_once="two_phase")
+    sink = PostgresSink(dsn, "zombie", exactly_once="two_phase", stream_rows=stream_rows)
     a = sink.create_writer("job", "out", 0, 1, None)
     a.write(rows(0, 10), None)
     state1 = a.pre_commit(1)
@@ -58,8 +64,8 @@ def test_a_zombie_writers_prepared_transaction_is_rolled_back(pg_server: PgServe
 
     with pytest.raises(PostgresSinkError, match="gone and was never committed"):
         a.commit(2)
-    a.write(rows(20, 30), None)  # buffered: the database sees it at the next barrier
     with pytest.raises(PostgresFencedError, match="fenced"):
+        a.write(rows(20, 30), None)
         a.pre_commit(3)
     b.write(rows(30, 40), None)
     b.pre_commit(2)
@@ -166,4 +172,59 @@ def test_two_pending_checkpoints_with_the_same_key_commit_in_order(pg_server: Pg
             (2, 20),
             (3, 30),
         ]
+    w.close()
+
+
+def test_rows_stream_into_the_prepared_transaction_and_a_cut_stream_is_written_again(
+    pg_server: PgServer,
+) -> None:
+    """Scenario: a two-phase writer gets rows before its barrier: a COPY is already under
+    way and the table shows none of them; that backend is terminated, more rows come (the
+    stream is dropped with its transaction), and the barrier writes the whole interval into
+    a new transaction and prepares it: every row once after the commit, and the next
+    interval streams again."""
+    app = f"wf_2pc_stream_{os.getpid()}"
+    dsn = pg_server.dsn
+    make_table(dsn, "streamed")
+    sink = PostgresSink(f"{dsn} application_name={app}", "streamed", exactly_once="two_phase")
+    w = sink.create_writer("job", "out", 0, 1, None)
+    w.write(rows(0, 100), None)
+    ((pid, _),) = copy_backends(dsn, app)
+    assert ids(dsn, "streamed") == []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    w.write(rows(100, 200), None)
+    assert copy_backends(dsn, app) == []
+    w.pre_commit(1)
+    assert len(prepared(dsn)) == 1 and ids(dsn, "streamed") == []
+    w.commit(1)
+    assert ids(dsn, "streamed") == list(range(200))
+    w.write(rows(200, 300), None)
+    assert len(copy_backends(dsn, app)) == 1
+    w.pre_commit(2)
+    w.commit(2)
+    assert ids(dsn, "streamed") == list(range(300)) and prepared(dsn) == []
+    w.close()
+
+
+def test_rows_refused_in_a_streamed_prepared_interval_are_dead_lettered(
+    pg_server: PgServer,
+) -> None:
+    """Scenario: a streamed two-phase interval holds a negative value (CHECK), a NULL (NOT
+    NULL) and a text where an int belongs (type): the COPY fails at the barrier, the
+    interval is written again without those three, which are set aside with their
+    SQLSTATE, and the prepared transaction commits every other row once."""
+    dsn = pg_server.dsn
+    make_table(dsn, "poisoned")
+    w = PostgresSink(dsn, "poisoned", exactly_once="two_phase").create_writer(
+        "job", "out", 0, 1, None
+    )
+    bad = {3: -1, 6: None, 8: "eight"}
+    w.write([(i, bad.get(i, i)) for i in range(5)], None)
+    w.write([(i, bad.get(i, i)) for i in range(5, 10)], None)
+    w.pre_commit(1)
+    refused = {r.value[0]: r.error.sqlstate for r in w.take_rejected()}
+    assert refused == {3: "23514", 6: "23502", 8: "22P02"}
+    w.commit(1)
+    assert ids(dsn, "poisoned") == [0, 1, 2, 4, 5, 7, 9]
     w.close()

@@ -18,6 +18,7 @@ from weirflow.connectors.postgres.errors import (
     PostgresSinkError,
     RowRejectedError,
 )
+from weirflow.connectors.postgres.stream import IntervalStream
 from weirflow.connectors.postgres.tables import RowStatements
 from weirflow.connectors.postgres.writers import (
     STATE_VERSION,
@@ -29,6 +30,8 @@ from weirflow.connectors.postgres.writers import (
     record_progress,
     run_token,
 )
+from weirflow.connectors.resilience import BreakerState
+from weirflow.connectors.two_phase import TransactionStateError
 from weirflow.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -60,9 +63,15 @@ class PreparedWriter(PostgresWriter):
         restored = restored or {}
         self.run = run_token(restored, me.subtask)
         self.epoch = 0
+        # rows the open transaction holds (written again into a new one after a broken link)
         self._interval: list[Row] = []
+        # rows not written yet, or streamed and not yet taken by the server
         self._buffer: list[Row] = []
         self._in_txn = False
+        # ``_buffer`` streamed into the open transaction as it arrives (see stream.py)
+        self._stream: IntervalStream | None = None
+        self._stream_failed = False
+        self._may_stream = statements.mode == "append" and sink.stream_rows
         self.restore(restored)
 
     # -- restore and fencing ------------------------------------------------
@@ -168,15 +177,81 @@ class PreparedWriter(PostgresWriter):
             self._open_txn(conn)
 
     def _write(self, values: list[Any], timestamps: list[int] | None) -> None:
-        """Buffer the rows; once ``batch_size`` rows are buffered, write them into the open
-        transaction (one statement instead of one per engine batch)."""
-        self._buffer.extend(self.encode_rows(values))
-        if len(self._buffer) >= self.statements.batch_size:
+        """Buffer the rows and stream them into the open transaction; without a stream,
+        write them once ``batch_size`` rows are buffered (one statement instead of one per
+        engine batch)."""
+        rows = self.encode_rows(values)
+        self._buffer.extend(rows)
+        if self._stream is not None:
+            self._send(rows)
+        elif self._can_stream():
+            self._send(self._buffer)
+        elif len(self._buffer) >= self.statements.batch_size:
             self._write_pending()
 
+    def _can_stream(self) -> bool:
+        """Whether to open a stream now: append mode, no stream failed in this interval,
+        and the breaker closed (an open one would only fail it)."""
+        return (
+            self._may_stream
+            and not self._stream_failed
+            and (self.guard is None or self.guard.state is BreakerState.CLOSED)
+        )
+
+    def _send(self, rows: list[Row]) -> None:
+        """Stream ``rows``; without a stream, open the interval's transaction (as
+        :meth:`_live`) and a stream in it, and send ``rows``. Once and unguarded: on a
+        failure the connection is dropped, with the transaction, and the buffered rows
+        are written in statements for the rest of the interval.
+
+        Raises:
+            PostgresFencedError: a newer writer took over.
+        """
+        try:
+            if self._stream is None:
+                conn = self.connection()
+                with self._deadline.armed(conn):
+                    self._live(conn)
+                    self._stream = IntervalStream(conn, self.statements)
+            with self._deadline.armed(self._stream.conn):
+                self._stream.write(rows)
+        except psycopg.Error as e:
+            log.info("%s: streaming failed (%s); writing the rows in statements", self.name, e)
+            self._stream_failed = True
+            self._stream = None
+            self._in_txn = False
+            self._drop_connection(False)
+
+    def _finish_stream(self) -> None:
+        """End the stream, once and unguarded: the rows the server took join the
+        interval. When a row's content was refused, the transaction is back at its
+        savepoint and the rows stay buffered, for :meth:`statements.write
+        <weirflow.connectors.postgres.tables.RowStatements.write>` to set it aside; on
+        any other failure the connection is dropped, with the transaction."""
+        stream, self._stream = self._stream, None
+        self._stream_failed = False
+        if stream is None:
+            return
+        if stream.rows != len(self._buffer):
+            raise TransactionStateError(
+                f"{self.name}: {stream.rows} rows streamed for {len(self._buffer)} buffered"
+            )
+        try:
+            with self._deadline.armed(stream.conn):
+                taken = stream.finish()
+        except psycopg.Error as e:
+            log.info("%s: the streamed rows failed (%s); writing them again", self.name, e)
+            self._in_txn = False
+            self._drop_connection(False)
+            return
+        if taken:
+            self._interval.extend(self._buffer)
+            self._buffer = []
+
     def _write_pending(self) -> None:
-        """Write the buffered rows into the open transaction; the refused ones are set
-        aside and left out of the interval."""
+        """End the stream, then write the rows still buffered into the open transaction;
+        the refused ones are set aside and left out of the interval."""
+        self._finish_stream()
         rows, self._buffer = self._buffer, []
         if not rows:
             return
@@ -246,6 +321,12 @@ class PreparedWriter(PostgresWriter):
             lambda conn: prune_progress(conn, self.me, self.run, due[-1][0]),
             admin=True,
         )
+
+    def close(self) -> None:
+        """Close the connections; the server rolls back the open transaction and its
+        stream (prepared ones stay, for a restore to resolve)."""
+        self._stream = None
+        super().close()
 
     def _state(self, checkpoint_id: int, committables: list[tuple[int, Any]]) -> Any:
         """``{"version", "run", "prepared": [[checkpoint_id, gid], ...]}``."""

@@ -34,8 +34,10 @@ Two exactly-once modes (both two-phase-commit writers, see
     dead letters leave before the end of input.
 
 ``exactly_once="two_phase"`` (needs ``max_prepared_transactions > 0``)
-    Rows go into an open database transaction, ``batch_size`` at a time; on barrier ``n``
-    it is prepared (``PREPARE TRANSACTION``), and its id is the committable;
+    Rows go into an open database transaction: in ``append`` mode streamed into
+    its ``COPY`` as they arrive (``stream_rows``; after a failure of the stream,
+    and in ``upsert`` mode, ``batch_size`` at a time); on barrier ``n`` it is
+    prepared (``PREPARE TRANSACTION``), and its id is the committable;
     when ``n`` completes it is committed (``COMMIT PREPARED``). A restore
     commits the restored prepared transactions and rolls back every other
     prepared transaction of the sink subtask; each writer takes a new
@@ -109,12 +111,12 @@ class PostgresSink:
         exactly_once: ``transactional`` or ``two_phase`` (module docstring).
         create_table: create the table when missing (needs ``columns`` as a mapping).
         batch_size: rows per ``COPY``/``executemany`` statement; ``two_phase``
-            buffers this many rows before a write (a barrier writes what is
-            buffered). Large statements keep the database busy while Python
-            encodes (a statement is one round trip, whatever its size).
-        stream_rows: ``transactional`` ``append`` only: send an interval's rows as they
-            arrive into the ``COPY`` its barrier ends (``False``: write them all at
-            the barrier, one statement of ``batch_size`` rows after another).
+            without a stream buffers this many rows before a write (a barrier
+            writes what is buffered). Large statements keep the database busy
+            while Python encodes (a statement is one round trip, whatever its size).
+        stream_rows: exactly-once ``append`` only: send an interval's rows as they
+            arrive into one ``COPY`` that its barrier ends (``False``: statements of
+            ``batch_size`` rows, all at the barrier in ``transactional`` mode).
         resilience: retries and circuit breaker (default: :class:`Resilience`).
         connect_timeout: bound on one connection attempt.
 

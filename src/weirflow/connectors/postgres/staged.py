@@ -118,7 +118,9 @@ class StagedWriter(PostgresWriter):
         stream = self._stream
         try:
             if stream is None:
-                stream = self._stream = IntervalStream(self.connection(), self.statements)
+                conn = self.connection()
+                conn.execute("BEGIN")
+                stream = self._stream = IntervalStream(conn, self.statements)
             with self._deadline.armed(stream.conn):
                 stream.write(rows)
         except psycopg.Error as e:

@@ -1,4 +1,4 @@
-"""A ``COPY`` kept open while an interval's rows arrive (``transactional`` appends).
+"""A ``COPY`` kept open while an interval's rows arrive (exactly-once appends).
 
 Written at the barrier in one statement, an interval's rows keep the client
 formatting them and the server parsing them one after the other: the client
@@ -32,10 +32,12 @@ _SAVEPOINT = "weirflow_stream"
 
 
 class IntervalStream:
-    """One open ``COPY`` inside a transaction of its own connection.
+    """One open ``COPY`` inside the transaction of a connection.
 
     Args:
-        conn: an autocommit connection with no transaction open; the stream begins one.
+        conn: a connection in an open transaction, which the stream keeps until
+            :meth:`finish`; what the transaction wrote before is kept whatever happens
+            to the streamed rows.
         statements: the sink's statements (append mode).
 
     Attributes:
@@ -43,13 +45,12 @@ class IntervalStream:
         rows: rows streamed so far.
 
     Raises:
-        psycopg.Error: the transaction or the ``COPY`` could not be started.
+        psycopg.Error: the ``COPY`` could not be started.
     """
 
     def __init__(self, conn: psycopg.Connection[Any], statements: RowStatements) -> None:
         self.conn = conn
         self.rows = 0
-        conn.execute("BEGIN")
         if statements.deferrable:
             # checked per statement, a refused row fails the COPY, not the COMMIT
             conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
@@ -74,7 +75,8 @@ class IntervalStream:
 
         Returns:
             ``True`` when the server took every row; ``False`` when a row's content was
-            refused, the transaction then back at its savepoint (no streamed row in it).
+            refused, the transaction then back at its savepoint (no streamed row in it,
+            what it held before the stream kept).
 
         Raises:
             psycopg.Error: any other failure (the caller drops the connection).
