@@ -26,8 +26,11 @@ demo: $(VENV)/.demo-installed
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check src tests benchmarks examples
 
+# Two test files at a time: most of the suite's time is chaos and cluster tests that wait
+# on restarts and throttled input, not on the CPU. Files, not tests, are spread, so that a
+# module's fixture (an ingested event log, one chaos run checked by several tests) runs once.
 test: $(VENV)/.dev-installed lint
-	$(PY) -m pytest tests
+	$(PY) -m pytest -n 2 --dist loadfile tests
 
 # Quick mode (< 10 min): each benchmark prints its own table, then one table of all results.
 bench: $(VENV)/.dev-installed
