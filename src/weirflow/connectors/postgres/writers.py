@@ -210,9 +210,10 @@ class PostgresWriter(TwoPhaseCommitWriter[Any]):
     def _accepted(
         self, rows: Sequence[Row], refused: list[tuple[int, RowRejectedError]]
     ) -> list[Row]:
-        """Set the ``refused`` rows aside (:meth:`_reject`); return the others, in order."""
+        """Set the ``refused`` rows aside (:meth:`_reject`); return the others, in order
+        (``rows`` itself, not a copy, when it is a list and none was refused)."""
         if not refused:
-            return list(rows)
+            return rows if isinstance(rows, list) else list(rows)
         self._reject(rows, refused)
         out = {i for i, _ in refused}
         return [row for i, row in enumerate(rows) if i not in out]
