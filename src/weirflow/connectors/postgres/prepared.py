@@ -245,7 +245,11 @@ class PreparedWriter(PostgresWriter):
             self._drop_connection(False)
             return
         if taken:
-            self._interval.extend(self._buffer)
+            # the interval is mostly one stream: take its list over instead of copying it
+            if self._interval:
+                self._interval.extend(self._buffer)
+            else:
+                self._interval = self._buffer
             self._buffer = []
 
     def _write_pending(self) -> None:
