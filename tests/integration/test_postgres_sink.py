@@ -328,3 +328,95 @@ def test_no_stream_opens_while_a_checkpoint_waits_to_be_written_at_its_commit(
         writer.pre_commit(3)
         writer.commit(3)
         assert rows_of(table) == span(0, 400)
+
+
+@pytest.fixture
+def keyless(table: str) -> str:
+    """The ``table`` fixture without its primary key: no row written can wait for another
+    transaction."""
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(f"ALTER TABLE {table} DROP CONSTRAINT {table}_pkey")
+    return table
+
+
+def test_rows_may_wait_names_what_can_block_a_row(table: str, keyless: str) -> None:
+    """Scenario: a table with no key, foreign key or trigger is the only kind whose rows
+    cannot wait for another transaction: adding a unique index, a foreign key or a trigger
+    each makes them able to."""
+    from weirflow.connectors.postgres.tables import rows_may_wait
+
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        assert not rows_may_wait(conn, keyless)
+        conn.execute(f"CREATE UNIQUE INDEX {keyless}_s ON {keyless} (s)")
+        assert rows_may_wait(conn, keyless)
+        conn.execute(f"DROP INDEX {keyless}_s")
+        conn.execute(f"CREATE TABLE {keyless}_ref (id int PRIMARY KEY)")
+        try:
+            conn.execute(f"ALTER TABLE {keyless} ADD FOREIGN KEY (v) REFERENCES {keyless}_ref")
+            assert rows_may_wait(conn, keyless)
+        finally:
+            conn.execute(f"DROP TABLE {keyless}_ref CASCADE")
+        assert not rows_may_wait(conn, keyless)
+        conn.execute(
+            f"CREATE TRIGGER {keyless}_t BEFORE INSERT ON {keyless} FOR EACH ROW "
+            "EXECUTE FUNCTION suppress_redundant_updates_trigger()"
+        )
+        assert rows_may_wait(conn, keyless)
+
+
+def _idle_in_transaction(app: str) -> list[int]:
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        return [
+            pid
+            for (pid,) in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s "
+                "AND state = 'idle in transaction'",
+                (app,),
+            )
+        ]
+
+
+def test_a_keyless_table_streams_beside_a_pending_checkpoint(keyless: str) -> None:
+    """Scenario: a table no row can wait on; checkpoint 1's transaction is held (pending)
+    when the next rows come: they stream at once on another connection, checkpoint 2's
+    barrier ends that stream while 1 is still held, and both commit: every row once."""
+    app = f"wf_beside_{os.getpid()}"
+    with streaming_writer(keyless, app) as writer:
+        writer.write(span(0, 100), None)
+        writer.pre_commit(1)
+        writer.write(span(100, 200), None)
+        assert len(_streaming_backends(app)) == 1
+        writer.pre_commit(2)
+        assert len(_idle_in_transaction(app)) == 2
+        assert rows_of(keyless) == []
+        writer.commit(2)
+        assert rows_of(keyless) == span(0, 200)
+
+
+def test_a_broken_held_transaction_written_again_takes_the_data_connection_from_a_stream(
+    keyless: str,
+) -> None:
+    """Scenario: beside checkpoint 1's held transaction the next rows stream; 1's link
+    breaks, so its commit writes its staged rows again, which needs the data connection
+    the stream holds: the stream is dropped, and checkpoint 2's barrier writes its rows.
+    Every row once, and the next interval streams again."""
+    app = f"wf_rewrite_{os.getpid()}"
+    with streaming_writer(keyless, app) as writer:
+        writer.write(span(0, 100), None)
+        writer.pre_commit(1)
+        writer.write(span(100, 200), None)
+        (held,) = _idle_in_transaction(app)
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(%s)", (held,))
+        writer.commit(1)
+        assert rows_of(keyless) == span(0, 100)
+        assert _streaming_backends(app) == []
+        writer.write(span(200, 300), None)
+        writer.pre_commit(2)
+        writer.commit(2)
+        assert rows_of(keyless) == span(0, 300)
+        writer.write(span(300, 400), None)
+        assert len(_streaming_backends(app)) == 1
+        writer.pre_commit(3)
+        writer.commit(3)
+        assert rows_of(keyless) == span(0, 400)

@@ -28,7 +28,10 @@ Two exactly-once modes (both two-phase-commit writers, see
     ``max_concurrent > 1`` checkpoints, an interval whose barrier comes while
     an earlier checkpoint's transaction is still held is not written until it
     completes (its rows could wait for the held transaction's locks), so the
-    rows it refuses fail the commit like the above. At the end of input the
+    rows it refuses fail the commit like the above; nor is an interval
+    streamed while an earlier checkpoint is pending. Both hold only for a
+    table where a row can wait for another transaction: one with a unique or
+    exclusion index, a foreign key or a trigger. At the end of input the
     last interval's rows are written at once (held for the final checkpoint,
     whose id is added with the progress row at its barrier), so that their
     dead letters leave before the end of input.
@@ -83,6 +86,7 @@ from weirflow.connectors.postgres.tables import (
     create_table,
     ensure_bookkeeping,
     has_deferrable_constraint,
+    rows_may_wait,
     table_columns,
 )
 from weirflow.connectors.postgres.writers import WriterIdentity, last_committed
@@ -248,6 +252,7 @@ class PostgresSink:
             self.key_columns,
             self.batch_size,
             deferrable=has_deferrable_constraint(conn, self.table),
+            rows_may_wait=rows_may_wait(conn, self.table),
         )
 
     def open_checked(self, name: str, fresh: bool) -> tuple[psycopg.Connection[Any], RowStatements]:

@@ -101,15 +101,23 @@ class StagedWriter(PostgresWriter):
 
     def _can_stream(self) -> bool:
         """Whether to open a stream now: append mode, no stream failed in this interval,
-        the breaker closed, and no earlier checkpoint pending: a transaction held for one
-        keeps locks these rows could wait for until this thread commits it, and one whose
-        rows are written at its commit needs the data connection the stream would hold."""
+        the breaker closed, and no earlier checkpoint pending unless the table has nothing
+        a row could wait on (:attr:`RowStatements.rows_may_wait
+        <weirflow.connectors.postgres.tables.RowStatements.rows_may_wait>`): a
+        transaction held for a pending checkpoint keeps its locks until this thread
+        commits it. (A pending checkpoint whose rows are written at its commit takes the
+        data connection from the stream: :meth:`_write_checkpoints`.)"""
         return (
             self._may_stream
             and not self._stream_failed
-            and not self.pending
+            and (not self.pending or not self.statements.rows_may_wait)
             and (self.guard is None or self.guard.state is BreakerState.CLOSED)
         )
+
+    def _beside_held(self) -> bool:
+        """Whether rows may be written now: no transaction is held for an earlier
+        checkpoint, or none of its locks can make a row wait."""
+        return not self._held or not self.statements.rows_may_wait
 
     def _send(self, rows: list[Row]) -> None:
         """Stream ``rows``; without a stream, open one and send ``rows``, then the whole
@@ -169,9 +177,10 @@ class StagedWriter(PostgresWriter):
     def _write_pending(self) -> None:
         """Write the interval's rows into a transaction held open for the next checkpoint,
         without its progress row (the checkpoint id is not known yet), and set the refused
-        rows aside. Not beside a transaction still held for an earlier checkpoint (see
-        :meth:`_prepare`): those rows stay unwritten until it completes."""
-        if not self._current or self._held or self._written is not None:
+        rows aside. Not beside a transaction still held for an earlier checkpoint whose
+        locks the rows could wait for (see :meth:`_prepare`): those rows stay unwritten
+        until it completes."""
+        if not self._current or not self._beside_held() or self._written is not None:
             return
         rows = self._current
         streamed = self._finish_stream(None, rows)
@@ -205,8 +214,9 @@ class StagedWriter(PostgresWriter):
             staged = self._accepted(staged, bad)
         # Beside a transaction still held for an earlier checkpoint (max_concurrent > 1)
         # this one's rows could wait for that one's locks, which only this thread can
-        # release: they are staged unwritten and written when the checkpoint completes.
-        if staged and written is None and not self._held:
+        # release (unless the table has no key, foreign key or trigger): they are staged
+        # unwritten and written when the checkpoint completes.
+        if staged and written is None and self._beside_held():
             written, bad = self._guarded(
                 "write rows", lambda conn: self._hold(conn, checkpoint_id, staged)
             )
@@ -352,6 +362,10 @@ class StagedWriter(PostgresWriter):
         due = [(c, rows) for c, rows in due if rows]
         if not due:
             return 0
+        if self._stream is not None:
+            # the stream holds the data connection; its rows stay buffered for the barrier
+            self._stream_failed = True
+            self._drop_stream()
 
         def txn(conn: psycopg.Connection[Any]) -> tuple[list[Any], int]:
             refused: list[tuple[Sequence[Row], list[tuple[int, RowRejectedError]]]] = []

@@ -113,6 +113,22 @@ def has_deferrable_constraint(conn: Connection[Any], table: str) -> bool:
     return bool(row and row[0])
 
 
+def rows_may_wait(conn: Connection[Any], table: str) -> bool:
+    """Whether a row written into ``table`` may wait for another transaction's locks: the
+    table has a unique or exclusion index (a key another open transaction wrote), a foreign
+    key (its check locks the referenced row) or a trigger of its own (it may lock anything)."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass(%s) "
+        "AND (indisunique OR indisexclusion)) "
+        "OR EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s) "
+        "AND contype = 'f') "
+        "OR EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(%s) "
+        "AND NOT tgisinternal)",
+        (table, table, table),
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def check_key_constraint(conn: Connection[Any], table: str, key_columns: Sequence[str]) -> bool:
     """Whether ``table`` has a primary key or unique constraint on exactly ``key_columns``."""
     row = conn.execute(
@@ -136,6 +152,8 @@ class RowStatements:
         key_columns: the conflict target of ``upsert``.
         batch_size: rows per statement (≥ 1).
         deferrable: whether the table has deferrable constraints.
+        rows_may_wait: whether a row written may wait for another transaction's locks
+            (:func:`rows_may_wait`; ``True`` when not known).
     """
 
     table: str
@@ -144,6 +162,7 @@ class RowStatements:
     key_columns: tuple[str, ...]
     batch_size: int
     deferrable: bool = False
+    rows_may_wait: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
