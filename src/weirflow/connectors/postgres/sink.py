@@ -48,8 +48,9 @@ Two exactly-once modes (both two-phase-commit writers, see
     so a zombie of an earlier attempt can no longer prepare anything. No row is
     refused at ``COMMIT PREPARED``: constraints are checked before ``PREPARE``,
     and the prepared transaction keeps its keys even when its link breaks. Choose
-    it for large intervals (checkpoints stay small, the table does the
-    staging) when the server allows prepared transactions and someone
+    it for large intervals and for throughput (checkpoints stay small, the
+    table does the staging: each row is written once, not also into the
+    checkpoint) when the server allows prepared transactions and someone
     watches ``pg_prepared_xacts`` (a prepared transaction holds its locks
     and stops VACUUM until it is resolved).
 
