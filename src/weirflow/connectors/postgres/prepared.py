@@ -30,7 +30,6 @@ from weirflow.connectors.postgres.writers import (
     record_progress,
     run_token,
 )
-from weirflow.connectors.resilience import BreakerState
 from weirflow.connectors.two_phase import TransactionStateError
 from weirflow.errors import ConfigError
 
@@ -68,10 +67,6 @@ class PreparedWriter(PostgresWriter):
         # rows not written yet, or streamed and not yet taken by the server
         self._buffer: list[Row] = []
         self._in_txn = False
-        # ``_buffer`` streamed into the open transaction as it arrives (see stream.py)
-        self._stream: IntervalStream | None = None
-        self._stream_failed = False
-        self._may_stream = statements.mode == "append" and sink.stream_rows
         self.restore(restored)
 
     # -- restore and fencing ------------------------------------------------
@@ -184,19 +179,10 @@ class PreparedWriter(PostgresWriter):
         self._buffer.extend(rows)
         if self._stream is not None:
             self._send(rows)
-        elif self._can_stream():
+        elif self._stream_allowed():
             self._send(self._buffer)
         elif len(self._buffer) >= self.statements.batch_size:
             self._write_pending()
-
-    def _can_stream(self) -> bool:
-        """Whether to open a stream now: append mode, no stream failed in this interval,
-        and the breaker closed (an open one would only fail it)."""
-        return (
-            self._may_stream
-            and not self._stream_failed
-            and (self.guard is None or self.guard.state is BreakerState.CLOSED)
-        )
 
     def _send(self, rows: list[Row]) -> None:
         """Stream ``rows``; without a stream, open the interval's transaction (as
@@ -218,9 +204,8 @@ class PreparedWriter(PostgresWriter):
         except psycopg.Error as e:
             log.info("%s: streaming failed (%s); writing the rows in statements", self.name, e)
             self._stream_failed = True
-            self._stream = None
             self._in_txn = False
-            self._drop_connection(False)
+            self._drop_stream()
 
     def _finish_stream(self) -> None:
         """End the stream, once and unguarded: the rows the server took join the
@@ -325,12 +310,6 @@ class PreparedWriter(PostgresWriter):
             lambda conn: prune_progress(conn, self.me, self.run, due[-1][0]),
             admin=True,
         )
-
-    def close(self) -> None:
-        """Close the connections; the server rolls back the open transaction and its
-        stream (prepared ones stay, for a restore to resolve)."""
-        self._stream = None
-        super().close()
 
     def _state(self, checkpoint_id: int, committables: list[tuple[int, Any]]) -> Any:
         """``{"version", "run", "prepared": [[checkpoint_id, gid], ...]}``."""

@@ -29,7 +29,6 @@ from weirflow.connectors.postgres.writers import (
     record_progress,
     run_token,
 )
-from weirflow.connectors.resilience import BreakerState
 from weirflow.connectors.two_phase import TransactionStateError
 from weirflow.errors import ConfigError
 
@@ -72,10 +71,6 @@ class StagedWriter(PostgresWriter):
         # the connection whose open transaction holds ``_current``, written at the end of
         # input, that the next checkpoint adds its progress row to (``None``: unwritten)
         self._written: psycopg.Connection[Any] | None = None
-        # ``_current`` streamed as it arrives (append mode; see stream.py), or ``None``
-        self._stream: IntervalStream | None = None
-        self._stream_failed = False
-        self._may_stream = self.exactly_once and statements.mode == "append" and sink.stream_rows
         if self.exactly_once:
             self.restore(restored)
 
@@ -107,12 +102,7 @@ class StagedWriter(PostgresWriter):
         transaction held for a pending checkpoint keeps its locks until this thread
         commits it. (A pending checkpoint whose rows are written at its commit takes the
         data connection from the stream: :meth:`_write_checkpoints`.)"""
-        return (
-            self._may_stream
-            and not self._stream_failed
-            and (not self.pending or not self.statements.rows_may_wait)
-            and (self.guard is None or self.guard.state is BreakerState.CLOSED)
-        )
+        return self._stream_allowed() and (not self.pending or not self.statements.rows_may_wait)
 
     def _beside_held(self) -> bool:
         """Whether rows may be written now: no transaction is held for an earlier
@@ -135,12 +125,6 @@ class StagedWriter(PostgresWriter):
             log.info("%s: streaming failed (%s); the barrier writes the rows", self.name, e)
             self._stream_failed = True
             self._drop_stream()
-
-    def _drop_stream(self) -> None:
-        """Forget the stream and close its connection (the server rolls it back)."""
-        if self._stream is not None:
-            self._stream = None
-            self._drop_connection(False)
 
     def _finish_stream(
         self, checkpoint_id: int | None, rows: list[Row]
@@ -332,7 +316,6 @@ class StagedWriter(PostgresWriter):
 
     def close(self) -> None:
         """Close every connection; the held transactions are rolled back by the server."""
-        self._drop_stream()
         for conn, _ in self._held.values():
             conn.close()
         self._held.clear()

@@ -29,7 +29,9 @@ from weirflow.connectors.postgres.errors import (
     RowRejectedError,
     is_transient,
 )
+from weirflow.connectors.postgres.stream import IntervalStream
 from weirflow.connectors.postgres.tables import RowStatements
+from weirflow.connectors.resilience import BreakerState
 from weirflow.connectors.two_phase import TwoPhaseCommitWriter
 from weirflow.errors import ConfigError
 from weirflow.metrics import ConnectorStats
@@ -150,6 +152,10 @@ class PostgresWriter(TwoPhaseCommitWriter[Any]):
         self.rejected_by_sqlstate: dict[str, int] = {}
         self._conns: dict[bool, psycopg.Connection[Any] | None] = {False: conn, True: None}
         self._rejected: list[RejectedRecord] = []
+        # the interval's rows streamed into a COPY on the data connection (stream.py), or None
+        self._stream: IntervalStream | None = None
+        self._stream_failed = False
+        self._may_stream = exactly_once and statements.mode == "append" and sink.stream_rows
 
     # -- connection ---------------------------------------------------------
 
@@ -167,6 +173,24 @@ class PostgresWriter(TwoPhaseCommitWriter[Any]):
         conn, self._conns[admin] = self._conns[admin], None
         if conn is not None:
             conn.close()
+
+    # -- the interval's stream ------------------------------------------------
+
+    def _stream_allowed(self) -> bool:
+        """Whether an interval's stream may open now: exactly-once appends with
+        ``stream_rows``, no stream failed in this interval, and the breaker closed (an open
+        one would only fail it)."""
+        return (
+            self._may_stream
+            and not self._stream_failed
+            and (self.guard is None or self.guard.state is BreakerState.CLOSED)
+        )
+
+    def _drop_stream(self) -> None:
+        """Forget the stream, if any, and close the data connection that holds it or was
+        opening it (the server rolls its transaction back); its rows stay buffered."""
+        self._stream = None
+        self._drop_connection(False)
 
     # -- rows ---------------------------------------------------------------
 
@@ -284,7 +308,9 @@ class PostgresWriter(TwoPhaseCommitWriter[Any]):
         return result
 
     def close(self) -> None:
-        """Close the connections; an open transaction is rolled back by the server."""
+        """Close the connections; an open transaction (and stream) is rolled back by the
+        server."""
+        self._stream = None
         self._drop_connection(False)
         self._drop_connection(True)
         self._deadline.close()
