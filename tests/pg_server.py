@@ -152,3 +152,11 @@ def copy_backends(dsn: str, app: str) -> list[tuple[int, str]]:
             "AND query LIKE 'COPY%%'",
             (app,),
         ).fetchall()
+
+
+def terminate_backend(dsn: str, pid: int) -> None:
+    """End one server backend (``pg_terminate_backend``): its client's link breaks."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))

@@ -16,9 +16,14 @@ import pytest
 psycopg = pytest.importorskip("psycopg")
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from pg_server import copy_backends  # noqa: E402
+from pg_server import copy_backends, terminate_backend  # noqa: E402
 from weirflow import CheckpointConfig, Dataflow, DeadLetter  # noqa: E402
-from weirflow.connectors import CollectSink, IterableSource, PostgresSink  # noqa: E402
+from weirflow.connectors import (  # noqa: E402
+    CollectSink,
+    IterableSource,
+    PostgresSink,
+    PostgresSinkError,
+)
 from weirflow.errors import ConfigError, WeirflowError  # noqa: E402
 
 DSN = "host=127.0.0.1 port=5432 dbname=test"
@@ -269,8 +274,7 @@ def test_rows_stream_as_they_arrive_and_a_cut_stream_is_written_at_the_barrier(
         writer.write(span(0, 100), None)
         (streaming,) = _streaming_backends(app)
         assert rows_of(table) == []
-        with psycopg.connect(DSN, autocommit=True) as conn:
-            conn.execute("SELECT pg_terminate_backend(%s)", (streaming[0],))
+        terminate_backend(DSN, streaming[0])
         writer.write(span(100, 200), None)
         assert _streaming_backends(app) == []
         writer.pre_commit(1)
@@ -406,8 +410,7 @@ def test_a_broken_held_transaction_written_again_takes_the_data_connection_from_
         writer.pre_commit(1)
         writer.write(span(100, 200), None)
         (held,) = _idle_in_transaction(app)
-        with psycopg.connect(DSN, autocommit=True) as conn:
-            conn.execute("SELECT pg_terminate_backend(%s)", (held,))
+        terminate_backend(DSN, held)
         writer.commit(1)
         assert rows_of(keyless) == span(0, 100)
         assert _streaming_backends(app) == []
@@ -420,3 +423,41 @@ def test_a_broken_held_transaction_written_again_takes_the_data_connection_from_
         writer.pre_commit(3)
         writer.commit(3)
         assert rows_of(keyless) == span(0, 400)
+
+
+def test_the_end_of_input_beside_a_held_checkpoint_finds_its_refused_rows(table: str) -> None:
+    """Scenario: the input ends while checkpoint 1's transaction is still held (a bounded
+    job whose last checkpoint has not completed yet) and the last rows hold a NULL: they
+    are written at the end of input anyway, beside the held transaction (no key is shared),
+    so the NULL is set aside before the operators downstream end; both checkpoints commit
+    every other row once."""
+    with streaming_writer(table) as writer:
+        writer.write(span(0, 100), None)
+        writer.pre_commit(1)
+        writer.write([(i, None if i == 150 else i, f"s{i}") for i in range(100, 200)], None)
+        writer.end_of_input()
+        assert [(r.value[0], r.error.sqlstate) for r in writer.take_rejected()] == [(150, "23502")]
+        writer.pre_commit(2)
+        writer.commit(2)
+        assert rows_of(table) == [r for r in span(0, 200) if r[0] != 150]
+
+
+def test_rows_that_would_wait_for_a_held_checkpoint_are_written_at_their_commit(
+    table: str,
+) -> None:
+    """Scenario: as above, but the last rows repeat a key of checkpoint 1's held
+    transaction: written beside it, that row would wait for a commit only this thread can
+    make, so the write gives up after its lock timeout and the rows are written when
+    checkpoint 2 completes; the repeated key is refused there, which fails that commit
+    (retriable), and every other row is written once."""
+    with streaming_writer(table) as writer:
+        writer.write(span(0, 100), None)
+        writer.pre_commit(1)
+        writer.write([*span(100, 150), (5, 5, "again")], None)
+        writer.end_of_input()
+        assert writer.take_rejected() == []
+        writer.pre_commit(2)
+        with pytest.raises(PostgresSinkError, match="refused 1 row") as failed:
+            writer.commit(2)
+        assert failed.value.retriable
+        assert rows_of(table) == span(0, 150)

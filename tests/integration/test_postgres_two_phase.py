@@ -15,7 +15,12 @@ import pytest
 psycopg = pytest.importorskip("psycopg")
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from pg_server import PgServer, copy_backends, pg_server_fixture  # noqa: E402, F401
+from pg_server import (  # noqa: E402, F401
+    PgServer,
+    copy_backends,
+    pg_server_fixture,
+    terminate_backend,
+)
 from weirflow.connectors import PostgresFencedError, PostgresSink, PostgresSinkError  # noqa: E402
 
 
@@ -191,8 +196,7 @@ def test_rows_stream_into_the_prepared_transaction_and_a_cut_stream_is_written_a
     w.write(rows(0, 100), None)
     ((pid, _),) = copy_backends(dsn, app)
     assert ids(dsn, "streamed") == []
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    terminate_backend(dsn, pid)
     w.write(rows(100, 200), None)
     assert copy_backends(dsn, app) == []
     w.pre_commit(1)

@@ -25,13 +25,16 @@ Two exactly-once modes (both two-phase-commit writers, see
     recorded in ``weirflow_sink_rejects`` and the commit fails (retriable):
     the restore of that checkpoint dead-letters it, so that a checkpoint
     carries its dead letter even when it was the job's final one. With
-    ``max_concurrent > 1`` checkpoints, an interval whose barrier comes while
-    an earlier checkpoint's transaction is still held is not written until it
-    completes (its rows could wait for the held transaction's locks), so the
-    rows it refuses fail the commit like the above; nor is an interval
-    streamed while an earlier checkpoint is pending. Both hold only for a
-    table where a row can wait for another transaction: one with a unique or
-    exclusion index, a foreign key or a trigger. At the end of input the
+    ``max_concurrent > 1`` checkpoints, or at the end of input before the
+    last checkpoint completed, an interval written while an earlier
+    checkpoint's transaction is still held is written under a short lock
+    timeout: a row that would wait for the held transaction's locks (which
+    only this thread can release) rolls it back, and the interval is then
+    written when its checkpoint completes, so the rows it refuses fail the
+    commit like the above; nor is an interval streamed while an earlier
+    checkpoint is pending. Both hold only for a table where a row can wait
+    for another transaction: one with a unique or exclusion index, a foreign
+    key or a trigger. At the end of input the
     last interval's rows are written at once (held for the final checkpoint,
     whose id is added with the progress row at its barrier), so that their
     dead letters leave before the end of input.

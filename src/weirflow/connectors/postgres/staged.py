@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import psycopg
+from psycopg import errors as pg_errors
 
 from weirflow.connectors.postgres.errors import (
     PostgresSinkError,
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("weirflow.connectors.postgres")
 _encoder = msgspec.msgpack.Encoder()
+#: Longest wait (ms) of a row written beside a held transaction: any wait there is most
+#: likely for that transaction, which only the waiting thread can end.
+BESIDE_HELD_LOCK_TIMEOUT_MS = 200
 _decoder = msgspec.msgpack.Decoder(list[list[Any]])
 
 
@@ -104,10 +108,32 @@ class StagedWriter(PostgresWriter):
         data connection from the stream: :meth:`_write_checkpoints`.)"""
         return self._stream_allowed() and (not self.pending or not self.statements.rows_may_wait)
 
-    def _beside_held(self) -> bool:
-        """Whether rows may be written now: no transaction is held for an earlier
-        checkpoint, or none of its locks can make a row wait."""
-        return not self._held or not self.statements.rows_may_wait
+    def _write_held(
+        self, checkpoint_id: int | None, rows: list[Row]
+    ) -> tuple[psycopg.Connection[Any], list[tuple[int, RowRejectedError]]] | None:
+        """Write ``rows`` into a transaction held open (:meth:`_hold`), behind the guard.
+
+        Beside a transaction still held for an earlier checkpoint (max_concurrent > 1,
+        or the end of input before the last checkpoint completed) a row could wait for
+        that one's locks, which only this thread can release: there the write runs under
+        a lock timeout of ``BESIDE_HELD_LOCK_TIMEOUT_MS``, and a row that would wait
+        rolls it back.
+
+        Returns:
+            The connection holding the transaction and the refused rows; ``None`` when a
+            row would have waited (the rows stay unwritten until that checkpoint
+            completes, and are then written at their own checkpoint's commit).
+        """
+        beside = bool(self._held) and self.statements.rows_may_wait
+
+        def write(conn: psycopg.Connection[Any]) -> Any:
+            try:
+                return self._hold(conn, checkpoint_id, rows, beside_held=beside)
+            except pg_errors.LockNotAvailable:
+                log.info("%s: rows would wait for a held transaction; written later", self.name)
+                return None
+
+        return self._guarded("write rows", write)
 
     def _send(self, rows: list[Row]) -> None:
         """Stream ``rows``; without a stream, open one and send ``rows``, then the whole
@@ -161,15 +187,16 @@ class StagedWriter(PostgresWriter):
     def _write_pending(self) -> None:
         """Write the interval's rows into a transaction held open for the next checkpoint,
         without its progress row (the checkpoint id is not known yet), and set the refused
-        rows aside. Not beside a transaction still held for an earlier checkpoint whose
-        locks the rows could wait for (see :meth:`_prepare`): those rows stay unwritten
-        until it completes."""
-        if not self._current or not self._beside_held() or self._written is not None:
+        rows aside. When a row would wait for a transaction still held for an earlier
+        checkpoint (:meth:`_write_held`), the rows stay unwritten."""
+        if not self._current or self._written is not None:
             return
         rows = self._current
         streamed = self._finish_stream(None, rows)
         if streamed is None:
-            streamed = self._guarded("write rows", lambda conn: self._hold(conn, None, rows))
+            streamed = self._write_held(None, rows)
+        if streamed is None:
+            return
         self._written, bad = streamed
         self._current = self._accepted(rows, bad)
 
@@ -196,14 +223,11 @@ class StagedWriter(PostgresWriter):
         if streamed is not None:
             written, bad = streamed
             staged = self._accepted(staged, bad)
-        # Beside a transaction still held for an earlier checkpoint (max_concurrent > 1)
-        # this one's rows could wait for that one's locks, which only this thread can
-        # release (unless the table has no key, foreign key or trigger): they are staged
-        # unwritten and written when the checkpoint completes.
-        if staged and written is None and self._beside_held():
-            written, bad = self._guarded(
-                "write rows", lambda conn: self._hold(conn, checkpoint_id, staged)
-            )
+        # rows that would wait for a transaction held for an earlier checkpoint are
+        # staged unwritten, and written when this checkpoint completes (_write_held)
+        held = self._write_held(checkpoint_id, staged) if staged and written is None else None
+        if held is not None:
+            written, bad = held
             staged = self._accepted(staged, bad)
         if written is not None:
             self._held[checkpoint_id] = (written, len(staged))
@@ -216,18 +240,29 @@ class StagedWriter(PostgresWriter):
             ) from e
 
     def _hold(
-        self, conn: psycopg.Connection[Any], checkpoint_id: int | None, rows: list[Row]
+        self,
+        conn: psycopg.Connection[Any],
+        checkpoint_id: int | None,
+        rows: list[Row],
+        beside_held: bool = False,
     ) -> tuple[psycopg.Connection[Any], list[tuple[int, RowRejectedError]]]:
         """Open a transaction on ``conn``, write ``rows`` and the progress row of
         ``checkpoint_id`` (if given) into it, and take ``conn`` out of the writer's hands
         (the next call opens another connection), so that a later interval can be written
-        while this one waits for its checkpoint.
+        while this one waits for its checkpoint. With ``beside_held``, under a lock
+        timeout of ``BESIDE_HELD_LOCK_TIMEOUT_MS``.
 
         Returns:
             The connection holding the open transaction, and the refused rows.
+
+        Raises:
+            psycopg.errors.LockNotAvailable: with ``beside_held``, a row waited too long
+                (the transaction is rolled back).
         """
         conn.execute("BEGIN")
         try:
+            if beside_held:
+                conn.execute(f"SET LOCAL lock_timeout = {BESIDE_HELD_LOCK_TIMEOUT_MS}")
             bad = self.statements.write(conn, rows)
             if checkpoint_id is not None:
                 record_progress(conn, self.me, self.run, checkpoint_id, len(rows) - len(bad))
