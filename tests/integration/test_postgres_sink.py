@@ -334,6 +334,46 @@ def test_no_stream_opens_while_a_checkpoint_waits_to_be_written_at_its_commit(
         assert rows_of(table) == span(0, 400)
 
 
+def _progress_and_backends(writer: Any, app: str) -> tuple[list[int], int]:
+    """The checkpoint ids of ``writer``'s progress rows, and how many server connections
+    named ``app`` are open."""
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        ids = conn.execute(
+            "SELECT checkpoint_id FROM weirflow_sink_progress WHERE job = 'streaming' "
+            "AND sink = 'pg' AND subtask = 0 AND run = %s ORDER BY 1",
+            (writer.run,),
+        ).fetchall()
+        (backends,) = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,)
+        ).fetchone() or (0,)
+    return [c for (c,) in ids], int(backends)
+
+
+def test_a_commit_keeps_only_the_newest_progress_row_pruning_on_an_idle_connection(
+    keyless: str,
+) -> None:
+    """Scenario: four checkpoints of a table without keys commit; after each the writer's
+    progress table holds only the newest one. While no stream is open the older rows are
+    pruned on the connection the commit just ended (the writer holds one connection);
+    while the next interval streams (beside the pending checkpoint), on a second one."""
+    app = f"wf_prune_{os.getpid()}"
+    with streaming_writer(keyless, app) as writer:
+        for c in (1, 2):
+            writer.write(span(c * 100, c * 100 + 100), None)
+            writer.pre_commit(c)
+            writer.commit(c)
+            assert _progress_and_backends(writer, app) == ([c], 1)
+        writer.write(span(300, 400), None)
+        writer.pre_commit(3)
+        writer.write(span(400, 500), None)
+        assert len(_streaming_backends(app)) == 1
+        writer.commit(3)
+        assert _progress_and_backends(writer, app) == ([3], 2)
+        writer.pre_commit(4)
+        writer.commit(4)
+        assert rows_of(keyless) == span(100, 500)
+
+
 @pytest.fixture
 def keyless(table: str) -> str:
     """The ``table`` fixture without its primary key: no row written can wait for another

@@ -66,7 +66,23 @@ def frame(payload: bytes, key: bytes | None) -> bytes:
     Returns:
         The whole file's bytes.
     """
-    return header(hashlib.sha256(payload).digest(), len(payload), key) + payload
+    return frame_header(payload, key)[0] + payload
+
+
+def frame_header(payload: bytes, key: bytes | None) -> tuple[bytes, str]:
+    """Return the header to write before ``payload``, and the payload's checksum, hashing
+    the payload once (a state file can hold tens of MB: a sink's staged rows).
+
+    Args:
+        payload: the state bytes.
+        key: the checkpoint key, or ``None`` for an unsigned header.
+
+    Returns:
+        ``(header, "sha256:<hex>")``: :data:`HEADER_SIZE` bytes, and the checksum
+        :func:`checksum_of` gives for ``payload``.
+    """
+    digest = hashlib.sha256(payload).digest()
+    return header(digest, len(payload), key), "sha256:" + digest.hex()
 
 
 def header(digest: bytes, length: int, key: bytes | None) -> bytes:

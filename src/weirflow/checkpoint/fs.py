@@ -74,13 +74,18 @@ def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return isinstance(fs, LocalFileSystem)
 
 
-def write_durable(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` (replacing it) so that it survives a crash once this returns.
+def write_durable(
+    fs: fsspec.AbstractFileSystem, path: str, data: bytes, *, head: bytes = b""
+) -> None:
+    """Write ``head`` then ``data`` to ``path`` (replacing it) so that it survives a crash once
+    this returns.
 
     Args:
         fs: the file system.
         path: the file's path within ``fs``; parent folders are created.
         data: the bytes.
+        head: bytes written before ``data`` (a state file's header), given apart so that a
+            local write does not copy ``data`` to join them.
 
     Raises:
         OSError: the write failed.
@@ -88,11 +93,12 @@ def write_durable(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None
     if is_local(fs):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
+            f.write(head)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         return
-    fs.pipe_file(path, data)
+    fs.pipe_file(path, head + data if head else data)
 
 
 COPY_CHUNK_BYTES = 1 << 20

@@ -28,8 +28,7 @@ from weirflow.checkpoint.errors import CheckpointCorruptError, CheckpointStorage
 from weirflow.checkpoint.fileformat import (
     HEADER_SIZE,
     check_payload,
-    checksum_of,
-    frame,
+    frame_header,
     header,
     read_header,
     unframe,
@@ -266,12 +265,12 @@ class StateFiles:
         return name
 
     def _write(self, relative: str, data: bytes) -> StateHandle:
-        blob = frame(data, self._key)
+        head, checksum = frame_header(data, self._key)
         try:
-            write_durable(self.fs, f"{self.root}/{relative}", blob)
+            write_durable(self.fs, f"{self.root}/{relative}", data, head=head)
         except OSError as e:
             raise CheckpointError(f"cannot write state file {self.root_url}/{relative}: {e}") from e
-        return StateHandle(relative, len(blob), checksum_of(data))
+        return StateHandle(relative, len(head) + len(data), checksum)
 
     def read_state(self, handle: StateHandle) -> bytes:
         """Read and verify one state file.

@@ -9,7 +9,13 @@ import struct
 import pytest
 
 from weirflow.checkpoint import CheckpointCorruptError, Manifest, StateHandle, TaskSnapshot
-from weirflow.checkpoint.fileformat import HEADER_SIZE, checksum_of, frame, unframe
+from weirflow.checkpoint.fileformat import (
+    HEADER_SIZE,
+    checksum_of,
+    frame,
+    frame_header,
+    unframe,
+)
 from weirflow.checkpoint.handles import is_safe_name, state_file_name
 from weirflow.errors import SerdeError
 
@@ -21,6 +27,17 @@ def test_frame_round_trip() -> None:
     payload = b"keyed state \x00\xff"
     assert unframe(frame(payload, None), "p", checksum_of(payload)) == payload
     assert unframe(frame(payload, KEY), "p", checksum_of(payload), KEY) == payload
+
+
+@pytest.mark.parametrize("key", [None, KEY])
+def test_frame_header_is_the_frame_before_the_payload_with_its_checksum(
+    key: bytes | None,
+) -> None:
+    payload = b"staged rows " * 100
+    head, checksum = frame_header(payload, key)
+    assert len(head) == HEADER_SIZE
+    assert head + payload == frame(payload, key)
+    assert checksum == checksum_of(payload)
 
 
 def test_signed_file_is_refused_under_another_key_or_after_a_forged_edit() -> None:

@@ -298,10 +298,12 @@ class StagedWriter(PostgresWriter):
             held = self._held.pop(c, None)
             if held is None or not self._commit_held(*held):
                 refused += self._write_checkpoints(self.me, self.run, [(c, blob)], route=False)
+        # on the data connection when no stream holds it: the one just committed is idle
+        # there, or the next interval needs a new one anyway
         self._guarded(
             "prune progress",
             lambda conn: prune_progress(conn, self.me, self.run, due[-1][0]),
-            admin=True,
+            admin=self._stream is not None,
         )
         if refused:
             raise PostgresSinkError(
