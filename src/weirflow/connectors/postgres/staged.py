@@ -38,10 +38,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("weirflow.connectors.postgres")
 _encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(list[list[Any]])
 #: Longest wait (ms) of a row written beside a held transaction: any wait there is most
 #: likely for that transaction, which only the waiting thread can end.
 BESIDE_HELD_LOCK_TIMEOUT_MS = 200
-_decoder = msgspec.msgpack.Decoder(list[list[Any]])
 
 
 class StagedWriter(PostgresWriter):
